@@ -47,6 +47,56 @@ class Config:
     limit: int = _opt(0, "keep a stratified subsample of N training rows (0 = all)", "folds")
     force: bool = _opt(False, "replace a folds file that trained models depend on", "folds")
 
+    # ---- training ----
+    experiment: str = _opt("", "experiment name: models/<experiment>/ (default: derived from model, size "
+                           "and a hash of the settings)", "train")
+    fold: str = _opt("0", "fold(s) to train: 0, '0,2,4' or all (finished folds are skipped)", "train")
+    model: str = _opt("resnet18", "any timm model name (timm.list_models())", "train")
+    pretrained: bool = _opt(False, "start from the hub's pretrained weights (needs a network)", "train")
+    pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
+    img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
+    crop_pct: float = _opt(0.0, "validation centre-crop fraction (default: the model's; 1.0 = no crop)", "train")
+    in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train")
+    epochs: int = _opt(10, "training epochs", "train")
+    batch_size: int = _opt(64, "batch size", "train")
+    lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train")
+    opt: str = _opt("adamw", "optimizer name for timm create_optimizer_v2", "train")
+    sched: str = _opt("cosine", "LR schedule for timm create_scheduler_v2 (cosine, step, ...)", "train")
+    warmup_epochs: float = _opt(1.0, "linear LR warmup (epochs)", "train")
+    min_lr: float = _opt(1e-6, "final LR of the schedule", "train")
+    freeze_epochs: int = _opt(0, "first K epochs train only the head (frozen backbone), then all", "train")
+    aug: str = _opt("light", "augmentation preset: none, light, medium (Keras recipe), heavy", "train",
+                    choices=["none", "light", "medium", "heavy"])
+    hflip: bool = _opt(True, "random horizontal flips (turn off for digits and text)", "train")
+    vflip: bool = _opt(False, "random vertical flips", "train")
+    randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
+    mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train")
+    cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train")
+    label_smoothing: float = _opt(0.1, "label smoothing", "train")
+    drop_rate: float = _opt(0.0, "dropout before the classifier", "train")
+    drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train")
+    accum_steps: int = _opt(1, "gradient accumulation steps", "train")
+    clip_grad: float = _opt(0.0, "clip gradient norm (0 = off)", "train")
+    ema: bool = _opt(False, "keep an EMA of the weights (timm ModelEmaV3); validate and save it", "train")
+    ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
+    balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
+                        "train", choices=["none", "weights", "sampler"])
+    metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
+                       choices=["accuracy", "logloss", "f1_macro", "qwk", "auc"])
+    patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train")
+    amp: str = _opt("auto", "mixed precision: auto (bf16/fp16 on GPU, off on CPU), bf16, fp16, off", "train",
+                    choices=["auto", "bf16", "fp16", "off"])
+    channels_last: str = _opt("auto", "channels_last memory format: auto (on GPU), on, off", "train",
+                              choices=["auto", "on", "off"])
+    compile: bool = _opt(False, "torch.compile the model (pays off on GPU for long runs)", "train")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:1", "train")
+    workers: int = _opt(-1, "DataLoader workers (-1 = auto)", "train")
+    cache: str = _opt("auto", "keep decoded images in RAM: auto (when they fit), ram, off", "train",
+                      choices=["auto", "ram", "off"])
+    resume: bool = _opt(True, "continue an interrupted fold from its last-epoch checkpoint", "train")
+    progress: bool = _opt(True, "tqdm progress bars", "train")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -55,14 +105,23 @@ GROUP_TITLES = {
     "paths": "paths",
     "data": "reading the competition",
     "folds": "cross-validation folds",
+    "train": "training",
+    "predict": "prediction",
 }
+
+# Settings that change how a run is executed but not what it learns: an
+# experiment may be continued with other values of these.
+RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
+            "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
+            "cache", "experiment"}
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser(groups: list[str], description: str, prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(groups: list[str], description: str, prog: str | None = None,
+                 extra: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """An argparse parser with one option per Config field of `groups`.
 
     Defaults are suppressed so `resolve` can tell what the user typed; the help
@@ -76,7 +135,7 @@ def build_parser(groups: list[str], description: str, prog: str | None = None) -
     for g in groups:
         ag = p.add_argument_group(GROUP_TITLES.get(g, g))
         for f in fields(Config):
-            if f.metadata["group"] != g:
+            if f.metadata["group"] != g and not (f.name in extra and g == groups[-1]):
                 continue
             shown = f.default
             if isinstance(shown, str) and shown.startswith(str(ROOT)):

@@ -1,0 +1,120 @@
+"""The torch Dataset over a sample table, with an in-RAM cache of decoded images.
+
+Part of the `data` concern (docs/ARCHITECTURE.md), kept apart from data.py so
+that reading a competition (make_folds) never imports torch.
+
+Small datasets are decoded once: every image is decoded (OpenCV, threads) and
+kept as a uint8 array, shrunk so its shortest side is at most `max_side`
+(a little above the training size, so crops keep their detail). Large ones are
+decoded in the DataLoader workers on every epoch.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from foldkit.data import Competition, decode_image
+
+CACHE_MAX_BYTES = 6 * 1024**3
+
+
+def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+    h, w = img.shape[:2]
+    s = min(h, w)
+    if not max_side or s <= max_side:
+        return img
+    f = max_side / s
+    out = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return out[..., None] if out.ndim == 2 else out
+
+
+class ImageSource:
+    """Index -> HWC uint8 image, from an array, a cache, or files decoded on demand."""
+
+    def __init__(self, comp: Competition, table, split: str = "train", grey: bool = False,
+                 cache: str = "auto", max_side: int = 0, progress: bool = True):
+        self.grey = grey
+        self.max_side = max_side
+        self.array = None
+        self.cached: list | None = None
+        if "index" in table.columns and comp.layout in ("numpy", "pixel_csv"):
+            arr = comp.pixels(split)[table["index"].to_numpy()]
+            if grey and arr.shape[-1] == 3:
+                arr = np.round(arr @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+            if not grey and arr.shape[-1] == 1:
+                arr = np.repeat(arr, 3, axis=-1)
+            self.array = np.ascontiguousarray(arr)
+            return
+        self.root = Path(comp.root)
+        self.paths = table["path"].tolist()
+        self.rows = (table.index.to_numpy() + 1).tolist()
+        if cache == "auto":
+            cache = "ram" if self._fits_in_ram() else "off"
+        if cache == "ram":
+            self.cached = self._decode_all(progress)
+
+    def _load(self, i: int) -> np.ndarray:
+        img = decode_image(self.root / self.paths[i], grey=self.grey, row=self.rows[i])
+        return _shrink(img, self.max_side)
+
+    def _fits_in_ram(self) -> bool:
+        n = len(self.paths)
+        sample = [self._load(i) for i in range(0, n, max(1, n // 8))][:8]
+        per = np.mean([s.nbytes for s in sample]) if sample else 0
+        return per * n <= CACHE_MAX_BYTES
+
+    def _decode_all(self, progress: bool) -> list:
+        from tqdm.auto import tqdm
+        with ThreadPoolExecutor(4) as ex:   # OpenCV decodes release the GIL
+            it = ex.map(self._load, range(len(self.paths)), chunksize=64)
+            return list(tqdm(it, total=len(self.paths), desc="decoding images once", leave=False,
+                             disable=not progress, unit="img"))
+
+    def __len__(self) -> int:
+        return len(self.array) if self.array is not None else len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.array is not None:
+            return self.array[i]
+        if self.cached is not None:
+            return self.cached[i]
+        return self._load(i)
+
+
+class ImageDataset(Dataset):
+    """(image tensor, target) pairs; target is -1 when the table has no labels."""
+
+    def __init__(self, source: ImageSource, targets: np.ndarray | None, transform):
+        self.source = source
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        img = torch.from_numpy(np.ascontiguousarray(self.source[i])).permute(2, 0, 1)
+        x = self.transform(img) if self.transform is not None else img
+        y = -1 if self.targets is None else int(self.targets[i])
+        return x, y
+
+
+def detect_grey(comp: Competition, table, n: int = 24) -> bool:
+    """True when the images carry one channel, or three identical ones (sampled over the table)."""
+    if comp.layout in ("numpy", "pixel_csv"):
+        arr = comp.pixels("train")
+        if arr.shape[-1] == 1:
+            return True
+        a = arr[: n * 4]
+        return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+    paths = table["path"].tolist()
+    for i in np.linspace(0, len(paths) - 1, num=min(n, len(paths))).astype(int):
+        img = decode_image(Path(comp.root) / paths[i], row=int(i) + 1)
+        if not ((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()):
+            return False
+    return True

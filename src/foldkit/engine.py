@@ -1,0 +1,123 @@
+"""One epoch of training and one pass of evaluation.
+
+AMP (bf16 where supported, fp16 + GradScaler otherwise), channels_last,
+mixup/cutmix (timm Mixup), gradient accumulation and clipping, EMA
+(timm ModelEmaV3) and the per-step LR schedule (timm scheduler.step_update)
+all live here; the loop that calls these is foldkit.fit.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; off on CPU unless asked (CPU bf16 is slow on most CPUs)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None, step0: int = 0,
+                    dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
+                    ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
+                    progress: bool = True) -> dict:
+    """Train over the loader once. Returns mean loss, images/s, and the optimizer step count."""
+    from tqdm.auto import tqdm
+
+    (train_mode or (lambda m: m.train()))(model)
+    total, n_seen, steps, correct, n_hard = 0.0, 0, step0, 0, 0
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    n_batches = len(loader)
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    for i, (x, y) in enumerate(bar):
+        x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+        y_hard = y
+        if mixup is not None:
+            x, y = mixup(x, y)
+        with autocast(device, dtype):
+            out = model(x)
+            loss = loss_fn(out, y)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at batch {i}: lower --lr, or use --amp off")
+        (scaler.scale(loss / accum_steps) if scaler else loss / accum_steps).backward()
+        last = (i + 1) == n_batches
+        if (i + 1) % accum_steps == 0 or last:
+            if clip_grad:
+                if scaler:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            if scheduler is not None:
+                scheduler.step_update(num_updates=steps)
+            if ema is not None:
+                ema.update(getattr(model, "_orig_mod", model), step=steps)
+        total += loss.item() * len(x)
+        n_seen += len(x)
+        if mixup is None:
+            correct += (out.detach().argmax(1) == y_hard).sum().item()
+            n_hard += len(x)
+        bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"loss": total / max(1, n_seen), "accuracy": correct / n_hard if n_hard else float("nan"),
+            "img_per_s": n_seen / max(dt, 1e-9), "steps": steps, "seconds": dt}
+
+
+@torch.no_grad()
+def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = False, tta: list | None = None,
+                  desc: str = "valid", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (averaged over TTA views) and the targets of every batch."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    probs, targets = [], []
+    views = tta or [lambda t: t]
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        x = _to(x, device, channels_last)
+        p = 0
+        with autocast(device, dtype):
+            for view in views:
+                p = p + F.softmax(model(view(x)).float(), dim=1)
+        probs.append((p / len(views)).cpu())
+        targets.append(y)
+    return torch.cat(probs).numpy().astype(np.float64), torch.cat(targets).numpy()
+
+
+def evaluate(model, loader, device, **kw) -> tuple[float, np.ndarray, np.ndarray]:
+    """Validation: (cross-entropy loss, probabilities, targets)."""
+    probs, y = predict_probs(model, loader, device, **kw)
+    p = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
+    return float(-np.log(p).mean()), probs, y

@@ -1,0 +1,169 @@
+"""timm model creation (hub or local pretrained weights), freezing, checkpoints.
+
+A checkpoint describes itself (docs/ARCHITECTURE.md, "Checkpoint"): it holds
+only plain types and tensors, loads with ``torch.load(..., weights_only=True)``
+and rebuilds its model with no network and no other file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import foldkit
+from foldkit.io import atomic_write_with
+
+
+class ModelError(RuntimeError):
+    """The model cannot be built as asked; the message says why and what to do."""
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False,
+                 pretrained_file: str = "", drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    """A timm model with a fresh `num_classes` head.
+
+    pretrained_file: a local ImageNet checkpoint loaded through timm's own
+    mechanism (pretrained_cfg_overlay=dict(file=...)), so offline machines and
+    Kaggle notebooks work. pretrained without a file downloads from the hub.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise ModelError(f"unknown timm model {name!r}" + (f"; similar: {close}" if close else "")
+                         + ". See timm.list_models() for the names.")
+    kw = dict(num_classes=num_classes, in_chans=in_chans)
+    if drop_rate:
+        kw["drop_rate"] = drop_rate
+    if drop_path_rate:
+        kw["drop_path_rate"] = drop_path_rate
+    if pretrained_file:
+        path = Path(pretrained_file)
+        if not path.is_file():
+            raise ModelError(f"--pretrained-file {path} does not exist")
+        try:
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
+        except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this model
+            raise ModelError(f"cannot load {path} as pretrained weights of {name!r}: "
+                             f"{type(e).__name__}: {str(e)[:300]}") from None
+    if pretrained:
+        # Fail fast instead of hanging when offline.
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
+        try:
+            return timm.create_model(name, pretrained=True, **kw)
+        except Exception as e:  # noqa: BLE001 - hub client errors come in many types
+            raise ModelError(
+                f"could not get pretrained weights for {name!r} from the hub ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}). Without a network, download the "
+                "weights elsewhere and pass --pretrained-file PATH, or train from scratch without "
+                "--pretrained.") from None
+    return timm.create_model(name, pretrained=False, **kw)
+
+
+def data_config(model: nn.Module, img_size: int = 0, in_chans: int = 3) -> dict:
+    """Input size, mean/std, interpolation and crop_pct from the model's pretrained config
+    (timm.data.resolve_model_data_config), with an optional image-size override."""
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    mean, std = list(cfg["mean"]), list(cfg["std"])
+    if in_chans == 1 and len(mean) == 3:
+        mean, std = [sum(mean) / 3], [sum(std) / 3]
+    size = img_size or cfg["input_size"][-1]
+    return {"input_size": [in_chans, size, size], "mean": mean, "std": std,
+            "interpolation": cfg.get("interpolation", "bilinear"), "crop_pct": cfg.get("crop_pct", 0.875)}
+
+
+def head_parameters(model: nn.Module) -> list[str]:
+    """Names of the classifier parameters (what a frozen-backbone phase trains)."""
+    head = model.get_classifier()
+    ids = {id(p) for p in head.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze everything but the classifier (and keep frozen BatchNorm statistics fixed)."""
+    head = set(head_parameters(model))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in head or not frozen)
+    model._foldkit_frozen = frozen
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), but BatchNorm layers of a frozen backbone stay in eval mode."""
+    model.train()
+    if getattr(model, "_foldkit_frozen", False):
+        head = {id(m) for m in model.get_classifier().modules()}
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head:
+                m.eval()
+
+
+def versions() -> dict:
+    import timm
+    import torchvision
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "foldkit": foldkit.__version__}
+
+
+def _plain(v):
+    """Config values to plain types (a weights_only load accepts nothing else)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, torch.Tensor):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under DDP / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def make_checkpoint(model: nn.Module, *, model_name: str, classes: list, data_cfg: dict, fold: int,
+                    epoch: int, metric_name: str, metric_value: float, config: dict, folds_sha256: str,
+                    **extra) -> dict:
+    m = unwrap(model)
+    ckpt = {
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()},
+        "model_name": model_name, "num_classes": len(classes), "classes": _plain(list(classes)),
+        "in_chans": int(data_cfg["input_size"][0]), "data_config": _plain(data_cfg),
+        "fold": int(fold), "epoch": int(epoch),
+        "metric": {"name": metric_name, "value": float(metric_value)},
+        "config": _plain(config), "versions": versions(), "folds_sha256": folds_sha256,
+    }
+    ckpt.update(extra)
+    return ckpt
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> None:
+    atomic_write_with(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{path}: not a readable foldkit checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild the model of a checkpoint: no network, no other file."""
+    import timm
+
+    for key in ("state_dict", "model_name", "num_classes", "in_chans"):
+        if key not in ckpt:
+            raise ModelError(f"checkpoint lacks {key!r}: not a foldkit checkpoint")
+    model = timm.create_model(ckpt["model_name"], pretrained=False, num_classes=ckpt["num_classes"],
+                              in_chans=ckpt["in_chans"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

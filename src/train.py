@@ -1,0 +1,39 @@
+"""Fine-tune a timm backbone on one fold (or several) of the folds file.
+
+    python src/train.py --fold 0
+    python src/train.py --fold all --model efficientnet_b0 --pretrained-file weights.pth --epochs 15
+    python src/train.py --config exp.toml --fold 0,1
+
+Trains on the other folds, validates on this one every epoch, keeps the best
+epoch by --metric, and writes models/<experiment>/: fold{k}.pt (best, self-
+describing), oof_fold{k}.csv, log_fold{k}.csv, curve_fold{k}.png. A killed run
+resumes from its last epoch when started again.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from foldkit import config  # noqa: E402
+
+
+def main(argv=None) -> list:
+    parser = config.build_parser(["paths", "data", "train"], description=__doc__,
+                                 prog="train.py", extra=("seed",))
+    cfg = config.resolve(parser.parse_args(argv))
+    from foldkit.data import InputError
+    from foldkit.fit import TrainError, train
+    from foldkit.folds import FoldsError
+    from foldkit.model import ModelError
+    try:
+        results = train(cfg)
+    except (InputError, FoldsError, TrainError, ModelError) as e:
+        raise SystemExit(f"error: {e}")
+    for r in results:
+        print(f"fold {r['fold']}: best {r['metric']} {r['value']:.5f} at epoch {r['best_epoch']} "
+              f"({r['epochs_run']} epochs, {r['seconds']}s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

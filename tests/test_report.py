@@ -1,0 +1,247 @@
+"""The CV report on a tiny hand-checkable experiment: 2 folds, 3 classes, 8 OOF rows.
+
+Row (fold, true class index, probabilities) -> argmax prediction:
+
+  fold 0: r3 (0, .70 .20 .10) -> 0 ok     fold 1: r6 (2, .05 .90 .05) -> 1 WRONG (0.90)
+          r1 (1, .10 .80 .10) -> 1 ok             r2 (1, .20 .70 .10) -> 1 ok
+          r7 (2, .10 .60 .30) -> 1 WRONG (0.60)   r5 (0, .25 .05 .70) -> 2 WRONG (0.70)
+          r0 (0, .60 .30 .10) -> 0 ok             r4 (2, .10 .10 .80) -> 2 ok
+
+accuracy: fold 0 3/4, fold 1 2/4, all 5/8.  Confusion (rows true, cols pred):
+  c0: 2 0 1 | 3      most confused: c2->c1 twice (2/3 of c2), c0->c2 once (1/3 of c0)
+  c1: 0 2 0 | 2      worst errors: r6 (0.90), r5 (0.70), r7 (0.60)
+  c2: 0 2 1 | 3
+  All 2 4 2 | 8
+"""
+import base64
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, write_png
+from foldkit.report import (confusion_table, cv_summary, load_oof, most_confused, per_class_table,
+                            plot_worst_errors, worst_errors, write_report)
+
+ROWS = {  # fold -> [(id, true class index, probabilities)] in file order
+    0: [("r3", 0, (0.70, 0.20, 0.10)), ("r1", 1, (0.10, 0.80, 0.10)),
+        ("r7", 2, (0.10, 0.60, 0.30)), ("r0", 0, (0.60, 0.30, 0.10))],
+    1: [("r6", 2, (0.05, 0.90, 0.05)), ("r2", 1, (0.20, 0.70, 0.10)),
+        ("r5", 0, (0.25, 0.05, 0.70)), ("r4", 2, (0.10, 0.10, 0.80))],
+}
+LABELS = {"int": [0, 1, 2], "str": ["ants", "bees", "wasps"], "numeric_str": ["01", "02", "10"]}
+P_TRUE = {0: [0.70, 0.80, 0.30, 0.60], 1: [0.05, 0.70, 0.25, 0.80]}  # probability of the true class
+
+
+def _logloss(ps):
+    return -sum(math.log(p) for p in ps) / len(ps)
+
+
+def write_oof(exp, classes, folds=(0, 1), prob_names=None):
+    exp.mkdir(parents=True, exist_ok=True)
+    names = prob_names or [f"prob_{c}" for c in classes]
+    for k in folds:
+        rows = []
+        for iid, y, probs in ROWS[k]:
+            rows.append({"id": iid, "fold": k, "label": classes[y], "pred": classes[int(np.argmax(probs))],
+                         **dict(zip(names, probs))})
+        pd.DataFrame(rows).to_csv(exp / f"oof_fold{k}.csv", index=False)
+
+
+def make_experiment(tmp_path, classes, metric="logloss", **cfg):
+    exp = tmp_path / "models" / "exp1"
+    write_oof(exp, classes)
+    config = {"metric": metric, "classes": classes, "model": "resnet18", "experiment": "exp1", **cfg}
+    (exp / "config.json").write_text(json.dumps(config))
+    return exp
+
+
+@pytest.mark.parametrize("kind", list(LABELS))
+def test_report_numbers_match_hand_computation(tmp_path, kind):
+    classes = LABELS[kind]
+    names = [str(c) for c in classes]
+    exp = make_experiment(tmp_path, classes)
+    rep = tmp_path / "reports" / "exp1"
+    out = write_report(exp, rep, test_score=0.5)
+
+    s = json.loads((rep / "cv_scores.json").read_text())
+    f0, f1 = _logloss(P_TRUE[0]), _logloss(P_TRUE[1])
+    assert s["metric"] == "logloss"
+    assert s["cv"] == pytest.approx(_logloss(P_TRUE[0] + P_TRUE[1]))
+    assert s["fold_scores"] == pytest.approx([f0, f1])
+    assert s["cv_mean"] == pytest.approx((f0 + f1) / 2)
+    assert s["cv_std"] == pytest.approx(abs(f0 - f1) / 2)
+    assert s["accuracy"] == pytest.approx(5 / 8)
+    assert [r["accuracy"] for r in s["per_fold"]] == pytest.approx([3 / 4, 2 / 4])
+    assert s["logloss"] == pytest.approx(s["cv"])
+    assert s["n"] == 8 and s["folds"] == [0, 1]
+    assert s["test_score"] == 0.5
+    assert s["classes"] == classes
+    assert out["cv"] == s["cv"] and set(out["paths"]) >= {"oof.csv", "report.html", "confusion.png"}
+
+    # all folds, fold then file order, labels keep their type ("01" stays "01")
+    oof = pd.read_csv(rep / "oof.csv", dtype=str)
+    assert oof["id"].tolist() == ["r3", "r1", "r7", "r0", "r6", "r2", "r5", "r4"]
+    assert oof["label"].tolist()[:3] == [names[0], names[1], names[2]]
+
+    conf = pd.read_csv(rep / "confusion.csv", dtype=str)
+    assert conf.columns.tolist() == ["true", *names, "All"]
+    assert conf.values.tolist() == [[names[0], "2", "0", "1", "3"], [names[1], "0", "2", "0", "2"],
+                                    [names[2], "0", "2", "1", "3"], ["All", "2", "4", "2", "8"]]
+
+    pc = pd.read_csv(rep / "per_class.csv", dtype={"class": str}).set_index("class")
+    assert pc.index.tolist() == [*names, "macro avg"]
+    assert pc["precision"].tolist() == pytest.approx([1.0, 0.5, 0.5, 2 / 3])
+    assert pc["recall"].tolist() == pytest.approx([2 / 3, 1.0, 1 / 3, 2 / 3])
+    assert pc["f1"].tolist() == pytest.approx([0.8, 2 / 3, 0.4, (0.8 + 2 / 3 + 0.4) / 3])
+    assert pc["support"].tolist() == [3, 2, 3, 8]
+
+    mc = pd.read_csv(rep / "most_confused.csv", dtype={"true": str, "pred": str})
+    assert mc[["true", "pred", "count"]].values.tolist() == [[names[2], names[1], 2], [names[0], names[2], 1]]
+    assert mc["share_of_true"].tolist() == pytest.approx([2 / 3, 1 / 3])
+
+    we = pd.read_csv(rep / "worst_errors.csv", dtype={"id": str, "label": str, "pred": str})
+    assert we["id"].tolist() == ["r6", "r5", "r7"]
+    assert we[["label", "pred"]].values.tolist() == [[names[2], names[1]], [names[0], names[2]],
+                                                     [names[2], names[1]]]
+    assert we["confidence"].tolist() == pytest.approx([0.9, 0.7, 0.6])
+    assert we["prob_true"].tolist() == pytest.approx([0.05, 0.25, 0.3])
+
+    assert (rep / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (rep / "worst_errors.png").exists()  # no load_image given
+    page = (rep / "report.html").read_text()
+    assert f"{s['cv']:.4f}" in page and f"{s['cv_mean']:.4f} ± {s['cv_std']:.4f}" in page
+    assert "resnet18" in page and "exp1" in page and "0.6250" in page
+    assert "data:image/png;base64," in page
+
+
+def test_load_oof_keeps_label_types(tmp_path):
+    exp = make_experiment(tmp_path, [0, 1, 2])
+    oof, classes = load_oof(exp)
+    assert classes == [0, 1, 2] and oof["label"].tolist() == [0, 1, 2, 0, 2, 1, 0, 2]
+    assert oof["id"].tolist()[0] == "r3" and oof["fold"].tolist() == [0] * 4 + [1] * 4
+
+    # no `classes` in config: integer-looking class columns become ints, others stay strings
+    (exp / "config.json").unlink()
+    assert load_oof(exp)[1] == [0, 1, 2]
+    exp2 = tmp_path / "codes"
+    write_oof(exp2, ["007", "010", "100"])
+    oof2, classes2 = load_oof(exp2)
+    assert classes2 == ["007", "010", "100"] and oof2["pred"].tolist()[:2] == ["007", "010"]
+
+
+def test_in_memory_tables_match_files(tmp_path):
+    oof, classes = load_oof(make_experiment(tmp_path, ["a", "b", "c"], metric="accuracy"))
+    s = cv_summary(oof, classes, "accuracy")
+    assert s["cv"] == pytest.approx(0.625) and s["fold_scores"] == pytest.approx([0.75, 0.5])
+    assert s["cv_std"] == pytest.approx(0.125)
+    assert confusion_table(oof, classes).loc["All", "All"] == 8
+    assert most_confused(oof, classes, k=1)[["true", "pred"]].values.tolist() == [["c", "b"]]
+    assert worst_errors(oof, classes, k=2)["id"].tolist() == ["r6", "r5"]
+    assert per_class_table(oof, classes).loc["a", "support"] == 3
+
+
+def test_class_never_predicted_is_a_column(tmp_path):
+    exp = tmp_path / "exp"
+    write_oof(exp, [0, 1, 2])
+    oof, classes = load_oof(exp)
+    oof, classes = oof.assign(**{"prob_3": 0.0}), [0, 1, 2, 3]
+    t = confusion_table(oof, classes)
+    assert t.columns.tolist() == ["0", "1", "2", "3", "All"] and t["3"].tolist() == [0, 0, 0, 0, 0]
+    assert per_class_table(oof, classes).loc["3"].tolist() == [0, 0, 0, 0]
+
+
+def test_mismatched_class_columns_name_both_files(tmp_path):
+    exp = tmp_path / "exp"
+    write_oof(exp, [0, 1, 2], folds=(0,))
+    write_oof(exp, [0, 1, 2], folds=(1,), prob_names=["prob_0", "prob_1", "prob_3"])
+    with pytest.raises(ValueError, match=r"oof_fold0\.csv.*oof_fold1\.csv") as err:
+        load_oof(exp)
+    assert "prob_2" in str(err.value) and "prob_3" in str(err.value)
+
+
+def test_no_oof_files_is_a_clear_error(tmp_path):
+    (tmp_path / "exp").mkdir()
+    with pytest.raises(ValueError, match="no out-of-fold predictions.*oof_fold"):
+        load_oof(tmp_path / "exp")
+
+
+def test_bad_oof_contents_are_refused(tmp_path):
+    exp = tmp_path / "exp"
+    write_oof(exp, [0, 1, 2])
+    df = pd.read_csv(exp / "oof_fold1.csv")
+    df.loc[0, "label"] = 7
+    df.to_csv(exp / "oof_fold1.csv", index=False)
+    with pytest.raises(ValueError, match=r"label value\(s\) \['7'\] in \['oof_fold1.csv'\]"):
+        load_oof(exp)
+    write_oof(exp, [0, 1, 2])
+    df = pd.read_csv(exp / "oof_fold1.csv")
+    df.loc[0, "id"] = "r3"  # also in fold 0
+    df.to_csv(exp / "oof_fold1.csv", index=False)
+    with pytest.raises(ValueError, match=r"\['r3'\] appear more than once"):
+        load_oof(exp)
+
+
+def test_config_classes_must_match_oof(tmp_path):
+    exp = make_experiment(tmp_path, [0, 1, 2])
+    (exp / "config.json").write_text(json.dumps({"metric": "accuracy", "classes": [0, 1, 5]}))
+    with pytest.raises(ValueError, match="config.json"):
+        load_oof(exp)
+
+
+def test_html_is_self_contained_with_curves_and_error_grid(tmp_path):
+    exp = make_experiment(tmp_path, ["ants", "bees", "wasps"], metric="accuracy", n_folds=3)
+    curve = write_png(exp / "curve_fold0.png", np.full((12, 20, 3), 200, np.uint8))
+    log = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.7], "valid_loss": [0.9, 0.85, 0.95],
+                        "valid_accuracy": [0.5, 0.8125, 0.6], "valid_metric": [0.5, 0.8125, 0.6],
+                        "lr": [1e-3] * 3, "seconds": [60.0] * 3})
+    log.to_csv(exp / "log_fold1.csv", index=False)  # fold 1: no PNG, the curve is drawn from the log
+    asked = []
+
+    def load_image(iid):
+        asked.append(iid)
+        return np.zeros((8, 8, 1), np.uint8)
+
+    rep = tmp_path / "moved_later"
+    out = write_report(exp, rep, load_image=load_image, extra={"seed": 42})
+    assert asked == ["r6", "r5", "r7"]  # most confident mistake first
+    for name in ("worst_errors.png", "curve_fold0.png", "curve_fold1.png"):
+        assert (rep / name).read_bytes()[:4] == b"\x89PNG", name
+    assert (rep / "curve_fold0.png").read_bytes() == curve.read_bytes()
+
+    page = (rep / "report.html").read_text()
+    srcs = re.findall(r"src='([^']*)'", page) + re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert base64.b64encode(curve.read_bytes()).decode() in page
+    assert "<link" not in page and "<script" not in page  # CSS inline, nothing fetched
+    assert "2 of 3 folds" in page and out["complete"] is False  # partial CV is flagged
+    assert "0.8125" in page  # best valid_metric of the fold-1 log (epoch 2)
+    assert json.loads((rep / "cv_scores.json").read_text())["extra"] == {"seed": 42}
+
+
+def test_worst_errors_grid_survives_unloadable_image(tmp_path):
+    oof, classes = load_oof(make_experiment(tmp_path, [0, 1, 2]))
+    worst = worst_errors(oof, classes)
+
+    def load_image(iid):
+        if iid == "r5":
+            raise FileNotFoundError(f"train/{iid}.png")
+        return np.full((6, 9, 3), 128, np.uint8)
+
+    out = plot_worst_errors(worst, load_image, tmp_path / "grid.png", ncols=2)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_module_imports_neither_matplotlib_nor_torch():
+    code = ("import sys; import foldkit.report; "
+            "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
