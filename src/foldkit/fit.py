@@ -40,8 +40,11 @@ class TrainError(RuntimeError):
 # --------------------------------------------------------------------------- experiment
 
 def learning_settings(cfg) -> dict:
-    """The settings that decide what a run learns (experiment identity)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in cfgmod.RUN_ONLY}
+    """The settings that decide what a run learns (experiment identity): the training and
+    data-reading settings and the seed. The folds themselves are identified by their hash."""
+    groups = {f.name: f.metadata["group"] for f in dataclasses.fields(cfg)}
+    return {k: v for k, v in cfg.to_dict().items()
+            if (groups[k] in ("train", "data") or k == "seed") and k not in cfgmod.RUN_ONLY}
 
 
 def experiment_name(cfg) -> str:

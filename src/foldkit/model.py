@@ -105,8 +105,8 @@ def train_mode(model: nn.Module) -> None:
 def versions() -> dict:
     import timm
     import torchvision
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "foldkit": foldkit.__version__}
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "timm": str(timm.__version__), "foldkit": str(foldkit.__version__)}
 
 
 def _plain(v):

@@ -1,0 +1,197 @@
+"""Training a fold with a tiny timm model on real digits (CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, WEIGHTS, need_shared
+from foldkit import config
+from foldkit.fit import TrainError, train
+from foldkit.model import ModelError, create_model, load_checkpoint, model_from_checkpoint
+
+FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="medium", lr=3e-3,
+            batch_size=32, progress=False, workers=0)
+
+
+@pytest.fixture(scope="session")
+def comp(tmp_path_factory):
+    """400 real digits in the CSV layout, 3 stratified folds."""
+    from foldkit.demo import build_demo
+    from foldkit.folds import make_folds
+    root = tmp_path_factory.mktemp("digits")
+    build_demo(root / "in")
+    make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
+                               "models_dir": str(root / "m0"), "limit": 400, "n_folds": 3}), log=lambda *_: None)
+    return root
+
+
+def cfg_for(comp, tmp_path, **kw):
+    return config.resolve({"input_dir": str(comp / "in"), "folds_dir": str(comp / "folds"),
+                           "models_dir": str(tmp_path / "models"), **FAST, **kw})
+
+
+def quiet(*_):
+    pass
+
+
+def test_short_run_learns_and_writes_every_output(comp, tmp_path):
+    cfg = cfg_for(comp, tmp_path, epochs=6, batch_size=16, aug="none", warmup_epochs=0.0, experiment="learn")
+    [s] = train(cfg, log=quiet)
+    exp = tmp_path / "models" / "learn"
+    log = pd.read_csv(exp / "log_fold0.csv")
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    assert log["valid_accuracy"].max() > 0.5          # 10 classes: chance is 0.1
+    assert s["value"] == pytest.approx(log["valid_metric"].max())
+    for name in ("fold0.pt", "fold0.json", "oof_fold0.csv", "curve_fold0.png", "config.json"):
+        assert (exp / name).is_file(), name
+    assert not (exp / "fold0_last.pt").exists()        # removed once the fold is finished
+    oof = pd.read_csv(exp / "oof_fold0.csv", dtype={"id": str})
+    folds = pd.read_csv(comp / "folds" / "train_folds.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"])
+    probs = oof[[f"prob_{c}" for c in range(10)]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert (oof["pred"].to_numpy() == probs.argmax(1)).all()
+    assert (oof["label"] == oof["pred"]).mean() == pytest.approx(s["value"], abs=1e-6)
+
+
+def test_checkpoint_round_trip_weights_only_reproduces_oof(comp, tmp_path):
+    cfg = cfg_for(comp, tmp_path, epochs=1, experiment="ck")
+    train(cfg, log=quiet)
+    exp = tmp_path / "models" / "ck"
+    ckpt = torch.load(exp / "fold0.pt", map_location="cpu", weights_only=True)
+    for key in ("model_name", "classes", "in_chans", "data_config", "fold", "epoch", "metric", "config",
+                "versions", "folds_sha256"):
+        assert key in ckpt, key
+    assert ckpt["classes"] == list(range(10)) and ckpt["in_chans"] == 1   # digits are grey
+    assert ckpt["data_config"]["input_size"] == [1, 32, 32]
+    model = model_from_checkpoint(ckpt)
+    from foldkit.augment import eval_transform
+    from foldkit.data import decode_image
+    oof = pd.read_csv(exp / "oof_fold0.csv", dtype={"id": str}).head(16)
+    tf = eval_transform(ckpt["data_config"])
+    x = torch.stack([tf(torch.from_numpy(decode_image(comp / "in" / "train" / f"{i}.png", grey=True)).permute(2, 0, 1))
+                     for i in oof["id"]])
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1).numpy()
+    assert np.allclose(p, oof[[f"prob_{c}" for c in range(10)]].to_numpy(), atol=1e-4)
+
+
+def test_killed_run_resumes_to_the_same_result(comp, tmp_path):
+    args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--model", "test_resnet",
+            "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "medium", "--epochs", "4",
+            "--batch-size", "32", "--no-progress", "--experiment", "r", "--fold", "1", "--workers", "1"]
+    cmd = [sys.executable, str(REPO / "src" / "train.py"), *args]
+    ref = subprocess.run(cmd + ["--models-dir", str(tmp_path / "a")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    # second run: killed hard once two epochs are logged, then started again
+    p = subprocess.Popen(cmd + ["--models-dir", str(tmp_path / "b")], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    log = tmp_path / "b" / "r" / "log_fold1.csv"
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (tmp_path / "b" / "r" / "fold1_last.pt").is_file(), log.read_text() if log.is_file() else "no log"
+    again = subprocess.run(cmd + ["--models-dir", str(tmp_path / "b")], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming after epoch" in again.stdout, again.stdout
+    a = pd.read_csv(tmp_path / "a" / "r" / "log_fold1.csv")
+    b = pd.read_csv(tmp_path / "b" / "r" / "log_fold1.csv")
+    cols = ["epoch", "train_loss", "valid_loss", "valid_metric"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    oa = pd.read_csv(tmp_path / "a" / "r" / "oof_fold1.csv")
+    ob = pd.read_csv(tmp_path / "b" / "r" / "oof_fold1.csv")
+    pd.testing.assert_frame_equal(oa, ob)
+
+
+def test_same_seed_same_metrics(comp, tmp_path):
+    r1 = train(cfg_for(comp, tmp_path / "1", epochs=2, experiment="s", fold="2"), log=quiet)
+    r2 = train(cfg_for(comp, tmp_path / "2", epochs=2, experiment="s", fold="2"), log=quiet)
+    l1 = pd.read_csv(tmp_path / "1" / "models" / "s" / "log_fold2.csv")
+    l2 = pd.read_csv(tmp_path / "2" / "models" / "s" / "log_fold2.csv")
+    assert r1[0]["value"] == r2[0]["value"]
+    assert (l1["train_loss"] == l2["train_loss"]).all()
+
+
+def test_local_pretrained_file_loads_backbone_and_new_head(tmp_path):
+    src = create_model("test_resnet", 1000)
+    path = tmp_path / "imagenet.pth"
+    torch.save(src.state_dict(), path)
+    m = create_model("test_resnet", 7, pretrained_file=str(path))
+    sd, ref = m.state_dict(), src.state_dict()
+    head = {k for k in sd if k.startswith("fc.")}
+    assert head and all(torch.equal(sd[k], ref[k]) for k in sd if k not in head)
+    assert sd["fc.weight"].shape[0] == 7
+    with pytest.raises(ModelError, match="does not exist"):
+        create_model("test_resnet", 7, pretrained_file=str(tmp_path / "nope.pth"))
+    with pytest.raises(ModelError, match="unknown timm model"):
+        create_model("resnet_does_not_exist", 7)
+
+
+def test_real_pretrained_mobilenet_file():
+    w = need_shared("weights", "mobilenetv2_100_imagenet.pth")
+    m = create_model("mobilenetv2_100", 2, pretrained_file=str(w), in_chans=1)
+    ref = torch.load(w, map_location="cpu", weights_only=True)
+    sd = m.state_dict()
+    assert torch.allclose(sd["conv_stem.weight"], ref["conv_stem.weight"].sum(1, keepdim=True), atol=1e-5)
+    assert torch.equal(sd["blocks.3.0.conv_pw.weight"], ref["blocks.3.0.conv_pw.weight"])
+
+
+def test_pretrained_without_network_is_a_clear_error(tmp_path):
+    code = ("import sys; sys.path.insert(0, 'src'); from foldkit.model import create_model, ModelError\n"
+            "try:\n    create_model('resnet18', 3, pretrained=True)\nexcept ModelError as e:\n    print('ERR', e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "th"))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert r.stdout.startswith("ERR") and "--pretrained-file" in r.stdout, r.stdout + r.stderr
+    assert time.time() - t0 < 60
+
+
+def test_freeze_phase_keeps_backbone_weights(comp, tmp_path):
+    init = create_model("test_resnet", 1000, in_chans=1)
+    path = tmp_path / "init.pth"
+    torch.save(init.state_dict(), path)
+    cfg = cfg_for(comp, tmp_path, epochs=1, freeze_epochs=1, pretrained_file=str(path), experiment="fz")
+    train(cfg, log=quiet)
+    sd = load_checkpoint(tmp_path / "models" / "fz" / "fold0.pt")["state_dict"]
+    ref = init.state_dict()
+    body = [k for k in sd if not k.startswith("fc.")]
+    assert all(torch.equal(sd[k], ref[k]) for k in body)       # weights and BN statistics untouched
+    assert not torch.equal(sd["fc.bias"], torch.zeros_like(sd["fc.bias"]))
+
+
+def test_mixup_cutmix_path(comp, tmp_path):
+    cfg = cfg_for(comp, tmp_path, epochs=2, mixup=0.2, cutmix=1.0, experiment="mx", ema=True, ema_decay=0.9)
+    [s] = train(cfg, log=quiet)
+    log = pd.read_csv(tmp_path / "models" / "mx" / "log_fold0.csv")
+    assert np.isfinite(log["train_loss"]).all() and log["train_accuracy"].isna().all()
+    assert s["epochs_run"] == 2
+
+
+def test_early_stopping(comp, tmp_path):
+    # lr 0: nothing can improve after the first epoch, so patience 1 stops after epoch 2
+    cfg = cfg_for(comp, tmp_path, epochs=6, lr=0.0, min_lr=0.0, patience=1, metric="logloss", experiment="es")
+    [s] = train(cfg, log=quiet)
+    assert s["epochs_run"] == 2 and s["best_epoch"] == 1
+    assert len(pd.read_csv(tmp_path / "models" / "es" / "log_fold0.csv")) == 2
+
+
+def test_experiment_name_is_not_reused_for_other_settings_and_finished_folds_skip(comp, tmp_path):
+    train(cfg_for(comp, tmp_path, epochs=1, experiment="x"), log=quiet)
+    with pytest.raises(TrainError, match="other settings.*lr"):
+        train(cfg_for(comp, tmp_path, epochs=1, experiment="x", lr=0.1), log=quiet)
+    lines = []
+    train(cfg_for(comp, tmp_path, epochs=1, experiment="x"), log=lines.append)
+    assert any("already finished" in str(l) for l in lines)
+    cfgj = json.loads((tmp_path / "models" / "x" / "config.json").read_text())
+    assert cfgj["folds_sha256"] and cfgj["classes"] == list(range(10))
