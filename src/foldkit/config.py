@@ -97,6 +97,19 @@ class Config:
     resume: bool = _opt(True, "continue an interrupted fold from its last-epoch checkpoint", "train")
     progress: bool = _opt(True, "tqdm progress bars", "train")
 
+    # ---- prediction ----
+    experiments: str = _opt("", "experiment(s) to ensemble, comma-separated (default: the latest)", "predict")
+    tta: str = _opt("auto", "test-time augmentation views: auto (hflip if trained with flips), none, hflip, "
+                    "'hflip,vflip'", "predict")
+    ensemble: str = _opt("mean", "how to average members: mean, geometric (= logit mean)", "predict",
+                         choices=["mean", "geometric", "logit"])
+    submission_mode: str = _opt("auto", "auto, label (class values) or probs (one column per class, or the "
+                                "positive class of a binary task)", "predict", choices=["auto", "label", "probs"])
+    image: str = _opt("", "predict one image (path or URL) and print the top classes", "predict")
+    topk: int = _opt(5, "classes printed for --image", "predict")
+    submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
+    report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

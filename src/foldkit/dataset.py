@@ -73,7 +73,7 @@ class ImageSource:
         with ThreadPoolExecutor(4) as ex:   # OpenCV decodes release the GIL
             it = ex.map(self._load, range(len(self.paths)), chunksize=64)
             return list(tqdm(it, total=len(self.paths), desc="decoding images once", leave=False,
-                             disable=not progress, unit="img"))
+                             disable=None if progress else True, unit="img"))
 
     def __len__(self) -> int:
         return len(self.array) if self.array is not None else len(self.paths)

@@ -54,7 +54,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     n_batches = len(loader)
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch")
     for i, (x, y) in enumerate(bar):
         x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         y_hard = y
@@ -105,7 +105,7 @@ def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = Fa
     model.eval()
     probs, targets = [], []
     views = tta or [lambda t: t]
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch"):
         x = _to(x, device, channels_last)
         p = 0
         with autocast(device, dtype):

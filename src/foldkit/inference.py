@@ -1,0 +1,192 @@
+"""Fold-ensemble inference from self-describing checkpoints: no network, no config file.
+
+Every image is decoded once per run: the dataset applies each distinct eval
+transform of the ensemble to the one decoded image, and every model (and TTA
+view) of a transform group runs on the same batch tensor.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foldkit.model import ModelError, load_checkpoint, model_from_checkpoint
+
+TTA_VIEWS = {
+    "none": lambda x: x,
+    "hflip": lambda x: torch.flip(x, dims=[3]),
+    "vflip": lambda x: torch.flip(x, dims=[2]),
+}
+
+
+class EnsembleError(ValueError):
+    """Checkpoints that cannot be ensembled; the message says which and why."""
+
+
+def finished_folds(exp_dir: Path) -> list[Path]:
+    """Best checkpoints of the finished folds of an experiment (fold{k}.json written last)."""
+    out = []
+    for js in sorted(exp_dir.glob("fold*.json")):
+        pt = js.with_suffix(".pt")
+        if js.stem[4:].isdigit() and pt.is_file():
+            out.append(pt)
+    return sorted(out, key=lambda p: int(p.stem[4:]))
+
+
+def find_experiments(models_dir: str | Path, names: list[str] | None = None) -> list[Path]:
+    """The named experiments, or the latest one (most recently finished fold)."""
+    models_dir = Path(models_dir)
+    if names:
+        out = []
+        for n in names:
+            d = models_dir / n
+            if not (d / "config.json").is_file():
+                have = sorted(p.parent.name for p in models_dir.glob("*/config.json"))
+                raise EnsembleError(f"no experiment {n!r} in {models_dir} (have: {have or 'none'})")
+            out.append(d)
+        return out
+    done = [(max(js.stat().st_mtime for js in d.glob("fold*.json")), d)
+            for d in (p.parent for p in models_dir.glob("*/config.json")) if finished_folds(d)]
+    if not done:
+        raise EnsembleError(f"no finished fold in {models_dir}: run `python src/train.py --fold 0` first")
+    return [max(done)[1]]
+
+
+class Member:
+    """One model of the ensemble with what it needs to run."""
+
+    def __init__(self, path: Path, ckpt: dict):
+        self.path = path
+        self.experiment = ckpt.get("config", {}).get("experiment", path.parent.name)
+        self.fold = ckpt["fold"]
+        self.classes = ckpt["classes"]
+        self.data_config = ckpt["data_config"]
+        self.in_chans = ckpt["in_chans"]
+        self.folds_sha256 = ckpt.get("folds_sha256")
+        self.metric = ckpt.get("metric", {})
+        self.model = model_from_checkpoint(ckpt)
+
+    @property
+    def transform_key(self) -> str:
+        d = self.data_config
+        return json.dumps([d["input_size"], d["mean"], d["std"], d["interpolation"], d["crop_pct"]])
+
+
+def load_members(exp_dirs: list[Path], expected_classes: list | None = None) -> list[Member]:
+    """Load every finished fold of the experiments; refuse checkpoints that disagree on classes."""
+    members = []
+    for d in exp_dirs:
+        paths = finished_folds(d)
+        if not paths:
+            raise EnsembleError(f"experiment {d.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")
+        for p in paths:
+            try:
+                members.append(Member(p, load_checkpoint(p)))
+            except ModelError as e:
+                raise EnsembleError(str(e)) from None
+    ref = members[0]
+    for m in members[1:]:
+        if [str(c) for c in m.classes] != [str(c) for c in ref.classes]:
+            raise EnsembleError(f"{m.path} predicts classes {m.classes} but {ref.path} predicts {ref.classes}: "
+                                "checkpoints of different class lists cannot be averaged")
+    if expected_classes is not None and [str(c) for c in ref.classes] != [str(c) for c in expected_classes]:
+        raise EnsembleError(f"{ref.path} was trained on classes {ref.classes}, but this competition's folds "
+                            f"have {list(expected_classes)}: wrong checkpoint for this competition?")
+    return members
+
+
+def group_members(members: list[Member]) -> dict[str, list[Member]]:
+    groups: dict[str, list[Member]] = {}
+    for m in members:
+        groups.setdefault(m.transform_key, []).append(m)
+    return groups
+
+
+class MultiViewDataset(torch.utils.data.Dataset):
+    """One decode per image, one tensor per distinct eval transform (hand-written: the
+    ensemble's models may want different sizes or channel counts)."""
+
+    def __init__(self, sources: dict, transforms: dict):
+        self.sources = sources          # grey(bool) -> ImageSource
+        self.transforms = transforms    # key -> (grey, transform)
+
+    def __len__(self):
+        return len(next(iter(self.sources.values())))
+
+    def __getitem__(self, i):
+        imgs = {g: torch.from_numpy(np.ascontiguousarray(s[i])).permute(2, 0, 1) for g, s in self.sources.items()}
+        return {k: tf(imgs[g]) for k, (g, tf) in self.transforms.items()}
+
+
+def combine(probs: list[np.ndarray], how: str = "mean") -> np.ndarray:
+    """Average member probabilities. 'geometric' (= 'logit': the mean of log-softmax outputs, i.e. of
+    logits up to a per-sample constant, renormalised) is more robust to one overconfident member."""
+    p = np.stack(probs)
+    if how == "mean":
+        return p.mean(0)
+    if how in ("geometric", "logit"):
+        lp = np.log(np.clip(p, 1e-15, 1.0)).mean(0)
+        e = np.exp(lp - lp.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    raise ValueError(f"unknown ensemble method {how!r}: mean, geometric, logit")
+
+
+@torch.no_grad()
+def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], device, dtype=None,
+                     channels_last=False, batch_size=128, workers=0, how="mean", progress=True,
+                     return_members=False):
+    """Probabilities (N, C) of the ensemble (and per member when asked), decoding each image once."""
+    from tqdm.auto import tqdm
+
+    from foldkit.augment import eval_transform
+    from foldkit.engine import autocast
+
+    groups = group_members(members)
+    transforms = {k: (ms[0].in_chans == 1, eval_transform(ms[0].data_config)) for k, ms in groups.items()}
+    ds = MultiViewDataset(sources, transforms)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
+                                     pin_memory=device.type == "cuda")
+    views = [TTA_VIEWS[t] for t in tta] or [TTA_VIEWS["none"]]
+    for m in members:
+        m.model.to(device).eval()
+        if channels_last:
+            m.model.to(memory_format=torch.channels_last)
+    out = {id(m): [] for m in members}
+    for batch in tqdm(dl, desc=f"predicting ({len(members)} models x {len(views)} views)", leave=False,
+                      disable=None if progress else True, unit="batch"):
+        for key, ms in groups.items():
+            x = batch[key].to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            xs = [v(x) for v in views]
+            for m in ms:
+                p = 0
+                with autocast(device, dtype):
+                    for xv in xs:
+                        p = p + torch.softmax(m.model(xv).float(), 1)
+                out[id(m)].append((p / len(xs)).cpu())
+    per_member = [torch.cat(out[id(m)]).numpy().astype(np.float64) for m in members]
+    ens = combine(per_member, how)
+    return (ens, per_member) if return_members else ens
+
+
+def load_single_image(spec: str, grey: bool, timeout: float = 10.0) -> np.ndarray:
+    """Decode a local file or an http(s) URL (fetched when online; a clear error offline)."""
+    from foldkit.data import ImageError, decode_image
+    if spec.startswith(("http://", "https://")):
+        import tempfile
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(spec, timeout=timeout) as r:
+                data = r.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise ImageError(f"cannot fetch {spec} ({reason}). Offline? Download the image and pass its path.") from None
+        with tempfile.NamedTemporaryFile(suffix=Path(spec.split("?")[0]).suffix or ".img") as fh:
+            fh.write(data)
+            fh.flush()
+            return decode_image(fh.name, grey=grey)
+    return decode_image(spec, grey=grey)

@@ -1,0 +1,220 @@
+"""predict.py's job: fold ensemble -> validated submission + CV report; or one image's top-k.
+
+    run_predict(cfg)   experiments -> members -> test probabilities (each image decoded once)
+                       -> submission (sample's shape, validated, never overwritten)
+                       -> reports/<experiment>/ (OOF CV, confusion, worst errors, report.html)
+    predict_image(cfg) top-k classes of one image from the fold ensemble
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldkit import engine, metrics, submission
+from foldkit.inference import (EnsembleError, combine, find_experiments, load_members, load_single_image,
+                               predict_ensemble)
+
+
+def _members(cfg, expected_classes=None):
+    names = [n.strip() for n in cfg.experiments.split(",") if n.strip()] or None
+    exp_dirs = find_experiments(cfg.models_dir, names)
+    return exp_dirs, load_members(exp_dirs, expected_classes)
+
+
+def tta_views(cfg, members) -> list[str]:
+    if cfg.tta == "auto":
+        flips = {bool(m_cfg.get("hflip", True)) for m_cfg in (json.loads((m.path.parent / "config.json").read_text())
+                                                             for m in members)}
+        return ["none", "hflip"] if flips == {True} else ["none"]
+    views = [v.strip() for v in cfg.tta.split(",") if v.strip() and v.strip() != "none"]
+    bad = [v for v in views if v not in ("hflip", "vflip")]
+    if bad:
+        raise EnsembleError(f"unknown --tta view(s) {bad}: use none, hflip, vflip")
+    return ["none"] + views
+
+
+class _Source:
+    """Test images for MultiViewDataset: RGB (or grey when every member is grey), decoded once."""
+
+    def __init__(self, comp, table, split, grey):
+        from foldkit.dataset import ImageSource
+        self.src = ImageSource(comp, table, split, grey=grey, cache="off", progress=False)
+
+    def __len__(self):
+        return len(self.src)
+
+    def __getitem__(self, i):
+        return self.src[i]
+
+
+def make_sources(comp, table, split, members) -> dict:
+    """{grey: source}. One decode per image: grey members of a mixed ensemble get the RGB image
+    converted to grey in the dataset."""
+    all_grey = all(m.in_chans == 1 for m in members)
+    src = _Source(comp, table, split, grey=all_grey)
+    sources = {all_grey: src}
+    if not all_grey and any(m.in_chans == 1 for m in members):
+        sources[True] = _GreyView(src)
+    return sources
+
+
+class _GreyView:
+    def __init__(self, src):
+        self.src = src
+
+    def __len__(self):
+        return len(self.src)
+
+    def __getitem__(self, i):
+        import cv2
+        return cv2.cvtColor(self.src[i], cv2.COLOR_RGB2GRAY)[..., None]
+
+
+def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
+    """Test labels when the competition has them: solution.csv (id,label) or labelled test data."""
+    sol = Path(comp.root) / "solution.csv"
+    if sol.is_file():
+        s = pd.read_csv(sol, dtype=str)
+        return pd.Series(s[s.columns[1]].to_numpy(), index=s[s.columns[0]].astype(str))
+    if "label" in test.columns:
+        return pd.Series(test["label"].astype(str).to_numpy(), index=test["id"].astype(str))
+    return None
+
+
+def run_predict(cfg, log=print) -> dict:
+    from foldkit.data import decode_image, read_competition
+    from foldkit.folds import read_folds
+    from foldkit.report import write_report
+
+    t0 = time.time()
+    table, meta = read_folds(cfg.folds_dir)
+    comp = read_competition(cfg.input_dir, id_col=cfg.id_col or meta.get("id_col", ""),
+                            label_col=cfg.label_col or meta.get("label_col", ""),
+                            skip_bad_images=cfg.skip_bad_images, check_files=True)
+    exp_dirs, members = _members(cfg, meta["classes"])
+    classes = members[0].classes
+    shas = {m.folds_sha256 for m in members}
+    names = [d.name for d in exp_dirs]
+    log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(names)}")
+    if meta["sha256_now"] not in shas:
+        log(f"note: these checkpoints were trained on other folds than {cfg.folds_dir} holds now; "
+            "the CV report uses each experiment's own OOF files")
+
+    # ---- reports (OOF of each experiment; the ensemble's OOF when they share folds)
+    out: dict = {"experiments": names, "members": len(members)}
+    id_to_row = {str(i): k for k, i in enumerate(table["id"].astype(str))}
+    src_all = None
+
+    def load_train_image(i):
+        nonlocal src_all
+        k = id_to_row[str(i)]
+        if comp.source_col == "index":
+            return comp.pixels("train")[int(table["index"].iloc[k])]
+        return decode_image(Path(comp.root) / table["path"].iloc[k])
+
+    cv_scores = []
+    if cfg.report:
+        for d in exp_dirs:
+            rep = write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image)
+            cv_scores.append(rep)
+            log(f"{d.name}: CV {rep['metric']} {rep['cv']:.5f} (folds {rep['cv_mean']:.5f} ± {rep['cv_std']:.5f}), "
+                f"report {Path(cfg.reports_dir) / d.name / 'report.html'}")
+    metric = json.loads((exp_dirs[0] / "config.json").read_text()).get("metric", "accuracy")
+    cv = cv_scores[0]["cv"] if len(cv_scores) == 1 else None
+    if len(exp_dirs) > 1 and len(shas) == 1:
+        from foldkit.report import load_oof, prob_columns
+        oofs = [load_oof(d)[0].set_index("id") for d in exp_dirs]
+        ids = oofs[0].index
+        p = combine([o.loc[ids, prob_columns(classes)].to_numpy() for o in oofs], cfg.ensemble)
+        y = np.array([{str(c): j for j, c in enumerate(classes)}[str(v)] for v in oofs[0].loc[ids, "label"]])
+        cv = metrics.score(metric, y, p)
+        log(f"ensemble of {len(exp_dirs)} experiments: CV {metric} {cv:.5f}")
+    elif len(exp_dirs) > 1:
+        log("experiments were trained on different folds: no combined CV score (their OOF rows do not line up)")
+    out.update(metric=metric, cv=cv)
+
+    # ---- test predictions
+    if comp.test is None or len(comp.test) == 0:
+        log(f"no test images in {cfg.input_dir}: report only, no submission")
+        return out
+    device = engine.pick_device(cfg.device)
+    dtype = engine.amp_dtype(device, cfg.amp)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    views = tta_views(cfg, members)
+    from foldkit.fit import auto_workers
+    workers = auto_workers(cfg, cached=comp.source_col == "index")
+    sources = make_sources(comp, comp.test, "test", members)
+    t1 = time.time()
+    probs = predict_ensemble(members, sources, tta=views, device=device, dtype=dtype, channels_last=channels_last,
+                             batch_size=cfg.batch_size * 2, workers=workers, how=cfg.ensemble, progress=cfg.progress)
+    dt = time.time() - t1
+    log(f"predicted {len(probs)} test images with {len(members)} models x {len(views)} views in {dt:.1f}s "
+        f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
+    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    mode = submission.choose_mode(sample, classes, cfg.submission_mode) if sample is not None else "label"
+    sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
+                           id_col=comp.id_col, label_col=comp.label_col)
+    submission.validate(sub, sample, classes, mode)
+    tag = "+".join(names)
+    cv_txt = f"_cv{cv:.5f}" if cv is not None else ""
+    path = submission.write(sub, submission.unused_path(Path(cfg.submissions_dir), f"{tag}{cv_txt}"))
+    out.update(submission=str(path), mode=mode, tta=views, test_rows=len(sub), predict_seconds=dt)
+    log(f"submission: {path} ({len(sub)} rows, {mode} mode, validated against "
+        f"{'sample_submission.csv' if sample is not None else 'the test images'})")
+
+    # ---- the test score, when the competition ships its labels (the demo's solution.csv)
+    truth = _solution_labels(comp, comp.test)
+    if truth is not None:
+        ids = comp.test["id"].astype(str)
+        cidx = {str(c): j for j, c in enumerate(classes)}
+        keep = ids.isin(truth.index).to_numpy()
+        y = np.array([cidx[str(v)] for v in truth.loc[ids[keep]]])
+        test_score = metrics.score(metric, y, probs[keep])
+        test_acc = float((probs[keep].argmax(1) == y).mean())
+        out.update(test_score=test_score, test_accuracy=test_acc)
+        log(f"test {metric}: {test_score:.5f} (accuracy {test_acc:.4f}) on {int(keep.sum())} labelled test images")
+        if cfg.report:
+            for d in exp_dirs:
+                write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image,
+                             test_score=test_score, extra={"test_accuracy": test_acc, "submission": str(path)})
+    msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
+    cmd = submission.kaggle_command(cfg.submit, path, msg)
+    log("upload with: " + " ".join(f'"{c}"' if " " in c else c for c in cmd))
+    if cfg.submit:
+        log(submission.kaggle_submit(cfg.submit, path, msg))
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def predict_image(cfg, log=print) -> list[tuple]:
+    """Top-k (class, probability) of one image from the fold ensemble."""
+    import torch
+
+    exp_dirs, members = _members(cfg)
+    grey = all(m.in_chans == 1 for m in members)
+    img = load_single_image(cfg.image, grey=grey)
+
+    class One:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return img
+
+    sources = {grey: One()}
+    if not grey and any(m.in_chans == 1 for m in members):
+        sources[True] = _GreyView(One())
+    probs = predict_ensemble(members, sources, tta=tta_views(cfg, members), device=engine.pick_device(cfg.device),
+                             how=cfg.ensemble, progress=False, workers=0)[0]
+    classes = members[0].classes
+    order = np.argsort(-probs)[: cfg.topk]
+    top = [(classes[j], float(probs[j])) for j in order]
+    log(f"{cfg.image}  ({len(members)} models of {', '.join(d.name for d in exp_dirs)})")
+    for c, p in top:
+        log(f"  {str(c):>20s}  {p:.4f}")
+    del torch
+    return top

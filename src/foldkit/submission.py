@@ -1,0 +1,149 @@
+"""Building and validating a submission in the exact shape of sample_submission.csv.
+
+Modes:
+* ``label``  one value column filled with the predicted class, in the training labels' type
+* ``probs``  one column per class (columns named after the classes), or, for a binary task
+             with one value column (Dogs vs Cats Redux), the probability of the positive
+             (second, in sorted order) class
+``auto`` picks ``probs`` when the sample's columns are the class names or its values are
+fractional (0.5), else ``label``.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldkit.io import atomic_write_with
+
+
+class SubmissionError(ValueError):
+    """A submission that does not match the competition's sample; the message names the ids."""
+
+
+def choose_mode(sample: pd.DataFrame, classes: list, mode: str = "auto") -> str:
+    value_cols = list(sample.columns[1:])
+    if mode != "auto":
+        if mode == "probs" and len(value_cols) == 1 and len(classes) != 2:
+            raise SubmissionError(f"--submission-mode probs with one value column needs a binary task; "
+                                  f"this one has {len(classes)} classes")
+        return mode
+    if len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}:
+        return "probs"
+    if len(value_cols) == 1 and len(classes) == 2:
+        v = pd.to_numeric(sample[value_cols[0]], errors="coerce")
+        if v.notna().all() and ((v % 1) != 0).any():
+            return "probs"
+    if len(value_cols) != 1:
+        raise SubmissionError(f"sample_submission.csv has value columns {value_cols}: not one label column and "
+                              f"not one column per class {classes}. Pass --submission-mode.")
+    return "label"
+
+
+def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame | None,
+          mode: str = "auto", id_col: str = "id", label_col: str = "label") -> pd.DataFrame:
+    """The submission frame: the sample's columns and row order, filled from (ids, probs)."""
+    ids = [str(i) for i in ids]
+    if sample is None:
+        sample = pd.DataFrame({id_col: ids, label_col: classes[0]})
+    sample = sample.copy()
+    sid = sample.columns[0]
+    sample[sid] = sample[sid].astype(str)
+    mode = choose_mode(sample, classes, mode)
+    pos = {i: k for k, i in enumerate(ids)}
+    missing = [i for i in sample[sid] if i not in pos]
+    if missing:
+        raise SubmissionError(f"{len(missing)} id(s) of sample_submission.csv have no prediction, first: "
+                              f"{missing[:5]}. Are the test images all there?")
+    order = np.array([pos[i] for i in sample[sid]])
+    p = probs[order]
+    out = pd.DataFrame({sid: sample[sid].to_numpy()})
+    value_cols = list(sample.columns[1:])
+    if mode == "label":
+        out[value_cols[0]] = [classes[j] for j in p.argmax(1)]
+    elif len(value_cols) == 1:
+        out[value_cols[0]] = p[:, 1]
+    else:
+        cmap = {str(c): j for j, c in enumerate(classes)}
+        for c in value_cols:
+            out[c] = p[:, cmap[c]]
+    return out
+
+
+def validate(sub: pd.DataFrame, sample: pd.DataFrame | None, classes: list, mode: str) -> None:
+    """Refuse a submission Kaggle would reject or score wrongly; name the first offending ids."""
+    sid = sub.columns[0]
+    ids = sub[sid].astype(str)
+    if sample is not None:
+        if list(sub.columns) != list(sample.columns):
+            raise SubmissionError(f"columns {list(sub.columns)} differ from the sample's {list(sample.columns)}")
+        sids = sample[sample.columns[0]].astype(str)
+        if len(sub) != len(sample):
+            raise SubmissionError(f"{len(sub)} rows but the sample has {len(sample)}")
+        bad = ids.to_numpy() != sids.to_numpy()
+        if bad.any():
+            k = np.flatnonzero(bad)[:5]
+            raise SubmissionError(f"ids differ from the sample's (row order matters), first at rows {k.tolist()}: "
+                                  f"{ids.iloc[k].tolist()} vs {sids.iloc[k].tolist()}")
+    dup = ids.duplicated()
+    if dup.any():
+        raise SubmissionError(f"duplicate ids: {ids[dup].unique()[:5].tolist()}")
+    values = sub.iloc[:, 1:]
+    nan = values.isna().any(axis=1)
+    if nan.any():
+        raise SubmissionError(f"empty values for ids {ids[nan].tolist()[:5]}")
+    if mode == "probs":
+        v = values.to_numpy(dtype=np.float64)
+        out = ((v < 0) | (v > 1)).any(1)
+        if out.any():
+            raise SubmissionError(f"probabilities outside [0, 1] for ids {ids[out].tolist()[:5]}")
+        if v.shape[1] > 1:
+            off = np.abs(v.sum(1) - 1) > 1e-3
+            if off.any():
+                raise SubmissionError(f"class probabilities do not sum to 1 for ids {ids[off].tolist()[:5]}")
+    else:
+        allowed = {str(c) for c in classes}
+        bad = ~values.iloc[:, 0].astype(str).isin(allowed)
+        if bad.any():
+            raise SubmissionError(f"labels not among the classes for ids {ids[bad].tolist()[:5]}")
+
+
+def unused_path(folder: Path, stem: str, suffix: str = ".csv") -> Path:
+    """folder/stem.csv, or stem_2.csv, stem_3.csv ... : an existing submission is never overwritten."""
+    p = folder / f"{stem}{suffix}"
+    k = 2
+    while p.exists():
+        p = folder / f"{stem}_{k}{suffix}"
+        k += 1
+    return p
+
+
+def write(sub: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise SubmissionError(f"{path} exists; submissions are never overwritten")
+    atomic_write_with(path, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
+    return path
+
+
+def kaggle_command(competition: str, path: Path, message: str) -> list[str]:
+    return ["kaggle", "competitions", "submit", "-c", competition or "<competition>", "-f", str(path), "-m", message]
+
+
+def kaggle_submit(competition: str, path: Path, message: str) -> str:
+    """Run the Kaggle CLI upload; say clearly what is missing when it cannot."""
+    import os
+    if not shutil.which("kaggle"):
+        raise SubmissionError("the kaggle CLI is not installed: `pip install kaggle`, then place your API token "
+                              "in ~/.kaggle/kaggle.json (Kaggle > Settings > API > Create New Token)")
+    token = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle")) / "kaggle.json"
+    if not token.is_file() and not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
+        raise SubmissionError(f"the kaggle CLI has no credentials: put your API token in {token} "
+                              "or set KAGGLE_USERNAME and KAGGLE_KEY")
+    r = subprocess.run(kaggle_command(competition, path, message), capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise SubmissionError(f"kaggle upload failed: {(r.stderr or r.stdout).strip()[:500]}")
+    return r.stdout.strip()

@@ -1,0 +1,40 @@
+"""Ensemble the finished folds of an experiment into a validated submission and a CV report.
+
+    python src/predict.py                          # latest experiment -> submissions/, reports/
+    python src/predict.py --experiments a,b        # cross-model ensemble
+    python src/predict.py --image photo.jpg        # top-k classes of one image (path or URL)
+    python src/predict.py --submit COMPETITION     # also upload with the kaggle CLI
+
+Models are rebuilt from their checkpoints alone (no network, no config file),
+each test image is decoded once for all folds and TTA views, and the
+submission takes the exact shape of sample_submission.csv. Its file name
+carries the experiment and CV score; an existing file is never overwritten.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from foldkit import config  # noqa: E402
+
+
+def main(argv=None):
+    parser = config.build_parser(["paths", "data", "predict"], description=__doc__, prog="predict.py",
+                                 extra=("batch_size", "device", "amp", "channels_last", "workers", "progress"))
+    cfg = config.resolve(parser.parse_args(argv))
+    from foldkit.data import InputError
+    from foldkit.folds import FoldsError
+    from foldkit.inference import EnsembleError
+    from foldkit.model import ModelError
+    from foldkit.predicting import predict_image, run_predict
+    from foldkit.submission import SubmissionError
+    try:
+        if cfg.image:
+            return predict_image(cfg)
+        return run_predict(cfg)
+    except (InputError, FoldsError, EnsembleError, ModelError, SubmissionError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
