@@ -116,17 +116,21 @@ def run_predict(cfg, log=print) -> dict:
             return comp.pixels("train")[int(table["index"].iloc[k])]
         return decode_image(Path(comp.root) / table["path"].iloc[k])
 
+    from foldkit.report import cv_summary, load_oof
     cv_scores = []
-    if cfg.report:
-        for d in exp_dirs:
+    for d in exp_dirs:
+        metric_d = json.loads((d / "config.json").read_text()).get("metric", "accuracy")
+        if cfg.report:
             rep = write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image)
-            cv_scores.append(rep)
-            log(f"{d.name}: CV {rep['metric']} {rep['cv']:.5f} (folds {rep['cv_mean']:.5f} ± {rep['cv_std']:.5f}), "
-                f"report {Path(cfg.reports_dir) / d.name / 'report.html'}")
+        else:
+            rep = cv_summary(*load_oof(d), metric_d)
+        cv_scores.append(rep)
+        log(f"{d.name}: CV {rep['metric']} {rep['cv']:.5f} (folds {rep['cv_mean']:.5f} ± {rep['cv_std']:.5f})"
+            + (f", report {Path(cfg.reports_dir) / d.name / 'report.html'}" if cfg.report else ""))
     metric = json.loads((exp_dirs[0] / "config.json").read_text()).get("metric", "accuracy")
     cv = cv_scores[0]["cv"] if len(cv_scores) == 1 else None
     if len(exp_dirs) > 1 and len(shas) == 1:
-        from foldkit.report import load_oof, prob_columns
+        from foldkit.report import prob_columns
         oofs = [load_oof(d)[0].set_index("id") for d in exp_dirs]
         ids = oofs[0].index
         p = combine([o.loc[ids, prob_columns(classes)].to_numpy() for o in oofs], cfg.ensemble)
