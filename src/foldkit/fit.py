@@ -280,7 +280,7 @@ def fit_fold(cfg, fold: int, *, comp=None, table=None, meta=None, exp_dir=None, 
                                        warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 0.01,
                                        min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
