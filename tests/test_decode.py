@@ -100,3 +100,20 @@ def test_bad_files_are_named(tmp_path, rgb, kind):
         decode_image(p, row=7)
     assert str(p) in str(e.value) and "data row 7" in str(e.value)
     assert "--skip-bad-images" in str(e.value)
+
+
+def test_large_jpeg_reduced_decode_keeps_orientation_and_min_side(tmp_path):
+    rng = np.random.default_rng(1)
+    big = np.kron(rng.integers(0, 255, (30, 40, 3)), np.ones((20, 20, 1))).astype(np.uint8)   # 600x800
+    p = tmp_path / "big.jpg"
+    im = Image.fromarray(big)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(p, exif=exif, quality=95)
+    full = decode_image(p)
+    small = decode_image(p, min_side=140)          # 600 // 4 = 150 >= 140: a 1/4-size decode
+    assert full.shape == (800, 600, 3) and small.shape == (200, 150, 3)
+    import cv2
+    ref = cv2.resize(full, (150, 200), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(small.astype(int) - ref).mean() < 6
+    assert decode_image(p, min_side=700).shape == (800, 600, 3)   # no reduction would go below 700

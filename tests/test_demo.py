@@ -32,9 +32,22 @@ def test_demo_builds_competition_and_runs_pipeline(tmp_path):
     assert len(folds) == len(train) and sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
     # the user's own input/ is untouched: the demo writes only its own subfolders
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["demo"]
+    for top in ("folds", "models", "submissions", "reports"):
+        assert sorted(p.name for p in (tmp_path / top).iterdir()) == ["demo"], top
+    # trained 5 folds, wrote a validated submission and the report, printed the test accuracy
+    exp = tmp_path / "models" / "demo" / "digits-test_resnet"
+    assert sorted(p.name for p in exp.glob("fold?.pt")) == [f"fold{k}.pt" for k in range(5)]
+    [sub] = list((tmp_path / "submissions" / "demo").glob("digits-test_resnet_cv*.csv"))
+    s = pd.read_csv(sub, dtype={"id": str})
+    assert (s["id"] == sample["id"]).all() and list(s.columns) == ["id", "label"]
+    test_acc = (s["label"].to_numpy() == solution["label"].to_numpy()).mean()
+    assert f"demo test accuracy (fold ensemble, 360 held-out images): {test_acc:.4f}" in r.stdout
+    assert test_acc > 0.97                      # the kit learns the digits (the bar, 0.99, is in the notes)
+    assert (tmp_path / "reports" / "demo" / "digits-test_resnet" / "report.html").is_file()
     before = tree_hashes(comp) | {"folds/" + k: v for k, v in tree_hashes(tmp_path / "folds").items()}
     r2 = subprocess.run([sys.executable, str(REPO / "src" / "demo.py"), "--root", str(tmp_path)],
                         capture_output=True, text=True, timeout=1200)
     assert r2.returncode == 0, r2.stderr
+    assert "already finished" in r2.stdout      # finished folds are not trained again
     after = tree_hashes(comp) | {"folds/" + k: v for k, v in tree_hashes(tmp_path / "folds").items()}
     assert before == after   # re-running gives byte-identical files

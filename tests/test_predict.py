@@ -216,3 +216,21 @@ def test_one_image_top_k_and_offline_url(trained):
     assert p == sorted(p, reverse=True) and 0 < sum(p) <= 1.0001
     r = run("predict.py", *paths, "--image", "http://127.0.0.1:9/none.png")
     assert r.returncode != 0 and "cannot fetch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_submit_says_what_is_missing(tmp_path, monkeypatch):
+    from foldkit.submission import kaggle_submit
+    monkeypatch.setenv("PATH", str(tmp_path))           # no kaggle CLI on PATH
+    with pytest.raises(SubmissionError, match="kaggle CLI is not installed"):
+        kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv")
+    fake = tmp_path / "kaggle"
+    fake.write_text("#!/bin/sh\necho uploaded\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    with pytest.raises(SubmissionError, match="no credentials"):
+        kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv")
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv") == "uploaded"

@@ -157,11 +157,41 @@ def _composite_white(bgra: np.ndarray) -> np.ndarray:
     return (out + 0.5).astype(np.uint8)
 
 
-def decode_image(path: str | Path, grey: bool = False, row: int | None = None) -> np.ndarray:
+def _jpeg_reduction(buf: np.ndarray, min_side: int) -> int:
+    """Largest libjpeg scale-down (8, 4, 2) that keeps the shortest side >= min_side; 1 if none.
+
+    Decoding a 2592x1944 photo at 1/4 size in the DCT domain is several times faster than a
+    full decode followed by a resize. The size comes from the JPEG SOF header (hand-written:
+    OpenCV has no header-only read)."""
+    if not min_side:
+        return 1
+    data = buf.tobytes()
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h = (data[i + 5] << 8) | data[i + 6]
+            w = (data[i + 7] << 8) | data[i + 8]
+            for f in (8, 4, 2):
+                if min(h, w) // f >= min_side:
+                    return f
+            return 1
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return 1
+
+
+def decode_image(path: str | Path, grey: bool = False, row: int | None = None, min_side: int = 0) -> np.ndarray:
     """Decode an image file into RGB uint8 (H,W,3), or (H,W,1) when grey=True.
 
     Handles grey, RGBA/LA (composited onto white), palette, 16-bit, CMYK and
-    EXIF-rotated JPEGs. Missing, zero-byte, truncated or non-image files raise
+    EXIF-rotated JPEGs. min_side > 0 lets a large JPEG decode at 1/2, 1/4 or 1/8 size
+    as long as its shortest side stays >= min_side. Missing, zero-byte, truncated or non-image files raise
     ImageError naming the file (and the table row when given).
     """
     import cv2
@@ -176,7 +206,12 @@ def decode_image(path: str | Path, grey: bool = False, row: int | None = None) -
     img = None
     if kind == "jpeg":
         # IMREAD_COLOR applies EXIF orientation and converts CMYK/YCCK; JPEG is 8-bit.
-        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+        f = _jpeg_reduction(buf, min_side)
+        flags = {1: (cv2.IMREAD_COLOR, cv2.IMREAD_GRAYSCALE),
+                 2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+                 4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                 8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8)}[f]
+        img = cv2.imdecode(buf, flags[1] if grey else flags[0])
         if img is not None and not grey:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif kind != "gif":

@@ -58,20 +58,21 @@ class ImageSource:
         if cache == "ram":
             self.cached = self._decode_all(progress)
 
-    def _load(self, i: int) -> np.ndarray:
-        img = decode_image(self.root / self.paths[i], grey=self.grey, row=self.rows[i])
-        return _shrink(img, self.max_side)
+    def _load(self, i: int, shrink: bool = False) -> np.ndarray:
+        # large JPEGs decode at reduced size (libjpeg DCT scaling); only cached images are shrunk further
+        img = decode_image(self.root / self.paths[i], grey=self.grey, row=self.rows[i], min_side=self.max_side)
+        return _shrink(img, self.max_side) if shrink else img
 
     def _fits_in_ram(self) -> bool:
         n = len(self.paths)
-        sample = [self._load(i) for i in range(0, n, max(1, n // 8))][:8]
+        sample = [self._load(i, shrink=True) for i in range(0, n, max(1, n // 8))][:8]
         per = np.mean([s.nbytes for s in sample]) if sample else 0
         return per * n <= CACHE_MAX_BYTES
 
     def _decode_all(self, progress: bool) -> list:
         from tqdm.auto import tqdm
         with ThreadPoolExecutor(4) as ex:   # OpenCV decodes release the GIL
-            it = ex.map(self._load, range(len(self.paths)), chunksize=64)
+            it = ex.map(lambda i: self._load(i, shrink=True), range(len(self.paths)), chunksize=64)
             return list(tqdm(it, total=len(self.paths), desc="decoding images once", leave=False,
                              disable=None if progress else True, unit="img"))
 

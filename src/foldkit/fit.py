@@ -380,6 +380,9 @@ def train(cfg, log=print) -> list[dict]:
                          "(hash differs from folds_meta.json): re-run make_folds.py")
     if cfg.metric not in ("accuracy", "logloss", "f1_macro", "qwk", "auc"):
         raise TrainError(f"unknown --metric {cfg.metric}")
+    if cfg.balance == "weights" and (cfg.mixup > 0 or cfg.cutmix > 0):
+        raise TrainError("--balance weights does not combine with mixup/cutmix (soft targets carry no class "
+                         "weights): use --balance sampler")
     folds = parse_folds(cfg.fold, int(table["fold"].max()) + 1)
     input_dir = cfg.input_dir
     comp = read_competition(input_dir, id_col=cfg.id_col or meta.get("id_col", ""),
