@@ -107,10 +107,8 @@ def run_predict(cfg, log=print) -> dict:
     # ---- reports (OOF of each experiment; the ensemble's OOF when they share folds)
     out: dict = {"experiments": names, "members": len(members)}
     id_to_row = {str(i): k for k, i in enumerate(table["id"].astype(str))}
-    src_all = None
 
     def load_train_image(i):
-        nonlocal src_all
         k = id_to_row[str(i)]
         if comp.source_col == "index":
             return comp.pixels("train")[int(table["index"].iloc[k])]
@@ -120,13 +118,16 @@ def run_predict(cfg, log=print) -> dict:
     cv_scores = []
     for d in exp_dirs:
         metric_d = json.loads((d / "config.json").read_text()).get("metric", "accuracy")
-        if cfg.report:
-            rep = write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image)
-        else:
-            rep = cv_summary(*load_oof(d), metric_d)
+        rep = cv_summary(*load_oof(d), metric_d)
         cv_scores.append(rep)
-        log(f"{d.name}: CV {rep['metric']} {rep['cv']:.5f} (folds {rep['cv_mean']:.5f} ± {rep['cv_std']:.5f})"
-            + (f", report {Path(cfg.reports_dir) / d.name / 'report.html'}" if cfg.report else ""))
+        log(f"{d.name}: CV {rep['metric']} {rep['cv']:.5f} (folds {rep['cv_mean']:.5f} ± {rep['cv_std']:.5f}, "
+            f"{len(rep['folds'])} fold(s))")
+
+    def write_reports(**kw):
+        if cfg.report:
+            for d in exp_dirs:
+                write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image, **kw)
+                log(f"report: {Path(cfg.reports_dir) / d.name / 'report.html'}")
     metric = json.loads((exp_dirs[0] / "config.json").read_text()).get("metric", "accuracy")
     cv = cv_scores[0]["cv"] if len(cv_scores) == 1 else None
     if len(exp_dirs) > 1 and len(shas) == 1:
@@ -144,6 +145,7 @@ def run_predict(cfg, log=print) -> dict:
     # ---- test predictions
     if comp.test is None or len(comp.test) == 0:
         log(f"no test images in {cfg.input_dir}: report only, no submission")
+        write_reports()
         return out
     device = engine.pick_device(cfg.device)
     dtype = engine.amp_dtype(device, cfg.amp)
@@ -181,10 +183,9 @@ def run_predict(cfg, log=print) -> dict:
         test_acc = float((probs[keep].argmax(1) == y).mean())
         out.update(test_score=test_score, test_accuracy=test_acc)
         log(f"test {metric}: {test_score:.5f} (accuracy {test_acc:.4f}) on {int(keep.sum())} labelled test images")
-        if cfg.report:
-            for d in exp_dirs:
-                write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image,
-                             test_score=test_score, extra={"test_accuracy": test_acc, "submission": str(path)})
+        write_reports(test_score=test_score, extra={"test_accuracy": test_acc, "submission": str(path)})
+    else:
+        write_reports(extra={"submission": str(path)})
     msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
     cmd = submission.kaggle_command(cfg.submit, path, msg)
     log("upload with: " + " ".join(f'"{c}"' if " " in c else c for c in cmd))
