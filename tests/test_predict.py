@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import REPO
-from foldkit import config
 from foldkit.inference import EnsembleError, combine, load_members
 from foldkit.submission import SubmissionError, build, choose_mode, unused_path, validate
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, WEIGHTS, need_shared
+from conftest import REPO, need_shared
 from foldkit import config
 from foldkit.fit import TrainError, train
 from foldkit.model import ModelError, create_model, load_checkpoint, model_from_checkpoint

@@ -153,7 +153,7 @@ def auto_workers(cfg, cached: bool) -> int:
 def build_data(cfg, comp, table: pd.DataFrame, class_index: dict, data_cfg: dict, grey: bool):
     """Training/validation datasets for a fold table (fold column decides), with their transforms."""
     from foldkit.augment import eval_transform, train_transform
-    from foldkit.dataset import ImageDataset, ImageSource
+    from foldkit.dataset import ImageSource
 
     size = data_cfg["input_size"][-1]
     max_side = int(math.ceil(size / (data_cfg.get("crop_pct") or 1.0) * 1.5))
@@ -399,7 +399,3 @@ def train(cfg, log=print) -> list[dict]:
             continue
         out.append(fit_fold(cfg, k, comp=comp, table=table, meta=meta, exp_dir=exp_dir, log=log))
     return out
-
-
-def cfg_replace(cfg, **kw):
-    return dataclasses.replace(cfg, **kw)
