@@ -195,3 +195,15 @@ def test_experiment_name_is_not_reused_for_other_settings_and_finished_folds_ski
     assert any("already finished" in str(l) for l in lines)
     cfgj = json.loads((tmp_path / "models" / "x" / "config.json").read_text())
     assert cfgj["folds_sha256"] and cfgj["classes"] == list(range(10))
+
+
+def test_gpu_code_paths_run_on_cpu_bf16_channels_last(comp, tmp_path):
+    """The AMP (bf16 autocast) and channels_last paths CI cannot run on a GPU, exercised on the CPU."""
+    from foldkit.engine import amp_dtype, pick_device
+    assert amp_dtype(pick_device("cpu"), "auto") is None            # auto: no AMP on CPU
+    assert amp_dtype(pick_device("cpu"), "bf16") == torch.bfloat16
+    cfg = cfg_for(comp, tmp_path, epochs=1, amp="bf16", channels_last="on", experiment="bf16", accum_steps=2,
+                  clip_grad=1.0)
+    [s] = train(cfg, log=quiet)
+    log = pd.read_csv(tmp_path / "models" / "bf16" / "log_fold0.csv")
+    assert np.isfinite(log["train_loss"]).all() and s["epochs_run"] == 1
