@@ -5,7 +5,6 @@ import gzip
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +34,14 @@ def test_help(name):
     assert r.returncode == 0, r.stderr
     for flag in ("--mode", "--work", "--record"):
         assert flag in r.stdout
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_default_raw_folder_holds_the_raw_files(name):
+    m = load(name)
+    raw = need_shared("data", *m.RAW_SUBDIR.split("/"))
+    assert m.common.scenario_parser("", m.DATASET, m.RAW_SUBDIR).parse_args([]).data_dir == str(raw)
+    assert m.common.check_raw(raw, *m.RAW) == raw
 
 
 def write_idx(path, arr):

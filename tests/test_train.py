@@ -132,6 +132,7 @@ def test_local_pretrained_file_loads_backbone_and_new_head(tmp_path):
     head = {k for k in sd if k.startswith("fc.")}
     assert head and all(torch.equal(sd[k], ref[k]) for k in sd if k not in head)
     assert sd["fc.weight"].shape[0] == 7
+    assert torch.count_nonzero(sd["fc.weight"]) == 0       # a new head on pretrained features starts at zero
     with pytest.raises(ModelError, match="does not exist"):
         create_model("test_resnet", 7, pretrained_file=str(tmp_path / "nope.pth"))
     with pytest.raises(ModelError, match="unknown timm model"):
@@ -167,7 +168,7 @@ def test_freeze_phase_keeps_backbone_weights(comp, tmp_path):
     ref = init.state_dict()
     body = [k for k in sd if not k.startswith("fc.")]
     assert all(torch.equal(sd[k], ref[k]) for k in body)       # weights and BN statistics untouched
-    assert not torch.equal(sd["fc.bias"], torch.zeros_like(sd["fc.bias"]))
+    assert not torch.equal(sd["fc.bias"], torch.zeros_like(sd["fc.bias"]))   # the head learned
 
 
 def test_mixup_cutmix_path(comp, tmp_path):

