@@ -136,3 +136,12 @@ def test_cli_limit_and_clear_error(tmp_path):
     r = run("--n-folds", "1", "--folds-dir", str(tmp_path / "g"))
     assert r.returncode != 0 and "error: --n-folds must be at least 2" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_later_steps_find_the_competition_the_folds_were_made_from(tmp_path):
+    from foldkit.folds import input_dir_for
+    cfg = _demo_cfg(tmp_path)
+    meta = make_folds(cfg, log=lambda *_: None)
+    assert input_dir_for(config.resolve({}), meta) == str((tmp_path / "in").resolve())   # no --input-dir
+    other = str(tmp_path / "elsewhere")
+    assert input_dir_for(config.resolve({"input_dir": other}), meta) == other           # the flag wins

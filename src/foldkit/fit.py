@@ -233,7 +233,8 @@ def fit_fold(cfg, fold: int, *, comp=None, table=None, meta=None, exp_dir=None, 
     if table is None:
         table, meta = read_folds(cfg.folds_dir)
     if comp is None:
-        comp = read_competition(cfg.input_dir, id_col=cfg.id_col or meta.get("id_col", ""),
+        from foldkit.folds import input_dir_for
+        comp = read_competition(input_dir_for(cfg, meta), id_col=cfg.id_col or meta.get("id_col", ""),
                                 label_col=cfg.label_col or meta.get("label_col", ""), check_files=False)
     if exp_dir is None:
         exp_dir, _ = prepare_experiment(cfg, meta)
@@ -384,8 +385,8 @@ def train(cfg, log=print) -> list[dict]:
         raise TrainError("--balance weights does not combine with mixup/cutmix (soft targets carry no class "
                          "weights): use --balance sampler")
     folds = parse_folds(cfg.fold, int(table["fold"].max()) + 1)
-    input_dir = cfg.input_dir
-    comp = read_competition(input_dir, id_col=cfg.id_col or meta.get("id_col", ""),
+    from foldkit.folds import input_dir_for
+    comp = read_competition(input_dir_for(cfg, meta), id_col=cfg.id_col or meta.get("id_col", ""),
                             label_col=cfg.label_col or meta.get("label_col", ""), check_files=False)
     exp_dir, _ = prepare_experiment(cfg, meta)
     log(f"experiment {exp_dir.name}: {cfg.model}, folds {folds}, {len(table)} rows, {len(meta['classes'])} classes "

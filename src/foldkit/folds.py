@@ -136,6 +136,17 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
+def input_dir_for(cfg, meta: dict) -> str:
+    """The competition the folds were made from: --input-dir when given, else the folder recorded
+    in folds_meta.json (when it still exists), else the default input/."""
+    from foldkit.config import Config
+    default = Config().input_dir
+    recorded = meta.get("input_dir")
+    if cfg.input_dir == default and recorded and Path(recorded).is_dir():
+        return recorded
+    return cfg.input_dir
+
+
 def dependent_experiments(models_dir: str | Path, sha: str) -> list[str]:
     """Experiments under models_dir whose saved config names this folds hash."""
     out = []

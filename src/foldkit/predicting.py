@@ -92,7 +92,8 @@ def run_predict(cfg, log=print) -> dict:
 
     t0 = time.time()
     table, meta = read_folds(cfg.folds_dir)
-    comp = read_competition(cfg.input_dir, id_col=cfg.id_col or meta.get("id_col", ""),
+    from foldkit.folds import input_dir_for
+    comp = read_competition(input_dir_for(cfg, meta), id_col=cfg.id_col or meta.get("id_col", ""),
                             label_col=cfg.label_col or meta.get("label_col", ""),
                             skip_bad_images=cfg.skip_bad_images, check_files=True)
     exp_dirs, members = _members(cfg, meta["classes"])
@@ -144,7 +145,7 @@ def run_predict(cfg, log=print) -> dict:
 
     # ---- test predictions
     if comp.test is None or len(comp.test) == 0:
-        log(f"no test images in {cfg.input_dir}: report only, no submission")
+        log(f"no test images in {comp.root}: report only, no submission")
         write_reports()
         return out
     device = engine.pick_device(cfg.device)
