@@ -76,6 +76,21 @@ def subset(n: int, limit: int = 0, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
 
 
+def read_idx_splits(raw_dir: str | Path, names: tuple, limit: int = 0) -> tuple:
+    """(x_train, y_train, x_test, y_test) from four idx files (train images, train labels, test
+    images, test labels), each split cut to `limit` rows by `subset`."""
+    raw = Path(raw_dir)
+    x_tr, y_tr, x_te, y_te = (read_idx(raw / n) for n in names)
+    tr, te = subset(len(x_tr), limit), subset(len(x_te), limit)
+    return x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+
+
+def idx_to_numpy_layout(raw_dir: str | Path, names: tuple, out_dir: str | Path, limit: int = 0) -> Path:
+    """The kit's numpy layout written from four idx files (see read_idx_splits)."""
+    x_tr, y_tr, x_te, y_te = read_idx_splits(raw_dir, names, limit)
+    return write_numpy_layout(out_dir, x_tr, y_tr.astype("int64"), x_te, y_te.astype("int64"))
+
+
 def write_numpy_layout(out_dir: str | Path, x_train, y_train, x_test=None, y_test=None) -> Path:
     """The kit's numpy layout: x_train.npy, y_train.npy, x_test.npy, y_test.npy (test labels:
     the kit scores its test predictions with them)."""

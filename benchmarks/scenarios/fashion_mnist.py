@@ -28,8 +28,7 @@ REFERENCE = "ResNet18 94.9%, best 96.7%"
 # Budget recipe, chosen on CV (fold 0 of a 12,000-row pilot, 8 epochs: no augmentation 88.5%,
 # --aug light 84.0%, --aug medium 79.6%). Full mode: ResNet18 (the reference table's model) with
 # flips and random-resized crops for its longer schedule.
-# --no-hflip: the none preset flips nothing, and predict.py's automatic TTA adds a flipped view
-# whenever the training config has hflip on (the default), whatever the preset.
+# --no-hflip: the none preset flips nothing; the flag records that in the experiment's config.
 PLAIN = ["--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--lr", "3e-3", "--batch-size", "64"]
 AUGMENTED = ["--crop-pct", "1.0", "--aug", "light", "--lr", "1e-3", "--batch-size", "128"]
 MODES = {
@@ -42,12 +41,7 @@ MODES = {
 def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
     """Write the numpy layout into out_dir from the idx files of raw_dir.
     limit: at most this many training and this many test rows (a seeded random slice)."""
-    raw = Path(raw_dir)
-    x_tr, y_tr = common.read_idx(raw / RAW[0]), common.read_idx(raw / RAW[1])
-    x_te, y_te = common.read_idx(raw / RAW[2]), common.read_idx(raw / RAW[3])
-    tr, te = common.subset(len(x_tr), limit), common.subset(len(x_te), limit)
-    return common.write_numpy_layout(out_dir, x_tr[tr], y_tr[tr].astype("int64"),
-                                     x_te[te], y_te[te].astype("int64"))
+    return common.idx_to_numpy_layout(raw_dir, RAW, out_dir, limit)
 
 
 def main(argv=None) -> list:

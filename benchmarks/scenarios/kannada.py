@@ -45,12 +45,7 @@ def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
     """Write the numpy layout into out_dir from the idx files of raw_dir.
     limit: at most this many training and this many test rows (a seeded random slice, never
     the first rows: the files are ordered by label)."""
-    raw = Path(raw_dir)
-    x_tr, y_tr = common.read_idx(raw / RAW[0]), common.read_idx(raw / RAW[1])
-    x_te, y_te = common.read_idx(raw / RAW[2]), common.read_idx(raw / RAW[3])
-    tr, te = common.subset(len(x_tr), limit), common.subset(len(x_te), limit)
-    return common.write_numpy_layout(out_dir, x_tr[tr], y_tr[tr].astype("int64"),
-                                     x_te[te], y_te[te].astype("int64"))
+    return common.idx_to_numpy_layout(raw_dir, RAW, out_dir, limit)
 
 
 def main(argv=None) -> list:

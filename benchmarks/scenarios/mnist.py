@@ -42,12 +42,9 @@ def build(raw_dir: str | Path, out_dir: str | Path, limit: int = 0) -> Path:
     limit: at most this many training and this many test rows (a seeded random slice)."""
     import pandas as pd
 
-    raw, out = Path(raw_dir), Path(out_dir)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    x_tr, y_tr = common.read_idx(raw / RAW[0]), common.read_idx(raw / RAW[1])
-    x_te, y_te = common.read_idx(raw / RAW[2]), common.read_idx(raw / RAW[3])
-    tr, te = common.subset(len(x_tr), limit), common.subset(len(x_te), limit)
-    x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+    x_tr, y_tr, x_te, y_te = common.read_idx_splits(raw_dir, RAW, limit)
     pix = [f"pixel{i}" for i in range(x_tr.shape[1] * x_tr.shape[2])]
     train = pd.DataFrame(x_tr.reshape(len(x_tr), -1), columns=pix)
     train.insert(0, "label", y_tr.astype(int))

@@ -91,6 +91,21 @@ def _magic_kind(head: bytes) -> str | None:
     return None
 
 
+def _content_problem(size: int, head: bytes, tail: bytes) -> str | None:
+    """None if a file of `size` bytes starting with `head` and ending with `tail` (its last
+    1,024 bytes) looks like a whole image, else the reason."""
+    if size == 0:
+        return "zero bytes"
+    kind = _magic_kind(head)
+    if kind is None:
+        return "not an image (unknown file signature)"
+    if kind == "jpeg" and b"\xff\xd9" not in tail:
+        return "truncated (no JPEG end marker)"
+    if kind == "png" and b"IEND" not in tail:
+        return "truncated (no PNG end chunk)"
+    return None
+
+
 def check_image_file(path: str | Path) -> str | None:
     """Cheap check without decoding: None if the file looks like a whole image,
     else the reason (missing, zero bytes, not an image, truncated).
@@ -104,22 +119,11 @@ def check_image_file(path: str | Path) -> str | None:
         return "missing"
     try:
         size = os.fstat(fd).st_size
-        if size == 0:
-            return "zero bytes"
-        kind = _magic_kind(os.pread(fd, 16, 0))
-        if kind is None:
-            return "not an image (unknown file signature)"
-        if kind in ("jpeg", "png"):
-            tail = os.pread(fd, 1024, max(0, size - 1024))
-            if kind == "jpeg" and b"\xff\xd9" not in tail:
-                return "truncated (no JPEG end marker)"
-            if kind == "png" and b"IEND" not in tail:
-                return "truncated (no PNG end chunk)"
+        return _content_problem(size, os.pread(fd, 16, 0), os.pread(fd, 1024, max(0, size - 1024)))
     except OSError as e:
         return f"unreadable ({e.strerror})"
     finally:
         os.close(fd)
-    return None
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -165,7 +169,7 @@ def _jpeg_reduction(buf: np.ndarray, min_side: int) -> int:
     OpenCV has no header-only read)."""
     if not min_side:
         return 1
-    data = buf.tobytes()
+    data = memoryview(buf)   # no copy of the file: only the markers up to the SOF are read
     i, n = 2, len(data)
     while i + 9 < n:
         if data[i] != 0xFF:
@@ -198,10 +202,13 @@ def decode_image(path: str | Path, grey: bool = False, row: int | None = None, m
 
     path = Path(path)
     where = f"{path}" + (f" (data row {row})" if row is not None else "")
-    reason = check_image_file(path)
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)   # the one read of the file
+        reason = _content_problem(len(buf), buf[:16].tobytes(), buf[-1024:].tobytes())
+    except OSError:
+        reason = "missing"
     if reason:
         raise ImageError(f"{where}: {reason}. Fix or remove the file, or pass --skip-bad-images.")
-    buf = np.fromfile(path, dtype=np.uint8)
     kind = _magic_kind(buf[:16].tobytes())
     img = None
     if kind == "jpeg":

@@ -37,7 +37,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -56,7 +56,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     n_batches = len(loader)
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch")
     for i, (x, y) in enumerate(bar):
-        x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
+        x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
         y_hard = y
         if mixup is not None:
             x, y = mixup(x, y)
@@ -97,21 +97,25 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
 
 
 @torch.no_grad()
-def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = False, tta: list | None = None,
+def mean_softmax(model, views: list[torch.Tensor], device, dtype=None) -> torch.Tensor:
+    """Softmax probabilities of `model`, averaged over input views (TTA), in float32 on the CPU."""
+    p = 0
+    with autocast(device, dtype):
+        for x in views:
+            p = p + F.softmax(model(x).float(), dim=1)
+    return (p / len(views)).cpu()
+
+
+@torch.no_grad()
+def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = False,
                   desc: str = "valid", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (averaged over TTA views) and the targets of every batch."""
+    """Softmax probabilities and the targets of every batch."""
     from tqdm.auto import tqdm
 
     model.eval()
     probs, targets = [], []
-    views = tta or [lambda t: t]
     for x, y in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch"):
-        x = _to(x, device, channels_last)
-        p = 0
-        with autocast(device, dtype):
-            for view in views:
-                p = p + F.softmax(model(view(x)).float(), dim=1)
-        probs.append((p / len(views)).cpu())
+        probs.append(mean_softmax(model, [to_device(x, device, channels_last)], device, dtype))
         targets.append(y)
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(targets).numpy()
 

@@ -164,17 +164,6 @@ def build_data(cfg, comp, table: pd.DataFrame, class_index: dict, data_cfg: dict
         eval_transform(data_cfg)
 
 
-class Subset(torch.utils.data.Dataset):
-    def __init__(self, ds, idx):
-        self.ds, self.idx = ds, np.asarray(idx)
-
-    def __len__(self):
-        return len(self.idx)
-
-    def __getitem__(self, k):
-        return self.ds[int(self.idx[k])]
-
-
 # --------------------------------------------------------------------------- plots and logs
 
 def plot_curves(log: pd.DataFrame, metric: str, path: Path) -> None:
@@ -258,8 +247,9 @@ def fit_fold(cfg, fold: int, *, comp=None, table=None, meta=None, exp_dir=None, 
     source, y_all, t_train, t_eval = build_data(cfg, comp, table, class_index, data_cfg, grey)
     tr_idx = np.flatnonzero(table["fold"].to_numpy() != fold)
     va_idx = np.flatnonzero(table["fold"].to_numpy() == fold)
-    train_ds = SeededDataset(Subset(ImageDataset(source, y_all, t_train), tr_idx), seed)
-    valid_ds = Subset(ImageDataset(source, y_all, t_eval), va_idx)
+    Subset = torch.utils.data.Subset
+    train_ds = SeededDataset(Subset(ImageDataset(source, y_all, t_train), tr_idx.tolist()), seed)
+    valid_ds = Subset(ImageDataset(source, y_all, t_eval), va_idx.tolist())
     counts = np.bincount(y_all[tr_idx], minlength=len(classes)).astype(np.float64)
     weights = (1.0 / np.maximum(counts, 1))[y_all[tr_idx]] if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(tr_idx), seed, shuffle=True, weights=weights)

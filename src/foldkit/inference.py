@@ -141,7 +141,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     from tqdm.auto import tqdm
 
     from foldkit.augment import eval_transform
-    from foldkit.engine import autocast
+    from foldkit.engine import mean_softmax, to_device
 
     groups = group_members(members)
     transforms = {k: (ms[0].in_chans == 1, eval_transform(ms[0].data_config)) for k, ms in groups.items()}
@@ -157,16 +157,10 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     for batch in tqdm(dl, desc=f"predicting ({len(members)} models x {len(views)} views)", leave=False,
                       disable=None if progress else True, unit="batch"):
         for key, ms in groups.items():
-            x = batch[key].to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_device(batch[key], device, channels_last)
             xs = [v(x) for v in views]
             for m in ms:
-                p = 0
-                with autocast(device, dtype):
-                    for xv in xs:
-                        p = p + torch.softmax(m.model(xv).float(), 1)
-                out[id(m)].append((p / len(xs)).cpu())
+                out[id(m)].append(mean_softmax(m.model, xs, device, dtype))
     per_member = [torch.cat(out[id(m)]).numpy().astype(np.float64) for m in members]
     ens = combine(per_member, how)
     return (ens, per_member) if return_members else ens

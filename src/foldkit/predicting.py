@@ -37,29 +37,21 @@ def tta_views(cfg, members) -> list[str]:
     return ["none"] + views
 
 
-class _Source:
-    """Test images for MultiViewDataset: RGB (or grey when every member is grey), decoded once."""
-
-    def __init__(self, comp, table, split, grey):
-        from foldkit.dataset import ImageSource
-        self.src = ImageSource(comp, table, split, grey=grey, cache="off", progress=False)
-
-    def __len__(self):
-        return len(self.src)
-
-    def __getitem__(self, i):
-        return self.src[i]
+def sources_for(members, source) -> dict:
+    """{grey: source} for MultiViewDataset. `source` holds grey images when every member is grey,
+    else RGB; grey members of a mixed ensemble get the RGB image converted, so each image is
+    still decoded once."""
+    all_grey = all(m.in_chans == 1 for m in members)
+    sources = {all_grey: source}
+    if not all_grey and any(m.in_chans == 1 for m in members):
+        sources[True] = _GreyView(source)
+    return sources
 
 
 def make_sources(comp, table, split, members) -> dict:
-    """{grey: source}. One decode per image: grey members of a mixed ensemble get the RGB image
-    converted to grey in the dataset."""
-    all_grey = all(m.in_chans == 1 for m in members)
-    src = _Source(comp, table, split, grey=all_grey)
-    sources = {all_grey: src}
-    if not all_grey and any(m.in_chans == 1 for m in members):
-        sources[True] = _GreyView(src)
-    return sources
+    from foldkit.dataset import ImageSource
+    grey = all(m.in_chans == 1 for m in members)
+    return sources_for(members, ImageSource(comp, table, split, grey=grey, cache="off", progress=False))
 
 
 class _GreyView:
@@ -198,22 +190,9 @@ def run_predict(cfg, log=print) -> dict:
 
 def predict_image(cfg, log=print) -> list[tuple]:
     """Top-k (class, probability) of one image from the fold ensemble."""
-    import torch
-
     exp_dirs, members = _members(cfg)
-    grey = all(m.in_chans == 1 for m in members)
-    img = load_single_image(cfg.image, grey=grey)
-
-    class One:
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, i):
-            return img
-
-    sources = {grey: One()}
-    if not grey and any(m.in_chans == 1 for m in members):
-        sources[True] = _GreyView(One())
+    img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
+    sources = sources_for(members, [img])
     probs = predict_ensemble(members, sources, tta=tta_views(cfg, members), device=engine.pick_device(cfg.device),
                              how=cfg.ensemble, progress=False, workers=0)[0]
     classes = members[0].classes
@@ -222,5 +201,4 @@ def predict_image(cfg, log=print) -> list[tuple]:
     log(f"{cfg.image}  ({len(members)} models of {', '.join(d.name for d in exp_dirs)})")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")
-    del torch
     return top
