@@ -16,25 +16,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from foldkit import config  # noqa: E402
+from foldkit.errors import cli_run  # noqa: E402
 
 
 def main(argv=None):
     parser = config.build_parser(["paths", "data", "predict"], description=__doc__, prog="predict.py",
                                  extra=("batch_size", "device", "amp", "channels_last", "workers", "progress"))
-    cfg = config.resolve(parser.parse_args(argv))
-    from foldkit.data import InputError
-    from foldkit.folds import FoldsError
-    from foldkit.inference import EnsembleError
-    from foldkit.model import ModelError
-    from foldkit.predicting import predict_image, run_predict
-    from foldkit.submission import SubmissionError
-    try:
-        if cfg.image:
-            return predict_image(cfg)
-        return run_predict(cfg)
-    except (InputError, FoldsError, EnsembleError, ModelError, SubmissionError) as e:
-        raise SystemExit(f"error: {e}")
+    args = parser.parse_args(argv)
+    return cli_run(lambda: run(config.resolve(args)))
 
+
+def run(cfg):
+    from foldkit.predicting import predict_image, run_predict
+    return predict_image(cfg) if cfg.image else run_predict(cfg)
 
 if __name__ == "__main__":
     main()

@@ -15,25 +15,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from foldkit import config  # noqa: E402
+from foldkit.errors import cli_run  # noqa: E402
 
 
 def main(argv=None) -> list:
     parser = config.build_parser(["paths", "data", "train"], description=__doc__,
                                  prog="train.py", extra=("seed",))
-    cfg = config.resolve(parser.parse_args(argv))
-    from foldkit.data import InputError
-    from foldkit.fit import TrainError, train
-    from foldkit.folds import FoldsError
-    from foldkit.model import ModelError
-    try:
-        results = train(cfg)
-    except (InputError, FoldsError, TrainError, ModelError) as e:
-        raise SystemExit(f"error: {e}")
+    args = parser.parse_args(argv)
+    return cli_run(lambda: run(config.resolve(args)))
+
+
+def run(cfg) -> list:
+    from foldkit.fit import train
+    results = train(cfg)
     for r in results:
-        print(f"fold {r['fold']}: best {r['metric']} {r['value']:.5f} at epoch {r['best_epoch']} "
+        value = "n/a" if r["value"] is None else f"{r['value']:.5f}"
+        print(f"fold {r['fold']}: best {r['metric']} {value} at epoch {r['best_epoch']} "
               f"({r['epochs_run']} epochs, {r['seconds']}s)")
     return results
-
 
 if __name__ == "__main__":
     main()

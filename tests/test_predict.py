@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from foldkit.experiment import Experiment
 from foldkit.inference import EnsembleError, combine, load_members
 from foldkit.submission import SubmissionError, build, choose_mode, unused_path, validate
 
@@ -180,9 +181,9 @@ def test_wrong_checkpoint_is_refused(trained, tmp_path):
     torch.save(ckpt, other / "fold0.pt")
     (other / "fold0.json").write_text("{}")
     with pytest.raises(EnsembleError, match="different class lists"):
-        load_members([exp, other])
+        load_members([Experiment(exp), Experiment(other)])
     with pytest.raises(EnsembleError, match="wrong checkpoint for this competition"):
-        load_members([other], expected_classes=list(range(10)))
+        load_members([Experiment(other)], expected_classes=list(range(10)))
 
 
 def test_each_image_is_decoded_once(trained, monkeypatch):
@@ -190,7 +191,8 @@ def test_each_image_is_decoded_once(trained, monkeypatch):
     import foldkit.dataset as ds_mod
     from foldkit.data import read_competition
     from foldkit.engine import pick_device
-    from foldkit.inference import find_experiments, predict_ensemble
+    from foldkit.experiment import find_experiments
+    from foldkit.inference import predict_ensemble
     from foldkit.predicting import make_sources
     calls = []
     real = ds_mod.decode_image

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from foldkit.errors import ConfigError
+
 # The repository root: default paths live under it, whatever the working directory.
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,11 +172,11 @@ def load_file(path: str | Path) -> dict:
     """Read a TOML config file into a flat dict of Config fields ([sections] are flattened)."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"error: config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise SystemExit(f"error: config file {path} is not valid TOML: {e}")
+        raise ConfigError(f"config file {path} is not valid TOML: {e}")
     flat: dict[str, Any] = {}
     for k, v in raw.items():
         if isinstance(v, dict):
@@ -196,12 +198,12 @@ def resolve(args: argparse.Namespace | dict | None = None, **overrides) -> Confi
     known = {f.name: f for f in fields(Config)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise SystemExit(f"error: unknown setting(s) {', '.join(unknown)}"
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}"
                          + (f" in {cfg_file}" if cfg_file else "") + "; see --help for the valid names")
     for k, v in list(values.items()):
         d = known[k].default
         if isinstance(d, bool) and not isinstance(v, bool):
-            raise SystemExit(f"error: setting {k} must be true or false, got {v!r}")
+            raise ConfigError(f"setting {k} must be true or false, got {v!r}")
         if isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
             values[k] = float(v)
         if isinstance(d, (list, tuple)) and isinstance(v, (list, tuple)):

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.errors import FoldkitError
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
               ".ppm", ".pgm", ".pbm", ".pnm"}
 ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename", "file_name",
@@ -34,7 +36,7 @@ IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
 TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
 
 
-class InputError(ValueError):
+class InputError(FoldkitError, ValueError):
     """A problem with the user's input files; the message says what and what to do."""
 
 

@@ -28,12 +28,13 @@ import pandas as pd
 import torch
 
 from foldkit import config as cfgmod
+from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_text, atomic_write_with
 
 EXP_CONFIG = "config.json"
 
 
-class TrainError(RuntimeError):
+class TrainError(FoldkitError, RuntimeError):
     """A training run that cannot start as asked; the message says why and what to do."""
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_bytes, atomic_write_text, sha256_file
 
 FOLDS_CSV = "train_folds.csv"
 FOLDS_META = "folds_meta.json"
 
 
-class FoldsError(ValueError):
+class FoldsError(FoldkitError, ValueError):
     """Input that cannot be split into folds; the message says why and what to do."""
 
 

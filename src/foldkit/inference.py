@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from foldkit.errors import FoldkitError
+from foldkit.experiment import Experiment
 from foldkit.model import ModelError, load_checkpoint, model_from_checkpoint
 
 TTA_VIEWS = {
@@ -21,37 +23,8 @@ TTA_VIEWS = {
 }
 
 
-class EnsembleError(ValueError):
+class EnsembleError(FoldkitError, ValueError):
     """Checkpoints that cannot be ensembled; the message says which and why."""
-
-
-def finished_folds(exp_dir: Path) -> list[Path]:
-    """Best checkpoints of the finished folds of an experiment (fold{k}.json written last)."""
-    out = []
-    for js in sorted(exp_dir.glob("fold*.json")):
-        pt = js.with_suffix(".pt")
-        if js.stem[4:].isdigit() and pt.is_file():
-            out.append(pt)
-    return sorted(out, key=lambda p: int(p.stem[4:]))
-
-
-def find_experiments(models_dir: str | Path, names: list[str] | None = None) -> list[Path]:
-    """The named experiments, or the latest one (most recently finished fold)."""
-    models_dir = Path(models_dir)
-    if names:
-        out = []
-        for n in names:
-            d = models_dir / n
-            if not (d / "config.json").is_file():
-                have = sorted(p.parent.name for p in models_dir.glob("*/config.json"))
-                raise EnsembleError(f"no experiment {n!r} in {models_dir} (have: {have or 'none'})")
-            out.append(d)
-        return out
-    done = [(max(js.stat().st_mtime for js in d.glob("fold*.json")), d)
-            for d in (p.parent for p in models_dir.glob("*/config.json")) if finished_folds(d)]
-    if not done:
-        raise EnsembleError(f"no finished fold in {models_dir}: run `python src/train.py --fold 0` first")
-    return [max(done)[1]]
 
 
 class Member:
@@ -74,18 +47,18 @@ class Member:
         return json.dumps([d["input_size"], d["mean"], d["std"], d["interpolation"], d["crop_pct"]])
 
 
-def load_members(exp_dirs: list[Path], expected_classes: list | None = None) -> list[Member]:
+def load_members(experiments: list[Experiment], expected_classes: list | None = None) -> list[Member]:
     """Load every finished fold of the experiments; refuse checkpoints that disagree on classes."""
     members = []
-    for d in exp_dirs:
-        paths = finished_folds(d)
-        if not paths:
-            raise EnsembleError(f"experiment {d.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")
-        for p in paths:
+    for e in experiments:
+        folds = e.finished_folds()
+        if not folds:
+            raise EnsembleError(f"experiment {e.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")
+        for k in folds:
             try:
-                members.append(Member(p, load_checkpoint(p)))
-            except ModelError as e:
-                raise EnsembleError(str(e)) from None
+                members.append(Member(e.checkpoint(k), load_checkpoint(e.checkpoint(k))))
+            except ModelError as err:
+                raise EnsembleError(str(err)) from None
     ref = members[0]
     for m in members[1:]:
         if [str(c) for c in m.classes] != [str(c) for c in ref.classes]:

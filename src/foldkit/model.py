@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 
 import foldkit
+from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
 
 
-class ModelError(RuntimeError):
+class ModelError(FoldkitError, RuntimeError):
     """The model cannot be built as asked; the message says why and what to do."""
 
 

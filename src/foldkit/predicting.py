@@ -15,19 +15,19 @@ import numpy as np
 import pandas as pd
 
 from foldkit import engine, metrics, submission
-from foldkit.inference import (EnsembleError, combine, find_experiments, load_members, load_single_image,
-                               predict_ensemble)
+from foldkit.experiment import Experiment, find_experiments
+from foldkit.inference import EnsembleError, combine, load_members, load_single_image, predict_ensemble
 
 
 def _members(cfg, expected_classes=None):
     names = [n.strip() for n in cfg.experiments.split(",") if n.strip()] or None
-    exp_dirs = find_experiments(cfg.models_dir, names)
-    return exp_dirs, load_members(exp_dirs, expected_classes)
+    exps = find_experiments(cfg.models_dir, names)
+    return exps, load_members(exps, expected_classes)
 
 
 def tta_views(cfg, members) -> list[str]:
     if cfg.tta == "auto":
-        cfgs = [json.loads((m.path.parent / "config.json").read_text()) for m in members]
+        cfgs = [Experiment(m.path.parent).config() for m in members]
         flips = {bool(c.get("hflip", True)) and c.get("aug", "light") != "none" for c in cfgs}
         return ["none", "hflip"] if flips == {True} else ["none"]
     views = [v.strip() for v in cfg.tta.split(",") if v.strip() and v.strip() != "none"]
@@ -77,6 +77,47 @@ def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
     return None
 
 
+def experiments_cv(exps, classes, how: str, log=print) -> tuple[float | None, str]:
+    """CV of each experiment on its finished folds; for several experiments on the same folds, the
+    CV of their ensemble on the OOF rows they all have (an experiment may have fewer finished
+    folds: the others' extra rows are left out, and the log says so). Returns (cv, metric)."""
+    from foldkit.report import cv_summary, load_oof, prob_columns
+    oofs, metric = [], None
+    for e in exps:
+        m = e.config().get("metric", "accuracy")
+        metric = metric or m
+        oof, _ = load_oof(e.dir, e.finished_folds())
+        rep = cv_summary(oof, classes, m)
+        oofs.append(oof.set_index("id"))
+        log(f"{e.name}: CV {rep['metric']} {_fmt(rep['cv'])} (folds {_fmt(rep['cv_mean'])} ± "
+            f"{_fmt(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})")
+    if len(exps) == 1:
+        return rep["cv"], metric
+    if len({e.config().get("folds_sha256") for e in exps}) > 1:
+        log("experiments were trained on different folds: no combined CV score (their OOF rows do not line up)")
+        return None, metric
+    common = oofs[0].index
+    for o in oofs[1:]:
+        common = common.intersection(o.index, sort=False)
+    if len(common) == 0:
+        log("experiments share no finished fold: no combined CV score")
+        return None, metric
+    dropped = sorted({len(o) - len(common) for o in oofs})
+    if dropped != [0]:
+        folds = sorted(set(oofs[0].loc[common, "fold"].tolist()))
+        log(f"combined CV on the {len(common)} OOF rows every experiment has (folds {folds}); "
+            f"{', '.join(f'{e.name}: {len(o) - len(common)}' for e, o in zip(exps, oofs))} row(s) left out")
+    p = combine([o.loc[common, prob_columns(classes)].to_numpy() for o in oofs], how)
+    y = np.array([{str(c): j for j, c in enumerate(classes)}[str(v)] for v in oofs[0].loc[common, "label"]])
+    cv = metrics.score(metric, y, p)
+    log(f"ensemble of {len(exps)} experiments: CV {metric} {cv:.5f}")
+    return cv, metric
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.5f}"
+
+
 def run_predict(cfg, log=print) -> dict:
     from foldkit.data import decode_image, read_competition
     from foldkit.folds import read_folds
@@ -88,10 +129,10 @@ def run_predict(cfg, log=print) -> dict:
     comp = read_competition(input_dir_for(cfg, meta), id_col=cfg.id_col or meta.get("id_col", ""),
                             label_col=cfg.label_col or meta.get("label_col", ""),
                             skip_bad_images=cfg.skip_bad_images, check_files=True)
-    exp_dirs, members = _members(cfg, meta["classes"])
+    exps, members = _members(cfg, meta["classes"])
     classes = members[0].classes
     shas = {m.folds_sha256 for m in members}
-    names = [d.name for d in exp_dirs]
+    names = [e.name for e in exps]
     log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(names)}")
     if meta["sha256_now"] not in shas:
         log(f"note: these checkpoints were trained on other folds than {cfg.folds_dir} holds now; "
@@ -107,32 +148,14 @@ def run_predict(cfg, log=print) -> dict:
             return comp.pixels("train")[int(table["index"].iloc[k])]
         return decode_image(Path(comp.root) / table["path"].iloc[k])
 
-    from foldkit.report import cv_summary, load_oof
-    cv_scores = []
-    for d in exp_dirs:
-        metric_d = json.loads((d / "config.json").read_text()).get("metric", "accuracy")
-        rep = cv_summary(*load_oof(d), metric_d)
-        cv_scores.append(rep)
-        log(f"{d.name}: CV {rep['metric']} {rep['cv']:.5f} (folds {rep['cv_mean']:.5f} ± {rep['cv_std']:.5f}, "
-            f"{len(rep['folds'])} fold(s))")
+    cv, metric = experiments_cv(exps, classes, cfg.ensemble, log)
 
     def write_reports(**kw):
         if cfg.report:
-            for d in exp_dirs:
-                write_report(d, Path(cfg.reports_dir) / d.name, load_image=load_train_image, **kw)
-                log(f"report: {Path(cfg.reports_dir) / d.name / 'report.html'}")
-    metric = json.loads((exp_dirs[0] / "config.json").read_text()).get("metric", "accuracy")
-    cv = cv_scores[0]["cv"] if len(cv_scores) == 1 else None
-    if len(exp_dirs) > 1 and len(shas) == 1:
-        from foldkit.report import prob_columns
-        oofs = [load_oof(d)[0].set_index("id") for d in exp_dirs]
-        ids = oofs[0].index
-        p = combine([o.loc[ids, prob_columns(classes)].to_numpy() for o in oofs], cfg.ensemble)
-        y = np.array([{str(c): j for j, c in enumerate(classes)}[str(v)] for v in oofs[0].loc[ids, "label"]])
-        cv = metrics.score(metric, y, p)
-        log(f"ensemble of {len(exp_dirs)} experiments: CV {metric} {cv:.5f}")
-    elif len(exp_dirs) > 1:
-        log("experiments were trained on different folds: no combined CV score (their OOF rows do not line up)")
+            for e in exps:
+                write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
+                             folds=e.finished_folds(), **kw)
+                log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
     out.update(metric=metric, cv=cv)
 
     # ---- test predictions
@@ -190,7 +213,7 @@ def run_predict(cfg, log=print) -> dict:
 
 def predict_image(cfg, log=print) -> list[tuple]:
     """Top-k (class, probability) of one image from the fold ensemble."""
-    exp_dirs, members = _members(cfg)
+    exps, members = _members(cfg)
     img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
     sources = sources_for(members, [img])
     probs = predict_ensemble(members, sources, tta=tta_views(cfg, members), device=engine.pick_device(cfg.device),
@@ -198,7 +221,7 @@ def predict_image(cfg, log=print) -> list[tuple]:
     classes = members[0].classes
     order = np.argsort(-probs)[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
-    log(f"{cfg.image}  ({len(members)} models of {', '.join(d.name for d in exp_dirs)})")
+    log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")
     return top

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.metrics import GREATER_IS_BETTER, score
 
@@ -37,6 +38,12 @@ PROB_PREFIX = "prob_"
 OOF_RE = re.compile(r"^oof_fold(\d+)\.csv$")
 LOG_RE = re.compile(r"^log_fold(\d+)\.csv$")
 CURVE_RE = re.compile(r"^curve_fold(\d+)\.png$")
+
+
+class ReportError(FoldkitError, ValueError):
+    """OOF files or an experiment config that cannot be reported on; the message names the file."""
+
+
 BASE_COLS = ["id", "fold", "label", "pred"]
 LOG_COLS = ["epoch", "train_loss", "valid_loss", "valid_accuracy", "valid_metric", "lr", "seconds"]
 
@@ -61,9 +68,9 @@ def read_config(exp_dir: str | Path) -> dict:
     try:
         cfg = json.loads(p.read_text())
     except ValueError as e:
-        raise ValueError(f"{p} is not valid JSON: {e}") from None
+        raise ReportError(f"{p} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{p} must hold a JSON object, got {type(cfg).__name__}")
+        raise ReportError(f"{p} must hold a JSON object, got {type(cfg).__name__}")
     return cfg
 
 
@@ -73,7 +80,7 @@ def _typed_classes(names: list[str], cfg_classes: Any, cfg_path: Path, first_fil
     if cfg_classes is not None:
         cfg_classes = list(cfg_classes)
         if [str(c) for c in cfg_classes] != names:
-            raise ValueError(
+            raise ReportError(
                 f"class columns of {first_file.name} ({names}) do not match `classes` of "
                 f"{cfg_path} ({[str(c) for c in cfg_classes]}): the OOF files and the config "
                 "come from different runs")
@@ -83,8 +90,10 @@ def _typed_classes(names: list[str], cfg_classes: Any, cfg_path: Path, first_fil
     return list(names)
 
 
-def load_oof(exp_dir: str | Path) -> tuple[pd.DataFrame, list]:
-    """All ``oof_fold*.csv`` of an experiment, concatenated, sorted by fold then original order.
+def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.DataFrame, list]:
+    """The ``oof_fold*.csv`` of an experiment, concatenated, sorted by fold then original order.
+    ``folds``: only these folds (callers pass the finished folds, `Experiment.finished_folds`, so
+    that a fold killed mid-run never counts); None reads every OOF file present.
 
     Returns (oof, classes). ``id`` is read as str; ``label``/``pred`` keep the user's label
     type (ints stay ints, strings such as "007" stay strings). Raises ValueError naming the
@@ -92,9 +101,9 @@ def load_oof(exp_dir: str | Path) -> tuple[pd.DataFrame, list]:
     file is malformed (missing columns, unknown labels, wrong fold number, duplicate ids).
     """
     exp_dir = Path(exp_dir)
-    files = _numbered(exp_dir, OOF_RE)
+    files = [(k, p) for k, p in _numbered(exp_dir, OOF_RE) if folds is None or k in folds]
     if not files:
-        raise ValueError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
+        raise ReportError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
                          "written by training (train at least one fold first)")
     frames, names, first = [], None, None
     for k, path in files:
@@ -102,7 +111,7 @@ def load_oof(exp_dir: str | Path) -> tuple[pd.DataFrame, list]:
         missing = [c for c in BASE_COLS if c not in head]
         prob_cols = [c for c in head if c.startswith(PROB_PREFIX)]
         if missing or not prob_cols:
-            raise ValueError(f"{path} lacks column(s) {missing or ['prob_<class>']}; "
+            raise ReportError(f"{path} lacks column(s) {missing or ['prob_<class>']}; "
                              f"expected {BASE_COLS + ['prob_<class>', '...']}, found {head}")
         if names is None:
             names, first = prob_cols, path
@@ -111,18 +120,18 @@ def load_oof(exp_dir: str | Path) -> tuple[pd.DataFrame, list]:
             only_this = [c for c in prob_cols if c not in names]
             detail = (f"only in {first.name}: {only_first}; only in {path.name}: {only_this}"
                       if only_first or only_this else "same columns in a different order")
-            raise ValueError(f"class columns differ between {first} and {path} ({detail}); "
+            raise ReportError(f"class columns differ between {first} and {path} ({detail}); "
                              "all folds of one experiment must predict the same classes")
         dtypes = {"id": str, "label": str, "pred": str}
         dtypes.update({c: "float64" for c in prob_cols})
         df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in prob_cols})
         bad_fold = sorted(set(df["fold"].tolist()) - {k})
         if bad_fold:
-            raise ValueError(f"{path} holds rows of fold(s) {bad_fold}; a per-fold OOF file holds "
+            raise ReportError(f"{path} holds rows of fold(s) {bad_fold}; a per-fold OOF file holds "
                              f"only fold {k}")
         if df[prob_cols].isna().to_numpy().any():
             rows = (np.flatnonzero(df[prob_cols].isna().to_numpy().any(1)) + 1).tolist()[:10]
-            raise ValueError(f"{path}: empty/NaN probabilities in data row(s) {rows}")
+            raise ReportError(f"{path}: empty/NaN probabilities in data row(s) {rows}")
         df["_file"] = path.name
         frames.append(df)
     oof = pd.concat(frames, ignore_index=True)
@@ -135,14 +144,14 @@ def load_oof(exp_dir: str | Path) -> tuple[pd.DataFrame, list]:
         unknown = oof.loc[~oof[col].isin(list(to_class)), [col, "_file"]]
         if len(unknown):
             vals = sorted(set(unknown[col].tolist()))[:10]
-            raise ValueError(f"{col} value(s) {vals} in {sorted(set(unknown['_file']))} are not among "
+            raise ReportError(f"{col} value(s) {vals} in {sorted(set(unknown['_file']))} are not among "
                              f"the class columns {names}")
         values = oof[col].map(to_class)
         oof[col] = values.astype("int64") if all(isinstance(c, int) for c in classes) else values
     dup = oof["id"].duplicated(keep=False)
     if dup.any():
         d = oof[dup]
-        raise ValueError(f"id(s) {sorted(set(d['id']))[:10]} appear more than once in "
+        raise ReportError(f"id(s) {sorted(set(d['id']))[:10]} appear more than once in "
                          f"{sorted(set(d['_file']))}: an id belongs to exactly one validation fold")
     oof = oof.drop(columns="_file")
     oof["fold"] = oof["fold"].astype("int64")
@@ -433,7 +442,7 @@ def _csv_writer(df: pd.DataFrame, index: bool) -> Callable[[Path], None]:
 
 
 def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callable | None = None,
-                 test_score: Any = None, extra: dict | None = None) -> dict:
+                 test_score: Any = None, extra: dict | None = None, folds: list[int] | None = None) -> dict:
     """Write the CV report of one experiment into report_dir and return its summary.
 
     Files: oof.csv, cv_scores.json, per_class.csv, confusion.csv, confusion.png,
@@ -448,9 +457,9 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     cfg = read_config(exp_dir)
     metric = cfg.get("metric")
     if not metric:
-        raise ValueError(f"{exp_dir / 'config.json'} is missing or has no `metric`: cannot tell "
+        raise ReportError(f"{exp_dir / 'config.json'} is missing or has no `metric`: cannot tell "
                          "which competition metric to report")
-    oof, classes = load_oof(exp_dir)
+    oof, classes = load_oof(exp_dir, folds)
     summary = cv_summary(oof, classes, metric)
     experiment = cfg.get("experiment", exp_dir.name)
     n_folds_cfg = cfg.get("n_folds")
@@ -483,6 +492,8 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
 
     # training curves: training's own PNG when present, else drawn from the log
     logs, problems = log_summary(exp_dir, metric)
+    if folds is not None and len(logs):
+        logs = logs[logs["fold"].isin(folds)].reset_index(drop=True)
     curve_src = dict(_numbered(exp_dir, CURVE_RE))
     log_src = dict(_numbered(exp_dir, LOG_RE))
     for k in sorted(set(curve_src) | set(log_src)):

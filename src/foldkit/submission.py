@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
 
 
-class SubmissionError(ValueError):
+class SubmissionError(FoldkitError, ValueError):
     """A submission that does not match the competition's sample; the message names the ids."""
 
 

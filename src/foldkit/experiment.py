@@ -1,0 +1,129 @@
+"""The experiment folder `models/<experiment>/`: its file names and which folds are finished.
+
+This is a file contract (docs/ARCHITECTURE.md) that users' notebooks read; every module that
+reads or writes an experiment folder goes through this class instead of spelling file names.
+
+    config.json           resolved settings + experiment, folds_sha256, classes, n_folds, layout
+    fold{k}.pt            best checkpoint of fold k (self-describing, weights_only-loadable)
+    fold{k}_last.pt       resume state, removed when the fold finishes
+    fold{k}.json          written last: fold k is finished (best epoch, value, seconds, ...)
+    oof_fold{k}.csv       out-of-fold probabilities of fold k's best epoch
+    log_fold{k}.csv       one row per epoch;  curve_fold{k}.png  its plot
+
+A fold counts as finished only when both fold{k}.json and fold{k}.pt exist. A fold killed
+mid-run leaves an OOF file of its best epoch so far; CV, ensembles and reports use finished
+folds only, so they always agree.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from foldkit.errors import FoldkitError
+
+CONFIG = "config.json"
+_SUMMARY_RE = re.compile(r"^fold(\d+)\.json$")
+
+
+class ExperimentError(FoldkitError, ValueError):
+    """An experiment folder that is missing, unfinished or unreadable; the message says which."""
+
+
+class Experiment:
+    """One folder models/<name>/ (it may not exist yet)."""
+
+    def __init__(self, path: str | Path):
+        self.dir = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Experiment({str(self.dir)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Experiment) and self.dir == other.dir
+
+    def __hash__(self) -> int:
+        return hash(self.dir)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    # ---- file names (the contract)
+    @property
+    def config_path(self) -> Path:
+        return self.dir / CONFIG
+
+    def checkpoint(self, k: int) -> Path:
+        return self.dir / f"fold{k}.pt"
+
+    def last_checkpoint(self, k: int) -> Path:
+        return self.dir / f"fold{k}_last.pt"
+
+    def summary_path(self, k: int) -> Path:
+        return self.dir / f"fold{k}.json"
+
+    def oof(self, k: int) -> Path:
+        return self.dir / f"oof_fold{k}.csv"
+
+    def log(self, k: int) -> Path:
+        return self.dir / f"log_fold{k}.csv"
+
+    def curve(self, k: int) -> Path:
+        return self.dir / f"curve_fold{k}.png"
+
+    # ---- state
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def config(self) -> dict:
+        """config.json as a dict ({} when the folder has none)."""
+        if not self.config_path.is_file():
+            return {}
+        try:
+            cfg = json.loads(self.config_path.read_text())
+        except ValueError as e:
+            raise ExperimentError(f"{self.config_path} is not valid JSON: {e}") from None
+        if not isinstance(cfg, dict):
+            raise ExperimentError(f"{self.config_path} must hold a JSON object, got {type(cfg).__name__}")
+        return cfg
+
+    def is_finished(self, k: int) -> bool:
+        return self.summary_path(k).is_file() and self.checkpoint(k).is_file()
+
+    def finished_folds(self) -> list[int]:
+        """Fold numbers with both fold{k}.json and fold{k}.pt, ascending (fold10 after fold2)."""
+        if not self.dir.is_dir():
+            return []
+        ks = (int(m.group(1)) for m in (_SUMMARY_RE.match(p.name) for p in self.dir.iterdir()) if m)
+        return sorted(k for k in ks if self.checkpoint(k).is_file())
+
+    def summary(self, k: int) -> dict:
+        return json.loads(self.summary_path(k).read_text())
+
+    def last_finished_time(self) -> float:
+        """mtime of the newest fold{k}.json (0 when none): 'the latest experiment'."""
+        return max((self.summary_path(k).stat().st_mtime for k in self.finished_folds()), default=0.0)
+
+
+def all_experiments(models_dir: str | Path) -> list[Experiment]:
+    """Every experiment folder (with a config.json) under models_dir, by name."""
+    return [Experiment(p.parent) for p in sorted(Path(models_dir).glob(f"*/{CONFIG}"))]
+
+
+def find_experiments(models_dir: str | Path, names: list[str] | None = None) -> list[Experiment]:
+    """The named experiments, or the latest one (most recently finished fold)."""
+    models_dir = Path(models_dir)
+    if names:
+        out = []
+        for n in names:
+            e = Experiment(models_dir / n)
+            if not e.exists():
+                have = [x.name for x in all_experiments(models_dir)]
+                raise ExperimentError(f"no experiment {n!r} in {models_dir} (have: {have or 'none'})")
+            out.append(e)
+        return out
+    done = [(e.last_finished_time(), e.name, e) for e in all_experiments(models_dir) if e.finished_folds()]
+    if not done:
+        raise ExperimentError(f"no finished fold in {models_dir}: run `python src/train.py --fold 0` first")
+    return [max(done)[2]]
