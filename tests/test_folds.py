@@ -54,8 +54,48 @@ def test_same_seed_same_folds_other_seed_other_folds():
 def test_rare_class_error_names_class_and_count():
     t = table(["a"] * 20 + ["rare"] * 3)
     with pytest.raises(FoldsError) as e:
-        check_table(t, 5)
+        check_table(t, 5, rare_classes="error")
     assert "'rare' has 3" in str(e.value) and "--n-folds 3" in str(e.value)
+
+
+def numpy_competition(root, labels, side=4):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.save(root / "x_train.npy", rng.integers(0, 255, (len(labels), side, side), dtype=np.uint8))
+    np.save(root / "y_train.npy", np.array(labels))
+    return root
+
+
+@pytest.mark.parametrize("mode", ["warn", "train-only"])
+def test_rare_classes_with_one_sample_make_folds_and_are_recorded(tmp_path, mode):
+    labels = ["a"] * 30 + ["b"] * 30 + ["one"] + ["two"] * 2
+    root = numpy_competition(tmp_path / "in", labels)
+    logs = []
+    cfg = config.resolve({"input_dir": str(root), "folds_dir": str(tmp_path / "f"),
+                          "models_dir": str(tmp_path / "m"), "rare_classes": mode})
+    meta = make_folds(cfg, log=logs.append)
+    assert any("'one' (1)" in m and "'two' (2)" in m for m in logs), logs
+    t, m = read_folds(tmp_path / "f")
+    assert m["rare_classes"]["classes"] == {"one": 1, "two": 2}
+    rare = t["label"].isin(["one", "two"]).to_numpy()
+    if mode == "warn":       # every sample is validated exactly once, as StratifiedKFold does
+        assert set(t["fold"]) == set(range(5)) and (t["fold"] >= 0).all()
+    else:                    # train-only: in the training part of every fold, validated in none
+        assert (t.loc[rare, "fold"] == -1).all() and (t.loc[~rare, "fold"] >= 0).all()
+        assert m["rare_classes"]["train_only_rows"] == 3
+    assert meta["rows"] == len(labels)
+
+
+def test_many_classes_print_a_compact_table_and_write_the_full_one(tmp_path):
+    labels = [f"breed_{k:03d}" for k in range(120) for _ in range(5 + k % 7)]
+    root = numpy_competition(tmp_path / "in", labels)
+    cfg = config.resolve({"input_dir": str(root), "folds_dir": str(tmp_path / "f"), "models_dir": str(tmp_path / "m")})
+    meta = make_folds(cfg, log=lambda m: None)
+    text = meta["counts_text"]
+    assert len(text.splitlines()) <= 10 and max(len(line) for line in text.splitlines()) < 200
+    assert "120 classes; rarest: breed_000 (5)" in text and "fold_counts.csv" in text
+    full = pd.read_csv(tmp_path / "f" / "fold_counts.csv", index_col=0)
+    assert full.shape == (5, 121) and full["total"].sum() == len(labels)
 
 
 def test_nan_labels_and_duplicate_ids():
@@ -139,9 +179,10 @@ def test_cli_limit_and_clear_error(tmp_path):
 
 
 def test_later_steps_find_the_competition_the_folds_were_made_from(tmp_path):
-    from foldkit.folds import input_dir_for
+    from foldkit.folds import reading_settings
     cfg = _demo_cfg(tmp_path)
     meta = make_folds(cfg, log=lambda *_: None)
-    assert input_dir_for(config.resolve({}), meta) == str((tmp_path / "in").resolve())   # no --input-dir
+    got = reading_settings(config.resolve({}), meta)                                  # no --input-dir
+    assert got["input_dir"] == str((tmp_path / "in").resolve())
     other = str(tmp_path / "elsewhere")
-    assert input_dir_for(config.resolve({"input_dir": other}), meta) == other           # the flag wins
+    assert reading_settings(config.resolve({"input_dir": other}), meta)["input_dir"] == other   # the flag wins

@@ -15,9 +15,12 @@ import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from foldkit.augment import PRESETS
+from foldkit.ensemble import ENSEMBLE_MODES
 from foldkit.errors import ConfigError
+from foldkit.metrics import METRICS
 
 # The repository root: default paths live under it, whatever the working directory.
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +32,9 @@ def _opt(default: Any, help: str, group: str, choices: list | None = None, nargs
 
 @dataclass
 class Config:
+    # the names the user set (config file or flag); not a setting itself (see resolve)
+    given: ClassVar[frozenset] = frozenset()
+
     # ---- paths (every path can be changed by a flag or the config file) ----
     input_dir: str = _opt(str(ROOT / "input"), "competition folder (any of the four layouts, see README)", "paths")
     folds_dir: str = _opt(str(ROOT / "folds"), "where train_folds.csv and folds_meta.json live", "paths")
@@ -37,6 +43,8 @@ class Config:
     reports_dir: str = _opt(str(ROOT / "reports"), "where reports/<experiment>/ are written", "paths")
 
     # ---- reading the competition ----
+    train_csv: str = _opt("", "training CSV file name in the competition folder (default: the first of "
+                          "train.csv, labels.csv, train_labels.csv)", "data")
     id_col: str = _opt("", "id/filename column of train.csv (default: auto-detect)", "data")
     label_col: str = _opt("", "label column of train.csv (default: auto-detect)", "data")
     image_ext: str = _opt("", "extension added to ids that have none (default: inferred from train/)", "data")
@@ -47,6 +55,9 @@ class Config:
     seed: int = _opt(42, "random seed (folds; training seeds derive from it and the fold)", "folds")
     group_col: str = _opt("", "column of train.csv whose groups must not span folds (StratifiedGroupKFold)", "folds")
     limit: int = _opt(0, "keep a stratified subsample of N training rows (0 = all)", "folds")
+    rare_classes: str = _opt("warn", "classes with fewer samples than folds: warn (split anyway, each sample "
+                             "validated once), train-only (always in training, never validated), error",
+                             "folds", choices=["warn", "train-only", "error"])
     force: bool = _opt(False, "replace a folds file that trained models depend on", "folds")
 
     # ---- training ----
@@ -68,8 +79,17 @@ class Config:
     warmup_epochs: float = _opt(1.0, "linear LR warmup (epochs)", "train")
     min_lr: float = _opt(1e-6, "final LR of the schedule", "train")
     freeze_epochs: int = _opt(0, "first K epochs train only the head (frozen backbone), then all", "train")
+    backbone_lr: str = _opt("auto", "backbone LR as a fraction of --lr: auto = 0.1 with pretrained weights "
+                            "(fastai/Keras fine-tuning), 1 from scratch", "train")
+    layer_decay: float = _opt(0.0, "layer-wise LR decay inside the backbone (timm layer_decay, e.g. 0.75; "
+                              "0 = off)", "train")
+    unfreeze_warmup: float = _opt(1.0, "epochs over which the backbone LR ramps up from 0 after "
+                                  "--freeze-epochs", "train")
+    bn: str = _opt("auto", "BatchNorm during training: train, frozen (pretrained statistics kept), auto "
+                   "(frozen for pretrained weights whose BN was folded, or batch < 16)", "train",
+                   choices=["auto", "train", "frozen"])
     aug: str = _opt("light", "augmentation preset: none, light, medium (Keras recipe), heavy", "train",
-                    choices=["none", "light", "medium", "heavy"])
+                    choices=list(PRESETS))
     hflip: bool = _opt(True, "random horizontal flips (turn off for digits and text)", "train")
     vflip: bool = _opt(False, "random vertical flips", "train")
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
@@ -85,7 +105,7 @@ class Config:
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
-                       choices=["accuracy", "logloss", "f1_macro", "qwk", "auc"])
+                       choices=list(METRICS))
     patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train")
     amp: str = _opt("auto", "mixed precision: auto (bf16/fp16 on GPU, off on CPU), bf16, fp16, off", "train",
                     choices=["auto", "bf16", "fp16", "off"])
@@ -104,7 +124,7 @@ class Config:
     tta: str = _opt("auto", "test-time augmentation views: auto (hflip if trained with flips), none, hflip, "
                     "'hflip,vflip'", "predict")
     ensemble: str = _opt("mean", "how to average members: mean, geometric (= logit mean)", "predict",
-                         choices=["mean", "geometric", "logit"])
+                         choices=list(ENSEMBLE_MODES))
     submission_mode: str = _opt("auto", "auto, label (class values) or probs (one column per class, or the "
                                 "positive class of a binary task)", "predict", choices=["auto", "label", "probs"])
     image: str = _opt("", "predict one image (path or URL) and print the top classes", "predict")
@@ -129,6 +149,15 @@ GROUP_TITLES = {
 RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
             "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
             "cache", "experiment"}
+
+
+def learning_settings(cfg: "Config") -> dict:
+    """The settings that decide what a run learns (an experiment's identity): the training settings
+    and the seed. How the competition is read is recorded with the folds (folds_meta.json) and
+    identified by the folds file's hash."""
+    groups = {f.name: f.metadata["group"] for f in fields(cfg)}
+    return {k: v for k, v in cfg.to_dict().items()
+            if (groups[k] == "train" or k == "seed") and k not in RUN_ONLY}
 
 
 def _flag(name: str) -> str:
@@ -208,7 +237,9 @@ def resolve(args: argparse.Namespace | dict | None = None, **overrides) -> Confi
             values[k] = float(v)
         if isinstance(d, (list, tuple)) and isinstance(v, (list, tuple)):
             values[k] = type(d)(v)
-    return Config(**values)
+    cfg = Config(**values)
+    cfg.given = frozenset(values)   # what the user set (file or flag): it overrides recorded settings
+    return cfg
 
 
 def save(cfg: Config | dict, path: str | Path) -> None:

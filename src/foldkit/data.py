@@ -2,7 +2,8 @@
 
 Four layouts are understood (see README "Input layouts"):
 
-* ``csv_images``    train.csv (id, label) + train/ images (+ test/, sample_submission.csv)
+* ``csv_images``    train.csv / labels.csv / train_labels.csv (id, label, or one-hot class columns)
+                    + train/ images (+ test/, sample_submission.csv)
 * ``class_folders`` train/<class>/*.jpg (+ val/<class>/, test/ flat or test/<class>/)
 * ``numpy``         x_train.npy, y_train.npy (+ x_test.npy, y_test.npy)
 * ``pixel_csv``     train.csv with label,pixel0..pixelN (+ test.csv), square images
@@ -34,6 +35,11 @@ ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename",
 LABEL_CANDIDATES = ["label", "labels", "target", "class", "class_name", "category", "y", "diagnosis"]
 IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
 TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
+TRAIN_CSV_CANDIDATES = ["train.csv", "labels.csv", "train_labels.csv"]
+# Decoded-pixel limit per image (a 20,000 x 20,000 PNG is 1.2 GB decoded, per worker). Raise it with
+# the environment variable below; it is read at decode time, so DataLoader workers see it too.
+MAX_PIXELS_ENV = "FOLDKIT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 class InputError(FoldkitError, ValueError):
@@ -55,6 +61,9 @@ class Competition:
     label_col: str = "label"    # the user's name for the label column
     sample_submission: Path | None = None
     bad_files: list = field(default_factory=list)   # (split, row, path, reason) skipped with skip_bad_images
+    test_problems: list = field(default_factory=list)  # "data row r (id x): reason" of test images
+    train_csv: str = ""          # the training CSV's file name (csv layouts)
+    one_hot: list = field(default_factory=list)   # class columns of a one-hot training CSV
     _arrays: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -69,7 +78,8 @@ class Competition:
             if self.layout == "numpy":
                 self._arrays[split] = _read_numpy_images(self.root / f"x_{split}.npy")
             else:
-                self._arrays[split] = _read_pixel_csv(self.root / f"{split}.csv", self.label_col)[0]
+                name = self.train_csv if split == "train" else f"{split}.csv"
+                self._arrays[split] = _read_pixel_csv(self.root / name, self.label_col)[0]
         return self._arrays[split]
 
 
@@ -163,15 +173,10 @@ def _composite_white(bgra: np.ndarray) -> np.ndarray:
     return (out + 0.5).astype(np.uint8)
 
 
-def _jpeg_reduction(buf: np.ndarray, min_side: int) -> int:
-    """Largest libjpeg scale-down (8, 4, 2) that keeps the shortest side >= min_side; 1 if none.
-
-    Decoding a 2592x1944 photo at 1/4 size in the DCT domain is several times faster than a
-    full decode followed by a resize. The size comes from the JPEG SOF header (hand-written:
-    OpenCV has no header-only read)."""
-    if not min_side:
-        return 1
-    data = memoryview(buf)   # no copy of the file: only the markers up to the SOF are read
+def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's SOF header, None if not found (hand-written: OpenCV has no
+    header-only read). Only the markers up to the SOF are read, with no copy of the file."""
+    data = memoryview(buf)
     i, n = 2, len(data)
     while i + 9 < n:
         if data[i] != 0xFF:
@@ -179,17 +184,50 @@ def _jpeg_reduction(buf: np.ndarray, min_side: int) -> int:
             continue
         marker = data[i + 1]
         if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            h = (data[i + 5] << 8) | data[i + 6]
-            w = (data[i + 7] << 8) | data[i + 8]
-            for f in (8, 4, 2):
-                if min(h, w) // f >= min_side:
-                    return f
-            return 1
+            return (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
         i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return None
+
+
+def _jpeg_reduction(size: tuple[int, int] | None, min_side: int) -> int:
+    """Largest libjpeg scale-down (8, 4, 2) that keeps the shortest side >= min_side; 1 if none.
+
+    Decoding a 2592x1944 photo at 1/4 size in the DCT domain is several times faster than a
+    full decode followed by a resize."""
+    if not min_side or size is None:
+        return 1
+    for f in (8, 4, 2):
+        if min(size) // f >= min_side:
+            return f
     return 1
+
+
+def _image_size(buf: np.ndarray, kind: str) -> tuple[int, int] | None:
+    """(height, width) from the file header, without decoding the pixels."""
+    if kind == "jpeg":
+        return _jpeg_size(buf)
+    if kind == "png" and len(buf) >= 24:
+        head = buf[16:24].tobytes()
+        return int.from_bytes(head[4:8], "big"), int.from_bytes(head[0:4], "big")
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(buf.tobytes())) as im:   # lazy: reads the header only
+            return im.size[1], im.size[0]
+    except Exception:  # noqa: BLE001 - undecodable files are reported by the decoder
+        return None
+
+
+def max_pixels() -> int:
+    v = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(v)) if v else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise InputError(f"{MAX_PIXELS_ENV}={v!r} is not a number of pixels") from None
 
 
 def decode_image(path: str | Path, grey: bool = False, row: int | None = None, min_side: int = 0) -> np.ndarray:
@@ -212,10 +250,15 @@ def decode_image(path: str | Path, grey: bool = False, row: int | None = None, m
     if reason:
         raise ImageError(f"{where}: {reason}. Fix or remove the file, or pass --skip-bad-images.")
     kind = _magic_kind(buf[:16].tobytes())
+    size = _image_size(buf, kind)
+    f = _jpeg_reduction(size, min_side) if kind == "jpeg" else 1
+    if size is not None and (size[0] // f) * (size[1] // f) > max_pixels():
+        raise ImageError(f"{where}: {size[1]} x {size[0]} pixels is more than the limit of {max_pixels():,} "
+                         f"decoded pixels per image. Resize the file, or raise the limit with the "
+                         f"environment variable {MAX_PIXELS_ENV}.")
     img = None
     if kind == "jpeg":
         # IMREAD_COLOR applies EXIF orientation and converts CMYK/YCCK; JPEG is 8-bit.
-        f = _jpeg_reduction(buf, min_side)
         flags = {1: (cv2.IMREAD_COLOR, cv2.IMREAD_GRAYSCALE),
                  2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
                  4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
@@ -277,12 +320,23 @@ def _scan_images(folder: Path) -> list[str]:
     return sorted(out)
 
 
+def _refuse_escaping_ids(ids: pd.Series, fname: str) -> None:
+    """Refuse, by name and before any file is touched, ids that would resolve outside the
+    competition folder (absolute paths, '..' components)."""
+    for row, i in enumerate(ids.tolist()):
+        parts = str(i).replace("\\", "/").split("/")
+        if str(i).startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", str(i)):
+            raise InputError(f"{fname}: data row {row + 1}: id {i!r} points outside the competition's "
+                             "image folder. Ids must be file names (or paths inside the folder); fix that row.")
+
+
 def _resolve_paths(ids: pd.Series, root: Path, image_dir: Path, image_ext: str, fname: str) -> list[str | None]:
     """Map ids to file paths relative to root; None where no file is found.
 
     Ids may carry an extension or not (then it is inferred from the files in
     image_dir, or taken from image_ext), and may be paths relative to root.
     """
+    _refuse_escaping_ids(ids, fname)
     rel_dir = image_dir.relative_to(root).as_posix()
     listing = _scan_images(image_dir) if image_dir.is_dir() else []
     by_name = set(listing)
@@ -378,15 +432,29 @@ def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFram
     return x.reshape((len(df),) + shape), df.drop(columns=pix)
 
 
-def detect_layout(root: str | Path) -> str:
+def find_train_csv(root: str | Path, name: str = "") -> Path | None:
+    """The training CSV of a competition folder: `name` (--train-csv) when given, else the first of
+    TRAIN_CSV_CANDIDATES that exists (Kaggle ships train.csv, labels.csv or train_labels.csv)."""
+    root = Path(root)
+    if name:
+        path = root / name
+        if not path.is_file():
+            have = sorted(p.name for p in root.glob("*.csv"))
+            raise InputError(f"--train-csv {name}: no such file in {root} (CSV files there: {have or 'none'})")
+        return path
+    return next((root / c for c in TRAIN_CSV_CANDIDATES if (root / c).is_file()), None)
+
+
+def detect_layout(root: str | Path, train_csv: str = "") -> str:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"competition folder {root} does not exist. Put a competition there "
                          "(see README, 'Input layouts') or pass --input-dir.")
-    if (root / "x_train.npy").is_file() or (root / "y_train.npy").is_file():
+    if not train_csv and ((root / "x_train.npy").is_file() or (root / "y_train.npy").is_file()):
         return "numpy"
-    if (root / "train.csv").is_file():
-        cols = list(pd.read_csv(root / "train.csv", nrows=0).columns)
+    csv = find_train_csv(root, train_csv)
+    if csv is not None:
+        cols = list(pd.read_csv(csv, nrows=0).columns)
         if len(_pixel_columns(cols)) >= 4:
             return "pixel_csv"
         return "csv_images"
@@ -396,8 +464,9 @@ def detect_layout(root: str | Path) -> str:
     found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     raise InputError(
         f"{root}: cannot tell the input layout (found: {found or 'nothing'}). Expected one of: "
-        "train.csv + train/ images; train/<class>/ folders; x_train.npy + y_train.npy; "
-        "train.csv with label,pixel0..pixelN columns. See README 'Input layouts'.")
+        f"a training CSV ({', '.join(TRAIN_CSV_CANDIDATES)}, or --train-csv NAME) + train/ images; "
+        "train/<class>/ folders; x_train.npy + y_train.npy; train.csv with label,pixel0..pixelN "
+        "columns. See README 'Input layouts'.")
 
 
 def _finish_files(table: pd.DataFrame, root: Path, split: str, skip_bad: bool, bad: list,
@@ -424,18 +493,36 @@ def _finish_files(table: pd.DataFrame, root: Path, split: str, skip_bad: bool, b
 
 
 def read_competition(root: str | Path, id_col: str = "", label_col: str = "", image_ext: str = "",
-                     skip_bad_images: bool = False, check_files: bool = True) -> Competition:
-    """Detect the layout of `root` and read it into a Competition (see module doc)."""
+                     skip_bad_images: bool = False, check_train: bool = True, check_test: bool = True,
+                     train_csv: str = "") -> Competition:
+    """Detect the layout of `root` and read it into a Competition (see module doc).
+
+    check_train / check_test: look inside every file (signature, end marker) instead of only
+    whether it exists. Bad training files stop the read (or are dropped with skip_bad_images);
+    test problems are recorded in `comp.test_problems`, for predict to refuse and make_folds to
+    warn about (the folds do not need the test set)."""
     root = Path(root)
-    layout = detect_layout(root)
+    layout = detect_layout(root, train_csv)
     reader = {"csv_images": _read_csv_images, "class_folders": _read_class_folders,
               "numpy": _read_numpy, "pixel_csv": _read_pixel}[layout]
-    comp = reader(root, id_col=id_col, label_col=label_col, image_ext=image_ext,
-                  skip_bad=skip_bad_images, check=check_files)
+    comp = reader(root, train_csv=train_csv, id_col=id_col, label_col=label_col, image_ext=image_ext,
+                  skip_bad=skip_bad_images, check=check_train)
     comp.train = comp.train.reset_index(drop=True)
+    if comp.test is not None and "path" in comp.test.columns:
+        comp.test_problems = _test_problems(comp.test, root, check_test)
     _check_labels(comp.train, comp.layout, root)
     comp.classes = sorted(comp.train["label"].unique().tolist())
     return comp
+
+
+def _test_problems(test: pd.DataFrame, root: Path, check: bool) -> list[str]:
+    """'data row r (id x): path: reason' for each test image that is missing or (check) unreadable."""
+    out = []
+    for i, (tid, p) in enumerate(zip(test["id"].tolist(), test["path"].tolist())):
+        reason = (check_image_file(root / p) if check else None) if isinstance(p, str) else "no image file for this id"
+        if reason:
+            out.append(f"data row {i + 1} (id {tid!r}): {root / p if isinstance(p, str) else ''}: {reason}".replace(": : ", ": "))
+    return out
 
 
 def _check_labels(train: pd.DataFrame, layout: str, root: Path) -> None:
@@ -450,19 +537,44 @@ def _check_labels(train: pd.DataFrame, layout: str, root: Path) -> None:
                          "(1 = first data row). Fill them in or delete those rows.")
 
 
-def _read_csv_images(root, id_col, label_col, image_ext, skip_bad, check) -> Competition:
-    fname = str(root / "train.csv")
-    cols = list(pd.read_csv(root / "train.csv", nrows=0).columns)
+def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str) -> list[str]:
+    """The class columns of a one-hot training CSV (Plant Pathology: image_id,healthy,rust,scab), or []
+    when the columns are not one-hot. Every column 0/1 and exactly one 1 per row; binary columns
+    with several or no 1 in a row are a multi-label task, which is refused by row."""
+    cols = [c for c in candidates if pd.api.types.is_numeric_dtype(df[c])]
+    if len(cols) < 2 or len(cols) != len(candidates) or not df[cols].isin([0, 1]).all().all():
+        return []
+    sums = df[cols].sum(axis=1).to_numpy()
+    if (sums != 1).any():
+        rows = (np.flatnonzero(sums != 1) + 1).tolist()
+        raise InputError(f"{fname}: columns {cols} look one-hot, but data rows {rows[:10]} have "
+                         f"{int(sums[rows[0] - 1])} classes set: multi-label data is not supported. "
+                         "Give one class per row, or name the label column with --label-col.")
+    return cols
+
+
+def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+    csv = find_train_csv(root, train_csv)
+    fname = str(csv)
+    cols = list(pd.read_csv(csv, nrows=0).columns)
     idc = _pick(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
-    lab = _pick(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
-    df = pd.read_csv(root / "train.csv", dtype={idc: str}, keep_default_na=True)
+    df = pd.read_csv(csv, dtype={idc: str}, keep_default_na=True)
     if df[idc].isna().any():
         rows = np.flatnonzero(df[idc].isna().to_numpy())[:20]
         raise InputError(f"{fname}: empty ids in data rows {[int(r) + 1 for r in rows]}")
+    one_hot = []
+    if not label_col and not any(c.lower() in LABEL_CANDIDATES for c in cols):
+        one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname)
+    if one_hot:
+        lab = "label"
+        labels = pd.Series(np.array(one_hot, dtype=object)[df[one_hot].to_numpy().argmax(1)], dtype=object)
+    else:
+        lab = _pick(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
+        labels = df[lab]
     image_dir = next((root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), root / "train")
-    table = pd.DataFrame({"id": df[idc].astype(str), "label": df[lab]})
+    table = pd.DataFrame({"id": df[idc].astype(str), "label": labels})
     for c in df.columns:
-        if c not in (idc, lab) and c not in ("id", "label", "path", "fold", "index"):
+        if c not in (idc, lab, *one_hot) and c not in ("id", "label", "path", "fold", "index"):
             table[c] = df[c]
     table.insert(2, "path", _resolve_paths(table["id"], root, image_dir, image_ext, fname))
     bad: list = []
@@ -476,16 +588,16 @@ def _read_csv_images(root, id_col, label_col, image_ext, skip_bad, check) -> Com
         test = pd.DataFrame({"id": s[sid].astype(str)})
         if test_dir is not None:
             test["path"] = _resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
-            test = _finish_files(test, root, "test", skip_bad, bad, str(sample), check)
     elif test_dir is not None:
         names = _scan_images(test_dir)
         test = pd.DataFrame({"id": [os.path.splitext(n)[0] for n in names],
                              "path": [f"{test_dir.name}/{n}" for n in names]})
     return Competition("csv_images", root, table, test, id_col=idc, label_col=lab,
-                       sample_submission=sample if sample.is_file() else None, bad_files=bad)
+                       sample_submission=sample if sample.is_file() else None, bad_files=bad,
+                       train_csv=csv.name, one_hot=one_hot)
 
 
-def _read_class_folders(root, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
     rows = []
     for split in ("train", "val", "valid", "validation"):
         d = root / split
@@ -517,7 +629,7 @@ def _read_class_folders(root, id_col, label_col, image_ext, skip_bad, check) -> 
                        sample_submission=sample if sample.is_file() else None, bad_files=bad)
 
 
-def _read_numpy(root, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
     xp, yp = root / "x_train.npy", root / "y_train.npy"
     for p in (xp, yp):
         if not p.is_file():
@@ -540,15 +652,15 @@ def _read_numpy(root, id_col, label_col, image_ext, skip_bad, check) -> Competit
     return comp
 
 
-def _read_pixel(root, id_col, label_col, image_ext, skip_bad, check) -> Competition:
-    fname = root / "train.csv"
+def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+    fname = find_train_csv(root, train_csv)
     cols = list(pd.read_csv(fname, nrows=0).columns)
     lab = _pick([c for c in cols if c not in _pixel_columns(cols)] or cols, label_col,
                 LABEL_CANDIDATES, "label col", str(fname), 0)
     x, rest = _read_pixel_csv(fname, lab)
     table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": rest[lab].to_numpy(),
                           "index": np.arange(len(x))})
-    comp = Competition("pixel_csv", root, table, label_col=lab)
+    comp = Competition("pixel_csv", root, table, label_col=lab, train_csv=fname.name)
     comp._arrays["train"] = x
     sample = root / "sample_submission.csv"
     comp.sample_submission = sample if sample.is_file() else None

@@ -10,6 +10,8 @@ decoded in the DataLoader workers on every epoch.
 """
 from __future__ import annotations
 
+import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -119,3 +121,65 @@ def detect_grey(comp: Competition, table, n: int = 24) -> bool:
         if not ((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()):
             return False
     return True
+
+
+# --------------------------------------------------------------------------- training order and seeding
+# Reproducibility (hand-written, no library does it for DataLoaders): the sampler yields
+# (epoch, position, index) keys and the dataset seeds each sample's augmentation from
+# (seed, epoch, position), so a run resumed at any epoch boundary continues exactly like one never
+# stopped, whatever the number of workers; and a sample drawn twice in one epoch (class-balanced
+# sampling with replacement) gets two different augmentations.
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled (or class-balanced, with replacement) order per epoch, as (epoch, position, index) keys."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, weights: np.ndarray | None = None):
+        self.n, self.seed, self.shuffle, self.weights, self.epoch = n, seed, shuffle, weights, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.weights is not None:
+            order = rng.choice(self.n, size=self.n, replace=True, p=self.weights / self.weights.sum())
+        elif self.shuffle:
+            order = rng.permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        return iter([(self.epoch, pos, int(i)) for pos, i in enumerate(order)])
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset: key (epoch, position, i) -> sample i, augmentation seeded by (seed, epoch, position)."""
+
+    def __init__(self, ds, seed: int):
+        self.ds, self.seed = ds, seed
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        epoch, pos, i = key
+        # the CPU generator only: torch.manual_seed also queues CUDA seeding (slow, ~1 ms a call)
+        torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch * 100_003 + pos) % (2**63))
+        return self.ds[i]
+
+
+def auto_workers(workers: int, cached: bool) -> int:
+    """DataLoader workers: the given number, or (-1) 0 on <= 2 cores with decoded-once data
+    (measured fastest there), else up to cores-1."""
+    if workers >= 0:
+        return workers
+    n = os.cpu_count() or 1
+    if n <= 2:
+        return 0 if cached else n          # 2 cores: the model needs them more than a loader process
+    return min(8, n - 1) if not cached else min(4, n - 1)
+
+
+def cache_side(data_cfg: dict) -> int:
+    """Shortest side images are kept at in the RAM cache: 1.5x the eval resize, so crops keep detail."""
+    return int(math.ceil(data_cfg["input_size"][-1] / (data_cfg.get("crop_pct") or 1.0) * 1.5))

@@ -127,3 +127,38 @@ def find_experiments(models_dir: str | Path, names: list[str] | None = None) -> 
     if not done:
         raise ExperimentError(f"no finished fold in {models_dir}: run `python src/train.py --fold 0` first")
     return [max(done)[2]]
+
+
+def prepare_experiment(cfg, folds_meta: dict, reading: dict | None = None) -> Experiment:
+    """Create models/<exp>/config.json, or check that an existing one has the same settings and folds.
+    An experiment name is never reused with other learning settings or other folds."""
+    from foldkit import config as cfgmod
+
+    settings = cfgmod.learning_settings(cfg)
+    name = cfg.experiment or experiment_name(cfg.model, cfg.img_size, settings)
+    exp = Experiment(Path(cfg.models_dir) / name)
+    record = {**cfg.to_dict(), "experiment": name, "folds_sha256": folds_meta["sha256_now"],
+              "classes": folds_meta["classes"], "n_folds": folds_meta.get("n_folds"),
+              "layout": folds_meta.get("layout"), "reading": reading or {}}
+    if exp.exists():
+        old = exp.config()
+        if old.get("folds_sha256") != record["folds_sha256"]:
+            raise ExperimentError(
+                f"experiment {name!r} was trained on other folds (folds file changed since: sha256 "
+                f"{str(old.get('folds_sha256'))[:12]} -> {record['folds_sha256'][:12]}). "
+                "Its checkpoints and OOF predictions would not mix: use a new --experiment name.")
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ExperimentError(f"experiment {name!r} exists with other settings ({desc}). "
+                                  "Use another --experiment name, or the same settings to continue it.")
+    else:
+        cfgmod.save(record, exp.config_path)
+    return exp
+
+
+def experiment_name(model: str, img_size: int, settings: dict) -> str:
+    """<model>[-<size>px]-<hash of the learning settings>."""
+    import hashlib
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{model}{f'-{img_size}px' if img_size else ''}-{h}"

@@ -18,17 +18,20 @@ import numpy as np
 import pandas as pd
 
 from foldkit.errors import FoldkitError
-from foldkit.io import atomic_write_bytes, atomic_write_text, sha256_file
+from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with, sha256_file
 
 FOLDS_CSV = "train_folds.csv"
 FOLDS_META = "folds_meta.json"
+FOLD_COUNTS_CSV = "fold_counts.csv"
+# how the competition is read: recorded in folds_meta.json by make_folds, used by every later step
+READING = ("input_dir", "train_csv", "id_col", "label_col", "image_ext", "skip_bad_images")
 
 
 class FoldsError(FoldkitError, ValueError):
     """Input that cannot be split into folds; the message says why and what to do."""
 
 
-def check_table(table: pd.DataFrame, n_folds: int, group_col: str = "") -> None:
+def check_table(table: pd.DataFrame, n_folds: int, group_col: str = "", rare_classes: str = "warn") -> None:
     """Refuse, with a clear message, what StratifiedKFold would choke on or silently get wrong."""
     if n_folds < 2:
         raise FoldsError(f"--n-folds must be at least 2 (got {n_folds})")
@@ -47,11 +50,12 @@ def check_table(table: pd.DataFrame, n_folds: int, group_col: str = "") -> None:
                          "ids must be unique: remove the duplicates")
     counts = lab.value_counts()
     small = counts[counts < n_folds]
-    if len(small):
+    if len(small) and rare_classes == "error":
         desc = ", ".join(f"{c!r} has {int(n)}" for c, n in small.items())
         raise FoldsError(f"class(es) with fewer samples than folds ({n_folds}): {desc}. Each fold needs "
                          f"at least one sample of every class: use --n-folds {max(2, int(small.min()))} "
-                         "or fewer, merge or drop the rare class(es), or add samples.")
+                         "or fewer, merge or drop the rare class(es), add samples, or pass --rare-classes "
+                         "warn (split anyway) or train-only (train on them, validate on none).")
     if group_col:
         if group_col not in table.columns:
             raise FoldsError(f"--group-col {group_col!r} is not a column of the table; "
@@ -88,32 +92,69 @@ def stratified_subsample(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame
     return table.loc[keep].reset_index(drop=True)
 
 
-def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_col: str = "") -> np.ndarray:
-    """Fold number (0..n_folds-1) per row: StratifiedKFold, or StratifiedGroupKFold with group_col."""
+def rare_class_counts(table: pd.DataFrame, n_folds: int) -> dict:
+    """{class: count} of the classes with fewer samples than folds, rarest first."""
+    counts = table["label"].value_counts()
+    small = counts[counts < n_folds].sort_values(kind="stable")
+    return {(c.item() if hasattr(c, "item") else c): int(n) for c, n in small.items()}
+
+
+def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_col: str = "",
+                 rare_classes: str = "warn") -> np.ndarray:
+    """Fold number (0..n_folds-1) per row: StratifiedKFold, or StratifiedGroupKFold with group_col.
+
+    Classes with fewer samples than folds: 'warn' splits them as StratifiedKFold does (each sample
+    still validated exactly once); 'train-only' gives their rows fold -1 (in the training part of
+    every fold, validated in none); 'error' refuses."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    check_table(table, n_folds, group_col)
-    y = table["label"].astype(str).to_numpy()
+    check_table(table, n_folds, group_col, rare_classes)
     folds = np.full(len(table), -1, dtype=np.int64)
-    if group_col:
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        groups = table[group_col].astype(str).to_numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            splits = splitter.split(np.zeros(len(y)), y, groups)
-    else:
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        splits = splitter.split(np.zeros(len(y)), y)
+    keep = np.ones(len(table), bool)
+    if rare_classes == "train-only":
+        keep = ~table["label"].isin(list(rare_class_counts(table, n_folds))).to_numpy()
+        if keep.sum() < n_folds:
+            raise FoldsError(f"only {int(keep.sum())} rows remain for validation once the rare classes are "
+                             f"train-only: fewer than {n_folds} folds")
+    sub = table[keep]
+    y = sub["label"].astype(str).to_numpy()
+    with warnings.catch_warnings():
+        # the rare-class warning of StratifiedKFold is ours to give (make_folds names the classes)
+        warnings.simplefilter("ignore")
+        if group_col:
+            splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            splits = list(splitter.split(np.zeros(len(y)), y, sub[group_col].astype(str).to_numpy()))
+        else:
+            splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            splits = list(splitter.split(np.zeros(len(y)), y))
+    rows = np.flatnonzero(keep)
     for k, (_, val_idx) in enumerate(splits):
-        folds[val_idx] = k
+        folds[rows[val_idx]] = k
     return folds
 
 
 def fold_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per-fold class counts (rows: folds; columns: classes; plus a total)."""
+    """Per-fold class counts (rows: folds, -1 = train-only; columns: classes; plus a total)."""
     t = pd.crosstab(table["fold"], table["label"])
     t["total"] = t.sum(axis=1)
     return t
+
+
+def counts_text(counts: pd.DataFrame, max_classes: int = 20, rarest: int = 10) -> str:
+    """The per-fold class-count table for a terminal: in full for a few classes; for many, per fold
+    the rows, classes present and min/median/max samples per class, plus the rarest classes by name
+    (the full table is in fold_counts.csv)."""
+    per_class = counts.drop(columns="total")
+    if per_class.shape[1] <= max_classes:
+        with pd.option_context("display.max_columns", max_classes + 2, "display.width", 200):
+            return counts.to_string()
+    summary = pd.DataFrame({"rows": counts["total"], "classes": (per_class > 0).sum(axis=1),
+                            "min/class": per_class.min(axis=1), "median/class": per_class.median(axis=1),
+                            "max/class": per_class.max(axis=1)})
+    totals = per_class.sum(axis=0).sort_values(kind="stable")
+    rare = ", ".join(f"{c} ({int(n)})" for c, n in totals.head(rarest).items())
+    return (summary.to_string() + f"\n{per_class.shape[1]} classes; rarest: {rare}"
+            f"\n(full per-fold table: {FOLD_COUNTS_CSV})")
 
 
 def folds_csv_bytes(table: pd.DataFrame) -> bytes:
@@ -137,15 +178,25 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
-def input_dir_for(cfg, meta: dict) -> str:
-    """The competition the folds were made from: --input-dir when given, else the folder recorded
-    in folds_meta.json (when it still exists), else the default input/."""
-    from foldkit.config import Config
-    default = Config().input_dir
-    recorded = meta.get("input_dir")
-    if cfg.input_dir == default and recorded and Path(recorded).is_dir():
-        return recorded
-    return cfg.input_dir
+def reading_settings(cfg, meta: dict) -> dict:
+    """How to read the competition: the settings make_folds recorded in folds_meta.json, where the
+    user set a flag (or config key) of their own, that one."""
+    recorded = dict(meta.get("reading") or {})
+    if "input_dir" not in recorded and meta.get("input_dir"):   # folds files written before "reading"
+        recorded["input_dir"] = meta["input_dir"]
+    return {k: getattr(cfg, k) if (k in cfg.given or k not in recorded) else recorded[k] for k in READING}
+
+
+def open_competition(cfg, meta: dict | None = None, *, check_train: bool = False, check_test: bool = False):
+    """The one way every step opens the competition: with the reading settings of folds_meta.json
+    (meta), flags overriding. make_folds passes no meta (the flags are the settings) and checks every
+    file; train checks none (the folds file lists the good ones); predict checks the test images."""
+    from foldkit.data import read_competition
+    reading = {k: getattr(cfg, k) for k in READING} if meta is None else reading_settings(cfg, meta)
+    return read_competition(reading["input_dir"], train_csv=reading["train_csv"], id_col=reading["id_col"],
+                            label_col=reading["label_col"], image_ext=reading["image_ext"],
+                            skip_bad_images=reading["skip_bad_images"], check_train=check_train,
+                            check_test=check_test), reading
 
 
 def dependent_experiments(models_dir: str | Path, sha: str) -> list[str]:
@@ -200,26 +251,37 @@ def write_folds(table: pd.DataFrame, meta: dict, folds_dir: str | Path, models_d
 
 
 def make_folds(cfg, log=print) -> dict:
-    """Read the competition of cfg.input_dir, split it, write cfg.folds_dir. Returns the meta dict."""
+    """Read the competition of cfg.input_dir, split it, write cfg.folds_dir. Returns the meta dict
+    (plus status, counts and counts_text for the CLI)."""
     import foldkit
-    from foldkit.data import read_competition
 
-    comp = read_competition(cfg.input_dir, id_col=cfg.id_col, label_col=cfg.label_col,
-                            image_ext=cfg.image_ext, skip_bad_images=cfg.skip_bad_images)
+    comp, reading = open_competition(cfg, check_train=True, check_test=True)
     for split, row, path, reason in comp.bad_files:
         log(f"skipped ({split} data row {row}): {path}: {reason}")
     if comp.bad_files:
         log(f"skipped {len(comp.bad_files)} bad image file(s) (--skip-bad-images)")
+    if comp.test_problems:
+        log(f"warning: {len(comp.test_problems)} test image(s) of {comp.sample_submission or 'the test set'} "
+            "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
+            "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
     table = comp.train
     n_read = len(table)
     if cfg.limit:
         table = stratified_subsample(table, cfg.limit, cfg.seed)
     table = table.copy()
-    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col)
+    rare = rare_class_counts(table, cfg.n_folds)
+    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col, cfg.rare_classes)
+    if rare:
+        desc = ", ".join(f"{c!r} ({n})" for c, n in rare.items())
+        what = {"warn": "split anyway: in some folds they are absent from training or validation",
+                "train-only": "trained on in every fold, validated in none (no OOF rows)"}[cfg.rare_classes]
+        log(f"warning: {len(rare)} class(es) with fewer samples than {cfg.n_folds} folds, {what}: {desc}")
     label_is_str = not pd.api.types.is_numeric_dtype(table["label"])
     meta = {
         "layout": comp.layout,
-        "input_dir": str(Path(cfg.input_dir).resolve()),
+        "input_dir": str(Path(reading["input_dir"]).resolve()),
+        "reading": {**reading, "input_dir": str(Path(reading["input_dir"]).resolve())},
+        "train_csv": comp.train_csv, "one_hot_columns": comp.one_hot,
         "id_col": comp.id_col, "label_col": comp.label_col,
         "source_col": comp.source_col,
         "n_folds": cfg.n_folds, "seed": cfg.seed, "group_col": cfg.group_col,
@@ -228,10 +290,15 @@ def make_folds(cfg, log=print) -> dict:
         "classes": [c if isinstance(c, str) else c.item() if hasattr(c, "item") else c
                     for c in sorted(table["label"].unique().tolist())],
         "label_dtype": "str" if label_is_str else str(table["label"].dtype),
+        "rare_classes": {"mode": cfg.rare_classes, "classes": rare,
+                         "train_only_rows": int((table["fold"] < 0).sum())},
         "skipped_files": [{"split": s, "row": int(r), "path": p, "reason": why}
                           for s, r, p, why in comp.bad_files],
+        "test_problems": comp.test_problems,
         "foldkit_version": foldkit.__version__,
     }
     status, sha = write_folds(table, meta, cfg.folds_dir, cfg.models_dir, force=cfg.force)
-    meta.update(sha256=sha, status=status, counts=fold_counts(table))
+    counts = fold_counts(table)
+    atomic_write_with(Path(cfg.folds_dir) / FOLD_COUNTS_CSV, lambda tmp: counts.to_csv(tmp, lineterminator="\n"))
+    meta.update(sha256=sha, status=status, counts=counts, counts_text=counts_text(counts))
     return meta

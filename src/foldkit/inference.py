@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from foldkit.ensemble import combine
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.model import ModelError, load_checkpoint, model_from_checkpoint
@@ -91,19 +92,6 @@ class MultiViewDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         imgs = {g: torch.from_numpy(np.ascontiguousarray(s[i])).permute(2, 0, 1) for g, s in self.sources.items()}
         return {k: tf(imgs[g]) for k, (g, tf) in self.transforms.items()}
-
-
-def combine(probs: list[np.ndarray], how: str = "mean") -> np.ndarray:
-    """Average member probabilities. 'geometric' (= 'logit': the mean of log-softmax outputs, i.e. of
-    logits up to a per-sample constant, renormalised) is more robust to one overconfident member."""
-    p = np.stack(probs)
-    if how == "mean":
-        return p.mean(0)
-    if how in ("geometric", "logit"):
-        lp = np.log(np.clip(p, 1e-15, 1.0)).mean(0)
-        e = np.exp(lp - lp.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-    raise ValueError(f"unknown ensemble method {how!r}: mean, geometric, logit")
 
 
 @torch.no_grad()

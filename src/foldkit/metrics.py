@@ -1,41 +1,67 @@
-"""Competition metrics on class probabilities, all from scikit-learn.
+"""Competition metrics on class probabilities, all from scikit-learn: the one registry of metric names.
 
-`score(name, y, probs)` takes integer targets (indexes into the class list)
-and an (N, C) probability array. `GREATER_IS_BETTER` says which way is up, so
-early stopping and "best epoch" work for any of them.
+`score(name, y, probs)` takes integer targets (indexes into the class list) and an (N, C)
+probability array. `METRICS` maps each name to its function and direction, so "best epoch",
+early stopping and the CLI's `--metric` choices all come from here.
+This module must not import torch (config reads the names for `--help`).
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
-METRICS = ("accuracy", "logloss", "f1_macro", "qwk", "auc")
-GREATER_IS_BETTER = {"accuracy": True, "logloss": False, "f1_macro": True, "qwk": True, "auc": True}
+
+class Metric(NamedTuple):
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    greater_is_better: bool
+
+
+def _accuracy(y, probs):
+    from sklearn import metrics as skm
+    return float(skm.accuracy_score(y, probs.argmax(1)))
+
+
+def _logloss(y, probs):
+    from sklearn import metrics as skm
+    p = np.clip(probs, 1e-15, 1.0)
+    return float(skm.log_loss(y, p / p.sum(1, keepdims=True), labels=np.arange(probs.shape[1])))
+
+
+def _f1_macro(y, probs):
+    from sklearn import metrics as skm
+    return float(skm.f1_score(y, probs.argmax(1), average="macro", labels=np.arange(probs.shape[1]),
+                              zero_division=0))
+
+
+def _qwk(y, probs):
+    from sklearn import metrics as skm
+    return float(skm.cohen_kappa_score(y, probs.argmax(1), weights="quadratic", labels=np.arange(probs.shape[1])))
+
+
+def _auc(y, probs):
+    from sklearn import metrics as skm
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(skm.roc_auc_score(y, probs[:, 1]))
+    return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=np.arange(probs.shape[1])))
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric(_accuracy, True),
+    "logloss": Metric(_logloss, False),
+    "f1_macro": Metric(_f1_macro, True),
+    "qwk": Metric(_qwk, True),
+    "auc": Metric(_auc, True),
+}
+GREATER_IS_BETTER = {name: m.greater_is_better for name, m in METRICS.items()}
 
 
 def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
-    from sklearn import metrics as skm
-
-    y = np.asarray(y)
-    probs = np.asarray(probs, dtype=np.float64)
-    n_classes = probs.shape[1]
-    pred = probs.argmax(1)
-    if name == "accuracy":
-        return float(skm.accuracy_score(y, pred))
-    if name == "logloss":
-        p = np.clip(probs, 1e-15, 1.0)
-        return float(skm.log_loss(y, p / p.sum(1, keepdims=True), labels=np.arange(n_classes)))
-    if name == "f1_macro":
-        return float(skm.f1_score(y, pred, average="macro", labels=np.arange(n_classes), zero_division=0))
-    if name == "qwk":
-        return float(skm.cohen_kappa_score(y, pred, weights="quadratic", labels=np.arange(n_classes)))
-    if name == "auc":
-        present = np.unique(y)
-        if len(present) < 2:
-            return float("nan")
-        if n_classes == 2:
-            return float(skm.roc_auc_score(y, probs[:, 1]))
-        return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
-    raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    return METRICS[name].fn(np.asarray(y), np.asarray(probs, dtype=np.float64))
 
 
 def is_better(name: str, new: float, best: float | None) -> bool:

@@ -78,18 +78,21 @@ def zero_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def data_config(model: nn.Module, img_size: int = 0, in_chans: int = 3) -> dict:
-    """Input size, mean/std, interpolation and crop_pct from the model's pretrained config
-    (timm.data.resolve_model_data_config), with an optional image-size override."""
-    from timm.data import resolve_model_data_config
+def data_config(model_name: str, img_size: int = 0, in_chans: int = 3, crop_pct: float = 0.0) -> dict:
+    """Input size, mean/std, interpolation and crop_pct from the model's pretrained config (timm's
+    resolve_data_config; no model is built), with optional image-size and crop overrides."""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
 
-    cfg = resolve_model_data_config(model)
+    pc = get_pretrained_cfg(model_name)
+    cfg = resolve_data_config(pretrained_cfg=pc.to_dict() if pc is not None else {})
     mean, std = list(cfg["mean"]), list(cfg["std"])
     if in_chans == 1 and len(mean) == 3:
         mean, std = [sum(mean) / 3], [sum(std) / 3]
     size = img_size or cfg["input_size"][-1]
     return {"input_size": [in_chans, size, size], "mean": mean, "std": std,
-            "interpolation": cfg.get("interpolation", "bilinear"), "crop_pct": cfg.get("crop_pct", 0.875)}
+            "interpolation": cfg.get("interpolation", "bilinear"),
+            "crop_pct": crop_pct or cfg.get("crop_pct", 0.875)}
 
 
 def head_parameters(model: nn.Module) -> list[str]:
@@ -100,21 +103,102 @@ def head_parameters(model: nn.Module) -> list[str]:
 
 
 def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
-    """Freeze everything but the classifier (and keep frozen BatchNorm statistics fixed)."""
+    """Freeze everything but the classifier (the head-only phase of fine-tuning)."""
     head = set(head_parameters(model))
     for n, p in model.named_parameters():
         p.requires_grad_(n in head or not frozen)
     model._foldkit_frozen = frozen
 
 
-def train_mode(model: nn.Module) -> None:
-    """model.train(), but BatchNorm layers of a frozen backbone stay in eval mode."""
+def _batchnorms(model: nn.Module) -> list[nn.Module]:
+    head = {id(m) for m in model.get_classifier().modules()} if isinstance(model.get_classifier(), nn.Module) else set()
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head]
+
+
+def bn_is_folded(model: nn.Module) -> bool:
+    """True when every BatchNorm layer is an identity (weight 1, running mean 0, running var + eps 1):
+    weights exported from a deployed model with BN folded into the convolutions. Training such BN
+    layers replaces the identity with batch statistics: a different network."""
+    bns = [m for m in _batchnorms(model) if m.running_var is not None]
+    if not bns:
+        return False
+    with torch.no_grad():
+        return all(torch.allclose(m.running_mean, torch.zeros_like(m.running_mean), atol=1e-6)
+                   and torch.allclose(m.running_var + m.eps, torch.ones_like(m.running_var), atol=1e-4)
+                   and (m.weight is None or torch.allclose(m.weight, torch.ones_like(m.weight), atol=1e-6))
+                   for m in bns)
+
+
+def choose_bn(mode: str, pretrained: bool, folded: bool, batch_size: int) -> tuple[bool, str]:
+    """(freeze BN statistics?, why) for --bn train|frozen|auto. auto keeps pretrained statistics when
+    the pretrained BN is folded, or when the per-device batch is too small (< 16) to estimate them;
+    from-scratch models always train their BN."""
+    if mode == "frozen":
+        return True, "--bn frozen"
+    if mode == "train" or not pretrained:
+        return False, "--bn train" if mode == "train" else "trained from scratch"
+    if folded:
+        return True, "the pretrained BatchNorm layers are identities (folded into the convolutions)"
+    if batch_size < 16:
+        return True, f"batch size {batch_size} < 16 is too small for batch statistics"
+    return False, "pretrained statistics re-estimated on this data (batch >= 16)"
+
+
+def train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
+    """model.train(), but backbone BatchNorm layers stay in eval mode (their running statistics fixed,
+    their scale and shift still learned, as the Keras fine-tuning guide does) when the backbone is
+    frozen or freeze_bn is set. Hand-written instead of timm's freeze_batch_norm_2d: the modules stay
+    BatchNorm, so checkpoints keep the same keys and rebuild as plain timm models."""
     model.train()
-    if getattr(model, "_foldkit_frozen", False):
-        head = {id(m) for m in model.get_classifier().modules()}
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head:
-                m.eval()
+    if freeze_bn or getattr(model, "_foldkit_frozen", False):
+        for m in _batchnorms(model):
+            m.eval()
+
+
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr: float, layer_decay: float) -> list[dict]:
+    """timm's parameter groups (no weight decay on biases and norms; layer-wise LR decay when
+    layer_decay > 0), split into head and backbone: backbone groups get lr_scale x backbone_lr and the
+    key "backbone" (for the LR ramp after unfreezing). timm's schedulers apply lr_scale."""
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    no_wd = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    if layer_decay:
+        groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_wd, layer_decay=layer_decay)
+    else:
+        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_wd)
+    head = {id(p) for p in model.get_classifier().parameters()}
+    out = []
+    for g in groups:
+        for is_head in (True, False):
+            ps = [p for p in g["params"] if (id(p) in head) == is_head]
+            if ps:
+                scale = g.get("lr_scale", 1.0) * (1.0 if is_head else backbone_lr)
+                out.append({**g, "params": ps, "lr_scale": scale, "base_lr_scale": scale, "backbone": not is_head})
+    return out
+
+
+class UnfreezeWarmup:
+    """Wraps a timm scheduler: after the backbone is unfrozen at optimizer step `start`, the backbone
+    groups' lr_scale ramps linearly from 0 to its base value over `steps` steps (the head keeps its
+    LR), so the first unfrozen updates cannot wreck the pretrained features. Stateless beyond the
+    wrapped scheduler (the ramp is a function of the step count and each group's "base_lr_scale",
+    which the optimizer's state carries), so resume stays exact."""
+
+    def __init__(self, scheduler, optimizer, start: int, steps: int):
+        self.scheduler, self.optimizer, self.start, self.steps = scheduler, optimizer, start, max(1, steps)
+
+    def step_update(self, num_updates: int) -> None:
+        ramp = min(1.0, max(0.0, (num_updates - self.start) / self.steps)) if self.start > 0 else 1.0
+        for g in self.optimizer.param_groups:
+            if g.get("backbone"):
+                g["lr_scale"] = g["base_lr_scale"] * ramp
+        self.scheduler.step_update(num_updates=num_updates)
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
 
 
 def versions() -> dict:
