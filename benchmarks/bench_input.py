@@ -11,7 +11,6 @@ with PIL and augments PIL images.
     python benchmarks/bench_input.py [--data ../shared/data/hymenoptera/train] [--passes 3]
 """
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ def main():
 
     from foldkit.augment import train_transform
     from foldkit.data import read_competition
-    from foldkit.dataset import ImageDataset, ImageSource
+    from foldkit.dataset import ImageDataset, ImageSource, cache_side
 
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     ref_tf = T.Compose([T.RandomResizedCrop(args.size, scale=(0.35, 1.0)), T.RandomHorizontalFlip(),
@@ -53,7 +52,7 @@ def main():
         comp = read_competition(tmp)
         dcfg = {"input_size": [3, args.size, args.size], "mean": mean, "std": std, "interpolation": "bilinear",
                 "crop_pct": 0.875}
-        max_side = int(math.ceil(args.size / 0.875 * 1.5))      # what training uses (foldkit.fit.build_data)
+        max_side = cache_side(dcfg)      # what training uses
         src = ImageSource(comp, comp.train, "train", cache="off", max_side=max_side, progress=False)
         kit = ImageDataset(src, None, train_transform(dcfg, "light"))
 

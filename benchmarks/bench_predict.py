@@ -54,7 +54,7 @@ def main():
         for k in range(args.folds):
             torch.manual_seed(k)
             m = create_model(args.model, 10, in_chans=3)
-            dcfg = data_config(m, args.img_size, 3)
+            dcfg = data_config(args.model, args.img_size, 3)
             ck = make_checkpoint(m, model_name=args.model, classes=list(range(10)), data_cfg=dcfg, fold=k, epoch=1,
                                  metric_name="accuracy", metric_value=0.0, config={}, folds_sha256="")
             save_checkpoint(ck, Path(tmp) / f"fold{k}.pt")

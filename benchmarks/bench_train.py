@@ -62,8 +62,7 @@ def kit_loop(model, xs, ys, device, dtype, channels_last, steps):
 def kit_input_path(args, device, dtype, channels_last):
     """Decoded-once images through the kit's Dataset, augmentation and DataLoader."""
     from foldkit.augment import train_transform
-    from foldkit.dataset import ImageDataset
-    from foldkit.fit import EpochSampler, SeededDataset, auto_workers
+    from foldkit.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
     n = args.batch_size * args.steps
     rng = np.random.default_rng(0)
 
@@ -83,7 +82,7 @@ def kit_input_path(args, device, dtype, channels_last):
     dcfg = {"input_size": [3, args.img_size, args.img_size], "mean": [0.5] * 3, "std": [0.5] * 3,
             "interpolation": "bilinear", "crop_pct": 1.0}
     ds = SeededDataset(ImageDataset(Src(), rng.integers(0, 10, n), train_transform(dcfg, "light")), 0)
-    workers = args.workers if args.workers >= 0 else auto_workers(argparse.Namespace(workers=-1), True)
+    workers = args.workers if args.workers >= 0 else auto_workers(-1, True)
     dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, sampler=EpochSampler(n, 0),
                                      num_workers=workers, pin_memory=device.type == "cuda",
                                      persistent_workers=workers > 0)

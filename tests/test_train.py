@@ -13,7 +13,8 @@ import torch
 
 from conftest import REPO, need_shared
 from foldkit import config
-from foldkit.fit import TrainError, train
+from foldkit.experiment import ExperimentError
+from foldkit.fit import train
 from foldkit.model import ModelError, create_model, load_checkpoint, model_from_checkpoint
 
 FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="medium", lr=3e-3,
@@ -189,7 +190,7 @@ def test_early_stopping(comp, tmp_path):
 
 def test_experiment_name_is_not_reused_for_other_settings_and_finished_folds_skip(comp, tmp_path):
     train(cfg_for(comp, tmp_path, epochs=1, experiment="x"), log=quiet)
-    with pytest.raises(TrainError, match="other settings.*lr"):
+    with pytest.raises(ExperimentError, match="other settings.*lr"):
         train(cfg_for(comp, tmp_path, epochs=1, experiment="x", lr=0.1), log=quiet)
     lines = []
     train(cfg_for(comp, tmp_path, epochs=1, experiment="x"), log=lines.append)

@@ -64,7 +64,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
             out = model(x)
             loss = loss_fn(out, y)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at batch {i}: lower --lr, or use --amp off")
+            raise FloatingPointError(f"the loss became {loss.item()} at batch {i + 1} (optimizer step {steps + 1})")
         (scaler.scale(loss / accum_steps) if scaler else loss / accum_steps).backward()
         last = (i + 1) == n_batches
         if (i + 1) % accum_steps == 0 or last:

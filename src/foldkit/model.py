@@ -116,13 +116,16 @@ def _batchnorms(model: nn.Module) -> list[nn.Module]:
 
 
 def bn_is_folded(model: nn.Module) -> bool:
-    """True when every BatchNorm layer is an identity (weight 1, running mean 0, running var + eps 1):
-    weights exported from a deployed model with BN folded into the convolutions. Training such BN
+    """True when every BatchNorm layer is an identity (weight 1, running mean 0, running var + eps 1)
+    carrying the folded shift in its bias: weights exported from a deployed model with BN folded
+    into the convolutions. Training such BN
     layers replaces the identity with batch statistics: a different network."""
     bns = [m for m in _batchnorms(model) if m.running_var is not None]
     if not bns:
         return False
     with torch.no_grad():
+        if not any(m.bias is not None and bool(m.bias.abs().max() > 0) for m in bns):
+            return False     # a freshly initialised network: identity BN with zero shifts, nothing folded
         return all(torch.allclose(m.running_mean, torch.zeros_like(m.running_mean), atol=1e-6)
                    and torch.allclose(m.running_var + m.eps, torch.ones_like(m.running_var), atol=1e-4)
                    and (m.weight is None or torch.allclose(m.weight, torch.ones_like(m.weight), atol=1e-6))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from foldkit import engine, metrics, submission
+from foldkit.submission import SubmissionError
 from foldkit.experiment import Experiment, find_experiments
 from foldkit.inference import EnsembleError, combine, load_members, load_single_image, predict_ensemble
 
@@ -118,17 +119,28 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.5f}"
 
 
+def rare_class_notes(meta: dict) -> dict:
+    """What the report says about classes with fewer samples than folds (folds_meta.json)."""
+    rare = (meta.get("rare_classes") or {})
+    if not rare.get("classes"):
+        return {}
+    desc = ", ".join(f"{c} ({n})" for c, n in rare["classes"].items())
+    if rare.get("mode") == "train-only":
+        return {"rare classes": f"{rare.get('train_only_rows', 0)} row(s) of {len(rare['classes'])} class(es) with "
+                                f"fewer samples than folds were trained on in every fold and validated in none "
+                                f"(no OOF rows, not in the CV): {desc}"}
+    return {"rare classes": f"{len(rare['classes'])} class(es) have fewer samples than folds, so some folds "
+                            f"validate them without having trained on them (their OOF scores are pessimistic): {desc}"}
+
+
 def run_predict(cfg, log=print) -> dict:
-    from foldkit.data import decode_image, read_competition
-    from foldkit.folds import read_folds
+    from foldkit.data import decode_image
+    from foldkit.folds import open_competition, read_folds
     from foldkit.report import write_report
 
     t0 = time.time()
     table, meta = read_folds(cfg.folds_dir)
-    from foldkit.folds import input_dir_for
-    comp = read_competition(input_dir_for(cfg, meta), id_col=cfg.id_col or meta.get("id_col", ""),
-                            label_col=cfg.label_col or meta.get("label_col", ""),
-                            skip_bad_images=cfg.skip_bad_images, check_files=True)
+    comp, _ = open_competition(cfg, meta, check_test=True)
     exps, members = _members(cfg, meta["classes"])
     classes = members[0].classes
     shas = {m.folds_sha256 for m in members}
@@ -150,11 +162,15 @@ def run_predict(cfg, log=print) -> dict:
 
     cv, metric = experiments_cv(exps, classes, cfg.ensemble, log)
 
-    def write_reports(**kw):
+    notes = rare_class_notes(meta)
+    for line in notes.values():
+        log(f"note: {line}")
+
+    def write_reports(extra=None, **kw):
         if cfg.report:
             for e in exps:
                 write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
-                             folds=e.finished_folds(), **kw)
+                             folds=e.finished_folds(), extra={**notes, **(extra or {})}, **kw)
                 log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
     out.update(metric=metric, cv=cv)
 
@@ -163,12 +179,17 @@ def run_predict(cfg, log=print) -> dict:
         log(f"no test images in {comp.root}: report only, no submission")
         write_reports()
         return out
+    if comp.test_problems:
+        more = f"\n  ... and {len(comp.test_problems) - 10} more" if len(comp.test_problems) > 10 else ""
+        raise SubmissionError(f"{len(comp.test_problems)} test image(s) of {comp.sample_submission or comp.root} "
+                              "cannot be read, and a submission needs a prediction for every id:\n  "
+                              + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
     device = engine.pick_device(cfg.device)
     dtype = engine.amp_dtype(device, cfg.amp)
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
     views = tta_views(cfg, members)
-    from foldkit.fit import auto_workers
-    workers = auto_workers(cfg, cached=comp.source_col == "index")
+    from foldkit.dataset import auto_workers
+    workers = auto_workers(cfg.workers, cached=comp.source_col == "index")
     sources = make_sources(comp, comp.test, "test", members)
     t1 = time.time()
     probs = predict_ensemble(members, sources, tta=views, device=device, dtype=dtype, channels_last=channels_last,
