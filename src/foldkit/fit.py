@@ -286,8 +286,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
                                         train_mode=lambda _: train_mode(tr.model, tr.freeze_bn))
         except FloatingPointError as e:
             raise TrainError(f"fold {fold} epoch {epoch + 1}: {e}. Try a lower --lr (now {cfg.lr:g}), "
-                             "--clip-grad 1.0, or --amp off; then delete or keep the resume file "
-                             f"{exp.last_checkpoint(fold).name} to restart from the last good epoch") from None
+                             "--clip-grad 1.0 or --amp off, under a new --experiment name") from None
         state.steps = ep["steps"]
         eval_model = tr.ema.module if tr.ema is not None else tr.run_model
         vloss, probs, yv = engine.evaluate(eval_model, valid_dl, tr.device, dtype=tr.dtype,
