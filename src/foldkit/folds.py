@@ -88,16 +88,18 @@ def stratified_subsample(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame
     return table.loc[keep].reset_index(drop=True)
 
 
-def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_col: str = "") -> np.ndarray:
-    """Fold number (0..n_folds-1) per row: StratifiedKFold, or StratifiedGroupKFold with group_col."""
+def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_col: str = "",
+                 groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold number (0..n_folds-1) per row: StratifiedKFold, or StratifiedGroupKFold with group_col
+    or with `groups` (one label per row, e.g. duplicate clusters joined with group_col)."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     check_table(table, n_folds, group_col)
     y = table["label"].astype(str).to_numpy()
     folds = np.full(len(table), -1, dtype=np.int64)
-    if group_col:
+    if group_col or groups is not None:
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        groups = table[group_col].astype(str).to_numpy()
+        groups = table[group_col].astype(str).to_numpy() if groups is None else groups
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             splits = splitter.split(np.zeros(len(y)), y, groups)
@@ -215,7 +217,9 @@ def make_folds(cfg, log=print) -> dict:
     if cfg.limit:
         table = stratified_subsample(table, cfg.limit, cfg.seed)
     table = table.copy()
-    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col)
+    from foldkit.duplicates import fold_groups   # duplicate clusters stay inside one fold
+    groups, dup_info = fold_groups(cfg, table, comp, log)
+    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col, groups)
     label_is_str = not pd.api.types.is_numeric_dtype(table["label"])
     meta = {
         "layout": comp.layout,
@@ -224,7 +228,8 @@ def make_folds(cfg, log=print) -> dict:
         "source_col": comp.source_col,
         "n_folds": cfg.n_folds, "seed": cfg.seed, "group_col": cfg.group_col,
         "limit": cfg.limit, "rows_read": n_read, "rows": len(table),
-        "splitter": "StratifiedGroupKFold" if cfg.group_col else "StratifiedKFold",
+        "splitter": "StratifiedGroupKFold" if cfg.group_col or groups is not None else "StratifiedKFold",
+        "duplicates": dup_info,
         "classes": [c if isinstance(c, str) else c.item() if hasattr(c, "item") else c
                     for c in sorted(table["label"].unique().tolist())],
         "label_dtype": "str" if label_is_str else str(table["label"].dtype),
