@@ -56,15 +56,23 @@ class DuplicatesError(FoldkitError, ValueError):
 
 # --------------------------------------------------------------------------- hashing
 
-def phash(grey: np.ndarray) -> np.uint64:
-    """64-bit perceptual hash of a grey uint8 image (imagehash.phash's definition on OpenCV)."""
+def phash_batch(small: np.ndarray) -> np.ndarray:
+    """64-bit perceptual hashes (uint64) of (N, 32, 32) grey images: imagehash.phash's
+    definition (2-D DCT-II, the 8x8 lowest frequencies against their median); the median and
+    the bits are vectorised over the batch."""
     import cv2
-    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8]
-    return np.packbits((low > np.median(low)).ravel()).view(">u8")[0].astype(np.uint64)
+    low = np.stack([cv2.dct(s.astype(np.float32))[:8, :8].ravel() for s in small])
+    bits = low > np.median(low, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64)
 
 
-def _pixel_record(img: np.ndarray) -> dict:
+def phash(grey: np.ndarray) -> np.uint64:
+    """64-bit perceptual hash of one grey uint8 image (see phash_batch)."""
+    import cv2
+    return phash_batch(cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)[None])[0]
+
+
+def _pixel_record(img: np.ndarray, with_phash: bool = True) -> dict:
     import cv2
     img = np.ascontiguousarray(img)
     h = hashlib.blake2b(img.tobytes(), digest_size=16)
@@ -73,7 +81,11 @@ def _pixel_record(img: np.ndarray) -> dict:
     if grey.ndim == 3:
         grey = cv2.cvtColor(grey, cv2.COLOR_RGB2GRAY)
     thumb = cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-    return {"exact": h.hexdigest(), "phash": phash(grey), "thumb": thumb.ravel()}
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    rec = {"exact": h.hexdigest(), "thumb": thumb.ravel(), "small": small}
+    if with_phash:
+        rec["phash"] = phash_batch(small[None])[0]
+    return rec
 
 
 def _empty_record(key: str) -> dict:
@@ -97,6 +109,7 @@ def hash_file(path: str, key: str = "") -> dict:
         rec["error"] = f"{type(e).__name__}: {e}"
     try:
         rec.update(_pixel_record(decode_image(path, min_side=DECODE_MIN_SIDE)))
+        del rec["small"]
         rec["error"] = ""
     except ImageError as e:
         rec["error"] = str(e).split(". Fix")[0]
@@ -170,10 +183,13 @@ def split_hashes(comp, split: str, cache: HashCache, workers: int = 0, log=print
         for i in table["index"].to_numpy():
             img = pix[int(i)]
             rec = _empty_record("")
-            rec.update(_pixel_record(img), height=img.shape[0], width=img.shape[1], channels=img.shape[2],
-                       mode="L" if img.shape[2] == 1 else "RGB", format="array", nbytes=img.nbytes)
-            rec["key"] = rec["exact"]
+            rec.update(_pixel_record(img, with_phash=False), height=img.shape[0], width=img.shape[1],
+                       channels=img.shape[2], mode="L" if img.shape[2] == 1 else "RGB", format="array",
+                       nbytes=img.nbytes)
             recs.append(rec)
+        hashes = phash_batch(np.stack([r.pop("small") for r in recs])) if recs else []
+        for r, h in zip(recs, hashes):
+            r["phash"] = h
     else:
         paths = [Path(comp.root) / p for p in table["path"]]
         keys = [_file_key(p) for p in paths]
@@ -292,8 +308,9 @@ def cluster_table(hashes: pd.DataFrame, thumb: np.ndarray, threshold: int = DEFA
     n = len(hashes)
     near = near_pairs(hashes["phash"].to_numpy()[rows], thumb[rows], threshold)
     ex = hashes.loc[ok, "exact"]
-    first = ex.groupby(ex, sort=False).transform(lambda s: s.index[0]).to_numpy()
-    ei, ej = first, ex.index.to_numpy()
+    codes = pd.factorize(ex)[0]
+    first_of_code = ex.index.to_numpy()[np.unique(codes, return_index=True)[1]]
+    ei, ej = first_of_code[codes], ex.index.to_numpy()
     i = np.r_[rows[near["i"].to_numpy(int)], ei]
     j = np.r_[rows[near["j"].to_numpy(int)], ej]
     comp_id = components(n, i, j)
