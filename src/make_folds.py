@@ -22,7 +22,7 @@ def main(argv=None) -> dict:
 def run(cfg) -> dict:
     from foldkit.folds import make_folds
     meta = make_folds(cfg)
-    print(meta["counts_text"])
+    print(meta.get("counts_text", meta.get("counts")))   # counts_text: the compact table on main
     where = Path(cfg.folds_dir) / "train_folds.csv"
     print(f"{meta['layout']} layout, {meta['rows']} rows, {len(meta['classes'])} classes, "
           f"{meta['n_folds']} folds ({meta['splitter']}, seed {meta['seed']})"
