@@ -454,6 +454,9 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     The returned dict is cv_scores.json plus "paths" (name -> path written).
     """
     exp_dir, report_dir = Path(exp_dir), Path(report_dir)
+    if load_image is not None:   # the error galleries share images: each is decoded once
+        import functools
+        load_image = functools.lru_cache(maxsize=256)(load_image)
     cfg = read_config(exp_dir)
     metric = cfg.get("metric")
     if not metric:
