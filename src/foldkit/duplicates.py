@@ -15,7 +15,7 @@ Works with the base install (numpy, OpenCV, SciPy through scikit-learn):
   (to 20 px) can push a copy past both limits. ``--near-threshold`` changes the bits.
 
 pHash is hand-written on ``cv2.resize`` + ``cv2.dct``: it computes the same function as
-``imagehash.phash`` and was measured ~10x faster (benchmarks/bench_audit.py). Pairs are found
+``imagehash.phash`` and was measured 7-11x faster (benchmarks/bench_audit.py). Pairs are found
 with multi-index hashing (hand-written, no library does it on numpy): the 64 bits are cut into
 ``threshold + 1`` bands; two hashes within ``threshold`` bits agree exactly on at least one band
 (pigeonhole), so only rows sharing a band value are compared, vectorised in numpy. Clusters are
