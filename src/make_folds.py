@@ -14,7 +14,7 @@ from foldkit.errors import cli_run  # noqa: E402
 
 def main(argv=None) -> dict:
     parser = config.build_parser(["paths", "data", "folds"], description=__doc__.split("\n\n")[0],
-                                 prog="make_folds.py")
+                                 prog="make_folds.py", extra=("audit_dir", "near_threshold"))
     args = parser.parse_args(argv)
     return cli_run(lambda: run(config.resolve(args)))
 
@@ -27,6 +27,9 @@ def run(cfg) -> dict:
     print(f"{meta['layout']} layout, {meta['rows']} rows, {len(meta['classes'])} classes, "
           f"{meta['n_folds']} folds ({meta['splitter']}, seed {meta['seed']})"
           + (f", limited from {meta['rows_read']} rows" if cfg.limit else ""))
+    dup = meta.get("duplicates") or {}
+    print(f"duplicate clusters kept inside one fold: {dup['clusters_grouped']} ({dup['source']})"
+          if dup.get("grouped") else f"duplicates not grouped: {dup.get('reason', 'off')}")
     print(f"{where}: {meta['status']} (sha256 {meta['sha256'][:12]})")
     return meta
 

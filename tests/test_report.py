@@ -217,7 +217,7 @@ def test_html_is_self_contained_with_curves_and_error_grid(tmp_path):
 
     page = (rep / "report.html").read_text()
     srcs = re.findall(r"src='([^']*)'", page) + re.findall(r'src="([^"]*)"', page)
-    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)  # + suspected label errors
     assert base64.b64encode(curve.read_bytes()).decode() in page
     assert "<link" not in page and "<script" not in page  # CSS inline, nothing fetched
     assert "2 of 3 folds" in page and out["complete"] is False  # partial CV is flagged

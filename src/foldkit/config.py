@@ -59,6 +59,15 @@ class Config:
                              "validated once), train-only (always in training, never validated), error",
                              "folds", choices=["warn", "train-only", "error"])
     force: bool = _opt(False, "replace a folds file that trained models depend on", "folds")
+    group_duplicates: bool | None = _opt(None, "keep duplicate image clusters inside one fold: default when an "
+                                         "audit of this competition exists (python src/audit.py); "
+                                         "--group-duplicates also searches them when there is none", "folds")
+
+    # ---- data audit ----
+    audit_dir: str = _opt("", "where the audit writes (default: <reports-dir>/audit)", "audit")
+    near_threshold: int = _opt(4, "near duplicates: at most this many differing bits of the 64-bit "
+                               "perceptual hash (0 = identical hashes)", "audit")
+    audit_workers: int = _opt(0, "processes decoding images for the audit (0 = all cores)", "audit")
 
     # ---- training ----
     experiment: str = _opt("", "experiment name: models/<experiment>/ (default: derived from model, size "
@@ -142,6 +151,7 @@ GROUP_TITLES = {
     "folds": "cross-validation folds",
     "train": "training",
     "predict": "prediction",
+    "audit": "data audit",
 }
 
 # Settings that change how a run is executed but not what it learns: an
@@ -185,7 +195,7 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
             if isinstance(shown, str) and shown.startswith(str(ROOT)):
                 shown = "<repo>" + shown[len(str(ROOT)):]
             kw: dict[str, Any] = {"help": f.metadata["help"] + f" (default: {shown!r})"}
-            if isinstance(f.default, bool):
+            if isinstance(f.default, bool) or f.default is None:   # None: a yes/no flag with an automatic default
                 kw["action"] = argparse.BooleanOptionalAction
             else:
                 kw["type"] = type(f.default) if f.default is not None else str
@@ -231,7 +241,7 @@ def resolve(args: argparse.Namespace | dict | None = None, **overrides) -> Confi
                          + (f" in {cfg_file}" if cfg_file else "") + "; see --help for the valid names")
     for k, v in list(values.items()):
         d = known[k].default
-        if isinstance(d, bool) and not isinstance(v, bool):
+        if (isinstance(d, bool) or d is None) and v is not None and not isinstance(v, bool):
             raise ConfigError(f"setting {k} must be true or false, got {v!r}")
         if isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
             values[k] = float(v)

@@ -100,8 +100,9 @@ def rare_class_counts(table: pd.DataFrame, n_folds: int) -> dict:
 
 
 def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_col: str = "",
-                 rare_classes: str = "warn") -> np.ndarray:
-    """Fold number (0..n_folds-1) per row: StratifiedKFold, or StratifiedGroupKFold with group_col.
+                 rare_classes: str = "warn", groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold number (0..n_folds-1) per row: StratifiedKFold, or StratifiedGroupKFold with group_col
+    or with `groups` (one label per row, e.g. duplicate clusters joined with group_col).
 
     Classes with fewer samples than folds: 'warn' splits them as StratifiedKFold does (each sample
     still validated exactly once); 'train-only' gives their rows fold -1 (in the training part of
@@ -118,12 +119,14 @@ def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_co
                              f"train-only: fewer than {n_folds} folds")
     sub = table[keep]
     y = sub["label"].astype(str).to_numpy()
+    if groups is None and group_col:
+        groups = table[group_col].astype(str).to_numpy()
     with warnings.catch_warnings():
         # the rare-class warning of StratifiedKFold is ours to give (make_folds names the classes)
         warnings.simplefilter("ignore")
-        if group_col:
+        if groups is not None:
             splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-            splits = list(splitter.split(np.zeros(len(y)), y, sub[group_col].astype(str).to_numpy()))
+            splits = list(splitter.split(np.zeros(len(y)), y, np.asarray(groups)[keep]))
         else:
             splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
             splits = list(splitter.split(np.zeros(len(y)), y))
@@ -270,7 +273,9 @@ def make_folds(cfg, log=print) -> dict:
         table = stratified_subsample(table, cfg.limit, cfg.seed)
     table = table.copy()
     rare = rare_class_counts(table, cfg.n_folds)
-    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col, cfg.rare_classes)
+    from foldkit.duplicates import fold_groups   # duplicate clusters stay inside one fold
+    groups, dup_info = fold_groups(cfg, table, comp, log)
+    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col, cfg.rare_classes, groups)
     if rare:
         desc = ", ".join(f"{c!r} ({n})" for c, n in rare.items())
         what = {"warn": "split anyway: in some folds they are absent from training or validation",
@@ -286,7 +291,8 @@ def make_folds(cfg, log=print) -> dict:
         "source_col": comp.source_col,
         "n_folds": cfg.n_folds, "seed": cfg.seed, "group_col": cfg.group_col,
         "limit": cfg.limit, "rows_read": n_read, "rows": len(table),
-        "splitter": "StratifiedGroupKFold" if cfg.group_col else "StratifiedKFold",
+        "splitter": "StratifiedGroupKFold" if cfg.group_col or groups is not None else "StratifiedKFold",
+        "duplicates": dup_info,
         "classes": [c if isinstance(c, str) else c.item() if hasattr(c, "item") else c
                     for c in sorted(table["label"].unique().tolist())],
         "label_dtype": "str" if label_is_str else str(table["label"].dtype),

@@ -454,6 +454,9 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     The returned dict is cv_scores.json plus "paths" (name -> path written).
     """
     exp_dir, report_dir = Path(exp_dir), Path(report_dir)
+    if load_image is not None:   # the error galleries share images: each is decoded once
+        import functools
+        load_image = functools.lru_cache(maxsize=256)(load_image)
     cfg = read_config(exp_dir)
     metric = cfg.get("metric")
     if not metric:
@@ -490,6 +493,9 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     if load_image is not None:
         plot_worst_errors(worst, load_image, out("worst_errors.png"))
 
+    from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
+    label_errors_html = report_section(oof, classes, load_image, out)
+
     # training curves: training's own PNG when present, else drawn from the log
     logs, problems = log_summary(exp_dir, metric)
     if folds is not None and len(logs):
@@ -508,6 +514,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
     paths["report.html"] = report_dir / "report.html"
     page = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, metric)
+    page = page.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
     atomic_write_text(paths["report.html"], page)
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
 

@@ -1,0 +1,285 @@
+"""The data audit (src/audit.py): what will distort CV, before any GPU time.
+
+Reads the competition (any layout), never modifies it, and writes ``reports/audit/``:
+
+    audit.html        self-contained page: counts, image statistics, duplicates, verdict
+    audit.json        summary (input_dir, settings, counts); make_folds reads it with duplicates.csv
+    duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans
+    images.csv        one row per image: split, id, label, width, height, channels, mode, format,
+                      nbytes, error
+    class_counts.csv  train rows per class
+    *.png             class counts, image sizes train vs test, contact sheet, duplicate clusters
+    hash_cache.npz    hashes of every image (a second run decodes nothing)
+
+Duplicates come from foldkit.duplicates; plots reuse the report's matplotlib helpers. Each
+image is decoded once (at reduced size for large JPEGs).
+"""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldkit import duplicates as dup
+from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
+from foldkit.report import CSS, _figure, _png_uri, _save_png, _table
+
+TINY_SIDE = 16        # shortest side below this: "tiny"
+HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized anyway)
+GALLERY_CLUSTERS = 24
+SHEET_PER_CLASS = 8
+
+
+def image_loader(comp):
+    """load(split, source) -> uint8 image, for the galleries."""
+    from foldkit.data import decode_image
+
+    def load(split: str, source: str) -> np.ndarray:
+        if comp.source_col == "index":
+            return comp.pixels(split)[int(source)]
+        return decode_image(Path(comp.root) / source, min_side=128)
+    return load
+
+
+def image_table(hashes: pd.DataFrame, bad_files: list) -> pd.DataFrame:
+    """One row per image with its size, mode, format and read error, plus files the reader could
+    not find (missing)."""
+    cols = ["split", "id", "label", "source", "width", "height", "channels", "mode", "format", "nbytes", "error"]
+    t = hashes[cols].copy()
+    missing = [{"split": s, "id": "", "label": None, "source": p, "error": why} for s, _, p, why in bad_files]
+    if missing:
+        t = pd.concat([t, pd.DataFrame(missing)], ignore_index=True)
+    return t
+
+
+def image_stats(images: pd.DataFrame) -> dict:
+    ok = images[images["error"].fillna("") == ""]
+    side_min = ok[["width", "height"]].min(axis=1)
+    side_max = ok[["width", "height"]].max(axis=1)
+    return {
+        "unreadable": int((images["error"].fillna("") != "").sum()),
+        "tiny": int((side_min < TINY_SIDE).sum()), "huge": int((side_max > HUGE_SIDE).sum()),
+        "modes": ok.groupby(["split", "mode"]).size().unstack(fill_value=0),
+        "formats": ok.groupby(["split", "format"]).size().unstack(fill_value=0),
+        "sizes": ok.groupby("split")[["width", "height"]].describe().round(1),
+    }
+
+
+# --------------------------------------------------------------------------- plots
+
+def plot_class_counts(counts: pd.Series, path: Path) -> Path:
+    n = len(counts)
+    fig = _figure(max(6, min(20, 0.35 * n + 3)), 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar([str(c) for c in counts.index], counts.to_numpy(), color="tab:blue")
+    ax.set_title(f"train rows per class ({n} classes, {int(counts.sum())} rows)")
+    if n > 12:
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    return _save_png(fig, path)
+
+
+def plot_sizes(images: pd.DataFrame, path: Path) -> Path:
+    ok = images[images["error"].fillna("") == ""]
+    fig = _figure(12, 3.3)
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
+        s = ok[ok["split"] == split]
+        if s.empty:
+            continue
+        for ax, values, name in ((axes[0], s["width"], "width"), (axes[1], s["height"], "height"),
+                                 (axes[2], s["width"] / s["height"].clip(lower=1), "aspect ratio w/h")):
+            ax.hist(values, bins=30, alpha=0.55, color=color, label=f"{split} ({len(s)})", density=True)
+            ax.set_title(name)
+    axes[0].legend()
+    return _save_png(fig, path)
+
+
+TILE = 72
+
+
+def _tile(img: np.ndarray) -> np.ndarray:
+    """An image as a TILE x TILE RGB tile (aspect kept, grey padding)."""
+    import cv2
+    img = np.asarray(img)
+    if img.ndim == 2 or img.shape[2] == 1:
+        img = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
+    h, w = img.shape[:2]
+    f = TILE / max(h, w)
+    img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))),
+                     interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_NEAREST)
+    out = np.full((TILE, TILE, 3), 200, np.uint8)
+    y, x = (TILE - img.shape[0]) // 2, (TILE - img.shape[1]) // 2
+    out[y:y + img.shape[0], x:x + img.shape[1]] = img
+    return out
+
+
+def mosaic_row(items: list[tuple[str, str]], load, ncols: int) -> np.ndarray:
+    """(split, source) images side by side (a red tile where one cannot be loaded).
+    Hand-written with numpy: a matplotlib grid of hundreds of axes takes tens of seconds."""
+    tiles = []
+    for split, source in items[:ncols]:
+        try:
+            tiles.append(_tile(load(split, source)))
+        except Exception:  # noqa: BLE001 - the audit goes on; images.csv names the error
+            tiles.append(np.full((TILE, TILE, 3), (220, 60, 60), np.uint8))
+    tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (ncols - len(tiles))
+    pad = np.full((TILE, 4, 3), 255, np.uint8)
+    return np.concatenate([x for t in tiles for x in (t, pad)], axis=1)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    import cv2
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return buf.tobytes()
+
+
+def write_mosaic(rows: list[np.ndarray], path: Path) -> Path:
+    gap = [np.full((4, rows[0].shape[1], 3), 255, np.uint8)] if rows else []
+    img = np.concatenate([x for r in rows for x in [r] + gap]) if rows else np.full((8, 8, 3), 255, np.uint8)
+    atomic_write_bytes(path, png_bytes(img))
+    return path
+
+
+def contact_sheet(hashes: pd.DataFrame, load, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
+    """(class names, one mosaic row of up to SHEET_PER_CLASS random train images each)."""
+    tr = hashes[(hashes["split"] == "train") & (hashes["error"] == "")]
+    names, rows = [], []
+    for label, g in list(tr.groupby("label", sort=True))[:40]:
+        pick = g.sample(min(SHEET_PER_CLASS, len(g)), random_state=seed)
+        names.append(str(label))
+        rows.append(mosaic_row(list(zip(pick["split"], pick["source"])), load, SHEET_PER_CLASS))
+    return names, rows
+
+
+def cluster_gallery(clusters: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
+    """(caption, mosaic row) per cluster, label conflicts and train<->test clusters first."""
+    order = clusters.groupby("cluster").agg(conflict=("label_conflict", "first"), spans=("spans", "first"))
+    order = order.assign(tt=order["spans"] == "train+test").sort_values(["conflict", "tt"], ascending=False,
+                                                                        kind="stable")
+    captions, rows = [], []
+    for cid in order.index[:GALLERY_CLUSTERS]:
+        m = clusters[clusters["cluster"] == cid]
+        members = ", ".join(f"{s} {i}" + (f" ({lab})" if s == "train" else "")
+                            for s, i, lab in zip(m["split"], m["id"], m["label"]))
+        captions.append(f"cluster {cid}: {m['kind'].iloc[0]}, {m['spans'].iloc[0]}"
+                        + (", LABEL CONFLICT" if m["label_conflict"].iloc[0] else "") + f": {members}")
+        rows.append(mosaic_row(list(zip(m["split"], m["source"])), load, 8))
+    return captions, rows
+
+
+# --------------------------------------------------------------------------- verdict + page
+
+def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
+    """What will distort CV, and what to do (one sentence each)."""
+    d = summary["duplicates"]
+    out = []
+    if d["train_clusters"]:
+        share = d["train_images_in_clusters"] / max(1, n_train)
+        out.append(f"{d['train_clusters']} duplicate cluster(s) inside train ({d['train_images_in_clusters']} "
+                   f"images, {share:.1%}): random folds put copies on both sides and inflate CV. "
+                   "make_folds.py now keeps each cluster inside one fold (its default once this audit exists).")
+    if d["train_test_clusters"]:
+        out.append(f"{d['test_images_with_train_copy']} test image(s) have a copy in train "
+                   f"({d['train_test_clusters']} cluster(s)): a leak; the public score on them says little "
+                   "about new images, and their train labels can be looked up.")
+    if d["label_conflicts"]:
+        out.append(f"{d['label_conflicts']} cluster(s) carry different labels for copies of one image: "
+                   "label noise; check them in duplicates.csv (label_conflict) and fix or drop.")
+    if stats["unreadable"]:
+        out.append(f"{stats['unreadable']} unreadable image(s) (images.csv, column error): "
+                   "fix them or train with --skip-bad-images.")
+    counts = summary["class_counts"]
+    if counts and max(counts.values()) > 10 * max(1, min(counts.values())):
+        out.append("classes are strongly imbalanced (>10x): consider --balance and a metric such as f1_macro.")
+    if not out:
+        out.append("nothing found that would distort CV: no duplicates, no train/test copies, no unreadable files.")
+    return out
+
+
+def _rows_html(captions: list[str], rows: list[np.ndarray]) -> str:
+    e = html.escape
+    return "".join(f"<div class='muted'>{e(c)}</div><img alt='{e(c[:40])}' src='data:image/png;base64,"
+                   f"{base64.b64encode(png_bytes(r)).decode('ascii')}'>" for c, r in zip(captions, rows))
+
+
+def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame, pngs: dict,
+               sheet: tuple, gallery: tuple) -> Path:
+    e = html.escape
+    d = summary["duplicates"]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data audit</title><style>{CSS}</style>"
+             "</head><body><h1>Data audit</h1>",
+             f"<div class='muted'>{e(summary['input_dir'])} ({e(summary['layout'])} layout)</div>",
+             "<h2>Verdict</h2>" + "".join(f"<div class='warn'>{e(v)}</div>" for v in summary["verdict"]),
+             "<h2>Counts</h2><table class='kv'>" + "".join(
+                 f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in
+                 [("train rows", summary["train_rows"]), ("test rows", summary["test_rows"]),
+                  ("classes", len(summary["class_counts"]))]) + "</table>",
+             f"<img alt='class counts' src='{_png_uri(pngs['class_counts.png'])}'>",
+             "<h2>Images</h2>",
+             f"<p>unreadable: {stats['unreadable']}, tiny (shortest side &lt; {TINY_SIDE} px): {stats['tiny']}, "
+             f"huge (longest side &gt; {HUGE_SIDE} px): {stats['huge']}</p>",
+             f"<img alt='image sizes' src='{_png_uri(pngs['sizes.png'])}'>",
+             "<h3>sizes</h3>" + _table(stats["sizes"]), "<h3>modes</h3>" + _table(stats["modes"]),
+             "<h3>formats</h3>" + _table(stats["formats"]),
+             "<h3>contact sheet</h3>", _rows_html(*sheet),
+             "<h2>Duplicates</h2>",
+             f"<p class='muted'>exact: same decoded pixels; near: 64-bit pHash within {summary['threshold']} "
+             f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: duplicates.csv</p>",
+             _table(pd.DataFrame([d]), index=False)]
+    if gallery[0]:
+        parts.append(f"<h3>clusters side by side (first {len(gallery[0])})</h3>" + _rows_html(*gallery))
+        parts.append(_table(clusters.head(200), index=False))
+    parts.append("</body></html>\n")
+    path = out_dir / "audit.html"
+    atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def run_audit(cfg, log=print) -> dict:
+    """Audit cfg.input_dir into the audit folder; returns the summary (also in audit.json)."""
+    from foldkit.data import read_competition
+
+    comp = read_competition(cfg.input_dir, id_col=cfg.id_col, label_col=cfg.label_col,
+                            image_ext=cfg.image_ext, skip_bad_images=True, check_files=False)
+    out_dir = dup.audit_dir(cfg)
+    clusters, hashes, _ = dup.find_duplicates(comp, out_dir / dup.CACHE_FILE, cfg.near_threshold,
+                                              cfg.audit_workers, log)
+    counts = comp.train["label"].value_counts().sort_index()
+    images = image_table(hashes, comp.bad_files)
+    stats = image_stats(images)
+    summary = {"input_dir": str(Path(cfg.input_dir).resolve()), "layout": comp.layout,
+               "train_rows": len(comp.train), "test_rows": 0 if comp.test is None else len(comp.test),
+               "class_counts": {str(k): int(v) for k, v in counts.items()},
+               "threshold": cfg.near_threshold, "duplicates": dup.summarize(clusters),
+               "unreadable": stats["unreadable"], "tiny": stats["tiny"], "huge": stats["huge"]}
+    summary["verdict"] = verdict(summary, stats, len(comp.train))
+    dup.write_clusters(clusters, out_dir, cfg.input_dir, cfg.near_threshold, summary)
+    atomic_write_with(out_dir / "images.csv", lambda t: images.to_csv(t, index=False, lineterminator="\n"))
+    atomic_write_with(out_dir / "class_counts.csv",
+                      lambda t: counts.rename("count").to_csv(t, index_label="label", lineterminator="\n"))
+    load = image_loader(comp)
+    pngs = {"class_counts.png": plot_class_counts(counts, out_dir / "class_counts.png"),
+            "sizes.png": plot_sizes(images, out_dir / "sizes.png")}
+    sheet = contact_sheet(hashes, load)
+    write_mosaic(sheet[1], out_dir / "contact_sheet.png")
+    gallery = cluster_gallery(clusters, load) if len(clusters) else ([], [])
+    if gallery[0]:
+        write_mosaic(gallery[1], out_dir / "duplicates.png")
+    summary["paths"] = {"html": str(write_page(out_dir, summary, stats, clusters, pngs, sheet, gallery)),
+                        "duplicates": str(out_dir / dup.DUPLICATES_CSV)}
+    return summary
+
+
+def summary_text(s: dict) -> str:
+    d = s["duplicates"]
+    lines = [f"{s['layout']} layout: {s['train_rows']} train rows, {s['test_rows']} test rows, "
+             f"{len(s['class_counts'])} classes; {s['unreadable']} unreadable, {s['tiny']} tiny, {s['huge']} huge",
+             f"duplicates (near = pHash <= {s['threshold']} bits): {d['train_clusters']} cluster(s) in train "
+             f"({d['train_images_in_clusters']} images, {d['exact_clusters']} exact / {d['near_clusters']} near "
+             f"clusters overall), {d['test_images_with_train_copy']} test image(s) with a train copy, "
+             f"{d['label_conflicts']} label conflict(s)"]
+    lines += [f"verdict: {v}" for v in s["verdict"]]
+    return "\n".join(lines)
