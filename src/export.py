@@ -20,7 +20,7 @@ from foldkit.errors import cli_run  # noqa: E402
 def main(argv=None):
     parser = config.build_parser(["paths", "data", "export"], description=__doc__, prog="export.py",
                                  extra=("experiments", "tta", "ensemble", "submission_mode", "batch_size", "device",
-                                        "amp", "channels_last"))
+                                        "amp", "channels_last", "workers"))
     args = parser.parse_args(argv)
     return cli_run(lambda: run(config.resolve(args)))
 

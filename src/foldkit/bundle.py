@@ -97,10 +97,8 @@ def submission_path(out: str, overwrite: bool) -> Path:
         path = Path(out)
     else:
         path = (KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path.cwd()) / "submission.csv"
-    if path.exists():
-        if not overwrite:
-            raise BundleError(f"{path} exists: pass --overwrite to replace it, or --out another file")
-        path.unlink()
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path} exists: pass --overwrite to replace it, or --out another file")
     return path
 
 
@@ -114,7 +112,7 @@ def load_members(bundle_dir: Path, man: dict) -> list:
     members = []
     for e in man["members"]:
         path = bundle_dir / e["weights"]
-        if e["format"] == "safetensors":
+        if e["format"].startswith("safetensors"):
             from safetensors.torch import load_file
             ckpt = dict(e["checkpoint"], state_dict=load_file(str(path)))
         else:
@@ -275,6 +273,7 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     t0 = time.time()
     bundle_dir = Path(bundle_dir)
     man = read_manifest(bundle_dir)
+    out = submission_path(cfg.out, cfg.overwrite)   # before the work: an existing file stops the run now
     import foldkit
     log(f"foldkit {foldkit.__version__} from {Path(foldkit.__file__).parent}")
     src = Path(input_dir) if input_dir else find_input_dir(man, cfg.competition)
@@ -290,7 +289,9 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
                            id_col=comp.id_col, label_col=comp.label_col)
     submission.validate(sub, sample, classes, mode)
-    path = submission.write(sub, submission_path(cfg.out, cfg.overwrite))
+    if out.exists():   # --overwrite (checked above); replaced only once the new submission is valid
+        out.unlink()
+    path = submission.write(sub, out)
     est = (man.get("estimate") or {}).get("img_per_s")
     log(f"predicted {len(probs)} images in {dt:.1f}s ({len(probs) / max(dt, 1e-9):.1f} img/s"
         + (f"; export measured {est:.1f} img/s on {man['estimate']['device']})" if est else ")"))

@@ -42,19 +42,24 @@ def _sources(members, comp, n: int, seed: int = 0):
 
 
 def measure(members, comp, views: list[str], *, device, dtype=None, channels_last=False, batch_size=64,
-            workers=0, how="mean", n: int = 256) -> dict:
-    """Images per second of the whole ensemble with its TTA views, after a warm-up batch."""
+            workers=0, how="mean", n: int = 256, n_warm: int = 8) -> dict:
+    """Images per second of the whole ensemble with its TTA views, and the fixed cost of a run
+    (loader workers, first-batch set-up): two timed runs, of n_warm and of n images, give both."""
     from foldkit.inference import predict_ensemble
     kw = dict(tta=views, device=device, dtype=dtype, channels_last=channels_last, batch_size=batch_size,
               workers=workers, how=how, progress=False)
     sources, what = _sources(members, comp, n)
-    warm = {g: [s[i] for i in range(min(8, len(s)))] for g, s in sources.items()}
-    predict_ensemble(members, warm, **kw)
+    warm = {g: [s[i] for i in range(min(n_warm, len(s)))] for g, s in sources.items()}
+    t = time.perf_counter()
+    n_warm = len(predict_ensemble(members, warm, **kw))
+    t_warm = time.perf_counter() - t
     t = time.perf_counter()
     n_done = len(predict_ensemble(members, sources, **kw))
     dt = time.perf_counter() - t
-    return {"img_per_s": n_done / dt, "images": n_done, "seconds": dt, "what": what, "device": str(device),
-            "gpu_class": gpu_class(device), "members": len(members), "views": len(views)}
+    rate = max(n_done - n_warm, 1) / max(dt - t_warm, 1e-9) if n_done > 2 * n_warm else n_done / dt
+    return {"img_per_s": rate, "fixed_seconds": max(0.0, t_warm - n_warm / rate), "images": n_done,
+            "seconds": dt, "what": what, "device": str(device), "gpu_class": gpu_class(device),
+            "members": len(members), "views": len(views), "workers": workers}
 
 
 def _hms(seconds: float) -> str:
@@ -74,10 +79,12 @@ def estimate(measured: dict, n_images: int, gpus: list[str], budget_h: float, lo
     """Expected seconds for n_images here and on each GPU class (scaled from a measured GPU);
     lines to print, with a warning per estimate over the budget."""
     rate, m, v = measured["img_per_s"], measured["members"], measured["views"]
+    load_s = load_s + measured.get("fixed_seconds", 0.0)
     here = load_s + n_images / rate
     out = {"test_images": n_images, "seconds_here": here, "per_gpu": {}}
     lines = [f"runtime estimate: {measured['images']} {measured['what']} at {rate:.1f} img/s on "
-             f"{measured['device']} ({m} model(s) x {v} view(s)) -> {n_images} test images in {_hms(here)}"]
+             f"{measured['device']} ({m} model(s) x {v} view(s), {load_s:.1f}s fixed) -> {n_images} test images "
+             f"in {_hms(here)}"]
     ref = measured.get("gpu_class")
     for g in gpus:
         if g not in GPU_FACTORS:

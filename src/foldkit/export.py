@@ -289,11 +289,13 @@ def _members(cfg, classes):
 
 def _runtime(cfg, members, comp, views, load_s, log) -> tuple[dict, list[str]]:
     from foldkit import engine, estimate
+    from foldkit.fit import auto_workers
     device = engine.pick_device(cfg.device)
     measured = estimate.measure(members, comp, views, device=device, dtype=engine.amp_dtype(device, cfg.amp),
                                 channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto"
                                                                             and device.type == "cuda"),
-                                batch_size=cfg.batch_size, workers=0, how=cfg.ensemble)
+                                batch_size=cfg.batch_size, how=cfg.ensemble,
+                                workers=auto_workers(cfg, cached=comp.source_col == "index"))
     n = cfg.test_images or (len(comp.test) if comp.test is not None else 0) or measured["images"]
     gpus = [g.strip() for g in cfg.gpu.split(",") if g.strip()]
     est, lines = estimate.estimate(measured, n, gpus, cfg.time_budget, load_s)
@@ -321,9 +323,9 @@ def _manifest(cfg, comp, exps, members, views, entries, wheel: Path) -> dict:
 
 
 def export_bundle(cfg, log=print) -> dict:
-    from foldkit.predicting import tta_views
     out = _prepare_out(cfg)
     comp, meta = open_competition(cfg)
+    from foldkit.predicting import tta_views   # torch: after the checks that need none
     exps, members, load_s = _members(cfg, meta["classes"])
     views = tta_views(cfg, members)
     log(f"bundle of {len(members)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, {cfg.ensemble} ensemble")
