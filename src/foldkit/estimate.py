@@ -75,7 +75,8 @@ def fitting(seconds: float, n_units: int, budget_s: float, load_s: float = 0.0) 
     return max(0, math.floor((budget_s - load_s) / per_unit))
 
 
-def estimate(measured: dict, n_images: int, gpus: list[str], budget_h: float, load_s: float = 0.0) -> tuple[dict, list[str]]:
+def estimate(measured: dict, n_images: int, gpus: list[str], budget_h: float,
+             load_s: float = 0.0) -> tuple[dict, list[str]]:
     """Expected seconds for n_images here and on each GPU class (scaled from a measured GPU);
     lines to print, with a warning per estimate over the budget."""
     rate, m, v = measured["img_per_s"], measured["members"], measured["views"]

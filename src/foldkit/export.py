@@ -111,7 +111,7 @@ def build_wheel(dest: Path) -> Path:
                            env=dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1"))
     wheels = sorted(dest.glob("foldkit-*.whl"))
     if r.returncode != 0 or not wheels:
-        raise ExportError(f"building the foldkit wheel failed (is setuptools installed?): "
+        raise ExportError(f"building the foldkit wheel failed (no setuptools? `pip install setuptools`): "
                           f"{(r.stderr or r.stdout).strip()[-500:]}")
     return wheels[0]
 
@@ -226,7 +226,8 @@ def notebook_json() -> str:
 
 
 def dataset_metadata(cfg, names: list[str]) -> dict:
-    ident = cfg.kaggle_dataset or f"{os.environ.get('KAGGLE_USERNAME', 'INSERT_USERNAME')}/{slug('foldkit-' + '-'.join(names))}"
+    user = os.environ.get("KAGGLE_USERNAME", "INSERT_USERNAME")
+    ident = cfg.kaggle_dataset or f"{user}/{slug('foldkit-' + '-'.join(names))}"
     title = ("foldkit " + " + ".join(names))[:50]
     return {"title": title if len(title) >= 6 else title + " bundle", "id": ident,
             "licenses": [{"name": "CC0-1.0"}]}
@@ -328,7 +329,8 @@ def export_bundle(cfg, log=print) -> dict:
     from foldkit.predicting import tta_views   # torch: after the checks that need none
     exps, members, load_s = _members(cfg, meta["classes"])
     views = tta_views(cfg, members)
-    log(f"bundle of {len(members)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, {cfg.ensemble} ensemble")
+    log(f"bundle of {len(members)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, "
+        f"{cfg.ensemble} ensemble")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         entries = write_weights(members, tmp, cfg.half, cfg.safetensors)
@@ -340,7 +342,8 @@ def export_bundle(cfg, log=print) -> dict:
         atomic_write_text(tmp / MANIFEST, json.dumps(man, indent=1) + "\n")
         (tmp / "predict_offline.py").write_text(PREDICT_OFFLINE)
         (tmp / "predict_offline.ipynb").write_text(notebook_json())
-        (tmp / "dataset-metadata.json").write_text(json.dumps(dataset_metadata(cfg, man["experiments"]), indent=2) + "\n")
+        meta_json = json.dumps(dataset_metadata(cfg, man["experiments"]), indent=2)
+        (tmp / "dataset-metadata.json").write_text(meta_json + "\n")
         (tmp / "README.md").write_text(readme(man, lines))
         os.chmod(tmp, 0o755)
         if out.exists():
@@ -354,6 +357,7 @@ def export_bundle(cfg, log=print) -> dict:
     log(f"bundle: {out} ({_mb(total)}: " + ", ".join(f"{k} {_mb(v)}" for k, v in sizes.items()) + ")")
     meta_id = json.loads((out / "dataset-metadata.json").read_text())["id"]
     if "INSERT_USERNAME" in meta_id:
-        log(f"edit the dataset id in {out / 'dataset-metadata.json'} ({meta_id}), or set KAGGLE_USERNAME / --kaggle-dataset")
+        log(f"edit the dataset id in {out / 'dataset-metadata.json'} ({meta_id}), "
+            "or set KAGGLE_USERNAME / --kaggle-dataset")
     log(f"upload with: kaggle datasets create -p {out} --dir-mode tar")
     return {"out": str(out), "bytes": total, "sizes": sizes, "manifest": man}
