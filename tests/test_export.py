@@ -66,7 +66,8 @@ def bundle_dir(exported, tmp_path_factory):
     out = tmp_path_factory.mktemp("b") / "bundle"
     r = subprocess.run([sys.executable, str(REPO / "src" / "export.py"), *paths, "--experiments", "tiny",
                         "--tta", "hflip", "--onnx", "--out", str(out), "--time-budget", "0.0001",
-                        "--kaggle-dataset", "someone/tiny-bundle"], capture_output=True, text=True, timeout=600)
+                        "--kaggle-dataset", "someone/tiny-bundle"], capture_output=True, text=True, timeout=600,
+                       env=_offline_env(out.parent))   # the wheel is built with no network too
     assert r.returncode == 0, r.stdout + r.stderr
     return out, r.stdout
 
