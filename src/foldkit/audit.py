@@ -240,10 +240,12 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
 
 def run_audit(cfg, log=print) -> dict:
     """Audit cfg.input_dir into the audit folder; returns the summary (also in audit.json)."""
-    from foldkit.data import read_competition
+    import dataclasses
 
-    comp = read_competition(cfg.input_dir, id_col=cfg.id_col, label_col=cfg.label_col,
-                            image_ext=cfg.image_ext, skip_bad_images=True, check_files=False)
+    from foldkit.folds import open_competition
+
+    # unreadable files are reported, not fatal: the audit is where the user learns about them
+    comp, _ = open_competition(dataclasses.replace(cfg, skip_bad_images=True))
     out_dir = dup.audit_dir(cfg)
     clusters, hashes, _ = dup.find_duplicates(comp, out_dir / dup.CACHE_FILE, cfg.near_threshold,
                                               cfg.audit_workers, log)

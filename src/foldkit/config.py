@@ -141,6 +141,27 @@ class Config:
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
     report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
 
+    # ---- export: the offline inference bundle for Kaggle code competitions (src/export.py) ----
+    out: str = _opt("", "export.py: the bundle folder (default: bundle/); predict_offline.py: the submission "
+                    "CSV (default: /kaggle/working/submission.csv on Kaggle, else ./submission.csv)", "export")
+    competition: str = _opt("", "Kaggle competition slug: the bundle looks for /kaggle/input/<slug> first", "export")
+    half: bool = _opt(False, "store the bundle's weights in fp16 (half the size; predictions may differ "
+                      "in the last digits)", "export")
+    safetensors: bool = _opt(False, "store the bundle's weights as .safetensors instead of torch .pt", "export")
+    onnx: bool = _opt(False, "also write each member as ONNX (dynamic batch), checked with onnxruntime", "export")
+    test_images: int = _opt(0, "runtime estimate for N test images (0 = the local test set's size)", "export")
+    time_budget: float = _opt(9.0, "warn when the estimate exceeds this many hours (Kaggle's usual limit: 9); "
+                              "0 = no check", "export")
+    gpu: str = _opt("T4,P100", "GPU classes to estimate the runtime for (rough factors, see README)", "export")
+    kaggle_dataset: str = _opt("", "id of the bundle's Kaggle dataset, <user>/<slug> (default: "
+                               "$KAGGLE_USERNAME/foldkit-<experiments>)", "export")
+
+    # ---- predict_offline.py (inside the bundle) ----
+    bundle: str = _opt("", "the bundle folder (default: the folder of predict_offline.py)", "offline")
+    runner: str = _opt("auto", "torch, onnx (onnxruntime, no torch needed), auto (torch when importable)",
+                       "offline", choices=["auto", "torch", "onnx"])
+    overwrite: bool = _opt(False, "replace an existing submission file", "offline")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -152,6 +173,8 @@ GROUP_TITLES = {
     "train": "training",
     "predict": "prediction",
     "audit": "data audit",
+    "export": "export (offline bundle)",
+    "offline": "offline prediction (bundle)",
 }
 
 # Settings that change how a run is executed but not what it learns: an

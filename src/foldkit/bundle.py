@@ -1,0 +1,320 @@
+"""The offline inference bundle at prediction time (Kaggle code competitions, no network).
+
+`python src/export.py` writes the bundle (foldkit.export); this module, shipped inside it as
+part of the foldkit wheel, reads it back and writes the validated submission:
+
+    bundle/
+      foldkit_bundle.json          the manifest: members, TTA views, ensemble mode, classes,
+                                   submission mode, sample_submission columns and rows,
+                                   reading options, the runtime estimate
+      checkpoints/<exp>__fold<k>.pt   (or .safetensors; fp16 with export --half)
+      onnx/<exp>__fold<k>.onnx        (export --onnx)
+      wheels/foldkit-<version>-py3-none-any.whl
+      predict_offline.py, predict_offline.ipynb, dataset-metadata.json, README.md
+
+Only the manifest names files; nothing from the training machine (folds/, models/,
+config.json) is needed. Two runners: `torch` reuses the kit's own ensemble path
+(inference.predict_ensemble on predicting.make_sources, so its submission is byte-identical to
+predict.py's), `onnx` runs onnxruntime sessions with numpy/Pillow preprocessing and never
+imports torch (this module imports torch only inside the torch runner).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from foldkit.ensemble import combine
+from foldkit.errors import FoldkitError
+
+MANIFEST = "foldkit_bundle.json"
+FORMAT = 1
+# Kaggle mounts the competition and the datasets a notebook uses here (read-only), and keeps
+# /kaggle/working as the notebook's output folder; FOLDKIT_KAGGLE_INPUT moves the former.
+KAGGLE_INPUT = "/kaggle/input"
+KAGGLE_WORKING = Path("/kaggle/working")
+
+
+class BundleError(FoldkitError, ValueError):
+    """A bundle or competition folder that does not fit together; the message says what to do."""
+
+
+def kaggle_input() -> Path:
+    return Path(os.environ.get("FOLDKIT_KAGGLE_INPUT", KAGGLE_INPUT))
+
+
+def read_manifest(bundle_dir: str | Path) -> dict:
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path} does not exist: {bundle_dir} is not a foldkit bundle "
+                          "(write one with `python src/export.py --out DIR`)")
+    man = json.loads(path.read_text())
+    if man.get("format") != FORMAT:
+        raise BundleError(f"{path}: bundle format {man.get('format')} but this foldkit reads format {FORMAT}; "
+                          "use the foldkit wheel inside the bundle (predict_offline.py does)")
+    return man
+
+
+# --------------------------------------------------------------------------- finding the inputs
+
+def _sample_columns(folder: Path) -> list[str] | None:
+    sample = folder / "sample_submission.csv"
+    if not sample.is_file():
+        return None
+    import pandas as pd
+    return list(pd.read_csv(sample, nrows=0).columns)
+
+
+def find_input_dir(man: dict, competition: str = "") -> Path:
+    """The competition folder on Kaggle: /kaggle/input/<slug> (also .../competitions/<slug>), else
+    the one folder under /kaggle/input whose sample_submission.csv has the bundle's columns."""
+    root = kaggle_input()
+    slug = competition or man.get("competition") or ""
+    if slug:
+        for cand in (root / slug, root / "competitions" / slug):
+            if cand.is_dir():
+                return cand
+    want = (man.get("sample_submission") or {}).get("columns")
+    found = []
+    if want and root.is_dir():
+        dirs = sorted(p for p in [*root.glob("*"), *root.glob("*/*")] if p.is_dir())
+        found = [d for d in dirs if _sample_columns(d) == want]
+    if len(found) == 1:
+        return found[0]
+    where = f"{root}/{slug}" if slug else f"{root}/<competition>"
+    what = (f"several folders under {root} have a sample_submission.csv with columns {want}: "
+            f"{[str(d) for d in found]}" if found else f"no competition found at {where}")
+    raise BundleError(f"{what}. Add the competition to the notebook, or pass --input-dir DIR "
+                      "(or --competition SLUG).")
+
+
+def submission_path(out: str, overwrite: bool) -> Path:
+    """--out, else /kaggle/working/submission.csv on Kaggle, else ./submission.csv; never replaced
+    silently."""
+    if out:
+        path = Path(out)
+    else:
+        path = (KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path.cwd()) / "submission.csv"
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path} exists: pass --overwrite to replace it, or --out another file")
+    return path
+
+
+# --------------------------------------------------------------------------- the torch runner
+
+def load_members(bundle_dir: Path, man: dict) -> list:
+    """inference.Member objects rebuilt from the bundle's weight files (fp16 weights load into the
+    fp32 model: load_state_dict converts)."""
+    from foldkit.inference import Member
+    from foldkit.model import load_checkpoint
+    members = []
+    for e in man["members"]:
+        path = bundle_dir / e["weights"]
+        if e["format"].startswith("safetensors"):
+            from safetensors.torch import load_file
+            ckpt = dict(e["checkpoint"], state_dict=load_file(str(path)))
+        else:
+            ckpt = load_checkpoint(path)
+        members.append(Member(path, ckpt))
+    return members
+
+
+def predict_torch(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
+    from foldkit import engine
+    from foldkit.dataset import auto_workers
+    from foldkit.inference import predict_ensemble
+    from foldkit.predicting import make_sources
+    members = load_members(bundle_dir, man)
+    device = engine.pick_device(cfg.device)
+    return predict_ensemble(members, make_sources(comp, comp.test, "test", members), tta=man["tta"],
+                            device=device, dtype=engine.amp_dtype(device, cfg.amp),
+                            channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto"
+                                                                        and device.type == "cuda"),
+                            batch_size=cfg.batch_size, workers=auto_workers(cfg.workers, comp.source_col == "index"),
+                            how=man["ensemble"], progress=cfg.progress)
+
+
+# --------------------------------------------------------------------------- the onnx runner (no torch)
+
+_PIL_RESAMPLE = {"bilinear": 2, "bicubic": 3, "nearest": 0}   # PIL.Image.Resampling values
+
+
+def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
+    """augment.eval_transform without torch: resize the shortest side to size/crop_pct (Pillow's
+    antialiased filter, the one torchvision's uint8 resize reproduces), centre crop, scale, normalise.
+    HWC uint8 -> CHW float32. Hand-written: no torch-free library applies timm's eval recipe."""
+    from PIL import Image
+    size = data_config["input_size"][-1]
+    resize = int(round(size / (data_config.get("crop_pct") or 1.0)))
+    h, w = img.shape[:2]
+    short, long_ = (h, w) if h <= w else (w, h)
+    new_short, new_long = resize, int(resize * long_ / short)
+    nh, nw = (new_short, new_long) if h <= w else (new_long, new_short)
+    if (nh, nw) != (h, w):
+        pil = Image.fromarray(img[..., 0] if img.shape[2] == 1 else img)
+        pil = pil.resize((nw, nh), resample=_PIL_RESAMPLE.get(data_config.get("interpolation"), 2))
+        img = np.asarray(pil).reshape(nh, nw, -1)
+    if resize != size:   # like eval_transform: no crop when crop_pct is 1
+        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+        img = img[top:top + size, left:left + size]
+    x = img.astype(np.float32).transpose(2, 0, 1) / 255.0
+    mean = np.asarray(data_config["mean"], np.float32)[:, None, None]
+    std = np.asarray(data_config["std"], np.float32)[:, None, None]
+    return (x - mean) / std
+
+
+def _test_images(comp, grey: bool):
+    """Test images in order, decoded once each (the torch-free twin of dataset.ImageSource)."""
+    from foldkit.data import decode_image
+    if comp.source_col == "index":
+        for a in comp.pixels("test")[comp.test["index"].to_numpy()]:
+            if grey and a.shape[-1] == 3:
+                a = np.round(a @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+            yield np.repeat(a, 3, axis=-1) if not grey and a.shape[-1] == 1 else a
+    else:
+        for k, p in enumerate(comp.test["path"]):
+            yield decode_image(Path(comp.root) / p, grey=grey, row=k + 1)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+_FLIPS = {"none": lambda x: x, "hflip": lambda x: x[..., ::-1], "vflip": lambda x: x[..., ::-1, :]}
+
+
+def onnx_sessions(bundle_dir: Path, man: dict) -> list:
+    import onnxruntime as ort
+    want = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = [p for p in want if p in ort.get_available_providers()]
+    out = []
+    for e in man["members"]:
+        if not e.get("onnx"):
+            raise BundleError(f"{MANIFEST} has no ONNX file for {e['weights']}: export with --onnx, "
+                              "or use --runner torch")
+        out.append(ort.InferenceSession(str(bundle_dir / e["onnx"]), providers=providers))
+    return out
+
+
+def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
+    import cv2
+    members = man["members"]
+    sessions = onnx_sessions(bundle_dir, man)
+    all_grey = all(e["checkpoint"]["in_chans"] == 1 for e in members)
+    views = [_FLIPS[v] for v in man["tta"]] or [_FLIPS["none"]]
+    out: list[list] = [[] for _ in members]
+
+    def run(batch):
+        for j, (e, s) in enumerate(zip(members, sessions)):
+            grey = e["checkpoint"]["in_chans"] == 1
+            imgs = [cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)[..., None] if grey and not all_grey else b for b in batch]
+            x = np.stack([eval_preprocess(b, e["checkpoint"]["data_config"]) for b in imgs])
+            name = s.get_inputs()[0].name
+            p = sum(_softmax(s.run(None, {name: np.ascontiguousarray(v(x))})[0].astype(np.float32)) for v in views)
+            out[j].append(p / len(views))
+
+    batch = []
+    for img in _test_images(comp, all_grey):
+        batch.append(img)
+        if len(batch) == cfg.batch_size:
+            run(batch)
+            batch = []
+    if batch:
+        run(batch)
+    return combine([np.concatenate(o).astype(np.float64) for o in out], man["ensemble"])
+
+
+# --------------------------------------------------------------------------- the whole job
+
+def pick_runner(runner: str, man: dict) -> str:
+    if runner != "auto":
+        return runner
+    try:
+        import torch  # noqa: F401
+        return "torch"
+    except ImportError:
+        if all(e.get("onnx") for e in man["members"]):
+            return "onnx"
+        raise BundleError("torch is not installed and this bundle has no ONNX files: install torch, "
+                          "or export the bundle with --onnx and install onnxruntime") from None
+
+
+def open_test_set(man: dict, input_dir: Path):
+    """The competition's test set and sample (any layout), checked against the bundle."""
+    import pandas as pd
+
+    from foldkit.data import read_competition
+    comp = read_competition(input_dir, **man["reading"], check_train=False, check_test=True)
+    if comp.test is None or len(comp.test) == 0:
+        raise BundleError(f"{input_dir} has no test images to predict")
+    if comp.test_problems:
+        raise BundleError(f"{len(comp.test_problems)} test image(s) cannot be read, and a submission needs a "
+                          "prediction for every id: " + "; ".join(comp.test_problems[:5]))
+    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    want = (man.get("sample_submission") or {}).get("columns")
+    if sample is not None and want and list(sample.columns) != want:
+        raise BundleError(f"{comp.sample_submission} has columns {list(sample.columns)} but the bundle was "
+                          f"exported for {want}: wrong competition folder?")
+    return comp, sample
+
+
+def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> dict:
+    """Bundle + competition folder -> validated submission file."""
+    from foldkit import submission
+    t0 = time.time()
+    bundle_dir = Path(bundle_dir)
+    man = read_manifest(bundle_dir)
+    out = submission_path(cfg.out, cfg.overwrite)   # before the work: an existing file stops the run now
+    import foldkit
+    log(f"foldkit {foldkit.__version__} from {Path(foldkit.__file__).parent}")
+    src = Path(input_dir) if input_dir else find_input_dir(man, cfg.competition)
+    comp, sample = open_test_set(man, src)
+    runner = pick_runner(cfg.runner, man)
+    log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(man['tta'])} view(s), "
+        f"{runner} runner")
+    t1 = time.time()
+    probs = (predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg)
+    dt = time.time() - t1
+    classes = man["classes"]
+    mode = submission.choose_mode(sample, classes, man["submission_mode"]) if sample is not None else "label"
+    sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
+                           id_col=comp.id_col, label_col=comp.label_col)
+    submission.validate(sub, sample, classes, mode)
+    if out.exists():   # --overwrite (checked above); replaced only once the new submission is valid
+        out.unlink()
+    path = submission.write(sub, out)
+    est = (man.get("estimate") or {}).get("img_per_s")
+    log(f"predicted {len(probs)} images in {dt:.1f}s ({len(probs) / max(dt, 1e-9):.1f} img/s"
+        + (f"; export measured {est:.1f} img/s on {man['estimate']['device']})" if est else ")"))
+    log(f"submission: {path} ({len(sub)} rows, {mode} mode, validated)")
+    return {"submission": str(path), "rows": len(sub), "runner": runner, "predict_seconds": dt,
+            "seconds": time.time() - t0, "input_dir": str(src)}
+
+
+def main(argv=None, bundle_dir: str | Path | None = None):
+    """predict_offline.py's command line (also `python -m foldkit.bundle --bundle DIR`)."""
+    from foldkit import config
+    from foldkit.errors import cli_run
+    parser = config.build_parser(["offline"], description=__doc__.split("\n\n")[0], prog="predict_offline.py",
+                                 extra=("input_dir", "out", "competition", "batch_size", "device", "amp",
+                                        "channels_last", "workers", "progress"))
+    for a in parser._actions:   # the kit's default input/ means nothing here: Kaggle discovery instead
+        if a.dest == "input_dir":
+            a.help = f"the competition folder (default: {KAGGLE_INPUT}/<competition>, found by its sample_submission)"
+    args = parser.parse_args(argv)
+
+    def job():
+        cfg = config.resolve(args)
+        where = cfg.bundle or bundle_dir
+        if not where:
+            raise BundleError("which bundle? pass --bundle DIR")
+        return run_offline(cfg, where, input_dir=getattr(args, "input_dir", ""))
+    return cli_run(job)
+
+
+if __name__ == "__main__":
+    main()

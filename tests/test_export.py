@@ -1,0 +1,235 @@
+"""export.py: the offline bundle for Kaggle code competitions runs anywhere with no network and
+predicts exactly what predict.py predicts; its notebook runs; ONNX matches PyTorch."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_predict import BLOCK_NET
+
+NO_TORCH = "import sys\nsys.modules['torch'] = None   # `import torch` raises ImportError\n"
+FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
+        "--warmup-epochs", "0", "--lr", "0.01", "--batch-size", "32", "--no-progress", "--workers", "0"]
+
+
+def _main(script, argv):
+    """Run one of the kit's CLIs in this process (its real main(); saves an interpreter start)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(script, REPO / "src" / f"{script}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(argv)
+
+
+def _keep_test_images(comp, n):
+    """The demo competition with its first n test images only (each offline run predicts them all)."""
+    import pandas as pd
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype=str).head(n)
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    sol = pd.read_csv(comp / "solution.csv", dtype=str)
+    sol[sol["id"].isin(sample["id"])].to_csv(comp / "solution.csv", index=False)
+    for f in (comp / "test").iterdir():
+        if f.stem not in set(sample["id"]):
+            f.unlink()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The demo competition (2 folds over 300 rows, one epoch each), exported with ONNX and hflip TTA,
+    and predict.py's submission for the same members and TTA."""
+    from foldkit import config
+    from foldkit.demo import build_demo
+    from foldkit.folds import make_folds
+    root = tmp_path_factory.mktemp("export")
+    build_demo(root / "input")
+    _keep_test_images(root / "input", 48)
+    paths = ["--input-dir", str(root / "input"), "--folds-dir", str(root / "folds"),
+             "--models-dir", str(root / "models")]
+    make_folds(config.resolve(input_dir=str(root / "input"), folds_dir=str(root / "folds"),
+                              models_dir=str(root / "models"), limit=300, n_folds=2), log=lambda *a: None)
+    _main("train", [*paths, *FAST, "--fold", "all", "--experiment", "tiny"])
+    _main("predict", [*paths, "--experiments", "tiny", "--tta", "hflip", "--no-report", "--no-progress",
+                      "--submissions-dir", str(root / "subs")])
+    (ref,) = (root / "subs").glob("tiny_cv*.csv")
+    assert ref.read_text().count("\n") == 49 and len(set(ref.read_text().split()[1:])) > 3   # varied labels
+    return root, paths, ref
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(exported, tmp_path_factory):
+    root, paths, _ = exported
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    r = subprocess.run([sys.executable, str(REPO / "src" / "export.py"), *paths, "--experiments", "tiny",
+                        "--tta", "hflip", "--onnx", "--out", str(out), "--time-budget", "0.0001",
+                        "--kaggle-dataset", "someone/tiny-bundle"], capture_output=True, text=True, timeout=600,
+                       env=_offline_env(out.parent))   # the wheel is built with no network too
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout
+
+
+def _offline_env(tmp_path, extra=""):
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(BLOCK_NET + extra)
+    return dict(os.environ, PYTHONPATH=str(site))
+
+
+def _fresh_copy(bundle, tmp_path):
+    """The bundle alone in a fresh folder, as a Kaggle dataset is: nothing of the repository around it."""
+    dst = tmp_path / "kaggle" / "input" / "my-bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_bundle_contents_and_export_messages(bundle_dir, exported):
+    out, stdout = bundle_dir
+    man = json.loads((out / "foldkit_bundle.json").read_text())
+    assert man["tta"] == ["none", "hflip"] and man["ensemble"] == "mean" and man["classes"] == list(range(10))
+    assert man["submission_mode"] == "label" and man["sample_submission"] == {"columns": ["id", "label"], "rows": 48}
+    assert [(e["experiment"], e["fold"]) for e in man["members"]] == [("tiny", 0), ("tiny", 1)]
+    for e in man["members"]:
+        assert (out / e["weights"]).is_file() and (out / e["onnx"]).is_file()
+        assert e["onnx_max_abs_diff"] <= 1e-4            # the stated ONNX tolerance
+    assert json.loads((out / "dataset-metadata.json").read_text())["id"] == "someone/tiny-bundle"
+    assert "bundle: " in stdout and " MB" in stdout and "kaggle datasets create -p" in stdout
+    assert "runtime estimate: 48 test images at" in stdout and "-> 48 test images in" in stdout
+    assert "WARNING: on cpu the ensemble needs" in stdout and "over the 0.0001 h budget" in stdout
+    # a bundle is never written over an existing folder
+    r = subprocess.run([sys.executable, str(REPO / "src" / "export.py"), *exported[1], "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "exists and is not empty" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_offline_script_in_a_fresh_folder_matches_predict_byte_for_byte(bundle_dir, exported, tmp_path):
+    root, _, ref = exported
+    b = _fresh_copy(bundle_dir[0], tmp_path)
+    work = tmp_path / "working"
+    work.mkdir()
+    r = subprocess.run([sys.executable, str(b / "predict_offline.py"), "--input-dir", str(root / "input"),
+                        "--out", "submission.csv", "--workers", "0", "--no-progress"], cwd=work,
+                       env=_offline_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"from {b / 'wheels'}" in r.stdout                   # foldkit imported from the bundle's wheel
+    assert (work / "submission.csv").read_bytes() == ref.read_bytes()
+    # a second run never replaces the submission silently
+    r = subprocess.run([sys.executable, str(b / "predict_offline.py"), "--input-dir", str(root / "input"),
+                        "--out", "submission.csv"], cwd=work, env=_offline_env(tmp_path), capture_output=True, text=True)
+    assert r.returncode == 2 and "pass --overwrite" in r.stderr
+
+
+def test_wheel_installs_with_no_index_and_runs_installed(bundle_dir, exported, tmp_path):
+    root, _, ref = exported
+    b = _fresh_copy(bundle_dir[0], tmp_path)
+    target = tmp_path / "site-packages"
+    env = _offline_env(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(b / "wheels"),
+                        "foldkit", "--no-deps", "--target", str(target), "--quiet"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    env = _offline_env(tmp_path, NO_TORCH)   # quick: the torch runner has its own test
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
+    r = subprocess.run([sys.executable, "-m", "foldkit.bundle", "--bundle", str(b), "--input-dir",
+                        str(root / "input"), "--out", str(tmp_path / "s.csv"), "--runner", "onnx"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"from {target / 'foldkit'}" in r.stdout
+    assert (tmp_path / "s.csv").read_bytes() == ref.read_bytes()
+
+
+def test_notebook_is_valid_and_runs_top_to_bottom(bundle_dir, exported, tmp_path):
+    import nbformat
+    root, _, ref = exported
+    b = _fresh_copy(bundle_dir[0], tmp_path)
+    nb = nbformat.read(b / "predict_offline.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata["tags"]
+    # the onnx runner with torch absent keeps this test quick; the torch runner has its own test
+    code[0].source = f"INPUT_DIR = {str(root / 'input')!r}\nOUT = {str(tmp_path / 'nb.csv')!r}\nRUNNER = 'onnx'"
+    script = "\n\n".join(c.source for c in code[:-1])   # the last cell only displays the head
+    r = subprocess.run([sys.executable, "-c", script], cwd=b, env=_offline_env(tmp_path, NO_TORCH),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "nb.csv").read_bytes() == ref.read_bytes()
+
+
+def test_onnx_runner_without_torch_gives_the_same_submission(bundle_dir, exported, tmp_path):
+    root, _, ref = exported
+    b = _fresh_copy(bundle_dir[0], tmp_path)
+    r = subprocess.run([sys.executable, str(b / "predict_offline.py"), "--input-dir", str(root / "input"),
+                        "--out", str(tmp_path / "onnx.csv")], cwd=tmp_path,
+                       env=_offline_env(tmp_path, NO_TORCH), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "onnx runner" in r.stdout                          # auto picked it: torch is not importable
+    assert (tmp_path / "onnx.csv").read_bytes() == ref.read_bytes()
+
+
+def test_runners_and_fp16_safetensors_weights_match_the_kit_probabilities(bundle_dir, exported, tmp_path):
+    from foldkit import bundle, config
+    from foldkit.data import read_competition
+    from foldkit.engine import pick_device
+    from foldkit.experiment import find_experiments
+    from foldkit.export import write_weights
+    from foldkit.inference import load_members, predict_ensemble
+    from foldkit.predicting import make_sources
+    root = exported[0]
+    out = bundle_dir[0]
+    man = bundle.read_manifest(out)
+    comp = read_competition(root / "input")
+    members = load_members(find_experiments(root / "models", ["tiny"]))
+    kit = predict_ensemble(members, make_sources(comp, comp.test, "test", members), tta=man["tta"],
+                           device=pick_device("cpu"), progress=False)
+    cfg = config.resolve(device="cpu", workers=0, progress=False)
+    assert np.array_equal(bundle.predict_torch(out, man, comp, cfg), kit)
+    assert np.abs(bundle.predict_onnx(out, man, comp, cfg) - kit).max() < 1e-5
+    entries = write_weights(members, tmp_path, half=True, safetensors=True)
+    assert all(e["format"] == "safetensors-fp16" for e in entries)
+    small = sum((tmp_path / e["weights"]).stat().st_size for e in entries)
+    assert small < 0.55 * sum((out / e["weights"]).stat().st_size for e in man["members"])
+    half = bundle.predict_torch(tmp_path, dict(man, members=entries), comp, cfg)
+    assert np.abs(half - kit).max() < 1e-2 and (half.argmax(1) == kit.argmax(1)).mean() > 0.95
+
+
+def test_kaggle_input_discovery_and_output_place(exported, tmp_path, monkeypatch):
+    from foldkit import bundle
+    root = exported[0]
+    kaggle = tmp_path / "input"
+    (kaggle / "my-bundle").mkdir(parents=True)
+    monkeypatch.setenv("FOLDKIT_KAGGLE_INPUT", str(kaggle))
+    man = {"competition": "", "sample_submission": {"columns": ["id", "label"]}}
+    with pytest.raises(bundle.BundleError, match="no competition found.*pass --input-dir"):
+        bundle.find_input_dir(man)
+    (kaggle / "digits").symlink_to(root / "input")
+    assert bundle.find_input_dir(man) == kaggle / "digits"           # found by its sample's columns
+    (kaggle / "other").symlink_to(root / "input")
+    with pytest.raises(bundle.BundleError, match="several folders"):
+        bundle.find_input_dir(man)
+    assert bundle.find_input_dir(dict(man, competition="other")) == kaggle / "other"
+    monkeypatch.chdir(tmp_path)
+    assert bundle.submission_path("", overwrite=False) == tmp_path / "submission.csv"
+
+
+def test_runtime_estimate_scales_gpus_and_counts_what_fits():
+    from foldkit.estimate import estimate
+    measured = {"img_per_s": 100.0, "fixed_seconds": 0.0, "images": 256, "what": "test images", "device": "cuda",
+                "gpu_class": "T4", "members": 5, "views": 2}
+    est, lines = estimate(measured, 36_000, ["T4", "A100"], budget_h=0.05)
+    assert est["seconds_here"] == pytest.approx(360) and est["per_gpu"]["A100"] == pytest.approx(90)
+    assert not est["fits"]
+    # 180 s budget, 10 member-views take 360 s: 5 fit
+    assert any("WARNING: on cuda" in l and "about 5 member-view(s) fit" in l and "2 model(s) x 2 view(s)" in l
+               for l in lines)
+    cpu, lines = estimate(dict(measured, gpu_class=None, device="cpu"), 1000, ["T4"], budget_h=1)
+    assert cpu["fits"] and cpu["per_gpu"] == {} and "T4: not estimated" in lines[1]
+
+
+def test_export_help_is_fast():
+    r = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "src" / "export.py"), "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "--onnx" in r.stdout and "--time-budget" in r.stdout
+    assert "torch" not in r.stderr.split()
