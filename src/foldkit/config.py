@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from foldkit.blend import BLENDS
+from foldkit.calibrate import SWITCHES
 from foldkit.errors import ConfigError
 
 # The repository root: default paths live under it, whatever the working directory.
@@ -85,7 +87,7 @@ class Config:
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
-                       choices=["accuracy", "logloss", "f1_macro", "qwk", "auc"])
+                       choices=["accuracy", "logloss", "f1_macro", "qwk", "auc", "f1"])
     patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train")
     amp: str = _opt("auto", "mixed precision: auto (bf16/fp16 on GPU, off on CPU), bf16, fp16, off", "train",
                     choices=["auto", "bf16", "fp16", "off"])
@@ -111,6 +113,15 @@ class Config:
     topk: int = _opt(5, "classes printed for --image", "predict")
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
     report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
+    blend: str = _opt("mean", "how experiments are combined, fitted and scored on their OOF with nested CV: "
+                      + "; ".join(f"{k}: {b.help}" for k, b in BLENDS.items()), "predict", choices=list(BLENDS))
+    calibrate: str = _opt("auto", "temperature scaling fitted on the OOF, applied to the test probabilities "
+                          "(auto: on when the metric is logloss)", "predict", choices=SWITCHES)
+    thresholds: str = _opt("auto", "per-class thresholds (f1, f1_macro) or ordinal cut-points (qwk) fitted on "
+                           "the OOF (auto: on for those metrics)", "predict", choices=SWITCHES)
+
+    # ---- leaderboard ----
+    csv: str = _opt("", "also write the leaderboard table to this CSV file", "leaderboard")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -122,6 +133,7 @@ GROUP_TITLES = {
     "folds": "cross-validation folds",
     "train": "training",
     "predict": "prediction",
+    "leaderboard": "leaderboard",
 }
 
 # Settings that change how a run is executed but not what it learns: an

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("accuracy", "logloss", "f1_macro", "qwk", "auc")
-GREATER_IS_BETTER = {"accuracy": True, "logloss": False, "f1_macro": True, "qwk": True, "auc": True}
+METRICS = ("accuracy", "logloss", "f1_macro", "qwk", "auc", "f1")
+GREATER_IS_BETTER = {"accuracy": True, "logloss": False, "f1_macro": True, "qwk": True, "auc": True, "f1": True}
 
 
 def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
@@ -26,6 +26,11 @@ def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
         return float(skm.log_loss(y, p / p.sum(1, keepdims=True), labels=np.arange(n_classes)))
     if name == "f1_macro":
         return float(skm.f1_score(y, pred, average="macro", labels=np.arange(n_classes), zero_division=0))
+    if name == "f1":  # binary F1 of the positive (second) class
+        if n_classes != 2:
+            raise ValueError(f"metric f1 is the binary F1 of the positive class; this task has {n_classes} "
+                             "classes: use f1_macro")
+        return float(skm.f1_score(y, pred, pos_label=1, labels=[0, 1], zero_division=0))
     if name == "qwk":
         return float(skm.cohen_kappa_score(y, pred, weights="quadratic", labels=np.arange(n_classes)))
     if name == "auc":
