@@ -92,21 +92,23 @@ def main(argv=None) -> None:
             s = scores(root / "reports", n)
             ex = s.get("extra", {})
             rows.append((f"{n} (calibrate {mode})" if a.calibrate else n, s["cv"], ex.get("cv_final_in_sample"),
-                         ex.get("cv_final_nested"), s.get("test_score"), json.dumps(ex.get("plan", {}))))
+                         ex.get("cv_final_nested"), ex.get("test_score_before_postprocessing"), s.get("test_score"),
+                         json.dumps(ex.get("plan", {}))))
     if len(names) > 1:
         for blend in ("mean", "optimize"):
             out = kit("predict.py", *paths, "--experiments", ",".join(names), "--blend", blend, "--no-progress",
                       "--workers", "0")
             ex = scores(root / "reports", names[0])["extra"]
-            rows.append((f"{blend} blend", None, ex["cv_blend_in_sample"], ex["cv_blend_nested"],
-                         scores(root / "reports", names[0]).get("test_score"), json.dumps(ex["plan"]["weights"])))
+            rows.append((f"{blend} blend", None, ex["cv_final_in_sample"], ex["cv_final_nested"],
+                         ex.get("test_score_before_postprocessing"), scores(root / "reports", names[0]).get("test_score"),
+                         json.dumps(ex["plan"])))
             print("\n".join(line for line in out.splitlines() if line.startswith("note:")))
     print(f"\n{a.data}, metric {a.metric}, {a.folds} folds, {a.epochs} epochs, wall {time.time() - t0:.0f}s\n")
-    print("| submission | CV of the experiment | CV in-sample | CV nested | test | fitted |")
-    print("|---|---|---|---|---|---|")
+    print("| submission | CV (raw OOF) | CV in-sample | CV nested | test without post-processing | test | fitted |")
+    print("|---|---|---|---|---|---|---|")
     f = lambda x: "" if x is None else f"{x:.5f}"  # noqa: E731
     for r in rows:
-        print(f"| {r[0]} | {f(r[1])} | {f(r[2])} | {f(r[3])} | {f(r[4])} | `{r[5]}` |")
+        print(f"| {r[0]} | {f(r[1])} | {f(r[2])} | {f(r[3])} | {f(r[4])} | {f(r[5])} | `{r[6]}` |")
 
 
 if __name__ == "__main__":
