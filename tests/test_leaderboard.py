@@ -116,3 +116,16 @@ def test_leaderboard_lists_every_experiment_best_first_with_its_submissions(blen
         assert name in r.stdout
     r = run("leaderboard.py", "--models-dir", str(root / "nothing"))
     assert r.returncode == 0 and "no experiments" in r.stdout
+
+
+def test_help_lists_the_registry_without_torch_and_errors_are_one_line(tmp_path):
+    from foldkit.blend import BLENDS
+    r = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "src" / "leaderboard.py"), "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "--csv" in r.stdout and "torch" not in r.stderr.split()
+    r = run("predict.py", "--help")
+    assert "{" + ",".join(BLENDS) + "}" in r.stdout and "--calibrate" in r.stdout and "--thresholds" in r.stdout
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    r = run("leaderboard.py", "--models-dir", str(tmp_path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "config.json" in r.stderr
