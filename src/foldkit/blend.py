@@ -143,17 +143,10 @@ def held_out(fit: Callable[[np.ndarray], object], predict: Callable[[object, np.
 
 def _nested_plan(probs, y, folds, metric, blend, steps) -> tuple[np.ndarray, np.ndarray]:
     """Held-out predictions of the blend alone and of the whole plan (one fit per fold)."""
-    plans = {}
-
-    def fit(rows):
-        plan = fit_plan(probs[:, rows], y[rows], metric, blend, steps)
-        plans[len(plans)] = plan
-        return plan
-
-    final = held_out(fit, lambda plan, rows: plan.apply(probs[:, rows]), folds)
-    it = iter(plans.values())
-    raw = held_out(lambda rows: next(it), lambda plan, rows: plan.apply(probs[:, rows], raw=True), folds)
-    return raw, final
+    both = held_out(lambda rows: fit_plan(probs[:, rows], y[rows], metric, blend, steps),
+                    lambda plan, rows: np.stack([plan.apply(probs[:, rows], raw=True), plan.apply(probs[:, rows])], 1),
+                    folds)
+    return both[:, 0], both[:, 1]
 
 
 def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, blend: str = "mean",
