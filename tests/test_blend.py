@@ -53,6 +53,7 @@ def test_blend_gain_that_is_pure_overfitting_shows_no_nested_gain_and_the_kit_sa
     assert res["blend_nested"] < best_single
     assert res["blend_in_sample"] - res["blend_nested"] > 0.05
     assert any("does not beat the best single experiment in nested CV" in v for v in res["verdicts"])
+    assert any("do not beat the plain mean in nested CV" in v for v in res["verdicts"])
 
 
 def test_optimized_weights_find_the_informative_experiment_and_gain_in_nested_cv():
@@ -65,7 +66,8 @@ def test_optimized_weights_find_the_informative_experiment_and_gain_in_nested_cv
     mean = blend.evaluate(np.stack([weak, good]), y, folds, "logloss", "mean", names=["weak", "good"])
     w = dict(zip(opt["names"], opt["plan"].weights))
     assert w["good"] > 0.7 and abs(sum(w.values()) - 1) < 1e-9 and min(w.values()) >= 0
-    assert opt["blend_nested"] < mean["blend_nested"]
+    assert opt["blend_nested"] < mean["blend_nested"] and opt["mean_blend"] == mean["blend_nested"]
+    assert not any("plain mean" in v for v in opt["verdicts"])
 
 
 def test_rank_blend_ignores_each_experiment_s_calibration():

@@ -167,6 +167,8 @@ def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, b
         "final_nested": score(metric, y, final_nested),
         "plan": plan, "names": names, "rows": int(len(y)), "folds": sorted(int(f) for f in np.unique(folds)),
     }
+    if BLENDS[blend].fitted and len(probs) > 1:   # unfitted: its nested CV is its in-sample CV
+        res["mean_blend"] = score(metric, y, weighted_mean(probs, _equal_weights(probs, y, metric)))
     res["verdicts"] = verdicts(res)
     return res
 
@@ -182,6 +184,9 @@ def verdicts(res: dict) -> list[str]:
         out.append(f"the {res['blend']} blend does not beat the best single experiment in nested CV "
                    f"({metric} {res['blend_nested']:.5f} vs {best_name} {best:.5f}): submit {best_name} alone "
                    f"(predict.py --experiments {best_name})")
+    if "mean_blend" in res and not better(res["blend_nested"], res["mean_blend"]):
+        out.append(f"the fitted {res['blend']} weights do not beat the plain mean in nested CV "
+                   f"({metric} {res['blend_nested']:.5f} vs {res['mean_blend']:.5f}): prefer --blend mean")
     if res["steps"] and not better(res["final_nested"], res["blend_nested"]):
         out.append(f"post-processing ({', '.join(res['steps'])}) does not improve nested CV "
                    f"({metric} {res['final_nested']:.5f} vs {res['blend_nested']:.5f} without): it overfits "
@@ -269,4 +274,5 @@ def report_extra(res: dict) -> dict:
     return {"plan": res["plan"].describe(res["names"]), "cv_singles": res["singles"],
             "cv_blend_in_sample": res["blend_in_sample"], "cv_blend_nested": res["blend_nested"],
             "cv_final_in_sample": res["final_in_sample"], "cv_final_nested": res["final_nested"],
-            "cv_rows": res["rows"], "verdicts": res["verdicts"]}
+            "cv_rows": res["rows"], "verdicts": res["verdicts"],
+            **({"cv_mean_blend": res["mean_blend"]} if "mean_blend" in res else {})}
