@@ -158,3 +158,13 @@ def test_experiments_on_different_folds_fall_back_to_the_mean_and_say_so(tmp_pat
     res = blend.from_experiments([a, b], [0, 1], "optimize", log=lines.append)
     assert res["cv"] is None and res["plan"].blend == "mean" and not res["plan"].steps
     assert any("cannot be blended on OOF" in s and "mean" in s for s in lines)
+
+
+def test_one_finished_fold_gives_in_sample_figures_and_says_there_is_no_nested_cv():
+    logits, y = _sampled(200, 3, 2.0)
+    p = softmax(logits / 2, 1)
+    res = blend.evaluate(np.stack([p, softmax(logits / 3, 1)]), y, np.zeros(200, int), "logloss", "optimize",
+                         ("temperature",))
+    assert res["blend_nested"] is None and res["final_nested"] is None
+    assert res["final_in_sample"] < res["blend_in_sample"]
+    assert res["verdicts"] == ["one fold only: no nested CV, the fitted figures are in-sample"]

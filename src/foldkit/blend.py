@@ -158,13 +158,15 @@ def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, b
     names = names or [f"exp{i}" for i in range(len(probs))]
     plan = fit_plan(probs, y, metric, blend, steps)
     singles = {n: score(metric, y, p) for n, p in zip(names, probs)}
-    raw_nested, final_nested = _nested_plan(probs, y, folds, metric, blend, steps)
+    nested = (None, None)                          # one fold: nothing to hold out
+    if len(np.unique(folds)) > 1:
+        nested = tuple(score(metric, y, p) for p in _nested_plan(probs, y, folds, metric, blend, steps))
     res = {
         "metric": metric, "blend": blend, "steps": list(steps), "singles": singles,
         "blend_in_sample": score(metric, y, plan.apply(probs, raw=True)),
-        "blend_nested": score(metric, y, raw_nested),
+        "blend_nested": nested[0],
         "final_in_sample": score(metric, y, plan.apply(probs)),
-        "final_nested": score(metric, y, final_nested),
+        "final_nested": nested[1],
         "plan": plan, "names": names, "rows": int(len(y)), "folds": sorted(int(f) for f in np.unique(folds)),
     }
     if BLENDS[blend].fitted and len(probs) > 1:   # unfitted: its nested CV is its in-sample CV
@@ -177,6 +179,10 @@ def verdicts(res: dict) -> list[str]:
     """Plain-language warnings: a blend or post-processing that does not pay off in nested CV."""
     metric, up = res["metric"], GREATER_IS_BETTER[res["metric"]]
     better = (lambda a, b: a > b) if up else (lambda a, b: a < b)
+    if res["blend_nested"] is None:
+        fitted = BLENDS[res["blend"]].fitted and len(res["singles"]) > 1
+        return [f"one fold only: no nested CV, the {'fitted ' if fitted or res['steps'] else ''}figures are "
+                "in-sample"] if fitted or res["steps"] else []
     out = []
     best_name = (max if up else min)(res["singles"], key=res["singles"].get)
     best = res["singles"][best_name]
@@ -242,7 +248,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     y = np.array([cidx[str(v)] for v in oofs[0].loc[common, "label"]])
     folds = oofs[0].loc[common, "fold"].to_numpy()
     res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds), names)
-    res["cv"] = res["final_nested"]
+    res["cv"] = res["final_nested"] if res["final_nested"] is not None else res["final_in_sample"]
     for line in summary_lines(res):
         log(line)
     return res
