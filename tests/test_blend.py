@@ -107,18 +107,18 @@ def test_binary_threshold_fitted_on_oof_improves_f1_on_skewed_classes():
 
 
 def test_macro_f1_class_weights_help_the_rare_class():
-    logits, y = _sampled(1500, 3, 1.5)
+    logits, y = _sampled(800, 3, 1.5)
     biased = softmax(logits + np.array([1.5, 0.0, -1.5]), 1)   # a prior shift against class 2
-    res = blend.evaluate(biased[None], y, np.arange(1500) % 5, "f1_macro", "mean", ("thresholds",))
+    res = blend.evaluate(biased[None], y, np.arange(800) % 5, "f1_macro", "mean", ("thresholds",))
     assert res["final_nested"] > res["blend_nested"] + 0.02
 
 
 def test_qwk_cutpoints_fitted_on_oof_improve_qwk():
     rng = np.random.default_rng(RNG_SEED)
-    z = rng.normal(size=1000) * 1.5 + 2
-    y = np.clip(np.round(z + rng.normal(size=1000) * 0.5), 0, 4).astype(int)
+    z = rng.normal(size=600) * 1.5 + 2
+    y = np.clip(np.round(z + rng.normal(size=600) * 0.5), 0, 4).astype(int)
     shrunk = softmax(-(np.arange(5)[None] - (0.5 * z[:, None] + 1)) ** 2, 1)   # pulled to the middle
-    res = blend.evaluate(shrunk[None], y, np.arange(1000) % 5, "qwk", "mean", calibrate.steps_for("qwk"))
+    res = blend.evaluate(shrunk[None], y, np.arange(600) % 5, "qwk", "mean", calibrate.steps_for("qwk"))
     assert res["steps"] == ["cutpoints"]
     assert res["final_nested"] > res["blend_nested"] + 0.05
 

@@ -53,15 +53,21 @@ def digits_32_module():
 
 @pytest.fixture(scope="module")
 def blended(two):
+    """predict.py --blend optimize (its main(), in-process: no second torch import)."""
+    import contextlib
+    import io
+
+    import predict
     root, paths = two
-    r = run("predict.py", *paths, "--experiments", "s24,s32", "--blend", "optimize", "--no-progress")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return root, paths, r
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        predict.main([*paths, "--experiments", "s24,s32", "--blend", "optimize", "--no-progress", "--workers", "0"])
+    return root, paths, out.getvalue()
 
 
 def test_predict_blend_optimize_reports_nested_and_in_sample_cv_and_submits(blended):
-    root, _, r = blended
-    assert "optimize blend of 2 experiments" in r.stdout and "nested" in r.stdout
+    root, _, stdout = blended
+    assert "optimize blend of 2 experiments" in stdout and "nested" in stdout
     extra = json.loads((root / "reports" / "s24" / "cv_scores.json").read_text())["extra"]
     weights = extra["plan"]["weights"]
     assert set(weights) == {"s24", "s32"} and sum(weights.values()) == pytest.approx(1, abs=1e-3)
@@ -76,7 +82,7 @@ def test_predict_blend_optimize_reports_nested_and_in_sample_cv_and_submits(blen
     sample = pd.read_csv(root / "input" / "sample_submission.csv", dtype=str)
     sub = pd.read_csv(subs[0], dtype=str)
     assert list(sub.columns) == list(sample.columns) and len(sub) == len(sample)
-    assert "test accuracy" in r.stdout
+    assert "test accuracy" in stdout
 
 
 def test_temperature_fitted_on_oof_changes_the_submitted_probabilities(two, capsys):
