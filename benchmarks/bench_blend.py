@@ -98,10 +98,10 @@ def main(argv=None) -> None:
         for blend in ("mean", "optimize"):
             out = kit("predict.py", *paths, "--experiments", ",".join(names), "--blend", blend, "--no-progress",
                       "--workers", "0")
-            ex = scores(root / "reports", names[0])["extra"]
+            s = scores(root / "reports", names[0])
+            ex = s["extra"]
             rows.append((f"{blend} blend", None, ex["cv_final_in_sample"], ex["cv_final_nested"],
-                         ex.get("test_score_before_postprocessing"), scores(root / "reports", names[0]).get("test_score"),
-                         json.dumps(ex["plan"])))
+                         ex.get("test_score_before_postprocessing"), s.get("test_score"), json.dumps(ex["plan"])))
             print("\n".join(line for line in out.splitlines() if line.startswith("note:")))
     print(f"\n{a.data}, metric {a.metric}, {a.folds} folds, {a.epochs} epochs, wall {time.time() - t0:.0f}s\n")
     print("| submission | CV (raw OOF) | CV in-sample | CV nested | test without post-processing | test | fitted |")

@@ -140,8 +140,8 @@ def _fake_experiment(models, name, probs, y, folds, sha):
                                            "folds_sha256": sha, "n_folds": 2, "model": "m"}))
     for k in np.unique(folds):
         m = folds == k
-        rows = ["id,fold,label,pred,prob_0,prob_1"] + [f"r{i},{k},{y[i]},{probs[i].argmax()},{probs[i, 0]},{probs[i, 1]}"
-                                                        for i in np.flatnonzero(m)]
+        rows = ["id,fold,label,pred,prob_0,prob_1"] + [
+            f"r{i},{k},{y[i]},{probs[i].argmax()},{probs[i, 0]},{probs[i, 1]}" for i in np.flatnonzero(m)]
         exp.oof(k).write_text("\n".join(rows) + "\n")
         exp.summary_path(k).write_text(json.dumps({"fold": int(k), "seconds": 30.0}))
         exp.checkpoint(k).write_bytes(b"")

@@ -77,10 +77,6 @@ def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.5f}"
-
-
 def run_predict(cfg, log=print) -> dict:
     from foldkit.data import decode_image, read_competition
     from foldkit.folds import read_folds
