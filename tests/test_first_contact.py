@@ -110,16 +110,16 @@ def test_probability_submission_in_the_samples_column_order(leafy):
 
 
 def test_cross_experiment_cv_uses_the_rows_both_have(leafy):
+    from foldkit.blend import from_experiments
     from foldkit.experiment import find_experiments
-    from foldkit.predicting import experiments_cv
     from foldkit.report import load_oof
     exps = find_experiments(leafy / "models", ["a", "b"])
     fold0 = load_oof(exps[0].dir, [0])[0]
-    for order in (exps, exps[::-1]):
+    for order in (exps, exps[::-1]):      # one experiment has fewer finished folds, either way round
         lines = []
-        cv, metric = experiments_cv(order, CLASSES, "mean", log=lines.append)
-        assert cv is not None and any(f"on the {len(fold0)} OOF rows every experiment has (folds [0])" in m
-                                      for m in lines), lines
+        res = from_experiments(order, CLASSES, "mean", log=lines.append)
+        assert res["cv"] is not None and any(f"on the {len(fold0)} OOF rows every experiment has" in m
+                                             for m in lines), lines
 
 
 def test_unfinished_fold_counts_nowhere(leafy, tmp_path):

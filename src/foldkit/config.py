@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from foldkit.augment import PRESETS
 from foldkit.ensemble import ENSEMBLE_MODES
+from foldkit.blend import BLENDS
+from foldkit.calibrate import SWITCHES
 from foldkit.errors import ConfigError
 from foldkit.metrics import METRICS
 
@@ -140,6 +142,15 @@ class Config:
     topk: int = _opt(5, "classes printed for --image", "predict")
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
     report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
+    blend: str = _opt("mean", "how experiments are combined, fitted and scored on their OOF with nested CV: "
+                      + "; ".join(f"{k}: {b.help}" for k, b in BLENDS.items()), "predict", choices=list(BLENDS))
+    calibrate: str = _opt("auto", "temperature scaling fitted on the OOF, applied to the test probabilities "
+                          "(auto: on when the metric is logloss)", "predict", choices=SWITCHES)
+    thresholds: str = _opt("auto", "per-class thresholds (f1, f1_macro) or ordinal cut-points (qwk) fitted on "
+                           "the OOF (auto: on for those metrics)", "predict", choices=SWITCHES)
+
+    # ---- leaderboard ----
+    csv: str = _opt("", "also write the leaderboard table to this CSV file", "leaderboard")
 
     # ---- export: the offline inference bundle for Kaggle code competitions (src/export.py) ----
     out: str = _opt("", "export.py: the bundle folder (default: bundle/); predict_offline.py: the submission "
@@ -175,6 +186,7 @@ GROUP_TITLES = {
     "audit": "data audit",
     "export": "export (offline bundle)",
     "offline": "offline prediction (bundle)",
+    "leaderboard": "leaderboard",
 }
 
 # Settings that change how a run is executed but not what it learns: an

@@ -11,6 +11,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from foldkit.errors import ConfigError
+
 
 class Metric(NamedTuple):
     fn: Callable[[np.ndarray, np.ndarray], float]
@@ -34,6 +36,14 @@ def _f1_macro(y, probs):
                               zero_division=0))
 
 
+def _f1(y, probs):
+    from sklearn import metrics as skm
+    if probs.shape[1] != 2:
+        raise ConfigError(f"metric f1 is the binary F1 of the positive (second) class; this task has "
+                          f"{probs.shape[1]} classes: use --metric f1_macro")
+    return float(skm.f1_score(y, probs.argmax(1), pos_label=1, labels=[0, 1], zero_division=0))
+
+
 def _qwk(y, probs):
     from sklearn import metrics as skm
     return float(skm.cohen_kappa_score(y, probs.argmax(1), weights="quadratic", labels=np.arange(probs.shape[1])))
@@ -54,6 +64,7 @@ METRICS: dict[str, Metric] = {
     "f1_macro": Metric(_f1_macro, True),
     "qwk": Metric(_qwk, True),
     "auc": Metric(_auc, True),
+    "f1": Metric(_f1, True),      # binary: F1 of the positive class
 }
 GREATER_IS_BETTER = {name: m.greater_is_better for name, m in METRICS.items()}
 

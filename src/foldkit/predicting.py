@@ -78,47 +78,6 @@ def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def experiments_cv(exps, classes, how: str, log=print) -> tuple[float | None, str]:
-    """CV of each experiment on its finished folds; for several experiments on the same folds, the
-    CV of their ensemble on the OOF rows they all have (an experiment may have fewer finished
-    folds: the others' extra rows are left out, and the log says so). Returns (cv, metric)."""
-    from foldkit.report import cv_summary, load_oof, prob_columns
-    oofs, metric = [], None
-    for e in exps:
-        m = e.config().get("metric", "accuracy")
-        metric = metric or m
-        oof, _ = load_oof(e.dir, e.finished_folds())
-        rep = cv_summary(oof, classes, m)
-        oofs.append(oof.set_index("id"))
-        log(f"{e.name}: CV {rep['metric']} {_fmt(rep['cv'])} (folds {_fmt(rep['cv_mean'])} ± "
-            f"{_fmt(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})")
-    if len(exps) == 1:
-        return rep["cv"], metric
-    if len({e.config().get("folds_sha256") for e in exps}) > 1:
-        log("experiments were trained on different folds: no combined CV score (their OOF rows do not line up)")
-        return None, metric
-    common = oofs[0].index
-    for o in oofs[1:]:
-        common = common.intersection(o.index, sort=False)
-    if len(common) == 0:
-        log("experiments share no finished fold: no combined CV score")
-        return None, metric
-    dropped = sorted({len(o) - len(common) for o in oofs})
-    if dropped != [0]:
-        folds = sorted(set(oofs[0].loc[common, "fold"].tolist()))
-        log(f"combined CV on the {len(common)} OOF rows every experiment has (folds {folds}); "
-            f"{', '.join(f'{e.name}: {len(o) - len(common)}' for e, o in zip(exps, oofs))} row(s) left out")
-    p = combine([o.loc[common, prob_columns(classes)].to_numpy() for o in oofs], how)
-    y = np.array([{str(c): j for j, c in enumerate(classes)}[str(v)] for v in oofs[0].loc[common, "label"]])
-    cv = metrics.score(metric, y, p)
-    log(f"ensemble of {len(exps)} experiments: CV {metric} {cv:.5f}")
-    return cv, metric
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.5f}"
-
-
 def rare_class_notes(meta: dict) -> dict:
     """What the report says about classes with fewer samples than folds (folds_meta.json)."""
     rare = (meta.get("rare_classes") or {})
@@ -160,7 +119,10 @@ def run_predict(cfg, log=print) -> dict:
             return comp.pixels("train")[int(table["index"].iloc[k])]
         return decode_image(Path(comp.root) / table["path"].iloc[k])
 
-    cv, metric = experiments_cv(exps, classes, cfg.ensemble, log)
+    # ---- blend weights + post-processing fitted on the experiments' OOF, with nested CV (foldkit.blend)
+    from foldkit import blend
+    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log)
+    cv, metric, plan, blend_extra = fitted["cv"], fitted["metric"], fitted["plan"], blend.report_extra(fitted)
 
     notes = rare_class_notes(meta)
     for line in notes.values():
@@ -172,12 +134,12 @@ def run_predict(cfg, log=print) -> dict:
                 write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
                              folds=e.finished_folds(), extra={**notes, **(extra or {})}, **kw)
                 log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
-    out.update(metric=metric, cv=cv)
+    out.update(metric=metric, cv=cv, blend=blend_extra)
 
     # ---- test predictions
     if comp.test is None or len(comp.test) == 0:
         log(f"no test images in {comp.root}: report only, no submission")
-        write_reports()
+        write_reports(extra=blend_extra)
         return out
     if comp.test_problems:
         more = f"\n  ... and {len(comp.test_problems) - 10} more" if len(comp.test_problems) > 10 else ""
@@ -192,8 +154,13 @@ def run_predict(cfg, log=print) -> dict:
     workers = auto_workers(cfg.workers, cached=comp.source_col == "index")
     sources = make_sources(comp, comp.test, "test", members)
     t1 = time.time()
-    probs = predict_ensemble(members, sources, tta=views, device=device, dtype=dtype, channels_last=channels_last,
-                             batch_size=cfg.batch_size, workers=workers, how=cfg.ensemble, progress=cfg.progress)
+    _, per_member = predict_ensemble(members, sources, tta=views, device=device, dtype=dtype,
+                                     channels_last=channels_last, batch_size=cfg.batch_size, workers=workers,
+                                     how=cfg.ensemble, progress=cfg.progress, return_members=True)
+    # ---- each experiment's folds averaged (--ensemble), then the plan fitted on OOF (--blend, post-processing)
+    per_exp = np.stack([combine([p for m, p in zip(members, per_member) if m.path.parent == e.dir], cfg.ensemble)
+                        for e in exps])
+    probs, probs_raw = plan.apply(per_exp), plan.apply(per_exp, raw=True)
     dt = time.time() - t1
     log(f"predicted {len(probs)} test images with {len(members)} models x {len(views)} views in {dt:.1f}s "
         f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
@@ -220,9 +187,13 @@ def run_predict(cfg, log=print) -> dict:
         test_acc = float((probs[keep].argmax(1) == y).mean())
         out.update(test_score=test_score, test_accuracy=test_acc)
         log(f"test {metric}: {test_score:.5f} (accuracy {test_acc:.4f}) on {int(keep.sum())} labelled test images")
-        write_reports(test_score=test_score, extra={"test_accuracy": test_acc, "submission": str(path)})
+        if plan.steps:
+            raw_score = metrics.score(metric, y, probs_raw[keep])
+            out["test_score_before_postprocessing"] = blend_extra["test_score_before_postprocessing"] = raw_score
+            log(f"test {metric} without post-processing: {raw_score:.5f}")
+        write_reports(test_score=test_score, extra={"test_accuracy": test_acc, "submission": str(path), **blend_extra})
     else:
-        write_reports(extra={"submission": str(path)})
+        write_reports(extra={"submission": str(path), **blend_extra})
     msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
     cmd = submission.kaggle_command(cfg.submit, path, msg)
     log("upload with: " + " ".join(f'"{c}"' if " " in c else c for c in cmd))

@@ -1,0 +1,284 @@
+"""Blending experiments on their out-of-fold (OOF) predictions, with honest nested CV.
+
+Pure functions over numpy arrays: ``probs`` is (E, N, C), one OOF probability matrix per
+experiment on the same N training rows, ``y`` the (N,) class indexes, ``folds`` the (N,) fold
+numbers. Nothing here touches a model, so every figure can be recomputed from the OOF files.
+
+    BLENDS            the one registry of blend modes (predict.py's --blend choices come from it)
+    fit_plan          blend weights + post-processing (foldkit.calibrate) fitted on given rows
+    evaluate          in-sample and nested CV of single experiments, the blend and the plan
+    held_out          nested CV: fit on K-1 folds' rows, predict the held-out fold, for each fold
+    from_experiments  the above for experiment folders (their OOF files), as predict.py uses it
+
+Nested CV is what tells a fitted blend or threshold from overfitting: the weights that score
+fold k never saw fold k's rows. The submission itself uses the plan fitted on all OOF rows.
+
+This module must not import torch (config reads BLENDS for --help).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from foldkit.metrics import GREATER_IS_BETTER, score
+
+
+def _equal_weights(probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    return np.full(len(probs), 1.0 / len(probs))
+
+
+def weighted_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.tensordot(w, probs, axes=1)
+
+
+def weighted_geometric(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted mean of log-probabilities, renormalised (= a weighted logit mean)."""
+    from scipy.special import softmax
+    return softmax(np.tensordot(w, np.log(np.clip(probs, 1e-15, 1.0)), axes=1), axis=1)
+
+
+def rank_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted mean of each class column's ranks (scipy rankdata, scaled to (0, 1]) across rows,
+    rows renormalised to sum to 1. For AUC only the order within a column counts; for a binary
+    task the renormalisation keeps that order, for more classes it may move it slightly."""
+    from scipy.stats import rankdata
+    r = rankdata(probs, axis=1) / probs.shape[1]
+    p = np.tensordot(w, r, axes=1)
+    return p / p.sum(1, keepdims=True)
+
+
+def hill_climb(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable = weighted_mean,
+               max_steps: int = 100) -> np.ndarray:
+    """Non-negative weights summing to 1 that optimise `metric`: greedy forward selection with
+    replacement (Caruana et al. 2004, the Kaggle ensembling recipe). Starts from the best single
+    experiment and adds the one whose extra copy improves the blend most, until none does.
+    Hand-written: no library of the kit's dependencies does ensemble selection on arbitrary metrics."""
+    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    singles = np.array([sign * score(metric, y, p) for p in probs])
+    counts = np.zeros(len(probs))
+    counts[int(np.nanargmax(singles))] = 1
+    best = float(np.nanmax(singles))
+    for _ in range(max_steps):
+        trials = []
+        for e in range(len(probs)):
+            c = counts.copy()
+            c[e] += 1
+            trials.append(sign * score(metric, y, combine(probs, c / c.sum())))
+        e = int(np.nanargmax(trials))
+        if not trials[e] > best + 1e-12:
+            break
+        counts[e] += 1
+        best = trials[e]
+    return counts / counts.sum()
+
+
+@dataclass(frozen=True)
+class Blend:
+    fit: Callable[[np.ndarray, np.ndarray, str], np.ndarray]   # (probs, y, metric) -> weights (E,)
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray]    # (probs, weights) -> (N, C)
+    fitted: bool                                               # weights learnt from OOF?
+    help: str
+
+
+BLENDS: dict[str, Blend] = {
+    "mean": Blend(_equal_weights, weighted_mean, False, "equal-weight mean of the experiments' probabilities"),
+    "geometric": Blend(_equal_weights, weighted_geometric, False, "equal-weight mean of log-probabilities"),
+    "optimize": Blend(hill_climb, weighted_mean, True,
+                      "weights fitted on the OOF for the competition metric (hill climbing with replacement)"),
+    "rank": Blend(_equal_weights, rank_mean, False, "mean of per-class ranks (for AUC)"),
+}
+
+
+# --------------------------------------------------------------------------- plan = blend + post-processing
+
+@dataclass
+class Plan:
+    """What is applied to the test probabilities: blend weights, then post-processing steps."""
+    blend: str
+    weights: np.ndarray
+    steps: list = field(default_factory=list)          # [(name, params)] from foldkit.calibrate
+
+    def apply(self, probs: np.ndarray, raw: bool = False) -> np.ndarray:
+        from foldkit.calibrate import POSTPROCESS
+        p = BLENDS[self.blend].combine(np.asarray(probs, dtype=np.float64), self.weights)
+        if not raw:
+            for name, params in self.steps:
+                p = POSTPROCESS[name].apply(p, params)
+        return p
+
+    def describe(self, names: list[str]) -> dict:
+        from foldkit.calibrate import POSTPROCESS
+        return {"blend": self.blend, "weights": {n: round(float(w), 4) for n, w in zip(names, self.weights)},
+                **{name: POSTPROCESS[name].describe(params) for name, params in self.steps}}
+
+
+def fit_plan(probs: np.ndarray, y: np.ndarray, metric: str, blend: str = "mean", steps: tuple = ()) -> Plan:
+    from foldkit.calibrate import POSTPROCESS
+    w = BLENDS[blend].fit(probs, y, metric)
+    p = BLENDS[blend].combine(probs, w)
+    fitted = []
+    for name in steps:
+        params = POSTPROCESS[name].fit(p, y, metric)
+        p = POSTPROCESS[name].apply(p, params)
+        fitted.append((name, params))
+    return Plan(blend, w, fitted)
+
+
+def held_out(fit: Callable[[np.ndarray], object], predict: Callable[[object, np.ndarray], np.ndarray],
+             folds: np.ndarray) -> np.ndarray:
+    """Nested CV predictions: for each fold k, fit(rows not in k) then predict(params, rows in k).
+    `fit` and `predict` take boolean row masks; returns the held-out predictions of every row."""
+    folds = np.asarray(folds)
+    out = None
+    for k in np.unique(folds):
+        test = folds == k
+        p = predict(fit(~test), test)
+        if out is None:
+            out = np.zeros((len(folds),) + p.shape[1:])
+        out[test] = p
+    return out
+
+
+def _nested_plan(probs, y, folds, metric, blend, steps) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out predictions of the blend alone and of the whole plan (one fit per fold)."""
+    both = held_out(lambda rows: fit_plan(probs[:, rows], y[rows], metric, blend, steps),
+                    lambda plan, rows: np.stack([plan.apply(probs[:, rows], raw=True), plan.apply(probs[:, rows])], 1),
+                    folds)
+    return both[:, 0], both[:, 1]
+
+
+def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, blend: str = "mean",
+             steps: tuple = (), names: list[str] | None = None) -> dict:
+    """Every CV figure of a blend: each experiment alone, the blend in-sample (weights fitted on
+    all rows) and nested (weights fitted without the scored fold), the same with the
+    post-processing steps, and the plan fitted on all rows (the one the submission uses)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    names = names or [f"exp{i}" for i in range(len(probs))]
+    plan = fit_plan(probs, y, metric, blend, steps)
+    singles = {n: score(metric, y, p) for n, p in zip(names, probs)}
+    nested = (None, None)                          # one fold: nothing to hold out
+    if len(np.unique(folds)) > 1:
+        nested = tuple(score(metric, y, p) for p in _nested_plan(probs, y, folds, metric, blend, steps))
+    res = {
+        "metric": metric, "blend": blend, "steps": list(steps), "singles": singles,
+        "blend_in_sample": score(metric, y, plan.apply(probs, raw=True)),
+        "blend_nested": nested[0],
+        "final_in_sample": score(metric, y, plan.apply(probs)),
+        "final_nested": nested[1],
+        "plan": plan, "names": names, "rows": int(len(y)), "folds": sorted(int(f) for f in np.unique(folds)),
+    }
+    if BLENDS[blend].fitted and len(probs) > 1:   # unfitted: its nested CV is its in-sample CV
+        res["mean_blend"] = score(metric, y, weighted_mean(probs, _equal_weights(probs, y, metric)))
+    res["verdicts"] = verdicts(res)
+    return res
+
+
+def verdicts(res: dict) -> list[str]:
+    """Plain-language warnings: a blend or post-processing that does not pay off in nested CV."""
+    metric, up = res["metric"], GREATER_IS_BETTER[res["metric"]]
+    better = (lambda a, b: a > b) if up else (lambda a, b: a < b)
+    if res["blend_nested"] is None:
+        fitted = BLENDS[res["blend"]].fitted and len(res["singles"]) > 1
+        return [f"one fold only: no nested CV, the {'fitted ' if fitted or res['steps'] else ''}figures are "
+                "in-sample"] if fitted or res["steps"] else []
+    out = []
+    best_name = (max if up else min)(res["singles"], key=res["singles"].get)
+    best = res["singles"][best_name]
+    if len(res["singles"]) > 1 and not better(res["blend_nested"], best):
+        out.append(f"the {res['blend']} blend does not beat the best single experiment in nested CV "
+                   f"({metric} {res['blend_nested']:.5f} vs {best_name} {best:.5f}): submit {best_name} alone "
+                   f"(predict.py --experiments {best_name})")
+    if "mean_blend" in res and not better(res["blend_nested"], res["mean_blend"]):
+        out.append(f"the fitted {res['blend']} weights do not beat the plain mean in nested CV "
+                   f"({metric} {res['blend_nested']:.5f} vs {res['mean_blend']:.5f}): prefer --blend mean")
+    if res["steps"] and not better(res["final_nested"], res["blend_nested"]):
+        out.append(f"post-processing ({', '.join(res['steps'])}) does not improve nested CV "
+                   f"({metric} {res['final_nested']:.5f} vs {res['blend_nested']:.5f} without): it overfits "
+                   f"the OOF; turn it off (--calibrate off / --thresholds off)")
+    return out
+
+
+# --------------------------------------------------------------------------- experiment folders
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.5f}"
+
+
+def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: str = "auto",
+                     thresholds: str = "auto", log=print) -> dict:
+    """Fit and evaluate the plan of predict.py on the experiments' OOF files (finished folds only).
+
+    Experiments trained on other folds cannot be blended on OOF (their rows do not line up): the
+    log says so and the plan falls back to an unfitted mean without post-processing, CV None.
+    Experiments with fewer finished folds than others are compared on the rows all have.
+    calibrate / thresholds: on, off or auto (foldkit.calibrate.steps_for, from the metric).
+    Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
+    from foldkit.calibrate import steps_for
+    from foldkit.report import cv_summary, load_oof, prob_columns
+    oofs, metric = [], None
+    for e in exps:
+        m = e.config().get("metric", "accuracy")
+        metric = metric or m
+        oof, _ = load_oof(e.dir, e.finished_folds())
+        rep = cv_summary(oof, classes, m)
+        oofs.append(oof.set_index("id"))
+        log(f"{e.name}: CV {rep['metric']} {_f(rep['cv'])} (folds {_f(rep['cv_mean'])} ± "
+            f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})")
+    names = [e.name for e in exps]
+    fallback = {"metric": metric, "cv": None, "plan": Plan("mean", np.full(len(exps), 1.0 / len(exps))),
+                "names": names, "verdicts": []}
+    if len({e.config().get("folds_sha256") for e in exps}) > 1:
+        log("experiments were trained on different folds: they cannot be blended on OOF (their rows do not "
+            "line up); falling back to the mean blend, without post-processing and without a combined CV")
+        return fallback
+    common = oofs[0].index
+    for o in oofs[1:]:
+        common = common.intersection(o.index, sort=False)
+    if len(common) == 0:
+        log("experiments share no finished fold: mean blend, no combined CV")
+        return fallback
+    if sorted({len(o) - len(common) for o in oofs}) != [0]:
+        log(f"blend fitted and scored on the {len(common)} OOF rows every experiment has; "
+            f"{', '.join(f'{n}: {len(o) - len(common)}' for n, o in zip(names, oofs))} row(s) left out")
+    cols = prob_columns(classes)
+    probs = np.stack([o.loc[common, cols].to_numpy(dtype=np.float64) for o in oofs])
+    cidx = {str(c): j for j, c in enumerate(classes)}
+    y = np.array([cidx[str(v)] for v in oofs[0].loc[common, "label"]])
+    folds = oofs[0].loc[common, "fold"].to_numpy()
+    res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds), names)
+    res["cv"] = res["final_nested"] if res["final_nested"] is not None else res["final_in_sample"]
+    for line in summary_lines(res):
+        log(line)
+    return res
+
+
+def summary_lines(res: dict) -> list[str]:
+    m, plan = res["metric"], res["plan"]
+    lines = []
+    if len(res["names"]) > 1:
+        w = ", ".join(f"{n} {x:.3f}" for n, x in zip(res["names"], plan.weights))
+        lines.append(f"{res['blend']} blend of {len(res['names'])} experiments on {res['rows']} OOF rows "
+                     f"(folds {res['folds']}), weights: {w}")
+        lines.append(f"  blend CV {m}: in-sample {_f(res['blend_in_sample'])}, nested {_f(res['blend_nested'])} "
+                     "(weights fitted without the scored fold)")
+    if res["steps"]:
+        from foldkit.calibrate import POSTPROCESS
+        fitted = "; ".join(f"{n} {POSTPROCESS[n].describe(p)}" for n, p in plan.steps)
+        lines.append(f"  post-processing fitted on OOF: {fitted}")
+        lines.append(f"  CV {m} before -> after: in-sample {_f(res['blend_in_sample'])} -> "
+                     f"{_f(res['final_in_sample'])}, nested {_f(res['blend_nested'])} -> {_f(res['final_nested'])}")
+    lines += [f"note: {v}" for v in res["verdicts"]]
+    return lines
+
+
+def report_extra(res: dict) -> dict:
+    """The figures recorded in cv_scores.json `extra` and report.html."""
+    if res.get("plan") is None or "blend_nested" not in res:
+        return {"blend": "mean (not fitted: experiments on different folds)"} if len(res.get("names", [])) > 1 else {}
+    return {"plan": res["plan"].describe(res["names"]), "cv_singles": res["singles"],
+            "cv_blend_in_sample": res["blend_in_sample"], "cv_blend_nested": res["blend_nested"],
+            "cv_final_in_sample": res["final_in_sample"], "cv_final_nested": res["final_nested"],
+            "cv_rows": res["rows"], "verdicts": res["verdicts"],
+            **({"cv_mean_blend": res["mean_blend"]} if "mean_blend" in res else {})}

@@ -1,0 +1,158 @@
+"""Post-processing fitted on out-of-fold (OOF) predictions only, for the competition metric.
+
+Pure functions over numpy arrays (probs (N, C), y (N,) class indexes). Each step is a
+(fit, apply, describe) triple in the POSTPROCESS registry; foldkit.blend fits them after the
+blend and measures them with nested CV (fit on K-1 folds, score the held-out fold).
+
+    temperature  one scalar T: softmax(log p / T). Fitted by scipy's minimize_scalar on the OOF
+                 log loss. Label smoothing makes raw probabilities under-confident (T < 1 fixes
+                 it); overfitted models are over-confident (T > 1). Argmax never changes.
+    thresholds   one weight per class: predict argmax(p * w) (for a binary task, a threshold on
+                 P(positive) = 1 / (1 + w1 / w0)). For F1 (binary / macro) on skewed classes.
+    cutpoints    ordinal cut-points on the expected class index sum_j j * p_j (the QWK
+                 "OptimizedRounder"): class k when cut[k-1] <= E < cut[k]. For QWK.
+
+`steps_for(metric, calibrate, thresholds)` says which steps --calibrate / --thresholds turn on.
+This module must not import torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from foldkit.errors import ConfigError
+from foldkit.metrics import GREATER_IS_BETTER, score
+
+EPS = 1e-15
+
+
+# --------------------------------------------------------------------------- temperature
+
+def _log_probs(probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities: the logits up to a per-row constant, which softmax ignores."""
+    return np.log(np.clip(probs, EPS, 1.0))
+
+
+def apply_temperature(probs: np.ndarray, t: float) -> np.ndarray:
+    from scipy.special import softmax
+    return softmax(_log_probs(probs) / t, axis=1)
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray, metric: str = "logloss") -> float:
+    """The T in [0.05, 20] minimising the log loss of softmax(log p / T) on these rows."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+    lp, rows = _log_probs(probs), np.arange(len(y))
+
+    def nll(log_t):
+        return -log_softmax(lp / np.exp(log_t), axis=1)[rows, y].mean()
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+# --------------------------------------------------------------------------- thresholds / cut-points
+
+def _coordinate_search(params: np.ndarray, candidates: Callable[[np.ndarray, int], np.ndarray],
+                       objective: Callable[[np.ndarray], float], passes: int = 3) -> np.ndarray:
+    """Maximise objective(params) one coordinate at a time over candidate values. Hand-written:
+    F1 and QWK are step functions of thresholds, where scipy's gradient and simplex methods stall
+    on the first plateau; an exhaustive line search per coordinate does not."""
+    params = params.astype(np.float64).copy()
+    best = objective(params)
+    for _ in range(passes):
+        improved = False
+        for i in range(len(params)):
+            for v in candidates(params, i):
+                trial = params.copy()
+                trial[i] = v
+                s = objective(trial)
+                if s > best + 1e-12:
+                    best, params, improved = s, trial, True
+        if not improved:
+            break
+    return params
+
+
+def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    return lambda y, p: sign * score(metric, y, p)
+
+
+def apply_class_weights(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    p = probs * w
+    return p / p.sum(1, keepdims=True)
+
+
+def fit_class_weights(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 25) -> np.ndarray:
+    """Per-class weights (class 0 fixed at 1) on a log grid over [1/20, 20] maximising the metric."""
+    values = np.exp(np.linspace(np.log(0.05), np.log(20.0), grid))
+    obj = _signed(metric)
+    return _coordinate_search(np.ones(probs.shape[1]), lambda w, i: values if i > 0 else [],
+                              lambda w: obj(y, apply_class_weights(probs, w)))
+
+
+def _expected_index(probs: np.ndarray) -> np.ndarray:
+    return probs @ np.arange(probs.shape[1])
+
+
+def apply_cutpoints(probs: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """One-hot of the class the cut-points give (the submission writes its argmax)."""
+    k = np.digitize(_expected_index(probs), np.sort(cuts))
+    return np.eye(probs.shape[1])[k]
+
+
+def fit_cutpoints(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 21) -> np.ndarray:
+    """C-1 increasing cut-points, started at 0.5, 1.5, ... (= rounding E), each searched between
+    its neighbours."""
+    c = probs.shape[1]
+    obj = _signed(metric)
+
+    def candidates(cuts, i):
+        lo = cuts[i - 1] if i > 0 else -0.5
+        hi = cuts[i + 1] if i < c - 2 else c - 0.5
+        return np.linspace(lo, hi, grid)[1:-1]
+
+    return _coordinate_search(np.arange(c - 1) + 0.5, candidates, lambda cuts: obj(y, apply_cutpoints(probs, cuts)))
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class PostProcess:
+    fit: Callable[[np.ndarray, np.ndarray, str], Any]
+    apply: Callable[[np.ndarray, Any], np.ndarray]
+    describe: Callable[[Any], Any]
+
+
+def _describe_weights(w):
+    w = np.asarray(w)
+    if len(w) == 2:
+        return {"class_weights": [round(float(x), 4) for x in w], "threshold": round(float(w[0] / (w[0] + w[1])), 4)}
+    return {"class_weights": [round(float(x), 4) for x in w]}
+
+
+POSTPROCESS: dict[str, PostProcess] = {
+    "temperature": PostProcess(fit_temperature, apply_temperature, lambda t: {"T": round(float(t), 4)}),
+    "thresholds": PostProcess(fit_class_weights, apply_class_weights, _describe_weights),
+    "cutpoints": PostProcess(fit_cutpoints, apply_cutpoints,
+                             lambda c: {"cutpoints": [round(float(x), 4) for x in np.sort(c)]}),
+}
+SWITCHES = ["auto", "on", "off"]
+
+
+def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto") -> tuple[str, ...]:
+    """Which post-processing runs: temperature when --calibrate on (auto: metric logloss);
+    cut-points (qwk) or per-class thresholds (other metrics) when --thresholds on (auto: f1 metrics
+    and qwk; accuracy keeps the argmax)."""
+    for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
+        if v not in SWITCHES:
+            raise ConfigError(f"{flag} {v!r}: use one of {', '.join(SWITCHES)}")
+    steps = []
+    if calibrate == "on" or (calibrate == "auto" and metric == "logloss"):
+        steps.append("temperature")
+    if thresholds == "on" or (thresholds == "auto" and metric in ("f1", "f1_macro", "qwk")):
+        steps.append("cutpoints" if metric == "qwk" else "thresholds")
+    return tuple(steps)
