@@ -32,7 +32,8 @@ def main(argv=None) -> list:
 def run(cfg) -> list:
     from foldkit import distributed
     from foldkit.fit import train
-    results = train(cfg)
+    with distributed.rank_in_errors():
+        results = train(cfg)
     main = distributed.is_main()       # under torchrun, rank 0 alone prints
     distributed.shutdown()
     for r in results if main else []:

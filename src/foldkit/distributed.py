@@ -22,6 +22,7 @@ elastic launcher runs one job on N devices, not a queue of independent jobs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -125,6 +126,18 @@ def shutdown() -> None:
         _STATE.update(rank=0, world=1, local_rank=0, backend=None)
 
 
+@contextlib.contextmanager
+def rank_in_errors():
+    """Under torchrun, a FoldkitError's message starts with the rank that raised it (torchrun then
+    stops the other ranks and names the failed one)."""
+    try:
+        yield
+    except FoldkitError as e:
+        if active() and e.args and isinstance(e.args[0], str):
+            e.args = (f"rank {rank()}/{world()}: {e.args[0]}", *e.args[1:])
+        raise
+
+
 def main_first(fn):
     """fn() on rank 0, then on the other ranks (files rank 0 creates, e.g. config.json, exist for them)."""
     if is_main():
@@ -224,11 +237,17 @@ def parse_devices(spec: str) -> list[str]:
 
 def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
     """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty."""
+    import signal
+    import sys
+
     import torch
 
     from foldkit import fit
     if threads:
         torch.set_num_threads(threads)
+    # stopped by the parent (another fold failed): exit through Python so its finalizers clean up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    events.cancel_join_thread()      # never block at exit on messages nobody reads any more
     fold = None
     try:
         cfg = with_settings(cfg, device=device, devices="", progress=False)
@@ -238,6 +257,8 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
             events.put(("start", wid, fold, None))
             events.put(("done", wid, fold, fit.fit_fold(cfg, run, fold, log=log)))
             fold = None
+    except SystemExit:
+        return
     except FoldkitError as e:
         events.put(("error", wid, fold, str(e)))
     except BaseException:  # noqa: BLE001  (a bug: its traceback goes to the parent)
@@ -263,13 +284,17 @@ def run_fold_parallel(cfg, folds: list[int], log=print) -> dict[int, dict]:
     log(f"fold-parallel: folds {folds} on {len(devices)} worker(s): {', '.join(devices)}")
     for p in procs:
         p.start()
+    finished = False
     try:
-        return _collect(procs, devices, events, len(folds), log)
+        done = _collect(procs, devices, events, len(folds), log)
+        finished = True
+        return done
     finally:
-        for p in procs:
+        for p in procs:          # after a failure, the others are stopped (their folds resume next time)
+            if finished:
+                p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
-        for p in procs:
             p.join(timeout=30)
         for q in (jobs, events):
             q.close()
