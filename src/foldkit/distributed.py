@@ -156,17 +156,19 @@ def shard_rows(rows: np.ndarray) -> np.ndarray:
     return np.array_split(np.asarray(rows), world())[rank()] if active() else rows
 
 
-def wrap(model, device, sync_bn: bool = False, compile: bool = False):
+def wrap(model, device, sync_bn: bool = False, compile: bool = False, partly_frozen: bool = False):
     """The model to train with: DistributedDataParallel over it under torchrun (SyncBatchNorm with
     --sync-bn, converted in place so the optimizer's parameters stay the same), compiled after
-    wrapping as torch recommends; without torchrun, None (train the Training's own run_model)."""
+    wrapping as torch recommends; without torchrun, None (train the Training's own run_model).
+    partly_frozen (--freeze-epochs): the backbone gets no gradients in the head-only epochs, which
+    DDP must be told (find_unused_parameters)."""
     if not active():
         return None
     import torch
     if sync_bn:
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                    else None)
+                                                    else None, find_unused_parameters=partly_frozen)
     return torch.compile(ddp) if compile else ddp
 
 
@@ -245,6 +247,8 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
     from foldkit import fit
     if threads:
         torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)    # no CUDA context on GPU 0 from every worker
     # stopped by the parent (another fold failed): exit through Python so its finalizers clean up
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     events.cancel_join_thread()      # never block at exit on messages nobody reads any more

@@ -266,7 +266,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
     train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(cfg, run, fold, seed, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
     tr = build_training(cfg, run, counts, steps_per_epoch, log=log)
-    train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile) or tr.run_model
+    train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile,
+                                   partly_frozen=cfg.freeze_epochs > 0) or tr.run_model
     main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
     state = FoldState(world_size=distributed.world())
     if exp.last_checkpoint(fold).is_file() and cfg.resume:
