@@ -1,7 +1,7 @@
 """More than one device, side by side in one run: data-parallel (torchrun + DDP) and fold-parallel
 (--devices) against one process, wall time and CV, through the real CLIs on the demo competition.
 
-    python benchmarks/bench_distributed.py cpu                 # every machine (gloo on CPU)
+    python benchmarks/bench_distributed.py cpu [--threads 1]   # every machine (gloo on CPU)
     python benchmarks/bench_distributed.py gpu --timm-dir pytorch-image-models \\
         --jpeg-dir ../shared/data/hymenoptera                  # a GPU machine (see below)
 
@@ -70,10 +70,13 @@ def bench_cpu(args):
                                          "--devices", "cpu,cpu"], [0, 1]),
     ]
     print(f"demo digits, {args.limit or 'all'} rows, 2 folds, {args.model} {args.img_size}px, {args.epochs} epochs, "
-          f"global batch {b}, {os.cpu_count()} cores; load average before: {os.getloadavg()}")
+          f"global batch {b}, {os.cpu_count()} cores, OMP_NUM_THREADS of single processes "
+          f"{args.threads or 'unset'}; load average before: {os.getloadavg()}")
     rows = []
+    # torchrun gives each of its processes OMP_NUM_THREADS=1; fold-parallel CPU workers get cores/workers
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     for i, (name, cmd, folds) in enumerate(runs):
-        wall, _ = sh(cmd + ["--experiment", f"run{i}"])
+        wall, _ = sh(cmd + ["--experiment", f"run{i}"], env=env)
         rows.append((name, wall, cv(root / "models", f"run{i}", folds)))
         print(f"{name:38s} wall {wall:6.1f}s  CV {rows[-1][2]:.4f}", flush=True)
     print(f"data-parallel: {rows[0][1] / rows[1][1]:.2f}x faster than 1 process, CV {rows[1][2] - rows[0][2]:+.4f}")
@@ -189,6 +192,8 @@ def main():
     ap.add_argument("--jpeg-dir", default=str(REPO.parent / "shared" / "data" / "hymenoptera"),
                     help="gpu: a folder-per-class JPEG competition with train/ and val/")
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0, help="cpu: OMP_NUM_THREADS of the single-process runs "
+                    "(0 = torch's default: every core)")
     args = ap.parse_args()
     gpu = args.mode == "gpu"
     args.model = args.model or ("resnet50" if gpu else "test_resnet")
