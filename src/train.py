@@ -8,6 +8,10 @@ Trains on the other folds, validates on this one every epoch, keeps the best
 epoch by --metric, and writes models/<experiment>/: fold{k}.pt (best, self-
 describing), oof_fold{k}.csv, log_fold{k}.csv, curve_fold{k}.png. A killed run
 resumes from its last epoch when started again.
+
+More devices (README "More GPUs"):
+    torchrun --nproc_per_node 4 src/train.py --fold 0           # one fold, data-parallel (DDP)
+    python src/train.py --fold all --devices 0,1,2,3             # one fold per GPU, side by side
 """
 import sys
 from pathlib import Path
@@ -26,9 +30,13 @@ def main(argv=None) -> list:
 
 
 def run(cfg) -> list:
+    from foldkit import distributed
     from foldkit.fit import train
-    results = train(cfg)
-    for r in results:
+    with distributed.rank_in_errors():
+        results = train(cfg)
+    main = distributed.is_main()       # under torchrun, rank 0 alone prints
+    distributed.shutdown()
+    for r in results if main else []:
         value = "n/a" if r["value"] is None else f"{r['value']:.5f}"
         print(f"fold {r['fold']}: best {r['metric']} {value} at epoch {r['best_epoch']} "
               f"({r['epochs_run']} epochs, {r['seconds']}s)")

@@ -124,6 +124,10 @@ class Config:
                               choices=["auto", "on", "off"])
     compile: bool = _opt(False, "torch.compile the model (pays off on GPU for long runs)", "train")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1", "train")
+    devices: str = _opt("", "fold-parallel: one worker process per device, each training folds from one queue "
+                        "('0,1' = GPUs 0 and 1; 'cpu,cpu'); default: one device, folds in sequence", "train")
+    sync_bn: bool = _opt(False, "under torchrun: synchronise BatchNorm statistics across processes (GPUs)",
+                         "train")
     workers: int = _opt(-1, "DataLoader workers (-1 = auto)", "train")
     cache: str = _opt("auto", "keep decoded images in RAM: auto (when they fit), ram, off", "train",
                       choices=["auto", "ram", "off"])
@@ -190,10 +194,12 @@ GROUP_TITLES = {
 }
 
 # Settings that change how a run is executed but not what it learns: an
-# experiment may be continued with other values of these.
+# experiment may be continued with other values of these. (The number of torchrun processes and
+# --sync-bn are not part of the identity either: a fold trained on N processes records N and
+# sync_bn in its fold{k}.json.)
 RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
             "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
-            "cache", "experiment"}
+            "cache", "experiment", "devices", "sync_bn"}
 
 
 def learning_settings(cfg: "Config") -> dict:

@@ -131,16 +131,23 @@ def detect_grey(comp: Competition, table, n: int = 24) -> bool:
 # sampling with replacement) gets two different augmentations.
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Shuffled (or class-balanced, with replacement) order per epoch, as (epoch, position, index) keys."""
+    """Shuffled (or class-balanced, with replacement) order per epoch, as (epoch, position, index) keys.
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, weights: np.ndarray | None = None):
+    Data-parallel (world > 1): every rank draws the same epoch order and keeps positions rank,
+    rank + world, ... of its first n // world * world positions: disjoint shards of equal length (no
+    rank waits for another at the last batch), the same per-sample seeding by global position; the
+    n % world positions left over are dropped for that epoch (a different few each epoch)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, weights: np.ndarray | None = None,
+                 rank: int = 0, world: int = 1):
         self.n, self.seed, self.shuffle, self.weights, self.epoch = n, seed, shuffle, weights, 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -150,7 +157,8 @@ class EpochSampler(torch.utils.data.Sampler):
             order = rng.permutation(self.n)
         else:
             order = np.arange(self.n)
-        return iter([(self.epoch, pos, int(i)) for pos, i in enumerate(order)])
+        keys = [(self.epoch, pos, int(i)) for pos, i in enumerate(order)]
+        return iter(keys if self.world == 1 else keys[: len(self) * self.world][self.rank::self.world])
 
 
 class SeededDataset(Dataset):

@@ -60,14 +60,18 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
         y_hard = y
         if mixup is not None:
             x, y = mixup(x, y)
-        with autocast(device, dtype):
+        last = (i + 1) == n_batches
+        step_now = (i + 1) % accum_steps == 0 or last
+        # DistributedDataParallel: a forward under no_sync() skips the gradient all-reduce of its backward
+        # (micro-steps before an optimizer step)
+        no_sync = model.no_sync() if not step_now and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with no_sync, autocast(device, dtype):
             out = model(x)
             loss = loss_fn(out, y)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"the loss became {loss.item()} at batch {i + 1} (optimizer step {steps + 1})")
         (scaler.scale(loss / accum_steps) if scaler else loss / accum_steps).backward()
-        last = (i + 1) == n_batches
-        if (i + 1) % accum_steps == 0 or last:
+        if step_now:
             if clip_grad:
                 if scaler:
                     scaler.unscale_(optimizer)
@@ -120,8 +124,13 @@ def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = Fa
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(targets).numpy()
 
 
+def probs_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    """Cross-entropy of predicted probabilities against class indices."""
+    p = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
+    return float(-np.log(p).mean())
+
+
 def evaluate(model, loader, device, **kw) -> tuple[float, np.ndarray, np.ndarray]:
     """Validation: (cross-entropy loss, probabilities, targets)."""
     probs, y = predict_probs(model, loader, device, **kw)
-    p = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
-    return float(-np.log(p).mean()), probs, y
+    return probs_loss(probs, y), probs, y

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from foldkit import distributed
 from foldkit.config import learning_settings
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
@@ -186,16 +187,18 @@ def fold_loaders(cfg, run: RunData, fold: int, seed: int, device):
     t_train = train_transform(run.data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment)
     Subset = torch.utils.data.Subset
     train_ds = SeededDataset(Subset(ImageDataset(run.source, run.y, t_train), tr_idx.tolist()), seed)
-    valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)), va_idx.tolist())
+    valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)),
+                      distributed.shard_rows(va_idx).tolist())
     counts = np.bincount(run.y[tr_idx], minlength=len(run.classes)).astype(np.float64)
     weights = (1.0 / np.maximum(counts, 1))[run.y[tr_idx]] if cfg.balance == "sampler" else None
-    sampler = EpochSampler(len(tr_idx), seed, shuffle=True, weights=weights)
+    sampler = EpochSampler(len(tr_idx), seed, shuffle=True, weights=weights, rank=distributed.rank(),
+                           world=distributed.world())
     workers = auto_workers(cfg.workers, run.source.cached is not None or run.source.array is not None)
     kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     if workers > 0:
         kw["prefetch_factor"] = 4
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                                           drop_last=len(tr_idx) > cfg.batch_size, **kw)
+                                           drop_last=len(sampler) > cfg.batch_size, **kw)
     valid_dl = torch.utils.data.DataLoader(valid_ds, batch_size=cfg.batch_size * 2, shuffle=False, **kw)
     return train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts
 
@@ -210,6 +213,7 @@ class FoldState:
     best_epoch: int = 0          # 1-based, like the log's epoch column; 0 = none yet
     bad_epochs: int = 0
     log: list = field(default_factory=list)
+    world_size: int = 1          # processes of a torchrun run (exact resume needs the same number)
 
     def save(self, path, tr: Training) -> None:
         from foldkit.model import save_checkpoint
@@ -262,9 +266,13 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
     train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(cfg, run, fold, seed, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
     tr = build_training(cfg, run, counts, steps_per_epoch, log=log)
-    state = FoldState()
+    train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile,
+                                   partly_frozen=cfg.freeze_epochs > 0) or tr.run_model
+    main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
+    state = FoldState(world_size=distributed.world())
     if exp.last_checkpoint(fold).is_file() and cfg.resume:
         state = FoldState.load(exp.last_checkpoint(fold), tr)
+        distributed.check_resume(state.world_size, fold)
         log(f"fold {fold}: resuming after epoch {state.epochs_done} (best {cfg.metric} {_fmt(state.best)}"
             + (f" at epoch {state.best_epoch})" if state.best_epoch else ")"))
 
@@ -279,7 +287,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
         set_backbone_frozen(tr.model, frozen)
         desc = f"fold {fold} epoch {epoch + 1}/{cfg.epochs}" + (" (head only)" if frozen else "")
         try:
-            ep = engine.train_one_epoch(tr.run_model, train_dl, tr.optimizer, tr.loss_fn, tr.device,
+            ep = engine.train_one_epoch(train_model, train_dl, tr.optimizer, tr.loss_fn, tr.device,
                                         scheduler=tr.scheduler, step0=state.steps, dtype=tr.dtype, scaler=tr.scaler,
                                         mixup=tr.mixup, accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad,
                                         ema=tr.ema, channels_last=tr.channels_last, desc=desc, progress=cfg.progress,
@@ -287,10 +295,10 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
         except FloatingPointError as e:
             raise TrainError(f"fold {fold} epoch {epoch + 1}: {e}. Try a lower --lr (now {cfg.lr:g}), "
                              "--clip-grad 1.0 or --amp off, under a new --experiment name") from None
-        state.steps = ep["steps"]
+        state.steps, ep = ep["steps"], distributed.mean_epoch(ep)
         eval_model = tr.ema.module if tr.ema is not None else tr.run_model
-        vloss, probs, yv = engine.evaluate(eval_model, valid_dl, tr.device, dtype=tr.dtype,
-                                           channels_last=tr.channels_last, progress=cfg.progress)
+        vloss, probs, yv = distributed.evaluate(eval_model, valid_dl, tr.device, dtype=tr.dtype,
+                                                channels_last=tr.channels_last, progress=cfg.progress)
         value = metrics.score(cfg.metric, yv, probs)
         acc = float((probs.argmax(1) == yv).mean()) if len(yv) else float("nan")
         improved = metrics.is_better(cfg.metric, value, state.best)
@@ -304,46 +312,60 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
         state.epochs_done = epoch + 1
         if improved or not state.best_epoch:   # the first epoch is kept even when its score is undefined
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
-            save_checkpoint(make_checkpoint(eval_model, epoch=epoch + 1, metric_name=cfg.metric,
-                                            metric_value=value, **ckpt_info), exp.checkpoint(fold))
-            write_csv(oof_frame(run.table["id"].to_numpy()[va_idx], fold, run.table["label"].to_numpy()[va_idx],
-                                probs, run.classes), exp.oof(fold))
+            if main:
+                save_checkpoint(make_checkpoint(eval_model, epoch=epoch + 1, metric_name=cfg.metric,
+                                                metric_value=value, **ckpt_info), exp.checkpoint(fold))
+                write_csv(oof_frame(run.table["id"].to_numpy()[va_idx], fold,
+                                    run.table["label"].to_numpy()[va_idx], probs, run.classes), exp.oof(fold))
         else:
             state.bad_epochs += 1
         stop = cfg.patience and state.bad_epochs >= cfg.patience
-        write_csv(pd.DataFrame(state.log), exp.log(fold))
-        if state.epochs_done < cfg.epochs and not stop:
+        if main:
+            write_csv(pd.DataFrame(state.log), exp.log(fold))
+        if main and state.epochs_done < cfg.epochs and not stop:
             state.save(exp.last_checkpoint(fold), tr)
         if stop:
             log(f"fold {fold}: early stopping after epoch {epoch + 1} ({cfg.patience} epochs without improvement)")
             break
-    plot_log_curve(pd.DataFrame(state.log), cfg.metric, f"{exp.name} fold {fold}", exp.curve(fold))
+    if main:
+        plot_log_curve(pd.DataFrame(state.log), cfg.metric, f"{exp.name} fold {fold}", exp.curve(fold))
     best = None if state.best is None or math.isnan(state.best) else state.best
     summary = {"fold": fold, "best_epoch": state.best_epoch, "metric": cfg.metric, "value": best,
                "epochs_run": len(state.log), "seconds": round(time.time() - t_start, 1),
                "train_rows": int(len(tr_idx)), "valid_rows": int(len(va_idx)),
                "in_chans": run.data_cfg["input_size"][0], "data_config": run.data_cfg, "device": str(tr.device),
-               "workers": workers, "bn_frozen": tr.freeze_bn}
-    atomic_write_text(exp.summary_path(fold), json.dumps(summary, indent=2) + "\n")
-    if exp.last_checkpoint(fold).is_file():
-        exp.last_checkpoint(fold).unlink()
+               "workers": workers, "bn_frozen": tr.freeze_bn,
+               **({"processes": distributed.world(), "sync_bn": cfg.sync_bn} if distributed.active() else {})}
+    if main:
+        atomic_write_text(exp.summary_path(fold), json.dumps(summary, indent=2) + "\n")
+        if exp.last_checkpoint(fold).is_file():
+            exp.last_checkpoint(fold).unlink()
+    distributed.barrier()            # the other ranks wait until rank 0 has written the fold
     return summary
 
 
 def train(cfg, log=print) -> list[dict]:
     """Train the folds of cfg.fold in sequence, skipping finished ones; the competition is opened
     and its training images decoded once for all of them."""
-    run = prepare_run(cfg, log)
+    cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
+    devices = distributed.parse_devices(cfg.devices) if cfg.devices else []
+    if len(devices) == 1:
+        cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
+    # fold-parallel: the workers decode the images, not this process
+    run = distributed.main_first(lambda: prepare_run(distributed.with_settings(cfg, cache="off")
+                                                     if devices else cfg, log))
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
     train_only = int((run.table["fold"] < 0).sum())
     log(f"experiment {run.exp.name}: {cfg.model}, folds {folds}, {len(run.table)} rows, {len(run.classes)} classes "
         + (f"({train_only} rows of rare classes train-only) " if train_only else "") + f"-> {run.exp.dir}")
-    out = []
+    out = {}
     for k in folds:
         if run.exp.is_finished(k):
             s = run.exp.summary(k)
             log(f"fold {k}: already finished ({s['metric']} {_fmt(s['value'])}), skipped")
-            out.append(s)
-            continue
-        out.append(fit_fold(cfg, run, k, log=log))
-    return out
+            out[k] = s
+        elif not devices:
+            out[k] = fit_fold(cfg, run, k, log=log)
+    if devices and len(out) < len(folds):
+        out.update(distributed.run_fold_parallel(cfg, [k for k in dict.fromkeys(folds) if k not in out], log))
+    return [out[k] for k in folds]

@@ -1,0 +1,162 @@
+"""More than one device on CPU: a 2-process gloo DDP fold through torch.distributed.run, fold-parallel
+workers (--devices cpu,cpu), and their failures. Tiny real data (the demo digits, 301 rows, 2 folds).
+
+Process start-up (importing torch and timm) dominates here, so the reference run and the parent of the
+fold-parallel runs are in-process; the torchrun ranks and the fold-parallel workers are real processes."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import train as train_cli
+from conftest import REPO
+from foldkit import config, distributed
+from foldkit.dataset import EpochSampler
+
+FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "none",
+        "--lr", "1e-2", "--warmup-epochs", "0", "--epochs", "8", "--batch-size", "16", "--no-progress",
+        "--workers", "0"]
+FOLD_FILES = {"fold{k}.pt", "fold{k}.json", "oof_fold{k}.csv", "log_fold{k}.csv", "curve_fold{k}.png"}
+
+
+def paths(comp, models):
+    return ["--input-dir", str(comp / "input"), "--folds-dir", str(comp / "folds"), "--models-dir", str(models)]
+
+
+def train(comp, models, *args):
+    """train.py in this process; with one torch thread, like each CPU worker on 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_cli.main([*paths(comp, models), *FAST, *args])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def torchrun(comp, models, *args):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(REPO / "src" / "train.py"),
+           *paths(comp, models), *FAST, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def comp(tmp_path_factory):
+    """301 demo digits in 2 folds (fold 0 has an odd number of rows: the 2 validation shards differ)."""
+    from foldkit.demo import build_demo
+    from foldkit.folds import make_folds
+    root = tmp_path_factory.mktemp("dist")
+    build_demo(root / "input")
+    make_folds(config.resolve({"input_dir": str(root / "input"), "folds_dir": str(root / "folds"),
+                               "limit": 301, "n_folds": 2}), log=lambda *_: None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sequential(comp):
+    """Both folds trained one after the other in one process: the reference."""
+    train(comp, comp / "seq", "--fold", "all", "--experiment", "e")
+    return comp / "seq" / "e"
+
+
+def files(exp):
+    return sorted(p.name for p in exp.iterdir())
+
+
+def expected_files(folds):
+    return sorted({"config.json"} | {f.format(k=k) for k in folds for f in FOLD_FILES})
+
+
+# --------------------------------------------------------------------------- data-parallel (torchrun)
+
+def test_ddp_two_processes_scores_every_row_once_and_matches_one_process(comp, sequential):
+    # 8 per device x 2 processes: the reference's batch of 16, so the same number of optimizer steps
+    r = torchrun(comp, comp / "ddp", "--fold", "0", "--experiment", "e", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "global batch 16 = 8 per device x 2 processes" in r.stdout
+    # rank 0 alone logs and writes: each epoch line once, the fold's files once, nothing left over
+    assert sum(line.startswith("fold 0 epoch   1/8") for line in r.stdout.splitlines()) == 1
+    assert r.stdout.count("fold 0: best accuracy") == 1
+    exp = comp / "ddp" / "e"
+    assert files(exp) == expected_files([0])
+    oof = pd.read_csv(exp / "oof_fold0.csv", dtype={"id": str})
+    table = pd.read_csv(comp / "folds" / "train_folds.csv", dtype={"id": str})
+    valid_ids = table.loc[table["fold"] == 0, "id"]
+    assert len(valid_ids) % 2 == 1                              # uneven shards: no padding row may sneak in
+    assert oof["id"].tolist() == valid_ids.tolist()             # every validation row once, in row order
+    assert np.allclose(oof.filter(like="prob_").sum(axis=1), 1, atol=1e-4)
+    log = pd.read_csv(exp / "log_fold0.csv")
+    assert log["epoch"].tolist() == list(range(1, 9))
+    ref = pd.read_csv(sequential / "log_fold0.csv")
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    # same global batch and LR as one process (BatchNorm sees 8 images instead of 16): CV within noise
+    cv, cv_ref = log["valid_metric"].max(), ref["valid_metric"].max()
+    assert cv > 0.8 and abs(cv - cv_ref) < 0.1, (cv, cv_ref)
+    summary = pd.read_json(exp / "fold0.json", typ="series")
+    assert summary["processes"] == 2 and summary["valid_rows"] == len(valid_ids)
+
+
+# --------------------------------------------------------------------------- fold-parallel (--devices)
+
+def test_fold_parallel_writes_the_same_folds_as_the_sequential_run(comp, sequential, capsys):
+    train(comp, comp / "par", "--fold", "all", "--experiment", "e", "--devices", "cpu,cpu")
+    out = capsys.readouterr().out
+    assert "fold-parallel: folds [0, 1] on 2 worker(s): cpu, cpu" in out
+    assert "[cpu #0] fold " in out and "[cpu #1] fold " in out      # both workers, one display
+    exp = comp / "par" / "e"
+    assert files(exp) == files(sequential) == expected_files([0, 1])
+    for k in (0, 1):
+        # each fold's math depends on its own seed only: same log and OOF (seconds aside)
+        log, ref = pd.read_csv(exp / f"log_fold{k}.csv"), pd.read_csv(sequential / f"log_fold{k}.csv")
+        cols = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_metric", "lr"]
+        pd.testing.assert_frame_equal(log[cols], ref[cols], rtol=1e-4)
+        oof, oof_ref = (pd.read_csv(e / f"oof_fold{k}.csv", dtype={"id": str}) for e in (exp, sequential))
+        assert oof[["id", "label", "pred"]].equals(oof_ref[["id", "label", "pred"]])
+        assert np.allclose(oof.filter(like="prob_"), oof_ref.filter(like="prob_"), atol=1e-4)
+    # finished folds are skipped: a second run trains nothing
+    train(comp, comp / "par", "--fold", "all", "--experiment", "e", "--devices", "cpu,cpu")
+    again = capsys.readouterr().out
+    assert again.count("already finished") == 2 and "fold-parallel:" not in again
+
+
+def test_a_failing_worker_stops_the_run_naming_its_fold(comp, sequential, capsys):
+    exp = comp / "fail" / "e"
+    exp.mkdir(parents=True)
+    (exp / "config.json").write_bytes((sequential / "config.json").read_bytes())
+    (exp / "fold1_last.pt").write_bytes(b"not a checkpoint")      # fold 1 cannot resume
+    with pytest.raises(SystemExit) as stop:
+        train(comp, comp / "fail", "--fold", "all", "--experiment", "e", "--devices", "cpu,cpu")
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: fold 1 on cpu: ")
+    assert "fold1_last.pt: not a readable foldkit checkpoint" in lines[0]
+    assert not (exp / "fold1.json").exists()
+
+
+# --------------------------------------------------------------------------- the pieces, in-process
+
+def test_epoch_sampler_shards_are_disjoint_equal_and_keep_global_positions():
+    one = list(EpochSampler(103, seed=7))
+    shards = [list(EpochSampler(103, seed=7, rank=r, world=4)) for r in range(4)]
+    assert {len(s) for s in shards} == {25}                          # equal: no rank waits at the end
+    keys = [k for s in shards for k in s]
+    assert len(set(keys)) == 100 and set(keys) <= set(one)           # disjoint, same (epoch, position, index)
+
+
+def test_devices_and_torchrun_settings_are_checked(monkeypatch):
+    assert distributed.parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    with pytest.raises(distributed.DistributedError, match="'gpu0' is not a device"):
+        distributed.parse_devices("gpu0")
+    cfg = config.resolve({"devices": "cpu,cpu"})
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(distributed.DistributedError, match="--devices runs folds side by side"):
+        distributed.setup(cfg)
+    with pytest.raises(distributed.DistributedError, match="--sync-bn needs GPUs"):
+        distributed.setup(config.resolve({"sync_bn": True, "device": "cpu"}))
+    with pytest.raises(distributed.DistributedError, match="written by a run on 2 process"):
+        distributed.check_resume(2, fold=3)
