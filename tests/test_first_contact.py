@@ -188,6 +188,22 @@ def test_decoded_pixel_limit_names_the_file_and_the_variable(tmp_path, monkeypat
     assert decode_image(small).shape == (40, 40, 3)
 
 
+def test_non_square_photos_batch_together_with_crop_pct_1():
+    """Photos of different shapes at --crop-pct 1.0: evaluation (and --aug none) gives size x size."""
+    from foldkit.augment import eval_transform, train_transform
+    from foldkit.bundle import eval_preprocess
+    cfg = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
+           "crop_pct": 1.0}
+    rng = np.random.default_rng(0)
+    for h, w in ((40, 64), (64, 40), (32, 32)):
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        x = torch.from_numpy(img).permute(2, 0, 1)
+        assert eval_transform(cfg)(x).shape == train_transform(cfg, "none")(x).shape == (3, 32, 32)
+        ref = eval_transform(cfg)(x).numpy()
+        assert eval_preprocess(img, cfg).shape == (3, 32, 32)                 # the torch-free twin too
+        assert np.abs(eval_preprocess(img, cfg) - ref).max() < 0.05
+
+
 # ---------------------------------------------------------------- training loop
 
 def test_repeated_draws_of_a_sample_get_different_augmentations():

@@ -42,9 +42,9 @@ def eval_transform(data_cfg: dict):
     size = data_cfg["input_size"][-1]
     crop_pct = data_cfg.get("crop_pct", 1.0) or 1.0
     resize = int(round(size / crop_pct))
-    ops = [v2.Resize(resize, interpolation=_interp(data_cfg), antialias=True)]
-    if resize != size:
-        ops.append(v2.CenterCrop(size))
+    # the shortest side to size/crop_pct, then a square centre crop: with crop_pct 1 a non-square
+    # photo is still cropped to size x size, so images of any shape batch together
+    ops = [v2.Resize(resize, interpolation=_interp(data_cfg), antialias=True), v2.CenterCrop(size)]
     return v2.Compose(ops + _normalize(data_cfg))
 
 

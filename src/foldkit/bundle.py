@@ -157,7 +157,7 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
         pil = Image.fromarray(img[..., 0] if img.shape[2] == 1 else img)
         pil = pil.resize((nw, nh), resample=_PIL_RESAMPLE.get(data_config.get("interpolation"), 2))
         img = np.asarray(pil).reshape(nh, nw, -1)
-    if resize != size:   # like eval_transform: no crop when crop_pct is 1
+    if (nh, nw) != (size, size):   # like eval_transform: a square centre crop
         top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
         img = img[top:top + size, left:left + size]
     x = img.astype(np.float32).transpose(2, 0, 1) / 255.0
