@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -92,6 +91,68 @@ def rare_class_notes(meta: dict) -> dict:
                             f"validate them without having trained on them (their OOF scores are pessimistic): {desc}"}
 
 
+def predict_test(cfg, comp, exps, members, plan, log=print):
+    """Test probabilities: every member and TTA view on each test image decoded once, each
+    experiment's folds averaged (--ensemble), then the plan fitted on OOF (--blend, post-processing).
+    Returns (probs, probs without post-processing, views, seconds)."""
+    if comp.test_problems:
+        more = f"\n  ... and {len(comp.test_problems) - 10} more" if len(comp.test_problems) > 10 else ""
+        raise SubmissionError(f"{len(comp.test_problems)} test image(s) of {comp.sample_submission or comp.root} "
+                              "cannot be read, and a submission needs a prediction for every id:\n  "
+                              + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
+    from foldkit.dataset import auto_workers
+    device = engine.pick_device(cfg.device)
+    views = tta_views(cfg, members)
+    t1 = time.time()
+    _, per_member = predict_ensemble(
+        members, make_sources(comp, comp.test, "test", members), tta=views, device=device,
+        dtype=engine.amp_dtype(device, cfg.amp), batch_size=cfg.batch_size, progress=cfg.progress,
+        channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"),
+        workers=auto_workers(cfg.workers, cached=comp.source_col == "index"), how=cfg.ensemble, return_members=True)
+    per_exp = np.stack([combine([p for m, p in zip(members, per_member) if m.path.parent == e.dir], cfg.ensemble)
+                        for e in exps])
+    probs, probs_raw = plan.apply(per_exp), plan.apply(per_exp, raw=True)
+    dt = time.time() - t1
+    log(f"predicted {len(probs)} test images with {len(members)} models x {len(views)} views in {dt:.1f}s "
+        f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
+    return probs, probs_raw, views, dt
+
+
+def write_submission(cfg, comp, probs, classes, names, cv, log=print):
+    """The submission in the sample's shape, validated, under a name never used before. Returns
+    (path, mode, rows)."""
+    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    mode = submission.choose_mode(sample, classes, cfg.submission_mode) if sample is not None else "label"
+    sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
+                           id_col=comp.id_col, label_col=comp.label_col)
+    submission.validate(sub, sample, classes, mode)
+    cv_txt = f"_cv{cv:.5f}" if cv is not None else ""
+    path = submission.write(sub, submission.unused_path(Path(cfg.submissions_dir), f"{'+'.join(names)}{cv_txt}"))
+    log(f"submission: {path} ({len(sub)} rows, {mode} mode, validated against "
+        f"{'sample_submission.csv' if sample is not None else 'the test images'})")
+    return path, mode, len(sub)
+
+
+def score_test(comp, probs, probs_raw, classes, metric: str, postprocessed: bool, log=print) -> dict:
+    """Test score and accuracy when the competition ships test labels ({} otherwise), and the score
+    without post-processing when some was applied."""
+    truth = _solution_labels(comp, comp.test)
+    if truth is None:
+        return {}
+    ids = comp.test["id"].astype(str)
+    cidx = {str(c): j for j, c in enumerate(classes)}
+    keep = ids.isin(truth.index).to_numpy()
+    y = np.array([cidx[str(v)] for v in truth.loc[ids[keep]]])
+    out = {"test_score": metrics.score(metric, y, probs[keep]),
+           "test_accuracy": float((probs[keep].argmax(1) == y).mean())}
+    log(f"test {metric}: {out['test_score']:.5f} (accuracy {out['test_accuracy']:.4f}) on {int(keep.sum())} "
+        "labelled test images")
+    if postprocessed:
+        out["test_score_before_postprocessing"] = metrics.score(metric, y, probs_raw[keep])
+        log(f"test {metric} without post-processing: {out['test_score_before_postprocessing']:.5f}")
+    return out
+
+
 def run_predict(cfg, log=print) -> dict:
     from foldkit.data import decode_image
     from foldkit.folds import open_competition, read_folds
@@ -141,59 +202,21 @@ def run_predict(cfg, log=print) -> dict:
         log(f"no test images in {comp.root}: report only, no submission")
         write_reports(extra=blend_extra)
         return out
-    if comp.test_problems:
-        more = f"\n  ... and {len(comp.test_problems) - 10} more" if len(comp.test_problems) > 10 else ""
-        raise SubmissionError(f"{len(comp.test_problems)} test image(s) of {comp.sample_submission or comp.root} "
-                              "cannot be read, and a submission needs a prediction for every id:\n  "
-                              + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
-    device = engine.pick_device(cfg.device)
-    dtype = engine.amp_dtype(device, cfg.amp)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
-    views = tta_views(cfg, members)
-    from foldkit.dataset import auto_workers
-    workers = auto_workers(cfg.workers, cached=comp.source_col == "index")
-    sources = make_sources(comp, comp.test, "test", members)
-    t1 = time.time()
-    _, per_member = predict_ensemble(members, sources, tta=views, device=device, dtype=dtype,
-                                     channels_last=channels_last, batch_size=cfg.batch_size, workers=workers,
-                                     how=cfg.ensemble, progress=cfg.progress, return_members=True)
-    # ---- each experiment's folds averaged (--ensemble), then the plan fitted on OOF (--blend, post-processing)
-    per_exp = np.stack([combine([p for m, p in zip(members, per_member) if m.path.parent == e.dir], cfg.ensemble)
-                        for e in exps])
-    probs, probs_raw = plan.apply(per_exp), plan.apply(per_exp, raw=True)
-    dt = time.time() - t1
-    log(f"predicted {len(probs)} test images with {len(members)} models x {len(views)} views in {dt:.1f}s "
-        f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
-    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
-    mode = submission.choose_mode(sample, classes, cfg.submission_mode) if sample is not None else "label"
-    sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
-                           id_col=comp.id_col, label_col=comp.label_col)
-    submission.validate(sub, sample, classes, mode)
-    tag = "+".join(names)
-    cv_txt = f"_cv{cv:.5f}" if cv is not None else ""
-    path = submission.write(sub, submission.unused_path(Path(cfg.submissions_dir), f"{tag}{cv_txt}"))
-    out.update(submission=str(path), mode=mode, tta=views, test_rows=len(sub), predict_seconds=dt)
-    log(f"submission: {path} ({len(sub)} rows, {mode} mode, validated against "
-        f"{'sample_submission.csv' if sample is not None else 'the test images'})")
+    probs, probs_raw, views, dt = predict_test(cfg, comp, exps, members, plan, log)
+    path, mode, n_rows = write_submission(cfg, comp, probs, classes, names, cv, log)
+    out.update(submission=str(path), mode=mode, tta=views, test_rows=n_rows, predict_seconds=dt)
 
     # ---- the test score, when the competition ships its labels (the demo's solution.csv)
-    truth = _solution_labels(comp, comp.test)
-    if truth is not None:
-        ids = comp.test["id"].astype(str)
-        cidx = {str(c): j for j, c in enumerate(classes)}
-        keep = ids.isin(truth.index).to_numpy()
-        y = np.array([cidx[str(v)] for v in truth.loc[ids[keep]]])
-        test_score = metrics.score(metric, y, probs[keep])
-        test_acc = float((probs[keep].argmax(1) == y).mean())
-        out.update(test_score=test_score, test_accuracy=test_acc)
-        log(f"test {metric}: {test_score:.5f} (accuracy {test_acc:.4f}) on {int(keep.sum())} labelled test images")
-        if plan.steps:
-            raw_score = metrics.score(metric, y, probs_raw[keep])
-            out["test_score_before_postprocessing"] = blend_extra["test_score_before_postprocessing"] = raw_score
-            log(f"test {metric} without post-processing: {raw_score:.5f}")
-        write_reports(test_score=test_score, extra={"test_accuracy": test_acc, "submission": str(path), **blend_extra})
+    scores = score_test(comp, probs, probs_raw, classes, metric, bool(plan.steps), log)
+    out.update(scores)
+    if "test_score_before_postprocessing" in scores:
+        blend_extra["test_score_before_postprocessing"] = scores["test_score_before_postprocessing"]
+    if scores:
+        write_reports(test_score=scores["test_score"], extra={"test_accuracy": scores["test_accuracy"],
+                                                              "submission": str(path), **blend_extra})
     else:
         write_reports(extra={"submission": str(path), **blend_extra})
+    tag = "+".join(names)
     msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
     cmd = submission.kaggle_command(cfg.submit, path, msg)
     log("upload with: " + " ".join(f'"{c}"' if " " in c else c for c in cmd))
