@@ -52,6 +52,14 @@ def leafy(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def trained(leafy):
+    """Two experiments on the leafy folds: a (both folds) and b (fold 0 only)."""
+    train(leafy_cfg(leafy, fold="all", experiment="a"), log=quiet)
+    train(leafy_cfg(leafy, fold="0", experiment="b", lr=1e-3), log=quiet)
+    return leafy
+
+
 def leafy_cfg(root, **kw):
     """Settings as a user types them after make_folds: no --input-dir, no --skip-bad-images."""
     return config.resolve({"folds_dir": str(root / "folds"), "models_dir": str(root / "models"),
@@ -93,15 +101,15 @@ def test_training_is_honest_about_unused_flags_and_decodes_images_once(leafy, mo
     made = []
     real_init = ds.ImageSource.__init__
     monkeypatch.setattr(ds.ImageSource, "__init__", lambda self, *a, **k: made.append(1) or real_init(self, *a, **k))
-    res = train(leafy_cfg(leafy, fold="all", experiment="a"), log=quiet)
+    res = train(leafy_cfg(leafy, fold="all", experiment="honest"), log=quiet)
     assert [r["fold"] for r in res] == [0, 1] and len(made) == 1
     assert matplotlib.get_backend() == "pdf"
     from foldkit.config import learning_settings
     assert "image_ext" not in learning_settings(leafy_cfg(leafy, image_ext=".png"))
-    train(leafy_cfg(leafy, fold="0", experiment="b", lr=1e-3), log=quiet)   # a second experiment, fold 0 only
 
 
-def test_probability_submission_in_the_samples_column_order(leafy):
+def test_probability_submission_in_the_samples_column_order(trained):
+    leafy = trained
     from foldkit.predicting import run_predict
     out = run_predict(leafy_cfg(leafy, experiments="a"), log=quiet)
     sub = pd.read_csv(out["submission"])
@@ -109,7 +117,8 @@ def test_probability_submission_in_the_samples_column_order(leafy):
     assert np.allclose(sub[CLASSES].sum(axis=1), 1, atol=1e-4)
 
 
-def test_cross_experiment_cv_uses_the_rows_both_have(leafy):
+def test_cross_experiment_cv_uses_the_rows_both_have(trained):
+    leafy = trained
     from foldkit.blend import from_experiments
     from foldkit.experiment import find_experiments
     from foldkit.report import load_oof
@@ -122,9 +131,10 @@ def test_cross_experiment_cv_uses_the_rows_both_have(leafy):
                                              for m in lines), lines
 
 
-def test_unfinished_fold_counts_nowhere(leafy, tmp_path):
+def test_unfinished_fold_counts_nowhere(trained, tmp_path):
     """A fold killed mid-run (OOF and checkpoint of its best epoch so far, no fold{k}.json): CV, report,
     ensemble and one-image prediction all use the finished folds only."""
+    leafy = trained
     import shutil
 
     from foldkit.predicting import predict_image, run_predict
@@ -144,7 +154,8 @@ def test_unfinished_fold_counts_nowhere(leafy, tmp_path):
     assert "(1 models of a)" in lines[0]
 
 
-def test_test_image_missing_warns_at_make_folds_and_stops_predict(leafy, tmp_path):
+def test_test_image_missing_warns_at_make_folds_and_stops_predict(trained, tmp_path):
+    leafy = trained
     import shutil
 
     from foldkit.folds import make_folds

@@ -519,9 +519,10 @@ def _test_problems(test: pd.DataFrame, root: Path, check: bool) -> list[str]:
     """'data row r (id x): path: reason' for each test image that is missing or (check) unreadable."""
     out = []
     for i, (tid, p) in enumerate(zip(test["id"].tolist(), test["path"].tolist())):
-        reason = (check_image_file(root / p) if check else None) if isinstance(p, str) else "no image file for this id"
-        if reason:
-            out.append(f"data row {i + 1} (id {tid!r}): {root / p if isinstance(p, str) else ''}: {reason}".replace(": : ", ": "))
+        if not isinstance(p, str):
+            out.append(f"data row {i + 1} (id {tid!r}): no image file for this id")
+        elif check and (reason := check_image_file(root / p)):
+            out.append(f"data row {i + 1} (id {tid!r}): {root / p}: {reason}")
     return out
 
 
