@@ -168,12 +168,10 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
 
 def _test_images(comp, grey: bool):
     """Test images in order, decoded once each (the torch-free twin of dataset.ImageSource)."""
-    from foldkit.data import decode_image
+    from foldkit.data import decode_image, to_channels
     if comp.source_col == "index":
         for a in comp.pixels("test")[comp.test["index"].to_numpy()]:
-            if grey and a.shape[-1] == 3:
-                a = np.round(a @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
-            yield np.repeat(a, 3, axis=-1) if not grey and a.shape[-1] == 1 else a
+            yield to_channels(a, grey)
     else:
         for k, p in enumerate(comp.test["path"]):
             yield decode_image(Path(comp.root) / p, grey=grey, row=k + 1)

@@ -230,6 +230,15 @@ def max_pixels() -> int:
         raise InputError(f"{MAX_PIXELS_ENV}={v!r} is not a number of pixels") from None
 
 
+def to_channels(arr: np.ndarray, grey: bool) -> np.ndarray:
+    """uint8 images (..., H, W, C) with 1 channel when grey (ITU-R 601 luma from RGB), else 3."""
+    if grey and arr.shape[-1] == 3:
+        return np.round(arr @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+    if not grey and arr.shape[-1] == 1:
+        return np.repeat(arr, 3, axis=-1)
+    return arr
+
+
 def decode_image(path: str | Path, grey: bool = False, row: int | None = None, min_side: int = 0) -> np.ndarray:
     """Decode an image file into RGB uint8 (H,W,3), or (H,W,1) when grey=True.
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from foldkit.data import Competition, decode_image
+from foldkit.data import Competition, decode_image, to_channels
 
 CACHE_MAX_BYTES = 6 * 1024**3
 
@@ -45,12 +45,7 @@ class ImageSource:
         self.array = None
         self.cached: list | None = None
         if "index" in table.columns and comp.layout in ("numpy", "pixel_csv"):
-            arr = comp.pixels(split)[table["index"].to_numpy()]
-            if grey and arr.shape[-1] == 3:
-                arr = np.round(arr @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
-            if not grey and arr.shape[-1] == 1:
-                arr = np.repeat(arr, 3, axis=-1)
-            self.array = np.ascontiguousarray(arr)
+            self.array = np.ascontiguousarray(to_channels(comp.pixels(split)[table["index"].to_numpy()], grey))
             return
         self.root = Path(comp.root)
         self.paths = table["path"].tolist()
