@@ -277,12 +277,9 @@ def _prepare_out(cfg) -> Path:
 
 
 def _members(cfg, classes):
-    from foldkit.experiment import find_experiments
-    from foldkit.inference import load_members
-    names = [n.strip() for n in cfg.experiments.split(",") if n.strip()] or None
-    exps = find_experiments(cfg.models_dir, names)
+    from foldkit.predicting import members_for
     t = time.perf_counter()
-    members = load_members(exps, classes)
+    exps, members = members_for(cfg, classes)
     return exps, members, time.perf_counter() - t
 
 

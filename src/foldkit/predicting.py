@@ -19,7 +19,8 @@ from foldkit.experiment import Experiment, find_experiments
 from foldkit.inference import EnsembleError, combine, load_members, load_single_image, predict_ensemble
 
 
-def _members(cfg, expected_classes=None):
+def members_for(cfg, expected_classes=None):
+    """The experiments of --experiments (default: the latest) and every finished fold's model."""
     names = [n.strip() for n in cfg.experiments.split(",") if n.strip()] or None
     exps = find_experiments(cfg.models_dir, names)
     return exps, load_members(exps, expected_classes)
@@ -161,7 +162,7 @@ def run_predict(cfg, log=print) -> dict:
     t0 = time.time()
     table, meta = read_folds(cfg.folds_dir)
     comp, _ = open_competition(cfg, meta, check_test=True)
-    exps, members = _members(cfg, meta["classes"])
+    exps, members = members_for(cfg, meta["classes"])
     classes = members[0].classes
     shas = {m.folds_sha256 for m in members}
     names = [e.name for e in exps]
@@ -228,7 +229,7 @@ def run_predict(cfg, log=print) -> dict:
 
 def predict_image(cfg, log=print) -> list[tuple]:
     """Top-k (class, probability) of one image from the fold ensemble."""
-    exps, members = _members(cfg)
+    exps, members = members_for(cfg)
     img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
     sources = sources_for(members, [img])
     probs = predict_ensemble(members, sources, tta=tta_views(cfg, members), device=engine.pick_device(cfg.device),
