@@ -108,6 +108,78 @@ def test_label_outside_classes_and_missing_prediction():
         build(["a"], PROBS[:1], CLASSES, sample)
 
 
+@pytest.mark.parametrize("metric,mode", [("auc", "probs"), ("logloss", "probs"), ("accuracy", "label"),
+                                         ("f1", "label"), ("qwk", "label")])
+def test_the_metric_decides_labels_or_probabilities_whatever_the_sample_holds(metric, mode):
+    from foldkit.submission import decide_mode
+    zeros = pd.DataFrame({"id": ["a", "b"], "label": ["0", "0"]})            # Histopathologic-style sample
+    halves = pd.DataFrame({"id": ["a", "b"], "label": ["0.5", "0.5"]})
+    for sample in (zeros, halves):
+        got, why = decide_mode(sample, [0, 1], "auto", metric)
+        assert got == mode and metric in why
+    sub = build(["a", "b"], np.array([[0.9, 0.1], [0.2, 0.8]]), [0, 1], zeros, choose_mode(zeros, [0, 1], "auto", metric))
+    assert sub["label"].tolist() == ([0.1, 0.8] if mode == "probs" else [0, 1])
+    # multi-class AUC cannot fit one column: one clear line, not a column of labels scored as AUC 0.5
+    with pytest.raises(SubmissionError, match="scored on probabilities.*3 classes.*--submission-mode label"):
+        decide_mode(pd.DataFrame({"id": ["a"], "label": ["0"]}), CLASSES, "auto", "auc")
+
+
+def test_probs_mode_with_columns_that_are_not_the_classes_is_one_error():
+    sample = pd.DataFrame({"id": ["a", "b", "c"], "cat": "0", "dog": "0", "fox": "0"})
+    with pytest.raises(SubmissionError, match=r"value columns of sample_submission.csv \['cat', 'dog', 'fox'\] "
+                                              r"are not the classes \[0, 1, 2\]"):
+        build(["a", "b", "c"], PROBS, CLASSES, sample, "probs")
+
+
+def test_a_solution_label_that_is_not_a_class_is_one_error(tmp_path):
+    from types import SimpleNamespace
+
+    from foldkit.predicting import labelled_test
+    (tmp_path / "solution.csv").write_text("id,label\na,1\nb,7\n")
+    comp = SimpleNamespace(root=tmp_path, test=pd.DataFrame({"id": ["a", "b"], "path": ["a.png", "b.png"]}))
+    with pytest.raises(SubmissionError, match=r"solution.csv: 1 label\(s\) are not among the classes \[0, 1, 2\], "
+                                              r"first: id b label '7'"):
+        labelled_test(comp, CLASSES)
+    (tmp_path / "solution.csv").write_text("id,label\na,1\nb,2\n")
+    keep, y = labelled_test(comp, CLASSES)
+    assert keep.tolist() == [True, True] and y.tolist() == [1, 2]
+
+
+def test_kaggle_cli_timing_out_is_one_error(tmp_path, monkeypatch):
+    from foldkit import submission
+    fake = tmp_path / "kaggle"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    monkeypatch.setattr(submission, "KAGGLE_TIMEOUT_S", 0.5)
+    with pytest.raises(SubmissionError, match="did not finish the upload in 0.5 s.*upload it later with: kaggle"):
+        submission.kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv")
+
+
+def test_upload_command_is_shell_quoted(tmp_path):
+    import shlex
+
+    from foldkit.submission import kaggle_command, upload_line
+    path = tmp_path / "it's $HOME" / "a+b_cv0.9.csv"
+    msg = 'a+b CV accuracy 0.9 "best"'
+    line = upload_line("digit-recognizer", path, msg)
+    assert shlex.split(line) == kaggle_command("digit-recognizer", path, msg)
+
+
+def test_a_120_class_submission_is_built_at_once_without_a_pandas_warning():
+    import warnings
+    classes = [f"breed{i:03d}" for i in range(120)]
+    sample = pd.DataFrame({"id": ["a", "b"], **{c: "0" for c in classes[::-1]}})   # columns in another order
+    p = np.random.default_rng(0).dirichlet(np.ones(120), size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sub = build(["b", "a"], p, classes, sample)
+    assert list(sub.columns) == list(sample.columns) and np.allclose(sub[classes].to_numpy(), p[::-1])
+    validate(sub, sample, classes, "probs")
+
+
 def test_existing_submission_is_never_overwritten(tmp_path):
     (tmp_path / "exp_cv0.9.csv").write_text("x")
     assert unused_path(tmp_path, "exp_cv0.9").name == "exp_cv0.9_2.csv"
