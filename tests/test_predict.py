@@ -1,5 +1,6 @@
 """predict.py: fold ensemble -> validated submission, reports, one image; offline."""
 import json
+import re
 import subprocess
 import sys
 
@@ -307,3 +308,32 @@ def test_submit_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", "k")
     assert kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv") == "uploaded"
+
+
+def test_auc_competition_with_a_sample_of_zeros_submits_the_probabilities_it_scored(tmp_path, digits_32, capsys):
+    """Laid out like Histopathologic Cancer Detection: 0/1 labels, a sample of zeros, --metric auc.
+    The uploaded column holds P(1), so the file scores the test AUC predict.py prints."""
+    import predict
+    import train
+    from sklearn.metrics import roc_auc_score
+    x, y = digits_32
+    y = (y >= 5).astype(int)
+    comp = tmp_path / "input"
+    comp.mkdir()
+    for name, arr in (("x_train", x[:200]), ("y_train", y[:200]), ("x_test", x[200:240]), ("y_test", y[200:240])):
+        np.save(comp / f"{name}.npy", arr)
+    pd.DataFrame({"id": [str(i) for i in range(40)], "label": 0}).to_csv(comp / "sample_submission.csv", index=False)
+    paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "models")]
+    from foldkit import config
+    from foldkit.folds import make_folds
+    make_folds(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), n_folds=2), log=lambda *a: None)
+    train.main([*paths, *FAST, "--fold", "all", "--metric", "auc", "--experiment", "auc"])
+    capsys.readouterr()
+    predict.main([*paths, "--submissions-dir", str(tmp_path / "subs"), "--no-report"])
+    out = capsys.readouterr().out
+    (path,) = (tmp_path / "subs").glob("auc_cv*.csv")
+    sub = pd.read_csv(path)
+    assert list(sub.columns) == ["id", "label"] and sub["label"].between(0, 1).all() and sub["label"].nunique() > 10
+    assert "submission mode: probs (the metric auc is scored on probabilities" in out
+    printed = float(re.search(r"test auc: ([0-9.]+)", out).group(1))
+    assert roc_auc_score(y[200:240], sub["label"]) == pytest.approx(printed, abs=2e-3)
