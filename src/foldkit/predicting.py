@@ -209,8 +209,9 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
     never written into a member experiment's report."""
     path = Path(cfg.reports_dir) / "+".join(plan.experiments) / "cv_scores.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"experiments": plan.experiments, "metric": fitted["metric"], "cv": fitted["cv"], **record,
-            "plan": plan.to_json(), "extra": blend.report_extra(fitted)}
+    body = {"experiments": plan.experiments, "metric": fitted["metric"], "cv": fitted["cv"],
+            **({"test_score": record["test_score"]} if "test_score" in record else {}), "plan": plan.to_json(),
+            "extra": {**blend.report_extra(fitted), **{k: v for k, v in record.items() if k != "test_score"}}}
     atomic_write_text(path, json.dumps(body, indent=1, default=float) + "\n")
     log(f"blend report: {path}")
     return path
@@ -297,8 +298,9 @@ def predict_image(cfg, log=print) -> list[tuple]:
     classes = plan.classes
     order = np.argsort(-probs, kind="stable")[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
-    log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)}, {plan.blend} blend"
-        + (f", {', '.join(n for n, _ in plan.steps)}" if plan.steps else "") + ")")
+    how = ([f"{plan.blend} blend"] if len(exps) > 1 else []) + [n for n, _ in plan.steps]
+    log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})"
+        + (f" with {', '.join(how)}" if how else ""))
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")
     return top
