@@ -67,7 +67,8 @@ def make_plan(cfg, exps, members, sample, log=print) -> tuple[blend.Plan, dict]:
     return plan, fitted
 
 
-def predict_members(cfg, members, sources, tta, cached: bool = False, progress=None) -> list[np.ndarray]:
+def predict_members(cfg, members, sources, tta, cached: bool = False, progress=None,
+                    workers: int | None = None) -> list[np.ndarray]:
     """Per-member probabilities (each view averaged) with the run settings --device, --amp,
     --batch-size, --channels-last, --workers: what plan.apply takes. predict.py, --image and the
     bundle's torch runner all predict here."""
@@ -77,7 +78,7 @@ def predict_members(cfg, members, sources, tta, cached: bool = False, progress=N
         members, sources, tta=tta, device=device, dtype=engine.amp_dtype(device, cfg.amp),
         batch_size=cfg.batch_size, progress=cfg.progress if progress is None else progress,
         channels_last=engine.use_channels_last(cfg.channels_last, device),
-        workers=auto_workers(cfg.workers, cached=cached), return_members=True)
+        workers=auto_workers(cfg.workers, cached=cached) if workers is None else workers, return_members=True)
     return per_member
 
 
@@ -293,7 +294,8 @@ def predict_image(cfg, log=print) -> list[tuple]:
     exps, members = members_for(cfg)
     plan, _ = make_plan(cfg, exps, members, None, log=lambda *a: None)
     img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
-    per_member = predict_members(cfg, members, sources_for(members, [img]), plan.tta, cached=True, progress=False)
+    per_member = predict_members(cfg, members, sources_for(members, [img]), plan.tta, progress=False,
+                                 workers=0)   # one decoded image: a loader process would only cost its start
     probs = plan.apply(per_member)[0]
     classes = plan.classes
     order = np.argsort(-probs, kind="stable")[: cfg.topk]
