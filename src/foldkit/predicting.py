@@ -51,14 +51,14 @@ def read_sample(comp) -> pd.DataFrame | None:
     return pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
 
 
-def make_plan(cfg, exps, members, sample, log=print) -> tuple[blend.Plan, dict]:
+def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> tuple[blend.Plan, dict]:
     """The plan of these experiments and members, fitted on their OOF (--blend, --calibrate,
     --thresholds), with --ensemble, the TTA views and the submission mode (decided from the metric and
     the sample). predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
     classes = members[0].classes
     fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log)
     mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, fitted["metric"])
-    if sample is not None:
+    if for_test:
         log(f"submission mode: {mode} ({why})")
     plan = dataclasses.replace(fitted["plan"], experiments=[e.name for e in exps],
                                members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
@@ -244,7 +244,7 @@ def run_predict(cfg, log=print) -> dict:
     # ---- the plan: blend weights + post-processing fitted on the experiments' OOF, with nested CV
     has_test = comp.test is not None and len(comp.test) > 0
     sample = read_sample(comp)
-    plan, fitted = make_plan(cfg, exps, members, sample if has_test else None, log)
+    plan, fitted = make_plan(cfg, exps, members, sample, log, for_test=has_test)
     cv, metric = fitted["cv"], fitted["metric"]
     truth = labelled_test(comp, classes) if has_test else None
     notes = rare_class_notes(meta)
@@ -292,7 +292,7 @@ def predict_image(cfg, log=print) -> list[tuple]:
     """Top-k (class, probability) of one image, through the plan predict.py submits with (--blend,
     --calibrate, --thresholds, --ensemble, TTA) and the run settings (--batch-size, --amp, --device)."""
     exps, members = members_for(cfg)
-    plan, _ = make_plan(cfg, exps, members, None, log=lambda *a: None)
+    plan, _ = make_plan(cfg, exps, members, None, log=lambda *a: None, for_test=False)
     img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
     per_member = predict_members(cfg, members, sources_for(members, [img]), plan.tta, progress=False,
                                  workers=0)   # one decoded image: a loader process would only cost its start

@@ -34,9 +34,7 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
     """(mode, why): what the submission holds, from --submission-mode, the metric and the sample's
     columns. Refuses a mode the sample's columns cannot hold."""
     from foldkit.metrics import METRICS
-    if sample is None:
-        return "label", "no sample_submission.csv: one label column"
-    value_cols = list(sample.columns[1:])
+    value_cols = list(sample.columns[1:]) if sample is not None else ["label"]   # no sample: one label column
     class_cols = len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}
     if mode not in ("auto", "label", "probs"):
         raise SubmissionError(f"--submission-mode {mode!r}: use auto, label or probs")
@@ -56,13 +54,16 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
         return "label", "--submission-mode label"
     submits = METRICS[metric].submits if metric in METRICS else None
     if submits == "probs":
+        if len(classes) != 2 and sample is None:
+            return "label", (f"no sample_submission.csv: one label column (the metric {metric} is scored on "
+                             "probabilities: add the competition's sample to get its columns)")
         if len(classes) != 2:
             raise SubmissionError(f"the metric {metric} is scored on probabilities, but sample_submission.csv has "
                                   f"one value column and this task has {len(classes)} classes: pass "
                                   "--submission-mode label to submit class labels")
         return "probs", (f"the metric {metric} is scored on probabilities: P({classes[1]}) in "
                          f"{value_cols[0]}, whatever values the sample holds")
-    v = pd.to_numeric(sample[value_cols[0]], errors="coerce")
+    v = pd.to_numeric(sample[value_cols[0]], errors="coerce") if sample is not None else pd.Series([0])
     fractional = bool(v.notna().all() and ((v % 1) != 0).any())
     if submits == "label":
         return "label", (f"the metric {metric} is scored on labels" + (
