@@ -73,7 +73,9 @@ def read_manifest(bundle_dir: str | Path) -> dict:
         man["plan"] = Plan.from_json(man["plan"], where=f"{path} `plan`")
     except PlanError as e:
         raise BundleError(str(e)) from None
-    if [(e.get("experiment"), e.get("fold")) for e in man["members"]] != [tuple(m) for m in man["plan"].members]:
+    entries = man["members"] if isinstance(man["members"], list) else []
+    if [(e.get("experiment"), e.get("fold")) if isinstance(e, dict) else e for e in entries] != \
+            [tuple(m) for m in man["plan"].members]:
         raise BundleError(f"{path}: the members do not match the plan's; the manifest is damaged, re-export it")
     return man
 

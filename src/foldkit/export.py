@@ -1,6 +1,8 @@
 """export.py's job: the offline inference bundle of an ensemble, for Kaggle code competitions.
 
     export_bundle(cfg)  experiments -> bundle/ (layout and manifest: foldkit.bundle)
+                        the plan fitted on the OOF as predict.py fits it (predicting.make_plan,
+                        same flags), written into the manifest for every runner to apply,
                         weights (copied, or fp16 / safetensors), the foldkit wheel (pip wheel,
                         no network), predict_offline.py + .ipynb, dataset-metadata.json for
                         `kaggle datasets create`, README.md, a measured runtime estimate,
