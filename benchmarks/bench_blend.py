@@ -98,7 +98,7 @@ def main(argv=None) -> None:
         for blend in ("mean", "optimize"):
             out = kit("predict.py", *paths, "--experiments", ",".join(names), "--blend", blend, "--no-progress",
                       "--workers", "0")
-            s = scores(root / "reports", names[0])
+            s = scores(root / "reports", "+".join(names))   # the blend's own report
             ex = s["extra"]
             rows.append((f"{blend} blend", None, ex["cv_final_in_sample"], ex["cv_final_nested"],
                          ex.get("test_score_before_postprocessing"), s.get("test_score"), json.dumps(ex["plan"])))

@@ -168,3 +168,21 @@ def test_one_finished_fold_gives_in_sample_figures_and_says_there_is_no_nested_c
     assert res["blend_nested"] is None and res["final_nested"] is None
     assert res["final_in_sample"] < res["blend_in_sample"]
     assert res["verdicts"] == ["one fold only: no nested CV, the fitted figures are in-sample"]
+
+
+def test_plan_round_trips_through_json_and_applies_bit_for_bit():
+    """The plan a bundle records is the plan predict.py applied: each experiment's folds combined,
+    then the blend, then the post-processing, identical after to_json -> JSON text -> from_json."""
+    logits, y = _sampled(120, 3, 2.0)
+    rng = np.random.default_rng(1)
+    members = [softmax(logits / t + rng.normal(scale=0.5, size=logits.shape), 1) for t in (1.5, 2.0, 3.0)]
+    per_exp = np.stack([members[0], (members[1] + members[2]) / 2])
+    fitted = blend.fit_plan(per_exp, y, "logloss", "optimize", ("temperature",))
+    plan = blend.Plan(**{**fitted.__dict__, "experiments": ["a", "b"], "members": [("a", 0), ("b", 0), ("b", 1)],
+                         "classes": [0, 1, 2]})
+    back = blend.Plan.from_json(json.loads(json.dumps(plan.to_json())))
+    assert np.array_equal(back.apply(members), plan.apply(members))
+    assert np.allclose(plan.apply(members), plan.finish(per_exp))     # folds combined per experiment, not flat
+    assert not np.allclose(plan.apply(members), plan.finish(np.stack([np.mean(members, 0)] * 2)))
+    with pytest.raises(blend.PlanError, match="names \\['bagging'\\]"):
+        blend.Plan.from_json(dict(plan.to_json(), blend="bagging"))

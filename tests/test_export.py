@@ -40,8 +40,9 @@ def _keep_test_images(comp, n):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The demo competition (2 folds over 300 rows, one epoch each), exported with ONNX and hflip TTA,
-    and predict.py's submission for the same members and TTA."""
+    """The demo competition (2 folds over 300 rows, one epoch each) trained for macro F1, so the plan
+    holds per-class thresholds fitted on OOF (--thresholds auto); exported with ONNX and hflip TTA,
+    and predict.py's submission for the same members, TTA and plan."""
     from foldkit import config
     from foldkit.demo import build_demo
     from foldkit.folds import make_folds
@@ -52,7 +53,7 @@ def exported(tmp_path_factory):
              "--models-dir", str(root / "models")]
     make_folds(config.resolve(input_dir=str(root / "input"), folds_dir=str(root / "folds"),
                               models_dir=str(root / "models"), limit=300, n_folds=2), log=lambda *a: None)
-    _main("train", [*paths, *FAST, "--fold", "all", "--experiment", "tiny"])
+    _main("train", [*paths, *FAST, "--fold", "all", "--metric", "f1_macro", "--experiment", "tiny"])
     _main("predict", [*paths, "--experiments", "tiny", "--tta", "hflip", "--no-report", "--no-progress",
                       "--submissions-dir", str(root / "subs")])
     (ref,) = (root / "subs").glob("tiny_cv*.csv")
@@ -89,8 +90,11 @@ def _fresh_copy(bundle, tmp_path):
 def test_bundle_contents_and_export_messages(bundle_dir, exported):
     out, stdout = bundle_dir
     man = json.loads((out / "foldkit_bundle.json").read_text())
-    assert man["tta"] == ["none", "hflip"] and man["ensemble"] == "mean" and man["classes"] == list(range(10))
-    assert man["submission_mode"] == "label" and man["sample_submission"] == {"columns": ["id", "label"], "rows": 48}
+    plan = man["plan"]
+    assert man["format"] == 2 and plan["tta"] == ["none", "hflip"] and plan["ensemble"] == "mean"
+    assert plan["classes"] == man["classes"] == list(range(10)) and plan["members"] == [["tiny", 0], ["tiny", 1]]
+    assert [n for n, _ in plan["steps"]] == ["thresholds"] and len(plan["steps"][0][1]) == 10   # fitted for F1
+    assert plan["submission_mode"] == "label" and man["sample_submission"] == {"columns": ["id", "label"], "rows": 48}
     assert [(e["experiment"], e["fold"]) for e in man["members"]] == [("tiny", 0), ("tiny", 1)]
     for e in man["members"]:
         assert (out / e["weights"]).is_file() and (out / e["onnx"]).is_file()
@@ -180,19 +184,44 @@ def test_runners_and_fp16_safetensors_weights_match_the_kit_probabilities(bundle
     root = exported[0]
     out = bundle_dir[0]
     man = bundle.read_manifest(out)
+    plan = man["plan"]
     comp = read_competition(root / "input")
     members = load_members(find_experiments(root / "models", ["tiny"]))
-    kit = predict_ensemble(members, make_sources(comp, comp.test, "test", members), tta=man["tta"],
-                           device=pick_device("cpu"), progress=False)
+    _, kit = predict_ensemble(members, make_sources(comp, comp.test, "test", members), tta=plan.tta,
+                              device=pick_device("cpu"), progress=False, return_members=True)
     cfg = config.resolve(device="cpu", workers=0, progress=False)
-    assert np.array_equal(bundle.predict_torch(out, man, comp, cfg), kit)
-    assert np.abs(bundle.predict_onnx(out, man, comp, cfg) - kit).max() < 1e-5
+    torch_members = bundle.predict_torch(out, man, comp, cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(torch_members, kit))
+    onnx_members = bundle.predict_onnx(out, man, comp, cfg)
+    assert max(np.abs(a - b).max() for a, b in zip(onnx_members, kit)) < 1e-5
+    # the thresholds the plan applies change labels: the flat mean predict.py never submitted would differ
+    assert (plan.apply(kit).argmax(1) != plan.apply(kit, raw=True).argmax(1)).any()
     entries = write_weights(members, tmp_path, half=True, safetensors=True)
     assert all(e["format"] == "safetensors-fp16" for e in entries)
     small = sum((tmp_path / e["weights"]).stat().st_size for e in entries)
     assert small < 0.55 * sum((out / e["weights"]).stat().st_size for e in man["members"])
-    half = bundle.predict_torch(tmp_path, dict(man, members=entries), comp, cfg)
-    assert np.abs(half - kit).max() < 1e-2 and (half.argmax(1) == kit.argmax(1)).mean() > 0.95
+    half = plan.apply(bundle.predict_torch(tmp_path, dict(man, members=entries), comp, cfg))
+    ref = plan.apply(kit)
+    assert np.abs(half - ref).max() < 1e-2 and (half.argmax(1) == ref.argmax(1)).mean() > 0.95
+
+
+def test_a_corrupt_or_old_manifest_is_one_error(bundle_dir, tmp_path):
+    from foldkit.bundle import MANIFEST, BundleError, read_manifest
+    man = json.loads((bundle_dir[0] / MANIFEST).read_text())
+    cases = {"garbage": '{"format": 2, "members": [', "old": json.dumps(dict(man, format=1)),
+             "plan": json.dumps(dict(man, plan={"blend": "mean"})),
+             "members": json.dumps(dict(man, members=man["members"][:1]))}
+    msgs = {"garbage": "is not valid JSON .*the bundle is damaged", "old": "bundle format 1 but this foldkit reads "
+            "format 2 \\(format 1 bundles record no blend or post-processing plan\\).*re-export",
+            "plan": "`plan` cannot be read", "members": "members do not match the plan's"}
+    for case, text in cases.items():
+        (tmp_path / case).mkdir()
+        (tmp_path / case / MANIFEST).write_text(text)
+        with pytest.raises(BundleError, match=msgs[case]):
+            read_manifest(tmp_path / case)
+    r = subprocess.run([sys.executable, "-m", "foldkit.bundle", "--bundle", str(tmp_path / "garbage"), "--input-dir",
+                        str(tmp_path)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error: " in r.stderr and "Traceback" not in r.stderr
 
 
 def test_kaggle_input_discovery_and_output_place(exported, tmp_path, monkeypatch):

@@ -68,7 +68,13 @@ def blended(two):
 def test_predict_blend_optimize_reports_nested_and_in_sample_cv_and_submits(blended):
     root, _, stdout = blended
     assert "optimize blend of 2 experiments" in stdout and "nested" in stdout
-    extra = json.loads((root / "reports" / "s24" / "cv_scores.json").read_text())["extra"]
+    # the blend's figures are the blend's own report, never a member's
+    blend_report = json.loads((root / "reports" / "s24+s32" / "cv_scores.json").read_text())
+    extra = blend_report["extra"]
+    assert blend_report["plan"]["experiments"] == ["s24", "s32"] and "test_score" in blend_report
+    for name in ("s24", "s32"):
+        own = json.loads((root / "reports" / name / "cv_scores.json").read_text())
+        assert "test_score" not in own and not {"plan", "cv_blend_nested", "submission"} & set(own.get("extra", {}))
     weights = extra["plan"]["weights"]
     assert set(weights) == {"s24", "s32"} and sum(weights.values()) == pytest.approx(1, abs=1e-3)
     assert min(weights.values()) >= 0
@@ -135,3 +141,45 @@ def test_help_lists_the_registry_without_torch_and_errors_are_one_line(tmp_path)
     (tmp_path / "broken" / "config.json").write_text("{not json")
     r = run("leaderboard.py", "--models-dir", str(tmp_path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "config.json" in r.stderr
+
+
+def test_bundle_and_image_apply_the_plan_predict_submitted_with(two, tmp_path, capsys):
+    """Two experiments with different fold counts (s32: fold 0 only), an `optimize` blend and
+    temperature scaling: the bundle's torch runner writes predict.py's file byte for byte, the ONNX
+    runner the same probabilities within 1e-3, and --image the same probabilities for one image."""
+    import shutil
+
+    import export as export_cli
+    import predict
+    from conftest import write_png
+    from foldkit import bundle
+    root, paths = two
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    (models / "s32" / "fold1.json").unlink()            # s32: one finished fold, s24: two
+    paths = [p if p != str(root / "models") else str(models) for p in paths]
+    plan_flags = ["--experiments", "s24,s32", "--blend", "optimize", "--calibrate", "on", "--tta", "none",
+                  "--workers", "0", "--no-progress"]
+    predict.main([*paths, *plan_flags, "--submissions-dir", str(tmp_path / "subs"), "--no-report"])
+    (ref,) = (tmp_path / "subs").glob("s24+s32*.csv")
+    export_cli.main([*paths, *plan_flags[:-1], "--onnx", "--out", str(tmp_path / "bundle"), "--time-budget", "0"])
+    man = bundle.read_manifest(tmp_path / "bundle")
+    plan = man["plan"]
+    assert plan.members == [("s24", 0), ("s24", 1), ("s32", 0)] and plan.blend == "optimize"
+    assert [n for n, _ in plan.steps] == ["temperature"] and plan.submission_mode == "probs"
+    # the plan is not a flat mean of the three members: that was the bundle's old answer
+    offline = ["--bundle", str(tmp_path / "bundle"), "--input-dir", str(root / "input"), "--workers", "0",
+               "--no-progress"]
+    bundle.main([*offline, "--runner", "torch", "--out", str(tmp_path / "torch.csv")])
+    assert (tmp_path / "torch.csv").read_bytes() == ref.read_bytes()
+    bundle.main([*offline, "--runner", "onnx", "--out", str(tmp_path / "onnx.csv")])
+    want = pd.read_csv(ref).iloc[:, 1:].to_numpy()
+    got = pd.read_csv(tmp_path / "onnx.csv").iloc[:, 1:].to_numpy()
+    assert np.abs(got - want).max() < 1e-3 and (got.argmax(1) == want.argmax(1)).all()
+    # --image: the same plan on one test image
+    x_test = np.load(root / "input" / "x_test.npy")
+    img = write_png(tmp_path / "one.png", x_test[3])
+    capsys.readouterr()
+    top = predict.main([*paths, *plan_flags, "--image", str(img), "--topk", "10"])
+    probs = dict(top)
+    assert np.abs(np.array([probs[c] for c in range(10)]) - want[3]).max() < 1e-5

@@ -1,5 +1,6 @@
 """predict.py: fold ensemble -> validated submission, reports, one image; offline."""
 import json
+import re
 import subprocess
 import sys
 
@@ -106,6 +107,78 @@ def test_label_outside_classes_and_missing_prediction():
         validate(sub, sample, CLASSES, "label")
     with pytest.raises(SubmissionError, match="have no prediction, first: \\['b'\\]"):
         build(["a"], PROBS[:1], CLASSES, sample)
+
+
+@pytest.mark.parametrize("metric,mode", [("auc", "probs"), ("logloss", "probs"), ("accuracy", "label"),
+                                         ("f1", "label"), ("qwk", "label")])
+def test_the_metric_decides_labels_or_probabilities_whatever_the_sample_holds(metric, mode):
+    from foldkit.submission import decide_mode
+    zeros = pd.DataFrame({"id": ["a", "b"], "label": ["0", "0"]})            # Histopathologic-style sample
+    halves = pd.DataFrame({"id": ["a", "b"], "label": ["0.5", "0.5"]})
+    for sample in (zeros, halves):
+        got, why = decide_mode(sample, [0, 1], "auto", metric)
+        assert got == mode and metric in why
+    sub = build(["a", "b"], np.array([[0.9, 0.1], [0.2, 0.8]]), [0, 1], zeros, choose_mode(zeros, [0, 1], "auto", metric))
+    assert sub["label"].tolist() == ([0.1, 0.8] if mode == "probs" else [0, 1])
+    # multi-class AUC cannot fit one column: one clear line, not a column of labels scored as AUC 0.5
+    with pytest.raises(SubmissionError, match="scored on probabilities.*3 classes.*--submission-mode label"):
+        decide_mode(pd.DataFrame({"id": ["a"], "label": ["0"]}), CLASSES, "auto", "auc")
+
+
+def test_probs_mode_with_columns_that_are_not_the_classes_is_one_error():
+    sample = pd.DataFrame({"id": ["a", "b", "c"], "cat": "0", "dog": "0", "fox": "0"})
+    with pytest.raises(SubmissionError, match=r"value columns of sample_submission.csv \['cat', 'dog', 'fox'\] "
+                                              r"are not the classes \[0, 1, 2\]"):
+        build(["a", "b", "c"], PROBS, CLASSES, sample, "probs")
+
+
+def test_a_solution_label_that_is_not_a_class_is_one_error(tmp_path):
+    from types import SimpleNamespace
+
+    from foldkit.predicting import labelled_test
+    (tmp_path / "solution.csv").write_text("id,label\na,1\nb,7\n")
+    comp = SimpleNamespace(root=tmp_path, test=pd.DataFrame({"id": ["a", "b"], "path": ["a.png", "b.png"]}))
+    with pytest.raises(SubmissionError, match=r"solution.csv: 1 label\(s\) are not among the classes \[0, 1, 2\], "
+                                              r"first: id b label '7'"):
+        labelled_test(comp, CLASSES)
+    (tmp_path / "solution.csv").write_text("id,label\na,1\nb,2\n")
+    keep, y = labelled_test(comp, CLASSES)
+    assert keep.tolist() == [True, True] and y.tolist() == [1, 2]
+
+
+def test_kaggle_cli_timing_out_is_one_error(tmp_path, monkeypatch):
+    from foldkit import submission
+    fake = tmp_path / "kaggle"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    monkeypatch.setattr(submission, "KAGGLE_TIMEOUT_S", 0.5)
+    with pytest.raises(SubmissionError, match="did not finish the upload in 0.5 s.*upload it later with: kaggle"):
+        submission.kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv")
+
+
+def test_upload_command_is_shell_quoted(tmp_path):
+    import shlex
+
+    from foldkit.submission import kaggle_command, upload_line
+    path = tmp_path / "it's $HOME" / "a+b_cv0.9.csv"
+    msg = 'a+b CV accuracy 0.9 "best"'
+    line = upload_line("digit-recognizer", path, msg)
+    assert shlex.split(line) == kaggle_command("digit-recognizer", path, msg)
+
+
+def test_a_120_class_submission_is_built_at_once_without_a_pandas_warning():
+    import warnings
+    classes = [f"breed{i:03d}" for i in range(120)]
+    sample = pd.DataFrame({"id": ["a", "b"], **{c: "0" for c in classes[::-1]}})   # columns in another order
+    p = np.random.default_rng(0).dirichlet(np.ones(120), size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sub = build(["b", "a"], p, classes, sample)
+    assert list(sub.columns) == list(sample.columns) and np.allclose(sub[classes].to_numpy(), p[::-1])
+    validate(sub, sample, classes, "probs")
 
 
 def test_existing_submission_is_never_overwritten(tmp_path):
@@ -235,3 +308,32 @@ def test_submit_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", "k")
     assert kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv") == "uploaded"
+
+
+def test_auc_competition_with_a_sample_of_zeros_submits_the_probabilities_it_scored(tmp_path, digits_32, capsys):
+    """Laid out like Histopathologic Cancer Detection: 0/1 labels, a sample of zeros, --metric auc.
+    The uploaded column holds P(1), so the file scores the test AUC predict.py prints."""
+    import predict
+    import train
+    from sklearn.metrics import roc_auc_score
+    x, y = digits_32
+    y = (y >= 5).astype(int)
+    comp = tmp_path / "input"
+    comp.mkdir()
+    for name, arr in (("x_train", x[:200]), ("y_train", y[:200]), ("x_test", x[200:240]), ("y_test", y[200:240])):
+        np.save(comp / f"{name}.npy", arr)
+    pd.DataFrame({"id": [str(i) for i in range(40)], "label": 0}).to_csv(comp / "sample_submission.csv", index=False)
+    paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "models")]
+    from foldkit import config
+    from foldkit.folds import make_folds
+    make_folds(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), n_folds=2), log=lambda *a: None)
+    train.main([*paths, *FAST, "--fold", "0", "--metric", "auc", "--experiment", "auc"])   # one fold is enough
+    capsys.readouterr()
+    predict.main([*paths, "--submissions-dir", str(tmp_path / "subs"), "--no-report"])
+    out = capsys.readouterr().out
+    (path,) = (tmp_path / "subs").glob("auc_cv*.csv")
+    sub = pd.read_csv(path)
+    assert list(sub.columns) == ["id", "label"] and sub["label"].between(0, 1).all() and sub["label"].nunique() > 10
+    assert "submission mode: probs (the metric auc is scored on probabilities" in out
+    printed = float(re.search(r"test auc: ([0-9.]+)", out).group(1))
+    assert roc_auc_score(y[200:240], sub["label"]) == pytest.approx(printed, abs=2e-3)

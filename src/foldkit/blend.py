@@ -17,26 +17,21 @@ This module must not import torch (config reads BLENDS for --help).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from foldkit.calibrate import POSTPROCESS
+from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
+from foldkit.errors import FoldkitError
 from foldkit.metrics import GREATER_IS_BETTER, score
 
 
 def _equal_weights(probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     return np.full(len(probs), 1.0 / len(probs))
-
-
-def weighted_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return np.tensordot(w, probs, axes=1)
-
-
-def weighted_geometric(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted mean of log-probabilities, renormalised (= a weighted logit mean)."""
-    from scipy.special import softmax
-    return softmax(np.tensordot(w, np.log(np.clip(probs, 1e-15, 1.0)), axes=1), axis=1)
 
 
 def rank_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -93,29 +88,87 @@ BLENDS: dict[str, Blend] = {
 
 # --------------------------------------------------------------------------- plan = blend + post-processing
 
+class PlanError(FoldkitError, ValueError):
+    """A recorded plan that cannot be read (corrupt or from another foldkit); the message says which."""
+
+
 @dataclass
 class Plan:
-    """What is applied to the test probabilities: blend weights, then post-processing steps."""
+    """Everything that turns the members' test probabilities into the uploaded file, in order:
+    each experiment's folds combined (`ensemble`), the experiments blended (`blend`, `weights`),
+    the post-processing steps fitted on OOF (`steps`: [(name, params)], foldkit.calibrate), the
+    submission mode. `members` [(experiment, fold)] is the order of the per-member probabilities
+    `apply` takes; `tta` the views each member was run with. predict.py and export.py fit it
+    (predicting.make_plan); predict.py, the bundle's torch and ONNX runners and --image apply it;
+    it is recorded as plain JSON (`to_json` / `from_json`) in the bundle manifest and the blend's
+    cv_scores.json."""
     blend: str
     weights: np.ndarray
-    steps: list = field(default_factory=list)          # [(name, params)] from foldkit.calibrate
+    steps: list = field(default_factory=list)
+    experiments: list = field(default_factory=list)
+    members: list = field(default_factory=list)
+    ensemble: str = "mean"
+    tta: list = field(default_factory=lambda: ["none"])
+    submission_mode: str = "label"
+    classes: list = field(default_factory=list)
+    metric: str | None = None
 
-    def apply(self, probs: np.ndarray, raw: bool = False) -> np.ndarray:
-        from foldkit.calibrate import POSTPROCESS
-        p = BLENDS[self.blend].combine(np.asarray(probs, dtype=np.float64), self.weights)
+    def finish(self, per_exp: np.ndarray, raw: bool = False) -> np.ndarray:
+        """(E, N, C) experiment probabilities -> blend -> post-processing (not with raw)."""
+        p = BLENDS[self.blend].combine(np.asarray(per_exp, dtype=np.float64), self.weights)
         if not raw:
             for name, params in self.steps:
                 p = POSTPROCESS[name].apply(p, params)
         return p
 
-    def describe(self, names: list[str]) -> dict:
-        from foldkit.calibrate import POSTPROCESS
+    def per_experiment(self, per_member: list[np.ndarray]) -> np.ndarray:
+        """(E, N, C): each experiment's folds combined with the ensemble mode."""
+        if len(per_member) != len(self.members):
+            raise PlanError(f"the plan has {len(self.members)} member(s) but {len(per_member)} were predicted")
+        return np.stack([combine_members([np.asarray(p, dtype=np.float64) for (e, _), p
+                                          in zip(self.members, per_member) if e == name], self.ensemble)
+                         for name in self.experiments])
+
+    def apply(self, per_member: list[np.ndarray], raw: bool = False) -> np.ndarray:
+        """The probabilities the submission is written from: per_experiment, then finish."""
+        return self.finish(self.per_experiment(per_member), raw)
+
+    def describe(self, names: list[str] | None = None) -> dict:
+        names = names or self.experiments
         return {"blend": self.blend, "weights": {n: round(float(w), 4) for n, w in zip(names, self.weights)},
                 **{name: POSTPROCESS[name].describe(params) for name, params in self.steps}}
 
+    def to_json(self) -> dict:
+        """Plain JSON types; floats round-trip exactly, so a plan read back applies bit for bit."""
+        def plain(v):
+            return np.asarray(v).tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+        d = dataclasses.asdict(self)
+        d.update(weights=plain(self.weights), steps=[[n, plain(p)] for n, p in self.steps],
+                 members=[[str(e), int(k)] for e, k in self.members])
+        json.dumps(d)   # fails here, not in a half-written manifest, if something is not plain
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "the plan") -> "Plan":
+        try:
+            plan = cls(**{**d, "weights": np.asarray(d["weights"], dtype=np.float64),
+                          "steps": [(n, np.asarray(p, dtype=np.float64) if isinstance(p, list) else p)
+                                    for n, p in d.get("steps", [])],
+                          "members": [(e, int(k)) for e, k in d["members"]]})
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanError(f"{where} cannot be read ({type(e).__name__}: {e}): re-export or re-run predict.py "
+                            "with this foldkit") from None
+        unknown = ([plan.blend] if plan.blend not in BLENDS else []) + \
+                  ([plan.ensemble] if plan.ensemble not in ENSEMBLE_MODES else []) + \
+                  [n for n, _ in plan.steps if n not in POSTPROCESS]
+        if unknown or len(plan.weights) != len(plan.experiments):
+            raise PlanError(f"{where} names {unknown or 'weights for other experiments'} that this foldkit "
+                            "does not know: use the foldkit it was written with")
+        return plan
+
 
 def fit_plan(probs: np.ndarray, y: np.ndarray, metric: str, blend: str = "mean", steps: tuple = ()) -> Plan:
-    from foldkit.calibrate import POSTPROCESS
+    """Blend weights and post-processing fitted on these OOF rows (the per-experiment probabilities)."""
     w = BLENDS[blend].fit(probs, y, metric)
     p = BLENDS[blend].combine(probs, w)
     fitted = []
@@ -123,7 +176,7 @@ def fit_plan(probs: np.ndarray, y: np.ndarray, metric: str, blend: str = "mean",
         params = POSTPROCESS[name].fit(p, y, metric)
         p = POSTPROCESS[name].apply(p, params)
         fitted.append((name, params))
-    return Plan(blend, w, fitted)
+    return Plan(blend, w, fitted, metric=metric)
 
 
 def held_out(fit: Callable[[np.ndarray], object], predict: Callable[[object, np.ndarray], np.ndarray],
@@ -144,7 +197,7 @@ def held_out(fit: Callable[[np.ndarray], object], predict: Callable[[object, np.
 def _nested_plan(probs, y, folds, metric, blend, steps) -> tuple[np.ndarray, np.ndarray]:
     """Held-out predictions of the blend alone and of the whole plan (one fit per fold)."""
     both = held_out(lambda rows: fit_plan(probs[:, rows], y[rows], metric, blend, steps),
-                    lambda plan, rows: np.stack([plan.apply(probs[:, rows], raw=True), plan.apply(probs[:, rows])], 1),
+                    lambda plan, rows: np.stack([plan.finish(probs[:, rows], raw=True), plan.finish(probs[:, rows])], 1),
                     folds)
     return both[:, 0], both[:, 1]
 
@@ -163,9 +216,9 @@ def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, b
         nested = tuple(score(metric, y, p) for p in _nested_plan(probs, y, folds, metric, blend, steps))
     res = {
         "metric": metric, "blend": blend, "steps": list(steps), "singles": singles,
-        "blend_in_sample": score(metric, y, plan.apply(probs, raw=True)),
+        "blend_in_sample": score(metric, y, plan.finish(probs, raw=True)),
         "blend_nested": nested[0],
-        "final_in_sample": score(metric, y, plan.apply(probs)),
+        "final_in_sample": score(metric, y, plan.finish(probs)),
         "final_nested": nested[1],
         "plan": plan, "names": names, "rows": int(len(y)), "folds": sorted(int(f) for f in np.unique(folds)),
     }
@@ -227,7 +280,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
         log(f"{e.name}: CV {rep['metric']} {_f(rep['cv'])} (folds {_f(rep['cv_mean'])} ± "
             f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})")
     names = [e.name for e in exps]
-    fallback = {"metric": metric, "cv": None, "plan": Plan("mean", np.full(len(exps), 1.0 / len(exps))),
+    fallback = {"metric": metric, "cv": None, "plan": Plan("mean", np.full(len(exps), 1.0 / len(exps)), metric=metric),
                 "names": names, "verdicts": []}
     if len({e.config().get("folds_sha256") for e in exps}) > 1:
         log("experiments were trained on different folds: they cannot be blended on OOF (their rows do not "
@@ -264,7 +317,6 @@ def summary_lines(res: dict) -> list[str]:
         lines.append(f"  blend CV {m}: in-sample {_f(res['blend_in_sample'])}, nested {_f(res['blend_nested'])} "
                      "(weights fitted without the scored fold)")
     if res["steps"]:
-        from foldkit.calibrate import POSTPROCESS
         fitted = "; ".join(f"{n} {POSTPROCESS[n].describe(p)}" for n, p in plan.steps)
         lines.append(f"  post-processing fitted on OOF: {fitted}")
         lines.append(f"  CV {m} before -> after: in-sample {_f(res['blend_in_sample'])} -> "

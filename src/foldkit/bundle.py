@@ -4,19 +4,22 @@
 part of the foldkit wheel, reads it back and writes the validated submission:
 
     bundle/
-      foldkit_bundle.json          the manifest: members, TTA views, ensemble mode, classes,
-                                   submission mode, sample_submission columns and rows,
-                                   reading options, the runtime estimate
+      foldkit_bundle.json          the manifest: members, the plan (blend.Plan: folds combined,
+                                   blend weights, post-processing, TTA views, submission mode,
+                                   classes), sample_submission columns and rows, reading
+                                   options, the runtime estimate
       checkpoints/<exp>__fold<k>.pt   (or .safetensors; fp16 with export --half)
       onnx/<exp>__fold<k>.onnx        (export --onnx)
       wheels/foldkit-<version>-py3-none-any.whl
       predict_offline.py, predict_offline.ipynb, dataset-metadata.json, README.md
 
 Only the manifest names files; nothing from the training machine (folds/, models/,
-config.json) is needed. Two runners: `torch` reuses the kit's own ensemble path
-(inference.predict_ensemble on predicting.make_sources, so its submission is byte-identical to
-predict.py's), `onnx` runs onnxruntime sessions with numpy/Pillow preprocessing and never
-imports torch (this module imports torch only inside the torch runner).
+config.json) is needed. Both runners return per-member probabilities and the manifest's plan turns
+them into the submission (`Plan.apply`, as predict.py does). `torch` reuses the kit's own path
+(predicting.predict_members on predicting.make_sources), so its submission is byte-identical to
+predict.py's; `onnx` runs onnxruntime sessions with numpy/Pillow preprocessing and never imports
+torch (this module imports torch only inside the torch runner): its probabilities are within 1e-3 of
+the torch runner's (Pillow's resize is within one grey level of torchvision's).
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from foldkit.ensemble import combine
+from foldkit.blend import Plan, PlanError
+from foldkit.ensemble import TTA_VIEWS, softmax
 from foldkit.errors import FoldkitError
 
 MANIFEST = "foldkit_bundle.json"
-FORMAT = 1
+FORMAT = 2   # 2: the plan (blend weights, post-processing, submission mode) replaces ensemble/tta/submission_mode
 # Kaggle mounts the competition and the datasets a notebook uses here (read-only), and keeps
 # /kaggle/working as the notebook's output folder; FOLDKIT_KAGGLE_INPUT moves the former.
 KAGGLE_INPUT = "/kaggle/input"
@@ -51,10 +55,28 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{path} does not exist: {bundle_dir} is not a foldkit bundle "
                           "(write one with `python src/export.py --out DIR`)")
-    man = json.loads(path.read_text())
-    if man.get("format") != FORMAT:
-        raise BundleError(f"{path}: bundle format {man.get('format')} but this foldkit reads format {FORMAT}; "
-                          "use the foldkit wheel inside the bundle (predict_offline.py does)")
+    try:
+        man = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path} is not valid JSON ({e}): the bundle is damaged; copy it again or re-export it "
+                          "with `python src/export.py`") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        fmt = man.get("format") if isinstance(man, dict) else None
+        raise BundleError(f"{path}: bundle format {fmt} but this foldkit reads format {FORMAT}"
+                          + (" (format 1 bundles record no blend or post-processing plan)" if fmt == 1 else "")
+                          + "; run the bundle's own predict_offline.py (it uses the foldkit wheel inside the "
+                          "bundle), or re-export the bundle with this foldkit's export.py")
+    missing = [k for k in ("plan", "members", "reading") if k not in man]
+    if missing:
+        raise BundleError(f"{path} has no {', '.join(missing)}: the manifest is damaged; re-export the bundle")
+    try:
+        man["plan"] = Plan.from_json(man["plan"], where=f"{path} `plan`")
+    except PlanError as e:
+        raise BundleError(str(e)) from None
+    entries = man["members"] if isinstance(man["members"], list) else []
+    if [(e.get("experiment"), e.get("fold")) if isinstance(e, dict) else e for e in entries] != \
+            [tuple(m) for m in man["plan"].members]:
+        raise BundleError(f"{path}: the members do not match the plan's; the manifest is damaged, re-export it")
     return man
 
 
@@ -122,19 +144,12 @@ def load_members(bundle_dir: Path, man: dict) -> list:
     return members
 
 
-def predict_torch(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
-    from foldkit import engine
-    from foldkit.dataset import auto_workers
-    from foldkit.inference import predict_ensemble
-    from foldkit.predicting import make_sources
+def predict_torch(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
+    """Per-member test probabilities, on predict.py's own path (predicting.predict_members)."""
+    from foldkit.predicting import make_sources, predict_members
     members = load_members(bundle_dir, man)
-    device = engine.pick_device(cfg.device)
-    return predict_ensemble(members, make_sources(comp, comp.test, "test", members), tta=man["tta"],
-                            device=device, dtype=engine.amp_dtype(device, cfg.amp),
-                            channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto"
-                                                                        and device.type == "cuda"),
-                            batch_size=cfg.batch_size, workers=auto_workers(cfg.workers, comp.source_col == "index"),
-                            how=man["ensemble"], progress=cfg.progress)
+    return predict_members(cfg, members, make_sources(comp, comp.test, "test", members), man["plan"].tta,
+                           cached=comp.source_col == "index")
 
 
 # --------------------------------------------------------------------------- the onnx runner (no torch)
@@ -177,12 +192,10 @@ def _test_images(comp, grey: bool):
             yield decode_image(Path(comp.root) / p, grey=grey, row=k + 1)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-_FLIPS = {"none": lambda x: x, "hflip": lambda x: x[..., ::-1], "vflip": lambda x: x[..., ::-1, :]}
+def _view(name: str):
+    """The numpy function of a view of ensemble.TTA_VIEWS (the flipped axes of an NCHW batch)."""
+    axes = TTA_VIEWS[name]
+    return (lambda x: np.flip(x, axes)) if axes else (lambda x: x)
 
 
 def onnx_sessions(bundle_dir: Path, man: dict) -> list:
@@ -198,12 +211,13 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
     return out
 
 
-def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
+def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
+    """Per-member test probabilities with onnxruntime, without torch."""
     import cv2
     members = man["members"]
     sessions = onnx_sessions(bundle_dir, man)
     all_grey = all(e["checkpoint"]["in_chans"] == 1 for e in members)
-    views = [_FLIPS[v] for v in man["tta"]] or [_FLIPS["none"]]
+    views = [_view(v) for v in man["plan"].tta or ["none"]]
     out: list[list] = [[] for _ in members]
 
     def run(batch):
@@ -212,7 +226,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
             imgs = [cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)[..., None] if grey and not all_grey else b for b in batch]
             x = np.stack([eval_preprocess(b, e["checkpoint"]["data_config"]) for b in imgs])
             name = s.get_inputs()[0].name
-            p = sum(_softmax(s.run(None, {name: np.ascontiguousarray(v(x))})[0].astype(np.float32)) for v in views)
+            p = sum(softmax(s.run(None, {name: np.ascontiguousarray(v(x))})[0].astype(np.float32)) for v in views)
             out[j].append(p / len(views))
 
     batch = []
@@ -223,7 +237,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
             batch = []
     if batch:
         run(batch)
-    return combine([np.concatenate(o).astype(np.float64) for o in out], man["ensemble"])
+    return [np.concatenate(o).astype(np.float64) for o in out]
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -272,13 +286,13 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     src = Path(input_dir) if input_dir else find_input_dir(man, cfg.competition)
     comp, sample = open_test_set(man, src)
     runner = pick_runner(cfg.runner, man)
-    log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(man['tta'])} view(s), "
-        f"{runner} runner")
+    plan = man["plan"]
+    log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(plan.tta)} view(s), "
+        f"{runner} runner; plan: {plan.describe()}, {plan.submission_mode} mode")
     t1 = time.time()
-    probs = (predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg)
+    probs = plan.apply((predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg))
     dt = time.time() - t1
-    classes = man["classes"]
-    mode = submission.choose_mode(sample, classes, man["submission_mode"]) if sample is not None else "label"
+    classes, mode = plan.classes, plan.submission_mode
     sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
                            id_col=comp.id_col, label_col=comp.label_col)
     submission.validate(sub, sample, classes, mode)

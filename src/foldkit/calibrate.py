@@ -22,22 +22,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from foldkit.ensemble import log_probs as _log_probs
+from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
 from foldkit.metrics import GREATER_IS_BETTER, score
-
-EPS = 1e-15
 
 
 # --------------------------------------------------------------------------- temperature
 
-def _log_probs(probs: np.ndarray) -> np.ndarray:
-    """Log-probabilities: the logits up to a per-row constant, which softmax ignores."""
-    return np.log(np.clip(probs, EPS, 1.0))
-
-
 def apply_temperature(probs: np.ndarray, t: float) -> np.ndarray:
-    from scipy.special import softmax
-    return softmax(_log_probs(probs) / t, axis=1)
+    return softmax(_log_probs(probs) / t)
 
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray, metric: str = "logloss") -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from foldkit.augment import PRESETS
-from foldkit.ensemble import ENSEMBLE_MODES
+from foldkit.ensemble import ENSEMBLE_MODES, TTA_VIEWS
 from foldkit.blend import BLENDS
 from foldkit.calibrate import SWITCHES
 from foldkit.errors import ConfigError
@@ -136,8 +136,8 @@ class Config:
 
     # ---- prediction ----
     experiments: str = _opt("", "experiment(s) to ensemble, comma-separated (default: the latest)", "predict")
-    tta: str = _opt("auto", "test-time augmentation views: auto (hflip if trained with flips), none, hflip, "
-                    "'hflip,vflip'", "predict")
+    tta: str = _opt("auto", "test-time augmentation views, comma-separated: auto (hflip if trained with flips) or "
+                    f"any of {', '.join(TTA_VIEWS)}", "predict")
     ensemble: str = _opt("mean", "how to average members: mean, geometric (= logit mean)", "predict",
                          choices=list(ENSEMBLE_MODES))
     submission_mode: str = _opt("auto", "auto, label (class values) or probs (one column per class, or the "

@@ -37,6 +37,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def use_channels_last(setting: str, device: torch.device) -> bool:
+    """--channels-last: on, off, or auto (on for CUDA). The one reading of the setting."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
 def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -1,29 +1,50 @@
-"""How ensemble members' probabilities are averaged: the one registry of ensemble modes.
+"""How predictions are combined: the one owner of the averaging arithmetic and of the TTA view names.
 
-numpy only (config reads the names for `--help` without importing torch).
+    weighted_mean, weighted_geometric   (E, N, C) probabilities + (E,) weights -> (N, C)
+    ENSEMBLE_MODES                      --ensemble: how one experiment's folds are averaged
+    TTA_VIEWS                           view name -> axes flipped on an (N, C, H, W) batch
+    log_probs, softmax                  the clipped log and the softmax every step shares
+
+numpy and scipy only (config reads the names for `--help` without importing torch; the bundle's
+ONNX runner uses them without torch).
 """
 from __future__ import annotations
 
 import numpy as np
 
-
-def _mean(p: np.ndarray) -> np.ndarray:
-    return p.mean(0)
+EPS = 1e-15
 
 
-def _geometric(p: np.ndarray) -> np.ndarray:
-    # the mean of log-probabilities (= of logits up to a per-sample constant), renormalised:
-    # more robust to one overconfident member
-    lp = np.log(np.clip(p, 1e-15, 1.0)).mean(0)
-    e = np.exp(lp - lp.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row softmax (scipy's), in the input's float type."""
+    from scipy.special import softmax as _softmax
+    return _softmax(z, axis=1)
 
 
-ENSEMBLE_MODES = {"mean": _mean, "geometric": _geometric, "logit": _geometric}
+def log_probs(p: np.ndarray) -> np.ndarray:
+    """Log-probabilities, clipped: the logits up to a per-row constant, which softmax ignores."""
+    return np.log(np.clip(p, EPS, 1.0))
 
 
-def combine(probs: list[np.ndarray], how: str = "mean") -> np.ndarray:
-    """Average member probabilities (N, C) with one of ENSEMBLE_MODES."""
+def weighted_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.tensordot(w, probs, axes=1)
+
+
+def weighted_geometric(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted mean of log-probabilities, renormalised (= a weighted logit mean): more robust to
+    one overconfident member."""
+    return softmax(np.tensordot(w, log_probs(probs), axes=1))
+
+
+ENSEMBLE_MODES = {"mean": weighted_mean, "geometric": weighted_geometric, "logit": weighted_geometric}
+
+# axes of an (N, C, H, W) batch each view flips (torch.flip and np.flip both take them)
+TTA_VIEWS: dict[str, tuple[int, ...]] = {"none": (), "hflip": (-1,), "vflip": (-2,)}
+
+
+def combine(probs: list[np.ndarray] | np.ndarray, how: str = "mean") -> np.ndarray:
+    """Equal-weight average of member probabilities (N, C) with one of ENSEMBLE_MODES."""
     if how not in ENSEMBLE_MODES:
         raise ValueError(f"unknown ensemble method {how!r}: {', '.join(ENSEMBLE_MODES)}")
-    return ENSEMBLE_MODES[how](np.stack(probs))
+    p = np.stack(probs)
+    return ENSEMBLE_MODES[how](p, np.full(len(p), 1.0 / len(p)))

@@ -1,6 +1,8 @@
 """export.py's job: the offline inference bundle of an ensemble, for Kaggle code competitions.
 
     export_bundle(cfg)  experiments -> bundle/ (layout and manifest: foldkit.bundle)
+                        the plan fitted on the OOF as predict.py fits it (predicting.make_plan,
+                        same flags), written into the manifest for every runner to apply,
                         weights (copied, or fp16 / safetensors), the foldkit wheel (pip wheel,
                         no network), predict_offline.py + .ipynb, dataset-metadata.json for
                         `kaggle datasets create`, README.md, a measured runtime estimate,
@@ -24,10 +26,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from foldkit import bundle, config
 from foldkit.bundle import MANIFEST
+from foldkit.ensemble import softmax
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_text
 
@@ -153,7 +155,7 @@ def export_onnx(members, entries: list[dict], folder: Path, comp, log=print) -> 
         with torch.no_grad():
             p_t = torch.softmax(model(x).float(), 1).numpy()
         sess = ort.InferenceSession(str(folder / rel), providers=["CPUExecutionProvider"])
-        p_o = bundle._softmax(sess.run(None, {"image": x.numpy()})[0])
+        p_o = softmax(sess.run(None, {"image": x.numpy()})[0])
         diff = float(np.abs(p_t - p_o).max())
         if diff > ONNX_ATOL:
             raise ExportError(f"{rel}: ONNX probabilities differ from PyTorch's by {diff:.2e} (> {ONNX_ATOL:g}): "
@@ -232,12 +234,16 @@ def dataset_metadata(cfg, names: list[str]) -> dict:
 
 
 def readme(man: dict, est_lines: list[str]) -> str:
+    plan, described = man["plan"], bundle.Plan.from_json(man["plan"]).describe()
+    steps = ", ".join(f"{n} {p}" for n, p in described.items() if n not in ("blend", "weights"))
     members = "\n".join(f"- `{e['weights']}`" + (f", `{e['onnx']}`" if e.get("onnx") else "") for e in man["members"])
     return f"""# foldkit offline bundle: {' + '.join(man['experiments'])}
 
 Inference with no network for Kaggle code competitions: {len(man['members'])} model(s) x
-{len(man['tta'])} TTA view(s) ({', '.join(man['tta'])}), {man['ensemble']} ensemble, {len(man['classes'])} classes,
-submission in `{man['submission_mode']}` mode with columns {man['sample_submission']['columns']}.
+{len(plan['tta'])} TTA view(s) ({', '.join(plan['tta'])}), each experiment's folds by {plan['ensemble']},
+{plan['blend']} blend (weights {described['weights']}){', then ' + steps if steps else ''},
+{len(man['classes'])} classes, submission in `{plan['submission_mode']}` mode with columns
+{man['sample_submission']['columns']}: the plan predict.py submitted with.
 
     python predict_offline.py                                  # on Kaggle: /kaggle/input/<competition>
     python predict_offline.py --input-dir DIR --out FILE.csv   # anywhere else
@@ -288,8 +294,7 @@ def _runtime(cfg, members, comp, views, load_s, log) -> tuple[dict, list[str]]:
     from foldkit.dataset import auto_workers
     device = engine.pick_device(cfg.device)
     measured = estimate.measure(members, comp, views, device=device, dtype=engine.amp_dtype(device, cfg.amp),
-                                channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto"
-                                                                            and device.type == "cuda"),
+                                channels_last=engine.use_channels_last(cfg.channels_last, device),
                                 batch_size=cfg.batch_size, how=cfg.ensemble,
                                 workers=auto_workers(cfg.workers, cached=comp.source_col == "index"))
     n = cfg.test_images or (len(comp.test) if comp.test is not None else 0) or measured["images"]
@@ -300,17 +305,13 @@ def _runtime(cfg, members, comp, views, load_s, log) -> tuple[dict, list[str]]:
     return dict(measured, load_seconds=load_s, **est), lines
 
 
-def _manifest(cfg, comp, reading, exps, members, views, entries, wheel: Path) -> dict:
+def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
     import foldkit
-    from foldkit import submission
-    classes = members[0].classes
-    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
-    mode = submission.choose_mode(sample, classes, cfg.submission_mode) if sample is not None else "label"
     test_rows = len(comp.test) if comp.test is not None else 0
     return {"format": bundle.FORMAT, "foldkit": foldkit.__version__, "wheel": f"wheels/{wheel.name}",
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "experiments": [e.name for e in exps], "classes": classes, "ensemble": cfg.ensemble, "tta": views,
-            "submission_mode": mode, "competition": cfg.competition, "layout": comp.layout,
+            "experiments": plan.experiments, "classes": plan.classes, "plan": plan.to_json(),
+            "competition": cfg.competition, "layout": comp.layout,
             "id_col": comp.id_col, "label_col": comp.label_col,
             # how to read the competition on Kaggle: the settings the folds were made with
             "reading": {k: reading[k] for k in ("train_csv", "id_col", "label_col", "image_ext")},
@@ -323,18 +324,20 @@ def _manifest(cfg, comp, reading, exps, members, views, entries, wheel: Path) ->
 def export_bundle(cfg, log=print) -> dict:
     out = _prepare_out(cfg)
     comp, meta, reading = open_competition(cfg)
-    from foldkit.predicting import tta_views   # torch: after the checks that need none
+    from foldkit.predicting import make_plan, read_sample   # torch: after the checks that need none
     exps, members, load_s = _members(cfg, meta["classes"])
-    views = tta_views(cfg, members)
+    sample = read_sample(comp)
+    plan, _ = make_plan(cfg, exps, members, sample, log)   # the plan predict.py fits with the same flags
+    views = plan.tta
     log(f"bundle of {len(members)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, "
-        f"{cfg.ensemble} ensemble")
+        f"{cfg.ensemble} ensemble, plan {plan.describe()}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         entries = write_weights(members, tmp, cfg.half, cfg.safetensors)
         wheel = build_wheel(tmp / "wheels")
         if cfg.onnx:
             export_onnx(members, entries, tmp, comp, log)
-        man = _manifest(cfg, comp, reading, exps, members, views, entries, wheel)
+        man = _manifest(cfg, comp, reading, sample, plan, entries, wheel)
         man["estimate"], lines = _runtime(cfg, members, comp, views, load_s, log)
         atomic_write_text(tmp / MANIFEST, json.dumps(man, indent=1) + "\n")
         (tmp / "predict_offline.py").write_text(PREDICT_OFFLINE)

@@ -135,7 +135,7 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
     from foldkit.model import UnfreezeWarmup, bn_is_folded, choose_bn, create_model, param_groups
 
     device = engine.pick_device(cfg.device)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    channels_last = engine.use_channels_last(cfg.channels_last, device)
     n = len(run.classes)
     model = create_model(cfg.model, n, run.data_cfg["input_size"][0], cfg.pretrained, cfg.pretrained_file,
                          cfg.drop_rate, cfg.drop_path)

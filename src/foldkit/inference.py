@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foldkit.ensemble import combine
+from foldkit.ensemble import TTA_VIEWS, combine
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.model import ModelError, load_checkpoint, model_from_checkpoint
 
-TTA_VIEWS = {
-    "none": lambda x: x,
-    "hflip": lambda x: torch.flip(x, dims=[3]),
-    "vflip": lambda x: torch.flip(x, dims=[2]),
-}
+
+def tta_view(name: str):
+    """The torch function of a view of ensemble.TTA_VIEWS (the flipped axes of an NCHW batch)."""
+    axes = TTA_VIEWS[name]
+    return (lambda x: torch.flip(x, dims=axes)) if axes else (lambda x: x)
 
 
 class EnsembleError(FoldkitError, ValueError):
@@ -109,7 +109,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     ds = MultiViewDataset(sources, transforms)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
                                      pin_memory=device.type == "cuda")
-    views = [TTA_VIEWS[t] for t in tta] or [TTA_VIEWS["none"]]
+    views = [tta_view(t) for t in tta or ["none"]]
     for m in members:
         m.model.to(device).eval()
         if channels_last:

@@ -17,6 +17,7 @@ from foldkit.errors import ConfigError
 class Metric(NamedTuple):
     fn: Callable[[np.ndarray, np.ndarray], float]
     greater_is_better: bool
+    submits: str = "label"   # what a submission scored by it must hold: label, or probs (the ranking/loss)
 
 
 def _accuracy(y, probs):
@@ -60,10 +61,10 @@ def _auc(y, probs):
 
 METRICS: dict[str, Metric] = {
     "accuracy": Metric(_accuracy, True),
-    "logloss": Metric(_logloss, False),
+    "logloss": Metric(_logloss, False, "probs"),
     "f1_macro": Metric(_f1_macro, True),
     "qwk": Metric(_qwk, True),
-    "auc": Metric(_auc, True),
+    "auc": Metric(_auc, True, "probs"),
     "f1": Metric(_f1, True),      # binary: F1 of the positive class
 }
 GREATER_IS_BETTER = {name: m.greater_is_better for name, m in METRICS.items()}

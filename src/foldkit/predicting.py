@@ -1,22 +1,31 @@
 """predict.py's job: fold ensemble -> validated submission + CV report; or one image's top-k.
 
-    run_predict(cfg)   experiments -> members -> test probabilities (each image decoded once)
-                       -> submission (sample's shape, validated, never overwritten)
-                       -> reports/<experiment>/ (OOF CV, confusion, worst errors, report.html)
-    predict_image(cfg) top-k classes of one image from the fold ensemble
+    make_plan(cfg, ...) the plan (blend.Plan) fitted on the experiments' OOF: folds combined,
+                       blend weights, post-processing, TTA views, submission mode. export.py
+                       fits the bundle's plan with it too.
+    run_predict(cfg)   experiments -> members -> per-member test probabilities (each image decoded
+                       once) -> plan.apply -> submission (sample's shape, validated, never
+                       overwritten) -> reports/<experiment>/ (OOF CV, confusion, worst errors,
+                       report.html); with several experiments the blend's own
+                       reports/<exp1+exp2>/cv_scores.json (plan, nested CV, test score)
+    predict_image(cfg) top-k classes of one image, through the same plan
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from foldkit import engine, metrics, submission
-from foldkit.submission import SubmissionError
+from foldkit import blend, engine, metrics, submission
+from foldkit.ensemble import TTA_VIEWS
 from foldkit.experiment import Experiment, find_experiments
-from foldkit.inference import EnsembleError, combine, load_members, load_single_image, predict_ensemble
+from foldkit.inference import EnsembleError, load_members, load_single_image, predict_ensemble
+from foldkit.io import atomic_write_text
+from foldkit.submission import SubmissionError
 
 
 def members_for(cfg, expected_classes=None):
@@ -32,10 +41,45 @@ def tta_views(cfg, members) -> list[str]:
         flips = {bool(c.get("hflip", True)) and c.get("aug", "light") != "none" for c in cfgs}
         return ["none", "hflip"] if flips == {True} else ["none"]
     views = [v.strip() for v in cfg.tta.split(",") if v.strip() and v.strip() != "none"]
-    bad = [v for v in views if v not in ("hflip", "vflip")]
+    bad = [v for v in views if v not in TTA_VIEWS]
     if bad:
-        raise EnsembleError(f"unknown --tta view(s) {bad}: use none, hflip, vflip")
+        raise EnsembleError(f"unknown --tta view(s) {bad}: use {', '.join(TTA_VIEWS)}")
     return ["none"] + views
+
+
+def read_sample(comp) -> pd.DataFrame | None:
+    return pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+
+
+def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> tuple[blend.Plan, dict]:
+    """The plan of these experiments and members, fitted on their OOF (--blend, --calibrate,
+    --thresholds), with --ensemble, the TTA views and the submission mode (decided from the metric and
+    the sample). predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
+    classes = members[0].classes
+    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log)
+    mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, fitted["metric"])
+    if for_test:
+        log(f"submission mode: {mode} ({why})")
+    plan = dataclasses.replace(fitted["plan"], experiments=[e.name for e in exps],
+                               members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
+                               tta=tta_views(cfg, members), submission_mode=mode, classes=list(classes),
+                               metric=fitted["metric"])
+    return plan, fitted
+
+
+def predict_members(cfg, members, sources, tta, cached: bool = False, progress=None,
+                    workers: int | None = None) -> list[np.ndarray]:
+    """Per-member probabilities (each view averaged) with the run settings --device, --amp,
+    --batch-size, --channels-last, --workers: what plan.apply takes. predict.py, --image and the
+    bundle's torch runner all predict here."""
+    from foldkit.dataset import auto_workers
+    device = engine.pick_device(cfg.device)
+    _, per_member = predict_ensemble(
+        members, sources, tta=tta, device=device, dtype=engine.amp_dtype(device, cfg.amp),
+        batch_size=cfg.batch_size, progress=cfg.progress if progress is None else progress,
+        channels_last=engine.use_channels_last(cfg.channels_last, device),
+        workers=auto_workers(cfg.workers, cached=cached) if workers is None else workers, return_members=True)
+    return per_member
 
 
 def sources_for(members, source) -> dict:
@@ -92,38 +136,29 @@ def rare_class_notes(meta: dict) -> dict:
                             f"validate them without having trained on them (their OOF scores are pessimistic): {desc}"}
 
 
-def predict_test(cfg, comp, exps, members, plan, log=print):
-    """Test probabilities: every member and TTA view on each test image decoded once, each
-    experiment's folds averaged (--ensemble), then the plan fitted on OOF (--blend, post-processing).
-    Returns (probs, probs without post-processing, views, seconds)."""
+def predict_test(cfg, comp, members, plan, log=print):
+    """Test probabilities: every member and TTA view on each test image decoded once, then the plan
+    (each experiment's folds combined, the blend, the post-processing fitted on OOF).
+    Returns (probs, probs without post-processing, seconds)."""
     if comp.test_problems:
         more = f"\n  ... and {len(comp.test_problems) - 10} more" if len(comp.test_problems) > 10 else ""
         raise SubmissionError(f"{len(comp.test_problems)} test image(s) of {comp.sample_submission or comp.root} "
                               "cannot be read, and a submission needs a prediction for every id:\n  "
                               + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
-    from foldkit.dataset import auto_workers
-    device = engine.pick_device(cfg.device)
-    views = tta_views(cfg, members)
     t1 = time.time()
-    _, per_member = predict_ensemble(
-        members, make_sources(comp, comp.test, "test", members), tta=views, device=device,
-        dtype=engine.amp_dtype(device, cfg.amp), batch_size=cfg.batch_size, progress=cfg.progress,
-        channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"),
-        workers=auto_workers(cfg.workers, cached=comp.source_col == "index"), how=cfg.ensemble, return_members=True)
-    per_exp = np.stack([combine([p for m, p in zip(members, per_member) if m.path.parent == e.dir], cfg.ensemble)
-                        for e in exps])
-    probs, probs_raw = plan.apply(per_exp), plan.apply(per_exp, raw=True)
+    per_member = predict_members(cfg, members, make_sources(comp, comp.test, "test", members), plan.tta,
+                                 cached=comp.source_col == "index")
+    probs, probs_raw = plan.apply(per_member), plan.apply(per_member, raw=True)
     dt = time.time() - t1
-    log(f"predicted {len(probs)} test images with {len(members)} models x {len(views)} views in {dt:.1f}s "
+    log(f"predicted {len(probs)} test images with {len(members)} models x {len(plan.tta)} views in {dt:.1f}s "
         f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
-    return probs, probs_raw, views, dt
+    return probs, probs_raw, dt
 
 
-def write_submission(cfg, comp, probs, classes, names, cv, log=print):
-    """The submission in the sample's shape, validated, under a name never used before. Returns
-    (path, mode, rows)."""
-    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
-    mode = submission.choose_mode(sample, classes, cfg.submission_mode) if sample is not None else "label"
+def write_submission(cfg, comp, probs, plan, sample, cv, log=print):
+    """The submission in the sample's shape and the plan's mode, validated, under a name never used
+    before. Returns (path, mode, rows)."""
+    classes, mode, names = plan.classes, plan.submission_mode, plan.experiments
     sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
                            id_col=comp.id_col, label_col=comp.label_col)
     submission.validate(sub, sample, classes, mode)
@@ -134,16 +169,32 @@ def write_submission(cfg, comp, probs, classes, names, cv, log=print):
     return path, mode, len(sub)
 
 
-def score_test(comp, probs, probs_raw, classes, metric: str, postprocessed: bool, log=print) -> dict:
-    """Test score and accuracy when the competition ships test labels ({} otherwise), and the score
-    without post-processing when some was applied."""
+def labelled_test(comp, classes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row mask of labelled test images, their class indexes) when the competition ships test labels
+    (solution.csv or labelled test data); checked before predicting: a label that is not a class
+    is one clear error."""
     truth = _solution_labels(comp, comp.test)
     if truth is None:
-        return {}
+        return None
     ids = comp.test["id"].astype(str)
     cidx = {str(c): j for j, c in enumerate(classes)}
     keep = ids.isin(truth.index).to_numpy()
-    y = np.array([cidx[str(v)] for v in truth.loc[ids[keep]]])
+    labels = truth.loc[ids[keep]]
+    bad = [(i, v) for i, v in labels.items() if str(v) not in cidx]
+    if bad:
+        sol = Path(comp.root) / "solution.csv"
+        raise SubmissionError(f"{sol if sol.is_file() else 'the test labels'}: {len(bad)} label(s) are not among "
+                              f"the classes {classes}, first: id {bad[0][0]} label {bad[0][1]!r}. Fix the file, or "
+                              "move it away to predict without a test score")
+    return keep, np.array([cidx[str(v)] for v in labels], dtype=int)
+
+
+def score_test(truth, probs, probs_raw, metric: str, postprocessed: bool, log=print) -> dict:
+    """Test score and accuracy on the labelled test images ({} without labels), and the score
+    without post-processing when some was applied."""
+    if truth is None:
+        return {}
+    keep, y = truth
     out = {"test_score": metrics.score(metric, y, probs[keep]),
            "test_accuracy": float((probs[keep].argmax(1) == y).mean())}
     log(f"test {metric}: {out['test_score']:.5f} (accuracy {out['test_accuracy']:.4f}) on {int(keep.sum())} "
@@ -152,6 +203,19 @@ def score_test(comp, probs, probs_raw, classes, metric: str, postprocessed: bool
         out["test_score_before_postprocessing"] = metrics.score(metric, y, probs_raw[keep])
         log(f"test {metric} without post-processing: {out['test_score_before_postprocessing']:.5f}")
     return out
+
+
+def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
+    """reports/<exp1+exp2>/cv_scores.json: the blend's own figures (its plan, nested CV, test score),
+    never written into a member experiment's report."""
+    path = Path(cfg.reports_dir) / "+".join(plan.experiments) / "cv_scores.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"experiments": plan.experiments, "metric": fitted["metric"], "cv": fitted["cv"],
+            **({"test_score": record["test_score"]} if "test_score" in record else {}), "plan": plan.to_json(),
+            "extra": {**blend.report_extra(fitted), **{k: v for k, v in record.items() if k != "test_score"}}}
+    atomic_write_text(path, json.dumps(body, indent=1, default=float) + "\n")
+    log(f"blend report: {path}")
+    return path
 
 
 def run_predict(cfg, log=print) -> dict:
@@ -164,15 +228,11 @@ def run_predict(cfg, log=print) -> dict:
     comp, _ = open_competition(cfg, meta, check_test=True)
     exps, members = members_for(cfg, meta["classes"])
     classes = members[0].classes
-    shas = {m.folds_sha256 for m in members}
     names = [e.name for e in exps]
     log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(names)}")
-    if meta["sha256_now"] not in shas:
+    if meta["sha256_now"] not in {m.folds_sha256 for m in members}:
         log(f"note: these checkpoints were trained on other folds than {cfg.folds_dir} holds now; "
             "the CV report uses each experiment's own OOF files")
-
-    # ---- reports (OOF of each experiment; the ensemble's OOF when they share folds)
-    out: dict = {"experiments": names, "members": len(members)}
     id_to_row = {str(i): k for k, i in enumerate(table["id"].astype(str))}
 
     def load_train_image(i):
@@ -181,46 +241,47 @@ def run_predict(cfg, log=print) -> dict:
             return comp.pixels("train")[int(table["index"].iloc[k])]
         return decode_image(Path(comp.root) / table["path"].iloc[k])
 
-    # ---- blend weights + post-processing fitted on the experiments' OOF, with nested CV (foldkit.blend)
-    from foldkit import blend
-    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log)
-    cv, metric, plan, blend_extra = fitted["cv"], fitted["metric"], fitted["plan"], blend.report_extra(fitted)
-
+    # ---- the plan: blend weights + post-processing fitted on the experiments' OOF, with nested CV
+    has_test = comp.test is not None and len(comp.test) > 0
+    sample = read_sample(comp)
+    plan, fitted = make_plan(cfg, exps, members, sample, log, for_test=has_test)
+    cv, metric = fitted["cv"], fitted["metric"]
+    truth = labelled_test(comp, classes) if has_test else None
     notes = rare_class_notes(meta)
     for line in notes.values():
         log(f"note: {line}")
+    out: dict = {"experiments": names, "members": len(members), "metric": metric, "cv": cv,
+                 "blend": blend.report_extra(fitted)}
 
-    def write_reports(extra=None, **kw):
-        if cfg.report:
-            for e in exps:
-                write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
-                             folds=e.finished_folds(), extra={**notes, **(extra or {})}, **kw)
-                log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
-    out.update(metric=metric, cv=cv, blend=blend_extra)
+    def write_reports(record: dict):
+        """Each experiment's own report; the plan's figures are the experiment's own only when it is
+        alone, else they go to the blend's report."""
+        if not cfg.report:
+            return
+        own = len(exps) == 1
+        for e in exps:
+            extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
+                                 if own else {})}
+            write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
+                         folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None)
+            log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
+        if not own:
+            write_blend_report(cfg, plan, fitted, record, log)
 
-    # ---- test predictions
-    if comp.test is None or len(comp.test) == 0:
+    if not has_test:
         log(f"no test images in {comp.root}: report only, no submission")
-        write_reports(extra=blend_extra)
+        write_reports({})
         return out
-    probs, probs_raw, views, dt = predict_test(cfg, comp, exps, members, plan, log)
-    path, mode, n_rows = write_submission(cfg, comp, probs, classes, names, cv, log)
-    out.update(submission=str(path), mode=mode, tta=views, test_rows=n_rows, predict_seconds=dt)
-
+    probs, probs_raw, dt = predict_test(cfg, comp, members, plan, log)
+    path, mode, n_rows = write_submission(cfg, comp, probs, plan, sample, cv, log)
+    out.update(submission=str(path), mode=mode, tta=plan.tta, test_rows=n_rows, predict_seconds=dt)
     # ---- the test score, when the competition ships its labels (the demo's solution.csv)
-    scores = score_test(comp, probs, probs_raw, classes, metric, bool(plan.steps), log)
+    scores = score_test(truth, probs, probs_raw, metric, bool(plan.steps), log)
     out.update(scores)
-    if "test_score_before_postprocessing" in scores:
-        blend_extra["test_score_before_postprocessing"] = scores["test_score_before_postprocessing"]
-    if scores:
-        write_reports(test_score=scores["test_score"], extra={"test_accuracy": scores["test_accuracy"],
-                                                              "submission": str(path), **blend_extra})
-    else:
-        write_reports(extra={"submission": str(path), **blend_extra})
+    write_reports({**scores, "submission": str(path)})
     tag = "+".join(names)
     msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
-    cmd = submission.kaggle_command(cfg.submit, path, msg)
-    log("upload with: " + " ".join(f'"{c}"' if " " in c else c for c in cmd))
+    log("upload with: " + submission.upload_line(cfg.submit, path, msg))
     if cfg.submit:
         log(submission.kaggle_submit(cfg.submit, path, msg))
     out["seconds"] = time.time() - t0
@@ -228,16 +289,20 @@ def run_predict(cfg, log=print) -> dict:
 
 
 def predict_image(cfg, log=print) -> list[tuple]:
-    """Top-k (class, probability) of one image from the fold ensemble."""
+    """Top-k (class, probability) of one image, through the plan predict.py submits with (--blend,
+    --calibrate, --thresholds, --ensemble, TTA) and the run settings (--batch-size, --amp, --device)."""
     exps, members = members_for(cfg)
+    plan, _ = make_plan(cfg, exps, members, None, log=lambda *a: None, for_test=False)
     img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
-    sources = sources_for(members, [img])
-    probs = predict_ensemble(members, sources, tta=tta_views(cfg, members), device=engine.pick_device(cfg.device),
-                             how=cfg.ensemble, progress=False, workers=0)[0]
-    classes = members[0].classes
-    order = np.argsort(-probs)[: cfg.topk]
+    per_member = predict_members(cfg, members, sources_for(members, [img]), plan.tta, progress=False,
+                                 workers=0)   # one decoded image: a loader process would only cost its start
+    probs = plan.apply(per_member)[0]
+    classes = plan.classes
+    order = np.argsort(-probs, kind="stable")[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
-    log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})")
+    how = ([f"{plan.blend} blend"] if len(exps) > 1 else []) + [n for n, _ in plan.steps]
+    log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})"
+        + (f" with {', '.join(how)}" if how else ""))
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")
     return top

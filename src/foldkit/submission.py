@@ -5,11 +5,15 @@ Modes:
 * ``probs``  one column per class (columns named after the classes), or, for a binary task
              with one value column (Dogs vs Cats Redux), the probability of the positive
              (second, in sorted order) class
-``auto`` picks ``probs`` when the sample's columns are the class names or its values are
-fractional (0.5), else ``label``.
+``auto``: one column per class -> ``probs``; one value column -> what the competition metric is
+scored on (``metrics.Metric.submits``: probabilities for AUC and log loss, labels for accuracy,
+F1 and QWK), whatever values the sample holds (a sample of zeros says nothing); without a known
+metric, ``probs`` when the sample's values are fractional (0.5), else ``label``. `decide_mode`
+says which and why.
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,23 +29,53 @@ class SubmissionError(FoldkitError, ValueError):
     """A submission that does not match the competition's sample; the message names the ids."""
 
 
-def choose_mode(sample: pd.DataFrame, classes: list, mode: str = "auto") -> str:
-    value_cols = list(sample.columns[1:])
-    if mode != "auto":
-        if mode == "probs" and len(value_cols) == 1 and len(classes) != 2:
+def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
+                metric: str | None = None) -> tuple[str, str]:
+    """(mode, why): what the submission holds, from --submission-mode, the metric and the sample's
+    columns. Refuses a mode the sample's columns cannot hold."""
+    from foldkit.metrics import METRICS
+    value_cols = list(sample.columns[1:]) if sample is not None else ["label"]   # no sample: one label column
+    class_cols = len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}
+    if mode not in ("auto", "label", "probs"):
+        raise SubmissionError(f"--submission-mode {mode!r}: use auto, label or probs")
+    if mode == "probs" or (mode == "auto" and class_cols):
+        if len(value_cols) == 1 and len(classes) != 2:
             raise SubmissionError(f"--submission-mode probs with one value column needs a binary task; "
                                   f"this one has {len(classes)} classes")
-        return mode
-    if len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}:
-        return "probs"
-    if len(value_cols) == 1 and len(classes) == 2:
-        v = pd.to_numeric(sample[value_cols[0]], errors="coerce")
-        if v.notna().all() and ((v % 1) != 0).any():
-            return "probs"
+        if len(value_cols) > 1 and not class_cols:
+            raise SubmissionError(f"--submission-mode probs writes one column per class, but the value columns of "
+                                  f"sample_submission.csv {value_cols} are not the classes {classes}: pass "
+                                  "--submission-mode label, or check the competition folder")
+        return "probs", ("the sample has one column per class" if mode == "auto" else "--submission-mode probs")
     if len(value_cols) != 1:
         raise SubmissionError(f"sample_submission.csv has value columns {value_cols}: not one label column and "
                               f"not one column per class {classes}. Pass --submission-mode.")
-    return "label"
+    if mode == "label":
+        return "label", "--submission-mode label"
+    submits = METRICS[metric].submits if metric in METRICS else None
+    if submits == "probs":
+        if len(classes) != 2 and sample is None:
+            return "label", (f"no sample_submission.csv: one label column (the metric {metric} is scored on "
+                             "probabilities: add the competition's sample to get its columns)")
+        if len(classes) != 2:
+            raise SubmissionError(f"the metric {metric} is scored on probabilities, but sample_submission.csv has "
+                                  f"one value column and this task has {len(classes)} classes: pass "
+                                  "--submission-mode label to submit class labels")
+        return "probs", (f"the metric {metric} is scored on probabilities: P({classes[1]}) in "
+                         f"{value_cols[0]}, whatever values the sample holds")
+    v = pd.to_numeric(sample[value_cols[0]], errors="coerce") if sample is not None else pd.Series([0])
+    fractional = bool(v.notna().all() and ((v % 1) != 0).any())
+    if submits == "label":
+        return "label", (f"the metric {metric} is scored on labels" + (
+            "; the sample holds fractional values: if the competition scores probabilities, pass "
+            "--submission-mode probs" if fractional else ""))
+    if fractional and len(classes) == 2:
+        return "probs", "the sample's values are fractional"
+    return "label", "one value column with class-like values"
+
+
+def choose_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto", metric: str | None = None) -> str:
+    return decide_mode(sample, classes, mode, metric)[0]
 
 
 def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame | None,
@@ -61,17 +95,15 @@ def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame
                               f"{missing[:5]}. Are the test images all there?")
     order = np.array([pos[i] for i in sample[sid]])
     p = probs[order]
-    out = pd.DataFrame({sid: sample[sid].to_numpy()})
     value_cols = list(sample.columns[1:])
     if mode == "label":
-        out[value_cols[0]] = [classes[j] for j in p.argmax(1)]
+        values = {value_cols[0]: [classes[j] for j in p.argmax(1)]}
     elif len(value_cols) == 1:
-        out[value_cols[0]] = p[:, 1]
-    else:
+        values = {value_cols[0]: p[:, 1]}
+    else:   # all columns at once: one insert per class fragments the frame (and warns) for many classes
         cmap = {str(c): j for j, c in enumerate(classes)}
-        for c in value_cols:
-            out[c] = p[:, cmap[c]]
-    return out
+        values = dict(zip(value_cols, p[:, [cmap[c] for c in value_cols]].T))
+    return pd.DataFrame({sid: sample[sid].to_numpy(), **values}, columns=[sid, *value_cols])
 
 
 def validate(sub: pd.DataFrame, sample: pd.DataFrame | None, classes: list, mode: str) -> None:
@@ -130,8 +162,16 @@ def write(sub: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+KAGGLE_TIMEOUT_S = 600
+
+
 def kaggle_command(competition: str, path: Path, message: str) -> list[str]:
     return ["kaggle", "competitions", "submit", "-c", competition or "<competition>", "-f", str(path), "-m", message]
+
+
+def upload_line(competition: str, path: Path, message: str) -> str:
+    """The upload command as one shell-quoted line (paste it into a shell as printed)."""
+    return shlex.join(kaggle_command(competition, path, message))
 
 
 def kaggle_submit(competition: str, path: Path, message: str) -> str:
@@ -144,7 +184,13 @@ def kaggle_submit(competition: str, path: Path, message: str) -> str:
     if not token.is_file() and not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
         raise SubmissionError(f"the kaggle CLI has no credentials: put your API token in {token} "
                               "or set KAGGLE_USERNAME and KAGGLE_KEY")
-    r = subprocess.run(kaggle_command(competition, path, message), capture_output=True, text=True, timeout=600)
+    try:
+        r = subprocess.run(kaggle_command(competition, path, message), capture_output=True, text=True,
+                           timeout=KAGGLE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SubmissionError(f"the kaggle CLI did not finish the upload in {KAGGLE_TIMEOUT_S} s (network?); "
+                              f"{path} is written: upload it later with: "
+                              f"{upload_line(competition, path, message)}") from None
     if r.returncode != 0:
         raise SubmissionError(f"kaggle upload failed: {(r.stderr or r.stdout).strip()[:500]}")
     return r.stdout.strip()
