@@ -3,6 +3,7 @@ workers (--devices cpu,cpu), and their failures. Tiny real data (the demo digits
 
 Process start-up (importing torch and timm) dominates here, so the reference run and the parent of the
 fold-parallel runs are in-process; the torchrun ranks and the fold-parallel workers are real processes."""
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 
 import train as train_cli
 from conftest import REPO
-from foldkit import config, distributed
+from foldkit import config, distributed, foldpool
 from foldkit.dataset import EpochSampler
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "none",
@@ -74,10 +75,11 @@ def expected_files(folds):
 # --------------------------------------------------------------------------- data-parallel (torchrun)
 
 def test_ddp_two_processes_scores_every_row_once_and_matches_one_process(comp, sequential):
-    # 8 per device x 2 processes: the reference's batch of 16, so the same number of optimizer steps
-    r = torchrun(comp, comp / "ddp", "--fold", "0", "--experiment", "e", "--batch-size", "8")
+    # the single-process command as is: --batch-size is the global batch, 8 per process x 2 processes,
+    # so the same LR and number of optimizer steps (each process keeping 16 halved the steps: CV 0.78 vs 0.94)
+    r = torchrun(comp, comp / "ddp", "--fold", "0", "--experiment", "e")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "global batch 16 = 8 per device x 2 processes" in r.stdout
+    assert "global batch 16 = 2 processes x 8, lr 0.01" in r.stdout
     # rank 0 alone logs and writes: each epoch line once, the fold's files once, nothing left over
     assert sum(line.startswith("fold 0 epoch   1/8") for line in r.stdout.splitlines()) == 1
     assert r.stdout.count("fold 0: best accuracy") == 1
@@ -97,7 +99,12 @@ def test_ddp_two_processes_scores_every_row_once_and_matches_one_process(comp, s
     cv, cv_ref = log["valid_metric"].max(), ref["valid_metric"].max()
     assert cv > 0.8 and abs(cv - cv_ref) < 0.1, (cv, cv_ref)
     summary = pd.read_json(exp / "fold0.json", typ="series")
-    assert summary["processes"] == 2 and summary["valid_rows"] == len(valid_ids)
+    assert summary["processes"] == 2 and summary["batch_per_process"] == 8
+    assert summary["valid_rows"] == len(valid_ids)
+    # the same experiment as the single-process run (same learning settings, batch included)
+    learning = [{k: v for k, v in json.loads((e / "config.json").read_text()).items() if k not in config.RUN_ONLY}
+                for e in (exp, sequential)]
+    assert learning[0] == learning[1] and learning[0]["batch_size"] == 16
 
 
 # --------------------------------------------------------------------------- fold-parallel (--devices)
@@ -148,9 +155,9 @@ def test_epoch_sampler_shards_are_disjoint_equal_and_keep_global_positions():
 
 
 def test_devices_and_torchrun_settings_are_checked(monkeypatch):
-    assert distributed.parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    assert foldpool.parse_devices("cpu,cpu") == ["cpu", "cpu"]
     with pytest.raises(distributed.DistributedError, match="'gpu0' is not a device"):
-        distributed.parse_devices("gpu0")
+        foldpool.parse_devices("gpu0")
     cfg = config.resolve({"devices": "cpu,cpu"})
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
