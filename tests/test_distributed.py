@@ -3,10 +3,15 @@ workers (--devices cpu,cpu), and their failures. Tiny real data (the demo digits
 
 Process start-up (importing torch and timm) dominates here, so the reference run and the parent of the
 fold-parallel runs are in-process; the torchrun ranks and the fold-parallel workers are real processes."""
+import io
 import json
+import multiprocessing
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -142,6 +147,44 @@ def test_a_failing_worker_stops_the_run_naming_its_fold(comp, sequential, capsys
     assert len(lines) == 1 and lines[0].startswith("error: fold 1 on cpu: ")
     assert "fold1_last.pt: not a readable foldkit checkpoint" in lines[0]
     assert not (exp / "fold1.json").exists()
+
+
+class KillAWorker(io.StringIO):
+    """stdout of an in-process fold-parallel parent: at a worker's first line of epoch 2 or later (its
+    epoch-1 resume file is written by then), send that worker process `sig`."""
+
+    def __init__(self, sig):
+        super().__init__()
+        self.sig, self.fold, self.at = sig, None, None
+
+    def write(self, s):
+        m = re.search(r"\[cpu #(\d)\] fold (\d) epoch +([2-9])/", s)
+        if m and self.fold is None:
+            worker = next(p for p in multiprocessing.active_children() if p.name == f"foldkit-worker-{m[1]}")
+            os.kill(worker.pid, self.sig)
+            self.fold, self.at = int(m[2]), time.monotonic()
+        return super().write(s)
+
+
+def test_a_stopped_or_killed_worker_stops_the_run_within_seconds_and_the_run_resumes(comp, monkeypatch, capsys):
+    args = ("--fold", "all", "--experiment", "e", "--devices", "cpu,cpu", "--epochs", "3")
+    for sig, what in ((signal.SIGTERM, "was stopped (SIGTERM"), (signal.SIGKILL, "died (killed by SIGKILL")):
+        watch = KillAWorker(sig)
+        monkeypatch.setattr(sys, "stdout", watch)
+        with pytest.raises(SystemExit) as stop:
+            train(comp, comp / "kill", *args)
+        seconds = time.monotonic() - watch.at
+        assert stop.value.code == 2 and seconds < 15, seconds
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"error: fold {watch.fold} on cpu: its worker process {what}"), lines[0]
+        assert "start the run again to resume the fold" in lines[0]
+        assert not multiprocessing.active_children()               # no worker left behind
+    monkeypatch.undo()
+    train(comp, comp / "kill", *args)                              # started again: resumes and finishes
+    out = capsys.readouterr().out
+    assert re.search(r"fold \d: resuming after epoch [12] ", out), out
+    assert files(comp / "kill" / "e") == expected_files([0, 1])
 
 
 # --------------------------------------------------------------------------- the pieces, in-process

@@ -67,6 +67,12 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: i
     if device.startswith("cuda"):
         torch.cuda.set_device(device)    # no CUDA context on GPU 0 from every worker
     distributed.set_local_processes(n_workers)   # RAM cache and DataLoader workers share the machine
+    # tqdm's default lock is a multiprocessing semaphore registered with the parent's resource tracker:
+    # a killed worker would leave it behind (a warning after the error line); a thread lock is enough here
+    import threading
+
+    from tqdm import tqdm
+    tqdm.set_lock(threading.RLock())
     # SIGTERM (the parent stopping it, a preemption, a user's kill): exit through Python so finalizers
     # clean up, after telling the parent which fold was cut short
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -116,11 +122,18 @@ def run_fold_parallel(cfg, folds: list[int], prepare, fit_one, log=print) -> dic
             done = _collect(procs, devices, events, len(folds), log)
             finished = True
             return done
+        except BaseException as e:
+            traceback.clear_frames(e.__traceback__)      # the frames below held the queues: free them now
+            raise
         finally:
             _stop(procs, finished)
             for q in (jobs, events):
                 q.close()
                 q.cancel_join_thread()
+            # free the queues' semaphores now: left to interpreter exit after a worker was killed, they
+            # raced the resource tracker, which then printed "leaked semaphore" warnings after the error line
+            procs.clear()
+            del jobs, events, q
 
 
 def _stop(procs, finished: bool) -> None:
