@@ -210,3 +210,34 @@ def test_devices_and_torchrun_settings_are_checked(monkeypatch):
         distributed.setup(config.resolve({"sync_bn": True, "device": "cpu"}))
     with pytest.raises(distributed.DistributedError, match="written by a run on 2 process"):
         distributed.check_resume(2, fold=3)
+
+
+def test_torchrun_batch_is_global_and_cuda_n_is_a_gpu(monkeypatch):
+    assert distributed.per_process_batch(64, 2) == 32
+    with pytest.raises(distributed.DistributedError, match=r"--batch-size 50 is the global batch and does not split "
+                                                           r"evenly over 4 processes: give a multiple of 4 \(e.g. 48 or 52\)"):
+        distributed.per_process_batch(50, 4)
+    # each process's GPU; --device cuda:0 on a GPU machine once fell silently to CPU/gloo
+    assert distributed.rank_device("cuda:0", local=0, n_gpus=2) == "cuda:0"
+    assert distributed.rank_device("cuda", local=1, n_gpus=2) == "cuda:1"
+    assert distributed.rank_device("auto", local=1, n_gpus=0) == "cpu"
+    with pytest.raises(distributed.DistributedError, match="takes the GPU of its local rank"):
+        distributed.rank_device("cuda:0", local=1, n_gpus=2)
+    with pytest.raises(distributed.DistributedError, match="use --device cuda, cpu or auto"):
+        distributed.rank_device("mps", local=0, n_gpus=0)
+    # setup on a (pretend) 2-GPU machine: rank 0 of 2 with --device cuda:0 gets NCCL on cuda:0
+    import torch.distributed as dist
+    opened = []
+    monkeypatch.setattr(distributed, "_STATE", dict(distributed._STATE))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: opened.append(backend))
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    lines = []
+    cfg, _ = distributed.setup(config.resolve({"device": "cuda:0", "batch_size": 64, "lr": 1e-3}), log=lines.append)
+    assert cfg.device == "cuda:0" and opened == ["nccl"] and cfg.batch_size == 64
+    assert lines[0].startswith("data-parallel: 2 processes (nccl), global batch 64 = 2 processes x 32, lr 0.001")
+    assert distributed.local_processes() == 2
