@@ -214,8 +214,8 @@ def test_devices_and_torchrun_settings_are_checked(monkeypatch):
 
 def test_torchrun_batch_is_global_and_cuda_n_is_a_gpu(monkeypatch):
     assert distributed.per_process_batch(64, 2) == 32
-    with pytest.raises(distributed.DistributedError, match=r"--batch-size 50 is the global batch and does not split "
-                                                           r"evenly over 4 processes: give a multiple of 4 \(e.g. 48 or 52\)"):
+    with pytest.raises(distributed.DistributedError, match=r"--batch-size 50 is the global batch and does not "
+                       r"split evenly over 4 processes: give a multiple of 4 \(e.g. 48 or 52\)"):
         distributed.per_process_batch(50, 4)
     # each process's GPU; --device cuda:0 on a GPU machine once fell silently to CPU/gloo
     assert distributed.rank_device("cuda:0", local=0, n_gpus=2) == "cuda:0"
