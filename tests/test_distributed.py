@@ -102,7 +102,7 @@ def test_ddp_two_processes_scores_every_row_once_and_matches_one_process(comp, s
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
     # same global batch and LR as one process (BatchNorm sees 8 images instead of 16): CV within noise
     cv, cv_ref = log["valid_metric"].max(), ref["valid_metric"].max()
-    assert cv > 0.8 and abs(cv - cv_ref) < 0.1, (cv, cv_ref)
+    assert cv > 0.8 and abs(cv - cv_ref) < 0.05, (cv, cv_ref)
     summary = pd.read_json(exp / "fold0.json", typ="series")
     assert summary["processes"] == 2 and summary["batch_per_process"] == 8
     assert summary["valid_rows"] == len(valid_ids)
@@ -181,6 +181,8 @@ def test_a_stopped_or_killed_worker_stops_the_run_within_seconds_and_the_run_res
         assert "start the run again to resume the fold" in lines[0]
         assert not multiprocessing.active_children()               # no worker left behind
     monkeypatch.undo()
+    # a worker killed in the middle of an atomic write leaves its temporary file: the fold's restart removes it
+    (comp / "kill" / "e" / ".fold0.pt.stale.tmp").write_bytes(b"half a checkpoint")
     train(comp, comp / "kill", *args)                              # started again: resumes and finishes
     out = capsys.readouterr().out
     assert re.search(r"fold \d: resuming after epoch [12] ", out), out

@@ -252,6 +252,15 @@ def write_csv(df: pd.DataFrame, path) -> None:
     atomic_write_with(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
 
 
+def remove_stale_temps(exp: Experiment, fold: int) -> None:
+    """Temporary files of this fold's atomic writes left by a killed run (SIGKILL, out of memory): only
+    this fold's writer uses these names, so they are removed when the fold starts again."""
+    for f in (exp.checkpoint(fold), exp.last_checkpoint(fold), exp.oof(fold), exp.log(fold), exp.curve(fold),
+              exp.summary_path(fold)):
+        for tmp in f.parent.glob(f".{f.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- the fold
 
 def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
@@ -273,6 +282,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
     train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile,
                                    partly_frozen=cfg.freeze_epochs > 0) or tr.run_model
     main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
+    if main:
+        remove_stale_temps(exp, fold)
     state = FoldState(world_size=distributed.world())
     if exp.last_checkpoint(fold).is_file() and cfg.resume:
         state = FoldState.load(exp.last_checkpoint(fold), tr)
