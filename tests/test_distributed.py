@@ -182,7 +182,7 @@ def test_a_stopped_or_killed_worker_stops_the_run_within_seconds_and_the_run_res
         assert not multiprocessing.active_children()               # no worker left behind
     monkeypatch.undo()
     # a worker killed in the middle of an atomic write leaves its temporary file: the fold's restart removes it
-    (comp / "kill" / "e" / ".fold0.pt.stale.tmp").write_bytes(b"half a checkpoint")
+    (comp / "kill" / "e" / f".fold{watch.fold}.pt.stale.tmp").write_bytes(b"half a checkpoint")
     train(comp, comp / "kill", *args)                              # started again: resumes and finishes
     out = capsys.readouterr().out
     assert re.search(r"fold \d: resuming after epoch [12] ", out), out
