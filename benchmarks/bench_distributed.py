@@ -6,7 +6,7 @@
         --jpeg-dir ../shared/data/hymenoptera                  # a GPU machine (see below)
 
 cpu: the demo digits (1,437 training rows, 2 folds), test_resnet at 32 px:
-  fold 0 on 1 process (batch 32)  vs  torchrun --nproc_per_node 2 (16 per process: same global batch)
+  fold 0 on 1 process (batch 32)  vs  torchrun --nproc_per_node 2 (--batch-size 32 is global: 16 per process)
   folds 0,1 in sequence            vs  --devices cpu,cpu (one worker process per fold)
 gpu: resnet50 at 224 px, bf16, channels_last, torch.compile off and on:
   the kit's training loop (foldkit.engine.train_one_epoch) on synthetic tensors against timm's own
@@ -64,7 +64,7 @@ def bench_cpu(args):
     runs = [  # name, command, folds
         ("fold 0, 1 process", [sys.executable, TRAIN, *common, "--fold", "0", "--batch-size", str(b)], [0]),
         ("fold 0, torchrun 2 processes (gloo)", [*torchrun, TRAIN, *common, "--fold", "0",
-                                                 "--batch-size", str(b // 2)], [0]),
+                                                 "--batch-size", str(b)], [0]),     # global batch
         ("folds 0,1 in sequence", [sys.executable, TRAIN, *common, "--fold", "all", "--batch-size", str(b)], [0, 1]),
         ("folds 0,1 --devices cpu,cpu", [sys.executable, TRAIN, *common, "--fold", "all", "--batch-size", str(b),
                                          "--devices", "cpu,cpu"], [0, 1]),

@@ -12,6 +12,8 @@ resumes from its last epoch when started again.
 More devices (README "More GPUs"):
     torchrun --nproc_per_node 4 src/train.py --fold 0           # one fold, data-parallel (DDP)
     python src/train.py --fold all --devices 0,1,2,3             # one fold per GPU, side by side
+
+Under torchrun --batch-size is the global batch (each process takes its share).
 """
 import sys
 from pathlib import Path

@@ -19,9 +19,50 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from foldkit.data import Competition, decode_image, to_channels
+from foldkit.data import Competition, InputError, decode_image, to_channels
 
-CACHE_MAX_BYTES = 6 * 1024**3
+CACHE_MAX_BYTES = 6 * 1024**3    # per process, even with more memory: beyond it on-demand decoding keeps up
+CACHE_AUTO_SHARE = 0.5           # --cache auto: at most this share of the available memory (all processes)
+CACHE_RAM_SHARE = 0.8            # --cache ram: refused above this share (the rest is the OS's, the models')
+
+
+class CacheError(InputError):
+    """--cache ram asked for a decoded training set the machine's memory cannot hold."""
+
+
+def _gib(n: float) -> str:
+    return f"{n / 1024**3:.1f} GiB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: Linux MemAvailable, capped by a cgroup (container)
+    limit; elsewhere the free physical pages; None when the OS does not say. Read from the OS rather
+    than a dependency (psutil) for one number."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:   # cgroup v2: the container's limit minus what it uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            avail = min(avail, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, avail)
+
+
+def _processes(processes: int | None) -> int:
+    if processes is not None:
+        return max(1, processes)
+    from foldkit import distributed
+    return distributed.local_processes()
 
 
 def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -50,8 +91,8 @@ class ImageSource:
         self.root = Path(comp.root)
         self.paths = table["path"].tolist()
         self.rows = (table.index.to_numpy() + 1).tolist()
-        if cache == "auto":
-            cache = "ram" if self._fits_in_ram() else "off"
+        self.cache_note = None
+        cache = self._cache_mode(cache)      # auto: ram when it fits this process's RAM budget
         if cache == "ram":
             self.cached = self._decode_all(progress)
 
@@ -60,11 +101,32 @@ class ImageSource:
         img = decode_image(self.root / self.paths[i], grey=self.grey, row=self.rows[i], min_side=self.max_side)
         return _shrink(img, self.max_side) if shrink else img
 
-    def _fits_in_ram(self) -> bool:
-        n = len(self.paths)
+    def _cache_mode(self, cache: str, processes: int | None = None) -> str:
+        """'ram' or 'off'. The decoded size is estimated from 8 images; every foldkit process on this
+        machine (torchrun ranks, fold-parallel workers) caches its own copy, so each gets its share of
+        the available memory. auto falls back to decoding on demand with a note; a forced ram that
+        cannot fit stops with one line instead of running the machine out of memory."""
+        if cache == "off":
+            return cache
+        n, procs = len(self.paths), _processes(processes)
         sample = [self._load(i, shrink=True) for i in range(0, n, max(1, n // 8))][:8]
-        per = np.mean([s.nbytes for s in sample]) if sample else 0
-        return per * n <= CACHE_MAX_BYTES
+        need = float(np.mean([s.nbytes for s in sample]) * n) if sample else 0.0
+        avail = available_memory()
+        shared = f" shared by {procs} processes on this machine" if procs > 1 else ""
+        if cache == "ram":
+            if avail is not None and need > avail * CACHE_RAM_SHARE / procs:
+                raise CacheError(f"--cache ram: the {n} decoded training images need about {_gib(need)} per "
+                                 f"process, more than {CACHE_RAM_SHARE:.0%} of the {_gib(avail)} of memory "
+                                 f"available{shared}: use --cache auto or off (decoding on demand)")
+            return cache
+        budget = CACHE_MAX_BYTES if avail is None else min(CACHE_MAX_BYTES, avail * CACHE_AUTO_SHARE / procs)
+        if need <= budget:
+            return "ram"
+        self.cache_note = (f"images: decoded on demand each epoch (the {n} decoded images need about {_gib(need)}; "
+                           f"this process's RAM budget is {_gib(budget)}"
+                           + (f": {CACHE_AUTO_SHARE:.0%} of {_gib(avail)} available{shared}" if avail is not None
+                              else "") + f", at most {_gib(CACHE_MAX_BYTES)})")
+        return "off"
 
     def _decode_all(self, progress: bool) -> list:
         from tqdm.auto import tqdm
@@ -172,12 +234,14 @@ class SeededDataset(Dataset):
         return self.ds[i]
 
 
-def auto_workers(workers: int, cached: bool) -> int:
-    """DataLoader workers: the given number, or (-1) 0 on <= 2 cores with decoded-once data
-    (measured fastest there), else up to cores-1."""
+def auto_workers(workers: int, cached: bool, processes: int | None = None) -> int:
+    """DataLoader workers: the given number, or (-1) this process's share of the cores (the cores
+    divided by the foldkit processes on this machine, foldkit.distributed.local_processes): 0 on <= 2
+    cores with decoded-once data (measured fastest there), else up to cores-1 (at most 8, or 4 with
+    decoded-once data)."""
     if workers >= 0:
         return workers
-    n = os.cpu_count() or 1
+    n = max(1, (os.cpu_count() or 1) // _processes(processes))
     if n <= 2:
         return 0 if cached else n          # 2 cores: the model needs them more than a loader process
     return min(8, n - 1) if not cached else min(4, n - 1)

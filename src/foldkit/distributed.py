@@ -1,40 +1,32 @@
-"""More than one device: data-parallel folds under torchrun, and folds side by side (--devices).
-
-Data-parallel (one fold on N processes), on PyTorch's own engine:
+"""More than one device for one fold: torchrun's processes, their ranks and what they share.
 
     torchrun --nproc_per_node 2 src/train.py --fold 0          (NCCL on GPUs, gloo on CPU)
 
 `setup` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), opens the process group and
 gives each rank its device; without torchrun it does nothing and the run is the single-process one.
+`--batch-size` is the global batch: each rank takes batch / processes (`per_process_batch`), so the
+same command keeps the same batch, LR and number of optimizer steps on any number of processes.
 Each rank trains on a disjoint, equal-length shard of the epoch's order (foldkit.dataset.EpochSampler
 with rank/world), the model is wrapped in DistributedDataParallel (`wrap`), validation is sharded
 without padding and gathered back in row order (`evaluate`: every row scored exactly once), and rank
-0 alone writes files and logs (`is_main`); the others wait at a `barrier`.
+0 alone writes files and logs (`is_main`); the others wait at a `barrier`. `local_processes` is how
+many foldkit processes share this machine (torchrun's LOCAL_WORLD_SIZE, or the fold-parallel
+workers): the RAM cache and DataLoader workers divide the machine by it.
 
-Fold-parallel (K folds on K devices, no communication at all):
-
-    python src/train.py --fold all --devices 0,1         (or cpu,cpu)
-
-`run_fold_parallel` starts one worker process per device (torch.multiprocessing, spawn); the workers
-take folds from one queue, report their log lines to the parent (one combined display) and a
-failure with its fold; the parent stops every worker on the first failure. Hand-written: torch's
-elastic launcher runs one job on N devices, not a queue of independent jobs.
+Folds side by side (--devices) are foldkit.foldpool's. This module never imports the training loop.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
-import queue
-import time
-import traceback
 from datetime import timedelta
 
 import numpy as np
 
 from foldkit.errors import FoldkitError
 
-_STATE = {"rank": 0, "world": 1, "local_rank": 0, "backend": None}
+_STATE = {"rank": 0, "world": 1, "local_rank": 0, "backend": None, "local_processes": 1}
 TIMEOUT = timedelta(minutes=30)     # a collective no rank answers fails instead of hanging forever
 
 
@@ -60,6 +52,18 @@ def active() -> bool:
     return _STATE["world"] > 1
 
 
+def local_processes() -> int:
+    """foldkit processes sharing this machine's memory and cores: torchrun's LOCAL_WORLD_SIZE, the
+    number of fold-parallel workers (set_local_processes), else 1."""
+    if active():
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", _STATE["local_processes"])))
+    return _STATE["local_processes"]
+
+
+def set_local_processes(n: int) -> None:
+    _STATE["local_processes"] = max(1, int(n))
+
+
 def barrier() -> None:
     if active():
         import torch.distributed as dist
@@ -79,10 +83,41 @@ def _torchrun_env() -> tuple[int, int, int] | None:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def per_process_batch(batch_size: int, processes: int | None = None) -> int:
+    """This process's share of --batch-size (the global batch); refused when it does not split evenly."""
+    w = world() if processes is None else processes
+    if batch_size % w:
+        lo, hi = batch_size // w * w, (batch_size // w + 1) * w
+        raise DistributedError(f"--batch-size {batch_size} is the global batch and does not split evenly over "
+                               f"{w} processes: give a multiple of {w} (e.g. {lo or hi} or {hi})")
+    return batch_size // w
+
+
+def rank_device(device: str, local: int, n_gpus: int) -> str:
+    """The device of the process with this local rank under torchrun: cuda:<local rank> or cpu."""
+    if device == "cpu":
+        return "cpu"
+    if device not in ("auto", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise DistributedError(f"--device {device}: under torchrun each process trains on a GPU (NCCL) or "
+                               "the CPU (gloo): use --device cuda, cpu or auto")
+    if n_gpus == 0:
+        if device == "auto":
+            return "cpu"
+        raise DistributedError(f"--device {device}: no CUDA device here; use --device cpu (gloo)")
+    if device.startswith("cuda:") and int(device[5:]) != local:
+        raise DistributedError(f"--device {device}: under torchrun each process takes the GPU of its local rank "
+                               f"(this one cuda:{local}); pass --device cuda and choose the GPUs with "
+                               "CUDA_VISIBLE_DEVICES")
+    if local >= n_gpus:
+        raise DistributedError(f"local rank {local} but only {n_gpus} GPU(s) on this node: lower --nproc_per_node")
+    return f"cuda:{local}"
+
+
 def setup(cfg, log=print):
     """Under torchrun with WORLD_SIZE > 1: open the process group (NCCL for CUDA, gloo for CPU), pin
     this rank to its device, silence logs and progress bars of ranks other than 0. Returns
-    (cfg, log) to train with; without torchrun both come back unchanged."""
+    (cfg, log) to train with; without torchrun both come back unchanged. cfg.batch_size stays the
+    global batch (an experiment's identity); fit takes per_process_batch of it."""
     env = _torchrun_env()
     if env is None or env[1] <= 1:
         return cfg, log
@@ -93,27 +128,25 @@ def setup(cfg, log=print):
     if cfg.devices:
         raise DistributedError("--devices runs folds side by side in processes of its own: use it without "
                                "torchrun (or drop --devices to train one fold on all torchrun's processes)")
-    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DistributedError(f"--device {cfg.device}: no CUDA device here; use --device cpu (gloo)")
-    if cuda:
-        if local >= torch.cuda.device_count():
-            raise DistributedError(f"rank {r}: local rank {local} but only {torch.cuda.device_count()} GPU(s) "
-                                   "on this node: lower --nproc_per_node")
-        torch.cuda.set_device(local)
+    device = rank_device(cfg.device, local, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    cuda = device.startswith("cuda")
     if cfg.sync_bn and not cuda:
         raise DistributedError("--sync-bn needs GPUs (torch's SyncBatchNorm has no CPU implementation): "
                                "drop it for a CPU run")
+    per = per_process_batch(cfg.batch_size, w)
+    if cuda:
+        torch.cuda.set_device(local)
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=TIMEOUT)
     _STATE.update(rank=r, world=w, local_rank=local, backend=backend)
-    cfg = with_settings(cfg, device=f"cuda:{local}" if cuda else "cpu",
-                        progress=cfg.progress and r == 0)
+    cfg = with_settings(cfg, device=device, progress=cfg.progress and r == 0)
     if r == 0:
-        log(f"data-parallel: {w} processes ({backend}), global batch {cfg.batch_size * w * cfg.accum_steps} = "
-            f"{cfg.batch_size} per device x {w} processes x {cfg.accum_steps} accumulation step(s); "
-            f"--lr {cfg.lr:g} is used as given (not scaled with the global batch)")
+        accum = f" x {cfg.accum_steps} accumulation steps" if cfg.accum_steps > 1 else ""
+        log(f"data-parallel: {w} processes ({backend}), global batch {cfg.batch_size * cfg.accum_steps} = {w} "
+            f"processes x {per}"
+            f"{accum}, lr {cfg.lr:g} (--batch-size is the global batch: the same command trains the same "
+            "recipe on any number of processes)")
     return cfg, (log if r == 0 else (lambda *a, **k: None))
 
 
@@ -210,127 +243,3 @@ def check_resume(saved_world: int, fold: int) -> None:
         raise DistributedError(f"fold {fold}: its resume file was written by a run on {saved_world} process(es), "
                                f"this one has {world()}: restart with the same number (torchrun "
                                "--nproc_per_node), or pass --no-resume to start the fold over")
-
-
-# --------------------------------------------------------------------------- fold-parallel
-
-def parse_devices(spec: str) -> list[str]:
-    """'0,1' -> ['cuda:0', 'cuda:1']; 'cpu,cpu' -> ['cpu', 'cpu']; 'cuda:1' as is. Checked against the
-    GPUs present."""
-    out = []
-    for d in (s.strip() for s in str(spec).split(",") if s.strip()):
-        if d.isdigit():
-            d = f"cuda:{d}"
-        if d != "cpu" and not (d.startswith("cuda:") and d[5:].isdigit()):
-            raise DistributedError(f"--devices {spec!r}: {d!r} is not a device; give GPU numbers (0,1), "
-                                   "cuda:N or cpu, separated by commas")
-        out.append(d)
-    gpus = [int(d[5:]) for d in out if d.startswith("cuda:")]
-    if gpus:
-        import torch
-        n = torch.cuda.device_count()
-        if max(gpus) >= n:
-            raise DistributedError(f"--devices {spec!r}: this machine has {n} GPU(s) (0..{n - 1}); "
-                                   "use cpu,cpu for CPU workers")
-    if not out:
-        raise DistributedError(f"--devices {spec!r}: give at least one device")
-    return out
-
-
-def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
-    """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty."""
-    import signal
-    import sys
-
-    import torch
-
-    from foldkit import fit
-    if threads:
-        torch.set_num_threads(threads)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)    # no CUDA context on GPU 0 from every worker
-    # stopped by the parent (another fold failed): exit through Python so its finalizers clean up
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    events.cancel_join_thread()      # never block at exit on messages nobody reads any more
-    fold = None
-    try:
-        cfg = with_settings(cfg, device=device, devices="", progress=False)
-        log = lambda msg: events.put(("log", wid, fold, f"[{device} #{wid}] {msg}"))  # noqa: E731
-        run = fit.prepare_run(cfg, log=log)
-        while (fold := jobs.get()) is not None:
-            events.put(("start", wid, fold, None))
-            events.put(("done", wid, fold, fit.fit_fold(cfg, run, fold, log=log)))
-            fold = None
-    except SystemExit:
-        return
-    except FoldkitError as e:
-        events.put(("error", wid, fold, str(e)))
-    except BaseException:  # noqa: BLE001  (a bug: its traceback goes to the parent)
-        events.put(("crash", wid, fold, traceback.format_exc()))
-    events.put(("exit", wid, None, None))
-
-
-def run_fold_parallel(cfg, folds: list[int], log=print) -> dict[int, dict]:
-    """Train `folds` on cfg.devices, one worker process per device taking folds from a queue. Returns
-    {fold: summary}. The first failure stops every worker and is raised naming its fold and device;
-    a worker that dies without a word (killed, out of memory) is reported the same way."""
-    import torch.multiprocessing as mp
-
-    devices = parse_devices(cfg.devices)
-    ctx = mp.get_context("spawn")
-    jobs, events = ctx.Queue(), ctx.Queue()
-    for k in [*folds, *[None] * len(devices)]:     # one stop mark per worker
-        jobs.put(k)
-    n_cpu = sum(d == "cpu" for d in devices)
-    threads = max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu else 0
-    procs = [ctx.Process(target=_worker, args=(i, d, cfg, jobs, events, threads), daemon=True)
-             for i, d in enumerate(devices)]
-    log(f"fold-parallel: folds {folds} on {len(devices)} worker(s): {', '.join(devices)}")
-    for p in procs:
-        p.start()
-    finished = False
-    try:
-        done = _collect(procs, devices, events, len(folds), log)
-        finished = True
-        return done
-    finally:
-        for p in procs:          # after a failure, the others are stopped (their folds resume next time)
-            if finished:
-                p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
-            p.join(timeout=30)
-        for q in (jobs, events):
-            q.close()
-            q.cancel_join_thread()
-
-
-def _collect(procs, devices, events, n_folds: int, log) -> dict[int, dict]:
-    done, current, exited = {}, {}, set()
-    while len(exited) < len(procs):
-        try:
-            kind, wid, fold, payload = events.get(timeout=1.0)
-        except queue.Empty:
-            for i, p in enumerate(procs):          # a worker killed without reporting
-                if i not in exited and not p.is_alive() and p.exitcode not in (0, None):
-                    time.sleep(0.5)
-                    if events.empty():
-                        what = f"fold {current[i]}" if current.get(i) is not None else "a worker"
-                        raise DistributedError(f"{what} on {devices[i]} failed: its process died (exit code "
-                                               f"{p.exitcode}); start the run again to resume the fold")
-            continue
-        if kind == "log":
-            log(payload)
-        elif kind == "start":
-            current[wid] = fold
-        elif kind == "done":
-            done[fold], current[wid] = payload, None
-            log(f"fold-parallel: fold {fold} finished on {devices[wid]} ({len(done)}/{n_folds} folds)")
-        elif kind == "error":
-            where = f"fold {fold} on {devices[wid]}" if fold is not None else f"worker on {devices[wid]}"
-            raise DistributedError(f"{where}: {payload}")
-        elif kind == "crash":
-            raise RuntimeError(f"fold {fold} on {devices[wid]} crashed:\n{payload}")
-        elif kind == "exit":
-            exited.add(wid)
-    return done

@@ -252,6 +252,15 @@ def write_csv(df: pd.DataFrame, path) -> None:
     atomic_write_with(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
 
 
+def remove_stale_temps(exp: Experiment, fold: int) -> None:
+    """Temporary files of this fold's atomic writes left by a killed run (SIGKILL, out of memory): only
+    this fold's writer uses these names, so they are removed when the fold starts again."""
+    for f in (exp.checkpoint(fold), exp.last_checkpoint(fold), exp.oof(fold), exp.log(fold), exp.curve(fold),
+              exp.summary_path(fold)):
+        for tmp in f.parent.glob(f".{f.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- the fold
 
 def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
@@ -263,12 +272,18 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
     device = engine.pick_device(cfg.device)
-    train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(cfg, run, fold, seed, device)
+    # under torchrun --batch-size is the global batch: each process loads its share (BatchNorm sees
+    # that share too, unless --sync-bn computes its statistics over every process's batch)
+    per_process = distributed.per_process_batch(cfg.batch_size)
+    pcfg = distributed.with_settings(cfg, batch_size=per_process)
+    train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(pcfg, run, fold, seed, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
-    tr = build_training(cfg, run, counts, steps_per_epoch, log=log)
+    tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log)
     train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile,
                                    partly_frozen=cfg.freeze_epochs > 0) or tr.run_model
     main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
+    if main:
+        remove_stale_temps(exp, fold)
     state = FoldState(world_size=distributed.world())
     if exp.last_checkpoint(fold).is_file() and cfg.resume:
         state = FoldState.load(exp.last_checkpoint(fold), tr)
@@ -335,7 +350,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
                "train_rows": int(len(tr_idx)), "valid_rows": int(len(va_idx)),
                "in_chans": run.data_cfg["input_size"][0], "data_config": run.data_cfg, "device": str(tr.device),
                "workers": workers, "bn_frozen": tr.freeze_bn,
-               **({"processes": distributed.world(), "sync_bn": cfg.sync_bn} if distributed.active() else {})}
+               **({"processes": distributed.world(), "batch_per_process": per_process, "sync_bn": cfg.sync_bn}
+                  if distributed.active() else {})}
     if main:
         atomic_write_text(exp.summary_path(fold), json.dumps(summary, indent=2) + "\n")
         if exp.last_checkpoint(fold).is_file():
@@ -344,16 +360,27 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
     return summary
 
 
+def open_run(cfg, log=print) -> RunData:
+    """prepare_run, saying in one line when the images are not kept in RAM because they do not fit this
+    process's share of the machine's memory (foldkit.dataset.ImageSource.cache_note)."""
+    run = prepare_run(cfg, log)
+    if getattr(run.source, "cache_note", None):
+        log(run.source.cache_note)
+    return run
+
+
 def train(cfg, log=print) -> list[dict]:
     """Train the folds of cfg.fold in sequence, skipping finished ones; the competition is opened
-    and its training images decoded once for all of them."""
+    and its training images decoded once for all of them. With --devices, foldkit.foldpool trains
+    them side by side (each worker runs open_run once and fit_fold per fold)."""
+    from foldkit import foldpool
     cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
-    devices = distributed.parse_devices(cfg.devices) if cfg.devices else []
+    devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
     if len(devices) == 1:
         cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
     # fold-parallel: the workers decode the images, not this process
-    run = distributed.main_first(lambda: prepare_run(distributed.with_settings(cfg, cache="off")
-                                                     if devices else cfg, log))
+    run = distributed.main_first(lambda: open_run(distributed.with_settings(cfg, cache="off")
+                                                  if devices else cfg, log))
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
     train_only = int((run.table["fold"] < 0).sum())
     log(f"experiment {run.exp.name}: {cfg.model}, folds {folds}, {len(run.table)} rows, {len(run.classes)} classes "
@@ -367,5 +394,6 @@ def train(cfg, log=print) -> list[dict]:
         elif not devices:
             out[k] = fit_fold(cfg, run, k, log=log)
     if devices and len(out) < len(folds):
-        out.update(distributed.run_fold_parallel(cfg, [k for k in dict.fromkeys(folds) if k not in out], log))
+        todo = [k for k in dict.fromkeys(folds) if k not in out]
+        out.update(foldpool.run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold, log=log))
     return [out[k] for k in folds]
