@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
-import tomllib
+import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                      # Python 3.10 (e.g. Kaggle's image): the same parser, as the tomli package
+    import tomli as tomllib
 
 from foldkit.augment import PRESETS
 from foldkit.ensemble import ENSEMBLE_MODES
@@ -28,8 +35,11 @@ from foldkit.metrics import METRICS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _opt(default: Any, help: str, group: str, choices: list | None = None, nargs: str | None = None):
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "nargs": nargs})
+def _opt(default: Any, help: str, group: str, choices: list | None = None, minimum: float | None = None):
+    """One setting: its default (whose type is the setting's type), help, group, and the values it
+    accepts (choices, or a minimum). `convert` checks every value against this, flag or file alike."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices,
+                                            "minimum": minimum})
 
 
 @dataclass
@@ -81,8 +91,8 @@ class Config:
     img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
     crop_pct: float = _opt(0.0, "validation centre-crop fraction (default: the model's; 1.0 = no crop)", "train")
     in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train")
-    epochs: int = _opt(10, "training epochs", "train")
-    batch_size: int = _opt(64, "batch size", "train")
+    epochs: int = _opt(10, "training epochs", "train", minimum=1)
+    batch_size: int = _opt(64, "batch size", "train", minimum=1)
     lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train")
     weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train")
     opt: str = _opt("adamw", "optimizer name for timm create_optimizer_v2", "train")
@@ -109,7 +119,7 @@ class Config:
     label_smoothing: float = _opt(0.1, "label smoothing", "train")
     drop_rate: float = _opt(0.0, "dropout before the classifier", "train")
     drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train")
-    accum_steps: int = _opt(1, "gradient accumulation steps", "train")
+    accum_steps: int = _opt(1, "gradient accumulation steps", "train", minimum=1)
     clip_grad: float = _opt(0.0, "clip gradient norm (0 = off)", "train")
     ema: bool = _opt(False, "keep an EMA of the weights (timm ModelEmaV3); validate and save it", "train")
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
@@ -181,6 +191,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
+_FIELDS = {f.name: f for f in fields(Config)}
+
 GROUP_TITLES = {
     "paths": "paths",
     "data": "reading the competition",
@@ -215,6 +227,84 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _kind(f: dataclasses.Field) -> type:
+    """A setting's type: its default's (None is a yes/no setting with an automatic default)."""
+    return bool if f.default is None else type(f.default)
+
+
+_EXPECTED = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def convert(name: str, value: Any) -> Any:
+    """The one check and conversion of a setting's value, whether it comes from a flag (a string), a
+    config file (TOML types) or code: the value in the setting's type, or ConfigError with a phrase
+    saying what was expected (the caller names where the value came from). A string converts to a
+    number like the flag would; a number or a list of values becomes text where text is expected
+    (fold = 0, fold = [0, 2])."""
+    f = _FIELDS[name]
+    kind, meta = _kind(f), f.metadata
+
+    def bad(what: str):
+        return ConfigError(f"is not {what}")
+
+    if kind is bool:
+        if not isinstance(value, bool) and not (value is None and f.default is None):
+            raise bad(_EXPECTED[bool])
+        return value
+    if isinstance(value, bool):          # True is an int to Python, never a number or text to a user
+        raise bad(_EXPECTED[kind])
+    if kind is str:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                    for v in value):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, (int, float, os.PathLike)):
+            value = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+        elif not isinstance(value, str):
+            raise bad(_EXPECTED[str])
+    else:
+        try:
+            if kind is int and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            elif isinstance(value, (str, int, float)):
+                value = kind(value.strip() if isinstance(value, str) else value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise bad(_EXPECTED[kind]) from None
+    if meta["choices"] and value not in meta["choices"]:
+        raise bad("one of " + ", ".join(map(str, meta["choices"])) + did_you_mean(value, meta["choices"]))
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise bad(f"at least {meta['minimum']}")
+    return value
+
+
+def did_you_mean(value: Any, names) -> str:
+    """'; did you mean x?' with the closest of `names` (difflib), or ''."""
+    close = difflib.get_close_matches(str(value), [str(n) for n in names], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _flag_type(name: str):
+    """argparse's `type` for a setting: `convert`, its phrase becoming argparse's one-line error."""
+    def parse(text: str):
+        try:
+            return convert(name, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+    parse.__name__ = name
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake in the flags is one line `error: ...` and exit code 2, like every
+    other mistake a user can make (errors.cli_run), instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(groups: list[str], description: str, prog: str | None = None,
                  extra: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """An argparse parser with one option per Config field of `groups`.
@@ -222,9 +312,8 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
     Defaults are suppressed so `resolve` can tell what the user typed; the help
     text still shows each default.
     """
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
+    p = _Parser(prog=prog, description=description,
+                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of settings (flat keys or [sections]); "
                    "command-line flags override it", default=argparse.SUPPRESS)
     for g in groups:
@@ -239,11 +328,9 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
             if isinstance(f.default, bool) or f.default is None:   # None: a yes/no flag with an automatic default
                 kw["action"] = argparse.BooleanOptionalAction
             else:
-                kw["type"] = type(f.default) if f.default is not None else str
+                kw["type"] = _flag_type(f.name)
                 if f.metadata["choices"]:
-                    kw["choices"] = f.metadata["choices"]
-                if f.metadata["nargs"]:
-                    kw["nargs"] = f.metadata["nargs"]
+                    kw["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
             ag.add_argument(_flag(f.name), dest=f.name, **kw)
     return p
 
@@ -267,27 +354,24 @@ def load_file(path: str | Path) -> dict:
 
 
 def resolve(args: argparse.Namespace | dict | None = None, **overrides) -> Config:
-    """Defaults < config file (args.config) < explicitly given args < overrides."""
+    """Defaults < config file (args.config) < explicitly given args < overrides. Every value goes
+    through `convert` (the same check as its flag); a bad one is a ConfigError naming the setting,
+    the value, what it accepts and, for a file, the file."""
     given = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
-    values: dict[str, Any] = {}
     cfg_file = given.pop("config", None)
-    if cfg_file:
-        values.update(load_file(cfg_file))
-    values.update(given)
-    values.update(overrides)
-    known = {f.name: f for f in fields(Config)}
-    unknown = sorted(set(values) - set(known))
+    from_file = load_file(cfg_file) if cfg_file else {}
+    from_code = {**given, **overrides}
+    unknown = sorted((set(from_file) | set(from_code)) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}"
                          + (f" in {cfg_file}" if cfg_file else "") + "; see --help for the valid names")
-    for k, v in list(values.items()):
-        d = known[k].default
-        if (isinstance(d, bool) or d is None) and v is not None and not isinstance(v, bool):
-            raise ConfigError(f"setting {k} must be true or false, got {v!r}")
-        if isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
-            values[k] = float(v)
-        if isinstance(d, (list, tuple)) and isinstance(v, (list, tuple)):
-            values[k] = type(d)(v)
+    values: dict[str, Any] = {}
+    for source, where in ((from_file, f" in {cfg_file}"), (from_code, "")):
+        for k, v in source.items():
+            try:
+                values[k] = convert(k, v)
+            except ConfigError as e:
+                raise ConfigError(f"setting {k} = {v!r}{where} {e}") from None
     cfg = Config(**values)
     cfg.given = frozenset(values)   # what the user set (file or flag): it overrides recorded settings
     return cfg
