@@ -55,7 +55,9 @@ BAD_TOML = [('amp = "fp32"', "amp = 'fp32'", "one of auto, bf16, fp16, off"),
             ('epochs = "ten"', "epochs = 'ten'", "not a whole number"),
             ('epochs = 2.5', "epochs = 2.5", "not a whole number"),
             ('hflip = "no"', "hflip = 'no'", "not true or false"),
-            ('[train]\nbatch_size = 0', "batch_size = 0", "not at least 1")]
+            ('[train]\nbatch_size = 0', "batch_size = 0", "not at least 1"),
+            ('lr = -0.1', "lr = -0.1", "not at least 0"),
+            ('in_chans = 2', "in_chans = 2", "not one of 0, 1, 3")]
 
 
 @pytest.mark.parametrize("line,named,expected", BAD_TOML)

@@ -233,7 +233,8 @@ def run_cli(capsys, comp, tmp_path, *argv):
     (["--model", "resnet_18"], "error: --model 'resnet_18' is not a timm model; did you mean resnet18"),
     (["--device", "cuda:9"], "error: --device cuda:9: this machine has "),
     (["--device", "gpu"], "error: --device 'gpu' is not a device name"),
-    (["--batch-size", "1", "--mixup", "0.2"], "error: --batch-size 1 with --mixup/--cutmix: mixing needs pairs")])
+    (["--batch-size", "1", "--mixup", "0.2"], "error: --batch-size 1 with --mixup/--cutmix: mixing needs pairs"),
+    (["--backbone-lr", "half"], "error: --backbone-lr 'half': give a fraction of --lr")])
 def test_setting_mistakes_are_one_line_before_anything_is_recorded(comp, tmp_path, capsys, argv, message):
     if argv == ["--device", "cuda:9"] and torch.cuda.device_count() > 9:
         pytest.skip("this machine has a cuda:9")

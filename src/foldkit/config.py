@@ -66,7 +66,7 @@ class Config:
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")
     seed: int = _opt(42, "random seed (folds; training seeds derive from it and the fold)", "folds")
     group_col: str = _opt("", "column of train.csv whose groups must not span folds (StratifiedGroupKFold)", "folds")
-    limit: int = _opt(0, "keep a stratified subsample of N training rows (0 = all)", "folds")
+    limit: int = _opt(0, "keep a stratified subsample of N training rows (0 = all)", "folds", minimum=0)
     rare_classes: str = _opt("warn", "classes with fewer samples than folds: warn (split anyway, each sample "
                              "validated once), train-only (always in training, never validated), error",
                              "folds", choices=["warn", "train-only", "error"])
@@ -90,16 +90,17 @@ class Config:
     pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
     img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
     crop_pct: float = _opt(0.0, "validation centre-crop fraction (default: the model's; 1.0 = no crop)", "train")
-    in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train")
+    in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train",
+                        choices=[0, 1, 3])
     epochs: int = _opt(10, "training epochs", "train", minimum=1)
     batch_size: int = _opt(64, "batch size", "train", minimum=1)
-    lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train")
-    weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train")
+    lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train", minimum=0)
+    weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train", minimum=0)
     opt: str = _opt("adamw", "optimizer name for timm create_optimizer_v2", "train")
     sched: str = _opt("cosine", "LR schedule for timm create_scheduler_v2 (cosine, step, ...)", "train")
-    warmup_epochs: float = _opt(1.0, "linear LR warmup (epochs)", "train")
-    min_lr: float = _opt(1e-6, "final LR of the schedule", "train")
-    freeze_epochs: int = _opt(0, "first K epochs train only the head (frozen backbone), then all", "train")
+    warmup_epochs: float = _opt(1.0, "linear LR warmup (epochs)", "train", minimum=0)
+    min_lr: float = _opt(1e-6, "final LR of the schedule", "train", minimum=0)
+    freeze_epochs: int = _opt(0, "first K epochs train only the head (frozen backbone), then all", "train", minimum=0)
     backbone_lr: str = _opt("auto", "backbone LR as a fraction of --lr: auto = 0.1 with pretrained weights "
                             "(fastai/Keras fine-tuning), 1 from scratch", "train")
     layer_decay: float = _opt(0.0, "layer-wise LR decay inside the backbone (timm layer_decay, e.g. 0.75; "
@@ -114,20 +115,20 @@ class Config:
     hflip: bool = _opt(True, "random horizontal flips (turn off for digits and text)", "train")
     vflip: bool = _opt(False, "random vertical flips", "train")
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
-    mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train")
-    cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train")
-    label_smoothing: float = _opt(0.1, "label smoothing", "train")
-    drop_rate: float = _opt(0.0, "dropout before the classifier", "train")
-    drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train")
+    mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train", minimum=0)
+    cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train", minimum=0)
+    label_smoothing: float = _opt(0.1, "label smoothing", "train", minimum=0)
+    drop_rate: float = _opt(0.0, "dropout before the classifier", "train", minimum=0)
+    drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train", minimum=0)
     accum_steps: int = _opt(1, "gradient accumulation steps", "train", minimum=1)
-    clip_grad: float = _opt(0.0, "clip gradient norm (0 = off)", "train")
+    clip_grad: float = _opt(0.0, "clip gradient norm (0 = off)", "train", minimum=0)
     ema: bool = _opt(False, "keep an EMA of the weights (timm ModelEmaV3); validate and save it", "train")
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
                        choices=list(METRICS))
-    patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train")
+    patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train", minimum=0)
     amp: str = _opt("auto", "mixed precision: auto (bf16/fp16 on GPU, off on CPU), bf16, fp16, off", "train",
                     choices=["auto", "bf16", "fp16", "off"])
     channels_last: str = _opt("auto", "channels_last memory format: auto (on GPU), on, off", "train",
@@ -153,7 +154,7 @@ class Config:
     submission_mode: str = _opt("auto", "auto, label (class values) or probs (one column per class, or the "
                                 "positive class of a binary task)", "predict", choices=["auto", "label", "probs"])
     image: str = _opt("", "predict one image (path or URL) and print the top classes", "predict")
-    topk: int = _opt(5, "classes printed for --image", "predict")
+    topk: int = _opt(5, "classes printed for --image", "predict", minimum=1)
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
     report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
     blend: str = _opt("mean", "how experiments are combined, fitted and scored on their OOF with nested CV: "

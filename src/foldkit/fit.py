@@ -144,6 +144,7 @@ def check_training_settings(cfg) -> None:
 
     check_model_name(cfg.model)
     engine.pick_device(cfg.device)
+    backbone_lr_fraction(cfg)
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size < 2:
         raise TrainError(f"--batch-size {cfg.batch_size} with --mixup/--cutmix: mixing needs pairs, use 2 or more")
     if cfg.sched in ("plateau", "none"):
