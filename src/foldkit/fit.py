@@ -146,16 +146,18 @@ def check_training_settings(cfg) -> None:
     engine.pick_device(cfg.device)
     backbone_lr_fraction(cfg)
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size < 2:
-        raise TrainError(f"--batch-size {cfg.batch_size} with --mixup/--cutmix: mixing needs pairs, use 2 or more")
+        raise TrainError(f"--batch-size {cfg.batch_size} with --mixup/--cutmix: mixing needs pairs, "
+                         "use 2 or more")
     if cfg.sched in ("plateau", "none"):
         raise TrainError(f"--sched {cfg.sched} is not supported: " + (
-            "timm's plateau schedule is deprecated, cannot resume exactly and ignores --backbone-lr/--layer-decay; "
-            "use cosine (default), step, multistep or poly, and --patience to stop when the metric stalls"
+            "timm's plateau schedule is deprecated, cannot resume exactly and ignores --backbone-lr/"
+            "--layer-decay; use cosine (default), step, multistep or poly, and --patience to stop when the "
+            "metric stalls"
             if cfg.sched == "plateau" else "use --sched constant (with --warmup-epochs 0 for no warmup)"))
     probe = [torch.nn.Parameter(torch.zeros(1))]
     try:
         optimizer = create_optimizer_v2(probe, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    except Exception as e:  # noqa: BLE001 - timm's registry raises ValueError, ImportError, ... for what it cannot build
+    except Exception as e:  # noqa: BLE001 - timm raises ValueError, ImportError, ... for what it cannot build
         known = cfg.opt.lower().split("_")[-1] in list_optimizers()
         raise TrainError(f"--opt {cfg.opt!r}: " + (f"timm cannot create it ({type(e).__name__}: {str(e)[:200]})"
                          if known else "not a timm optimizer" + did_you_mean(cfg.opt, list_optimizers())
