@@ -19,11 +19,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                      # Python 3.10 (e.g. Kaggle's image): the same parser, as the tomli package
-    import tomli as tomllib
-
 from foldkit.augment import PRESETS
 from foldkit.ensemble import ENSEMBLE_MODES
 from foldkit.blend import BLENDS
@@ -336,14 +331,30 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
     return p
 
 
+def _toml():
+    """The TOML parser: tomllib (Python 3.11+), on 3.10 the same parser as the tomli package (setup.cfg
+    declares it there). Imported only to read a config file, so a 3.10 machine without tomli (the
+    offline bundle's wheel is installed without dependencies) still runs every script without one."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+        return tomllib
+    try:
+        import tomli
+    except ImportError:
+        raise ConfigError("reading a --config file on Python 3.10 needs the tomli package: "
+                          "pip install 'tomli>=1.1' (or pass the settings as flags)") from None
+    return tomli
+
+
 def load_file(path: str | Path) -> dict:
     """Read a TOML config file into a flat dict of Config fields ([sections] are flattened)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    toml = _toml()
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        raw = toml.loads(path.read_text())
+    except toml.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}")
     flat: dict[str, Any] = {}
     for k, v in raw.items():
