@@ -136,7 +136,7 @@ def test_local_pretrained_file_loads_backbone_and_new_head(tmp_path):
     assert torch.count_nonzero(sd["fc.weight"]) == 0       # a new head on pretrained features starts at zero
     with pytest.raises(ModelError, match="does not exist"):
         create_model("test_resnet", 7, pretrained_file=str(tmp_path / "nope.pth"))
-    with pytest.raises(ModelError, match="unknown timm model"):
+    with pytest.raises(ModelError, match="is not a timm model"):
         create_model("resnet_does_not_exist", 7)
 
 
@@ -209,3 +209,70 @@ def test_gpu_code_paths_run_on_cpu_bf16_channels_last(comp, tmp_path):
     [s] = train(cfg, log=quiet)
     log = pd.read_csv(tmp_path / "models" / "bf16" / "log_fold0.csv")
     assert np.isfinite(log["train_loss"]).all() and s["epochs_run"] == 1
+
+
+def run_cli(capsys, comp, tmp_path, *argv):
+    """train.py's main on the digits folds: (exit code, stderr lines)."""
+    sys.path.insert(0, str(REPO / "src"))
+    import train as train_cli
+    base = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"),
+            "--models-dir", str(tmp_path / "models"), "--model", "test_resnet", "--img-size", "32",
+            "--epochs", "1", "--no-progress", "--workers", "0"]
+    try:
+        train_cli.main(base + list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--opt", "adamww"], "error: --opt 'adamww': not a timm optimizer; did you mean adamw"),
+    (["--sched", "cosin"], "error: --sched 'cosin': not a timm schedule; use one of cosine, step"),
+    (["--sched", "plateau"], "error: --sched plateau is not supported: timm's plateau schedule is deprecated"),
+    (["--model", "resnet_18"], "error: --model 'resnet_18' is not a timm model; did you mean resnet18"),
+    (["--device", "cuda:9"], "error: --device cuda:9: this machine has "),
+    (["--device", "gpu"], "error: --device 'gpu' is not a device name"),
+    (["--batch-size", "1", "--mixup", "0.2"], "error: --batch-size 1 with --mixup/--cutmix: mixing needs pairs"),
+    (["--backbone-lr", "half"], "error: --backbone-lr 'half': give a fraction of --lr")])
+def test_setting_mistakes_are_one_line_before_anything_is_recorded(comp, tmp_path, capsys, argv, message):
+    if argv == ["--device", "cuda:9"] and torch.cuda.device_count() > 9:
+        pytest.skip("this machine has a cuda:9")
+    code, err = run_cli(capsys, comp, tmp_path, *argv)
+    assert code == 2 and len(err) == 1 and err[0].startswith(message), err
+    assert not (tmp_path / "models").exists()            # no experiment recorded
+
+
+def test_drop_path_on_a_model_without_it_is_one_line(comp, tmp_path, capsys):
+    code, err = run_cli(capsys, comp, tmp_path, "--model", "vgg11", "--drop-path", "0.1")
+    assert code == 2 and err == ["error: --drop-path 0.1: model 'vgg11' does not support it (its constructor "
+                                 "takes no drop_path_rate); leave --drop-path out for this model"]
+
+
+def test_corrupt_folds_meta_is_one_line(comp, tmp_path, capsys):
+    import shutil
+    folds = tmp_path / "folds"
+    shutil.copytree(comp / "folds", folds)
+    (folds / "folds_meta.json").write_text('{"classes": [0, 1')       # cut short
+    code, err = run_cli(capsys, comp, tmp_path, "--folds-dir", str(folds))
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {folds / 'folds_meta.json'} is not valid JSON") and "make_folds.py" in err[0]
+
+
+def test_odd_batch_with_mixup_trains(comp, tmp_path):
+    """timm's Mixup mixes pairs: an odd batch leaves its last image out (and says so) instead of failing."""
+    lines = []
+    [s] = train(cfg_for(comp, tmp_path, epochs=1, batch_size=15, mixup=0.2, experiment="odd"), log=lines.append)
+    assert s["epochs_run"] == 1
+    assert any("--batch-size 15 is odd" in str(l) for l in lines)
+
+
+def test_vit_trains_and_reloads_at_any_img_size(comp, tmp_path):
+    """Models built for one size (ViT, Swin: timm's fixed_input_size) are created for --img-size, and
+    their checkpoints rebuild at it."""
+    [s] = train(cfg_for(comp, tmp_path, model="test_vit3", epochs=1, batch_size=64, aug="none",
+                             experiment="vit"), log=quiet)
+    ckpt = load_checkpoint(tmp_path / "models" / "vit" / "fold0.pt")
+    model = model_from_checkpoint(ckpt)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    assert s["data_config"]["input_size"] == [1, 32, 32]

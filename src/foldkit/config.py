@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
-import tomllib
+import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,8 +30,11 @@ from foldkit.metrics import METRICS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _opt(default: Any, help: str, group: str, choices: list | None = None, nargs: str | None = None):
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "nargs": nargs})
+def _opt(default: Any, help: str, group: str, choices: list | None = None, minimum: float | None = None):
+    """One setting: its default (whose type is the setting's type), help, group, and the values it
+    accepts (choices, or a minimum). `convert` checks every value against this, flag or file alike."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices,
+                                            "minimum": minimum})
 
 
 @dataclass
@@ -56,7 +61,7 @@ class Config:
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")
     seed: int = _opt(42, "random seed (folds; training seeds derive from it and the fold)", "folds")
     group_col: str = _opt("", "column of train.csv whose groups must not span folds (StratifiedGroupKFold)", "folds")
-    limit: int = _opt(0, "keep a stratified subsample of N training rows (0 = all)", "folds")
+    limit: int = _opt(0, "keep a stratified subsample of N training rows (0 = all)", "folds", minimum=0)
     rare_classes: str = _opt("warn", "classes with fewer samples than folds: warn (split anyway, each sample "
                              "validated once), train-only (always in training, never validated), error",
                              "folds", choices=["warn", "train-only", "error"])
@@ -80,16 +85,17 @@ class Config:
     pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
     img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
     crop_pct: float = _opt(0.0, "validation centre-crop fraction (default: the model's; 1.0 = no crop)", "train")
-    in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train")
-    epochs: int = _opt(10, "training epochs", "train")
-    batch_size: int = _opt(64, "batch size", "train")
-    lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train")
-    weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train")
+    in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train",
+                        choices=[0, 1, 3])
+    epochs: int = _opt(10, "training epochs", "train", minimum=1)
+    batch_size: int = _opt(64, "batch size", "train", minimum=1)
+    lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train", minimum=0)
+    weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train", minimum=0)
     opt: str = _opt("adamw", "optimizer name for timm create_optimizer_v2", "train")
     sched: str = _opt("cosine", "LR schedule for timm create_scheduler_v2 (cosine, step, ...)", "train")
-    warmup_epochs: float = _opt(1.0, "linear LR warmup (epochs)", "train")
-    min_lr: float = _opt(1e-6, "final LR of the schedule", "train")
-    freeze_epochs: int = _opt(0, "first K epochs train only the head (frozen backbone), then all", "train")
+    warmup_epochs: float = _opt(1.0, "linear LR warmup (epochs)", "train", minimum=0)
+    min_lr: float = _opt(1e-6, "final LR of the schedule", "train", minimum=0)
+    freeze_epochs: int = _opt(0, "first K epochs train only the head (frozen backbone), then all", "train", minimum=0)
     backbone_lr: str = _opt("auto", "backbone LR as a fraction of --lr: auto = 0.1 with pretrained weights "
                             "(fastai/Keras fine-tuning), 1 from scratch", "train")
     layer_decay: float = _opt(0.0, "layer-wise LR decay inside the backbone (timm layer_decay, e.g. 0.75; "
@@ -104,20 +110,20 @@ class Config:
     hflip: bool = _opt(True, "random horizontal flips (turn off for digits and text)", "train")
     vflip: bool = _opt(False, "random vertical flips", "train")
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
-    mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train")
-    cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train")
-    label_smoothing: float = _opt(0.1, "label smoothing", "train")
-    drop_rate: float = _opt(0.0, "dropout before the classifier", "train")
-    drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train")
-    accum_steps: int = _opt(1, "gradient accumulation steps", "train")
-    clip_grad: float = _opt(0.0, "clip gradient norm (0 = off)", "train")
+    mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train", minimum=0)
+    cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train", minimum=0)
+    label_smoothing: float = _opt(0.1, "label smoothing", "train", minimum=0)
+    drop_rate: float = _opt(0.0, "dropout before the classifier", "train", minimum=0)
+    drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train", minimum=0)
+    accum_steps: int = _opt(1, "gradient accumulation steps", "train", minimum=1)
+    clip_grad: float = _opt(0.0, "clip gradient norm (0 = off)", "train", minimum=0)
     ema: bool = _opt(False, "keep an EMA of the weights (timm ModelEmaV3); validate and save it", "train")
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
                        choices=list(METRICS))
-    patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train")
+    patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train", minimum=0)
     amp: str = _opt("auto", "mixed precision: auto (bf16/fp16 on GPU, off on CPU), bf16, fp16, off", "train",
                     choices=["auto", "bf16", "fp16", "off"])
     channels_last: str = _opt("auto", "channels_last memory format: auto (on GPU), on, off", "train",
@@ -143,7 +149,7 @@ class Config:
     submission_mode: str = _opt("auto", "auto, label (class values) or probs (one column per class, or the "
                                 "positive class of a binary task)", "predict", choices=["auto", "label", "probs"])
     image: str = _opt("", "predict one image (path or URL) and print the top classes", "predict")
-    topk: int = _opt(5, "classes printed for --image", "predict")
+    topk: int = _opt(5, "classes printed for --image", "predict", minimum=1)
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
     report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
     blend: str = _opt("mean", "how experiments are combined, fitted and scored on their OOF with nested CV: "
@@ -181,6 +187,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
+_FIELDS = {f.name: f for f in fields(Config)}
+
 GROUP_TITLES = {
     "paths": "paths",
     "data": "reading the competition",
@@ -215,6 +223,84 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _kind(f: dataclasses.Field) -> type:
+    """A setting's type: its default's (None is a yes/no setting with an automatic default)."""
+    return bool if f.default is None else type(f.default)
+
+
+_EXPECTED = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def convert(name: str, value: Any) -> Any:
+    """The one check and conversion of a setting's value, whether it comes from a flag (a string), a
+    config file (TOML types) or code: the value in the setting's type, or ConfigError with a phrase
+    saying what was expected (the caller names where the value came from). A string converts to a
+    number like the flag would; a number or a list of values becomes text where text is expected
+    (fold = 0, fold = [0, 2])."""
+    f = _FIELDS[name]
+    kind, meta = _kind(f), f.metadata
+
+    def bad(what: str):
+        return ConfigError(f"is not {what}")
+
+    if kind is bool:
+        if not isinstance(value, bool) and not (value is None and f.default is None):
+            raise bad(_EXPECTED[bool])
+        return value
+    if isinstance(value, bool):          # True is an int to Python, never a number or text to a user
+        raise bad(_EXPECTED[kind])
+    if kind is str:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                    for v in value):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, (int, float, os.PathLike)):
+            value = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+        elif not isinstance(value, str):
+            raise bad(_EXPECTED[str])
+    else:
+        try:
+            if kind is int and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            elif isinstance(value, (str, int, float)):
+                value = kind(value.strip() if isinstance(value, str) else value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise bad(_EXPECTED[kind]) from None
+    if meta["choices"] and value not in meta["choices"]:
+        raise bad("one of " + ", ".join(map(str, meta["choices"])) + did_you_mean(value, meta["choices"]))
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise bad(f"at least {meta['minimum']}")
+    return value
+
+
+def did_you_mean(value: Any, names) -> str:
+    """'; did you mean x?' with the closest of `names` (difflib), or ''."""
+    close = difflib.get_close_matches(str(value), [str(n) for n in names], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _flag_type(name: str):
+    """argparse's `type` for a setting: `convert`, its phrase becoming argparse's one-line error."""
+    def parse(text: str):
+        try:
+            return convert(name, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+    parse.__name__ = name
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake in the flags is one line `error: ...` and exit code 2, like every
+    other mistake a user can make (errors.cli_run), instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(groups: list[str], description: str, prog: str | None = None,
                  extra: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """An argparse parser with one option per Config field of `groups`.
@@ -222,9 +308,8 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
     Defaults are suppressed so `resolve` can tell what the user typed; the help
     text still shows each default.
     """
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
+    p = _Parser(prog=prog, description=description,
+                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of settings (flat keys or [sections]); "
                    "command-line flags override it", default=argparse.SUPPRESS)
     for g in groups:
@@ -239,13 +324,26 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
             if isinstance(f.default, bool) or f.default is None:   # None: a yes/no flag with an automatic default
                 kw["action"] = argparse.BooleanOptionalAction
             else:
-                kw["type"] = type(f.default) if f.default is not None else str
+                kw["type"] = _flag_type(f.name)
                 if f.metadata["choices"]:
-                    kw["choices"] = f.metadata["choices"]
-                if f.metadata["nargs"]:
-                    kw["nargs"] = f.metadata["nargs"]
+                    kw["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
             ag.add_argument(_flag(f.name), dest=f.name, **kw)
     return p
+
+
+def _toml():
+    """The TOML parser: tomllib (Python 3.11+), on 3.10 the same parser as the tomli package (setup.cfg
+    declares it there). Imported only to read a config file, so a 3.10 machine without tomli (the
+    offline bundle's wheel is installed without dependencies) still runs every script without one."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+        return tomllib
+    try:
+        import tomli
+    except ImportError:
+        raise ConfigError("reading a --config file on Python 3.10 needs the tomli package: "
+                          "pip install 'tomli>=1.1' (or pass the settings as flags)") from None
+    return tomli
 
 
 def load_file(path: str | Path) -> dict:
@@ -253,9 +351,10 @@ def load_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    toml = _toml()
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        raw = toml.loads(path.read_text())
+    except toml.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}")
     flat: dict[str, Any] = {}
     for k, v in raw.items():
@@ -267,27 +366,24 @@ def load_file(path: str | Path) -> dict:
 
 
 def resolve(args: argparse.Namespace | dict | None = None, **overrides) -> Config:
-    """Defaults < config file (args.config) < explicitly given args < overrides."""
+    """Defaults < config file (args.config) < explicitly given args < overrides. Every value goes
+    through `convert` (the same check as its flag); a bad one is a ConfigError naming the setting,
+    the value, what it accepts and, for a file, the file."""
     given = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
-    values: dict[str, Any] = {}
     cfg_file = given.pop("config", None)
-    if cfg_file:
-        values.update(load_file(cfg_file))
-    values.update(given)
-    values.update(overrides)
-    known = {f.name: f for f in fields(Config)}
-    unknown = sorted(set(values) - set(known))
+    from_file = load_file(cfg_file) if cfg_file else {}
+    from_code = {**given, **overrides}
+    unknown = sorted((set(from_file) | set(from_code)) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}"
                          + (f" in {cfg_file}" if cfg_file else "") + "; see --help for the valid names")
-    for k, v in list(values.items()):
-        d = known[k].default
-        if (isinstance(d, bool) or d is None) and v is not None and not isinstance(v, bool):
-            raise ConfigError(f"setting {k} must be true or false, got {v!r}")
-        if isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
-            values[k] = float(v)
-        if isinstance(d, (list, tuple)) and isinstance(v, (list, tuple)):
-            values[k] = type(d)(v)
+    values: dict[str, Any] = {}
+    for source, where in ((from_file, f" in {cfg_file}"), (from_code, "")):
+        for k, v in source.items():
+            try:
+                values[k] = convert(k, v)
+            except ConfigError as e:
+                raise ConfigError(f"setting {k} = {v!r}{where} {e}") from None
     cfg = Config(**values)
     cfg.given = frozenset(values)   # what the user set (file or flag): it overrides recorded settings
     return cfg

@@ -15,11 +15,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from foldkit.errors import ConfigError
+
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The torch device of --device; ConfigError for a name torch does not know or a device this
+    machine lacks (checked here, not at the first tensor moved there)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return device
+    backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        raise ConfigError(f"--device {name}: this machine has no {device.type} device; use --device auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+    return device
 
 
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -62,6 +78,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch")
     for i, (x, y) in enumerate(bar):
         x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        if mixup is not None and len(x) % 2:   # timm's Mixup mixes pairs (it asserts an even batch)
+            x, y = x[:-1], y[:-1]
         y_hard = y
         if mixup is not None:
             x, y = mixup(x, y)

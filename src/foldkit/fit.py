@@ -85,6 +85,7 @@ def prepare_run(cfg, log=print) -> RunData:
     if cfg.balance == "weights" and (cfg.mixup > 0 or cfg.cutmix > 0):
         raise TrainError("--balance weights does not combine with mixup/cutmix (soft targets carry no class "
                          "weights): use --balance sampler")
+    check_training_settings(cfg)
     comp, reading = open_competition(cfg, meta)
     exp = prepare_experiment(cfg, meta, reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
@@ -124,6 +125,52 @@ def backbone_lr_fraction(cfg) -> float:
         raise TrainError(f"--backbone-lr {cfg.backbone_lr!r}: give a fraction of --lr such as 0.1, or auto") from None
 
 
+# the schedule names timm's create_scheduler_v2 takes (timm keeps no list of them); check_training_settings
+# refuses "plateau" and "none"
+SCHEDULES = ("cosine", "step", "multistep", "poly", "tanh", "constant", "wsd", "rsqrt")
+
+
+def check_training_settings(cfg) -> None:
+    """The settings whose valid values are timm's or this machine's (--model, --opt, --sched, --device,
+    mixup's batch), checked before the experiment is recorded: a mistake is one TrainError / ModelError /
+    ConfigError line naming the value and the closest valid names. The optimizer and schedule are built
+    once on a dummy parameter, so timm itself judges them (missing packages included)."""
+    from timm.optim import create_optimizer_v2, list_optimizers
+    from timm.scheduler import create_scheduler_v2
+
+    from foldkit import engine
+    from foldkit.config import did_you_mean
+    from foldkit.model import check_model_name
+
+    check_model_name(cfg.model)
+    engine.pick_device(cfg.device)
+    backbone_lr_fraction(cfg)
+    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size < 2:
+        raise TrainError(f"--batch-size {cfg.batch_size} with --mixup/--cutmix: mixing needs pairs, "
+                         "use 2 or more")
+    if cfg.sched in ("plateau", "none"):
+        raise TrainError(f"--sched {cfg.sched} is not supported: " + (
+            "timm's plateau schedule is deprecated, cannot resume exactly and ignores --backbone-lr/"
+            "--layer-decay; use cosine (default), step, multistep or poly, and --patience to stop when the "
+            "metric stalls"
+            if cfg.sched == "plateau" else "use --sched constant (with --warmup-epochs 0 for no warmup)"))
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    try:
+        optimizer = create_optimizer_v2(probe, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    except Exception as e:  # noqa: BLE001 - timm raises ValueError, ImportError, ... for what it cannot build
+        known = cfg.opt.lower().split("_")[-1] in list_optimizers()
+        raise TrainError(f"--opt {cfg.opt!r}: " + (f"timm cannot create it ({type(e).__name__}: {str(e)[:200]})"
+                         if known else "not a timm optimizer" + did_you_mean(cfg.opt, list_optimizers())
+                         + " (see timm.optim.list_optimizers())")) from None
+    try:
+        create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                            min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=1)
+    except Exception as e:  # noqa: BLE001
+        raise TrainError(f"--sched {cfg.sched!r}: " + (f"timm cannot create it ({type(e).__name__}: {str(e)[:200]})"
+                         if cfg.sched in SCHEDULES else "not a timm schedule; use one of " + ", ".join(SCHEDULES)
+                         + did_you_mean(cfg.sched, SCHEDULES))) from None
+
+
 def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, log=print) -> Training:
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
@@ -138,7 +185,7 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
     channels_last = engine.use_channels_last(cfg.channels_last, device)
     n = len(run.classes)
     model = create_model(cfg.model, n, run.data_cfg["input_size"][0], cfg.pretrained, cfg.pretrained_file,
-                         cfg.drop_rate, cfg.drop_path)
+                         cfg.drop_rate, cfg.drop_path, img_size=run.data_cfg["input_size"][-1])
     pretrained = bool(cfg.pretrained or cfg.pretrained_file)
     freeze_bn, why = choose_bn(cfg.bn, pretrained, pretrained and bn_is_folded(model), cfg.batch_size)
     model.to(device)
@@ -162,6 +209,9 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=n)
+        if cfg.batch_size % 2:
+            log(f"--batch-size {cfg.batch_size} is odd: mixup/cutmix mix pairs, so each batch trains on "
+                f"{cfg.batch_size - 1} images (its last one is left out)")
         loss_fn = SoftTargetCrossEntropy()
     else:
         w = None

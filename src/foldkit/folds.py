@@ -172,7 +172,14 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     csv, meta_p = folds_dir / FOLDS_CSV, folds_dir / FOLDS_META
     if not csv.is_file():
         raise FoldsError(f"{csv} does not exist: run `python src/make_folds.py` first")
-    meta = json.loads(meta_p.read_text()) if meta_p.is_file() else {}
+    try:
+        meta = json.loads(meta_p.read_text()) if meta_p.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FoldsError(f"{meta_p} is not valid JSON ({e}): re-run `python src/make_folds.py` with the "
+                         "settings you split with to write it again") from None
+    if not isinstance(meta, dict):
+        raise FoldsError(f"{meta_p} is not a folds metadata file (a JSON object): re-run "
+                         "`python src/make_folds.py` with the settings you split with to write it again")
     dtypes = {"id": str, "path": str}
     if meta.get("label_dtype") == "str":
         dtypes["label"] = str

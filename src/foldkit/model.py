@@ -21,31 +21,68 @@ class ModelError(FoldkitError, RuntimeError):
     """The model cannot be built as asked; the message says why and what to do."""
 
 
+# create_model's keyword -> the flag that set it (a model whose constructor lacks it is the user's to fix)
+_FLAG_OF = {"drop_rate": "--drop-rate", "drop_path_rate": "--drop-path", "img_size": "--img-size"}
+
+
+def check_model_name(name: str) -> None:
+    """ModelError unless timm knows `name`, suggesting the closest names."""
+    import timm
+
+    from foldkit.config import did_you_mean
+    if not timm.is_model(name):
+        raise ModelError(f"--model {name!r} is not a timm model{did_you_mean(name, timm.list_models())} "
+                         "(see timm.list_models())")
+
+
+def fixed_input_size(name: str) -> bool:
+    """True for models built for one input size (ViT, Swin, ...: timm's pretrained config says
+    fixed_input_size); they are created for the training size (img_size), which timm also resamples
+    pretrained position embeddings to."""
+    from timm.models import get_pretrained_cfg
+    return bool(getattr(get_pretrained_cfg(name), "fixed_input_size", False))
+
+
+def _timm_create(name: str, **kw) -> nn.Module:
+    """timm.create_model; a keyword the model's constructor does not take (timm passes them through
+    to it, so only the constructor knows) becomes a ModelError naming the flag."""
+    import timm
+    try:
+        return timm.create_model(name, **kw)
+    except TypeError as e:
+        for key, flag in _FLAG_OF.items():
+            if f"'{key}'" in str(e) and key in kw:
+                raise ModelError(f"{flag} {kw[key]}: model {name!r} does not support it (its constructor takes "
+                                 f"no {key}); leave {flag} out for this model") from None
+        raise
+
+
 def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False,
-                 pretrained_file: str = "", drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+                 pretrained_file: str = "", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 img_size: int = 0) -> nn.Module:
     """A timm model with a fresh `num_classes` head.
 
     pretrained_file: a local ImageNet checkpoint loaded through timm's own
     mechanism (pretrained_cfg_overlay=dict(file=...)), so offline machines and
     Kaggle notebooks work. pretrained without a file downloads from the hub.
+    img_size: the training size, passed to models built for one size (fixed_input_size).
     """
-    import timm
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ModelError(f"unknown timm model {name!r}" + (f"; similar: {close}" if close else "")
-                         + ". See timm.list_models() for the names.")
+    check_model_name(name)
     kw = dict(num_classes=num_classes, in_chans=in_chans)
     if drop_rate:
         kw["drop_rate"] = drop_rate
     if drop_path_rate:
         kw["drop_path_rate"] = drop_path_rate
+    if img_size and fixed_input_size(name):
+        kw["img_size"] = img_size
     if pretrained_file:
         path = Path(pretrained_file)
         if not path.is_file():
             raise ModelError(f"--pretrained-file {path} does not exist")
         try:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
+            model = _timm_create(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
+        except ModelError:
+            raise
         except Exception as e:  # noqa: BLE001 - any failure here means the file does not fit this model
             raise ModelError(f"cannot load {path} as pretrained weights of {name!r}: "
                              f"{type(e).__name__}: {str(e)[:300]}") from None
@@ -55,14 +92,16 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
         os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
         os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
         try:
-            return zero_head(timm.create_model(name, pretrained=True, **kw))
+            return zero_head(_timm_create(name, pretrained=True, **kw))
+        except ModelError:
+            raise
         except Exception as e:  # noqa: BLE001 - hub client errors come in many types
             raise ModelError(
                 f"could not get pretrained weights for {name!r} from the hub ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200] if str(e) else ''}). Without a network, download the "
                 "weights elsewhere and pass --pretrained-file PATH, or train from scratch without "
                 "--pretrained.") from None
-    return timm.create_model(name, pretrained=False, **kw)
+    return _timm_create(name, pretrained=False, **kw)
 
 
 def zero_head(model: nn.Module) -> nn.Module:
@@ -265,7 +304,10 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     for key in ("state_dict", "model_name", "num_classes", "in_chans"):
         if key not in ckpt:
             raise ModelError(f"checkpoint lacks {key!r}: not a foldkit checkpoint")
+    kw = {}
+    if fixed_input_size(ckpt["model_name"]) and ckpt.get("data_config"):   # trained at its own size
+        kw["img_size"] = ckpt["data_config"]["input_size"][-1]
     model = timm.create_model(ckpt["model_name"], pretrained=False, num_classes=ckpt["num_classes"],
-                              in_chans=ckpt["in_chans"])
+                              in_chans=ckpt["in_chans"], **kw)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
