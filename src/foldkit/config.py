@@ -88,7 +88,8 @@ class Config:
     in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train",
                         choices=[0, 1, 3])
     epochs: int = _opt(10, "training epochs", "train", minimum=1)
-    batch_size: int = _opt(64, "batch size (under torchrun: the global batch, split evenly across the processes)", "train", minimum=1)
+    batch_size: int = _opt(64, "batch size (under torchrun: the global batch, split evenly across the processes)",
+                           "train", minimum=1)
     lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train", minimum=0)
     weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train", minimum=0)
     opt: str = _opt("adamw", "optimizer name for timm create_optimizer_v2", "train")
