@@ -166,15 +166,16 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     return (x - mean) / std
 
 
-def _test_images(comp, grey: bool):
-    """Test images in order, decoded once each (the torch-free twin of dataset.ImageSource)."""
-    from foldkit.data import decode_image, to_channels
+def _test_images(comp, preparations):
+    """Test images in order, each a {(grey, side): image} decoded once per distinct preparation by
+    the kit's one preparation (images.prepare_image): the torch-free twin of predicting.make_sources."""
+    from foldkit.images import prepare_image, to_channels
     if comp.source_col == "index":
         for a in comp.pixels("test")[comp.test["index"].to_numpy()]:
-            yield to_channels(a, grey)
+            yield {(g, side): to_channels(a, g) for g, side in preparations}
     else:
         for k, p in enumerate(comp.test["path"]):
-            yield decode_image(Path(comp.root) / p, grey=grey, row=k + 1)
+            yield {(g, side): prepare_image(Path(comp.root) / p, g, side, row=k + 1) for g, side in preparations}
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -199,24 +200,22 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 
 
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> np.ndarray:
-    import cv2
+    from foldkit.images import preparation
     members = man["members"]
     sessions = onnx_sessions(bundle_dir, man)
-    all_grey = all(e["checkpoint"]["in_chans"] == 1 for e in members)
+    preps = [preparation(e["checkpoint"]["in_chans"], e["checkpoint"]["data_config"]) for e in members]
     views = [_FLIPS[v] for v in man["tta"]] or [_FLIPS["none"]]
     out: list[list] = [[] for _ in members]
 
     def run(batch):
         for j, (e, s) in enumerate(zip(members, sessions)):
-            grey = e["checkpoint"]["in_chans"] == 1
-            imgs = [cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)[..., None] if grey and not all_grey else b for b in batch]
-            x = np.stack([eval_preprocess(b, e["checkpoint"]["data_config"]) for b in imgs])
+            x = np.stack([eval_preprocess(b[preps[j]], e["checkpoint"]["data_config"]) for b in batch])
             name = s.get_inputs()[0].name
             p = sum(_softmax(s.run(None, {name: np.ascontiguousarray(v(x))})[0].astype(np.float32)) for v in views)
             out[j].append(p / len(views))
 
     batch = []
-    for img in _test_images(comp, all_grey):
+    for img in _test_images(comp, sorted(set(preps))):
         batch.append(img)
         if len(batch) == cfg.batch_size:
             run(batch)

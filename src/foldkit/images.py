@@ -10,6 +10,7 @@ Torch-free (the bundle's onnx runner uses it); OpenCV decodes, Pillow covers GIF
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -244,3 +245,39 @@ def decode_image(path: str | Path, grey: bool = False, row: int | None = None, m
     if grey and img.ndim == 2:
         img = img[..., None]
     return np.ascontiguousarray(img)
+
+
+# --------------------------------------------------------------------------- the one preparation
+
+def cache_side(data_cfg: dict) -> int:
+    """The shortest side every image file is prepared at for a model of this data config: 1.5x the
+    eval resize (input size / crop_pct), so training crops keep their detail. (The name is from when
+    only the RAM cache shrank images; now every path does.)"""
+    return int(math.ceil(data_cfg["input_size"][-1] / (data_cfg.get("crop_pct") or 1.0) * 1.5))
+
+
+def preparation(in_chans: int, data_cfg: dict) -> tuple[bool, int]:
+    """(grey, side): how an image is prepared for a model of `in_chans` channels and this data config
+    (a checkpoint's `in_chans` and `data_config`). Models with equal preparations share one decode."""
+    return in_chans == 1, cache_side(data_cfg)
+
+
+def shrink(img: np.ndarray, side: int) -> np.ndarray:
+    """The image with its shortest side brought down to `side` (OpenCV INTER_AREA); never enlarged."""
+    import cv2
+    h, w = img.shape[:2]
+    s = min(h, w)
+    if not side or s <= side:
+        return img
+    f = side / s
+    out = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def prepare_image(path: str | Path, grey: bool, side: int, row: int | None = None) -> np.ndarray:
+    """An image file as every step gives it to a model: decoded (a large JPEG at the libjpeg scale
+    that keeps its shortest side >= side), then shrunk to that side. Training (cached or not, any
+    worker count or process), OOF, test prediction, the offline bundle's runners and one-image
+    prediction all call this, so a submission runs exactly the pipeline the CV measured.
+    side 0: full size. Array layouts (numpy, pixel CSV) are used as stored, in every step alike."""
+    return shrink(decode_image(path, grey=grey, row=row, min_side=side), side)

@@ -38,33 +38,26 @@ def tta_views(cfg, members) -> list[str]:
     return ["none"] + views
 
 
-def sources_for(members, source) -> dict:
-    """{grey: source} for MultiViewDataset. `source` holds grey images when every member is grey,
-    else RGB; grey members of a mixed ensemble get the RGB image converted, so each image is
-    still decoded once."""
-    all_grey = all(m.in_chans == 1 for m in members)
-    sources = {all_grey: source}
-    if not all_grey and any(m.in_chans == 1 for m in members):
-        sources[True] = _GreyView(source)
-    return sources
+def preparations(members) -> list[tuple[bool, int]]:
+    """The distinct (grey, side) image preparations of the ensemble's members (images.preparation):
+    each member sees exactly what its training and OOF saw; each image is decoded once per entry."""
+    from foldkit.images import preparation
+    return sorted({preparation(m.in_chans, m.data_config) for m in members})
+
+
+def sources_for(members, images: list) -> dict:
+    """{(grey, side): images} for MultiViewDataset from images already in memory (HWC uint8, e.g.
+    synthetic ones), given each preparation's channels and shrink."""
+    from foldkit.images import shrink, to_channels
+    return {(grey, side): [shrink(to_channels(im, grey), side) for im in images]
+            for grey, side in preparations(members)}
 
 
 def make_sources(comp, table, split, members) -> dict:
+    """{(grey, side): ImageSource} of a table's images, one per distinct preparation of the members."""
     from foldkit.dataset import ImageSource
-    grey = all(m.in_chans == 1 for m in members)
-    return sources_for(members, ImageSource(comp, table, split, grey=grey, cache="off", progress=False))
-
-
-class _GreyView:
-    def __init__(self, src):
-        self.src = src
-
-    def __len__(self):
-        return len(self.src)
-
-    def __getitem__(self, i):
-        import cv2
-        return cv2.cvtColor(self.src[i], cv2.COLOR_RGB2GRAY)[..., None]
+    return {(grey, side): ImageSource(comp, table, split, grey=grey, cache="off", max_side=side, progress=False)
+            for grey, side in preparations(members)}
 
 
 def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
@@ -230,8 +223,7 @@ def run_predict(cfg, log=print) -> dict:
 def predict_image(cfg, log=print) -> list[tuple]:
     """Top-k (class, probability) of one image from the fold ensemble."""
     exps, members = members_for(cfg)
-    img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
-    sources = sources_for(members, [img])
+    sources = {prep: [img] for prep, img in load_single_image(cfg.image, preparations(members)).items()}
     probs = predict_ensemble(members, sources, tta=tta_views(cfg, members), device=engine.pick_device(cfg.device),
                              how=cfg.ensemble, progress=False, workers=0)[0]
     classes = members[0].classes
