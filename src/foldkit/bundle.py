@@ -242,16 +242,14 @@ def pick_runner(runner: str, man: dict) -> str:
 
 def open_test_set(man: dict, input_dir: Path):
     """The competition's test set and sample (any layout), checked against the bundle."""
-    import pandas as pd
-
-    from foldkit.data import read_competition
+    from foldkit.data import read_competition, read_text_csv
     comp = read_competition(input_dir, **man["reading"], check_train=False, check_test=True)
     if comp.test is None or len(comp.test) == 0:
         raise BundleError(f"{input_dir} has no test images to predict")
     if comp.test_problems:
         raise BundleError(f"{len(comp.test_problems)} test image(s) cannot be read, and a submission needs a "
                           "prediction for every id: " + "; ".join(comp.test_problems[:5]))
-    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    sample = read_text_csv(comp.sample_submission) if comp.sample_submission else None
     want = (man.get("sample_submission") or {}).get("columns")
     if sample is not None and want and list(sample.columns) != want:
         raise BundleError(f"{comp.sample_submission} has columns {list(sample.columns)} but the bundle was "

@@ -75,6 +75,23 @@ class Competition:
 
 # --------------------------------------------------------------------------- layouts
 
+def read_text_csv(path: str | Path, **kw) -> pd.DataFrame:
+    """A user's CSV (training CSV, sample_submission.csv, solution.csv) with every value the text the
+    user wrote: no type inference ('007' stays '007'), no NA strings ('NA', 'None' are values; an
+    empty cell is ''). Every step reads labels and ids through this."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, **kw)
+
+
+def labels_as_written(values: pd.Series) -> pd.Series:
+    """Label texts as the user wrote them: integers when every label is an integer written plainly
+    ('7', '-3', which write back as the same text; the sort order is then numeric), else the
+    strings unchanged ('007', 'NA', 'None', '1.0' stay what they are)."""
+    text = values.astype(str)
+    if len(text) and text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
+        return text.astype("int64")
+    return values
+
+
 def _pick(columns: list[str], wanted: str, candidates: list[str], what: str, fname: str, fallback: int) -> str:
     if wanted:
         if wanted not in columns:
@@ -191,7 +208,8 @@ def _pixel_columns(columns: list[str]) -> list[str]:
 
 
 def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFrame]:
-    df = pd.read_csv(path)
+    # the label column as text, numbers for the pixels (an empty or non-numeric pixel is refused below)
+    df = pd.read_csv(path, dtype={label_col: str}, keep_default_na=False, na_values=[""])
     pix = _pixel_columns(list(df.columns))
     if not pix:
         pix = [c for c in df.columns if c != label_col and pd.api.types.is_numeric_dtype(df[c])]
@@ -204,6 +222,9 @@ def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFram
         shape = (side, side, 3)
     else:
         raise InputError(f"{path}: {n} pixel columns is not a square image (side*side or side*side*3)")
+    bad_cols = [c for c in pix if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad_cols:
+        raise InputError(f"{path}: non-numeric pixel values in column(s) {bad_cols[:5]}")
     vals = df[pix].to_numpy()
     if np.isnan(vals).any() if np.issubdtype(vals.dtype, np.floating) else False:
         bad = np.flatnonzero(np.isnan(vals).any(1))[:10]
@@ -324,10 +345,11 @@ def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str) -> lis
     """The class columns of a one-hot training CSV (Plant Pathology: image_id,healthy,rust,scab), or []
     when the columns are not one-hot. Every column 0/1 and exactly one 1 per row; binary columns
     with several or no 1 in a row are a multi-label task, which is refused by row."""
-    cols = [c for c in candidates if pd.api.types.is_numeric_dtype(df[c])]
-    if len(cols) < 2 or len(cols) != len(candidates) or not df[cols].isin([0, 1]).all().all():
+    cols = list(candidates)
+    num = df[cols].apply(pd.to_numeric, errors="coerce") if cols else df[cols]
+    if len(cols) < 2 or not (num.notna() & num.isin([0, 1])).all().all():
         return []
-    sums = df[cols].sum(axis=1).to_numpy()
+    sums = num.sum(axis=1).to_numpy()
     if (sums != 1).any():
         rows = (np.flatnonzero(sums != 1) + 1).tolist()
         raise InputError(f"{fname}: columns {cols} look one-hot, but data rows {rows[:10]} have "
@@ -341,24 +363,25 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     fname = str(csv)
     cols = list(pd.read_csv(csv, nrows=0).columns)
     idc = _pick(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
-    df = pd.read_csv(csv, dtype={idc: str}, keep_default_na=True)
-    if df[idc].isna().any():
-        rows = np.flatnonzero(df[idc].isna().to_numpy())[:20]
+    df = read_text_csv(csv)
+    if (df[idc].str.strip() == "").any():
+        rows = np.flatnonzero((df[idc].str.strip() == "").to_numpy())[:20]
         raise InputError(f"{fname}: empty ids in data rows {[int(r) + 1 for r in rows]}")
     one_hot = []
     if not label_col and not any(c.lower() in LABEL_CANDIDATES for c in cols):
         one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname)
     if one_hot:
         lab = "label"
-        labels = pd.Series(np.array(one_hot, dtype=object)[df[one_hot].to_numpy().argmax(1)], dtype=object)
+        hot = df[one_hot].apply(pd.to_numeric).to_numpy().argmax(1)
+        labels = pd.Series(np.array(one_hot, dtype=object)[hot], dtype=object)
     else:
         lab = _pick(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
-        labels = df[lab]
+        labels = labels_as_written(df[lab])
     image_dir = next((root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), root / "train")
-    table = pd.DataFrame({"id": df[idc].astype(str), "label": labels})
+    table = pd.DataFrame({"id": df[idc], "label": labels})
     for c in df.columns:
         if c not in (idc, lab, *one_hot) and c not in ("id", "label", "path", "fold", "index"):
-            table[c] = df[c]
+            table[c] = df[c].replace("", np.nan)   # other columns (e.g. groups): empty is missing
     table.insert(2, "path", _resolve_paths(table["id"], root, image_dir, image_ext, fname))
     bad: list = []
     table = _finish_files(table, root, "train", skip_bad, bad, fname, check)
@@ -366,9 +389,9 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     sample = root / "sample_submission.csv"
     test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
     if sample.is_file():
-        s = pd.read_csv(sample, dtype=str)
+        s = read_text_csv(sample)
         sid = s.columns[0] if idc not in s.columns else idc
-        test = pd.DataFrame({"id": s[sid].astype(str)})
+        test = pd.DataFrame({"id": s[sid]})
         if test_dir is not None:
             test["path"] = _resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
     elif test_dir is not None:
@@ -441,7 +464,7 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check) 
     lab = _pick([c for c in cols if c not in _pixel_columns(cols)] or cols, label_col,
                 LABEL_CANDIDATES, "label col", str(fname), 0)
     x, rest = _read_pixel_csv(fname, lab)
-    table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": rest[lab].to_numpy(),
+    table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": labels_as_written(rest[lab]).to_numpy(),
                           "index": np.arange(len(x))})
     comp = Competition("pixel_csv", root, table, label_col=lab, train_csv=fname.name)
     comp._arrays["train"] = x
@@ -452,11 +475,11 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check) 
         comp._arrays["test"] = xt
         ids = np.arange(1, len(xt) + 1).astype(str)   # Digit Recognizer's ImageId is 1-based
         if comp.sample_submission is not None:
-            s = pd.read_csv(sample, dtype=str)
+            s = read_text_csv(sample)
             comp.id_col = s.columns[0]
             if len(s) == len(xt):
                 ids = s[s.columns[0]].to_numpy()
         comp.test = pd.DataFrame({"id": ids, "index": np.arange(len(xt))})
         if lab in trest.columns:
-            comp.test["label"] = trest[lab].to_numpy()
+            comp.test["label"] = labels_as_written(trest[lab]).to_numpy()
     return comp

@@ -64,7 +64,8 @@ def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
     """Test labels when the competition has them: solution.csv (id,label) or labelled test data."""
     sol = Path(comp.root) / "solution.csv"
     if sol.is_file():
-        s = pd.read_csv(sol, dtype=str)
+        from foldkit.data import read_text_csv
+        s = read_text_csv(sol)
         return pd.Series(s[s.columns[1]].to_numpy(), index=s[s.columns[0]].astype(str))
     if "label" in test.columns:
         return pd.Series(test["label"].astype(str).to_numpy(), index=test["id"].astype(str))
@@ -115,7 +116,8 @@ def predict_test(cfg, comp, exps, members, plan, log=print):
 def write_submission(cfg, comp, probs, classes, names, cv, log=print):
     """The submission in the sample's shape, validated, under a name never used before. Returns
     (path, mode, rows)."""
-    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    from foldkit.data import read_text_csv
+    sample = read_text_csv(comp.sample_submission) if comp.sample_submission else None
     mode = submission.choose_mode(sample, classes, cfg.submission_mode) if sample is not None else "label"
     sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
                            id_col=comp.id_col, label_col=comp.label_col)
