@@ -346,8 +346,10 @@ def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str) -> lis
     when the columns are not one-hot. Every column 0/1 and exactly one 1 per row; binary columns
     with several or no 1 in a row are a multi-label task, which is refused by row."""
     cols = list(candidates)
-    num = df[cols].apply(pd.to_numeric, errors="coerce") if cols else df[cols]
-    if len(cols) < 2 or not (num.notna() & num.isin([0, 1])).all().all():
+    if len(cols) < 2:
+        return []
+    num = df[cols].apply(pd.to_numeric, errors="coerce")   # the CSV is read as text
+    if not (num.notna() & num.isin([0, 1])).all().all():
         return []
     sums = num.sum(axis=1).to_numpy()
     if (sums != 1).any():
