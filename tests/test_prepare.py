@@ -105,3 +105,32 @@ def test_a_photo_scored_as_oof_row_and_as_test_image_gets_the_same_probabilities
             str(photos / "train" / f"{iid}.jpg"), "--topk", "2")
     top = {c: float(p) for c, p in (line.split() for line in r.stdout.strip().splitlines()[1:])}
     assert abs(top["ants"] - oof.loc[iid, "prob_ants"]) < 1e-4
+
+
+def test_an_ensemble_of_sizes_and_channels_runs_each_member_on_its_own_preparation(photos):
+    """Mixed members (RGB 32, grey 32, RGB 64) predicted together give each member the probabilities
+    it gets alone, i.e. on exactly its own preparation."""
+    import torch
+
+    from foldkit.data import read_competition
+    from foldkit.engine import pick_device
+    from foldkit.inference import Member, predict_ensemble
+    from foldkit.predicting import make_sources
+
+    class Tiny(Member):   # a Member without a checkpoint: a pooled linear model
+        def __init__(self, in_chans, size, seed):
+            self.in_chans, self.fold, self.classes = in_chans, 0, ["ants", "bees"]
+            self.data_config = {"input_size": [in_chans, size, size], "mean": [0.5] * in_chans,
+                                "std": [0.25] * in_chans, "interpolation": "bilinear", "crop_pct": 1.0}
+            torch.manual_seed(seed)
+            self.model = torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 5, stride=2), torch.nn.Flatten(),
+                                             torch.nn.LazyLinear(2))
+
+    comp = read_competition(photos)
+    test = comp.test.head(6)
+    members = [Tiny(3, 32, 0), Tiny(1, 32, 1), Tiny(3, 64, 2)]
+    kw = dict(tta=["none"], device=pick_device("cpu"), progress=False)
+    alone = [predict_ensemble([m], make_sources(comp, test, "test", [m]), **kw) for m in members]
+    _, together = predict_ensemble(members, make_sources(comp, test, "test", members), return_members=True, **kw)
+    for a, t in zip(alone, together):
+        assert np.allclose(a, t, atol=1e-6)
