@@ -25,7 +25,8 @@ CACHE_MAX_BYTES = 6 * 1024**3
 
 
 class ImageSource:
-    """Index -> HWC uint8 image, from an array, a cache, or files decoded on demand."""
+    """Index -> HWC uint8 image, from an array, a cache, or files prepared on demand (the same pixels
+    as the cache: images.prepare_image at `max_side`)."""
 
     def __init__(self, comp: Competition, table, split: str = "train", grey: bool = False,
                  cache: str = "auto", max_side: int = 0, progress: bool = True):
