@@ -145,3 +145,34 @@ def test_hymenoptera_real_photos():
     for p in (gif, jpeg, spaced):
         img = decode_image(root / p)
         assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8 and img.size > 0
+
+
+def test_labels_and_ids_are_the_text_written(tmp_path):
+    make_csv_comp(tmp_path)
+    labels = ["007", "7", "NA", "None", "null", "n/a"] * 2
+    ids = ["NA"] + [f"{i:03d}" for i in range(1, 12)]
+    (tmp_path / "train" / "000.png").rename(tmp_path / "train" / "NA.png")
+    (tmp_path / "train.csv").write_text("id,label\n" + "".join(f"{i},{c}\n" for i, c in zip(ids, labels)))
+    comp = read_competition(tmp_path)
+    assert comp.train["id"].tolist() == ids and comp.train["label"].tolist() == labels
+    assert comp.classes == sorted(set(labels))
+    (tmp_path / "train.csv").write_text("id,label\n" + "".join(f"{i},{c}\n" for i, c in zip(ids, [3, -1, 10] * 4)))
+    assert read_competition(tmp_path).classes == [-1, 3, 10]      # plain integers stay integers
+
+
+def test_one_hot_csv_read_as_text_still_gives_class_names(tmp_path):
+    make_csv_comp(tmp_path)
+    rows = ["".join(f",{int(k == i % 3)}" for k in range(3)) for i in range(12)]
+    (tmp_path / "train.csv").write_text("image_id,healthy,rust,scab\n"
+                                        + "".join(f"{i:03d}{r}\n" for i, r in enumerate(rows)))
+    comp = read_competition(tmp_path)
+    assert comp.one_hot == ["healthy", "rust", "scab"]
+    assert comp.train["label"].tolist()[:4] == ["healthy", "rust", "scab", "healthy"]
+
+
+def test_pixel_csv_labels_as_written(tmp_path):
+    cols = [f"pixel{i}" for i in range(4)]
+    df = pd.DataFrame(np.zeros((4, 4), int), columns=cols)
+    df.insert(0, "label", ["007", "7", "NA", "007"])
+    df.to_csv(tmp_path / "train.csv", index=False)
+    assert read_competition(tmp_path).train["label"].tolist() == ["007", "7", "NA", "007"]

@@ -261,7 +261,7 @@ def test_wrong_checkpoint_is_refused(trained, tmp_path):
 
 def test_each_image_is_decoded_once(trained, monkeypatch):
     root, _ = trained
-    import foldkit.dataset as ds_mod
+    import foldkit.images as ds_mod   # where prepare_image decodes
     from foldkit.data import read_competition
     from foldkit.engine import pick_device
     from foldkit.experiment import find_experiments

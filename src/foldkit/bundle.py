@@ -181,15 +181,16 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     return (x - mean) / std
 
 
-def _test_images(comp, grey: bool):
-    """Test images in order, decoded once each (the torch-free twin of dataset.ImageSource)."""
-    from foldkit.data import decode_image, to_channels
+def _test_images(comp, preparations):
+    """Test images in order, each a {(grey, side): image} decoded once per distinct preparation by
+    the kit's one preparation (images.prepare_image): the torch-free twin of predicting.make_sources."""
+    from foldkit.images import prepare_image, to_channels
     if comp.source_col == "index":
         for a in comp.pixels("test")[comp.test["index"].to_numpy()]:
-            yield to_channels(a, grey)
+            yield {(g, side): to_channels(a, g) for g, side in preparations}
     else:
         for k, p in enumerate(comp.test["path"]):
-            yield decode_image(Path(comp.root) / p, grey=grey, row=k + 1)
+            yield {(g, side): prepare_image(Path(comp.root) / p, g, side, row=k + 1) for g, side in preparations}
 
 
 def _view(name: str):
@@ -213,24 +214,22 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test probabilities with onnxruntime, without torch."""
-    import cv2
+    from foldkit.images import preparation
     members = man["members"]
     sessions = onnx_sessions(bundle_dir, man)
-    all_grey = all(e["checkpoint"]["in_chans"] == 1 for e in members)
+    preps = [preparation(e["checkpoint"]["in_chans"], e["checkpoint"]["data_config"]) for e in members]
     views = [_view(v) for v in man["plan"].tta or ["none"]]
     out: list[list] = [[] for _ in members]
 
     def run(batch):
         for j, (e, s) in enumerate(zip(members, sessions)):
-            grey = e["checkpoint"]["in_chans"] == 1
-            imgs = [cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)[..., None] if grey and not all_grey else b for b in batch]
-            x = np.stack([eval_preprocess(b, e["checkpoint"]["data_config"]) for b in imgs])
+            x = np.stack([eval_preprocess(b[preps[j]], e["checkpoint"]["data_config"]) for b in batch])
             name = s.get_inputs()[0].name
             p = sum(softmax(s.run(None, {name: np.ascontiguousarray(v(x))})[0].astype(np.float32)) for v in views)
             out[j].append(p / len(views))
 
     batch = []
-    for img in _test_images(comp, all_grey):
+    for img in _test_images(comp, sorted(set(preps))):
         batch.append(img)
         if len(batch) == cfg.batch_size:
             run(batch)
@@ -257,16 +256,14 @@ def pick_runner(runner: str, man: dict) -> str:
 
 def open_test_set(man: dict, input_dir: Path):
     """The competition's test set and sample (any layout), checked against the bundle."""
-    import pandas as pd
-
-    from foldkit.data import read_competition
+    from foldkit.data import read_competition, read_text_csv
     comp = read_competition(input_dir, **man["reading"], check_train=False, check_test=True)
     if comp.test is None or len(comp.test) == 0:
         raise BundleError(f"{input_dir} has no test images to predict")
     if comp.test_problems:
         raise BundleError(f"{len(comp.test_problems)} test image(s) cannot be read, and a submission needs a "
                           "prediction for every id: " + "; ".join(comp.test_problems[:5]))
-    sample = pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    sample = read_text_csv(comp.sample_submission) if comp.sample_submission else None
     want = (man.get("sample_submission") or {}).get("columns")
     if sample is not None and want and list(sample.columns) != want:
         raise BundleError(f"{comp.sample_submission} has columns {list(sample.columns)} but the bundle was "

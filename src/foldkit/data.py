@@ -1,4 +1,4 @@
-"""Reading a competition: layout detection, the sample table, image decoding.
+"""Reading a competition: layout detection, the four readers, the sample table.
 
 Four layouts are understood (see README "Input layouts"):
 
@@ -13,7 +13,8 @@ columns ``id``, ``label`` (train), and the pixel source: ``path`` (relative to
 the competition folder) for files or ``index`` (row of the array) for arrays.
 Class order is the sorted unique label values.
 
-This module knows nothing about models or folds.
+This module knows nothing about models or folds; decoding an image file is foldkit.images (the
+names below re-exported from it keep `from foldkit.data import decode_image` working).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foldkit.errors import FoldkitError
+from foldkit.images import (ImageError, InputError, check_image_file, decode_image,  # noqa: F401
+                            to_channels)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
               ".ppm", ".pgm", ".pbm", ".pnm"}
@@ -36,18 +38,6 @@ LABEL_CANDIDATES = ["label", "labels", "target", "class", "class_name", "categor
 IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
 TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
 TRAIN_CSV_CANDIDATES = ["train.csv", "labels.csv", "train_labels.csv"]
-# Decoded-pixel limit per image (a 20,000 x 20,000 PNG is 1.2 GB decoded, per worker). Raise it with
-# the environment variable below; it is read at decode time, so DataLoader workers see it too.
-MAX_PIXELS_ENV = "FOLDKIT_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_PIXELS = 100_000_000
-
-
-class InputError(FoldkitError, ValueError):
-    """A problem with the user's input files; the message says what and what to do."""
-
-
-class ImageError(InputError):
-    """An image file that cannot be decoded (missing, empty, truncated, not an image)."""
 
 
 @dataclass
@@ -83,224 +73,24 @@ class Competition:
         return self._arrays[split]
 
 
-# --------------------------------------------------------------------------- decoding
-
-def _magic_kind(head: bytes) -> str | None:
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:2] == b"BM":
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:1] == b"P" and head[1:2] in b"123456":
-        return "pnm"
-    return None
-
-
-def _content_problem(size: int, head: bytes, tail: bytes) -> str | None:
-    """None if a file of `size` bytes starting with `head` and ending with `tail` (its last
-    1,024 bytes) looks like a whole image, else the reason."""
-    if size == 0:
-        return "zero bytes"
-    kind = _magic_kind(head)
-    if kind is None:
-        return "not an image (unknown file signature)"
-    if kind == "jpeg" and b"\xff\xd9" not in tail:
-        return "truncated (no JPEG end marker)"
-    if kind == "png" and b"IEND" not in tail:
-        return "truncated (no PNG end chunk)"
-    return None
-
-
-def check_image_file(path: str | Path) -> str | None:
-    """Cheap check without decoding: None if the file looks like a whole image,
-    else the reason (missing, zero bytes, not an image, truncated).
-
-    Raw os calls (open, fstat, two preads): ~6 us a file, 100k files in well
-    under a second. Threads made it slower (the GIL), so it runs serially.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return "missing"
-    try:
-        size = os.fstat(fd).st_size
-        return _content_problem(size, os.pread(fd, 16, 0), os.pread(fd, 1024, max(0, size - 1024)))
-    except OSError as e:
-        return f"unreadable ({e.strerror})"
-    finally:
-        os.close(fd)
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
-        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if np.issubdtype(img.dtype, np.floating):
-        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(img) * scale + 0.5, 0, 255).astype(np.uint8)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _from_pil(data: bytes, path: Path) -> np.ndarray:
-    # OpenCV reads no GIF (before 4.11) and a few rarer formats; Pillow comes with torchvision.
-    import io
-
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                return _composite_white(np.asarray(im)[..., [2, 1, 0, 3]])[..., ::-1].copy()
-            return np.asarray(im.convert("RGB")).copy()
-    except Exception as e:  # noqa: BLE001 - any Pillow failure means: not decodable
-        raise ImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
-
-
-def _composite_white(bgra: np.ndarray) -> np.ndarray:
-    """Alpha-composite a BGRA uint8 image onto white (transparent background -> white)."""
-    a = bgra[..., 3:4].astype(np.float32) / 255.0
-    out = bgra[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
-    return (out + 0.5).astype(np.uint8)
-
-
-def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's SOF header, None if not found (hand-written: OpenCV has no
-    header-only read). Only the markers up to the SOF are read, with no copy of the file."""
-    data = memoryview(buf)
-    i, n = 2, len(data)
-    while i + 9 < n:
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            return (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        i += 2 + ((data[i + 2] << 8) | data[i + 3])
-    return None
-
-
-def _jpeg_reduction(size: tuple[int, int] | None, min_side: int) -> int:
-    """Largest libjpeg scale-down (8, 4, 2) that keeps the shortest side >= min_side; 1 if none.
-
-    Decoding a 2592x1944 photo at 1/4 size in the DCT domain is several times faster than a
-    full decode followed by a resize."""
-    if not min_side or size is None:
-        return 1
-    for f in (8, 4, 2):
-        if min(size) // f >= min_side:
-            return f
-    return 1
-
-
-def _image_size(buf: np.ndarray, kind: str) -> tuple[int, int] | None:
-    """(height, width) from the file header, without decoding the pixels."""
-    if kind == "jpeg":
-        return _jpeg_size(buf)
-    if kind == "png" and len(buf) >= 24:
-        head = buf[16:24].tobytes()
-        return int.from_bytes(head[4:8], "big"), int.from_bytes(head[0:4], "big")
-    import io
-
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(buf.tobytes())) as im:   # lazy: reads the header only
-            return im.size[1], im.size[0]
-    except Exception:  # noqa: BLE001 - undecodable files are reported by the decoder
-        return None
-
-
-def max_pixels() -> int:
-    v = os.environ.get(MAX_PIXELS_ENV, "")
-    try:
-        return int(float(v)) if v else DEFAULT_MAX_PIXELS
-    except ValueError:
-        raise InputError(f"{MAX_PIXELS_ENV}={v!r} is not a number of pixels") from None
-
-
-def to_channels(arr: np.ndarray, grey: bool) -> np.ndarray:
-    """uint8 images (..., H, W, C) with 1 channel when grey (ITU-R 601 luma from RGB), else 3."""
-    if grey and arr.shape[-1] == 3:
-        return np.round(arr @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
-    if not grey and arr.shape[-1] == 1:
-        return np.repeat(arr, 3, axis=-1)
-    return arr
-
-
-def decode_image(path: str | Path, grey: bool = False, row: int | None = None, min_side: int = 0) -> np.ndarray:
-    """Decode an image file into RGB uint8 (H,W,3), or (H,W,1) when grey=True.
-
-    Handles grey, RGBA/LA (composited onto white), palette, 16-bit, CMYK and
-    EXIF-rotated JPEGs. min_side > 0 lets a large JPEG decode at 1/2, 1/4 or 1/8 size
-    as long as its shortest side stays >= min_side. Missing, zero-byte, truncated or non-image files raise
-    ImageError naming the file (and the table row when given).
-    """
-    import cv2
-
-    path = Path(path)
-    where = f"{path}" + (f" (data row {row})" if row is not None else "")
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)   # the one read of the file
-        reason = _content_problem(len(buf), buf[:16].tobytes(), buf[-1024:].tobytes())
-    except OSError:
-        reason = "missing"
-    if reason:
-        raise ImageError(f"{where}: {reason}. Fix or remove the file, or pass --skip-bad-images.")
-    kind = _magic_kind(buf[:16].tobytes())
-    size = _image_size(buf, kind)
-    f = _jpeg_reduction(size, min_side) if kind == "jpeg" else 1
-    if size is not None and (size[0] // f) * (size[1] // f) > max_pixels():
-        raise ImageError(f"{where}: {size[1]} x {size[0]} pixels is more than the limit of {max_pixels():,} "
-                         f"decoded pixels per image. Resize the file, or raise the limit with the "
-                         f"environment variable {MAX_PIXELS_ENV}.")
-    img = None
-    if kind == "jpeg":
-        # IMREAD_COLOR applies EXIF orientation and converts CMYK/YCCK; JPEG is 8-bit.
-        flags = {1: (cv2.IMREAD_COLOR, cv2.IMREAD_GRAYSCALE),
-                 2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
-                 4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-                 8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8)}[f]
-        img = cv2.imdecode(buf, flags[1] if grey else flags[0])
-        if img is not None and not grey:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif kind != "gif":
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        if img is not None:
-            img = _to_uint8(img)
-            if img.ndim == 3 and img.shape[2] == 1:
-                img = img[..., 0]
-            if img.ndim == 2:
-                img = img if grey else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-            elif img.shape[2] == 4:
-                img = cv2.cvtColor(_composite_white(img), cv2.COLOR_BGR2RGB)
-            else:
-                img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-    if img is None:
-        try:
-            img = _from_pil(buf.tobytes(), path)
-        except ImageError:
-            raise ImageError(f"{where}: cannot decode image (corrupt or unsupported format). "
-                             "Fix or remove the file, or pass --skip-bad-images.") from None
-    if grey and img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    if grey and img.ndim == 2:
-        img = img[..., None]
-    return np.ascontiguousarray(img)
-
-
 # --------------------------------------------------------------------------- layouts
+
+def read_text_csv(path: str | Path, **kw) -> pd.DataFrame:
+    """A user's CSV (training CSV, sample_submission.csv, solution.csv) with every value the text the
+    user wrote: no type inference ('007' stays '007'), no NA strings ('NA', 'None' are values; an
+    empty cell is ''). Every step reads labels and ids through this."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, **kw)
+
+
+def labels_as_written(values: pd.Series) -> pd.Series:
+    """Label texts as the user wrote them: integers when every label is an integer written plainly
+    ('7', '-3', which write back as the same text; the sort order is then numeric), else the
+    strings unchanged ('007', 'NA', 'None', '1.0' stay what they are)."""
+    text = values.astype(str)
+    if len(text) and text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
+        return text.astype("int64")
+    return values
+
 
 def _pick(columns: list[str], wanted: str, candidates: list[str], what: str, fname: str, fallback: int) -> str:
     if wanted:
@@ -418,7 +208,8 @@ def _pixel_columns(columns: list[str]) -> list[str]:
 
 
 def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFrame]:
-    df = pd.read_csv(path)
+    # the label column as text, numbers for the pixels (an empty or non-numeric pixel is refused below)
+    df = pd.read_csv(path, dtype={label_col: str}, keep_default_na=False, na_values=[""])
     pix = _pixel_columns(list(df.columns))
     if not pix:
         pix = [c for c in df.columns if c != label_col and pd.api.types.is_numeric_dtype(df[c])]
@@ -431,6 +222,9 @@ def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFram
         shape = (side, side, 3)
     else:
         raise InputError(f"{path}: {n} pixel columns is not a square image (side*side or side*side*3)")
+    bad_cols = [c for c in pix if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad_cols:
+        raise InputError(f"{path}: non-numeric pixel values in column(s) {bad_cols[:5]}")
     vals = df[pix].to_numpy()
     if np.isnan(vals).any() if np.issubdtype(vals.dtype, np.floating) else False:
         bad = np.flatnonzero(np.isnan(vals).any(1))[:10]
@@ -551,10 +345,13 @@ def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str) -> lis
     """The class columns of a one-hot training CSV (Plant Pathology: image_id,healthy,rust,scab), or []
     when the columns are not one-hot. Every column 0/1 and exactly one 1 per row; binary columns
     with several or no 1 in a row are a multi-label task, which is refused by row."""
-    cols = [c for c in candidates if pd.api.types.is_numeric_dtype(df[c])]
-    if len(cols) < 2 or len(cols) != len(candidates) or not df[cols].isin([0, 1]).all().all():
+    cols = list(candidates)
+    if len(cols) < 2:
         return []
-    sums = df[cols].sum(axis=1).to_numpy()
+    num = df[cols].apply(pd.to_numeric, errors="coerce")   # the CSV is read as text
+    if not (num.notna() & num.isin([0, 1])).all().all():
+        return []
+    sums = num.sum(axis=1).to_numpy()
     if (sums != 1).any():
         rows = (np.flatnonzero(sums != 1) + 1).tolist()
         raise InputError(f"{fname}: columns {cols} look one-hot, but data rows {rows[:10]} have "
@@ -568,24 +365,25 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     fname = str(csv)
     cols = list(pd.read_csv(csv, nrows=0).columns)
     idc = _pick(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
-    df = pd.read_csv(csv, dtype={idc: str}, keep_default_na=True)
-    if df[idc].isna().any():
-        rows = np.flatnonzero(df[idc].isna().to_numpy())[:20]
+    df = read_text_csv(csv)
+    if (df[idc].str.strip() == "").any():
+        rows = np.flatnonzero((df[idc].str.strip() == "").to_numpy())[:20]
         raise InputError(f"{fname}: empty ids in data rows {[int(r) + 1 for r in rows]}")
     one_hot = []
     if not label_col and not any(c.lower() in LABEL_CANDIDATES for c in cols):
         one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname)
     if one_hot:
         lab = "label"
-        labels = pd.Series(np.array(one_hot, dtype=object)[df[one_hot].to_numpy().argmax(1)], dtype=object)
+        hot = df[one_hot].apply(pd.to_numeric).to_numpy().argmax(1)
+        labels = pd.Series(np.array(one_hot, dtype=object)[hot], dtype=object)
     else:
         lab = _pick(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
-        labels = df[lab]
+        labels = labels_as_written(df[lab])
     image_dir = next((root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), root / "train")
-    table = pd.DataFrame({"id": df[idc].astype(str), "label": labels})
+    table = pd.DataFrame({"id": df[idc], "label": labels})
     for c in df.columns:
         if c not in (idc, lab, *one_hot) and c not in ("id", "label", "path", "fold", "index"):
-            table[c] = df[c]
+            table[c] = df[c].replace("", np.nan)   # other columns (e.g. groups): empty is missing
     table.insert(2, "path", _resolve_paths(table["id"], root, image_dir, image_ext, fname))
     bad: list = []
     table = _finish_files(table, root, "train", skip_bad, bad, fname, check)
@@ -593,9 +391,9 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     sample = root / "sample_submission.csv"
     test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
     if sample.is_file():
-        s = pd.read_csv(sample, dtype=str)
+        s = read_text_csv(sample)
         sid = s.columns[0] if idc not in s.columns else idc
-        test = pd.DataFrame({"id": s[sid].astype(str)})
+        test = pd.DataFrame({"id": s[sid]})
         if test_dir is not None:
             test["path"] = _resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
     elif test_dir is not None:
@@ -668,7 +466,7 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check) 
     lab = _pick([c for c in cols if c not in _pixel_columns(cols)] or cols, label_col,
                 LABEL_CANDIDATES, "label col", str(fname), 0)
     x, rest = _read_pixel_csv(fname, lab)
-    table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": rest[lab].to_numpy(),
+    table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": labels_as_written(rest[lab]).to_numpy(),
                           "index": np.arange(len(x))})
     comp = Competition("pixel_csv", root, table, label_col=lab, train_csv=fname.name)
     comp._arrays["train"] = x
@@ -679,11 +477,11 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check) 
         comp._arrays["test"] = xt
         ids = np.arange(1, len(xt) + 1).astype(str)   # Digit Recognizer's ImageId is 1-based
         if comp.sample_submission is not None:
-            s = pd.read_csv(sample, dtype=str)
+            s = read_text_csv(sample)
             comp.id_col = s.columns[0]
             if len(s) == len(xt):
                 ids = s[s.columns[0]].to_numpy()
         comp.test = pd.DataFrame({"id": ids, "index": np.arange(len(xt))})
         if lab in trest.columns:
-            comp.test["label"] = trest[lab].to_numpy()
+            comp.test["label"] = labels_as_written(trest[lab]).to_numpy()
     return comp

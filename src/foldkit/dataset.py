@@ -3,14 +3,13 @@
 Part of the `data` concern (docs/ARCHITECTURE.md), kept apart from data.py so
 that reading a competition (make_folds) never imports torch.
 
-Small datasets are decoded once: every image is decoded (OpenCV, threads) and
-kept as a uint8 array, shrunk so its shortest side is at most `max_side`
-(a little above the training size, so crops keep their detail). Large ones are
-decoded in the DataLoader workers on every epoch.
+Every image file is prepared by foldkit.images.prepare_image (decoded, shortest side shrunk to
+`max_side`, a little above the training size so crops keep their detail), whether it is kept:
+small datasets are prepared once into RAM (OpenCV, threads), large ones in the DataLoader workers
+on every epoch, with the same pixels either way.
 """
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from foldkit.data import Competition, InputError, decode_image, to_channels
+from foldkit.images import prepare_image
 
 CACHE_MAX_BYTES = 6 * 1024**3    # per process, even with more memory: beyond it on-demand decoding keeps up
 CACHE_AUTO_SHARE = 0.5           # --cache auto: at most this share of the available memory (all processes)
@@ -65,19 +65,9 @@ def _processes(processes: int | None) -> int:
     return distributed.local_processes()
 
 
-def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
-    import cv2
-    h, w = img.shape[:2]
-    s = min(h, w)
-    if not max_side or s <= max_side:
-        return img
-    f = max_side / s
-    out = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    return out[..., None] if out.ndim == 2 else out
-
-
 class ImageSource:
-    """Index -> HWC uint8 image, from an array, a cache, or files decoded on demand."""
+    """Index -> HWC uint8 image, from an array, a cache, or files prepared on demand (the same pixels
+    as the cache: images.prepare_image at `max_side`)."""
 
     def __init__(self, comp: Competition, table, split: str = "train", grey: bool = False,
                  cache: str = "auto", max_side: int = 0, progress: bool = True):
@@ -96,10 +86,8 @@ class ImageSource:
         if cache == "ram":
             self.cached = self._decode_all(progress)
 
-    def _load(self, i: int, shrink: bool = False) -> np.ndarray:
-        # large JPEGs decode at reduced size (libjpeg DCT scaling); only cached images are shrunk further
-        img = decode_image(self.root / self.paths[i], grey=self.grey, row=self.rows[i], min_side=self.max_side)
-        return _shrink(img, self.max_side) if shrink else img
+    def _load(self, i: int) -> np.ndarray:
+        return prepare_image(self.root / self.paths[i], self.grey, self.max_side, row=self.rows[i])
 
     def _cache_mode(self, cache: str, processes: int | None = None) -> str:
         """'ram' or 'off'. The decoded size is estimated from 8 images; every foldkit process on this
@@ -109,7 +97,7 @@ class ImageSource:
         if cache == "off":
             return cache
         n, procs = len(self.paths), _processes(processes)
-        sample = [self._load(i, shrink=True) for i in range(0, n, max(1, n // 8))][:8]
+        sample = [self._load(i) for i in range(0, n, max(1, n // 8))][:8]
         need = float(np.mean([s.nbytes for s in sample]) * n) if sample else 0.0
         avail = available_memory()
         shared = f" shared by {procs} processes on this machine" if procs > 1 else ""
@@ -131,7 +119,7 @@ class ImageSource:
     def _decode_all(self, progress: bool) -> list:
         from tqdm.auto import tqdm
         with ThreadPoolExecutor(4) as ex:   # OpenCV decodes release the GIL
-            it = ex.map(lambda i: self._load(i, shrink=True), range(len(self.paths)), chunksize=64)
+            it = ex.map(self._load, range(len(self.paths)), chunksize=64)
             return list(tqdm(it, total=len(self.paths), desc="decoding images once", leave=False,
                              disable=None if progress else True, unit="img"))
 
@@ -245,8 +233,3 @@ def auto_workers(workers: int, cached: bool, processes: int | None = None) -> in
     if n <= 2:
         return 0 if cached else n          # 2 cores: the model needs them more than a loader process
     return min(8, n - 1) if not cached else min(4, n - 1)
-
-
-def cache_side(data_cfg: dict) -> int:
-    """Shortest side images are kept at in the RAM cache: 1.5x the eval resize, so crops keep detail."""
-    return int(math.ceil(data_cfg["input_size"][-1] / (data_cfg.get("crop_pct") or 1.0) * 1.5))

@@ -73,9 +73,10 @@ class RunData:
 
 
 def prepare_run(cfg, log=print) -> RunData:
-    from foldkit.dataset import ImageSource, cache_side, detect_grey
+    from foldkit.dataset import ImageSource, detect_grey
     from foldkit.experiment import prepare_experiment
     from foldkit.folds import FOLDS_CSV, open_competition, read_folds
+    from foldkit.images import cache_side
     from foldkit.model import data_config
 
     table, meta = read_folds(cfg.folds_dir)

@@ -83,8 +83,8 @@ class MultiViewDataset(torch.utils.data.Dataset):
     ensemble's models may want different sizes or channel counts)."""
 
     def __init__(self, sources: dict, transforms: dict):
-        self.sources = sources          # grey(bool) -> ImageSource
-        self.transforms = transforms    # key -> (grey, transform)
+        self.sources = sources          # (grey, side) -> ImageSource (images.preparation)
+        self.transforms = transforms    # key -> ((grey, side), transform)
 
     def __len__(self):
         return len(next(iter(self.sources.values())))
@@ -103,9 +103,11 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
 
     from foldkit.augment import eval_transform
     from foldkit.engine import mean_softmax, to_device
+    from foldkit.images import preparation
 
     groups = group_members(members)
-    transforms = {k: (ms[0].in_chans == 1, eval_transform(ms[0].data_config)) for k, ms in groups.items()}
+    transforms = {k: (preparation(ms[0].in_chans, ms[0].data_config), eval_transform(ms[0].data_config))
+                  for k, ms in groups.items()}
     ds = MultiViewDataset(sources, transforms)
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
                                      pin_memory=device.type == "cuda")
@@ -127,9 +129,10 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     return (ens, per_member) if return_members else ens
 
 
-def load_single_image(spec: str, grey: bool, timeout: float = 10.0) -> np.ndarray:
-    """Decode a local file or an http(s) URL (fetched when online; a clear error offline)."""
-    from foldkit.data import ImageError, decode_image
+def load_single_image(spec: str, preparations: list, timeout: float = 10.0) -> dict:
+    """{(grey, side): image} of a local file or an http(s) URL (fetched once when online; a clear
+    error offline), prepared as training prepared its images (images.prepare_image)."""
+    from foldkit.images import ImageError, prepare_image
     if spec.startswith(("http://", "https://")):
         import tempfile
         import urllib.error
@@ -143,5 +146,5 @@ def load_single_image(spec: str, grey: bool, timeout: float = 10.0) -> np.ndarra
         with tempfile.NamedTemporaryFile(suffix=Path(spec.split("?")[0]).suffix or ".img") as fh:
             fh.write(data)
             fh.flush()
-            return decode_image(fh.name, grey=grey)
-    return decode_image(spec, grey=grey)
+            return {(g, side): prepare_image(fh.name, g, side) for g, side in preparations}
+    return {(g, side): prepare_image(spec, g, side) for g, side in preparations}

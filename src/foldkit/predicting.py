@@ -48,7 +48,9 @@ def tta_views(cfg, members) -> list[str]:
 
 
 def read_sample(comp) -> pd.DataFrame | None:
-    return pd.read_csv(comp.sample_submission, dtype=str) if comp.sample_submission else None
+    """sample_submission.csv as written (ids and values as text: no NA guessing)."""
+    from foldkit.data import read_text_csv
+    return read_text_csv(comp.sample_submission) if comp.sample_submission else None
 
 
 def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> tuple[blend.Plan, dict]:
@@ -82,40 +84,34 @@ def predict_members(cfg, members, sources, tta, cached: bool = False, progress=N
     return per_member
 
 
-def sources_for(members, source) -> dict:
-    """{grey: source} for MultiViewDataset. `source` holds grey images when every member is grey,
-    else RGB; grey members of a mixed ensemble get the RGB image converted, so each image is
-    still decoded once."""
-    all_grey = all(m.in_chans == 1 for m in members)
-    sources = {all_grey: source}
-    if not all_grey and any(m.in_chans == 1 for m in members):
-        sources[True] = _GreyView(source)
-    return sources
+def preparations(members) -> list[tuple[bool, int]]:
+    """The distinct (grey, side) image preparations of the ensemble's members (images.preparation):
+    each member sees exactly what its training and OOF saw; each image is decoded once per entry."""
+    from foldkit.images import preparation
+    return sorted({preparation(m.in_chans, m.data_config) for m in members})
+
+
+def sources_for(members, images: list) -> dict:
+    """{(grey, side): images} for MultiViewDataset from images already in memory (HWC uint8, e.g.
+    synthetic ones), given each preparation's channels and shrink."""
+    from foldkit.images import shrink, to_channels
+    return {(grey, side): [shrink(to_channels(im, grey), side) for im in images]
+            for grey, side in preparations(members)}
 
 
 def make_sources(comp, table, split, members) -> dict:
+    """{(grey, side): ImageSource} of a table's images, one per distinct preparation of the members."""
     from foldkit.dataset import ImageSource
-    grey = all(m.in_chans == 1 for m in members)
-    return sources_for(members, ImageSource(comp, table, split, grey=grey, cache="off", progress=False))
-
-
-class _GreyView:
-    def __init__(self, src):
-        self.src = src
-
-    def __len__(self):
-        return len(self.src)
-
-    def __getitem__(self, i):
-        import cv2
-        return cv2.cvtColor(self.src[i], cv2.COLOR_RGB2GRAY)[..., None]
+    return {(grey, side): ImageSource(comp, table, split, grey=grey, cache="off", max_side=side, progress=False)
+            for grey, side in preparations(members)}
 
 
 def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
     """Test labels when the competition has them: solution.csv (id,label) or labelled test data."""
     sol = Path(comp.root) / "solution.csv"
     if sol.is_file():
-        s = pd.read_csv(sol, dtype=str)
+        from foldkit.data import read_text_csv
+        s = read_text_csv(sol)
         return pd.Series(s[s.columns[1]].to_numpy(), index=s[s.columns[0]].astype(str))
     if "label" in test.columns:
         return pd.Series(test["label"].astype(str).to_numpy(), index=test["id"].astype(str))
@@ -293,8 +289,8 @@ def predict_image(cfg, log=print) -> list[tuple]:
     --calibrate, --thresholds, --ensemble, TTA) and the run settings (--batch-size, --amp, --device)."""
     exps, members = members_for(cfg)
     plan, _ = make_plan(cfg, exps, members, None, log=lambda *a: None, for_test=False)
-    img = load_single_image(cfg.image, grey=all(m.in_chans == 1 for m in members))
-    per_member = predict_members(cfg, members, sources_for(members, [img]), plan.tta, progress=False,
+    sources = {prep: [img] for prep, img in load_single_image(cfg.image, preparations(members)).items()}
+    per_member = predict_members(cfg, members, sources, plan.tta, progress=False,
                                  workers=0)   # one decoded image: a loader process would only cost its start
     probs = plan.apply(per_member)[0]
     classes = plan.classes
