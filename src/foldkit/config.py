@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tomllib
+try:
+    import tomllib
+except ImportError:              # Python < 3.11: the same parser, packaged as tomli
+    import tomli as tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
