@@ -26,8 +26,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, write_png
+from foldkit.page import image_grid
 from foldkit.report import (confusion_table, cv_summary, load_oof, most_confused, per_class_table,
-                            plot_worst_errors, worst_errors, write_report)
+                            worst_errors, write_report)
 
 ROWS = {  # fold -> [(id, true class index, probabilities)] in file order
     0: [("r3", 0, (0.70, 0.20, 0.10)), ("r1", 1, (0.10, 0.80, 0.10)),
@@ -234,7 +235,7 @@ def test_worst_errors_grid_survives_unloadable_image(tmp_path):
             raise FileNotFoundError(f"train/{iid}.png")
         return np.full((6, 9, 3), 128, np.uint8)
 
-    out = plot_worst_errors(worst, load_image, tmp_path / "grid.png", ncols=2)
+    out = image_grid(worst, load_image, tmp_path / "grid.png", ncols=2)
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 

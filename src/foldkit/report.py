@@ -12,14 +12,13 @@ Every number comes from a library: competition metrics from ``foldkit.metrics.sc
 per-class metrics and the confusion matrix from scikit-learn, tables from pandas, plots
 from matplotlib (Agg, imported lazily inside the plotting functions). Hand-written here,
 because no library does it: reading/validating the OOF files of all folds, the "most
-confused pairs" and "worst errors" rankings, the image grid and the self-contained HTML
-page. Every file goes through ``foldkit.io`` (temporary file + rename).
+confused pairs" and "worst errors" rankings and the page's sections (the pieces every HTML page of
+the kit shares are ``foldkit.page``). Every file goes through ``foldkit.io`` (temporary file + rename).
 
 This module must not import torch.
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from foldkit import page
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.metrics import GREATER_IS_BETTER, score
@@ -270,31 +270,6 @@ def worst_errors(oof: pd.DataFrame, classes: list, k: int = 16) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- plots
 
-def _figure(w: float, h: float):
-    """A matplotlib Figure bound to the Agg canvas, without pyplot's global state.
-
-    matplotlib is imported here, not at module import. scikit-learn's display imports
-    pyplot; the Agg backend is selected first unless the caller already chose a backend."""
-    import sys
-
-    import matplotlib
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig, path: str | Path) -> Path:
-    path = Path(path)
-    # the temporary file has no .png suffix, so the format is given explicitly
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
-    return path
-
-
 def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
     """Row-normalised confusion matrix PNG (each row sums to 1; the diagonal is the recall
     of the class). The raw counts are in confusion.csv / the HTML table."""
@@ -302,7 +277,7 @@ def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
 
     n = len(classes)
     side = max(5.0, 0.5 * n + 2.5)
-    fig = _figure(side + 1.0, side)
+    fig = page.figure(side + 1.0, side)
     ax = fig.add_subplot(1, 1, 1)
     ConfusionMatrixDisplay.from_predictions(
         oof["label"], oof["pred"], labels=classes, display_labels=[str(c) for c in classes],
@@ -311,48 +286,13 @@ def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
     ax.set_title(f"Confusion matrix, {len(oof)} OOF rows\nnormalised by true class (each row sums to 1)")
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
-    return _save_png(fig, path)
-
-
-def plot_worst_errors(worst_df: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
-                      path: str | Path, ncols: int = 4) -> Path:
-    """Grid of the worst errors, each tile titled "true X / pred Y (0.97)".
-
-    load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
-    cannot be loaded shows the error message instead of stopping the report."""
-    n = len(worst_df)
-    ncols = max(1, min(ncols, n)) if n else 1
-    nrows = max(1, math.ceil(n / ncols))
-    fig = _figure(2.6 * ncols, 2.9 * nrows)
-    if n == 0:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no misclassified OOF rows", ha="center", va="center")
-        return _save_png(fig, path)
-    for i, row in enumerate(worst_df.itertuples(index=False)):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        try:
-            img = np.asarray(load_image(row.id))
-            if img.ndim == 3 and img.shape[2] == 1:
-                img = img[:, :, 0]
-            if img.ndim == 2:
-                ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-            else:
-                ax.imshow(img)
-        except Exception as e:  # noqa: BLE001 - shown on the tile, the report goes on
-            ax.text(0.5, 0.5, f"cannot load\n{row.id}\n{type(e).__name__}: {e}"[:120],
-                    ha="center", va="center", fontsize=7, wrap=True)
-        ax.set_title(f"true {row.label} / pred {row.pred} ({row.confidence:.2f})", fontsize=9)
-        ax.set_xlabel(str(row.id), fontsize=7)
-    return _save_png(fig, path)
+    return page.save_png(fig, path)
 
 
 def plot_log_curve(log: pd.DataFrame, metric: str, title: str, path: str | Path) -> Path:
     """Loss and validation metric per epoch from a log_fold{k}.csv (used when training left
     no curve_fold{k}.png)."""
-    fig = _figure(8, 3.2)
+    fig = page.figure(8, 3.2)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ax1.plot(log["epoch"], log["train_loss"], marker="o", label="train loss")
     ax1.plot(log["epoch"], log["valid_loss"], marker="o", label="valid loss")
@@ -362,7 +302,7 @@ def plot_log_curve(log: pd.DataFrame, metric: str, title: str, path: str | Path)
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.suptitle(title)
-    return _save_png(fig, path)
+    return page.save_png(fig, path)
 
 
 # --------------------------------------------------------------------------- logs
@@ -394,33 +334,12 @@ def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[st
 
 # --------------------------------------------------------------------------- report
 
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
-color:#222;padding:0 16px}
-h1{margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
-.kv td:first-child{font-weight:600}.big{font-size:20px;font-weight:600}
-.warn{background:#fff3cd;border:1px solid #e0c060;padding:8px 12px;margin:12px 0}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:12px}
-"""
-
-
-def _png_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _fmt(x: Any, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, (float, np.floating)):
         return f"{x:.{digits}f}"
     return str(x)
-
-
-def _table(df: pd.DataFrame, index: bool = True) -> str:
-    return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", border=0, na_rep="")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -491,7 +410,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     atomic_write_with(out("worst_errors.csv"), _csv_writer(worst, index=False))
     plot_confusion(oof, classes, out("confusion.png"))
     if load_image is not None:
-        plot_worst_errors(worst, load_image, out("worst_errors.png"))
+        page.image_grid(worst, load_image, out("worst_errors.png"))
 
     from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
     label_errors_html = report_section(oof, classes, load_image, out)
@@ -513,9 +432,9 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     result_json = _jsonable(result)
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
     paths["report.html"] = report_dir / "report.html"
-    page = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, metric)
-    page = page.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
-    atomic_write_text(paths["report.html"], page)
+    text = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, metric)
+    text = text.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
+    atomic_write_text(paths["report.html"], text)
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
 
 
@@ -525,7 +444,7 @@ def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, 
     e = html.escape
     direction = {True: "higher is better", False: "lower is better"}.get(r["greater_is_better"], "")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>CV report: {e(str(r['experiment']))}"
-             f"</title><style>{CSS}</style></head><body>",
+             f"</title><style>{page.CSS}</style></head><body>",
              f"<h1>CV report: {e(str(r['experiment']))}</h1>",
              f"<div class='muted'>model {e(str(r['model']))}, {len(r['classes'])} classes, "
              f"{r['n']} out-of-fold rows</div>"]
@@ -554,28 +473,28 @@ def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, 
                              else json.dumps(v, default=str))))
     parts.append("<h2>Scores</h2><table class='kv'>" + "".join(
         f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in kv) + "</table>")
-    parts.append(_table(pd.DataFrame(r["per_fold"]), index=False))
+    parts.append(page.table(pd.DataFrame(r["per_fold"]), index=False))
 
     parts.append("<h2>Training curves</h2>")
     if not logs.empty:
-        parts.append(_table(logs, index=False))
+        parts.append(page.table(logs, index=False))
     curves = sorted((int(CURVE_RE.match(n).group(1)), p) for n, p in paths.items() if CURVE_RE.match(n))
     for k, p in curves:
-        parts.append(f"<div>fold {k}</div><img alt='training curve fold {k}' src='{_png_uri(p)}'>")
+        parts.append(f"<div>fold {k}</div><img alt='training curve fold {k}' src='{page.png_uri(p)}'>")
     if not curves and logs.empty:
         parts.append("<p class='muted'>no curve_fold*.png or log_fold*.csv in the experiment folder</p>")
 
     parts.append("<h2>Confusion matrix</h2>")
-    parts.append(f"<img alt='confusion matrix' src='{_png_uri(paths['confusion.png'])}'>")
+    parts.append(f"<img alt='confusion matrix' src='{page.png_uri(paths['confusion.png'])}'>")
     parts.append("<p class='muted'>counts: rows = true label, columns = predicted label</p>")
-    parts.append(_table(confusion))
-    parts.append("<h2>Per-class metrics</h2>" + _table(per_class))
+    parts.append(page.table(confusion))
+    parts.append("<h2>Per-class metrics</h2>" + page.table(per_class))
     parts.append("<h2>Most confused pairs</h2>")
-    parts.append(_table(confused, index=False) if len(confused) else "<p>no mistakes</p>")
+    parts.append(page.table(confused, index=False) if len(confused) else "<p>no mistakes</p>")
     parts.append("<h2>Worst errors</h2><p class='muted'>misclassified OOF rows, most confident "
                  "wrong prediction first</p>")
     if "worst_errors.png" in paths:
-        parts.append(f"<img alt='worst errors' src='{_png_uri(paths['worst_errors.png'])}'>")
-    parts.append(_table(worst, index=False) if len(worst) else "<p>no mistakes</p>")
+        parts.append(f"<img alt='worst errors' src='{page.png_uri(paths['worst_errors.png'])}'>")
+    parts.append(page.table(worst, index=False) if len(worst) else "<p>no mistakes</p>")
     parts.append("<p class='muted'>files: " + e(", ".join(sorted(paths))) + "</p></body></html>\n")
     return "\n".join(parts)
