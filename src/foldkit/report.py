@@ -32,7 +32,7 @@ import pandas as pd
 from foldkit import page
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
-from foldkit.metrics import GREATER_IS_BETTER, score
+from foldkit.metrics import METRICS, score
 
 PROB_PREFIX = "prob_"
 OOF_RE = re.compile(r"^oof_fold(\d+)\.csv$")
@@ -198,7 +198,7 @@ def cv_summary(oof: pd.DataFrame, classes: list, metric: str) -> dict:
     arr = np.array([np.nan if s is None else s for s in fold_scores], dtype=np.float64)
     return {
         "metric": metric,
-        "greater_is_better": GREATER_IS_BETTER.get(metric),
+        "greater_is_better": METRICS[metric].greater_is_better,
         "cv": _finite(score(metric, y, p)),
         "fold_scores": fold_scores,
         "cv_mean": _finite(arr.mean()),
@@ -311,7 +311,7 @@ def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[st
     """One row per log_fold{k}.csv: epochs, best epoch by the competition metric, its scores,
     training time. Returns (table, problems) where problems names unreadable logs."""
     rows, problems = [], []
-    greater = GREATER_IS_BETTER.get(metric, True)
+    greater = METRICS[metric].greater_is_better
     for k, path in _numbered(Path(exp_dir), LOG_RE):
         try:
             log = pd.read_csv(path)
