@@ -237,14 +237,14 @@ def parse_devices(spec: str) -> list[str]:
     return out
 
 
-def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
-    """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty."""
+def _worker(wid: int, device: str, cfg, jobs, events, threads: int, prepare_run, fit_fold) -> None:
+    """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty, with
+    fit's prepare_run and fit_fold (passed in: this module is below fit, it does not import it)."""
     import signal
     import sys
 
     import torch
 
-    from foldkit import fit
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
@@ -256,10 +256,10 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
     try:
         cfg = with_settings(cfg, device=device, devices="", progress=False)
         log = lambda msg: events.put(("log", wid, fold, f"[{device} #{wid}] {msg}"))  # noqa: E731
-        run = fit.prepare_run(cfg, log=log)
+        run = prepare_run(cfg, log=log)
         while (fold := jobs.get()) is not None:
             events.put(("start", wid, fold, None))
-            events.put(("done", wid, fold, fit.fit_fold(cfg, run, fold, log=log)))
+            events.put(("done", wid, fold, fit_fold(cfg, run, fold, log=log)))
             fold = None
     except SystemExit:
         return
@@ -270,8 +270,9 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int) -> None:
     events.put(("exit", wid, None, None))
 
 
-def run_fold_parallel(cfg, folds: list[int], log=print) -> dict[int, dict]:
-    """Train `folds` on cfg.devices, one worker process per device taking folds from a queue. Returns
+def run_fold_parallel(cfg, folds: list[int], log=print, *, prepare_run, fit_fold) -> dict[int, dict]:
+    """Train `folds` on cfg.devices, one worker process per device taking folds from a queue (each
+    runs prepare_run once, then fit_fold per fold: fit's functions, module-level so they pickle). Returns
     {fold: summary}. The first failure stops every worker and is raised naming its fold and device;
     a worker that dies without a word (killed, out of memory) is reported the same way."""
     import torch.multiprocessing as mp
@@ -283,7 +284,7 @@ def run_fold_parallel(cfg, folds: list[int], log=print) -> dict[int, dict]:
         jobs.put(k)
     n_cpu = sum(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu else 0
-    procs = [ctx.Process(target=_worker, args=(i, d, cfg, jobs, events, threads), daemon=True)
+    procs = [ctx.Process(target=_worker, args=(i, d, cfg, jobs, events, threads, prepare_run, fit_fold), daemon=True)
              for i, d in enumerate(devices)]
     log(f"fold-parallel: folds {folds} on {len(devices)} worker(s): {', '.join(devices)}")
     for p in procs:

@@ -367,5 +367,6 @@ def train(cfg, log=print) -> list[dict]:
         elif not devices:
             out[k] = fit_fold(cfg, run, k, log=log)
     if devices and len(out) < len(folds):
-        out.update(distributed.run_fold_parallel(cfg, [k for k in dict.fromkeys(folds) if k not in out], log))
+        out.update(distributed.run_fold_parallel(cfg, [k for k in dict.fromkeys(folds) if k not in out], log,
+                                                 prepare_run=prepare_run, fit_fold=fit_fold))
     return [out[k] for k in folds]
