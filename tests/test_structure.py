@@ -62,3 +62,27 @@ def test_a_metric_registered_later_is_ranked_in_its_own_direction(tmp_path, monk
                   "valid_metric": [0.5, 0.2, 0.4], "lr": 0.1, "seconds": 1.0}).to_csv(tmp_path / "log_fold0.csv")
     logs, problems = log_summary(tmp_path, "mae")
     assert not problems and logs.loc[0, "best_epoch"] == 2
+
+
+def test_experiment_file_names_are_spelled_only_by_the_experiment_module():
+    """models/<exp>/ file names (config.json, fold{k}.pt, oof_fold{k}.csv, ...) are a contract with one
+    owner, foldkit.experiment: every other module asks an Experiment for them. Names inside messages
+    (text with spaces) are not paths and do not count."""
+    import re
+
+    file_name = re.compile(r"(^|[^\w])(oof_|log_|curve_)?fold(\{\}|\(\\d\+\)|\\d|\*)(_last)?\\?\.(pt|json|csv|png)"
+                           r"|config\.json")
+
+    def texts(tree):                   # string constants, an f-string as one text with {} for its fields
+        parts = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                parts |= {id(v) for v in node.values}
+                yield node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts:
+                yield node.lineno, node.value
+
+    spelled = [f"{p.name}:{line} {t}" for p in sorted(PACKAGE.glob("*.py")) if p.name != "experiment.py"
+               for line, t in texts(ast.parse(p.read_text())) if not re.search(r"\s", t) and file_name.search(t)]
+    assert not spelled, "experiment file names spelled outside foldkit.experiment: " + "; ".join(spelled)

@@ -86,7 +86,7 @@ def prepare_run(cfg, log=print) -> RunData:
         raise TrainError("--balance weights does not combine with mixup/cutmix (soft targets carry no class "
                          "weights): use --balance sampler")
     comp, reading = open_competition(cfg, meta)
-    exp = prepare_experiment(cfg, meta, reading)
+    exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),

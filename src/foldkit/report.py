@@ -31,13 +31,11 @@ import pandas as pd
 
 from foldkit import page
 from foldkit.errors import FoldkitError
+from foldkit.experiment import Experiment
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.metrics import METRICS, score
 
 PROB_PREFIX = "prob_"
-OOF_RE = re.compile(r"^oof_fold(\d+)\.csv$")
-LOG_RE = re.compile(r"^log_fold(\d+)\.csv$")
-CURVE_RE = re.compile(r"^curve_fold(\d+)\.png$")
 
 
 class ReportError(FoldkitError, ValueError):
@@ -50,28 +48,9 @@ LOG_COLS = ["epoch", "train_loss", "valid_loss", "valid_accuracy", "valid_metric
 
 # --------------------------------------------------------------------------- reading
 
-def _numbered(exp_dir: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
-    """Files of exp_dir matching pattern, as (k, path) sorted by the number k (fold10 after fold2)."""
-    out = []
-    for p in (exp_dir.iterdir() if exp_dir.is_dir() else []):
-        m = pattern.match(p.name)
-        if m and p.is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
 def read_config(exp_dir: str | Path) -> dict:
     """models/<exp>/config.json as a dict ({} when absent)."""
-    p = Path(exp_dir) / "config.json"
-    if not p.is_file():
-        return {}
-    try:
-        cfg = json.loads(p.read_text())
-    except ValueError as e:
-        raise ReportError(f"{p} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ReportError(f"{p} must hold a JSON object, got {type(cfg).__name__}")
-    return cfg
+    return Experiment(exp_dir).config()
 
 
 def _typed_classes(names: list[str], cfg_classes: Any, cfg_path: Path, first_file: Path) -> list:
@@ -101,7 +80,7 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     file is malformed (missing columns, unknown labels, wrong fold number, duplicate ids).
     """
     exp_dir = Path(exp_dir)
-    files = [(k, p) for k, p in _numbered(exp_dir, OOF_RE) if folds is None or k in folds]
+    files = [(k, p) for k, p in Experiment(exp_dir).fold_files("oof").items() if folds is None or k in folds]
     if not files:
         raise ReportError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
                          "written by training (train at least one fold first)")
@@ -136,7 +115,7 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
         frames.append(df)
     oof = pd.concat(frames, ignore_index=True)
 
-    cfg_path = exp_dir / "config.json"
+    cfg_path = Experiment(exp_dir).config_path
     class_names = [c[len(PROB_PREFIX):] for c in names]
     classes = _typed_classes(class_names, read_config(exp_dir).get("classes"), cfg_path, first)
     to_class = {str(c): c for c in classes}
@@ -312,7 +291,7 @@ def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[st
     training time. Returns (table, problems) where problems names unreadable logs."""
     rows, problems = [], []
     greater = METRICS[metric].greater_is_better
-    for k, path in _numbered(Path(exp_dir), LOG_RE):
+    for k, path in Experiment(exp_dir).fold_files("log").items():
         try:
             log = pd.read_csv(path)
         except Exception as e:  # noqa: BLE001 - reported in the page
@@ -379,7 +358,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     cfg = read_config(exp_dir)
     metric = cfg.get("metric")
     if not metric:
-        raise ReportError(f"{exp_dir / 'config.json'} is missing or has no `metric`: cannot tell "
+        raise ReportError(f"{Experiment(exp_dir).config_path} is missing or has no `metric`: cannot tell "
                          "which competition metric to report")
     oof, classes = load_oof(exp_dir, folds)
     summary = cv_summary(oof, classes, metric)
@@ -419,20 +398,21 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     logs, problems = log_summary(exp_dir, metric)
     if folds is not None and len(logs):
         logs = logs[logs["fold"].isin(folds)].reset_index(drop=True)
-    curve_src = dict(_numbered(exp_dir, CURVE_RE))
-    log_src = dict(_numbered(exp_dir, LOG_RE))
+    exp, curves = Experiment(exp_dir), {}
+    curve_src, log_src = exp.fold_files("curve"), exp.fold_files("log")
     for k in sorted(set(curve_src) | set(log_src)):
-        name = f"curve_fold{k}.png"
+        name = exp.curve(k).name          # the same name in the report folder
         if k in curve_src:
-            atomic_write_bytes(out(name), curve_src[k].read_bytes())
+            curves[k] = out(name)
+            atomic_write_bytes(curves[k], curve_src[k].read_bytes())
         elif k in logs.get("fold", pd.Series(dtype="int64")).tolist():
             log = pd.read_csv(log_src[k])
-            plot_log_curve(log, metric, f"{experiment} fold {k}", out(name))
+            curves[k] = plot_log_curve(log, metric, f"{experiment} fold {k}", out(name))
 
     result_json = _jsonable(result)
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
     paths["report.html"] = report_dir / "report.html"
-    text = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, metric)
+    text = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, curves, metric)
     text = text.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
     atomic_write_text(paths["report.html"], text)
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
@@ -440,7 +420,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
 
 def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, confused: pd.DataFrame,
           worst: pd.DataFrame, logs: pd.DataFrame, problems: list[str], paths: dict[str, Path],
-          metric: str) -> str:
+          curves: dict[int, Path], metric: str) -> str:
     e = html.escape
     direction = {True: "higher is better", False: "lower is better"}.get(r["greater_is_better"], "")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>CV report: {e(str(r['experiment']))}"
@@ -478,8 +458,7 @@ def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, 
     parts.append("<h2>Training curves</h2>")
     if not logs.empty:
         parts.append(page.table(logs, index=False))
-    curves = sorted((int(CURVE_RE.match(n).group(1)), p) for n, p in paths.items() if CURVE_RE.match(n))
-    for k, p in curves:
+    for k, p in sorted(curves.items()):
         parts.append(f"<div>fold {k}</div><img alt='training curve fold {k}' src='{page.png_uri(p)}'>")
     if not curves and logs.empty:
         parts.append("<p class='muted'>no curve_fold*.png or log_fold*.csv in the experiment folder</p>")
