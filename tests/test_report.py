@@ -246,3 +246,29 @@ def test_report_module_imports_neither_matplotlib_nor_torch():
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_a_120_class_run_writes_its_oof_and_summaries_without_a_library_warning(tmp_path):
+    """A 120-class competition: training's OOF frame, reading it back and the fold summaries print no
+    pandas PerformanceWarning (or any other library warning) into the user's output."""
+    import warnings
+
+    from foldkit.fit import oof_frame, write_csv
+    from foldkit.label_noise import suspected_label_errors
+
+    classes = [f"c{i:03d}" for i in range(120)]
+    rng = np.random.default_rng(0)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.json").write_text(json.dumps({"metric": "accuracy", "classes": classes}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k in (0, 1):
+            ids = [f"{k}_{i}" for i in range(240)]
+            labels = [classes[i % 120] for i in range(240)]
+            write_csv(oof_frame(ids, k, labels, rng.dirichlet(np.ones(120), 240), classes), exp / f"oof_fold{k}.csv")
+        oof, got = load_oof(exp)
+        summary = cv_summary(oof, got, "accuracy")
+        per_class_table(oof, got), confusion_table(oof, got), most_confused(oof, got), worst_errors(oof, got)
+        suspected_label_errors(oof, got)
+    assert got == classes and summary["n"] == 480 and summary["folds"] == [0, 1]

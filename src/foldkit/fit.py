@@ -241,11 +241,10 @@ class FoldState:
 
 
 def oof_frame(ids, fold: int, labels, probs: np.ndarray, classes: list) -> pd.DataFrame:
-    df = pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
-                       "pred": [classes[i] for i in probs.argmax(1)]})
-    for j, c in enumerate(classes):
-        df[f"prob_{c}"] = probs[:, j]
-    return df
+    # built in one go: a column inserted per class fragments the frame (pandas PerformanceWarning)
+    return pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
+                         "pred": [classes[i] for i in probs.argmax(1)],
+                         **{f"prob_{c}": probs[:, j] for j, c in enumerate(classes)}})
 
 
 def write_csv(df: pd.DataFrame, path) -> None:

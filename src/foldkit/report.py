@@ -84,7 +84,7 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     if not files:
         raise ReportError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
                          "written by training (train at least one fold first)")
-    frames, names, first = [], None, None
+    frames, sources, names, first = [], [], None, None
     for k, path in files:
         head = pd.read_csv(path, nrows=0).columns.tolist()
         missing = [c for c in BASE_COLS if c not in head]
@@ -111,28 +111,29 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
         if df[prob_cols].isna().to_numpy().any():
             rows = (np.flatnonzero(df[prob_cols].isna().to_numpy().any(1)) + 1).tolist()[:10]
             raise ReportError(f"{path}: empty/NaN probabilities in data row(s) {rows}")
-        df["_file"] = path.name
         frames.append(df)
+        sources.append(np.full(len(df), path.name, dtype=object))
     oof = pd.concat(frames, ignore_index=True)
+    # each row's file, for the messages: kept beside the frame, as a column inserted into a frame of
+    # 100+ probability columns fragments it (pandas PerformanceWarning in the user's output)
+    source = pd.Series(np.concatenate(sources))
 
     cfg_path = Experiment(exp_dir).config_path
     class_names = [c[len(PROB_PREFIX):] for c in names]
     classes = _typed_classes(class_names, read_config(exp_dir).get("classes"), cfg_path, first)
     to_class = {str(c): c for c in classes}
     for col in ("label", "pred"):
-        unknown = oof.loc[~oof[col].isin(list(to_class)), [col, "_file"]]
-        if len(unknown):
-            vals = sorted(set(unknown[col].tolist()))[:10]
-            raise ReportError(f"{col} value(s) {vals} in {sorted(set(unknown['_file']))} are not among "
+        unknown = ~oof[col].isin(list(to_class)).to_numpy()
+        if unknown.any():
+            vals = sorted(set(oof.loc[unknown, col].tolist()))[:10]
+            raise ReportError(f"{col} value(s) {vals} in {sorted(set(source[unknown]))} are not among "
                              f"the class columns {names}")
         values = oof[col].map(to_class)
         oof[col] = values.astype("int64") if all(isinstance(c, int) for c in classes) else values
-    dup = oof["id"].duplicated(keep=False)
+    dup = oof["id"].duplicated(keep=False).to_numpy()
     if dup.any():
-        d = oof[dup]
-        raise ReportError(f"id(s) {sorted(set(d['id']))[:10]} appear more than once in "
-                         f"{sorted(set(d['_file']))}: an id belongs to exactly one validation fold")
-    oof = oof.drop(columns="_file")
+        raise ReportError(f"id(s) {sorted(set(oof.loc[dup, 'id']))[:10]} appear more than once in "
+                         f"{sorted(set(source[dup]))}: an id belongs to exactly one validation fold")
     oof["fold"] = oof["fold"].astype("int64")
     # stable sort: by fold, then the order of the rows in their file
     oof = oof.sort_values("fold", kind="stable").reset_index(drop=True)
