@@ -249,9 +249,13 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int, prepare_run,
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)    # no CUDA context on GPU 0 from every worker
-    # stopped by the parent (another fold failed): exit through Python so its finalizers clean up
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    events.cancel_join_thread()      # never block at exit on messages nobody reads any more
+    def stop(*_):
+        # stopped by the parent (another fold failed): nobody reads any more, so unsent messages are
+        # dropped at exit; exit through Python so its finalizers clean up. Otherwise (the normal end)
+        # the queue's feeder thread is joined at exit: the last messages are sent before the process goes.
+        events.cancel_join_thread()
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, stop)
     fold = None
     try:
         cfg = with_settings(cfg, device=device, devices="", progress=False)
