@@ -26,8 +26,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, write_png
+from foldkit.page import image_grid
 from foldkit.report import (confusion_table, cv_summary, load_oof, most_confused, per_class_table,
-                            plot_worst_errors, worst_errors, write_report)
+                            worst_errors, write_report)
 
 ROWS = {  # fold -> [(id, true class index, probabilities)] in file order
     0: [("r3", 0, (0.70, 0.20, 0.10)), ("r1", 1, (0.10, 0.80, 0.10)),
@@ -234,7 +235,7 @@ def test_worst_errors_grid_survives_unloadable_image(tmp_path):
             raise FileNotFoundError(f"train/{iid}.png")
         return np.full((6, 9, 3), 128, np.uint8)
 
-    out = plot_worst_errors(worst, load_image, tmp_path / "grid.png", ncols=2)
+    out = image_grid(worst, load_image, tmp_path / "grid.png", ncols=2)
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -245,3 +246,29 @@ def test_report_module_imports_neither_matplotlib_nor_torch():
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_a_120_class_run_writes_its_oof_and_summaries_without_a_library_warning(tmp_path):
+    """A 120-class competition: training's OOF frame, reading it back and the fold summaries print no
+    pandas PerformanceWarning (or any other library warning) into the user's output."""
+    import warnings
+
+    from foldkit.fit import oof_frame, write_csv
+    from foldkit.label_noise import suspected_label_errors
+
+    classes = [f"c{i:03d}" for i in range(120)]
+    rng = np.random.default_rng(0)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.json").write_text(json.dumps({"metric": "accuracy", "classes": classes}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k in (0, 1):
+            ids = [f"{k}_{i}" for i in range(240)]
+            labels = [classes[i % 120] for i in range(240)]
+            write_csv(oof_frame(ids, k, labels, rng.dirichlet(np.ones(120), 240), classes), exp / f"oof_fold{k}.csv")
+        oof, got = load_oof(exp)
+        summary = cv_summary(oof, got, "accuracy")
+        per_class_table(oof, got), confusion_table(oof, got), most_confused(oof, got), worst_errors(oof, got)
+        suspected_label_errors(oof, got)
+    assert got == classes and summary["n"] == 480 and summary["folds"] == [0, 1]

@@ -11,12 +11,11 @@ Reads the competition (any layout), never modifies it, and writes ``reports/audi
     *.png             class counts, image sizes train vs test, contact sheet, duplicate clusters
     hash_cache.npz    hashes of every image (a second run decodes nothing)
 
-Duplicates come from foldkit.duplicates; plots reuse the report's matplotlib helpers. Each
+Duplicates come from foldkit.duplicates; figures, tables and the page's pieces from foldkit.page. Each
 image is decoded once (at reduced size for large JPEGs).
 """
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from foldkit import duplicates as dup
+from foldkit import page
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
-from foldkit.report import CSS, _figure, _png_uri, _save_png, _table
 
 TINY_SIDE = 16        # shortest side below this: "tiny"
 HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized anyway)
@@ -72,18 +71,18 @@ def image_stats(images: pd.DataFrame) -> dict:
 
 def plot_class_counts(counts: pd.Series, path: Path) -> Path:
     n = len(counts)
-    fig = _figure(max(6, min(20, 0.35 * n + 3)), 3.5)
+    fig = page.figure(max(6, min(20, 0.35 * n + 3)), 3.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar([str(c) for c in counts.index], counts.to_numpy(), color="tab:blue")
     ax.set_title(f"train rows per class ({n} classes, {int(counts.sum())} rows)")
     if n > 12:
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-    return _save_png(fig, path)
+    return page.save_png(fig, path)
 
 
 def plot_sizes(images: pd.DataFrame, path: Path) -> Path:
     ok = images[images["error"].fillna("") == ""]
-    fig = _figure(12, 3.3)
+    fig = page.figure(12, 3.3)
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
         s = ok[ok["split"] == split]
@@ -94,7 +93,7 @@ def plot_sizes(images: pd.DataFrame, path: Path) -> Path:
             ax.hist(values, bins=30, alpha=0.55, color=color, label=f"{split} ({len(s)})", density=True)
             ax.set_title(name)
     axes[0].legend()
-    return _save_png(fig, path)
+    return page.save_png(fig, path)
 
 
 TILE = 72
@@ -201,15 +200,15 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
 
 def _rows_html(captions: list[str], rows: list[np.ndarray]) -> str:
     e = html.escape
-    return "".join(f"<div class='muted'>{e(c)}</div><img alt='{e(c[:40])}' src='data:image/png;base64,"
-                   f"{base64.b64encode(png_bytes(r)).decode('ascii')}'>" for c, r in zip(captions, rows))
+    return "".join(f"<div class='muted'>{e(c)}</div><img alt='{e(c[:40])}' src='{page.png_uri(png_bytes(r))}'>"
+                   for c, r in zip(captions, rows))
 
 
 def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame, pngs: dict,
                sheet: tuple, gallery: tuple) -> Path:
     e = html.escape
     d = summary["duplicates"]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data audit</title><style>{CSS}</style>"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data audit</title><style>{page.CSS}</style>"
              "</head><body><h1>Data audit</h1>",
              f"<div class='muted'>{e(summary['input_dir'])} ({e(summary['layout'])} layout)</div>",
              "<h2>Verdict</h2>" + "".join(f"<div class='warn'>{e(v)}</div>" for v in summary["verdict"]),
@@ -217,21 +216,21 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
                  f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in
                  [("train rows", summary["train_rows"]), ("test rows", summary["test_rows"]),
                   ("classes", len(summary["class_counts"]))]) + "</table>",
-             f"<img alt='class counts' src='{_png_uri(pngs['class_counts.png'])}'>",
+             f"<img alt='class counts' src='{page.png_uri(pngs['class_counts.png'])}'>",
              "<h2>Images</h2>",
              f"<p>unreadable: {stats['unreadable']}, tiny (shortest side &lt; {TINY_SIDE} px): {stats['tiny']}, "
              f"huge (longest side &gt; {HUGE_SIDE} px): {stats['huge']}</p>",
-             f"<img alt='image sizes' src='{_png_uri(pngs['sizes.png'])}'>",
-             "<h3>sizes</h3>" + _table(stats["sizes"]), "<h3>modes</h3>" + _table(stats["modes"]),
-             "<h3>formats</h3>" + _table(stats["formats"]),
+             f"<img alt='image sizes' src='{page.png_uri(pngs['sizes.png'])}'>",
+             "<h3>sizes</h3>" + page.table(stats["sizes"]), "<h3>modes</h3>" + page.table(stats["modes"]),
+             "<h3>formats</h3>" + page.table(stats["formats"]),
              "<h3>contact sheet</h3>", _rows_html(*sheet),
              "<h2>Duplicates</h2>",
              f"<p class='muted'>exact: same decoded pixels; near: 64-bit pHash within {summary['threshold']} "
              f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: duplicates.csv</p>",
-             _table(pd.DataFrame([d]), index=False)]
+             page.table(pd.DataFrame([d]), index=False)]
     if gallery[0]:
         parts.append(f"<h3>clusters side by side (first {len(gallery[0])})</h3>" + _rows_html(*gallery))
-        parts.append(_table(clusters.head(200), index=False))
+        parts.append(page.table(clusters.head(200), index=False))
     parts.append("</body></html>\n")
     path = out_dir / "audit.html"
     atomic_write_text(path, "\n".join(parts))

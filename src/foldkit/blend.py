@@ -27,7 +27,7 @@ import numpy as np
 from foldkit.calibrate import POSTPROCESS
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
-from foldkit.metrics import GREATER_IS_BETTER, score
+from foldkit.metrics import METRICS, score
 
 
 def _equal_weights(probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
@@ -50,7 +50,7 @@ def hill_climb(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable 
     replacement (Caruana et al. 2004, the Kaggle ensembling recipe). Starts from the best single
     experiment and adds the one whose extra copy improves the blend most, until none does.
     Hand-written: no library of the kit's dependencies does ensemble selection on arbitrary metrics."""
-    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    sign = 1.0 if METRICS[metric].greater_is_better else -1.0
     singles = np.array([sign * score(metric, y, p) for p in probs])
     counts = np.zeros(len(probs))
     counts[int(np.nanargmax(singles))] = 1
@@ -230,7 +230,7 @@ def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, b
 
 def verdicts(res: dict) -> list[str]:
     """Plain-language warnings: a blend or post-processing that does not pay off in nested CV."""
-    metric, up = res["metric"], GREATER_IS_BETTER[res["metric"]]
+    metric, up = res["metric"], METRICS[res["metric"]].greater_is_better
     better = (lambda a, b: a > b) if up else (lambda a, b: a < b)
     if res["blend_nested"] is None:
         fitted = BLENDS[res["blend"]].fitted and len(res["singles"]) > 1

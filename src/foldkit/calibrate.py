@@ -25,7 +25,7 @@ import numpy as np
 from foldkit.ensemble import log_probs as _log_probs
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
-from foldkit.metrics import GREATER_IS_BETTER, score
+from foldkit.metrics import METRICS, score
 
 
 # --------------------------------------------------------------------------- temperature
@@ -71,7 +71,7 @@ def _coordinate_search(params: np.ndarray, candidates: Callable[[np.ndarray, int
 
 
 def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    sign = 1.0 if METRICS[metric].greater_is_better else -1.0
     return lambda y, p: sign * score(metric, y, p)
 
 

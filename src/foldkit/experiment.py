@@ -23,7 +23,11 @@ from pathlib import Path
 from foldkit.errors import FoldkitError
 
 CONFIG = "config.json"
-_SUMMARY_RE = re.compile(r"^fold(\d+)\.json$")
+# the per-fold files, "{}" standing for the fold number: the one place these names are spelled
+FOLD_FILES = {"checkpoint": "fold{}.pt", "last_checkpoint": "fold{}_last.pt", "summary": "fold{}.json",
+              "oof": "oof_fold{}.csv", "log": "log_fold{}.csv", "curve": "curve_fold{}.png"}
+_FOLD_RE = {kind: re.compile("^" + re.escape(name).replace(r"\{\}", r"(\d+)") + "$")
+            for kind, name in FOLD_FILES.items()}
 
 
 class ExperimentError(FoldkitError, ValueError):
@@ -55,22 +59,30 @@ class Experiment:
         return self.dir / CONFIG
 
     def checkpoint(self, k: int) -> Path:
-        return self.dir / f"fold{k}.pt"
+        return self.dir / FOLD_FILES["checkpoint"].format(k)
 
     def last_checkpoint(self, k: int) -> Path:
-        return self.dir / f"fold{k}_last.pt"
+        return self.dir / FOLD_FILES["last_checkpoint"].format(k)
 
     def summary_path(self, k: int) -> Path:
-        return self.dir / f"fold{k}.json"
+        return self.dir / FOLD_FILES["summary"].format(k)
 
     def oof(self, k: int) -> Path:
-        return self.dir / f"oof_fold{k}.csv"
+        return self.dir / FOLD_FILES["oof"].format(k)
 
     def log(self, k: int) -> Path:
-        return self.dir / f"log_fold{k}.csv"
+        return self.dir / FOLD_FILES["log"].format(k)
 
     def curve(self, k: int) -> Path:
-        return self.dir / f"curve_fold{k}.png"
+        return self.dir / FOLD_FILES["curve"].format(k)
+
+    def fold_files(self, kind: str) -> dict[int, Path]:
+        """The files of one kind present in the folder ("oof", "log", "curve", ... as in FOLD_FILES),
+        by fold number, ascending (fold10 after fold2)."""
+        if not self.dir.is_dir():
+            return {}
+        found = ((_FOLD_RE[kind].match(p.name), p) for p in self.dir.iterdir())
+        return dict(sorted((int(m.group(1)), p) for m, p in found if m and p.is_file()))
 
     # ---- state
     def exists(self) -> bool:
@@ -93,10 +105,7 @@ class Experiment:
 
     def finished_folds(self) -> list[int]:
         """Fold numbers with both fold{k}.json and fold{k}.pt, ascending (fold10 after fold2)."""
-        if not self.dir.is_dir():
-            return []
-        ks = (int(m.group(1)) for m in (_SUMMARY_RE.match(p.name) for p in self.dir.iterdir()) if m)
-        return sorted(k for k in ks if self.checkpoint(k).is_file())
+        return [k for k in self.fold_files("summary") if self.checkpoint(k).is_file()]
 
     def summary(self, k: int) -> dict:
         return json.loads(self.summary_path(k).read_text())
@@ -129,12 +138,13 @@ def find_experiments(models_dir: str | Path, names: list[str] | None = None) -> 
     return [max(done)[2]]
 
 
-def prepare_experiment(cfg, folds_meta: dict, reading: dict | None = None) -> Experiment:
+def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | None = None) -> Experiment:
     """Create models/<exp>/config.json, or check that an existing one has the same settings and folds.
+    settings: the experiment's identity, `config.learning_settings(cfg)` (passed in: this module is
+    below config, which reaches the report through the blend registry).
     An experiment name is never reused with other learning settings or other folds."""
-    from foldkit import config as cfgmod
+    from foldkit.io import atomic_write_text
 
-    settings = cfgmod.learning_settings(cfg)
     name = cfg.experiment or experiment_name(cfg.model, cfg.img_size, settings)
     exp = Experiment(Path(cfg.models_dir) / name)
     record = {**cfg.to_dict(), "experiment": name, "folds_sha256": folds_meta["sha256_now"],
@@ -153,7 +163,7 @@ def prepare_experiment(cfg, folds_meta: dict, reading: dict | None = None) -> Ex
             raise ExperimentError(f"experiment {name!r} exists with other settings ({desc}). "
                                   "Use another --experiment name, or the same settings to continue it.")
     else:
-        cfgmod.save(record, exp.config_path)
+        atomic_write_text(exp.config_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return exp
 
 

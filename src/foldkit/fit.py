@@ -88,7 +88,7 @@ def prepare_run(cfg, log=print) -> RunData:
                          "weights): use --balance sampler")
     check_training_settings(cfg)
     comp, reading = open_competition(cfg, meta)
-    exp = prepare_experiment(cfg, meta, reading)
+    exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
@@ -292,11 +292,10 @@ class FoldState:
 
 
 def oof_frame(ids, fold: int, labels, probs: np.ndarray, classes: list) -> pd.DataFrame:
-    df = pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
-                       "pred": [classes[i] for i in probs.argmax(1)]})
-    for j, c in enumerate(classes):
-        df[f"prob_{c}"] = probs[:, j]
-    return df
+    # built in one go: a column inserted per class fragments the frame (pandas PerformanceWarning)
+    return pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
+                         "pred": [classes[i] for i in probs.argmax(1)],
+                         **{f"prob_{c}": probs[:, j] for j, c in enumerate(classes)}})
 
 
 def write_csv(df: pd.DataFrame, path) -> None:

@@ -211,11 +211,13 @@ def open_competition(cfg, meta: dict | None = None, *, check_train: bool = False
 
 def dependent_experiments(models_dir: str | Path, sha: str) -> list[str]:
     """Experiments under models_dir whose saved config names this folds hash."""
+    from foldkit.experiment import all_experiments
+
     out = []
-    for cfg in sorted(Path(models_dir).glob("*/config.json")):
+    for exp in all_experiments(models_dir):
         try:
-            if json.loads(cfg.read_text()).get("folds_sha256") == sha:
-                out.append(cfg.parent.name)
+            if exp.config().get("folds_sha256") == sha:
+                out.append(exp.name)
         except (OSError, ValueError):
             continue
     return out

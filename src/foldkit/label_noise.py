@@ -45,8 +45,8 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
                    out: Callable[[str], Path], k: int = 24) -> str:
     """Write label_errors.csv (+ label_errors.png with load_image) via out(name) -> path, and
     return the report.html section. Without cleanlab: the section says how to install it."""
+    from foldkit import page
     from foldkit.io import atomic_write_with
-    from foldkit.report import _png_uri, _table, plot_worst_errors
 
     head = ("<h2>Suspected label errors</h2><p class='muted'>training samples whose given label the "
             "out-of-fold ensemble contradicts most (cleanlab find_label_issues, ranked by the OOF "
@@ -58,7 +58,7 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     atomic_write_with(out(CSV), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
     parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {CSV}</p>"]
     if load_image is not None and len(table):
-        plot_worst_errors(table.head(k), load_image, out(PNG))
-        parts.append(f"<img alt='suspected label errors' src='{_png_uri(out(PNG))}'>")
-    parts.append(_table(table.head(50), index=False) if len(table) else "<p>none found</p>")
+        page.image_grid(table.head(k), load_image, out(PNG))
+        parts.append(f"<img alt='suspected label errors' src='{page.png_uri(out(PNG))}'>")
+    parts.append(page.table(table.head(50), index=False) if len(table) else "<p>none found</p>")
     return "".join(parts)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from foldkit.config import RUN_ONLY
 from foldkit.experiment import all_experiments
-from foldkit.metrics import GREATER_IS_BETTER
+from foldkit.metrics import METRICS
 
 COLUMNS = ["experiment", "model", "img_size", "settings", "folds", "metric", "cv", "cv_mean", "cv_std",
            "train_min", "submissions"]
@@ -80,7 +80,8 @@ def leaderboard(models_dir: str | Path, submissions_dir: str | Path) -> pd.DataF
     def key(r):
         cv = r["cv"]
         missing = cv is None or (isinstance(cv, float) and math.isnan(cv))
-        return (r["metric"], missing, 0.0 if missing else (-cv if GREATER_IS_BETTER.get(r["metric"], True) else cv))
+        up = r["metric"] not in METRICS or METRICS[r["metric"]].greater_is_better
+        return (r["metric"], missing, 0.0 if missing else (-cv if up else cv))
     order = sorted(range(len(df)), key=lambda i: key(df.iloc[i]))
     return df.iloc[order].reset_index(drop=True)
 

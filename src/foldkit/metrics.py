@@ -67,7 +67,6 @@ METRICS: dict[str, Metric] = {
     "auc": Metric(_auc, True, "probs"),
     "f1": Metric(_f1, True),      # binary: F1 of the positive class
 }
-GREATER_IS_BETTER = {name: m.greater_is_better for name, m in METRICS.items()}
 
 
 def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
@@ -79,4 +78,4 @@ def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
 def is_better(name: str, new: float, best: float | None) -> bool:
     if best is None or np.isnan(best):
         return not np.isnan(new)
-    return new > best if GREATER_IS_BETTER[name] else new < best
+    return new > best if METRICS[name].greater_is_better else new < best

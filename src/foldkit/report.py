@@ -12,14 +12,13 @@ Every number comes from a library: competition metrics from ``foldkit.metrics.sc
 per-class metrics and the confusion matrix from scikit-learn, tables from pandas, plots
 from matplotlib (Agg, imported lazily inside the plotting functions). Hand-written here,
 because no library does it: reading/validating the OOF files of all folds, the "most
-confused pairs" and "worst errors" rankings, the image grid and the self-contained HTML
-page. Every file goes through ``foldkit.io`` (temporary file + rename).
+confused pairs" and "worst errors" rankings and the page's sections (the pieces every HTML page of
+the kit shares are ``foldkit.page``). Every file goes through ``foldkit.io`` (temporary file + rename).
 
 This module must not import torch.
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -30,14 +29,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from foldkit import page
 from foldkit.errors import FoldkitError
+from foldkit.experiment import Experiment
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
-from foldkit.metrics import GREATER_IS_BETTER, score
+from foldkit.metrics import METRICS, score
 
 PROB_PREFIX = "prob_"
-OOF_RE = re.compile(r"^oof_fold(\d+)\.csv$")
-LOG_RE = re.compile(r"^log_fold(\d+)\.csv$")
-CURVE_RE = re.compile(r"^curve_fold(\d+)\.png$")
 
 
 class ReportError(FoldkitError, ValueError):
@@ -50,28 +48,9 @@ LOG_COLS = ["epoch", "train_loss", "valid_loss", "valid_accuracy", "valid_metric
 
 # --------------------------------------------------------------------------- reading
 
-def _numbered(exp_dir: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
-    """Files of exp_dir matching pattern, as (k, path) sorted by the number k (fold10 after fold2)."""
-    out = []
-    for p in (exp_dir.iterdir() if exp_dir.is_dir() else []):
-        m = pattern.match(p.name)
-        if m and p.is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
 def read_config(exp_dir: str | Path) -> dict:
     """models/<exp>/config.json as a dict ({} when absent)."""
-    p = Path(exp_dir) / "config.json"
-    if not p.is_file():
-        return {}
-    try:
-        cfg = json.loads(p.read_text())
-    except ValueError as e:
-        raise ReportError(f"{p} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ReportError(f"{p} must hold a JSON object, got {type(cfg).__name__}")
-    return cfg
+    return Experiment(exp_dir).config()
 
 
 def _typed_classes(names: list[str], cfg_classes: Any, cfg_path: Path, first_file: Path) -> list:
@@ -101,11 +80,11 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     file is malformed (missing columns, unknown labels, wrong fold number, duplicate ids).
     """
     exp_dir = Path(exp_dir)
-    files = [(k, p) for k, p in _numbered(exp_dir, OOF_RE) if folds is None or k in folds]
+    files = [(k, p) for k, p in Experiment(exp_dir).fold_files("oof").items() if folds is None or k in folds]
     if not files:
         raise ReportError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
                          "written by training (train at least one fold first)")
-    frames, names, first = [], None, None
+    frames, sources, names, first = [], [], None, None
     for k, path in files:
         head = pd.read_csv(path, nrows=0).columns.tolist()
         missing = [c for c in BASE_COLS if c not in head]
@@ -132,28 +111,29 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
         if df[prob_cols].isna().to_numpy().any():
             rows = (np.flatnonzero(df[prob_cols].isna().to_numpy().any(1)) + 1).tolist()[:10]
             raise ReportError(f"{path}: empty/NaN probabilities in data row(s) {rows}")
-        df["_file"] = path.name
         frames.append(df)
+        sources.append(np.full(len(df), path.name, dtype=object))
     oof = pd.concat(frames, ignore_index=True)
+    # each row's file, for the messages: kept beside the frame, as a column inserted into a frame of
+    # 100+ probability columns fragments it (pandas PerformanceWarning in the user's output)
+    source = pd.Series(np.concatenate(sources))
 
-    cfg_path = exp_dir / "config.json"
+    cfg_path = Experiment(exp_dir).config_path
     class_names = [c[len(PROB_PREFIX):] for c in names]
     classes = _typed_classes(class_names, read_config(exp_dir).get("classes"), cfg_path, first)
     to_class = {str(c): c for c in classes}
     for col in ("label", "pred"):
-        unknown = oof.loc[~oof[col].isin(list(to_class)), [col, "_file"]]
-        if len(unknown):
-            vals = sorted(set(unknown[col].tolist()))[:10]
-            raise ReportError(f"{col} value(s) {vals} in {sorted(set(unknown['_file']))} are not among "
+        unknown = ~oof[col].isin(list(to_class)).to_numpy()
+        if unknown.any():
+            vals = sorted(set(oof.loc[unknown, col].tolist()))[:10]
+            raise ReportError(f"{col} value(s) {vals} in {sorted(set(source[unknown]))} are not among "
                              f"the class columns {names}")
         values = oof[col].map(to_class)
         oof[col] = values.astype("int64") if all(isinstance(c, int) for c in classes) else values
-    dup = oof["id"].duplicated(keep=False)
+    dup = oof["id"].duplicated(keep=False).to_numpy()
     if dup.any():
-        d = oof[dup]
-        raise ReportError(f"id(s) {sorted(set(d['id']))[:10]} appear more than once in "
-                         f"{sorted(set(d['_file']))}: an id belongs to exactly one validation fold")
-    oof = oof.drop(columns="_file")
+        raise ReportError(f"id(s) {sorted(set(oof.loc[dup, 'id']))[:10]} appear more than once in "
+                         f"{sorted(set(source[dup]))}: an id belongs to exactly one validation fold")
     oof["fold"] = oof["fold"].astype("int64")
     # stable sort: by fold, then the order of the rows in their file
     oof = oof.sort_values("fold", kind="stable").reset_index(drop=True)
@@ -198,7 +178,7 @@ def cv_summary(oof: pd.DataFrame, classes: list, metric: str) -> dict:
     arr = np.array([np.nan if s is None else s for s in fold_scores], dtype=np.float64)
     return {
         "metric": metric,
-        "greater_is_better": GREATER_IS_BETTER.get(metric),
+        "greater_is_better": METRICS[metric].greater_is_better,
         "cv": _finite(score(metric, y, p)),
         "fold_scores": fold_scores,
         "cv_mean": _finite(arr.mean()),
@@ -270,31 +250,6 @@ def worst_errors(oof: pd.DataFrame, classes: list, k: int = 16) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- plots
 
-def _figure(w: float, h: float):
-    """A matplotlib Figure bound to the Agg canvas, without pyplot's global state.
-
-    matplotlib is imported here, not at module import. scikit-learn's display imports
-    pyplot; the Agg backend is selected first unless the caller already chose a backend."""
-    import sys
-
-    import matplotlib
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig, path: str | Path) -> Path:
-    path = Path(path)
-    # the temporary file has no .png suffix, so the format is given explicitly
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
-    return path
-
-
 def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
     """Row-normalised confusion matrix PNG (each row sums to 1; the diagonal is the recall
     of the class). The raw counts are in confusion.csv / the HTML table."""
@@ -302,7 +257,7 @@ def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
 
     n = len(classes)
     side = max(5.0, 0.5 * n + 2.5)
-    fig = _figure(side + 1.0, side)
+    fig = page.figure(side + 1.0, side)
     ax = fig.add_subplot(1, 1, 1)
     ConfusionMatrixDisplay.from_predictions(
         oof["label"], oof["pred"], labels=classes, display_labels=[str(c) for c in classes],
@@ -311,48 +266,13 @@ def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
     ax.set_title(f"Confusion matrix, {len(oof)} OOF rows\nnormalised by true class (each row sums to 1)")
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
-    return _save_png(fig, path)
-
-
-def plot_worst_errors(worst_df: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
-                      path: str | Path, ncols: int = 4) -> Path:
-    """Grid of the worst errors, each tile titled "true X / pred Y (0.97)".
-
-    load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
-    cannot be loaded shows the error message instead of stopping the report."""
-    n = len(worst_df)
-    ncols = max(1, min(ncols, n)) if n else 1
-    nrows = max(1, math.ceil(n / ncols))
-    fig = _figure(2.6 * ncols, 2.9 * nrows)
-    if n == 0:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no misclassified OOF rows", ha="center", va="center")
-        return _save_png(fig, path)
-    for i, row in enumerate(worst_df.itertuples(index=False)):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        try:
-            img = np.asarray(load_image(row.id))
-            if img.ndim == 3 and img.shape[2] == 1:
-                img = img[:, :, 0]
-            if img.ndim == 2:
-                ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-            else:
-                ax.imshow(img)
-        except Exception as e:  # noqa: BLE001 - shown on the tile, the report goes on
-            ax.text(0.5, 0.5, f"cannot load\n{row.id}\n{type(e).__name__}: {e}"[:120],
-                    ha="center", va="center", fontsize=7, wrap=True)
-        ax.set_title(f"true {row.label} / pred {row.pred} ({row.confidence:.2f})", fontsize=9)
-        ax.set_xlabel(str(row.id), fontsize=7)
-    return _save_png(fig, path)
+    return page.save_png(fig, path)
 
 
 def plot_log_curve(log: pd.DataFrame, metric: str, title: str, path: str | Path) -> Path:
     """Loss and validation metric per epoch from a log_fold{k}.csv (used when training left
     no curve_fold{k}.png)."""
-    fig = _figure(8, 3.2)
+    fig = page.figure(8, 3.2)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ax1.plot(log["epoch"], log["train_loss"], marker="o", label="train loss")
     ax1.plot(log["epoch"], log["valid_loss"], marker="o", label="valid loss")
@@ -362,7 +282,7 @@ def plot_log_curve(log: pd.DataFrame, metric: str, title: str, path: str | Path)
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.suptitle(title)
-    return _save_png(fig, path)
+    return page.save_png(fig, path)
 
 
 # --------------------------------------------------------------------------- logs
@@ -371,8 +291,8 @@ def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[st
     """One row per log_fold{k}.csv: epochs, best epoch by the competition metric, its scores,
     training time. Returns (table, problems) where problems names unreadable logs."""
     rows, problems = [], []
-    greater = GREATER_IS_BETTER.get(metric, True)
-    for k, path in _numbered(Path(exp_dir), LOG_RE):
+    greater = METRICS[metric].greater_is_better
+    for k, path in Experiment(exp_dir).fold_files("log").items():
         try:
             log = pd.read_csv(path)
         except Exception as e:  # noqa: BLE001 - reported in the page
@@ -394,33 +314,12 @@ def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[st
 
 # --------------------------------------------------------------------------- report
 
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
-color:#222;padding:0 16px}
-h1{margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
-.kv td:first-child{font-weight:600}.big{font-size:20px;font-weight:600}
-.warn{background:#fff3cd;border:1px solid #e0c060;padding:8px 12px;margin:12px 0}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:12px}
-"""
-
-
-def _png_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _fmt(x: Any, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, (float, np.floating)):
         return f"{x:.{digits}f}"
     return str(x)
-
-
-def _table(df: pd.DataFrame, index: bool = True) -> str:
-    return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", border=0, na_rep="")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -460,7 +359,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     cfg = read_config(exp_dir)
     metric = cfg.get("metric")
     if not metric:
-        raise ReportError(f"{exp_dir / 'config.json'} is missing or has no `metric`: cannot tell "
+        raise ReportError(f"{Experiment(exp_dir).config_path} is missing or has no `metric`: cannot tell "
                          "which competition metric to report")
     oof, classes = load_oof(exp_dir, folds)
     summary = cv_summary(oof, classes, metric)
@@ -491,7 +390,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     atomic_write_with(out("worst_errors.csv"), _csv_writer(worst, index=False))
     plot_confusion(oof, classes, out("confusion.png"))
     if load_image is not None:
-        plot_worst_errors(worst, load_image, out("worst_errors.png"))
+        page.image_grid(worst, load_image, out("worst_errors.png"))
 
     from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
     label_errors_html = report_section(oof, classes, load_image, out)
@@ -500,32 +399,33 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     logs, problems = log_summary(exp_dir, metric)
     if folds is not None and len(logs):
         logs = logs[logs["fold"].isin(folds)].reset_index(drop=True)
-    curve_src = dict(_numbered(exp_dir, CURVE_RE))
-    log_src = dict(_numbered(exp_dir, LOG_RE))
+    exp, curves = Experiment(exp_dir), {}
+    curve_src, log_src = exp.fold_files("curve"), exp.fold_files("log")
     for k in sorted(set(curve_src) | set(log_src)):
-        name = f"curve_fold{k}.png"
+        name = exp.curve(k).name          # the same name in the report folder
         if k in curve_src:
-            atomic_write_bytes(out(name), curve_src[k].read_bytes())
+            curves[k] = out(name)
+            atomic_write_bytes(curves[k], curve_src[k].read_bytes())
         elif k in logs.get("fold", pd.Series(dtype="int64")).tolist():
             log = pd.read_csv(log_src[k])
-            plot_log_curve(log, metric, f"{experiment} fold {k}", out(name))
+            curves[k] = plot_log_curve(log, metric, f"{experiment} fold {k}", out(name))
 
     result_json = _jsonable(result)
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
     paths["report.html"] = report_dir / "report.html"
-    page = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, metric)
-    page = page.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
-    atomic_write_text(paths["report.html"], page)
+    text = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, curves, metric)
+    text = text.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
+    atomic_write_text(paths["report.html"], text)
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
 
 
 def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, confused: pd.DataFrame,
           worst: pd.DataFrame, logs: pd.DataFrame, problems: list[str], paths: dict[str, Path],
-          metric: str) -> str:
+          curves: dict[int, Path], metric: str) -> str:
     e = html.escape
     direction = {True: "higher is better", False: "lower is better"}.get(r["greater_is_better"], "")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>CV report: {e(str(r['experiment']))}"
-             f"</title><style>{CSS}</style></head><body>",
+             f"</title><style>{page.CSS}</style></head><body>",
              f"<h1>CV report: {e(str(r['experiment']))}</h1>",
              f"<div class='muted'>model {e(str(r['model']))}, {len(r['classes'])} classes, "
              f"{r['n']} out-of-fold rows</div>"]
@@ -554,28 +454,27 @@ def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, 
                              else json.dumps(v, default=str))))
     parts.append("<h2>Scores</h2><table class='kv'>" + "".join(
         f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in kv) + "</table>")
-    parts.append(_table(pd.DataFrame(r["per_fold"]), index=False))
+    parts.append(page.table(pd.DataFrame(r["per_fold"]), index=False))
 
     parts.append("<h2>Training curves</h2>")
     if not logs.empty:
-        parts.append(_table(logs, index=False))
-    curves = sorted((int(CURVE_RE.match(n).group(1)), p) for n, p in paths.items() if CURVE_RE.match(n))
-    for k, p in curves:
-        parts.append(f"<div>fold {k}</div><img alt='training curve fold {k}' src='{_png_uri(p)}'>")
+        parts.append(page.table(logs, index=False))
+    for k, p in sorted(curves.items()):
+        parts.append(f"<div>fold {k}</div><img alt='training curve fold {k}' src='{page.png_uri(p)}'>")
     if not curves and logs.empty:
         parts.append("<p class='muted'>no curve_fold*.png or log_fold*.csv in the experiment folder</p>")
 
     parts.append("<h2>Confusion matrix</h2>")
-    parts.append(f"<img alt='confusion matrix' src='{_png_uri(paths['confusion.png'])}'>")
+    parts.append(f"<img alt='confusion matrix' src='{page.png_uri(paths['confusion.png'])}'>")
     parts.append("<p class='muted'>counts: rows = true label, columns = predicted label</p>")
-    parts.append(_table(confusion))
-    parts.append("<h2>Per-class metrics</h2>" + _table(per_class))
+    parts.append(page.table(confusion))
+    parts.append("<h2>Per-class metrics</h2>" + page.table(per_class))
     parts.append("<h2>Most confused pairs</h2>")
-    parts.append(_table(confused, index=False) if len(confused) else "<p>no mistakes</p>")
+    parts.append(page.table(confused, index=False) if len(confused) else "<p>no mistakes</p>")
     parts.append("<h2>Worst errors</h2><p class='muted'>misclassified OOF rows, most confident "
                  "wrong prediction first</p>")
     if "worst_errors.png" in paths:
-        parts.append(f"<img alt='worst errors' src='{_png_uri(paths['worst_errors.png'])}'>")
-    parts.append(_table(worst, index=False) if len(worst) else "<p>no mistakes</p>")
+        parts.append(f"<img alt='worst errors' src='{page.png_uri(paths['worst_errors.png'])}'>")
+    parts.append(page.table(worst, index=False) if len(worst) else "<p>no mistakes</p>")
     parts.append("<p class='muted'>files: " + e(", ".join(sorted(paths))) + "</p></body></html>\n")
     return "\n".join(parts)

@@ -1,0 +1,101 @@
+"""The pieces the kit's self-contained HTML pages (report.html, audit.html) are built from.
+
+One stylesheet, matplotlib figures without pyplot's global state, PNG files written atomically,
+PNGs inlined as data URIs, pandas tables as HTML and a titled image grid. report, label_noise and
+audit all draw with these; this module imports no other foldkit module but io, so any page can
+use it without an import circle. It must not import torch.
+"""
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from foldkit.io import atomic_write_with
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
+color:#222;padding:0 16px}
+h1{margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+.kv td:first-child{font-weight:600}.big{font-size:20px;font-weight:600}
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:8px 12px;margin:12px 0}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:12px}
+"""
+
+
+def figure(w: float, h: float):
+    """A matplotlib Figure bound to the Agg canvas, without pyplot's global state.
+
+    matplotlib is imported here, not at module import. scikit-learn's display imports
+    pyplot; the Agg backend is selected first unless the caller already chose a backend."""
+    import sys
+
+    import matplotlib
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, path: str | Path) -> Path:
+    path = Path(path)
+    # the temporary file has no .png suffix, so the format is given explicitly
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+    return path
+
+
+def png_uri(png: Path | bytes) -> str:
+    """A PNG file (or its bytes) as a data URI, so the page needs no file beside it."""
+    data = png if isinstance(png, bytes) else Path(png).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def table(df: pd.DataFrame, index: bool = True) -> str:
+    return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", border=0, na_rep="")
+
+
+def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
+               path: str | Path, ncols: int = 4) -> Path:
+    """Grid of images, one per row of `rows` (columns id, label, pred, confidence), each tile titled
+    "true X / pred Y (0.97)": the worst errors and the suspected label errors.
+
+    load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
+    cannot be loaded shows the error message instead of stopping the report."""
+    n = len(rows)
+    ncols = max(1, min(ncols, n)) if n else 1
+    nrows = max(1, math.ceil(n / ncols))
+    fig = figure(2.6 * ncols, 2.9 * nrows)
+    if n == 0:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no misclassified OOF rows", ha="center", va="center")
+        return save_png(fig, path)
+    for i, row in enumerate(rows.itertuples(index=False)):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        try:
+            img = np.asarray(load_image(row.id))
+            if img.ndim == 3 and img.shape[2] == 1:
+                img = img[:, :, 0]
+            if img.ndim == 2:
+                ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.imshow(img)
+        except Exception as e:  # noqa: BLE001 - shown on the tile, the report goes on
+            ax.text(0.5, 0.5, f"cannot load\n{row.id}\n{type(e).__name__}: {e}"[:120],
+                    ha="center", va="center", fontsize=7, wrap=True)
+        ax.set_title(f"true {row.label} / pred {row.pred} ({row.confidence:.2f})", fontsize=9)
+        ax.set_xlabel(str(row.id), fontsize=7)
+    return save_png(fig, path)
