@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -388,9 +387,3 @@ def resolve(args: argparse.Namespace | dict | None = None, **overrides) -> Confi
     cfg = Config(**values)
     cfg.given = frozenset(values)   # what the user set (file or flag): it overrides recorded settings
     return cfg
-
-
-def save(cfg: Config | dict, path: str | Path) -> None:
-    from foldkit.io import atomic_write_text
-    d = cfg.to_dict() if isinstance(cfg, Config) else cfg
-    atomic_write_text(path, json.dumps(d, indent=2, sort_keys=True) + "\n")
