@@ -66,7 +66,7 @@ def hash_speed(folder: Path) -> str:
     import imagehash
     from PIL import Image
 
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     from foldkit.duplicates import phash
     import cv2
     imgs = [decode_image(p) for p in sorted(folder.glob("*.jpg"))[:500]]

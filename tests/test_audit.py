@@ -146,7 +146,7 @@ def test_grouped_folds_give_an_honest_cv(tmp_path):
     import cv2
     from sklearn.neighbors import KNeighborsClassifier
 
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     x, y = _mnist(120)
     root = tmp_path / "comp"
     rows = []

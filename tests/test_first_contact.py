@@ -11,7 +11,8 @@ import torch
 
 from conftest import REPO, need_shared, write_png
 from foldkit import config
-from foldkit.data import ImageError, InputError, decode_image, read_competition
+from foldkit.data import read_competition
+from foldkit.images import ImageError, InputError, decode_image
 from foldkit.fit import TrainError, train
 
 CLASSES = ["healthy", "rust", "scab"]          # sorted: the kit's class order

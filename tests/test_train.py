@@ -74,7 +74,7 @@ def test_checkpoint_round_trip_weights_only_reproduces_oof(comp, tmp_path):
     assert ckpt["data_config"]["input_size"] == [1, 32, 32]
     model = model_from_checkpoint(ckpt)
     from foldkit.augment import eval_transform
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     oof = pd.read_csv(exp / "oof_fold0.csv", dtype={"id": str}).head(16)
     tf = eval_transform(ckpt["data_config"])
     x = torch.stack([tf(torch.from_numpy(decode_image(comp / "in" / "train" / f"{i}.png", grey=True)).permute(2, 0, 1))

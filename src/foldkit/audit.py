@@ -34,7 +34,7 @@ SHEET_PER_CLASS = 8
 
 def image_loader(comp):
     """load(split, source) -> uint8 image, for the galleries."""
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
 
     def load(split: str, source: str) -> np.ndarray:
         if comp.source_col == "index":

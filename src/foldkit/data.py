@@ -13,8 +13,7 @@ columns ``id``, ``label`` (train), and the pixel source: ``path`` (relative to
 the competition folder) for files or ``index`` (row of the array) for arrays.
 Class order is the sorted unique label values.
 
-This module knows nothing about models or folds; decoding an image file is foldkit.images (the
-names below re-exported from it keep `from foldkit.data import decode_image` working).
+This module knows nothing about models or folds; decoding an image file is foldkit.images.
 """
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foldkit.images import (ImageError, InputError, check_image_file, decode_image,  # noqa: F401
-                            to_channels)
+from foldkit.images import ImageError, InputError, check_image_file
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
               ".ppm", ".pgm", ".pbm", ".pnm"}

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from foldkit.data import Competition, InputError, decode_image, to_channels
+from foldkit.data import Competition
+from foldkit.images import InputError, decode_image, to_channels
 from foldkit.images import prepare_image
 
 CACHE_MAX_BYTES = 6 * 1024**3    # per process, even with more memory: beyond it on-demand decoding keeps up

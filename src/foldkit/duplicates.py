@@ -98,7 +98,7 @@ def hash_file(path: str, key: str = "") -> dict:
     (from the file header, Pillow), or `error` when it cannot be decoded."""
     from PIL import Image
 
-    from foldkit.data import ImageError, decode_image
+    from foldkit.images import ImageError, decode_image
     rec = _empty_record(key or path)
     try:
         rec["nbytes"] = os.path.getsize(path)

@@ -215,7 +215,7 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
 
 
 def run_predict(cfg, log=print) -> dict:
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     from foldkit.folds import open_competition, read_folds
     from foldkit.report import write_report
 
