@@ -24,11 +24,15 @@ import pandas as pd
 
 from foldkit import duplicates as dup
 from foldkit import page
+from foldkit import shift as adv
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 
 TINY_SIDE = 16        # shortest side below this: "tiny"
 HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized anyway)
 GALLERY_CLUSTERS = 24
+BORDER = 0.05         # pairs.csv lists feature pairs down to this much below the copy threshold
+GALLERY_PAIRS = 8     # pairs shown per group (strongest train<->test, just above, just below the threshold)
+GALLERY_TEST_LIKE = 16
 SHEET_PER_CLASS = 8
 
 
@@ -169,6 +173,79 @@ def cluster_gallery(clusters: pd.DataFrame, load) -> tuple[list[str], list[np.nd
     return captions, rows
 
 
+# --------------------------------------------------------------------------- learned features
+
+def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, log=print) -> tuple:
+    """(unit embeddings of the rows of `hashes` or None, candidate feature pairs down to
+    BORDER below the threshold, info for audit.json). Without weights: (None, None, info saying
+    what was not searched)."""
+    from foldkit import embed
+    thr, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
+    source, why = embed.weights_source(cfg.embed_model, cfg.embed_weights)
+    info = {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "calibrated": calibrated,
+            "weights": source or None, "searched": bool(source), "not_searched": why}
+    if not source:
+        return None, None, info
+    emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
+                                       cfg.embed_model, source, cfg.embed_size, log)
+    pairs = dup.feature_pairs(emb, floor=thr - BORDER)
+    info["candidate_pairs"] = int(len(pairs))
+    return emb, pairs, info
+
+
+def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """pairs.csv: feature pairs by similarity, with both images' id, split, label, source, the
+    pHash bits between them and copy (similarity >= threshold)."""
+    cols = ["id", "split", "label", "source"]
+    a = hashes.iloc[pairs["i"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_a")
+    b = hashes.iloc[pairs["j"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_b")
+    ph = hashes["phash"].to_numpy(np.uint64)
+    bits = dup._popcount64(ph[pairs["i"].to_numpy(int)] ^ ph[pairs["j"].to_numpy(int)])
+    t = pd.concat([pd.DataFrame({"rank": np.arange(1, len(pairs) + 1),
+                                 "similarity": pairs["similarity"].round(4).to_numpy(),
+                                 "copy": pairs["similarity"].to_numpy() >= threshold}), a, b], axis=1)
+    t["hash_bits"] = bits
+    return t
+
+
+def pair_gallery(table: pd.DataFrame, threshold: float, load) -> tuple[list[str], list[np.ndarray]]:
+    """(caption, the two images side by side) for the strongest train<->test copies and the pairs
+    just above and just below the threshold (the ones a person should check)."""
+    tt = table[(table["split_a"] != table["split_b"]) & table["copy"]].head(GALLERY_PAIRS)
+    above = table[table["copy"]].tail(GALLERY_PAIRS)
+    below = table[~table["copy"]].head(GALLERY_PAIRS)
+    captions, rows = [], []
+    for name, part in (("train<->test copy", tt), ("just above the threshold", above),
+                       ("just below the threshold (not called a copy)", below)):
+        for r in part.itertuples():
+            captions.append(f"{name}: similarity {r.similarity:.3f} ({r.hash_bits} pHash bits): "
+                            f"{r.split_a} {r.id_a} ({r.label_a}) | {r.split_b} {r.id_b} ({r.label_b})")
+            rows.append(mosaic_row([(r.split_a, r.source_a), (r.split_b, r.source_b)], load, 2))
+    return captions, rows
+
+
+def train_test_shift(comp, hashes: pd.DataFrame, emb: np.ndarray) -> tuple[dict, pd.DataFrame | None]:
+    """(summary["shift"], adversarial.csv's table) from the embeddings; ({}, None) without test."""
+    ok = (hashes["error"] == "").to_numpy()
+    tr, te = ok & (hashes["split"] == "train").to_numpy(), ok & (hashes["split"] == "test").to_numpy()
+    if tr.sum() < adv.FOLDS or te.sum() < adv.FOLDS:
+        return {}, None
+    info, p_test = adv.adversarial_validation(emb[tr], emb[te])
+    table = adv.test_like_table(hashes[tr], p_test)
+    test_labels = comp.test["label"] if comp.test is not None and "label" in comp.test else None
+    priors = adv.class_priors(comp.train["label"], test_labels)
+    info["class_priors"] = None if priors is None else priors.to_dict(orient="index")
+    info["verdict"] = adv.shift_verdict(info, priors)
+    return info, table
+
+
+def test_like_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
+    top = table.head(GALLERY_TEST_LIKE)
+    caption = "most test-like training images: " + ", ".join(f"{i} ({p:.2f})" for i, p in
+                                                              zip(top["id"], top["p_test"]))
+    return [caption], [mosaic_row(list(zip(["train"] * len(top), top["source"])), load, GALLERY_TEST_LIKE)]
+
+
 # --------------------------------------------------------------------------- verdict + page
 
 def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
@@ -193,6 +270,11 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
     counts = summary["class_counts"]
     if counts and max(counts.values()) > 10 * max(1, min(counts.values())):
         out.append("classes are strongly imbalanced (>10x): consider --balance and a metric such as f1_macro.")
+    f = summary.get("features", {})
+    if not f.get("searched", True):
+        out.append(f"not searched: copies that are mirrored, cropped, shifted or recoloured (a perceptual "
+                   f"hash misses them) and train/test shift; {f.get('not_searched', '')}.")
+    out += summary.get("shift", {}).get("verdict", [])
     if not out:
         out.append("nothing found that would distort CV: no duplicates, no train/test copies, no unreadable files.")
     return out
@@ -204,8 +286,41 @@ def _rows_html(captions: list[str], rows: list[np.ndarray]) -> str:
                    for c, r in zip(captions, rows))
 
 
+def _features_html(summary: dict, galleries: dict) -> list[str]:
+    """The page's learned-feature part: what was searched, ranked pairs, train/test shift."""
+    e = html.escape
+    f = summary["features"]
+    if not f["searched"]:
+        return [f"<div class='warn'>Not searched: mirrored, cropped, shifted or recoloured copies and "
+                f"train/test shift ({e(f['not_searched'])}).</div>"]
+    out = [f"<p class='muted'>feature: {e(f['model'])} ImageNet features at {f['size']} px (image + mirror), "
+           f"cosine similarity &ge; {f['threshold']:.3f} "
+           f"({'calibrated on planted copies' if f['calibrated'] else 'NOT calibrated for this model/size'}). "
+           "All candidate pairs, ranked: pairs.csv</p>"]
+    h = summary.get("duplicates_hash_only")
+    if h:
+        d = summary["duplicates"]
+        out.append(f"<p>hash search alone: {h['test_images_with_train_copy']} test image(s) with a train copy, "
+                   f"{h['train_images_in_clusters']} train images in clusters; with features: "
+                   f"{d['test_images_with_train_copy']} and {d['train_images_in_clusters']}.</p>")
+    if galleries.get("pairs", ([],))[0]:
+        out.append("<h3>pairs by similarity (check the borderline ones)</h3>" + _rows_html(*galleries["pairs"]))
+    sh = summary.get("shift") or {}
+    if sh:
+        out.append("<h2>Train/test shift (adversarial validation)</h2>"
+                   + "".join(f"<div class='warn'>{e(v)}</div>" for v in sh["verdict"])
+                   + f"<p>ROC AUC {sh['auc']:.3f} &plusmn; {sh['auc_std']:.3f} ({sh['folds']}-fold "
+                   f"{e(sh['classifier'])} on the embeddings; 0.5 = no detectable shift). Every training "
+                   "image's p_test: adversarial.csv (test_like marks the most test-like 20%).</p>")
+        if sh.get("class_priors"):
+            out.append("<h3>class priors</h3>" + page.table(pd.DataFrame(sh["class_priors"]).T))
+        if galleries.get("test_like"):
+            out.append(_rows_html(*galleries["test_like"]))
+    return out
+
+
 def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame, pngs: dict,
-               sheet: tuple, gallery: tuple) -> Path:
+               sheet: tuple, gallery: tuple, galleries: dict | None = None) -> Path:
     e = html.escape
     d = summary["duplicates"]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data audit</title><style>{page.CSS}</style>"
@@ -227,6 +342,7 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
              "<h2>Duplicates</h2>",
              f"<p class='muted'>exact: same decoded pixels; near: 64-bit pHash within {summary['threshold']} "
              f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: duplicates.csv</p>",
+             *_features_html(summary, galleries or {}),
              page.table(pd.DataFrame([d]), index=False)]
     if gallery[0]:
         parts.append(f"<h3>clusters side by side (first {len(gallery[0])})</h3>" + _rows_html(*gallery))
@@ -246,8 +362,10 @@ def run_audit(cfg, log=print) -> dict:
     # unreadable files are reported, not fatal: the audit is where the user learns about them
     comp, _ = open_competition(dataclasses.replace(cfg, skip_bad_images=True))
     out_dir = dup.audit_dir(cfg)
-    clusters, hashes, _ = dup.find_duplicates(comp, out_dir / dup.CACHE_FILE, cfg.near_threshold,
-                                              cfg.audit_workers, log)
+    hashes, thumb = dup.hash_table(comp, out_dir / dup.CACHE_FILE, cfg.audit_workers, log)
+    emb, pairs, features = feature_search(cfg, comp, hashes, out_dir, log)
+    copies = None if pairs is None else pairs[pairs["similarity"] >= features["threshold"]]
+    clusters = dup.cluster_table(hashes, thumb, cfg.near_threshold, emb, copies)
     counts = comp.train["label"].value_counts().sort_index()
     images = image_table(hashes, comp.bad_files)
     stats = image_stats(images)
@@ -255,13 +373,25 @@ def run_audit(cfg, log=print) -> dict:
                "train_rows": len(comp.train), "test_rows": 0 if comp.test is None else len(comp.test),
                "class_counts": {str(k): int(v) for k, v in counts.items()},
                "threshold": cfg.near_threshold, "duplicates": dup.summarize(clusters),
+               "features": features, "shift": {},
                "unreadable": stats["unreadable"], "tiny": stats["tiny"], "huge": stats["huge"]}
+    galleries = {}
+    load = image_loader(comp)
+    if emb is not None:
+        summary["duplicates_hash_only"] = dup.summarize(dup.cluster_table(hashes, thumb, cfg.near_threshold))
+        ptable = pairs_table(pairs, hashes, features["threshold"])
+        atomic_write_with(out_dir / dup.PAIRS_CSV, lambda t: ptable.to_csv(t, index=False, lineterminator="\n"))
+        galleries["pairs"] = pair_gallery(ptable, features["threshold"], load)
+        summary["shift"], test_like = train_test_shift(comp, hashes, emb)
+        if test_like is not None:
+            atomic_write_with(out_dir / adv.ADVERSARIAL_CSV,
+                              lambda t: test_like.to_csv(t, index=False, lineterminator="\n"))
+            galleries["test_like"] = test_like_gallery(test_like, load)
     summary["verdict"] = verdict(summary, stats, len(comp.train))
     dup.write_clusters(clusters, out_dir, cfg.input_dir, cfg.near_threshold, summary)
     atomic_write_with(out_dir / "images.csv", lambda t: images.to_csv(t, index=False, lineterminator="\n"))
     atomic_write_with(out_dir / "class_counts.csv",
                       lambda t: counts.rename("count").to_csv(t, index_label="label", lineterminator="\n"))
-    load = image_loader(comp)
     pngs = {"class_counts.png": plot_class_counts(counts, out_dir / "class_counts.png"),
             "sizes.png": plot_sizes(images, out_dir / "sizes.png")}
     sheet = contact_sheet(hashes, load)
@@ -269,18 +399,27 @@ def run_audit(cfg, log=print) -> dict:
     gallery = cluster_gallery(clusters, load) if len(clusters) else ([], [])
     if gallery[0]:
         write_mosaic(gallery[1], out_dir / "duplicates.png")
-    summary["paths"] = {"html": str(write_page(out_dir, summary, stats, clusters, pngs, sheet, gallery)),
+    summary["paths"] = {"html": str(write_page(out_dir, summary, stats, clusters, pngs, sheet, gallery, galleries)),
                         "duplicates": str(out_dir / dup.DUPLICATES_CSV)}
     return summary
 
 
 def summary_text(s: dict) -> str:
     d = s["duplicates"]
+    f = s.get("features", {})
+    how = f"pHash <= {s['threshold']} bits" + (f" or {f['model']} features >= {f['threshold']:.3f}"
+                                                if f.get("searched") else "")
     lines = [f"{s['layout']} layout: {s['train_rows']} train rows, {s['test_rows']} test rows, "
              f"{len(s['class_counts'])} classes; {s['unreadable']} unreadable, {s['tiny']} tiny, {s['huge']} huge",
-             f"duplicates (near = pHash <= {s['threshold']} bits): {d['train_clusters']} cluster(s) in train "
+             f"duplicates ({how}): {d['train_clusters']} cluster(s) in train "
              f"({d['train_images_in_clusters']} images, {d['exact_clusters']} exact / {d['near_clusters']} near "
              f"clusters overall), {d['test_images_with_train_copy']} test image(s) with a train copy, "
              f"{d['label_conflicts']} label conflict(s)"]
+    h = s.get("duplicates_hash_only")
+    if h:
+        lines.append(f"hash search alone: {h['train_images_in_clusters']} train images in clusters, "
+                     f"{h['test_images_with_train_copy']} test image(s) with a train copy")
+    if s.get("shift"):
+        lines.append(f"train/test shift: adversarial validation AUC {s['shift']['auc']:.3f}")
     lines += [f"verdict: {v}" for v in s["verdict"]]
     return "\n".join(lines)
