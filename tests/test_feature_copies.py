@@ -98,11 +98,13 @@ def test_feature_search_finds_mirrored_cropped_recoloured_copies(photo_audit):
         assert a in cluster and cluster.get(a) == cluster.get(b), (a, b, dups[["id", "similarity", "method"]])
     assert "t_new" not in cluster                       # a different photo of the same class
     found = dups[dups["id"].str.contains("mirror|t_crop|t_colour")]
-    assert found["method"].str.contains("feature").all() and (found["similarity"].astype(float) >= 0.8).all()
+    assert (found["similarity"].astype(float) >= 0.8).all()
+    assert found.loc[found["id"].str.contains("mirror|t_crop"), "method"].str.contains("feature").all()
     assert s["duplicates"]["test_images_with_train_copy"] == 3
-    assert s["duplicates_hash_only"]["test_images_with_train_copy"] == 0     # the hash misses all three
+    assert s["duplicates_hash_only"]["test_images_with_train_copy"] <= 1     # the mirror and the crop: missed
     pairs = pd.read_csv(reports / "audit" / "pairs.csv")
-    assert pairs["similarity"].is_monotonic_decreasing and pairs["copy"].sum() >= 4
+    assert pairs["similarity"].is_monotonic_decreasing and pairs["copy"].sum() >= 3
+    assert (~pairs["copy"]).any()                # a borderline pair below the threshold is listed too
     page = (reports / "audit" / "audit.html").read_text()
     assert "pairs by similarity" in page and "just below the threshold" in page
 
@@ -171,7 +173,7 @@ def test_adversarial_validation_tells_a_planted_shift_from_none(shifted, tmp_pat
     np.save(root / "y_train.npy", y[:120])
     np.save(root / "x_test.npy", xt)
     np.save(root / "y_test.npy", yt)
-    s = run_audit(_cfg(root, tmp_path / "rep", embed_weights=str(_weights())), log=lambda *a: None)
+    s = run_audit(_cfg(root, tmp_path / "rep", embed_weights=str(_weights()), embed_size=64), log=lambda *a: None)
     sh = s["shift"]
     if shifted:
         assert sh["auc"] > 0.9 and "strong shift" in sh["verdict"][0], sh

@@ -3,15 +3,21 @@
 Reads the competition (any layout), never modifies it, and writes ``reports/audit/``:
 
     audit.html        self-contained page: counts, image statistics, duplicates, verdict
-    audit.json        summary (input_dir, settings, counts); make_folds reads it with duplicates.csv
-    duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans
+    audit.json        summary (input_dir, settings, counts, features, shift); make_folds reads it with
+                      duplicates.csv
+    duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans, similarity,
+                      method
+    pairs.csv         feature pairs by similarity (copies and the borderline ones below the threshold)
+    adversarial.csv   training images by p_test (adversarial validation), test_like
+    embed_cache_*.npz embeddings (a second run embeds nothing)
     images.csv        one row per image: split, id, label, width, height, channels, mode, format,
                       nbytes, error
     class_counts.csv  train rows per class
     *.png             class counts, image sizes train vs test, contact sheet, duplicate clusters
     hash_cache.npz    hashes of every image (a second run decodes nothing)
 
-Duplicates come from foldkit.duplicates; figures, tables and the page's pieces from foldkit.page. Each
+Duplicates come from foldkit.duplicates (hash and feature pairs), embeddings from foldkit.embed,
+the train/test shift from foldkit.shift; figures, tables and the page's pieces from foldkit.page. Each
 image is decoded once (at reduced size for large JPEGs).
 """
 from __future__ import annotations

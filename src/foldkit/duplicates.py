@@ -21,6 +21,12 @@ with multi-index hashing (hand-written, no library does it on numpy): the 64 bit
 (pigeonhole), so only rows sharing a band value are compared, vectorised in numpy. Clusters are
 the connected components of the pair graph (``scipy.sparse.csgraph``).
 
+* **feature** (the audit, when embedding weights are available): cosine similarity of learned
+  embeddings (foldkit.embed) >= a threshold calibrated per model; pairs come from feature_pairs
+  (an index: scikit-learn NearestNeighbors, or faiss when installed). Finds the mirrored, cropped
+  and recoloured copies the hash misses. ``method`` in duplicates.csv says which method paired an
+  image (exact, hash, feature).
+
 Hashes are cached in ``<audit dir>/hash_cache.npz`` keyed by file path + size + mtime (files)
 or by the pixel hash (array layouts): a second run decodes nothing.
 
