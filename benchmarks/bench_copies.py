@@ -205,7 +205,8 @@ def main():
         print("|---|---|---|" + "---|" * len(KINDS))
         for name, (imgs, src, kind, lab) in sets.items():
             hp, fp = hash_pairs(imgs), feature_found(sims[name], best)
-            for method, found in (("hash", hp), (f"feature >= {best:.2f}", fp), ("hash or feature (the audit)", hp | fp)):
+            methods = (("hash", hp), (f"feature >= {best:.2f}", fp), ("hash or feature (the audit)", hp | fp))
+            for method, found in methods:
                 rec, true, false = scores(found, src, kind, lab)
                 print(f"| {name} | {method} | {true / max(1, true + false):.3f} ({false} wrong) | "
                       + " | ".join(f"{rec[k]:.2f}" for k in KINDS) + " |")

@@ -77,7 +77,8 @@ class Config:
                             "recoloured) and train/test shift", "audit")
     embed_weights: str = _opt("", "its ImageNet weights: a local timm state_dict FILE, hub (download), none "
                               "(hash search only); default: the hub's local cache, else hash search only", "audit")
-    embed_size: int = _opt(128, "input size (px) of the embedding backbone (64: about 3x faster, finds fewer crops)", "audit")
+    embed_size: int = _opt(128, "input size (px) of the embedding backbone (64: faster, finds fewer crops; "
+                           "only 128 is calibrated)", "audit")
     embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for "
                                   "--embed-model and --embed-size)", "audit")
 

@@ -92,7 +92,8 @@ def load_backbone(model_name: str, source: str):
         raise EmbedError(f"embedding backbone: {e}") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = model.pretrained_cfg
-    return model.eval().to(device), device, cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    return model.eval().to(device), device, mean, std
 
 
 def weights_id(source: str, model_name: str) -> str:
