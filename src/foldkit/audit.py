@@ -276,7 +276,13 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
     counts = summary["class_counts"]
     if counts and max(counts.values()) > 10 * max(1, min(counts.values())):
         out.append("classes are strongly imbalanced (>10x): consider --balance and a metric such as f1_macro.")
-    f = summary.get("features", {})
+    h, f = summary.get("duplicates_hash_only"), summary.get("features", {})
+    if h and (d["test_images_with_train_copy"] > h["test_images_with_train_copy"]
+              or d["train_images_in_clusters"] > h["train_images_in_clusters"]):
+        out.append(f"of these, the feature search found what the hash misses (mirrored, cropped, recoloured "
+                   f"copies): {d['test_images_with_train_copy'] - h['test_images_with_train_copy']} more test "
+                   f"image(s) with a train copy and {d['train_images_in_clusters'] - h['train_images_in_clusters']} "
+                   "more train images in clusters; check the borderline pairs on the page (pairs.csv).")
     if not f.get("searched", True):
         out.append(f"not searched: copies that are mirrored, cropped, shifted or recoloured (a perceptual "
                    f"hash misses them) and train/test shift; {f.get('not_searched', '')}.")

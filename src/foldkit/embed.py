@@ -47,33 +47,38 @@ def threshold_for(model: str, size: int, given: float = 0.0) -> tuple[float, boo
     return CALIBRATED[(DEFAULT_MODEL, DEFAULT_SIZE)], False
 
 
-def _hub_cached(model_name: str) -> bool:
-    """Whether the hub weights of a timm model are already on this machine (nothing downloaded)."""
+def _hub_cached(model_name: str) -> str:
+    """The hub weights file of a timm model when it is already on this machine, else ''
+    (nothing is downloaded and the network is not asked)."""
     try:
         import timm
         from huggingface_hub import try_to_load_from_cache
         cfg = timm.models.get_pretrained_cfg(model_name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
-        if not hub_id:
-            return False
-        return any(isinstance(try_to_load_from_cache(hub_id, f), str)
-                   for f in ("model.safetensors", "pytorch_model.bin"))
+        for f in ("model.safetensors", "pytorch_model.bin") if hub_id else ():
+            path = try_to_load_from_cache(hub_id, f)
+            if isinstance(path, str):
+                return path
     except Exception:  # noqa: BLE001 - any failure here means "not available offline"
-        return False
+        pass
+    return ""
 
 
 def weights_source(model_name: str, weights: str) -> tuple[str, str]:
-    """(source, why-not): source is a file path, 'hub', or '' when no weights can be had offline
-    (why-not then says what the user can do)."""
+    """(source, why-not): source is a weights file, 'hub' (download), or '' when no weights can be
+    had offline (why-not then says what the user can do)."""
     if weights.lower() == NONE:
         return "", "feature search turned off (--embed-weights none)"
-    if weights and weights.lower() != HUB:
+    if weights.lower() == HUB:
+        return HUB, ""
+    if weights:
         if not Path(weights).is_file():
             raise EmbedError(f"--embed-weights {weights}: no such file. Pass a timm state_dict of "
                              f"{model_name!r} (e.g. downloaded elsewhere), 'hub' to download, or 'none'.")
         return str(Path(weights).resolve()), ""
-    if weights.lower() == HUB or _hub_cached(model_name):
-        return HUB, ""
+    cached = _hub_cached(model_name)
+    if cached:
+        return cached, ""
     return "", (f"no weights for {model_name!r} on this machine (pass --embed-weights FILE, or "
                 "--embed-weights hub where a network exists)")
 
