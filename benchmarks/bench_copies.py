@@ -7,13 +7,16 @@ mirror + crop + brightness + JPEG at once), pools originals and copies per datas
 searches over the whole pool:
 
 * hash: the audit's exact + pHash (<= 4 bits) + 16x16 thumbnail correlation (>= 0.99) pairs;
-* feature: cosine similarity of foldkit.embed embeddings (image + mirror) >= a threshold.
+* feature: cosine similarity of foldkit.embed embeddings (image + mirror) >= a threshold, and
+  standing out by a margin from each image's background similarity (its 10th nearest image of
+  another original; foldkit.duplicates.feature_pairs).
 
 A found pair is right when both images come from the same original. Recall is measured per kind
 (original <-> its copy found); precision over every pair found in the pool (so two different photos
-of the same class called copies count against it). The feature threshold is swept; the calibrated
-one is the lowest whose pooled precision over the three datasets is >= 0.98 (--min-precision;
-a wrong link between two originals counts once per pair of their 12 images, up to 144 pairs).
+of the same class called copies count against it). Threshold and margin are swept; for each margin
+the lowest threshold whose pooled precision over the three datasets is >= 0.98 (--min-precision;
+a wrong link between two originals counts once per pair of their 12 images, up to 144 pairs), and
+the calibrated pair is the one of highest mean recall.
 
     python benchmarks/bench_copies.py [--per-set 100] [--sizes 128] [--weights FILE]
 """
@@ -30,6 +33,7 @@ DATA = REPO.parent / "shared" / "data"
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenetv2_100_imagenet.pth"
 sys.path.insert(0, str(REPO / "src"))
 
+MARGINS = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15]
 KINDS = ["mirror", "crop80", "crop90", "shift", "bright", "contrast", "colour", "jpeg", "resize", "rotate",
          "combo"]
 
@@ -153,8 +157,19 @@ def scores(found, src, kind, lab):
     return rec, true, false
 
 
-def feature_found(sim, thr):
-    i, j = np.nonzero(np.triu(sim >= thr, 1))
+def background(sim, src, k=10):
+    """Each image's similarity to its k-th nearest image of another original: what the audit's
+    margin subtracts (foldkit.duplicates.feature_pairs; there the neighbours are the dataset's,
+    which has few copies of any image, here the pool holds 12 images of each original)."""
+    other = np.where(src[:, None] != src[None, :], sim, -np.inf)
+    return -np.sort(-other, axis=1)[:, k - 1]
+
+
+def feature_found(sim, thr, margin=None, bg=None):
+    ok = sim >= thr
+    if margin is not None:
+        ok &= sim - np.maximum(bg[:, None], bg[None, :]) >= margin
+    i, j = np.nonzero(np.triu(ok, 1))
     return set(zip(i.tolist(), j.tolist()))
 
 
@@ -165,6 +180,9 @@ def main():
     ap.add_argument("--weights", default=str(WEIGHTS))
     ap.add_argument("--model", default="mobilenetv2_100")
     ap.add_argument("--min-precision", type=float, default=0.98)
+    # a floor: in a small competition the 10th nearest image is far, the margin then says little
+    # (measured: two different bee photos at 0.76 in a 17-image set)
+    ap.add_argument("--min-threshold", type=float, default=0.80)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(2)
@@ -186,26 +204,32 @@ def main():
             sims[name] = e @ e.T
             print(f"\n{a.model} {size} px: embedded {len(imgs)} {name} images in {time.time() - t:.1f} s "
                   f"({len(imgs) / (time.time() - t):.0f} img/s, 2 views each)")
-        print("threshold | " + " | ".join(f"{n} precision (wrong pairs)" for n in sets) + " | pooled precision")
+        bgs = {name: background(sims[name], v[1]) for name, v in sets.items()}
+        print("margin | lowest threshold with pooled precision >= min | pooled precision | mean recall")
         best = None
-        for thr in np.round(np.arange(0.80, 0.981, 0.01), 2):
-            cells, tt, ff = [], 0, 0
-            for name, (imgs, src, kind, lab) in sets.items():
-                _, true, false = scores(feature_found(sims[name], thr), src, kind, lab)
-                tt, ff = tt + true, ff + false
-                cells.append(f"{true / max(1, true + false):.3f} ({false})")
-            prec = tt / max(1, tt + ff)
-            print(f"{thr:.2f} | " + " | ".join(cells) + f" | {prec:.4f}")
-            if best is None and prec >= a.min_precision:
-                best = thr
-        best = best if best is not None else 0.98
-        print(f"\ncalibrated threshold for {a.model} at {size} px: {best:.2f} (lowest with pooled precision "
-              f">= {a.min_precision})")
+        for margin in MARGINS:
+            for thr in np.round(np.arange(a.min_threshold, 0.981, 0.01), 2):
+                tt = ff = 0
+                recs = []
+                for name, (imgs, src, kind, lab) in sets.items():
+                    rec, true, false = scores(feature_found(sims[name], thr, margin, bgs[name]), src, kind, lab)
+                    tt, ff = tt + true, ff + false
+                    recs += list(rec.values())
+                prec = tt / max(1, tt + ff)
+                if prec >= a.min_precision:
+                    print(f"{margin:.2f} | {thr:.2f} | {prec:.4f} | {np.mean(recs):.3f}")
+                    if best is None or np.mean(recs) > best[2]:
+                        best = (thr, margin, np.mean(recs))
+                    break
+        thr, margin, _ = best
+        print(f"\ncalibrated for {a.model} at {size} px: threshold {thr:.2f}, margin {margin:.2f} (highest mean "
+              f"recall with pooled precision >= {a.min_precision})")
         print("| dataset | method | precision | " + " | ".join(KINDS) + " |")
         print("|---|---|---|" + "---|" * len(KINDS))
         for name, (imgs, src, kind, lab) in sets.items():
-            hp, fp = hash_pairs(imgs), feature_found(sims[name], best)
-            methods = (("hash", hp), (f"feature >= {best:.2f}", fp), ("hash or feature (the audit)", hp | fp))
+            hp, fp = hash_pairs(imgs), feature_found(sims[name], thr, margin, bgs[name])
+            methods = (("hash", hp), (f"feature >= {thr:.2f}, margin >= {margin:.2f}", fp),
+                       ("hash or feature (the audit)", hp | fp))
             for method, found in methods:
                 rec, true, false = scores(found, src, kind, lab)
                 print(f"| {name} | {method} | {true / max(1, true + false):.3f} ({false} wrong) | "
@@ -213,7 +237,8 @@ def main():
             diff_class = np.triu((lab[:, None] == lab[None, :]) & (src[:, None] != src[None, :]), 1)
             s = sims[name][diff_class]
             print(f"| {name} | same-class different photos: {diff_class.sum()} pairs, similarity 99th pct "
-                  f"{np.quantile(s, 0.99):.3f}, max {s.max():.3f}, share >= threshold {np.mean(s >= best):.5f} |")
+                  f"{np.quantile(s, 0.99):.3f}, max {s.max():.3f}, share >= threshold {np.mean(s >= thr):.5f}; "
+                  f"background similarity median {np.median(bgs[name]):.3f} |")
 
 
 if __name__ == "__main__":

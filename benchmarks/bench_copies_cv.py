@@ -76,12 +76,13 @@ def main():
         comp = read_competition(root)
         t = time.time()
         hashes, thumb = dup.hash_table(comp, None, log=lambda *x: None)
-        thr, _ = embed.threshold_for(embed.DEFAULT_MODEL, embed.DEFAULT_SIZE)
+        thr, margin, _ = embed.threshold_for(embed.DEFAULT_MODEL, embed.DEFAULT_SIZE)
         emb = embed.competition_embeddings(comp, hashes, None, embed.DEFAULT_MODEL, a.weights, embed.DEFAULT_SIZE,
                                            log=lambda *x: None)
         pairs = dup.feature_pairs(emb, thr)
+        pairs = pairs[pairs["margin"] >= margin]
         print(f"{len(hashes)} training images ({int((truth['kind'] != 'original').sum())} planted copies), "
-              f"hashed and embedded in {time.time() - t:.0f} s; feature threshold {thr}")
+              f"hashed and embedded in {time.time() - t:.0f} s; feature threshold {thr}, margin {margin}")
         table = comp.train.reset_index(drop=True)
         t_of = truth.set_index("id").loc[table["id"]]
         labels = table["label"].astype(str).to_numpy()

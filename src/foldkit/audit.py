@@ -36,8 +36,9 @@ from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 TINY_SIDE = 16        # shortest side below this: "tiny"
 HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized anyway)
 GALLERY_CLUSTERS = 24
-BORDER = 0.05         # pairs.csv lists feature pairs down to this much below the copy threshold
-GALLERY_PAIRS = 8     # pairs shown per group (strongest train<->test, just above, just below the threshold)
+BORDER = 0.03         # pairs.csv lists feature pairs down to this much below the copy margin (and 0.05
+                      # below the threshold): the borderline ones
+GALLERY_PAIRS = 8     # pairs shown per group (strongest train<->test copies, weakest copies, strongest non-copies)
 GALLERY_TEST_LIKE = 16
 SHEET_PER_CLASS = 8
 
@@ -182,26 +183,31 @@ def cluster_gallery(clusters: pd.DataFrame, load) -> tuple[list[str], list[np.nd
 # --------------------------------------------------------------------------- learned features
 
 def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, log=print) -> tuple:
-    """(unit embeddings of the rows of `hashes` or None, candidate feature pairs down to
-    BORDER below the threshold, info for audit.json). Without weights: (None, None, info saying
-    what was not searched)."""
+    """(unit embeddings of the rows of `hashes` or None, candidate feature pairs (copies, and the
+    borderline ones: down to BORDER below the margin and 0.05 below the threshold) with their
+    `copy` flag, info for audit.json). Without weights: (None, None, info saying what was not
+    searched)."""
     from foldkit import embed
-    thr, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
+    thr, margin, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
     source, why = embed.weights_source(cfg.embed_model, cfg.embed_weights)
-    info = {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "calibrated": calibrated,
+    info = {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "margin": margin,
+            "calibrated": calibrated,
             "weights": source or None, "searched": bool(source), "not_searched": why}
     if not source:
         return None, None, info
     emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
                                        cfg.embed_model, source, cfg.embed_size, log)
-    pairs = dup.feature_pairs(emb, floor=thr - BORDER)
+    pairs = dup.feature_pairs(emb, floor=thr - 0.05)
+    pairs = pairs[pairs["margin"] >= margin - BORDER].reset_index(drop=True)
+    pairs["copy"] = (pairs["similarity"] >= thr) & (pairs["margin"] >= margin)
     info["candidate_pairs"] = int(len(pairs))
     return emb, pairs, info
 
 
-def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """pairs.csv: feature pairs by similarity, with both images' id, split, label, source, the
-    pHash bits between them and copy (similarity >= threshold)."""
+def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
+    """pairs.csv: feature pairs by similarity, with their margin over the images' background
+    similarity, copy (both at or above the calibrated values), both images' id, split, label,
+    source and the pHash bits between them."""
     cols = ["id", "split", "label", "source"]
     a = hashes.iloc[pairs["i"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_a")
     b = hashes.iloc[pairs["j"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_b")
@@ -209,22 +215,24 @@ def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame, threshold: float) -> 
     bits = dup._popcount64(ph[pairs["i"].to_numpy(int)] ^ ph[pairs["j"].to_numpy(int)])
     t = pd.concat([pd.DataFrame({"rank": np.arange(1, len(pairs) + 1),
                                  "similarity": pairs["similarity"].round(4).to_numpy(),
-                                 "copy": pairs["similarity"].to_numpy() >= threshold}), a, b], axis=1)
+                                 "margin": pairs["margin"].round(4).to_numpy(),
+                                 "copy": pairs["copy"].to_numpy()}), a, b], axis=1)
     t["hash_bits"] = bits
     return t
 
 
-def pair_gallery(table: pd.DataFrame, threshold: float, load) -> tuple[list[str], list[np.ndarray]]:
-    """(caption, the two images side by side) for the strongest train<->test copies and the pairs
-    just above and just below the threshold (the ones a person should check)."""
+def pair_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
+    """(caption, the two images side by side) for the strongest train<->test copies, the weakest
+    pairs called copies and the strongest not called copies (the ones a person should check)."""
     tt = table[(table["split_a"] != table["split_b"]) & table["copy"]].head(GALLERY_PAIRS)
-    above = table[table["copy"]].tail(GALLERY_PAIRS)
-    below = table[~table["copy"]].head(GALLERY_PAIRS)
+    above = table[table["copy"]].sort_values("margin", kind="stable").head(GALLERY_PAIRS)
+    below = table[~table["copy"]].sort_values("margin", ascending=False, kind="stable").head(GALLERY_PAIRS)
     captions, rows = [], []
-    for name, part in (("train<->test copy", tt), ("just above the threshold", above),
-                       ("just below the threshold (not called a copy)", below)):
+    for name, part in (("train<->test copy", tt), ("weakest called a copy", above),
+                       ("strongest NOT called a copy", below)):
         for r in part.itertuples():
-            captions.append(f"{name}: similarity {r.similarity:.3f} ({r.hash_bits} pHash bits): "
+            captions.append(f"{name}: similarity {r.similarity:.3f}, margin {r.margin:.3f} "
+                            f"({r.hash_bits} pHash bits): "
                             f"{r.split_a} {r.id_a} ({r.label_a}) | {r.split_b} {r.id_b} ({r.label_b})")
             rows.append(mosaic_row([(r.split_a, r.source_a), (r.split_b, r.source_b)], load, 2))
     return captions, rows
@@ -306,7 +314,8 @@ def _features_html(summary: dict, galleries: dict) -> list[str]:
         return [f"<div class='warn'>Not searched: mirrored, cropped, shifted or recoloured copies and "
                 f"train/test shift ({e(f['not_searched'])}).</div>"]
     out = [f"<p class='muted'>feature: {e(f['model'])} ImageNet features at {f['size']} px (image + mirror), "
-           f"cosine similarity &ge; {f['threshold']:.3f} "
+           f"cosine similarity &ge; {f['threshold']:.3f} and &ge; {f['margin']:.2f} above both images' "
+           "similarity to their 10th nearest neighbour "
            f"({'calibrated on planted copies' if f['calibrated'] else 'NOT calibrated for this model/size'}). "
            "All candidate pairs, ranked: pairs.csv</p>"]
     h = summary.get("duplicates_hash_only")
@@ -376,7 +385,7 @@ def run_audit(cfg, log=print) -> dict:
     out_dir = dup.audit_dir(cfg)
     hashes, thumb = dup.hash_table(comp, out_dir / dup.CACHE_FILE, cfg.audit_workers, log)
     emb, pairs, features = feature_search(cfg, comp, hashes, out_dir, log)
-    copies = None if pairs is None else pairs[pairs["similarity"] >= features["threshold"]]
+    copies = None if pairs is None else pairs[pairs["copy"]]
     clusters = dup.cluster_table(hashes, thumb, cfg.near_threshold, emb, copies)
     counts = comp.train["label"].value_counts().sort_index()
     images = image_table(hashes, comp.bad_files)
@@ -391,9 +400,9 @@ def run_audit(cfg, log=print) -> dict:
     load = image_loader(comp)
     if emb is not None:
         summary["duplicates_hash_only"] = dup.summarize(dup.cluster_table(hashes, thumb, cfg.near_threshold))
-        ptable = pairs_table(pairs, hashes, features["threshold"])
+        ptable = pairs_table(pairs, hashes)
         atomic_write_with(out_dir / dup.PAIRS_CSV, lambda t: ptable.to_csv(t, index=False, lineterminator="\n"))
-        galleries["pairs"] = pair_gallery(ptable, features["threshold"], load)
+        galleries["pairs"] = pair_gallery(ptable, load)
         summary["shift"], test_like = train_test_shift(comp, hashes, emb)
         if test_like is not None:
             atomic_write_with(out_dir / adv.ADVERSARIAL_CSV,

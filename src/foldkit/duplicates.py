@@ -380,8 +380,13 @@ def _row_edges(edges: pd.DataFrame, emb: np.ndarray | None, rows: np.ndarray) ->
 
 def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) -> pd.DataFrame:
     """Pairs (i < j) of rows whose unit embeddings have cosine similarity >= floor, among each
-    row's k nearest neighbours: columns i, j, similarity (highest first). Rows of zeros (unread
-    images) take no part.
+    row's k nearest neighbours: columns i, j, similarity (highest first) and margin. Rows of
+    zeros (unread images) take no part.
+
+    margin = similarity - the higher of the two images' background similarity, the similarity to
+    their k-th nearest neighbour: how far the pair stands out from what the dataset's images
+    usually look like to each other. A copy of a photo stands far above its neighbours; two
+    MNIST digits that merely look alike do not (every digit has ten neighbours almost as close).
 
     Neighbours come from an index, never all pairs in Python: faiss (IndexFlatIP) when installed
     (pip install -e ".[faiss]"), else scikit-learn's NearestNeighbors (brute force, BLAS). Above
@@ -389,7 +394,8 @@ def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) ->
     is n^2 x dim) and the candidates' similarity is then recomputed on the full embeddings."""
     valid = np.flatnonzero(np.linalg.norm(emb, axis=1) > 0) if len(emb) else np.zeros(0, int)
     if len(valid) < 2:
-        return pd.DataFrame({"i": [], "j": [], "similarity": []}).astype({"i": int, "j": int, "similarity": float})
+        return pd.DataFrame({"i": [], "j": [], "similarity": [], "margin": []}).astype(
+            {"i": int, "j": int, "similarity": float, "margin": float})
     x = np.ascontiguousarray(emb[valid], dtype=np.float32)
     if len(x) > PROJECT_ABOVE and x.shape[1] > PROJECT_DIM:
         from sklearn.decomposition import PCA
@@ -400,14 +406,21 @@ def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) ->
         q = x
     k = min(k + 1, len(x))
     nbr = _knn(q, k)
-    i = np.repeat(np.arange(len(x)), k)
+    rows = np.arange(len(x))[:, None]
+    near = np.einsum("nd,nkd->nk", x, x[nbr.clip(0)])            # exact similarity to each neighbour
+    near[(nbr == rows) | (nbr < 0)] = -np.inf
+    background = np.sort(near, axis=1)[:, 0 if k < 2 else 1]     # the k-th neighbour's (self excluded)
+    background[~np.isfinite(background)] = 0.0
+    i = np.repeat(rows[:, 0], k)
     j = nbr.ravel()
     keep = (j >= 0) & (i != j)
     i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
     pairs = np.unique(np.stack([i, j], 1), axis=0)
     sim = np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]])
+    margin = sim - np.maximum(background[pairs[:, 0]], background[pairs[:, 1]])
     keep = sim >= floor
-    out = pd.DataFrame({"i": valid[pairs[keep, 0]], "j": valid[pairs[keep, 1]], "similarity": sim[keep]})
+    out = pd.DataFrame({"i": valid[pairs[keep, 0]], "j": valid[pairs[keep, 1]], "similarity": sim[keep],
+                        "margin": margin[keep]})
     return out.sort_values("similarity", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -28,23 +28,24 @@ HUB = "hub"            # --embed-weights hub: download from the hub (needs a net
 NONE = "none"          # --embed-weights none: no feature search
 BATCH = 128
 
-# Cosine similarity of two embeddings above which the pair is called a copy, per (model, size):
-# calibrated on planted copies of real photos against different same-class photos
-# (benchmarks/bench_copies.py; benchmarks/RESULTS.md "Feature copies").
-CALIBRATED = {("mobilenetv2_100", 128): 0.92}
+# A pair is called a copy when the cosine similarity of its two embeddings is >= threshold and it
+# stands >= margin above both images' background similarity (their 10th nearest neighbour's,
+# foldkit.duplicates.feature_pairs), per (model, size): calibrated on planted copies of real photos
+# against different images of the same class (benchmarks/bench_copies.py; benchmarks/RESULTS.md
+# "Feature copies").
+CALIBRATED = {("mobilenetv2_100", 128): (0.80, 0.06)}
 
 
 class EmbedError(FoldkitError, ValueError):
     """The embedding backbone cannot be built as asked; the message says what to do."""
 
 
-def threshold_for(model: str, size: int, given: float = 0.0) -> tuple[float, bool]:
-    """(cosine threshold, calibrated?) for a model and input size; `given` > 0 overrides."""
-    if given > 0:
-        return float(given), (model, size) in CALIBRATED and CALIBRATED[(model, size)] == given
-    if (model, size) in CALIBRATED:
-        return CALIBRATED[(model, size)], True
-    return CALIBRATED[(DEFAULT_MODEL, DEFAULT_SIZE)], False
+def threshold_for(model: str, size: int, given: float = 0.0) -> tuple[float, float, bool]:
+    """(cosine threshold, margin, calibrated?) for a model and input size; `given` > 0 overrides
+    the threshold. Uncalibrated models and sizes get the default model's values."""
+    thr, margin = CALIBRATED.get((model, size), CALIBRATED[(DEFAULT_MODEL, DEFAULT_SIZE)])
+    calibrated = (model, size) in CALIBRATED and (given <= 0 or given == thr)
+    return (float(given) if given > 0 else thr), margin, calibrated
 
 
 def _hub_cached(model_name: str) -> str:
