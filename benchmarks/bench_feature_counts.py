@@ -7,11 +7,14 @@ runs the real audit (foldkit.audit.run_audit) with the shared mobilenetv2 weight
 hash-only and hash-or-feature counts and the seconds taken (cold, then cached), and keeps
 audit.html (pairs side by side) in --keep DIR when given.
 
+embed: the embedding throughput alone (two views, decoding excluded).
+
 index: the neighbour search alone (foldkit.duplicates.feature_pairs) on N random unit vectors of
 the backbone's 1280 dimensions: its cost does not depend on the content.
 
     python benchmarks/bench_feature_counts.py counts [--train 5000] [--test 2000] [--keep DIR]
     python benchmarks/bench_feature_counts.py index [--n 100000]
+    python benchmarks/bench_feature_counts.py embed [--n 1024] [--sizes 64 128]
 """
 import argparse
 import sys
@@ -73,6 +76,23 @@ def index(a):
     print(f"feature_pairs on {a.n:,} x 1280 unit vectors: {time.time() - t:.1f} s ({len(p)} pairs >= 0.92)")
 
 
+def embed_speed(a):
+    """Images per second of foldkit.embed.Embedder (two views each) on uint8 256x256 images (the
+    content does not change the cost), per input size; decoding not included."""
+    import torch
+    torch.set_num_threads(2)
+    from foldkit.embed import Embedder
+    imgs = np.random.default_rng(0).integers(0, 256, (a.n, 256, 256, 3), dtype=np.uint8)
+    for size in a.sizes:
+        e = Embedder("mobilenetv2_100", str(WEIGHTS), size)
+        e.embed(imgs[:64])
+        t = time.time()
+        e.embed(imgs)
+        dt = time.time() - t
+        print(f"embedding at {size} px on {e.device}: {a.n / dt:.0f} img/s (two views each); "
+              f"100,000 images: {100000 / (a.n / dt) / 60:.0f} min")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -82,8 +102,11 @@ def main():
     c.add_argument("--keep", default="")
     i = sub.add_parser("index")
     i.add_argument("--n", type=int, default=100000)
+    e = sub.add_parser("embed")
+    e.add_argument("--n", type=int, default=1024)
+    e.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     a = ap.parse_args()
-    counts(a) if a.what == "counts" else index(a)
+    {"counts": counts, "index": index, "embed": embed_speed}[a.what](a)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import REPO, need_shared, write_png
 from foldkit import config
-from foldkit.duplicates import feature_pairs
 
 SIDE = 160
 
@@ -187,6 +186,7 @@ def test_feature_pairs_index_matches_all_pairs(monkeypatch):
     """The index (and its PCA-projected path for large sets) finds the same copy pairs as
     comparing all pairs."""
     from foldkit import duplicates
+    from foldkit.duplicates import feature_pairs
     rng = np.random.default_rng(0)
     e = rng.normal(size=(600, 256)).astype(np.float32)
     e[300:360] = e[:60] + 0.15 * rng.normal(size=(60, 256))          # 60 planted copies
