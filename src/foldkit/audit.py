@@ -275,6 +275,13 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
         out.append(f"{d['test_images_with_train_copy']} test image(s) have a copy in train "
                    f"({d['train_test_clusters']} cluster(s)): a leak; the public score on them says little "
                    "about new images, and their train labels can be looked up.")
+    h, f = summary.get("duplicates_hash_only"), summary.get("features", {})
+    if h and (d["test_images_with_train_copy"] > h["test_images_with_train_copy"]
+              or d["train_images_in_clusters"] > h["train_images_in_clusters"]):
+        out.append(f"of these, the feature search found what the hash misses (mirrored, cropped, recoloured "
+                   f"copies): {d['test_images_with_train_copy'] - h['test_images_with_train_copy']} more test "
+                   f"image(s) with a train copy and {d['train_images_in_clusters'] - h['train_images_in_clusters']} "
+                   "more train images in clusters; check the borderline pairs on the page (pairs.csv).")
     if d["label_conflicts"]:
         out.append(f"{d['label_conflicts']} cluster(s) carry different labels for copies of one image: "
                    "label noise; check them in duplicates.csv (label_conflict) and fix or drop.")
@@ -284,13 +291,6 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
     counts = summary["class_counts"]
     if counts and max(counts.values()) > 10 * max(1, min(counts.values())):
         out.append("classes are strongly imbalanced (>10x): consider --balance and a metric such as f1_macro.")
-    h, f = summary.get("duplicates_hash_only"), summary.get("features", {})
-    if h and (d["test_images_with_train_copy"] > h["test_images_with_train_copy"]
-              or d["train_images_in_clusters"] > h["train_images_in_clusters"]):
-        out.append(f"of these, the feature search found what the hash misses (mirrored, cropped, recoloured "
-                   f"copies): {d['test_images_with_train_copy'] - h['test_images_with_train_copy']} more test "
-                   f"image(s) with a train copy and {d['train_images_in_clusters'] - h['train_images_in_clusters']} "
-                   "more train images in clusters; check the borderline pairs on the page (pairs.csv).")
     if not f.get("searched", True):
         out.append(f"not searched: copies that are mirrored, cropped, shifted or recoloured (a perceptual "
                    f"hash misses them) and train/test shift; {f.get('not_searched', '')}.")
@@ -307,7 +307,7 @@ def _rows_html(captions: list[str], rows: list[np.ndarray]) -> str:
 
 
 def _features_html(summary: dict, galleries: dict) -> list[str]:
-    """The page's learned-feature part: what was searched, ranked pairs, train/test shift."""
+    """The page's feature-copy part: what was searched, the counts against the hash alone, pairs."""
     e = html.escape
     f = summary["features"]
     if not f["searched"]:
@@ -326,6 +326,13 @@ def _features_html(summary: dict, galleries: dict) -> list[str]:
                    f"{d['test_images_with_train_copy']} and {d['train_images_in_clusters']}.</p>")
     if galleries.get("pairs", ([],))[0]:
         out.append("<h3>pairs by similarity (check the borderline ones)</h3>" + _rows_html(*galleries["pairs"]))
+    return out
+
+
+def _shift_html(summary: dict, galleries: dict) -> list[str]:
+    """The page's train/test shift part (adversarial validation, class priors, test-like images)."""
+    e = html.escape
+    out = []
     sh = summary.get("shift") or {}
     if sh:
         out.append("<h2>Train/test shift (adversarial validation)</h2>"
@@ -368,6 +375,7 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
     if gallery[0]:
         parts.append(f"<h3>clusters side by side (first {len(gallery[0])})</h3>" + _rows_html(*gallery))
         parts.append(page.table(clusters.head(200), index=False))
+    parts += _shift_html(summary, galleries or {})
     parts.append("</body></html>\n")
     path = out_dir / "audit.html"
     atomic_write_text(path, "\n".join(parts))
@@ -428,8 +436,8 @@ def run_audit(cfg, log=print) -> dict:
 def summary_text(s: dict) -> str:
     d = s["duplicates"]
     f = s.get("features", {})
-    how = f"pHash <= {s['threshold']} bits" + (f" or {f['model']} features >= {f['threshold']:.3f}"
-                                                if f.get("searched") else "")
+    how = f"pHash <= {s['threshold']} bits" + (f" or {f['model']} features: similarity >= {f['threshold']:.2f}, "
+                                                f"margin >= {f['margin']:.2f}" if f.get("searched") else "")
     lines = [f"{s['layout']} layout: {s['train_rows']} train rows, {s['test_rows']} test rows, "
              f"{len(s['class_counts'])} classes; {s['unreadable']} unreadable, {s['tiny']} tiny, {s['huge']} huge",
              f"duplicates ({how}): {d['train_clusters']} cluster(s) in train "
