@@ -12,7 +12,7 @@ embed: the embedding throughput alone (two views, decoding excluded).
 index: the neighbour search alone (foldkit.duplicates.feature_pairs) on N random unit vectors of
 the backbone's 1280 dimensions: its cost does not depend on the content.
 
-    python benchmarks/bench_feature_counts.py counts [--train 5000] [--test 2000] [--keep DIR]
+    python benchmarks/bench_feature_counts.py counts [--train 5000] [--test 2000] [--keep DIR] [--sets ...]
     python benchmarks/bench_feature_counts.py index [--n 100000]
     python benchmarks/bench_feature_counts.py embed [--n 1024] [--sizes 64 128]
 """
@@ -44,7 +44,7 @@ def counts(a):
     from foldkit.audit import run_audit
     keep = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
     print(HEADER)
-    for name in ("mnist", "fashion_mnist"):
+    for name in a.sets:
         root = keep / name / "comp"
         root.mkdir(parents=True, exist_ok=True)
         raw = DATA / name
@@ -100,6 +100,7 @@ def main():
     c.add_argument("--train", type=int, default=5000)
     c.add_argument("--test", type=int, default=2000)
     c.add_argument("--keep", default="")
+    c.add_argument("--sets", nargs="+", default=["mnist", "fashion_mnist"])
     i = sub.add_parser("index")
     i.add_argument("--n", type=int, default=100000)
     e = sub.add_parser("embed")

@@ -203,3 +203,25 @@ def test_feature_pairs_index_matches_all_pairs(monkeypatch):
     got = feature_pairs(e, 0.9)
     assert set(zip(got["i"], got["j"])) == truth
     assert np.allclose(got["similarity"], sim[got["i"], got["j"]], atol=1e-5)
+
+
+def test_interrupted_embedding_resumes_from_the_cache(photo_comp, tmp_path, monkeypatch):
+    """The embedding cache is saved as it goes: a run that dies part way keeps what it embedded."""
+    from foldkit import embed
+    from foldkit.audit import run_audit
+    monkeypatch.setattr(embed, "SAVE_EVERY", 5)
+    real, calls = embed.Embedder.embed, []
+
+    def dies_on_the_second_part(self, images, log=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, images)
+    monkeypatch.setattr(embed.Embedder, "embed", dies_on_the_second_part)
+    cfg = _cfg(photo_comp, tmp_path, embed_weights=str(_weights()))
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(cfg, log=lambda *a: None)
+    monkeypatch.setattr(embed.Embedder, "embed", real)
+    logs = []
+    run_audit(cfg, log=logs.append)
+    assert "embedding 8 train image(s)" in " ".join(map(str, logs)) and "(5 cached)" in " ".join(map(str, logs))

@@ -22,8 +22,9 @@ with multi-index hashing (hand-written, no library does it on numpy): the 64 bit
 the connected components of the pair graph (``scipy.sparse.csgraph``).
 
 * **feature** (the audit, when embedding weights are available): cosine similarity of learned
-  embeddings (foldkit.embed) >= a threshold calibrated per model; pairs come from feature_pairs
-  (an index: scikit-learn NearestNeighbors, or faiss when installed). Finds the mirrored, cropped
+  embeddings (foldkit.embed) >= a threshold and standing a margin above both images' background
+  similarity, both calibrated per model; pairs come from feature_pairs (an index: scikit-learn
+  NearestNeighbors, or faiss when installed). Finds the mirrored, cropped
   and recoloured copies the hash misses. ``method`` in duplicates.csv says which method paired an
   image (exact, hash, feature).
 
@@ -326,7 +327,7 @@ def cluster_table(hashes: pd.DataFrame, thumb: np.ndarray, threshold: int = DEFA
     """Clusters = connected components of the exact, hash (pHash + thumbnail) and feature pairs.
 
     emb: unit embeddings of the rows of `hashes` (or None); feature: pairs (i, j) of rows whose
-    embeddings are copies (feature_pairs above the threshold)."""
+    embeddings are copies (feature_pairs that pass the threshold and the margin)."""
     ok = (hashes["error"] == "").to_numpy()
     rows = np.flatnonzero(ok)
     n = len(hashes)

@@ -27,6 +27,7 @@ DEFAULT_SIZE = 128
 HUB = "hub"            # --embed-weights hub: download from the hub (needs a network)
 NONE = "none"          # --embed-weights none: no feature search
 BATCH = 128
+SAVE_EVERY = 10000     # images embedded between cache saves
 
 # A pair is called a copy when the cosine similarity of its two embeddings is >= threshold and it
 # stands >= margin above both images' background similarity (their 10th nearest neighbour's,
@@ -237,10 +238,15 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
             embedder = embedder or Embedder(model_name, source, size)
             log(f"embedding {len(todo)} {split} image(s) with {model_name} at {size} px on {embedder.device} "
                 f"({len(got) - len(todo)} cached)")
-            fresh = embedder.embed(_decoded(comp, table, todo, pix))
-            cache.put([keys[i] for i in todo], fresh)
-            for i, e in zip(todo, fresh):
+        for start in range(0, len(todo), SAVE_EVERY):      # saved as it goes: an interrupted run resumes
+            part = todo[start:start + SAVE_EVERY]
+            fresh = embedder.embed(_decoded(comp, table, part, pix))
+            cache.put([keys[i] for i in part], fresh)
+            cache.save()
+            for i, e in zip(part, fresh):
                 got[i] = e
+            if len(todo) > SAVE_EVERY:
+                log(f"  {min(len(todo), start + SAVE_EVERY)} of {len(todo)} {split} image(s) embedded")
         dim = next((g.shape[0] for g in got if g is not None), embedder.dim if embedder else 0)
         parts.append(np.stack([np.zeros(dim, np.float32) if g is None else g.astype(np.float32) for g in got]))
     cache.save()
