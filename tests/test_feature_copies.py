@@ -137,11 +137,15 @@ def test_without_weights_the_audit_says_what_it_did_not_search(photo_comp, tmp_p
     assert "not searched" in summary_text(s)
 
 
-def test_missing_weights_file_is_one_clear_error(photo_comp, tmp_path):
+@pytest.mark.parametrize("flags, says", [(["--embed-weights", "nope.pth"], "error: --embed-weights"),
+                                         (["--embed-size", "8"], "error: --embed-size 8"),
+                                         (["--embed-model", "nosuchnet", "--embed-weights", "WEIGHTS"],
+                                          "error: embedding backbone: unknown timm model 'nosuchnet'")])
+def test_bad_embedding_settings_are_one_clear_error(photo_comp, tmp_path, flags, says):
+    flags = [str(_weights()) if f == "WEIGHTS" else str(tmp_path / f) if f.endswith(".pth") else f for f in flags]
     r = subprocess.run([sys.executable, str(REPO / "src" / "audit.py"), "--input-dir", str(photo_comp),
-                        "--reports-dir", str(tmp_path), "--embed-weights", str(tmp_path / "nope.pth")],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith("error: --embed-weights") and "Traceback" not in r.stderr
+                        "--reports-dir", str(tmp_path), *flags], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(says) and "Traceback" not in r.stderr, r.stderr
 
 
 def _fashion(n, offset):

@@ -182,26 +182,35 @@ def cluster_gallery(clusters: pd.DataFrame, load) -> tuple[list[str], list[np.nd
 
 # --------------------------------------------------------------------------- learned features
 
-def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, log=print) -> tuple:
-    """(unit embeddings of the rows of `hashes` or None, candidate feature pairs (copies, and the
-    borderline ones: down to BORDER below the margin and 0.05 below the threshold) with their
-    `copy` flag, info for audit.json). Without weights: (None, None, info saying what was not
-    searched)."""
+def feature_plan(cfg) -> dict:
+    """What the feature search will do (audit.json's `features`), checked before any image is read:
+    model, size, threshold, margin, weights or why there are none. Bad settings: EmbedError."""
     from foldkit import embed
+    if cfg.embed_size < embed.MIN_SIZE:
+        raise embed.EmbedError(f"--embed-size {cfg.embed_size}: the backbone needs at least {embed.MIN_SIZE} px "
+                               f"(default {embed.DEFAULT_SIZE}, the calibrated size)")
     thr, margin, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
     source, why = embed.weights_source(cfg.embed_model, cfg.embed_weights)
-    info = {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "margin": margin,
-            "calibrated": calibrated,
-            "weights": source or None, "searched": bool(source), "not_searched": why}
-    if not source:
-        return None, None, info
+    if source:
+        embed.check_model(cfg.embed_model)
+    return {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "margin": margin,
+            "calibrated": calibrated, "weights": source or None, "searched": bool(source), "not_searched": why}
+
+
+def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, plan: dict, log=print) -> tuple:
+    """(unit embeddings of the rows of `hashes`, candidate feature pairs: the copies and the
+    borderline ones, down to BORDER below the margin and 0.05 below the threshold, with their
+    `copy` flag). Without weights (plan["searched"] False): (None, None)."""
+    from foldkit import embed
+    if not plan["searched"]:
+        return None, None
     emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
-                                       cfg.embed_model, source, cfg.embed_size, log)
-    pairs = dup.feature_pairs(emb, floor=thr - 0.05)
-    pairs = pairs[pairs["margin"] >= margin - BORDER].reset_index(drop=True)
-    pairs["copy"] = (pairs["similarity"] >= thr) & (pairs["margin"] >= margin)
-    info["candidate_pairs"] = int(len(pairs))
-    return emb, pairs, info
+                                       cfg.embed_model, plan["weights"], cfg.embed_size, log)
+    pairs = dup.feature_pairs(emb, floor=plan["threshold"] - 0.05)
+    pairs = pairs[pairs["margin"] >= plan["margin"] - BORDER].reset_index(drop=True)
+    pairs["copy"] = (pairs["similarity"] >= plan["threshold"]) & (pairs["margin"] >= plan["margin"])
+    plan["candidate_pairs"] = int(len(pairs))
+    return emb, pairs
 
 
 def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
@@ -390,9 +399,10 @@ def run_audit(cfg, log=print) -> dict:
 
     # unreadable files are reported, not fatal: the audit is where the user learns about them
     comp, _ = open_competition(dataclasses.replace(cfg, skip_bad_images=True))
+    features = feature_plan(cfg)
     out_dir = dup.audit_dir(cfg)
     hashes, thumb = dup.hash_table(comp, out_dir / dup.CACHE_FILE, cfg.audit_workers, log)
-    emb, pairs, features = feature_search(cfg, comp, hashes, out_dir, log)
+    emb, pairs = feature_search(cfg, comp, hashes, out_dir, features, log)
     copies = None if pairs is None else pairs[pairs["copy"]]
     clusters = dup.cluster_table(hashes, thumb, cfg.near_threshold, emb, copies)
     counts = comp.train["label"].value_counts().sort_index()

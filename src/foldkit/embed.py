@@ -24,6 +24,7 @@ from foldkit.io import atomic_write_with
 
 DEFAULT_MODEL = "mobilenetv2_100"
 DEFAULT_SIZE = 128
+MIN_SIZE = 32          # smaller inputs leave mobilenet-like backbones a 1x1 feature map or less
 HUB = "hub"            # --embed-weights hub: download from the hub (needs a network)
 NONE = "none"          # --embed-weights none: no feature search
 BATCH = 128
@@ -83,6 +84,14 @@ def weights_source(model_name: str, weights: str) -> tuple[str, str]:
         return cached, ""
     return "", (f"no weights for {model_name!r} on this machine (pass --embed-weights FILE, or "
                 "--embed-weights hub where a network exists)")
+
+
+def check_model(model_name: str) -> None:
+    """EmbedError unless timm knows the model (checked before any image is read)."""
+    import timm
+    if not timm.is_model(model_name):
+        raise EmbedError(f"embedding backbone: unknown timm model {model_name!r}. See timm.list_models() for "
+                         f"the names (default {DEFAULT_MODEL}, the calibrated one).")
 
 
 def load_backbone(model_name: str, source: str):
