@@ -507,7 +507,8 @@ def fold_groups(cfg, table: pd.DataFrame, comp, log=print) -> tuple[np.ndarray |
     if clusters is None:
         if mode is None:
             return None, {"grouped": False, "reason": "no audit of this competition (python src/audit.py)"}
-        log("no audit of this competition: searching duplicates now (--group-duplicates)")
+        log("no audit of this competition: searching duplicates now (--group-duplicates; exact and hash copies "
+            "only: python src/audit.py --embed-weights FILE also finds mirrored, cropped, recoloured ones)")
         clusters, _, _ = find_duplicates(comp, where / CACHE_FILE, cfg.near_threshold, log=log)
         source = "computed by make_folds"
     groups, n = cluster_groups(table, clusters, cfg.group_col)
