@@ -230,6 +230,10 @@ def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def _named(split, id_, label) -> str:
+    return f"{split} {id_}" + (f" ({label})" if pd.notna(label) and str(label) != "" else "")
+
+
 def pair_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
     """(caption, the two images side by side) for the strongest train<->test copies, the weakest
     pairs called copies and the strongest not called copies (the ones a person should check)."""
@@ -242,7 +246,7 @@ def pair_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]
         for r in part.itertuples():
             captions.append(f"{name}: similarity {r.similarity:.3f}, margin {r.margin:.3f} "
                             f"({r.hash_bits} pHash bits): "
-                            f"{r.split_a} {r.id_a} ({r.label_a}) | {r.split_b} {r.id_b} ({r.label_b})")
+                            f"{_named(r.split_a, r.id_a, r.label_a)} | {_named(r.split_b, r.id_b, r.label_b)}")
             rows.append(mosaic_row([(r.split_a, r.source_a), (r.split_b, r.source_b)], load, 2))
     return captions, rows
 
