@@ -385,8 +385,8 @@ def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) ->
     zeros (unread images) take no part.
 
     margin = similarity - the higher of the two images' background similarity, the similarity to
-    their k-th nearest neighbour: how far the pair stands out from what the dataset's images
-    usually look like to each other. A copy of a photo stands far above its neighbours; two
+    their r-th nearest neighbour (r = 1% of the images, from 2 to k): how far the pair stands out
+    from what the dataset's images usually look like to each other. A copy of a photo stands far above its neighbours; two
     MNIST digits that merely look alike do not (every digit has ten neighbours almost as close).
 
     Neighbours come from an index, never all pairs in Python: faiss (IndexFlatIP) when installed
@@ -410,7 +410,10 @@ def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) ->
     rows = np.arange(len(x))[:, None]
     near = np.einsum("nd,nkd->nk", x, x[nbr.clip(0)])            # exact similarity to each neighbour
     near[(nbr == rows) | (nbr < 0)] = -np.inf
-    background = np.sort(near, axis=1)[:, 0 if k < 2 else 1]     # the k-th neighbour's (self excluded)
+    # the background: the similarity to the r-th nearest neighbour, r = 1% of the images (the share
+    # the calibration used: 10 of ~1,100), from 2 (the 1st is the copy itself) to k
+    r = int(np.clip(len(x) // 100, 2, k - 1)) if k > 2 else 1
+    background = -np.sort(-near, axis=1)[:, r - 1]
     background[~np.isfinite(background)] = 0.0
     i = np.repeat(rows[:, 0], k)
     j = nbr.ravel()
