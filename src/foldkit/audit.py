@@ -328,7 +328,7 @@ def _features_html(summary: dict, galleries: dict) -> list[str]:
                 f"train/test shift ({e(f['not_searched'])}).</div>"]
     out = [f"<p class='muted'>feature: {e(f['model'])} ImageNet features at {f['size']} px (image + mirror), "
            f"cosine similarity &ge; {f['threshold']:.3f} and &ge; {f['margin']:.2f} above both images' "
-           "similarity to their 10th nearest neighbour "
+           "similarity to their r-th nearest neighbour (r = 1% of the images, 2 to 10) "
            f"({'calibrated on planted copies' if f['calibrated'] else 'NOT calibrated for this model/size'}). "
            "All candidate pairs, ranked: pairs.csv</p>"]
     h = summary.get("duplicates_hash_only")

@@ -31,7 +31,7 @@ BATCH = 128
 SAVE_EVERY = 10000     # images embedded between cache saves
 
 # A pair is called a copy when the cosine similarity of its two embeddings is >= threshold and it
-# stands >= margin above both images' background similarity (their 10th nearest neighbour's,
+# stands >= margin above both images' background similarity (their r-th nearest neighbour's, r = 1% of the images, 2..10;
 # foldkit.duplicates.feature_pairs), per (model, size): calibrated on planted copies of real photos
 # against different images of the same class (benchmarks/bench_copies.py; benchmarks/RESULTS.md
 # "Feature copies").
