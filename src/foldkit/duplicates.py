@@ -386,8 +386,9 @@ def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) ->
 
     margin = similarity - the higher of the two images' background similarity, the similarity to
     their r-th nearest neighbour (r = 1% of the images, from 2 to k): how far the pair stands out
-    from what the dataset's images usually look like to each other. A copy of a photo stands far above its neighbours; two
-    MNIST digits that merely look alike do not (every digit has ten neighbours almost as close).
+    from what the dataset's images usually look like to each other. A copy of a photo stands far
+    above its neighbours; two MNIST digits that merely look alike do not (a digit has ten
+    neighbours almost as close).
 
     Neighbours come from an index, never all pairs in Python: faiss (IndexFlatIP) when installed
     (pip install -e ".[faiss]"), else scikit-learn's NearestNeighbors (brute force, BLAS). Above

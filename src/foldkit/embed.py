@@ -31,8 +31,8 @@ BATCH = 128
 SAVE_EVERY = 10000     # images embedded between cache saves
 
 # A pair is called a copy when the cosine similarity of its two embeddings is >= threshold and it
-# stands >= margin above both images' background similarity (their r-th nearest neighbour's, r = 1% of the images, 2..10;
-# foldkit.duplicates.feature_pairs), per (model, size): calibrated on planted copies of real photos
+# stands >= margin above both images' background similarity (their r-th nearest neighbour's,
+# r = 1% of the images, 2..10; foldkit.duplicates.feature_pairs), per (model, size): calibrated on planted copies of real photos
 # against different images of the same class (benchmarks/bench_copies.py; benchmarks/RESULTS.md
 # "Feature copies").
 CALIBRATED = {("mobilenetv2_100", 128): (0.80, 0.06)}
