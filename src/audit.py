@@ -2,9 +2,11 @@
 
     python src/audit.py                       # input/ -> reports/audit/audit.html + CSVs + PNGs
     python src/audit.py --near-threshold 6    # looser near-duplicate matching
+    python src/audit.py --embed-weights mobilenetv2_100.pth   # + mirrored/cropped/recoloured copies, shift
 
-Never modifies the competition. Hashes are cached in the audit folder, so a second run is
-instant; make_folds.py then keeps every duplicate cluster inside one fold.
+Never modifies the competition and never downloads (unless --embed-weights hub). Hashes and
+embeddings are cached in the audit folder, so a second run is quick; make_folds.py then keeps
+every duplicate cluster inside one fold.
 """
 import sys
 from pathlib import Path

@@ -3,15 +3,21 @@
 Reads the competition (any layout), never modifies it, and writes ``reports/audit/``:
 
     audit.html        self-contained page: counts, image statistics, duplicates, verdict
-    audit.json        summary (input_dir, settings, counts); make_folds reads it with duplicates.csv
-    duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans
+    audit.json        summary (input_dir, settings, counts, features, shift); make_folds reads it with
+                      duplicates.csv
+    duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans, similarity,
+                      method
+    pairs.csv         feature pairs by similarity (copies and the borderline ones below the threshold)
+    adversarial.csv   training images by p_test (adversarial validation), test_like
+    embed_cache_*.npz embeddings (a second run embeds nothing)
     images.csv        one row per image: split, id, label, width, height, channels, mode, format,
                       nbytes, error
     class_counts.csv  train rows per class
     *.png             class counts, image sizes train vs test, contact sheet, duplicate clusters
     hash_cache.npz    hashes of every image (a second run decodes nothing)
 
-Duplicates come from foldkit.duplicates; figures, tables and the page's pieces from foldkit.page. Each
+Duplicates come from foldkit.duplicates (hash and feature pairs), embeddings from foldkit.embed,
+the train/test shift from foldkit.shift; figures, tables and the page's pieces from foldkit.page. Each
 image is decoded once (at reduced size for large JPEGs).
 """
 from __future__ import annotations
@@ -24,11 +30,16 @@ import pandas as pd
 
 from foldkit import duplicates as dup
 from foldkit import page
+from foldkit import shift as adv
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 
 TINY_SIDE = 16        # shortest side below this: "tiny"
 HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized anyway)
 GALLERY_CLUSTERS = 24
+BORDER = 0.03         # pairs.csv lists feature pairs down to this much below the copy margin (and 0.05
+                      # below the threshold): the borderline ones
+GALLERY_PAIRS = 8     # pairs shown per group (strongest train<->test copies, weakest copies, strongest non-copies)
+GALLERY_TEST_LIKE = 16
 SHEET_PER_CLASS = 8
 
 
@@ -169,6 +180,99 @@ def cluster_gallery(clusters: pd.DataFrame, load) -> tuple[list[str], list[np.nd
     return captions, rows
 
 
+# --------------------------------------------------------------------------- learned features
+
+def feature_plan(cfg) -> dict:
+    """What the feature search will do (audit.json's `features`), checked before any image is read:
+    model, size, threshold, margin, weights or why there are none. Bad settings: EmbedError."""
+    from foldkit import embed
+    if cfg.embed_size < embed.MIN_SIZE:
+        raise embed.EmbedError(f"--embed-size {cfg.embed_size}: the backbone needs at least {embed.MIN_SIZE} px "
+                               f"(default {embed.DEFAULT_SIZE}, the calibrated size)")
+    thr, margin, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
+    source, why = embed.weights_source(cfg.embed_model, cfg.embed_weights)
+    if source:
+        embed.check_model(cfg.embed_model)
+    return {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "margin": margin,
+            "calibrated": calibrated, "weights": source or None, "searched": bool(source), "not_searched": why}
+
+
+def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, plan: dict, log=print) -> tuple:
+    """(unit embeddings of the rows of `hashes`, candidate feature pairs: the copies and the
+    borderline ones, down to BORDER below the margin and 0.05 below the threshold, with their
+    `copy` flag). Without weights (plan["searched"] False): (None, None)."""
+    from foldkit import embed
+    if not plan["searched"]:
+        return None, None
+    emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
+                                       cfg.embed_model, plan["weights"], cfg.embed_size, log)
+    pairs = dup.feature_pairs(emb, floor=plan["threshold"] - 0.05)
+    pairs = pairs[pairs["margin"] >= plan["margin"] - BORDER].reset_index(drop=True)
+    pairs["copy"] = (pairs["similarity"] >= plan["threshold"]) & (pairs["margin"] >= plan["margin"])
+    plan["candidate_pairs"] = int(len(pairs))
+    return emb, pairs
+
+
+def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
+    """pairs.csv: feature pairs by similarity, with their margin over the images' background
+    similarity, copy (both at or above the calibrated values), both images' id, split, label,
+    source and the pHash bits between them."""
+    cols = ["id", "split", "label", "source"]
+    a = hashes.iloc[pairs["i"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_a")
+    b = hashes.iloc[pairs["j"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_b")
+    ph = hashes["phash"].to_numpy(np.uint64)
+    bits = dup._popcount64(ph[pairs["i"].to_numpy(int)] ^ ph[pairs["j"].to_numpy(int)])
+    t = pd.concat([pd.DataFrame({"rank": np.arange(1, len(pairs) + 1),
+                                 "similarity": pairs["similarity"].round(4).to_numpy(),
+                                 "margin": pairs["margin"].round(4).to_numpy(),
+                                 "copy": pairs["copy"].to_numpy()}), a, b], axis=1)
+    t["hash_bits"] = bits
+    return t
+
+
+def _named(split, id_, label) -> str:
+    return f"{split} {id_}" + (f" ({label})" if pd.notna(label) and str(label) != "" else "")
+
+
+def pair_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
+    """(caption, the two images side by side) for the strongest train<->test copies, the weakest
+    pairs called copies and the strongest not called copies (the ones a person should check)."""
+    tt = table[(table["split_a"] != table["split_b"]) & table["copy"]].head(GALLERY_PAIRS)
+    above = table[table["copy"]].sort_values("margin", kind="stable").head(GALLERY_PAIRS)
+    below = table[~table["copy"]].sort_values("margin", ascending=False, kind="stable").head(GALLERY_PAIRS)
+    captions, rows = [], []
+    for name, part in (("train<->test copy", tt), ("weakest called a copy", above),
+                       ("strongest NOT called a copy", below)):
+        for r in part.itertuples():
+            captions.append(f"{name}: similarity {r.similarity:.3f}, margin {r.margin:.3f} "
+                            f"({r.hash_bits} pHash bits): "
+                            f"{_named(r.split_a, r.id_a, r.label_a)} | {_named(r.split_b, r.id_b, r.label_b)}")
+            rows.append(mosaic_row([(r.split_a, r.source_a), (r.split_b, r.source_b)], load, 2))
+    return captions, rows
+
+
+def train_test_shift(comp, hashes: pd.DataFrame, emb: np.ndarray) -> tuple[dict, pd.DataFrame | None]:
+    """(summary["shift"], adversarial.csv's table) from the embeddings; ({}, None) without test."""
+    ok = (hashes["error"] == "").to_numpy()
+    tr, te = ok & (hashes["split"] == "train").to_numpy(), ok & (hashes["split"] == "test").to_numpy()
+    if tr.sum() < adv.FOLDS or te.sum() < adv.FOLDS:
+        return {}, None
+    info, p_test = adv.adversarial_validation(emb[tr], emb[te])
+    table = adv.test_like_table(hashes[tr], p_test)
+    test_labels = comp.test["label"] if comp.test is not None and "label" in comp.test else None
+    priors = adv.class_priors(comp.train["label"], test_labels)
+    info["class_priors"] = None if priors is None else priors.to_dict(orient="index")
+    info["verdict"] = adv.shift_verdict(info, priors)
+    return info, table
+
+
+def test_like_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
+    top = table.head(GALLERY_TEST_LIKE)
+    caption = "most test-like training images: " + ", ".join(f"{i} ({p:.2f})" for i, p in
+                                                              zip(top["id"], top["p_test"]))
+    return [caption], [mosaic_row(list(zip(["train"] * len(top), top["source"])), load, GALLERY_TEST_LIKE)]
+
+
 # --------------------------------------------------------------------------- verdict + page
 
 def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
@@ -184,6 +288,13 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
         out.append(f"{d['test_images_with_train_copy']} test image(s) have a copy in train "
                    f"({d['train_test_clusters']} cluster(s)): a leak; the public score on them says little "
                    "about new images, and their train labels can be looked up.")
+    h, f = summary.get("duplicates_hash_only"), summary.get("features", {})
+    if h and (d["test_images_with_train_copy"] > h["test_images_with_train_copy"]
+              or d["train_images_in_clusters"] > h["train_images_in_clusters"]):
+        out.append(f"of these, the feature search found what the hash misses (mirrored, cropped, recoloured "
+                   f"copies): {d['test_images_with_train_copy'] - h['test_images_with_train_copy']} more test "
+                   f"image(s) with a train copy and {d['train_images_in_clusters'] - h['train_images_in_clusters']} "
+                   "more train images in clusters; check the borderline pairs on the page (pairs.csv).")
     if d["label_conflicts"]:
         out.append(f"{d['label_conflicts']} cluster(s) carry different labels for copies of one image: "
                    "label noise; check them in duplicates.csv (label_conflict) and fix or drop.")
@@ -193,6 +304,10 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
     counts = summary["class_counts"]
     if counts and max(counts.values()) > 10 * max(1, min(counts.values())):
         out.append("classes are strongly imbalanced (>10x): consider --balance and a metric such as f1_macro.")
+    if not f.get("searched", True):
+        out.append(f"not searched: copies that are mirrored, cropped, shifted or recoloured (a perceptual "
+                   f"hash misses them) and train/test shift; {f.get('not_searched', '')}.")
+    out += summary.get("shift", {}).get("verdict", [])
     if not out:
         out.append("nothing found that would distort CV: no duplicates, no train/test copies, no unreadable files.")
     return out
@@ -204,8 +319,49 @@ def _rows_html(captions: list[str], rows: list[np.ndarray]) -> str:
                    for c, r in zip(captions, rows))
 
 
+def _features_html(summary: dict, galleries: dict) -> list[str]:
+    """The page's feature-copy part: what was searched, the counts against the hash alone, pairs."""
+    e = html.escape
+    f = summary["features"]
+    if not f["searched"]:
+        return [f"<div class='warn'>Not searched: mirrored, cropped, shifted or recoloured copies and "
+                f"train/test shift ({e(f['not_searched'])}).</div>"]
+    out = [f"<p class='muted'>feature: {e(f['model'])} ImageNet features at {f['size']} px (image + mirror), "
+           f"cosine similarity &ge; {f['threshold']:.3f} and &ge; {f['margin']:.2f} above both images' "
+           "similarity to their r-th nearest neighbour (r = 1% of the images, 2 to 10) "
+           f"({'calibrated on planted copies' if f['calibrated'] else 'NOT calibrated for this model/size'}). "
+           "All candidate pairs, ranked: pairs.csv</p>"]
+    h = summary.get("duplicates_hash_only")
+    if h:
+        d = summary["duplicates"]
+        out.append(f"<p>hash search alone: {h['test_images_with_train_copy']} test image(s) with a train copy, "
+                   f"{h['train_images_in_clusters']} train images in clusters; with features: "
+                   f"{d['test_images_with_train_copy']} and {d['train_images_in_clusters']}.</p>")
+    if galleries.get("pairs", ([],))[0]:
+        out.append("<h3>pairs by similarity (check the borderline ones)</h3>" + _rows_html(*galleries["pairs"]))
+    return out
+
+
+def _shift_html(summary: dict, galleries: dict) -> list[str]:
+    """The page's train/test shift part (adversarial validation, class priors, test-like images)."""
+    e = html.escape
+    out = []
+    sh = summary.get("shift") or {}
+    if sh:
+        out.append("<h2>Train/test shift (adversarial validation)</h2>"
+                   + "".join(f"<div class='warn'>{e(v)}</div>" for v in sh["verdict"])
+                   + f"<p>ROC AUC {sh['auc']:.3f} &plusmn; {sh['auc_std']:.3f} ({sh['folds']}-fold "
+                   f"{e(sh['classifier'])} on the embeddings; 0.5 = no detectable shift). Every training "
+                   "image's p_test: adversarial.csv (test_like marks the most test-like 20%).</p>")
+        if sh.get("class_priors"):
+            out.append("<h3>class priors</h3>" + page.table(pd.DataFrame(sh["class_priors"]).T))
+        if galleries.get("test_like"):
+            out.append(_rows_html(*galleries["test_like"]))
+    return out
+
+
 def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame, pngs: dict,
-               sheet: tuple, gallery: tuple) -> Path:
+               sheet: tuple, gallery: tuple, galleries: dict | None = None) -> Path:
     e = html.escape
     d = summary["duplicates"]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data audit</title><style>{page.CSS}</style>"
@@ -227,10 +383,12 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
              "<h2>Duplicates</h2>",
              f"<p class='muted'>exact: same decoded pixels; near: 64-bit pHash within {summary['threshold']} "
              f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: duplicates.csv</p>",
+             *_features_html(summary, galleries or {}),
              page.table(pd.DataFrame([d]), index=False)]
     if gallery[0]:
         parts.append(f"<h3>clusters side by side (first {len(gallery[0])})</h3>" + _rows_html(*gallery))
         parts.append(page.table(clusters.head(200), index=False))
+    parts += _shift_html(summary, galleries or {})
     parts.append("</body></html>\n")
     path = out_dir / "audit.html"
     atomic_write_text(path, "\n".join(parts))
@@ -245,9 +403,12 @@ def run_audit(cfg, log=print) -> dict:
 
     # unreadable files are reported, not fatal: the audit is where the user learns about them
     comp, _ = open_competition(dataclasses.replace(cfg, skip_bad_images=True))
+    features = feature_plan(cfg)
     out_dir = dup.audit_dir(cfg)
-    clusters, hashes, _ = dup.find_duplicates(comp, out_dir / dup.CACHE_FILE, cfg.near_threshold,
-                                              cfg.audit_workers, log)
+    hashes, thumb = dup.hash_table(comp, out_dir / dup.CACHE_FILE, cfg.audit_workers, log)
+    emb, pairs = feature_search(cfg, comp, hashes, out_dir, features, log)
+    copies = None if pairs is None else pairs[pairs["copy"]]
+    clusters = dup.cluster_table(hashes, thumb, cfg.near_threshold, emb, copies)
     counts = comp.train["label"].value_counts().sort_index()
     images = image_table(hashes, comp.bad_files)
     stats = image_stats(images)
@@ -255,13 +416,25 @@ def run_audit(cfg, log=print) -> dict:
                "train_rows": len(comp.train), "test_rows": 0 if comp.test is None else len(comp.test),
                "class_counts": {str(k): int(v) for k, v in counts.items()},
                "threshold": cfg.near_threshold, "duplicates": dup.summarize(clusters),
+               "features": features, "shift": {},
                "unreadable": stats["unreadable"], "tiny": stats["tiny"], "huge": stats["huge"]}
+    galleries = {}
+    load = image_loader(comp)
+    if emb is not None:
+        summary["duplicates_hash_only"] = dup.summarize(dup.cluster_table(hashes, thumb, cfg.near_threshold))
+        ptable = pairs_table(pairs, hashes)
+        atomic_write_with(out_dir / dup.PAIRS_CSV, lambda t: ptable.to_csv(t, index=False, lineterminator="\n"))
+        galleries["pairs"] = pair_gallery(ptable, load)
+        summary["shift"], test_like = train_test_shift(comp, hashes, emb)
+        if test_like is not None:
+            atomic_write_with(out_dir / adv.ADVERSARIAL_CSV,
+                              lambda t: test_like.to_csv(t, index=False, lineterminator="\n"))
+            galleries["test_like"] = test_like_gallery(test_like, load)
     summary["verdict"] = verdict(summary, stats, len(comp.train))
     dup.write_clusters(clusters, out_dir, cfg.input_dir, cfg.near_threshold, summary)
     atomic_write_with(out_dir / "images.csv", lambda t: images.to_csv(t, index=False, lineterminator="\n"))
     atomic_write_with(out_dir / "class_counts.csv",
                       lambda t: counts.rename("count").to_csv(t, index_label="label", lineterminator="\n"))
-    load = image_loader(comp)
     pngs = {"class_counts.png": plot_class_counts(counts, out_dir / "class_counts.png"),
             "sizes.png": plot_sizes(images, out_dir / "sizes.png")}
     sheet = contact_sheet(hashes, load)
@@ -269,18 +442,27 @@ def run_audit(cfg, log=print) -> dict:
     gallery = cluster_gallery(clusters, load) if len(clusters) else ([], [])
     if gallery[0]:
         write_mosaic(gallery[1], out_dir / "duplicates.png")
-    summary["paths"] = {"html": str(write_page(out_dir, summary, stats, clusters, pngs, sheet, gallery)),
+    summary["paths"] = {"html": str(write_page(out_dir, summary, stats, clusters, pngs, sheet, gallery, galleries)),
                         "duplicates": str(out_dir / dup.DUPLICATES_CSV)}
     return summary
 
 
 def summary_text(s: dict) -> str:
     d = s["duplicates"]
+    f = s.get("features", {})
+    how = f"pHash <= {s['threshold']} bits" + (f" or {f['model']} features: similarity >= {f['threshold']:.2f}, "
+                                                f"margin >= {f['margin']:.2f}" if f.get("searched") else "")
     lines = [f"{s['layout']} layout: {s['train_rows']} train rows, {s['test_rows']} test rows, "
              f"{len(s['class_counts'])} classes; {s['unreadable']} unreadable, {s['tiny']} tiny, {s['huge']} huge",
-             f"duplicates (near = pHash <= {s['threshold']} bits): {d['train_clusters']} cluster(s) in train "
+             f"duplicates ({how}): {d['train_clusters']} cluster(s) in train "
              f"({d['train_images_in_clusters']} images, {d['exact_clusters']} exact / {d['near_clusters']} near "
              f"clusters overall), {d['test_images_with_train_copy']} test image(s) with a train copy, "
              f"{d['label_conflicts']} label conflict(s)"]
+    h = s.get("duplicates_hash_only")
+    if h:
+        lines.append(f"hash search alone: {h['train_images_in_clusters']} train images in clusters, "
+                     f"{h['test_images_with_train_copy']} test image(s) with a train copy")
+    if s.get("shift"):
+        lines.append(f"train/test shift: adversarial validation AUC {s['shift']['auc']:.3f}")
     lines += [f"verdict: {v}" for v in s["verdict"]]
     return "\n".join(lines)

@@ -74,6 +74,14 @@ class Config:
     near_threshold: int = _opt(4, "near duplicates: at most this many differing bits of the 64-bit "
                                "perceptual hash (0 = identical hashes)", "audit")
     audit_workers: int = _opt(0, "processes decoding images for the audit (0 = all cores)", "audit")
+    embed_model: str = _opt("mobilenetv2_100", "timm backbone whose features find copies (mirrored, cropped, "
+                            "recoloured) and train/test shift", "audit")
+    embed_weights: str = _opt("", "its ImageNet weights: a local timm state_dict FILE, hub (download), none "
+                              "(hash search only); default: the hub's local cache, else hash search only", "audit")
+    embed_size: int = _opt(128, "input size (px) of the embedding backbone (64: faster, finds fewer crops; "
+                           "only 128 is calibrated)", "audit")
+    embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for "
+                                  "--embed-model and --embed-size)", "audit")
 
     # ---- training ----
     experiment: str = _opt("", "experiment name: models/<experiment>/ (default: derived from model, size "

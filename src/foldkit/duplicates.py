@@ -21,6 +21,13 @@ with multi-index hashing (hand-written, no library does it on numpy): the 64 bit
 (pigeonhole), so only rows sharing a band value are compared, vectorised in numpy. Clusters are
 the connected components of the pair graph (``scipy.sparse.csgraph``).
 
+* **feature** (the audit, when embedding weights are available): cosine similarity of learned
+  embeddings (foldkit.embed) >= a threshold and standing a margin above both images' background
+  similarity, both calibrated per model; pairs come from feature_pairs (an index: scikit-learn
+  NearestNeighbors, or faiss when installed). Finds the mirrored, cropped
+  and recoloured copies the hash misses. ``method`` in duplicates.csv says which method paired an
+  image (exact, hash, feature).
+
 Hashes are cached in ``<audit dir>/hash_cache.npz`` keyed by file path + size + mtime (files)
 or by the pixel hash (array layouts): a second run decodes nothing.
 
@@ -47,6 +54,13 @@ THUMB = 16
 CACHE_FILE = "hash_cache.npz"
 DUPLICATES_CSV = "duplicates.csv"
 AUDIT_JSON = "audit.json"
+PAIRS_CSV = "pairs.csv"
+CLUSTER_COLUMNS = ["cluster", "id", "split", "label", "source", "kind", "distance", "label_conflict", "spans",
+                   "similarity", "method"]
+METHODS = ("exact", "hash", "feature")
+FEATURE_NEIGHBOURS = 10        # neighbours per image searched for feature copies
+PROJECT_ABOVE = 20000          # more images than this: neighbours searched on a PCA projection
+PROJECT_DIM = 128
 _FIELDS = ("key", "exact", "phash", "thumb", "height", "width", "channels", "mode", "format", "nbytes", "error")
 
 
@@ -131,7 +145,7 @@ def _records_frame(recs: list[dict]) -> dict:
     return out
 
 
-def _file_key(path: Path) -> str:
+def file_key(path: Path) -> str:
     st = path.stat() if path.exists() else None
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}" if st else f"{path.resolve()}|missing"
 
@@ -192,7 +206,7 @@ def split_hashes(comp, split: str, cache: HashCache, workers: int = 0, log=print
             r["phash"] = h
     else:
         paths = [Path(comp.root) / p for p in table["path"]]
-        keys = [_file_key(p) for p in paths]
+        keys = [file_key(p) for p in paths]
         recs = cache.get(keys)
         todo = [i for i, r in enumerate(recs) if r is None]
         if todo:
@@ -276,13 +290,20 @@ def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 def find_duplicates(comp, cache_path: str | Path | None = None, threshold: int = DEFAULT_THRESHOLD,
                     workers: int = 0, log=print) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Duplicate clusters of the competition's train and test images.
+    """Duplicate clusters of the competition's train and test images by exact and hash pairs.
 
-    Returns (clusters, hashes, thumbs): clusters has one row per image that has a copy (cluster, id,
-    split, label, source, kind = exact/near, distance (max pHash bits to the cluster's first
-    member), label_conflict, spans = train/test/train+test), ordered by cluster; hashes has one
-    row per image of train then test (split, id, label, source, hash record columns); thumbs
-    the (N, 256) grey thumbnails of those rows."""
+    Returns (clusters, hashes, thumbs): clusters has one row per image that has a copy
+    (CLUSTER_COLUMNS: cluster, id, split, label, source, kind = exact/near, distance (max pHash
+    bits to the cluster's first member), label_conflict, spans = train/test/train+test,
+    similarity, method), ordered by cluster; hashes and thumbs as hash_table's."""
+    hashes, thumb = hash_table(comp, cache_path, workers, log)
+    return cluster_table(hashes, thumb, threshold), hashes, thumb
+
+
+def hash_table(comp, cache_path: str | Path | None = None, workers: int = 0,
+               log=print) -> tuple[pd.DataFrame, np.ndarray]:
+    """(hashes: one row per image of train then test (split, id, label, source, hash record
+    columns); thumbs: the (N, 256) grey thumbnails of those rows). Cached."""
     cache = HashCache(cache_path)
     parts, thumbs = [], []
     for split in ("train", "test"):
@@ -298,11 +319,15 @@ def find_duplicates(comp, cache_path: str | Path | None = None, threshold: int =
         parts.append(h)
     cache.save()
     hashes = pd.concat(parts, ignore_index=True)
-    thumb = np.concatenate(thumbs) if thumbs else np.zeros((0, THUMB * THUMB), np.uint8)
-    return cluster_table(hashes, thumb, threshold), hashes, thumb
+    return hashes, np.concatenate(thumbs) if thumbs else np.zeros((0, THUMB * THUMB), np.uint8)
 
 
-def cluster_table(hashes: pd.DataFrame, thumb: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> pd.DataFrame:
+def cluster_table(hashes: pd.DataFrame, thumb: np.ndarray, threshold: int = DEFAULT_THRESHOLD,
+                  emb: np.ndarray | None = None, feature: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Clusters = connected components of the exact, hash (pHash + thumbnail) and feature pairs.
+
+    emb: unit embeddings of the rows of `hashes` (or None); feature: pairs (i, j) of rows whose
+    embeddings are copies (feature_pairs that pass the threshold and the margin)."""
     ok = (hashes["error"] == "").to_numpy()
     rows = np.flatnonzero(ok)
     n = len(hashes)
@@ -311,14 +336,17 @@ def cluster_table(hashes: pd.DataFrame, thumb: np.ndarray, threshold: int = DEFA
     codes = pd.factorize(ex)[0]
     first_of_code = ex.index.to_numpy()[np.unique(codes, return_index=True)[1]]
     ei, ej = first_of_code[codes], ex.index.to_numpy()
-    i = np.r_[rows[near["i"].to_numpy(int)], ei]
-    j = np.r_[rows[near["j"].to_numpy(int)], ej]
-    comp_id = components(n, i, j)
+    keep = ei != ej
+    fi = np.zeros(0, int) if feature is None else feature["i"].to_numpy(int)
+    fj = np.zeros(0, int) if feature is None else feature["j"].to_numpy(int)
+    edges = pd.DataFrame({"i": np.r_[ei[keep], rows[near["i"].to_numpy(int)], fi],
+                          "j": np.r_[ej[keep], rows[near["j"].to_numpy(int)], fj],
+                          "method": ["exact"] * int(keep.sum()) + ["hash"] * len(near) + ["feature"] * len(fi)})
+    comp_id = components(n, edges["i"].to_numpy(int), edges["j"].to_numpy(int))
     sizes = np.bincount(comp_id, minlength=n)
     member = ok & (sizes[comp_id] > 1)
-    cols = ["cluster", "id", "split", "label", "source", "kind", "distance", "label_conflict", "spans"]
     if not member.any():
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=CLUSTER_COLUMNS)
     df = hashes.loc[member, ["id", "split", "label", "source", "exact", "phash"]].copy()
     df["comp"] = comp_id[member]
     # clusters numbered by their first row (train before test, input order)
@@ -332,7 +360,85 @@ def cluster_table(hashes: pd.DataFrame, thumb: np.ndarray, threshold: int = DEFA
     df["label_conflict"] = train_labels.groupby(df["cluster"]).transform("nunique") > 1
     sp = g["split"].transform(lambda s: "+".join(sorted(set(s), key=["train", "test"].index)))
     df["spans"] = sp
-    return df[cols].reset_index(drop=True)
+    df["similarity"], df["method"] = _row_edges(edges, emb, df.index.to_numpy())
+    return df[CLUSTER_COLUMNS].reset_index(drop=True)
+
+
+def _row_edges(edges: pd.DataFrame, emb: np.ndarray | None, rows: np.ndarray) -> tuple[np.ndarray, list]:
+    """Per row: the highest embedding similarity to a cluster mate it is paired with (NaN without
+    embeddings) and the methods that paired it (exact, hash, feature; '+'-joined)."""
+    both = pd.concat([edges, edges.rename(columns={"i": "j", "j": "i"})], ignore_index=True)
+    if emb is not None and len(both):
+        both["sim"] = np.einsum("ij,ij->i", emb[both["i"].to_numpy(int)], emb[both["j"].to_numpy(int)])
+    else:
+        both["sim"] = np.nan
+    g = both.groupby("i")
+    sim = g["sim"].max().reindex(rows).round(4).to_numpy()
+    order = {m: k for k, m in enumerate(METHODS)}
+    meth = g["method"].agg(lambda m: "+".join(sorted(set(m), key=order.get))).reindex(rows)
+    return sim, meth.fillna("").tolist()
+
+
+def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) -> pd.DataFrame:
+    """Pairs (i < j) of rows whose unit embeddings have cosine similarity >= floor, among each
+    row's k nearest neighbours: columns i, j, similarity (highest first) and margin. Rows of
+    zeros (unread images) take no part.
+
+    margin = similarity - the higher of the two images' background similarity, the similarity to
+    their r-th nearest neighbour (r = 1% of the images, from 2 to k): how far the pair stands out
+    from what the dataset's images usually look like to each other. A copy of a photo stands far
+    above its neighbours; two MNIST digits that merely look alike do not (a digit has ten
+    neighbours almost as close).
+
+    Neighbours come from an index, never all pairs in Python: faiss (IndexFlatIP) when installed
+    (pip install -e ".[faiss]"), else scikit-learn's NearestNeighbors (brute force, BLAS). Above
+    PROJECT_ABOVE rows the search runs on a PCA projection to PROJECT_DIM dimensions (the cost
+    is n^2 x dim) and the candidates' similarity is then recomputed on the full embeddings."""
+    valid = np.flatnonzero(np.linalg.norm(emb, axis=1) > 0) if len(emb) else np.zeros(0, int)
+    if len(valid) < 2:
+        return pd.DataFrame({"i": [], "j": [], "similarity": [], "margin": []}).astype(
+            {"i": int, "j": int, "similarity": float, "margin": float})
+    x = np.ascontiguousarray(emb[valid], dtype=np.float32)
+    if len(x) > PROJECT_ABOVE and x.shape[1] > PROJECT_DIM:
+        from sklearn.decomposition import PCA
+        sample = x[np.random.default_rng(0).choice(len(x), min(len(x), 20000), replace=False)]
+        q = PCA(PROJECT_DIM, svd_solver="randomized", random_state=0).fit(sample).transform(x)
+        q = np.ascontiguousarray(q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12), dtype=np.float32)
+    else:
+        q = x
+    k = min(k + 1, len(x))
+    nbr = _knn(q, k)
+    rows = np.arange(len(x))[:, None]
+    near = np.einsum("nd,nkd->nk", x, x[nbr.clip(0)])            # exact similarity to each neighbour
+    near[(nbr == rows) | (nbr < 0)] = -np.inf
+    # the background: the similarity to the r-th nearest neighbour, r = 1% of the images (the share
+    # the calibration used: 10 of ~1,100), from 2 (the 1st is the copy itself) to k
+    r = int(np.clip(len(x) // 100, 2, k - 1)) if k > 2 else 1
+    background = -np.sort(-near, axis=1)[:, r - 1]
+    background[~np.isfinite(background)] = 0.0
+    i = np.repeat(rows[:, 0], k)
+    j = nbr.ravel()
+    keep = (j >= 0) & (i != j)
+    i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+    pairs = np.unique(np.stack([i, j], 1), axis=0)
+    sim = np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]])
+    margin = sim - np.maximum(background[pairs[:, 0]], background[pairs[:, 1]])
+    keep = sim >= floor
+    out = pd.DataFrame({"i": valid[pairs[keep, 0]], "j": valid[pairs[keep, 1]], "similarity": sim[keep],
+                        "margin": margin[keep]})
+    return out.sort_values("similarity", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _knn(q: np.ndarray, k: int) -> np.ndarray:
+    """Indices (n, k) of each row's k nearest rows (inner product of unit vectors)."""
+    try:
+        import faiss
+    except ImportError:
+        from sklearn.neighbors import NearestNeighbors
+        return NearestNeighbors(n_neighbors=k, algorithm="brute").fit(q).kneighbors(q, return_distance=False)
+    index = faiss.IndexFlatIP(q.shape[1])
+    index.add(q)
+    return index.search(q, k)[1]
 
 
 def summarize(clusters: pd.DataFrame) -> dict:
@@ -340,11 +446,13 @@ def summarize(clusters: pd.DataFrame) -> dict:
     if clusters.empty:
         return {"clusters": 0, "train_clusters": 0, "train_images_in_clusters": 0, "train_extra_copies": 0,
                 "train_test_clusters": 0, "test_images_with_train_copy": 0, "label_conflicts": 0,
-                "exact_clusters": 0, "near_clusters": 0}
+                "exact_clusters": 0, "near_clusters": 0, "feature_only_clusters": 0}
     c = clusters
     per = c.groupby("cluster").agg(n_train=("split", lambda s: int((s == "train").sum())),
                                    n_test=("split", lambda s: int((s == "test").sum())),
                                    kind=("kind", "first"), conflict=("label_conflict", "first"))
+    method = c["method"] if "method" in c else pd.Series("", index=c.index)
+    per["feature_only"] = (method.fillna("") == "feature").groupby(c["cluster"]).all()
     tr = per[per["n_train"] >= 2]
     tt = per[(per["n_train"] >= 1) & (per["n_test"] >= 1)]
     return {"clusters": int(len(per)), "train_clusters": int(len(tr)),
@@ -353,7 +461,8 @@ def summarize(clusters: pd.DataFrame) -> dict:
             "train_test_clusters": int(len(tt)), "test_images_with_train_copy": int(tt["n_test"].sum()),
             "label_conflicts": int(per["conflict"].sum()),
             "exact_clusters": int((per["kind"] == "exact").sum()),
-            "near_clusters": int((per["kind"] == "near").sum())}
+            "near_clusters": int((per["kind"] == "near").sum()),
+            "feature_only_clusters": int(per["feature_only"].sum())}
 
 
 # --------------------------------------------------------------------------- the audit's files
@@ -402,7 +511,8 @@ def fold_groups(cfg, table: pd.DataFrame, comp, log=print) -> tuple[np.ndarray |
     if clusters is None:
         if mode is None:
             return None, {"grouped": False, "reason": "no audit of this competition (python src/audit.py)"}
-        log("no audit of this competition: searching duplicates now (--group-duplicates)")
+        log("no audit of this competition: searching duplicates now (--group-duplicates; exact and hash copies "
+            "only: python src/audit.py --embed-weights FILE also finds mirrored, cropped, recoloured ones)")
         clusters, _, _ = find_duplicates(comp, where / CACHE_FILE, cfg.near_threshold, log=log)
         source = "computed by make_folds"
     groups, n = cluster_groups(table, clusters, cfg.group_col)
