@@ -56,9 +56,11 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     except ImportError:
         return head + f"<div class='warn'>cleanlab is not installed: {html.escape(INSTALL_HINT)}</div>"
     atomic_write_with(out(CSV), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
-    parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {CSV}</p>"]
+    parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {page.links([CSV])}</p>"]
     if load_image is not None and len(table):
         page.image_grid(table.head(k), load_image, out(PNG))
         parts.append(f"<img alt='suspected label errors' src='{page.png_uri(out(PNG))}'>")
-    parts.append(page.table(table.head(50), index=False) if len(table) else "<p>none found</p>")
+    parts.append(page.table(table.head(20).rename(columns={"label": "given label", "pred": "predicted",
+                                                             "prob_given": "probability of the given label"}),
+                            index=False) if len(table) else "<p>none found</p>")
     return "".join(parts)
