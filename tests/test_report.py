@@ -364,3 +364,25 @@ def test_training_curves_are_one_figure_with_every_fold(tmp_path):
     section = page[page.index("<h2>Training curves"):page.index("<h2>Confusion")]
     assert section.count("<img") == 1 and "every fold" in section
     assert "curves.png" in out["paths"] and (tmp_path / "rep" / "curve_fold1.png").is_file()
+
+
+def test_a_120_class_report_reads_in_a_browser(tmp_path):
+    """The page as a person sees it (headless Chromium): every image loads, no JSON or internal key is
+    visible, the CV headline is on the first screen, and no table runs past 20 classes."""
+    from sklearn.datasets import load_digits
+
+    from browser import RAW, render
+
+    digits = load_digits().images.astype(np.uint8) * 16          # real 8x8 handwritten digits
+    exp, classes = make_many_class_experiment(tmp_path)
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "valid_loss": [1.8, 1.2], "valid_accuracy": [0.5, 0.9],
+                  "valid_metric": [0.5, 0.9], "lr": [1e-3] * 2, "seconds": [1.0] * 2}).to_csv(exp / "log_fold0.csv",
+                                                                                             index=False)
+    write_report(exp, tmp_path / "rep", load_image=lambda i: digits[hash(i) % len(digits)], test_score=0.9,
+                 extra=PREDICT_EXTRA)
+    seen = render(tmp_path / "rep" / "report.html", tmp_path)
+    assert seen["images"] == 5 and seen["broken"] == []   # fold chart, curves, confusion, 2 galleries
+    assert seen["headline"].startswith("CV accuracy 0.9167 ± 0.0000")
+    assert seen["headline_bottom"] < seen["height"]
+    assert [raw for raw in RAW if raw in seen["text_without_files"]] == []
+    assert "breed_119" not in seen["text"]      # a well-predicted class of 120 is in the CSVs, not the page

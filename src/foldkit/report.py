@@ -501,7 +501,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
 # --------------------------------------------------------------------------- the page
 
 # the figures predict.py records in `extra` (blend.report_extra and the submission record), in words
-_PLAN_SCORES = [("cv_final_nested", "nested CV (fitted without the scored fold)"),
+_PLAN_SCORES = [("cv_final_nested", "in nested CV (fitted without the scored fold)"),
                 ("cv_final_in_sample", "in-sample (fitted on all OOF rows)")]
 _BEFORE_POST = [("cv_blend_nested", "nested"), ("cv_blend_in_sample", "in-sample")]
 _KNOWN = {"plan", "cv_singles", "cv_rows", "verdicts", "cv_mean_blend", "submission", "test_accuracy",
@@ -527,7 +527,7 @@ def facts_in_words(extra: dict, metric: str) -> tuple[list[str], list[str]]:
                                                                  if "plan" in extra else "."))
     elif "plan" in extra:
         facts.append(f"The submission is made from {plan_in_words(extra['plan'])}.")
-    scored = [f"{f(extra[k], 5)} in {what}" for k, what in _PLAN_SCORES if extra.get(k) is not None]
+    scored = [f"{f(extra[k], 5)} {what}" for k, what in _PLAN_SCORES if extra.get(k) is not None]
     if scored:
         rows = f" on {extra['cv_rows']} OOF rows" if "cv_rows" in extra else ""
         facts.append(f"CV {metric} of what is submitted{rows}: " + ", ".join(scored) + ".")
