@@ -88,6 +88,9 @@ def prepare_run(cfg, log=print) -> RunData:
                          "weights): use --balance sampler")
     check_training_settings(cfg)
     comp, reading = open_competition(cfg, meta)
+    from foldkit.submission import probability_hint
+    if hint := probability_hint(comp.sample_submission, meta["classes"], cfg.metric):
+        log(f"note: {hint}")
     exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
