@@ -316,8 +316,9 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
 
 # --------------------------------------------------------------------------- the fold
 
-def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
-    """Train `fold` (validate on it, train on the others). Returns the fold summary."""
+def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
+    """Train `fold` (validate on it, train on the others). Returns the fold summary.
+    on_epoch: callables `(fold, log row)` called after each epoch (--log's tracker)."""
     from foldkit import engine, metrics
     from foldkit.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report import plot_log_curve
@@ -378,6 +379,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
             f"valid_acc {acc:.4f}  {cfg.metric} {_fmt(value)}{' *' if improved else ''}  "
             f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else ""))
         state.epochs_done = epoch + 1
+        for callback in on_epoch:
+            callback(fold, state.log[-1])
         if improved or not state.best_epoch:   # the first epoch is kept even when its score is undefined
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
             if main:
@@ -435,6 +438,8 @@ def train(cfg, log=print) -> list[dict]:
     run = distributed.main_first(lambda: open_run(distributed.with_settings(cfg, cache="off")
                                                   if devices else cfg, log))
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
+    from foldkit.trackers import open_tracker   # --log: started before the first fold, main process only
+    tracker = open_tracker(cfg, run.exp.name) if distributed.is_main() else None
     train_only = int((run.table["fold"] < 0).sum())
     log(f"experiment {run.exp.name}: {cfg.model}, folds {folds}, {len(run.table)} rows, {len(run.classes)} classes "
         + (f"({train_only} rows of rare classes train-only) " if train_only else "") + f"-> {run.exp.dir}")
@@ -445,8 +450,11 @@ def train(cfg, log=print) -> list[dict]:
             log(f"fold {k}: already finished ({s['metric']} {_fmt(s['value'])}), skipped")
             out[k] = s
         elif not devices:
-            out[k] = fit_fold(cfg, run, k, log=log)
+            out[k] = fit_fold(cfg, run, k, log=log, on_epoch=[tracker.on_epoch] if tracker else ())
     if devices and len(out) < len(folds):
         todo = [k for k in dict.fromkeys(folds) if k not in out]
         out.update(foldpool.run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold, log=log))
+    if tracker:
+        tracker.finish(run.exp, cfg.reports_dir)
+        log(f"--log {cfg.log}: run {run.exp.name} in {getattr(tracker, 'uri', None) or tracker.dir}")
     return [out[k] for k in folds]
