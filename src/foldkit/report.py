@@ -512,7 +512,7 @@ def plan_in_words(plan: dict) -> str:
     """blend.Plan.describe() as a sentence: which experiments, weights, post-processing."""
     weights = plan.get("weights") or {}
     steps = {k: v for k, v in plan.items() if k not in ("blend", "weights")}
-    made = (f"a {plan.get('blend', 'mean')} blend of " + ", ".join(f"{n} (weight {w:.3f})" for n, w in weights.items())
+    made = (f"the {plan.get('blend', 'mean')} blend of " + ", ".join(f"{n} (weight {w:.3f})" for n, w in weights.items())
             if len(weights) > 1 else f"the fold models of {', '.join(weights) or 'the experiment'}")
     post = "; ".join(f"{page.humanise(k)} ({page.words(v)})" for k, v in steps.items())
     return f"{made}, {'post-processed by ' + post if post else 'without post-processing'}"
@@ -635,3 +635,31 @@ def errors_section(worst: pd.DataFrame, paths: dict[str, Path]) -> list[str]:
 def files_line(paths: dict[str, Path]) -> str:
     names = sorted(n for n in paths if n != "report.html")
     return f"<p class='muted'>files beside this page: {page.links(names)}</p>"
+
+
+def write_blend_page(body: dict, report_dir: str | Path) -> Path:
+    """reports/<a+b>/report.html: the blend's own first screen (what predict.py's write_blend_report
+    records in cv_scores.json: its nested CV, test score, plan in words, verdicts) and links to each
+    member's own report, so no figure of a member is shown as the blend's or the other way round."""
+    e, f = html.escape, page.words
+    names, metric = body["experiments"], body["metric"]
+    extra = {k: v for k, v in (body.get("extra") or {}).items() if k != "test_score"}
+    facts = [f"<div class='headline'>CV {e(metric)} {f(body.get('cv'), 5)}</div>",
+             f"<p>nested CV of the whole plan (each fold scored by weights and post-processing fitted "
+             f"without it); {e(metric)} is {'higher' if METRICS[metric].greater_is_better else 'lower'} "
+             "is better.</p>"]
+    if body.get("test_score") is not None:
+        facts.append(f"<p>{_test_line({'test_score': body['test_score'], 'metric': metric, 'extra': extra})}</p>")
+    told, verdicts = facts_in_words(extra, metric)
+    facts += [f"<p>{e(t)}</p>" for t in told]
+    if verdicts:
+        facts.append("<ul class='verdicts'>" + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+    members = "".join(f"<li>{e(n)}: its own curves, confusion and errors in "
+                      f"<a href='../{e(n, quote=True)}/report.html'>{e(n)}/report.html</a></li>" for n in names)
+    parts = [f"<h1>Blend: {e(' + '.join(names))}</h1>",
+             f"<div class='muted'>{len(names)} experiments; the figures of each are on its own page</div>",
+             "<div class='first'><div class='facts'>" + "".join(facts) + "</div></div>",
+             f"<h2>Members</h2><ul>{members}</ul>", files_line({"cv_scores.json": Path("cv_scores.json")})]
+    path = Path(report_dir) / "report.html"
+    atomic_write_text(path, page.document(f"Blend report: {' + '.join(names)}", parts))
+    return path
