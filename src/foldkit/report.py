@@ -548,7 +548,7 @@ def _test_line(r: dict) -> str:
     ts, extra, f = r["test_score"], r.get("extra") or {}, page.words
     if isinstance(ts, dict):
         return f"Test: {f(ts)}."
-    more = [f"accuracy {f(extra['test_accuracy'])}"] if "test_accuracy" in extra else []
+    more = [f"accuracy {f(extra['test_accuracy'])}"] if "test_accuracy" in extra and r["metric"] != "accuracy" else []
     if "test_score_before_postprocessing" in extra:
         more.append(f"{f(extra['test_score_before_postprocessing'], 5)} without post-processing")
     return (f"Test {r['metric']} on the labelled test images: <b>{f(ts, 5)}</b>"
