@@ -122,14 +122,15 @@ def table(df: pd.DataFrame, index: bool = True) -> str:
 def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
                path: str | Path, ncols: int = 4) -> Path:
     """Grid of images, one per row of `rows` (columns id, label, pred, confidence), each tile titled
-    "true X / pred Y (0.97)": the worst errors and the suspected label errors.
+    "given X" over "predicted Y 0.97" (the probability of Y): the worst errors and the suspected label
+    errors.
 
     load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
     cannot be loaded shows the error message instead of stopping the report."""
     n = len(rows)
     ncols = max(1, min(ncols, n)) if n else 1
     nrows = max(1, math.ceil(n / ncols))
-    fig = figure(2.6 * ncols, 2.9 * nrows)
+    fig = figure(2.6 * ncols, 3.1 * nrows)
     if n == 0:
         ax = fig.add_subplot(1, 1, 1)
         ax.axis("off")
@@ -150,6 +151,6 @@ def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
         except Exception as e:  # noqa: BLE001 - shown on the tile, the report goes on
             ax.text(0.5, 0.5, f"cannot load\n{row.id}\n{type(e).__name__}: {e}"[:120],
                     ha="center", va="center", fontsize=7, wrap=True)
-        ax.set_title(f"true {row.label} / pred {row.pred} ({row.confidence:.2f})", fontsize=9)
+        ax.set_title(f"given {row.label}\npredicted {row.pred} {row.confidence:.2f}", fontsize=9)
         ax.set_xlabel(str(row.id), fontsize=7)
     return save_png(fig, path)
