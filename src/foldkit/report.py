@@ -525,12 +525,13 @@ def facts_in_words(extra: dict, metric: str) -> tuple[list[str], list[str]]:
     if "submission" in extra:
         facts.append(f"Submission file {extra['submission']}" + (f", made from {plan_in_words(extra['plan'])}."
                                                                  if "plan" in extra else "."))
-    elif "plan" in extra:
-        facts.append(f"The submission is made from {plan_in_words(extra['plan'])}.")
+    elif "plan" in extra:      # no test images: no submission was written
+        facts.append(f"Predictions are made from {plan_in_words(extra['plan'])}.")
     scored = [f"{f(extra[k], 5)} {what}" for k, what in _PLAN_SCORES if extra.get(k) is not None]
     if scored:
         rows = f" on {extra['cv_rows']} OOF rows" if "cv_rows" in extra else ""
-        facts.append(f"CV {metric} of what is submitted{rows}: " + ", ".join(scored) + ".")
+        what = "what is submitted" if "submission" in extra else "these predictions"
+        facts.append(f"CV {metric} of {what}{rows}: " + ", ".join(scored) + ".")
     if (extra.get("plan") or {}).keys() - {"blend", "weights"}:
         before = [f"{f(extra[k], 5)} {what}" for k, what in _BEFORE_POST if extra.get(k) is not None]
         if before:
