@@ -386,3 +386,11 @@ def test_a_120_class_report_reads_in_a_browser(tmp_path):
     assert seen["headline_bottom"] < seen["height"]
     assert [raw for raw in RAW if raw in seen["text_without_files"]] == []
     assert "breed_119" not in seen["text"]      # a well-predicted class of 120 is in the CSVs, not the page
+
+
+def test_without_a_submission_the_plan_is_not_called_one():
+    from foldkit.report import facts_in_words
+    extra = {k: v for k, v in PREDICT_EXTRA.items() if k != "submission"}
+    facts, verdicts = facts_in_words(extra, "logloss")
+    assert facts[0] == "Predictions are made from the fold models of exp1, post-processed by temperature (T 1.2300)."
+    assert not any("submi" in f for f in facts) and len(verdicts) == 1
