@@ -346,3 +346,11 @@ def test_a_probability_sample_with_the_accuracy_metric_is_said_once_at_make_fold
     with contextlib.redirect_stdout(out):
         train.main([*paths, *fast, "--metric", "logloss", "--experiment", "ll"])
     assert hint not in out.getvalue()
+    # a default that is a guess says so in one line: the image size when --img-size is not given
+    from foldkit.fit import prepare_run
+    lines = []
+    prepare_run(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), models_dir=str(tmp_path / "models"),
+                               model="test_resnet", metric="logloss", experiment="guess", progress=False),
+                log=lines.append)
+    assert [line for line in lines if "pretrained size: a guess for your images (--img-size to choose)" in line]
+    assert "--img-size to choose" not in out.getvalue()      # given: nothing to say

@@ -94,6 +94,9 @@ def prepare_run(cfg, log=print) -> RunData:
     exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
+    if not cfg.img_size:
+        log(f"note: images resized to {data_cfg['input_size'][-1]} px, {cfg.model}'s pretrained size: a guess for "
+            "your images (--img-size to choose)")
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
                          progress=cfg.progress)
     class_index = {str(c): i for i, c in enumerate(meta["classes"])}
