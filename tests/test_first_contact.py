@@ -1,6 +1,8 @@
 """A new user's first real competition: Kaggle's other training-CSV names and one-hot labels, rare
 classes, hostile ids and huge images, every reading flag honoured, unfinished folds, resume messages,
 NaN losses, and pretrained fine-tuning that keeps its features (folded BatchNorm, backbone LR)."""
+import contextlib
+import io
 import subprocess
 import sys
 
@@ -312,3 +314,43 @@ def test_backbone_lr_fraction_and_ramp_after_unfreezing():
     assert body == pytest.approx(0.5 * 0.1 * head, rel=0.01)
     head, body = lrs(20)
     assert body == pytest.approx(0.1 * head, rel=1e-6)                  # then the backbone runs at 0.1 x --lr
+
+
+def test_a_probability_sample_with_the_accuracy_metric_is_said_once_at_make_folds_and_train(tmp_path, digits_32):
+    """A log-loss competition (the sample has one column per class) trained with --metric left at accuracy:
+    make_folds and train each say it in one line; with --metric logloss train says nothing."""
+    import make_folds
+    import train
+    x, y = digits_32
+    keep = y < 3
+    x, y = x[keep][:90], y[keep][:90]
+    comp = tmp_path / "input"
+    comp.mkdir()
+    for name, arr in (("x_train", x[:60]), ("y_train", y[:60]), ("x_test", x[60:])):
+        np.save(comp / f"{name}.npy", arr)
+    pd.DataFrame({"id": [str(i) for i in range(30)], "0": 0.3, "1": 0.3, "2": 0.4}).to_csv(
+        comp / "sample_submission.csv", index=False)
+    paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "models")]
+    fast = ["--model", "test_resnet", "--img-size", "32", "--epochs", "1", "--batch-size", "32", "--no-progress",
+            "--workers", "0", "--fold", "0"]
+    hint = "the sample asks for probabilities (one column per class)"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        make_folds.main([*paths, "--n-folds", "2"])
+    assert out.getvalue().count(hint) == 1 and "train with --metric logloss" in out.getvalue()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train.main([*paths, *fast, "--experiment", "acc"])
+    assert out.getvalue().count(hint) == 1 and "--metric logloss picks the epoch" in out.getvalue()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train.main([*paths, *fast, "--metric", "logloss", "--experiment", "ll"])
+    assert hint not in out.getvalue()
+    # a default that is a guess says so in one line: the image size when --img-size is not given
+    from foldkit.fit import prepare_run
+    lines = []
+    prepare_run(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), models_dir=str(tmp_path / "models"),
+                               model="test_resnet", metric="logloss", experiment="guess", progress=False),
+                log=lines.append)
+    assert [line for line in lines if "pretrained size: a guess for your images (--img-size to choose)" in line]
+    assert "--img-size to choose" not in out.getvalue()      # given: nothing to say

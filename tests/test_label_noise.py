@@ -76,3 +76,23 @@ def test_report_without_cleanlab_says_how_to_install(noisy_oof, tmp_path, monkey
     assert "cleanlab is not installed" in page and "pip install" in page
     assert not (tmp_path / "rep" / "label_errors.csv").exists()
     assert INSTALL_HINT.split()[0] == "pip"
+
+
+def test_rare_classes_do_not_flood_the_output_with_library_warnings(tmp_path):
+    """190 classes, most with one or two rows (UTKFace age x gender): cleanlab warns once per rare class;
+    none of it reaches the user's output."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from foldkit.label_noise import suspected_label_errors
+    rng = np.random.default_rng(0)
+    classes = list(range(190))
+    y = np.concatenate([np.arange(190), rng.integers(0, 10, 200)])
+    probs = rng.dirichlet(np.ones(190), len(y))
+    oof = pd.DataFrame({"id": [str(i) for i in range(len(y))], "fold": 0, "label": y,
+                        "pred": probs.argmax(1), **{f"prob_{c}": probs[:, c] for c in classes}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        suspected_label_errors(oof, classes)

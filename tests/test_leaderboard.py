@@ -183,3 +183,19 @@ def test_bundle_and_image_apply_the_plan_predict_submitted_with(two, tmp_path, c
     top = predict.main([*paths, *plan_flags, "--image", str(img), "--topk", "10"])
     probs = dict(top)
     assert np.abs(np.array([probs[c] for c in range(10)]) - want[3]).max() < 1e-5
+
+
+def test_a_blend_has_its_own_page_and_each_member_page_points_to_it(blended):
+    root, _, _ = blended
+    blend_page = (root / "reports" / "s24+s32" / "report.html").read_text()
+    extra = json.loads((root / "reports" / "s24+s32" / "cv_scores.json").read_text())["extra"]
+    assert "<h1>Blend: s24 + s32</h1>" in blend_page and "the optimize blend of s24 (weight" in blend_page
+    assert f"{extra['cv_final_nested']:.5f} in nested CV" in blend_page
+    for name in ("s24", "s32"):
+        assert f"href='../{name}/report.html'" in blend_page
+        member = (root / "reports" / name / "report.html").read_text()
+        assert "Member of: the blend s24+s32 (its CV, plan and submission: ../s24+s32/report.html)" in member
+        text = re.sub(r"<style>.*?</style>", "", member, flags=re.S)
+        assert "weight" not in text and "Submission file" not in text     # the blend's figures stay on its page
+    for raw in ("cv_", "in_sample", "verdicts", "{"):
+        assert raw not in re.sub(r"<style>.*?</style>|<a [^>]*>.*?</a>", "", blend_page, flags=re.S), raw

@@ -337,3 +337,22 @@ def test_auc_competition_with_a_sample_of_zeros_submits_the_probabilities_it_sco
     assert "submission mode: probs (the metric auc is scored on probabilities" in out
     printed = float(re.search(r"test auc: ([0-9.]+)", out).group(1))
     assert roc_auc_score(y[200:240], sub["label"]) == pytest.approx(printed, abs=2e-3)
+
+
+def test_report_of_a_real_run_reads_in_a_browser(trained, tmp_path):
+    """report.html of the tiny demo run, opened in headless Chromium: every image loads, the CV headline
+    is on the first screen, the submission is told in words, no JSON or internal key is visible."""
+    from browser import RAW, render
+
+    root, paths = trained
+    page = root / "reports" / "tiny" / "report.html"
+    if not page.is_file() or "headline" not in page.read_text():
+        r = run("predict.py", *paths, "--no-progress")
+        assert r.returncode == 0, r.stdout + r.stderr
+    seen = render(page, tmp_path)
+    assert seen["images"] >= 4 and seen["broken"] == []
+    assert seen["headline"].startswith("CV accuracy ") and seen["headline_bottom"] < seen["height"]
+    first = seen["text"].split("Training curves")[0]
+    assert "Submission file " in first and "made from the fold models of tiny" in first
+    assert "Test accuracy on the labelled test images" in first
+    assert [raw for raw in RAW if raw in seen["text_without_files"]] == []

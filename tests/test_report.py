@@ -218,7 +218,9 @@ def test_html_is_self_contained_with_curves_and_error_grid(tmp_path):
 
     page = (rep / "report.html").read_text()
     srcs = re.findall(r"src='([^']*)'", page) + re.findall(r'src="([^"]*)"', page)
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)  # + suspected label errors
+    # fold chart, the curves of every logged fold in one figure, fold 0's own PNG (it has no log),
+    # confusion, worst errors, suspected label errors
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert base64.b64encode(curve.read_bytes()).decode() in page
     assert "<link" not in page and "<script" not in page  # CSS inline, nothing fetched
     assert "2 of 3 folds" in page and out["complete"] is False  # partial CV is flagged
@@ -272,3 +274,123 @@ def test_a_120_class_run_writes_its_oof_and_summaries_without_a_library_warning(
         per_class_table(oof, got), confusion_table(oof, got), most_confused(oof, got), worst_errors(oof, got)
         suspected_label_errors(oof, got)
     assert got == classes and summary["n"] == 480 and summary["folds"] == [0, 1]
+
+
+def visible_text(html_text):
+    """The page's text as a reader sees it (tags, styles and data URIs dropped), without the links to
+    the files beside it (their names are file names, not keys)."""
+    text = re.sub(r"<style>.*?</style>|<a [^>]*>.*?</a>", " ", html_text, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", text)
+
+
+# what predict.py records for a lone experiment with temperature scaling (blend.report_extra + record)
+PREDICT_EXTRA = {"plan": {"blend": "mean", "weights": {"exp1": 1.0}, "temperature": {"T": 1.23}},
+                 "cv_singles": {"exp1": 0.61}, "cv_blend_in_sample": 0.61, "cv_blend_nested": 0.61,
+                 "cv_final_in_sample": 0.58, "cv_final_nested": 0.59, "cv_rows": 8,
+                 "verdicts": ["post-processing (temperature) does not improve nested CV (logloss 0.59 vs 0.61 "
+                              "without): it overfits the OOF; turn it off (--calibrate off / --thresholds off)"],
+                 "submission": "submissions/exp1_cv0.59000.csv", "test_accuracy": 0.75,
+                 "test_score_before_postprocessing": 0.66, "rare classes": "2 class(es) have fewer samples"}
+
+
+def test_first_screen_tells_the_plan_and_verdicts_in_words(tmp_path):
+    exp = make_experiment(tmp_path, ["ants", "bees", "wasps"])
+    write_report(exp, tmp_path / "rep", test_score=0.64, extra=PREDICT_EXTRA)
+    page = (tmp_path / "rep" / "report.html").read_text()
+    text = visible_text(page)
+    for raw in ("{", "}", '"', "cv_", "in_sample", "verdicts", "test_accuracy", "prob_true", "share_of_true"):
+        assert raw not in text, raw
+    first = page[:page.index("<h2>")]     # the first screen: everything before the first section
+    s = json.loads((tmp_path / "rep" / "cv_scores.json").read_text())
+    assert f"CV logloss {s['cv_mean']:.4f} ± {s['cv_std']:.4f}" in first and f"{s['cv']:.4f}" in first
+    assert "Submission file submissions/exp1_cv0.59000.csv, made from the fold models of exp1, " \
+           "post-processed by temperature (T 1.2300)." in first
+    assert "0.59000 in nested CV" in first and "0.64000" in first and "accuracy 0.7500" in first
+    assert "<li>Post-processing (temperature) does not improve nested CV" in first
+    assert "Rare classes: 2 class(es) have fewer samples." in first
+    assert (tmp_path / "rep" / "fold_scores.png").is_file()
+
+
+def make_many_class_experiment(tmp_path, n_classes=120, per_class=3):
+    """A 120-class experiment over 2 folds: mostly right, class 2k often taken for 2k+1."""
+    classes = [f"breed_{i:03d}" for i in range(n_classes)]
+    rng = np.random.default_rng(0)
+    exp = tmp_path / "models" / "dogs"
+    exp.mkdir(parents=True)
+    for k in (0, 1):
+        rows = []
+        for i, c in enumerate(classes):
+            for r in range(per_class):
+                p = rng.dirichlet(np.ones(n_classes) * 0.1)
+                guess = i + 1 if (i % 2 == 0 and i < 30 and r < 2) else i
+                p = 0.3 * p
+                p[guess] += 0.7
+                rows.append({"id": f"{k}_{c}_{r}", "fold": k, "label": c, "pred": classes[int(p.argmax())],
+                             **{f"prob_{cc}": v for cc, v in zip(classes, p)}})
+        pd.DataFrame(rows).to_csv(exp / f"oof_fold{k}.csv", index=False)
+    (exp / "config.json").write_text(json.dumps({"metric": "accuracy", "classes": classes, "model": "resnet18",
+                                                 "experiment": "dogs", "n_folds": 2}))
+    return exp, classes
+
+
+def test_a_120_class_page_shows_the_most_confused_classes_and_no_big_table(tmp_path):
+    from foldkit.report import MAX_CLASSES_SHOWN, confused_classes
+
+    exp, classes = make_many_class_experiment(tmp_path)
+    oof, _ = load_oof(exp)
+    shown = confused_classes(oof, classes)
+    assert len(shown) == MAX_CLASSES_SHOWN == 20
+    assert shown == classes[:20]      # breed 2k -> 2k+1 for k < 10 are the largest cells, ties in class order
+    write_report(exp, tmp_path / "rep")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    rows = [len(re.findall(r"<tr", t)) for t in re.findall(r"<table.*?</table>", page, flags=re.S)]
+    assert max(rows) <= MAX_CLASSES_SHOWN + 2, rows     # header + 20 rows at most
+    assert "<a href='confusion.csv'>confusion.csv</a>" in page and "120 x 120" in page
+    assert "worst 20 of 120 classes" in page
+    per_class = pd.read_csv(tmp_path / "rep" / "confusion.csv")
+    assert per_class.shape == (121, 122)    # the full matrix stays in the CSV
+    recall = page[page.index("worst 20 of 120"):]
+    assert "breed_000" in recall and "breed_119" not in recall    # confused classes first, good ones left out
+
+
+def test_training_curves_are_one_figure_with_every_fold(tmp_path):
+    exp = make_experiment(tmp_path, ["a", "b", "c"], metric="accuracy")
+    for k in (0, 1):
+        pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.7], "valid_loss": [0.9, 0.85, 0.95],
+                      "valid_accuracy": [0.5, 0.8, 0.6], "valid_metric": [0.5, 0.8, 0.6], "lr": [1e-3] * 3,
+                      "seconds": [1.0] * 3}).to_csv(exp / f"log_fold{k}.csv", index=False)
+    out = write_report(exp, tmp_path / "rep")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    section = page[page.index("<h2>Training curves"):page.index("<h2>Confusion")]
+    assert section.count("<img") == 1 and "every fold" in section
+    assert "curves.png" in out["paths"] and (tmp_path / "rep" / "curve_fold1.png").is_file()
+
+
+def test_a_120_class_report_reads_in_a_browser(tmp_path):
+    """The page as a person sees it (headless Chromium): every image loads, no JSON or internal key is
+    visible, the CV headline is on the first screen, and no table runs past 20 classes."""
+    from sklearn.datasets import load_digits
+
+    from browser import RAW, render
+
+    digits = load_digits().images.astype(np.uint8) * 16          # real 8x8 handwritten digits
+    exp, classes = make_many_class_experiment(tmp_path)
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.0], "valid_loss": [1.8, 1.2], "valid_accuracy": [0.5, 0.9],
+                  "valid_metric": [0.5, 0.9], "lr": [1e-3] * 2, "seconds": [1.0] * 2}).to_csv(exp / "log_fold0.csv",
+                                                                                             index=False)
+    write_report(exp, tmp_path / "rep", load_image=lambda i: digits[hash(i) % len(digits)], test_score=0.9,
+                 extra=PREDICT_EXTRA)
+    seen = render(tmp_path / "rep" / "report.html", tmp_path)
+    assert seen["images"] == 5 and seen["broken"] == []   # fold chart, curves, confusion, 2 galleries
+    assert seen["headline"].startswith("CV accuracy 0.9167 ± 0.0000")
+    assert seen["headline_bottom"] < seen["height"]
+    assert [raw for raw in RAW if raw in seen["text_without_files"]] == []
+    assert "breed_119" not in seen["text"]      # a well-predicted class of 120 is in the CSVs, not the page
+
+
+def test_without_a_submission_the_plan_is_not_called_one():
+    from foldkit.report import facts_in_words
+    extra = {k: v for k, v in PREDICT_EXTRA.items() if k != "submission"}
+    facts, verdicts = facts_in_words(extra, "logloss")
+    assert facts[0] == "Predictions are made from the fold models of exp1, post-processed by temperature (T 1.2300)."
+    assert not any("submi" in f for f in facts) and len(verdicts) == 1

@@ -349,7 +349,7 @@ def _shift_html(summary: dict, galleries: dict) -> list[str]:
     sh = summary.get("shift") or {}
     if sh:
         out.append("<h2>Train/test shift (adversarial validation)</h2>"
-                   + "".join(f"<div class='warn'>{e(v)}</div>" for v in sh["verdict"])
+                   + "".join(f"<div class='warn'>{e(page.sentence(v))}</div>" for v in sh["verdict"])
                    + f"<p>ROC AUC {sh['auc']:.3f} &plusmn; {sh['auc_std']:.3f} ({sh['folds']}-fold "
                    f"{e(sh['classifier'])} on the embeddings; 0.5 = no detectable shift). Every training "
                    "image's p_test: adversarial.csv (test_like marks the most test-like 20%).</p>")
@@ -364,34 +364,34 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
                sheet: tuple, gallery: tuple, galleries: dict | None = None) -> Path:
     e = html.escape
     d = summary["duplicates"]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data audit</title><style>{page.CSS}</style>"
-             "</head><body><h1>Data audit</h1>",
+    parts = ["<h1>Data audit</h1>",
              f"<div class='muted'>{e(summary['input_dir'])} ({e(summary['layout'])} layout)</div>",
-             "<h2>Verdict</h2>" + "".join(f"<div class='warn'>{e(v)}</div>" for v in summary["verdict"]),
-             "<h2>Counts</h2><table class='kv'>" + "".join(
-                 f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in
-                 [("train rows", summary["train_rows"]), ("test rows", summary["test_rows"]),
-                  ("classes", len(summary["class_counts"]))]) + "</table>",
-             f"<img alt='class counts' src='{page.png_uri(pngs['class_counts.png'])}'>",
+             "<h2>Verdict</h2>" + "".join(f"<div class='warn'>{e(page.sentence(v))}</div>"
+                                          for v in summary["verdict"]),
+             f"<p><b>{summary['train_rows']}</b> training images, <b>{summary['test_rows']}</b> test images, "
+             f"<b>{len(summary['class_counts'])}</b> classes.</p>",
+             page.img(pngs["class_counts.png"], "class counts"),
              "<h2>Images</h2>",
              f"<p>unreadable: {stats['unreadable']}, tiny (shortest side &lt; {TINY_SIDE} px): {stats['tiny']}, "
              f"huge (longest side &gt; {HUGE_SIDE} px): {stats['huge']}</p>",
-             f"<img alt='image sizes' src='{page.png_uri(pngs['sizes.png'])}'>",
+             page.img(pngs["sizes.png"], "image sizes"),
              "<h3>sizes</h3>" + page.table(stats["sizes"]), "<h3>modes</h3>" + page.table(stats["modes"]),
              "<h3>formats</h3>" + page.table(stats["formats"]),
              "<h3>contact sheet</h3>", _rows_html(*sheet),
              "<h2>Duplicates</h2>",
              f"<p class='muted'>exact: same decoded pixels; near: 64-bit pHash within {summary['threshold']} "
-             f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: duplicates.csv</p>",
+             f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: "
+             f"{page.links(['duplicates.csv'])}, every image: {page.links(['images.csv'])}</p>",
              *_features_html(summary, galleries or {}),
              page.table(pd.DataFrame([d]), index=False)]
     if gallery[0]:
         parts.append(f"<h3>clusters side by side (first {len(gallery[0])})</h3>" + _rows_html(*gallery))
-        parts.append(page.table(clusters.head(200), index=False))
+        parts.append(f"<p class='muted'>the first 20 rows; all in {page.links(['duplicates.csv'])}</p>"
+                     + page.table(clusters.head(20), index=False))
     parts += _shift_html(summary, galleries or {})
-    parts.append("</body></html>\n")
+    text = page.document("Data audit", parts)
     path = out_dir / "audit.html"
-    atomic_write_text(path, "\n".join(parts))
+    atomic_write_text(path, text)
     return path
 
 

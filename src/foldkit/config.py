@@ -147,6 +147,10 @@ class Config:
                       choices=["auto", "ram", "off"])
     resume: bool = _opt(True, "continue an interrupted fold from its last-epoch checkpoint", "train")
     progress: bool = _opt(True, "tqdm progress bars", "train")
+    log: str = _opt("", "also log every epoch, the settings, the CV and the report to a tracker: tensorboard or "
+                    "mlflow (pip install 'foldkit[trackers]')", "train", choices=["", "tensorboard", "mlflow"])
+    tracking_uri: str = _opt("", "where --log writes: a folder (tensorboard) or an MLflow tracking URI such as a "
+                             "server URL (default: runs/ beside the models folder)", "train")
 
     # ---- prediction ----
     experiments: str = _opt("", "experiment(s) to ensemble, comma-separated (default: the latest)", "predict")
@@ -215,7 +219,7 @@ GROUP_TITLES = {
 # sync_bn in its fold{k}.json.)
 RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
             "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
-            "cache", "experiment", "devices", "sync_bn"}
+            "cache", "experiment", "devices", "sync_bn", "log", "tracking_uri"}
 
 
 def learning_settings(cfg: "Config") -> dict:

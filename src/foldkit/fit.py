@@ -88,9 +88,15 @@ def prepare_run(cfg, log=print) -> RunData:
                          "weights): use --balance sampler")
     check_training_settings(cfg)
     comp, reading = open_competition(cfg, meta)
+    from foldkit.submission import probability_hint
+    if hint := probability_hint(comp.sample_submission, meta["classes"], cfg.metric):
+        log(f"note: {hint}")
     exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
+    if not cfg.img_size:
+        log(f"note: images resized to {data_cfg['input_size'][-1]} px, {cfg.model}'s pretrained size: a guess for "
+            "your images (--img-size to choose)")
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
                          progress=cfg.progress)
     class_index = {str(c): i for i, c in enumerate(meta["classes"])}
@@ -313,8 +319,9 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
 
 # --------------------------------------------------------------------------- the fold
 
-def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
-    """Train `fold` (validate on it, train on the others). Returns the fold summary."""
+def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
+    """Train `fold` (validate on it, train on the others). Returns the fold summary.
+    on_epoch: callables `(fold, log row)` called after each epoch (--log's tracker)."""
     from foldkit import engine, metrics
     from foldkit.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report import plot_log_curve
@@ -375,6 +382,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print) -> dict:
             f"valid_acc {acc:.4f}  {cfg.metric} {_fmt(value)}{' *' if improved else ''}  "
             f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else ""))
         state.epochs_done = epoch + 1
+        for callback in on_epoch:
+            callback(fold, state.log[-1])
         if improved or not state.best_epoch:   # the first epoch is kept even when its score is undefined
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
             if main:
@@ -432,6 +441,8 @@ def train(cfg, log=print) -> list[dict]:
     run = distributed.main_first(lambda: open_run(distributed.with_settings(cfg, cache="off")
                                                   if devices else cfg, log))
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
+    from foldkit.trackers import open_tracker   # --log: started before the first fold, main process only
+    tracker = open_tracker(cfg, run.exp.name) if distributed.is_main() else None
     train_only = int((run.table["fold"] < 0).sum())
     log(f"experiment {run.exp.name}: {cfg.model}, folds {folds}, {len(run.table)} rows, {len(run.classes)} classes "
         + (f"({train_only} rows of rare classes train-only) " if train_only else "") + f"-> {run.exp.dir}")
@@ -442,8 +453,11 @@ def train(cfg, log=print) -> list[dict]:
             log(f"fold {k}: already finished ({s['metric']} {_fmt(s['value'])}), skipped")
             out[k] = s
         elif not devices:
-            out[k] = fit_fold(cfg, run, k, log=log)
+            out[k] = fit_fold(cfg, run, k, log=log, on_epoch=[tracker.on_epoch] if tracker else ())
     if devices and len(out) < len(folds):
         todo = [k for k in dict.fromkeys(folds) if k not in out]
         out.update(foldpool.run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold, log=log))
+    if tracker:
+        tracker.finish(run.exp, cfg.reports_dir)
+        log(f"--log {cfg.log}: run {run.exp.name} in {getattr(tracker, 'uri', None) or tracker.dir}")
     return [out[k] for k in folds]

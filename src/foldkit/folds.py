@@ -277,6 +277,10 @@ def make_folds(cfg, log=print) -> dict:
             "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
             "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
     table = comp.train
+    from foldkit.submission import probability_hint   # a log-loss competition's sample, said once here
+    hint = probability_hint(comp.sample_submission, sorted(table["label"].unique().tolist()), None)
+    if hint:
+        log(f"note: {hint}")
     n_read = len(table)
     if cfg.limit:
         table = stratified_subsample(table, cfg.limit, cfg.seed)

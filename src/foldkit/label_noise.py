@@ -11,6 +11,7 @@ section says how to install it instead of failing. This module must not import t
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +33,9 @@ def suspected_label_errors(oof: pd.DataFrame, classes: list) -> pd.DataFrame:
     probs = probs / probs.sum(axis=1, keepdims=True)
     index = {str(c): k for k, c in enumerate(classes)}
     y = oof["label"].astype(str).map(index).to_numpy()
-    ranked = find_label_issues(labels=y, pred_probs=probs, return_indices_ranked_by="self_confidence")
+    with warnings.catch_warnings():   # one warning per rare class would flood the user's output
+        warnings.filterwarnings("ignore", message="May not flag all label issues", category=UserWarning)
+        ranked = find_label_issues(labels=y, pred_probs=probs, return_indices_ranked_by="self_confidence")
     rows = np.asarray(ranked, dtype=int)
     yhat = probs[rows].argmax(1)
     return pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id": oof["id"].to_numpy()[rows],
@@ -56,9 +59,11 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     except ImportError:
         return head + f"<div class='warn'>cleanlab is not installed: {html.escape(INSTALL_HINT)}</div>"
     atomic_write_with(out(CSV), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
-    parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {CSV}</p>"]
+    parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {page.links([CSV])}</p>"]
     if load_image is not None and len(table):
         page.image_grid(table.head(k), load_image, out(PNG))
         parts.append(f"<img alt='suspected label errors' src='{page.png_uri(out(PNG))}'>")
-    parts.append(page.table(table.head(50), index=False) if len(table) else "<p>none found</p>")
+    parts.append(page.table(table.head(20).rename(columns={"label": "given label", "pred": "predicted",
+                                                             "prob_given": "probability of the given label"}),
+                            index=False) if len(table) else "<p>none found</p>")
     return "".join(parts)

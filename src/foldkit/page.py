@@ -27,7 +27,57 @@ td:first-child,th:first-child{text-align:left}
 .kv td:first-child{font-weight:600}.big{font-size:20px;font-weight:600}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:8px 12px;margin:12px 0}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}.muted{color:#777;font-size:12px}
+.first{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start;background:#f7f9fc;border:1px solid #dde3ee;
+padding:12px 16px}.first .facts{flex:1 1 420px}.first img{max-width:380px}.headline{font-size:22px;font-weight:600}
+ul.verdicts li{margin:4px 0}
 """
+
+
+def document(title: str, body: list[str]) -> str:
+    """A whole self-contained page: inline CSS, no script, nothing fetched."""
+    import html
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def img(png: Path | bytes, alt: str) -> str:
+    import html
+    return f"<img alt='{html.escape(alt, quote=True)}' src='{png_uri(png)}'>"
+
+
+def links(names: list[str]) -> str:
+    """Relative links to the files written beside the page (they open from the report folder)."""
+    import html
+    return ", ".join(f"<a href='{html.escape(n, quote=True)}'>{html.escape(n)}</a>" for n in names)
+
+
+def humanise(key: str) -> str:
+    """An internal key as words: `test_accuracy` -> `test accuracy`."""
+    return str(key).replace("_", " ")
+
+
+def words(value: Any, digits: int = 4) -> str:
+    """Any recorded value as plain text (no JSON): numbers rounded, dicts as `name value, ...`,
+    lists joined with commas. Hand-written: the page must never show braces or quotes to a reader."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+    if isinstance(value, dict):
+        return ", ".join(f"{humanise(k)} {words(v, digits)}" for k, v in value.items())
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ", ".join(words(v, digits) for v in value)
+    return str(value)
+
+
+def sentence(text: str) -> str:
+    """Capital first letter and a full stop: verdicts are written lower-case for the log."""
+    text = str(text).strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?", ")")) else ".")
 
 
 def figure(w: float, h: float):
@@ -62,20 +112,25 @@ def png_uri(png: Path | bytes) -> str:
 
 
 def table(df: pd.DataFrame, index: bool = True) -> str:
+    """A pandas table as HTML; column names are shown as words (no snake_case keys)."""
+    df = df.rename(columns=lambda c: humanise(c) if isinstance(c, str) else c)
+    if isinstance(df.index.name, str):
+        df = df.rename_axis(index=humanise(df.index.name))
     return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", border=0, na_rep="")
 
 
 def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
                path: str | Path, ncols: int = 4) -> Path:
     """Grid of images, one per row of `rows` (columns id, label, pred, confidence), each tile titled
-    "true X / pred Y (0.97)": the worst errors and the suspected label errors.
+    "given X" over "predicted Y 0.97" (the probability of Y): the worst errors and the suspected label
+    errors.
 
     load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
     cannot be loaded shows the error message instead of stopping the report."""
     n = len(rows)
     ncols = max(1, min(ncols, n)) if n else 1
     nrows = max(1, math.ceil(n / ncols))
-    fig = figure(2.6 * ncols, 2.9 * nrows)
+    fig = figure(2.6 * ncols, 3.1 * nrows)
     if n == 0:
         ax = fig.add_subplot(1, 1, 1)
         ax.axis("off")
@@ -96,6 +151,6 @@ def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
         except Exception as e:  # noqa: BLE001 - shown on the tile, the report goes on
             ax.text(0.5, 0.5, f"cannot load\n{row.id}\n{type(e).__name__}: {e}"[:120],
                     ha="center", va="center", fontsize=7, wrap=True)
-        ax.set_title(f"true {row.label} / pred {row.pred} ({row.confidence:.2f})", fontsize=9)
+        ax.set_title(f"given {row.label}\npredicted {row.pred} {row.confidence:.2f}", fontsize=9)
         ax.set_xlabel(str(row.id), fontsize=7)
     return save_png(fig, path)

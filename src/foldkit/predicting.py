@@ -210,7 +210,8 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
             **({"test_score": record["test_score"]} if "test_score" in record else {}), "plan": plan.to_json(),
             "extra": {**blend.report_extra(fitted), **{k: v for k, v in record.items() if k != "test_score"}}}
     atomic_write_text(path, json.dumps(body, indent=1, default=float) + "\n")
-    log(f"blend report: {path}")
+    from foldkit.report import write_blend_page
+    log(f"blend report: {write_blend_page(json.loads(path.read_text()), path.parent)}")
     return path
 
 
@@ -256,8 +257,10 @@ def run_predict(cfg, log=print) -> dict:
             return
         own = len(exps) == 1
         for e in exps:
+            tag = "+".join(names)
             extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
-                                 if own else {})}
+                                 if own else {"member of": f"the blend {tag} (its CV, plan and submission: "
+                                                           f"../{tag}/report.html)"})}
             write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
                          folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None)
             log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")

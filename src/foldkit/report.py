@@ -250,49 +250,117 @@ def worst_errors(oof: pd.DataFrame, classes: list, k: int = 16) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- plots
 
-def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path) -> Path:
-    """Row-normalised confusion matrix PNG (each row sums to 1; the diagonal is the recall
-    of the class). The raw counts are in confusion.csv / the HTML table."""
-    from sklearn.metrics import ConfusionMatrixDisplay
+MAX_CLASSES_SHOWN = 20   # beyond this a matrix or per-class table is unreadable on a page
 
-    n = len(classes)
-    side = max(5.0, 0.5 * n + 2.5)
+
+def confused_classes(oof: pd.DataFrame, classes: list, limit: int = MAX_CLASSES_SHOWN) -> list:
+    """The classes a readable confusion figure shows: all of them up to `limit`, else those
+    involved in the most frequent mistakes (largest off-diagonal counts first), at most `limit`,
+    in class order. Hand-written: no library picks a sub-matrix."""
+    if len(classes) <= limit:
+        return list(classes)
+    cm = confusion_table(oof, classes).drop(index="All", columns="All").to_numpy().copy()
+    np.fill_diagonal(cm, 0)
+    chosen: list[int] = []
+    for flat in np.argsort(-cm, axis=None, kind="stable"):
+        if cm.flat[flat] == 0 or len(chosen) >= limit:
+            break
+        for c in divmod(int(flat), len(classes)):
+            if c not in chosen and len(chosen) < limit:
+                chosen.append(c)
+    chosen = chosen or list(range(limit))
+    return [classes[i] for i in sorted(chosen)]
+
+
+def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path, shown: list | None = None) -> Path:
+    """Row-normalised confusion matrix PNG (each row of the full matrix sums to 1; the diagonal is
+    the recall of the class). `shown`: only these classes (rows and columns of the full matrix's
+    normalised values, so a row of the sub-matrix may sum to less than 1). The raw counts are in
+    confusion.csv."""
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+
+    shown = list(classes) if shown is None else list(shown)
+    cm = confusion_matrix(oof["label"], oof["pred"], labels=classes, normalize="true")
+    pos = [list(classes).index(c) for c in shown]
+    n = len(shown)
+    side = max(5.0, 0.45 * n + 2.5)
     fig = page.figure(side + 1.0, side)
     ax = fig.add_subplot(1, 1, 1)
-    ConfusionMatrixDisplay.from_predictions(
-        oof["label"], oof["pred"], labels=classes, display_labels=[str(c) for c in classes],
-        normalize="true", values_format=".2f", include_values=n <= 30, cmap="Blues",
-        xticks_rotation="vertical" if n > 8 else "horizontal", ax=ax)
-    ax.set_title(f"Confusion matrix, {len(oof)} OOF rows\nnormalised by true class (each row sums to 1)")
+    ConfusionMatrixDisplay(cm[np.ix_(pos, pos)], display_labels=[str(c) for c in shown]).plot(
+        ax=ax, values_format=".2f", include_values=n <= 20, cmap="Blues", colorbar=True,
+        xticks_rotation="vertical" if n > 8 else "horizontal")
+    sub = "" if n == len(classes) else f"\nthe {n} most confused of {len(classes)} classes"
+    ax.set_title(f"Confusion, {len(oof)} OOF rows, share of each true class{sub}")
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     return page.save_png(fig, path)
 
 
+def plot_fold_scores(summary: dict, path: str | Path) -> Path:
+    """The competition metric of each fold as bars, the mean across folds as a line."""
+    fig = page.figure(3.8, 2.4)
+    ax = fig.add_subplot(1, 1, 1)
+    scores = [np.nan if s is None else s for s in summary["fold_scores"]]
+    ax.bar([str(f) for f in summary["folds"]], scores, color="tab:blue")
+    if summary["cv_mean"] is not None:
+        ax.axhline(summary["cv_mean"], color="black", lw=1, ls="--", label="mean")
+        ax.legend(loc="lower right", fontsize=8)
+    finite = [s for s in scores if math.isfinite(s)]
+    if finite:   # zoom on the spread: fold differences are what this chart is for
+        lo, hi = min(finite), max(finite)
+        pad = max(hi - lo, abs(hi) * 0.01, 1e-6)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel("fold")
+    ax.set_title(f"{summary['metric']} per fold", fontsize=10)
+    return page.save_png(fig, path)
+
+
 def plot_log_curve(log: pd.DataFrame, metric: str, title: str, path: str | Path) -> Path:
-    """Loss and validation metric per epoch from a log_fold{k}.csv (used when training left
-    no curve_fold{k}.png)."""
-    fig = page.figure(8, 3.2)
+    """Loss and validation metric per epoch of one fold (training's curve_fold{k}.png)."""
+    return plot_curves({0: log}, metric, title, path, label=False)
+
+
+def _best_row(log: pd.DataFrame, metric: str):
+    vm = pd.to_numeric(log["valid_metric"], errors="coerce")
+    if not vm.notna().any():
+        return log.index[-1]
+    return vm.idxmax() if METRICS[metric].greater_is_better else vm.idxmin()
+
+
+def plot_curves(logs: dict[int, pd.DataFrame], metric: str, title: str, path: str | Path,
+                label: bool = True) -> Path:
+    """Every fold in one figure: loss (train dashed, valid solid) and the validation metric per
+    epoch, one colour per fold, the best epoch (the checkpoint kept) starred."""
+    fig = page.figure(10, 3.4)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    ax1.plot(log["epoch"], log["train_loss"], marker="o", label="train loss")
-    ax1.plot(log["epoch"], log["valid_loss"], marker="o", label="valid loss")
-    ax1.set_xlabel("epoch")
-    ax1.legend()
-    ax2.plot(log["epoch"], log["valid_metric"], marker="o", color="tab:green", label=f"valid {metric}")
-    ax2.set_xlabel("epoch")
-    ax2.legend()
+    for i, (k, log) in enumerate(sorted(logs.items())):
+        color, name = f"C{i % 10}", (f"fold {k}" if label else "valid")
+        best = _best_row(log, metric)
+        ax1.plot(log["epoch"], log["train_loss"], ls="--", color=color, alpha=0.7,
+                 label="train (dashed)" if i == 0 else None)
+        ax1.plot(log["epoch"], log["valid_loss"], color=color, marker=".", label=name)
+        ax1.plot([log.at[best, "epoch"]], [log.at[best, "valid_loss"]], marker="*", ms=13, color=color, mec="black")
+        ax2.plot(log["epoch"], log["valid_metric"], color=color, marker=".", label=name)
+        ax2.plot([log.at[best, "epoch"]], [log.at[best, "valid_metric"]], marker="*", ms=13, color=color,
+                 mec="black", label="best epoch" if i == 0 else None)
+    ax1.set_title("loss", fontsize=10)
+    ax2.set_title(f"valid {metric}", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     return page.save_png(fig, path)
 
 
 # --------------------------------------------------------------------------- logs
 
-def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """One row per log_fold{k}.csv: epochs, best epoch by the competition metric, its scores,
-    training time. Returns (table, problems) where problems names unreadable logs."""
-    rows, problems = [], []
-    greater = METRICS[metric].greater_is_better
+def read_logs(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[dict[int, pd.DataFrame], list[str]]:
+    """The readable log_fold{k}.csv of an experiment (only `folds` when given) and the problems of
+    the others (unreadable, missing columns, no epochs)."""
+    logs, problems = {}, []
     for k, path in Experiment(exp_dir).fold_files("log").items():
+        if folds is not None and k not in folds:
+            continue
         try:
             log = pd.read_csv(path)
         except Exception as e:  # noqa: BLE001 - reported in the page
@@ -300,10 +368,19 @@ def log_summary(exp_dir: str | Path, metric: str) -> tuple[pd.DataFrame, list[st
             continue
         missing = [c for c in LOG_COLS if c not in log.columns]
         if missing or log.empty:
-            problems.append(f"{path.name}: " + (f"missing column(s) {missing}" if missing else "no epochs"))
+            problems.append(f"{path.name}: " + (f"missing column(s) {', '.join(missing)}" if missing else "no epochs"))
             continue
-        vm = pd.to_numeric(log["valid_metric"], errors="coerce")
-        best = (vm.idxmax() if greater else vm.idxmin()) if vm.notna().any() else log.index[-1]
+        logs[k] = log
+    return logs, problems
+
+
+def log_summary(exp_dir: str | Path, metric: str, folds: list[int] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per log_fold{k}.csv: epochs, best epoch by the competition metric, its scores,
+    training time. Returns (table, problems) where problems names unreadable logs."""
+    logs, problems = read_logs(exp_dir, folds)
+    rows = []
+    for k, log in logs.items():
+        best = _best_row(log, metric)
         rows.append({"fold": k, "epochs": len(log), "best_epoch": log.at[best, "epoch"],
                      f"best valid {metric}": log.at[best, "valid_metric"],
                      "valid_loss at best": log.at[best, "valid_loss"],
@@ -344,12 +421,14 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
                  test_score: Any = None, extra: dict | None = None, folds: list[int] | None = None) -> dict:
     """Write the CV report of one experiment into report_dir and return its summary.
 
-    Files: oof.csv, cv_scores.json, per_class.csv, confusion.csv, confusion.png,
-    most_confused.csv, worst_errors.csv, worst_errors.png (only with load_image),
-    curve_fold{k}.png (copied from exp_dir, or drawn from log_fold{k}.csv) and report.html,
-    a single self-contained page (inline CSS, images as data URIs).
+    Files: oof.csv, cv_scores.json, per_class.csv, confusion.csv, confusion.png (row-normalised;
+    beyond MAX_CLASSES_SHOWN classes only the most confused ones), fold_scores.png, curves.png (every
+    fold's log overlaid), most_confused.csv, worst_errors.csv, worst_errors.png (only with
+    load_image), curve_fold{k}.png (copied from exp_dir, or drawn from log_fold{k}.csv) and
+    report.html, a single self-contained page (inline CSS, images as data URIs, links to the CSVs).
     test_score: a number (or a JSON-able dict) scored on a held-out test set, shown beside
-    the CV. extra: more key/values recorded in cv_scores.json and shown in the page.
+    the CV. extra: more key/values recorded in cv_scores.json and told in words on the page
+    (predict.py's plan, blend figures, verdicts, submission file: see `facts_in_words`).
     The returned dict is cv_scores.json plus "paths" (name -> path written).
     """
     exp_dir, report_dir = Path(exp_dir), Path(report_dir)
@@ -379,102 +458,209 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
         paths[name] = report_dir / name
         return paths[name]
 
-    per_class = per_class_table(oof, classes)
-    confusion = confusion_table(oof, classes)
-    confused = most_confused(oof, classes)
-    worst = worst_errors(oof, classes)
+    tables = {"per_class": per_class_table(oof, classes), "confusion": confusion_table(oof, classes),
+              "confused": most_confused(oof, classes), "worst": worst_errors(oof, classes)}
     atomic_write_with(out("oof.csv"), _csv_writer(oof, index=False))
-    atomic_write_with(out("per_class.csv"), _csv_writer(per_class, index=True))
-    atomic_write_with(out("confusion.csv"), _csv_writer(confusion, index=True))
-    atomic_write_with(out("most_confused.csv"), _csv_writer(confused, index=False))
-    atomic_write_with(out("worst_errors.csv"), _csv_writer(worst, index=False))
-    plot_confusion(oof, classes, out("confusion.png"))
+    atomic_write_with(out("per_class.csv"), _csv_writer(tables["per_class"], index=True))
+    atomic_write_with(out("confusion.csv"), _csv_writer(tables["confusion"], index=True))
+    atomic_write_with(out("most_confused.csv"), _csv_writer(tables["confused"], index=False))
+    atomic_write_with(out("worst_errors.csv"), _csv_writer(tables["worst"], index=False))
+    plot_confusion(oof, classes, out("confusion.png"), confused_classes(oof, classes))
+    plot_fold_scores(summary, out("fold_scores.png"))
     if load_image is not None:
-        page.image_grid(worst, load_image, out("worst_errors.png"))
+        page.image_grid(tables["worst"], load_image, out("worst_errors.png"))
 
     from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
     label_errors_html = report_section(oof, classes, load_image, out)
 
-    # training curves: training's own PNG when present, else drawn from the log
-    logs, problems = log_summary(exp_dir, metric)
-    if folds is not None and len(logs):
-        logs = logs[logs["fold"].isin(folds)].reset_index(drop=True)
+    # training curves: every fold's log in one figure; training's own per-fold PNGs are kept beside it
+    logs, problems = read_logs(exp_dir, folds)
+    table, _ = log_summary(exp_dir, metric, folds)
     exp, curves = Experiment(exp_dir), {}
-    curve_src, log_src = exp.fold_files("curve"), exp.fold_files("log")
-    for k in sorted(set(curve_src) | set(log_src)):
-        name = exp.curve(k).name          # the same name in the report folder
-        if k in curve_src:
-            curves[k] = out(name)
-            atomic_write_bytes(curves[k], curve_src[k].read_bytes())
-        elif k in logs.get("fold", pd.Series(dtype="int64")).tolist():
-            log = pd.read_csv(log_src[k])
-            curves[k] = plot_log_curve(log, metric, f"{experiment} fold {k}", out(name))
+    if logs:
+        plot_curves(logs, metric, f"{experiment}: {len(logs)} fold(s)", out("curves.png"))
+    for k, src in exp.fold_files("curve").items():
+        if folds is None or k in folds:
+            curves[k] = out(exp.curve(k).name)          # the same name in the report folder
+            atomic_write_bytes(curves[k], src.read_bytes())
+    for k, log in logs.items():
+        if k not in curves:
+            curves[k] = plot_log_curve(log, metric, f"{experiment} fold {k}", out(exp.curve(k).name))
+    lone = {k: p for k, p in curves.items() if k not in logs}   # a PNG without its log: shown as it is
 
     result_json = _jsonable(result)
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
     paths["report.html"] = report_dir / "report.html"
-    text = _html(result_json, cfg, per_class, confusion, confused, worst, logs, problems, paths, curves, metric)
-    text = text.replace("<p class='muted'>files: ", label_errors_html + "<p class='muted'>files: ", 1)
-    atomic_write_text(paths["report.html"], text)
+    body = (first_screen(result_json, paths, problems) + curves_section(table, paths, lone)
+            + confusion_section(tables, classes, paths, result_json["n"])
+            + errors_section(tables["worst"], paths) + [label_errors_html, files_line(paths)])
+    atomic_write_text(paths["report.html"], page.document(f"CV report: {experiment}", body))
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def _html(r: dict, cfg: dict, per_class: pd.DataFrame, confusion: pd.DataFrame, confused: pd.DataFrame,
-          worst: pd.DataFrame, logs: pd.DataFrame, problems: list[str], paths: dict[str, Path],
-          curves: dict[int, Path], metric: str) -> str:
-    e = html.escape
+# --------------------------------------------------------------------------- the page
+
+# the figures predict.py records in `extra` (blend.report_extra and the submission record), in words
+_PLAN_SCORES = [("cv_final_nested", "in nested CV (fitted without the scored fold)"),
+                ("cv_final_in_sample", "in-sample (fitted on all OOF rows)")]
+_BEFORE_POST = [("cv_blend_nested", "nested"), ("cv_blend_in_sample", "in-sample")]
+_KNOWN = {"plan", "cv_singles", "cv_rows", "verdicts", "cv_mean_blend", "submission", "test_accuracy",
+          "test_score_before_postprocessing", *dict(_PLAN_SCORES), *dict(_BEFORE_POST)}
+
+
+def plan_in_words(plan: dict) -> str:
+    """blend.Plan.describe() as a sentence: which experiments, weights, post-processing."""
+    weights = plan.get("weights") or {}
+    steps = {k: v for k, v in plan.items() if k not in ("blend", "weights")}
+    made = (f"the {plan.get('blend', 'mean')} blend of " + ", ".join(f"{n} (weight {w:.3f})" for n, w in weights.items())
+            if len(weights) > 1 else f"the fold models of {', '.join(weights) or 'the experiment'}")
+    post = "; ".join(f"{page.humanise(k)} ({page.words(v)})" for k, v in steps.items())
+    return f"{made}, {'post-processed by ' + post if post else 'without post-processing'}"
+
+
+def facts_in_words(extra: dict, metric: str) -> tuple[list[str], list[str]]:
+    """(facts, verdicts) as sentences from cv_scores.json `extra`; a key the page does not know is
+    told as `key in words: value in words`, never as JSON."""
+    facts, verdicts, f = [], [page.sentence(v) for v in extra.get("verdicts") or []], page.words
+    if "submission" in extra:
+        facts.append(f"Submission file {extra['submission']}" + (f", made from {plan_in_words(extra['plan'])}."
+                                                                 if "plan" in extra else "."))
+    elif "plan" in extra:      # no test images: no submission was written
+        facts.append(f"Predictions are made from {plan_in_words(extra['plan'])}.")
+    scored = [f"{f(extra[k], 5)} {what}" for k, what in _PLAN_SCORES if extra.get(k) is not None]
+    if scored:
+        rows = f" on {extra['cv_rows']} OOF rows" if "cv_rows" in extra else ""
+        what = "what is submitted" if "submission" in extra else "these predictions"
+        facts.append(f"CV {metric} of {what}{rows}: " + ", ".join(scored) + ".")
+    if (extra.get("plan") or {}).keys() - {"blend", "weights"}:
+        before = [f"{f(extra[k], 5)} {what}" for k, what in _BEFORE_POST if extra.get(k) is not None]
+        if before:
+            facts.append(f"Before post-processing: {', '.join(before)}.")
+    if len(extra.get("cv_singles") or {}) > 1:
+        facts.append("Each experiment alone: " + ", ".join(f"{n} {f(v, 5)}" for n, v in extra["cv_singles"].items())
+                     + (f"; their plain mean {f(extra['cv_mean_blend'], 5)}" if "cv_mean_blend" in extra else "") + ".")
+    for k, v in extra.items():
+        if k not in _KNOWN:
+            facts.append(page.sentence(f"{page.humanise(k)}: {f(v)}"))
+    return facts, verdicts
+
+
+def _test_line(r: dict) -> str:
+    ts, extra, f = r["test_score"], r.get("extra") or {}, page.words
+    if isinstance(ts, dict):
+        return f"Test: {f(ts)}."
+    more = [f"accuracy {f(extra['test_accuracy'])}"] if "test_accuracy" in extra and r["metric"] != "accuracy" else []
+    if "test_score_before_postprocessing" in extra:
+        more.append(f"{f(extra['test_score_before_postprocessing'], 5)} without post-processing")
+    return (f"Test {r['metric']} on the labelled test images: <b>{f(ts, 5)}</b>"
+            + (f" ({', '.join(html.escape(m) for m in more)})" if more else "") + ".")
+
+
+def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[str]:
+    """Title, warnings and the box a reader sees first: CV mean ± std and on all OOF rows, the
+    per-fold chart, the test score, the submission and what it is made from, the verdicts."""
+    e, f, metric = html.escape, page.words, r["metric"]
     direction = {True: "higher is better", False: "lower is better"}.get(r["greater_is_better"], "")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>CV report: {e(str(r['experiment']))}"
-             f"</title><style>{page.CSS}</style></head><body>",
-             f"<h1>CV report: {e(str(r['experiment']))}</h1>",
+    parts = [f"<h1>CV report: {e(str(r['experiment']))}</h1>",
              f"<div class='muted'>model {e(str(r['model']))}, {len(r['classes'])} classes, "
-             f"{r['n']} out-of-fold rows</div>"]
+             f"{r['n']} out-of-fold rows in {len(r['folds'])} fold(s)</div>"]
     warns = []
     if not r["complete"]:
         warns.append(f"Partial cross-validation: {len(r['folds'])} of {r['n_folds_config']} folds present "
-                     f"(folds {r['folds']}); scores cover only those folds.")
+                     f"(folds {f(r['folds'])}); scores cover only those folds.")
     warns += [f"Training log problem: {p}" for p in problems]
     parts += [f"<div class='warn'>{e(w)}</div>" for w in warns]
-
-    fold_txt = ", ".join(f"fold {f}: {_fmt(s)}" for f, s in zip(r["folds"], r["fold_scores"]))
-    # (label, value already escaped as HTML)
-    kv = [("experiment", e(str(r["experiment"]))), ("model", e(str(r["model"]))),
-          (f"CV {metric} (all OOF rows)", f"<span class='big'>{_fmt(r['cv'])}</span> ({e(direction)})"),
-          (f"{metric} per fold: mean ± std", f"{_fmt(r['cv_mean'])} ± {_fmt(r['cv_std'])}"),
-          (f"{metric} per fold", fold_txt),
-          ("accuracy (all OOF rows)", _fmt(r["accuracy"])),
-          ("log loss (all OOF rows)", _fmt(r["logloss"])),
-          ("OOF rows / folds", f"{r['n']} / {r['folds']}")]
+    facts = [f"<div class='headline'>CV {e(metric)} {f(r['cv_mean'])} ± {f(r['cv_std'])}</div>",
+             f"<p>mean ± std of the {len(r['folds'])} fold scores ({e(direction)}); "
+             f"<b>{f(r['cv'])}</b> on all {r['n']} out-of-fold rows. Per fold: "
+             + e(", ".join(f"fold {k} {f(s)}" for k, s in zip(r["folds"], r["fold_scores"])))
+             + f". Accuracy {f(r['accuracy'])}, log loss {f(r['logloss'])}.</p>"]
     if "test_score" in r:
-        ts = r["test_score"]
-        kv.append(("test score", ", ".join(f"{e(str(k))}: {_fmt(v)}" for k, v in ts.items())
-                   if isinstance(ts, dict) else e(_fmt(ts))))
-    for k, v in (r.get("extra") or {}).items():
-        kv.append((str(k), e(v if isinstance(v, str) else _fmt(v) if isinstance(v, float)
-                             else json.dumps(v, default=str))))
-    parts.append("<h2>Scores</h2><table class='kv'>" + "".join(
-        f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in kv) + "</table>")
-    parts.append(page.table(pd.DataFrame(r["per_fold"]), index=False))
+        facts.append(f"<p>{_test_line(r)}</p>")
+    told, verdicts = facts_in_words(r.get("extra") or {}, metric)
+    facts += [f"<p>{e(t)}</p>" for t in told]
+    if verdicts:
+        facts.append("<ul class='verdicts'>" + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+    return parts + ["<div class='first'><div class='facts'>" + "".join(facts) + "</div>"
+                    + page.img(paths["fold_scores.png"], f"{metric} per fold") + "</div>"]
 
-    parts.append("<h2>Training curves</h2>")
-    if not logs.empty:
-        parts.append(page.table(logs, index=False))
-    for k, p in sorted(curves.items()):
-        parts.append(f"<div>fold {k}</div><img alt='training curve fold {k}' src='{page.png_uri(p)}'>")
-    if not curves and logs.empty:
-        parts.append("<p class='muted'>no curve_fold*.png or log_fold*.csv in the experiment folder</p>")
 
-    parts.append("<h2>Confusion matrix</h2>")
-    parts.append(f"<img alt='confusion matrix' src='{page.png_uri(paths['confusion.png'])}'>")
-    parts.append("<p class='muted'>counts: rows = true label, columns = predicted label</p>")
-    parts.append(page.table(confusion))
-    parts.append("<h2>Per-class metrics</h2>" + page.table(per_class))
-    parts.append("<h2>Most confused pairs</h2>")
-    parts.append(page.table(confused, index=False) if len(confused) else "<p>no mistakes</p>")
-    parts.append("<h2>Worst errors</h2><p class='muted'>misclassified OOF rows, most confident "
-                 "wrong prediction first</p>")
+def curves_section(table: pd.DataFrame, paths: dict[str, Path], lone: dict[int, Path]) -> list[str]:
+    parts = ["<h2>Training curves</h2>"]
+    if "curves.png" in paths:
+        parts.append(page.img(paths["curves.png"], "training curves of every fold"))
+    for k, p in sorted(lone.items()):
+        parts.append(f"<div class='muted'>fold {k} (no log, training's own figure)</div>"
+                     + page.img(p, f"training curve fold {k}"))
+    if len(table):
+        parts.append(page.table(table, index=False))
+    if "curves.png" not in paths and not lone:
+        parts.append("<p class='muted'>no training log or curve figure in the experiment folder</p>")
+    return parts
+
+
+_ERROR_COLUMNS = {"label": "given label", "pred": "predicted", "prob_true": "probability of the given label",
+                  "share_of_true": "share of the true class", "true": "true label"}
+
+
+def confusion_section(tables: dict, classes: list, paths: dict[str, Path], n_rows: int) -> list[str]:
+    """Row-normalised confusion (the most confused classes beyond MAX_CLASSES_SHOWN), the most
+    confused pairs and per-class metrics (worst recall first beyond MAX_CLASSES_SHOWN); the full
+    matrix is only in confusion.csv."""
+    many = len(classes) > MAX_CLASSES_SHOWN
+    parts = ["<h2>Confusion</h2>", page.img(paths["confusion.png"], "confusion matrix"),
+             f"<p class='muted'>each cell: the share of the true class (row) predicted as the column; "
+             f"the full {len(classes)} x {len(classes)} matrix of counts is in {page.links(['confusion.csv'])}</p>"]
+    parts.append("<h3>Most confused pairs</h3>")
+    parts.append(page.table(tables["confused"].rename(columns=_ERROR_COLUMNS), index=False)
+                 if len(tables["confused"]) else "<p>no mistakes</p>")
+    per_class = tables["per_class"]
+    if many:
+        worst = per_class.drop(index="macro avg").sort_values("recall", kind="stable").head(MAX_CLASSES_SHOWN)
+        parts.append(f"<h3>Per-class recall, worst {MAX_CLASSES_SHOWN} of {len(classes)} classes</h3>"
+                     + page.table(worst) + f"<p class='muted'>every class: {page.links(['per_class.csv'])}</p>")
+    else:
+        parts.append("<h3>Per-class metrics</h3>" + page.table(per_class))
+    return parts
+
+
+def errors_section(worst: pd.DataFrame, paths: dict[str, Path]) -> list[str]:
+    parts = ["<h2>Worst errors</h2><p class='muted'>misclassified out-of-fold rows, most confident wrong "
+             "prediction first: given label, predicted label and its probability</p>"]
     if "worst_errors.png" in paths:
-        parts.append(f"<img alt='worst errors' src='{page.png_uri(paths['worst_errors.png'])}'>")
-    parts.append(page.table(worst, index=False) if len(worst) else "<p>no mistakes</p>")
-    parts.append("<p class='muted'>files: " + e(", ".join(sorted(paths))) + "</p></body></html>\n")
-    return "\n".join(parts)
+        parts.append(page.img(paths["worst_errors.png"], "worst errors"))
+    parts.append(page.table(worst.rename(columns=_ERROR_COLUMNS), index=False) if len(worst) else "<p>no mistakes</p>")
+    return parts
+
+
+def files_line(paths: dict[str, Path]) -> str:
+    names = sorted(n for n in paths if n != "report.html")
+    return f"<p class='muted'>files beside this page: {page.links(names)}</p>"
+
+
+def write_blend_page(body: dict, report_dir: str | Path) -> Path:
+    """reports/<a+b>/report.html: the blend's own first screen (what predict.py's write_blend_report
+    records in cv_scores.json: its nested CV, test score, plan in words, verdicts) and links to each
+    member's own report, so no figure of a member is shown as the blend's or the other way round."""
+    e, f = html.escape, page.words
+    names, metric = body["experiments"], body["metric"]
+    extra = {k: v for k, v in (body.get("extra") or {}).items() if k != "test_score"}
+    facts = [f"<div class='headline'>CV {e(metric)} {f(body.get('cv'), 5)}</div>",
+             f"<p>nested CV of the whole plan (each fold scored by weights and post-processing fitted "
+             f"without it); {e(metric)} is {'higher' if METRICS[metric].greater_is_better else 'lower'} "
+             "is better.</p>"]
+    if body.get("test_score") is not None:
+        facts.append(f"<p>{_test_line({'test_score': body['test_score'], 'metric': metric, 'extra': extra})}</p>")
+    told, verdicts = facts_in_words(extra, metric)
+    facts += [f"<p>{e(t)}</p>" for t in told]
+    if verdicts:
+        facts.append("<ul class='verdicts'>" + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+    members = "".join(f"<li>{e(n)}: its own curves, confusion and errors in "
+                      f"<a href='../{e(n, quote=True)}/report.html'>{e(n)}/report.html</a></li>" for n in names)
+    parts = [f"<h1>Blend: {e(' + '.join(names))}</h1>",
+             f"<div class='muted'>{len(names)} experiments; the figures of each are on its own page</div>",
+             "<div class='first'><div class='facts'>" + "".join(facts) + "</div></div>",
+             f"<h2>Members</h2><ul>{members}</ul>", files_line({"cv_scores.json": Path("cv_scores.json")})]
+    path = Path(report_dir) / "report.html"
+    atomic_write_text(path, page.document(f"Blend report: {' + '.join(names)}", parts))
+    return path
