@@ -171,11 +171,18 @@ def open_study(cfg, folds_sha: str):
         Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     import warnings
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=cfg.heartbeat,
-                                             grace_period=2 * cfg.heartbeat)
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL or server
-        raise TuneError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: {str(e)[:200]})") from None
+    for attempt in range(4):
+        try:
+            storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=cfg.heartbeat,
+                                                 grace_period=2 * cfg.heartbeat)
+            break
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL or server
+            # workers starting together race to create the schema (the loser's INSERT of the schema
+            # version fails): the second try finds it made
+            if attempt == 3:
+                raise TuneError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: "
+                                f"{str(e)[:200]})") from None
+            time.sleep(1 + attempt)
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
               "none": optuna.pruners.NopPruner}[cfg.pruner]()
