@@ -163,6 +163,12 @@ class Config:
     heartbeat: int = _opt(60, "seconds between a running trial's heartbeats; a trial silent for twice this is "
                           "marked failed and queued again with the same settings", "tune", minimum=1)
 
+    # ---- auto.py (foldkit.auto) ----
+    hours: float = _opt(0.0, "auto.py: the time budget in hours (training, prediction and report)", "auto",
+                        minimum=0)
+    portfolio: str = _opt("resnet18,efficientnet_b0,convnext_nano", "auto.py: candidate timm backbones in order "
+                          "of preference; those whose measured time fits the budget are trained", "auto")
+
     # ---- prediction ----
     experiments: str = _opt("", "experiment(s) to ensemble, comma-separated (default: the latest)", "predict")
     tta: str = _opt("auto", "test-time augmentation views, comma-separated: auto (hflip if trained with flips) or "
@@ -223,6 +229,7 @@ GROUP_TITLES = {
     "offline": "offline prediction (bundle)",
     "leaderboard": "leaderboard",
     "tune": "search (tune.py)",
+    "auto": "time-budgeted pipeline (auto.py)",
 }
 
 # the [search_space] table of a config file: tune.py's ranges (foldkit.tune), not settings
