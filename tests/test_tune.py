@@ -12,7 +12,7 @@ optuna = pytest.importorskip("optuna")
 
 from conftest import REPO  # noqa: E402
 from foldkit import config  # noqa: E402
-from foldkit.tune import TuneError, check_space, run_study, summary  # noqa: E402
+from foldkit.tune import SPACES, TuneError, check_space, load_space, run_study, summary  # noqa: E402
 
 TINY = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, batch_size=32, progress=False,
             workers=0, warmup_epochs=0.0, aug="none")
@@ -43,6 +43,15 @@ def tune_cmd(comp, models, *argv):
             ([] if isinstance(v, bool) else [str(v)])
     return [sys.executable, str(REPO / "src" / "tune.py"), "--input-dir", str(comp / "in"), "--folds-dir",
             str(comp / "folds"), "--models-dir", str(models), *flags, *argv]
+
+
+def test_presets_are_valid_and_a_table_replaces_or_extends_them():
+    for name, space in SPACES.items():
+        assert check_space(space, name) == space
+    table = {"drop_path": {"low": 0.0, "high": 0.2}}
+    assert load_space(config.resolve({}), table) == table
+    assert load_space(config.resolve({"space": "quick"}), table) == {**SPACES["quick"], **table}
+    assert load_space(config.resolve({"space": "backbones"}))["model"][0] == "resnet50"
 
 
 def test_space_mistakes_are_one_line(comp, tmp_path):
