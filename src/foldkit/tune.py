@@ -247,14 +247,17 @@ def run_study(cfg, log=print, space_table: dict | None = None, enqueue: list[dic
     def guarded(trial):
         try:
             return objective(trial)
-        except (TrainError, FoldLockError) as e:   # a bad trial (NaN loss) or one another worker trains
+        except FoldkitError as e:   # recorded: a trial that failed on its own is not queued again
             trial.set_user_attr("error", str(e))
-            log(f"trial {trial.number} failed: {e}")
+            if isinstance(e, (TrainError, FoldLockError)):   # a bad trial (NaN loss), a fold another worker holds
+                log(f"trial {trial.number} failed: {e}")
             raise
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     left = cfg.n_trials - len(study.get_trials(deepcopy=False, states=done))
     if left > 0:
-        study.optimize(guarded, n_trials=None, timeout=cfg.timeout * 3600 or None,
+        # MaxTrialsCallback stops at the study's count (all workers); n_trials bounds this process's
+        # attempts so that trials failing one after another (every one a NaN loss) cannot loop forever
+        study.optimize(guarded, n_trials=2 * left + 2, timeout=cfg.timeout * 3600 or None,
                        catch=(TrainError, FoldLockError),
                        callbacks=[MaxTrialsCallback(cfg.n_trials, states=done), _say_pruned(log)])
     return study
