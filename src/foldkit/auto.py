@@ -91,8 +91,8 @@ def plan_portfolio(cfg, rows: int, n_folds: int, n_classes: int, budget_s: float
         fastest = max((ips, n) for n, ips in speed.items())
         need_h = n_folds * (per_epoch_rows / fastest[0] + FOLD_OVERHEAD_S) / 3600 / (1 - RESERVE)
         raise AutoError(f"--hours {cfg.hours:g} is too small for one model: {fastest[1]} (the fastest) needs "
-                        f"about {need_h:.2f} h for one epoch on all {n_folds} folds here. Give more --hours, a faster first model in "
-                        "--portfolio, a smaller --img-size, or fewer rows (make_folds.py --limit)")
+                        f"about {need_h:.2f} h for one epoch on all {n_folds} folds here. Give more --hours, a faster "
+                        "first model in --portfolio, a smaller --img-size, or fewer rows (make_folds.py --limit)")
     return plan
 
 
