@@ -86,7 +86,9 @@ class Config:
     # ---- training ----
     experiment: str = _opt("", "experiment name: models/<experiment>/ (default: derived from model, size "
                            "and a hash of the settings)", "train")
-    fold: str = _opt("0", "fold(s) to train: 0, '0,2,4' or all (finished folds are skipped)", "train")
+    fold: str = _opt("0", "fold(s) to train: 0, '0,2,4', all (finished folds are skipped), or env: the task index "
+                     "of a SLURM array ($SLURM_ARRAY_TASK_ID) or Kubernetes Indexed Job ($JOB_COMPLETION_INDEX)",
+                     "train")
     model: str = _opt("resnet18", "any timm model name (timm.list_models())", "train")
     pretrained: bool = _opt(False, "start from the hub's pretrained weights (needs a network)", "train")
     pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
@@ -152,6 +154,33 @@ class Config:
     tracking_uri: str = _opt("", "where --log writes: a folder (tensorboard) or an MLflow tracking URI such as a "
                              "server URL (default: runs/ beside the models folder)", "train")
 
+    # ---- search: tune.py (foldkit.tune, Optuna) ----
+    space: str = _opt("quick", "search space preset: quick (lr, weight decay, augmentation), standard (+ image size, "
+                      "label smoothing, mixup/cutmix, freeze epochs, EMA), backbones (model and lr); a "
+                      "[search_space] table in the --config file replaces it (or extends a --space given too)",
+                      "tune", choices=["quick", "standard", "backbones"])
+    n_trials: int = _opt(20, "trials of the whole study (finished and pruned ones, every worker counted; a "
+                         "restarted study runs only the rest)", "tune", minimum=1)
+    timeout: float = _opt(0.0, "this process stops starting trials after this many hours (0 = no limit)", "tune",
+                          minimum=0)
+    tune_folds: str = _opt("all", "folds a trial is scored on (its CV): the first is trained first and may be "
+                           "pruned; 0,1,2 or all (all but --holdout-fold)", "tune")
+    holdout_fold: int = _opt(-1, "a fold the search never scores: the best settings are trained on it at the "
+                             "end, an honest estimate (-1 = none)", "tune", minimum=-1)
+    pruner: str = _opt("median", "stop bad trials early on the first fold's epoch metric: median, halving "
+                       "(successive halving), none", "tune", choices=["median", "halving", "none"])
+    storage: str = _opt("", "Optuna storage URL (default: sqlite:///<models-dir>/tune.db; postgresql://... lets "
+                        "workers on many machines share the study)", "tune")
+    study: str = _opt("", "study name (default: <space>-<metric>-<folds hash>)", "tune")
+    heartbeat: int = _opt(60, "seconds between a running trial's heartbeats; a trial silent for twice this is "
+                          "marked failed and queued again with the same settings", "tune", minimum=1)
+
+    # ---- auto.py (foldkit.auto) ----
+    hours: float = _opt(0.0, "auto.py: the time budget in hours (training, prediction and report)", "auto",
+                        minimum=0)
+    portfolio: str = _opt("resnet18,efficientnet_b0,convnext_nano", "auto.py: candidate timm backbones in order "
+                          "of preference; those whose measured time fits the budget are trained", "auto")
+
     # ---- prediction ----
     experiments: str = _opt("", "experiment(s) to ensemble, comma-separated (default: the latest)", "predict")
     tta: str = _opt("auto", "test-time augmentation views, comma-separated: auto (hflip if trained with flips) or "
@@ -211,7 +240,12 @@ GROUP_TITLES = {
     "export": "export (offline bundle)",
     "offline": "offline prediction (bundle)",
     "leaderboard": "leaderboard",
+    "tune": "search (tune.py)",
+    "auto": "time-budgeted pipeline (auto.py)",
 }
+
+# the [search_space] table of a config file: tune.py's ranges (foldkit.tune), not settings
+SEARCH_SPACE = "search_space"
 
 # Settings that change how a run is executed but not what it learns: an
 # experiment may be continued with other values of these. (The number of torchrun processes and
@@ -370,6 +404,8 @@ def load_file(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is not valid TOML: {e}")
     flat: dict[str, Any] = {}
     for k, v in raw.items():
+        if k == SEARCH_SPACE:
+            continue
         if isinstance(v, dict):
             flat.update(v)
         else:

@@ -9,6 +9,7 @@ reads or writes an experiment folder goes through this class instead of spelling
     fold{k}.json          written last: fold k is finished (best epoch, value, seconds, ...)
     oof_fold{k}.csv       out-of-fold probabilities of fold k's best epoch
     log_fold{k}.csv       one row per epoch;  curve_fold{k}.png  its plot
+    fold{k}.lock          host + pid of the process training fold k (foldkit.foldlock), removed when it stops
 
 A fold counts as finished only when both fold{k}.json and fold{k}.pt exist. A fold killed
 mid-run leaves an OOF file of its best epoch so far; CV, ensembles and reports use finished
@@ -25,7 +26,8 @@ from foldkit.errors import FoldkitError
 CONFIG = "config.json"
 # the per-fold files, "{}" standing for the fold number: the one place these names are spelled
 FOLD_FILES = {"checkpoint": "fold{}.pt", "last_checkpoint": "fold{}_last.pt", "summary": "fold{}.json",
-              "oof": "oof_fold{}.csv", "log": "log_fold{}.csv", "curve": "curve_fold{}.png"}
+              "oof": "oof_fold{}.csv", "log": "log_fold{}.csv", "curve": "curve_fold{}.png",
+              "lock": "fold{}.lock"}
 _FOLD_RE = {kind: re.compile("^" + re.escape(name).replace(r"\{\}", r"(\d+)") + "$")
             for kind, name in FOLD_FILES.items()}
 
@@ -75,6 +77,9 @@ class Experiment:
 
     def curve(self, k: int) -> Path:
         return self.dir / FOLD_FILES["curve"].format(k)
+
+    def lock(self, k: int) -> Path:
+        return self.dir / FOLD_FILES["lock"].format(k)
 
     def fold_files(self, kind: str) -> dict[int, Path]:
         """The files of one kind present in the folder ("oof", "log", "curve", ... as in FOLD_FILES),
@@ -143,14 +148,16 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
     settings: the experiment's identity, `config.learning_settings(cfg)` (passed in: this module is
     below config, which reaches the report through the blend registry).
     An experiment name is never reused with other learning settings or other folds."""
-    from foldkit.io import atomic_write_text
-
     name = cfg.experiment or experiment_name(cfg.model, cfg.img_size, settings)
     exp = Experiment(Path(cfg.models_dir) / name)
     record = {**cfg.to_dict(), "experiment": name, "folds_sha256": folds_meta["sha256_now"],
               "classes": folds_meta["classes"], "n_folds": folds_meta.get("n_folds"),
               "layout": folds_meta.get("layout"), "reading": reading or {}}
-    if exp.exists():
+    # written once: of several processes (machines) starting the experiment together one creates
+    # config.json and the others compare with it, as a later run does
+    from foldkit.io import create_once
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    if exp.exists() or not create_once(exp.config_path, text.encode("utf-8")):
         old = exp.config()
         if old.get("folds_sha256") != record["folds_sha256"]:
             raise ExperimentError(
@@ -162,8 +169,6 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
             desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
             raise ExperimentError(f"experiment {name!r} exists with other settings ({desc}). "
                                   "Use another --experiment name, or the same settings to continue it.")
-    else:
-        atomic_write_text(exp.config_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return exp
 
 

@@ -34,7 +34,21 @@ class TrainError(FoldkitError, RuntimeError):
     """A training run that cannot start or go on as asked; the message says why and what to do."""
 
 
+# `--fold env`: the task index of a cluster job array (README "Folds across machines"), first found
+FOLD_ENV = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+
+
 def parse_folds(spec: str, n_folds: int) -> list[int]:
+    if str(spec).strip().lower() == "env":
+        import os
+        found = next((v for v in FOLD_ENV if os.environ.get(v, "").strip()), None)
+        if found is None:
+            raise TrainError(f"--fold env: none of {', '.join(FOLD_ENV)} is set (run it as a SLURM array task "
+                             "or a Kubernetes Indexed Job, or give the fold number)")
+        spec = os.environ[found].strip()
+        if not spec.isdigit() or not int(spec) < n_folds:
+            raise TrainError(f"--fold env: {found}={spec!r} is not a fold of the folds file (0..{n_folds - 1}): "
+                             f"make the array 0-{n_folds - 1}")
     if str(spec).strip().lower() == "all":
         return list(range(n_folds))
     try:
@@ -321,7 +335,9 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
 
 def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     """Train `fold` (validate on it, train on the others). Returns the fold summary.
-    on_epoch: callables `(fold, log row)` called after each epoch (--log's tracker)."""
+    on_epoch: callables `(fold, log row)` called after each epoch's files are written (the row has the
+    1-based `epoch` and `valid_metric`): --log's tracker, tune's pruner, auto's deadline. An exception one
+    raises stops the fold there, resumable like a kill."""
     from foldkit import engine, metrics
     from foldkit.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report import plot_log_curve
@@ -382,8 +398,6 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
             f"valid_acc {acc:.4f}  {cfg.metric} {_fmt(value)}{' *' if improved else ''}  "
             f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else ""))
         state.epochs_done = epoch + 1
-        for callback in on_epoch:
-            callback(fold, state.log[-1])
         if improved or not state.best_epoch:   # the first epoch is kept even when its score is undefined
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
             if main:
@@ -398,6 +412,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
             write_csv(pd.DataFrame(state.log), exp.log(fold))
         if main and state.epochs_done < cfg.epochs and not stop:
             state.save(exp.last_checkpoint(fold), tr)
+        for callback in on_epoch:
+            callback(fold, state.log[-1])
         if stop:
             log(f"fold {fold}: early stopping after epoch {epoch + 1} ({cfg.patience} epochs without improvement)")
             break
@@ -417,6 +433,21 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
             exp.last_checkpoint(fold).unlink()
     distributed.barrier()            # the other ranks wait until rank 0 has written the fold
     return summary
+
+
+def fit_fold_locked(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
+    """fit_fold holding the fold's lock (foldkit.foldlock): a second process that starts the same fold of
+    the same experiment, here or on another machine, gets one FoldLockError line naming the holder; a fold
+    another process finished meanwhile is not trained again. Under torchrun the ranks train one fold
+    together and take no lock."""
+    from foldkit.foldlock import fold_lock
+    if distributed.active():
+        return fit_fold(cfg, run, fold, log=log, on_epoch=on_epoch)
+    with fold_lock(run.exp.lock(fold), fold):
+        if run.exp.is_finished(fold):
+            log(f"fold {fold}: finished by another process meanwhile, skipped")
+            return run.exp.summary(fold)
+        return fit_fold(cfg, run, fold, log=log, on_epoch=on_epoch)
 
 
 def open_run(cfg, log=print) -> RunData:
@@ -453,10 +484,10 @@ def train(cfg, log=print) -> list[dict]:
             log(f"fold {k}: already finished ({s['metric']} {_fmt(s['value'])}), skipped")
             out[k] = s
         elif not devices:
-            out[k] = fit_fold(cfg, run, k, log=log, on_epoch=[tracker.on_epoch] if tracker else ())
+            out[k] = fit_fold_locked(cfg, run, k, log=log, on_epoch=[tracker.on_epoch] if tracker else ())
     if devices and len(out) < len(folds):
         todo = [k for k in dict.fromkeys(folds) if k not in out]
-        out.update(foldpool.run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold, log=log))
+        out.update(foldpool.run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold_locked, log=log))
     if tracker:
         tracker.finish(run.exp, cfg.reports_dir)
         log(f"--log {cfg.log}: run {run.exp.name} in {getattr(tracker, 'uri', None) or tracker.dir}")

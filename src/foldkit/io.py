@@ -59,3 +59,26 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def create_once(path: str | Path, data: bytes) -> bool:
+    """Write `path` only if no file is there: True when this call created it, False when another
+    process already had (then the existing file is left as it was). The content is complete before
+    the name appears: written to a temporary file, then hard-linked, which fails atomically when the
+    name exists (also on NFS), unlike os.replace which would overwrite it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)

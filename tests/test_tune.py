@@ -1,0 +1,158 @@
+"""tune.py: an Optuna study whose trials are foldkit experiments (real digits, tiny model, CPU)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from conftest import REPO  # noqa: E402
+from foldkit import config  # noqa: E402
+from foldkit.tune import SPACES, TuneError, check_space, load_space, run_study, summary  # noqa: E402
+
+TINY = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, batch_size=32, progress=False,
+            workers=0, warmup_epochs=0.0, aug="none")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def comp(tmp_path_factory):
+    """150 real digits in the CSV layout, 3 stratified folds."""
+    from foldkit.demo import build_demo
+    from foldkit.folds import make_folds
+    root = tmp_path_factory.mktemp("digits")
+    build_demo(root / "in")
+    make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
+                               "models_dir": str(root / "m0"), "limit": 150, "n_folds": 3}), log=lambda *_: None)
+    return root
+
+
+def cfg_for(comp, tmp_path, **kw):
+    return config.resolve({"input_dir": str(comp / "in"), "folds_dir": str(comp / "folds"),
+                           "models_dir": str(tmp_path / "m"), **TINY, **kw})
+
+
+def tune_cmd(comp, models, *argv):
+    flags = []
+    for k, v in TINY.items():
+        flags += [f"--{k.replace('_', '-')}" if v is not False else f"--no-{k.replace('_', '-')}"] + \
+            ([] if isinstance(v, bool) else [str(v)])
+    return [sys.executable, str(REPO / "src" / "tune.py"), "--input-dir", str(comp / "in"), "--folds-dir",
+            str(comp / "folds"), "--models-dir", str(models), *flags, *argv]
+
+
+def test_presets_are_valid_and_a_table_replaces_or_extends_them():
+    for name, space in SPACES.items():
+        assert check_space(space, name) == space
+    table = {"drop_path": {"low": 0.0, "high": 0.2}}
+    assert load_space(config.resolve({}), table) == table
+    assert load_space(config.resolve({"space": "quick"}), table) == {**SPACES["quick"], **table}
+    assert load_space(config.resolve({"space": "backbones"}))["model"][0] == "resnet50"
+
+
+def test_space_mistakes_are_one_line(comp, tmp_path):
+    with pytest.raises(TuneError, match="'learning_rat' is not a learning setting"):
+        check_space({"learning_rat": [0.1]}, "here")
+    with pytest.raises(TuneError, match="aug value 'strong' is not one of"):
+        check_space({"aug": ["light", "strong"]}, "here")
+    with pytest.raises(TuneError, match="needs low <= high"):
+        check_space({"lr": {"low": 0.1, "high": 0.01}}, "here")
+    toml = tmp_path / "s.toml"
+    toml.write_text("[search_space]\nlr = {low = 1e-4, hi = 1e-2}\n")
+    r = subprocess.run(tune_cmd(comp, tmp_path / "m", "--config", str(toml)), capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: [search_space]: lr = "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run(tune_cmd(comp, tmp_path / "m", "--fold", "1"), capture_output=True, text=True, env=ENV,
+                       timeout=120)
+    assert r.returncode == 2 and "use --tune-folds" in r.stderr, r.stderr
+
+
+def past_trials(study, value, n=3):
+    """n finished trials with this metric at every epoch (earlier trials the pruner compares with)."""
+    from optuna.distributions import FloatDistribution
+    for i in range(n):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 1e-3 + i * 1e-4}, distributions={"lr": FloatDistribution(1e-9, 1e-2, log=True)},
+            value=value, intermediate_values={1: value, 2: value}))
+
+
+def test_a_trial_worse_than_the_median_is_pruned_on_its_first_fold_and_a_better_one_goes_on(comp, tmp_path):
+    """Against three earlier trials at accuracy 1.0 every epoch, the trial is stopped after epoch 1 of 2 of
+    fold 0 and never trains fold 1; against three at 0.0 it trains folds 0 and 1 and its value is their CV."""
+    space = {"lr": {"low": 1e-9, "high": 1e-2, "log": True}}
+    lines = []
+    (tmp_path / "m").mkdir()
+    cfg = cfg_for(comp, tmp_path, epochs=2, n_trials=4, tune_folds="0,1", study="bad")
+    study = optuna.create_study(study_name="bad", storage=f"sqlite:///{tmp_path / 'm' / 'tune.db'}",
+                                direction="maximize")
+    past_trials(study, 1.0)
+    study = run_study(cfg, log=lines.append, space_table=space, enqueue=[{"lr": 1e-9}])
+    t = study.get_trials()[-1]
+    assert t.state.name == "PRUNED" and "trial 3: pruned after epoch 1 of its first fold" in lines, lines
+    bad = tmp_path / "m" / t.user_attrs["experiment"]
+    assert len(pd.read_csv(bad / "log_fold0.csv")) == 1 and not (bad / "fold0.json").exists()
+    assert not (bad / "log_fold1.csv").exists() and not list(bad.glob("*.lock"))
+
+    cfg = cfg_for(comp, tmp_path, epochs=1, n_trials=4, tune_folds="0,1", study="good")
+    study = optuna.create_study(study_name="good", storage=f"sqlite:///{tmp_path / 'm' / 'tune.db'}",
+                                direction="maximize")
+    past_trials(study, 0.0)
+    study = run_study(cfg, log=lines.append, space_table=space, enqueue=[{"lr": 3e-3}])
+    t = study.get_trials()[-1]
+    assert t.state.name == "COMPLETE"
+    exp = tmp_path / "m" / t.user_attrs["experiment"]
+    assert (exp / "fold0.json").is_file() and (exp / "fold1.json").is_file()
+    oof = pd.concat([pd.read_csv(exp / f"oof_fold{k}.csv") for k in (0, 1)])
+    assert t.value == pytest.approx((oof["pred"] == oof["label"]).mean())
+    text = "\n".join(summary(study, cfg))
+    assert "4 complete" in text and "warning: the best CV of 4 trials is optimistic" in text
+
+
+def test_killed_study_requeues_the_trial_and_resumes_its_fold(comp, tmp_path):
+    """SIGKILL during a trial's second epoch; started again, the trial (heartbeat gone stale) is failed and
+    queued with the same settings, its fold resumes from epoch 1 (the row logged before the kill is kept)."""
+    models = tmp_path / "m"
+    cmd = tune_cmd(comp, models, "--epochs", "3", "--n-trials", "1", "--tune-folds", "0", "--heartbeat", "1",
+                   "--study", "k")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    t0 = time.time()
+    while time.time() - t0 < 300 and not list(models.glob("*/fold0_last.pt")):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    [exp] = [d for d in models.iterdir() if d.is_dir()]
+    before = pd.read_csv(exp / "log_fold0.csv")
+    time.sleep(2.5)                                          # two heartbeats missed
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trial 0 was interrupted: queued again with the same settings" in r.stdout, r.stdout
+    after = pd.read_csv(exp / "log_fold0.csv")
+    assert list(after["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(after.iloc[:len(before)], before)   # not redone: resumed
+    assert "1 complete, 1 fail" in r.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert "trial 2" not in again.stdout and "1 complete, 1 fail" in again.stdout   # finished: nothing redone
+
+
+def test_two_workers_share_one_sqlite_study(comp, tmp_path):
+    """Two tune.py processes on one SQLite study: 4 trials in all, none trained twice."""
+    models = tmp_path / "m"
+    cmd = tune_cmd(comp, models, "--epochs", "1", "--n-trials", "4", "--tune-folds", "0", "--pruner", "none",
+                   "--study", "w")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{models / 'tune.db'}")
+    trials = study.get_trials()
+    assert 4 <= len(trials) <= 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(any(f"trial {t.number}: CV" in o for o in outs) for t in trials)      # both ran some
+    assert all(sum(f"trial {t.number}: CV" in o for o in outs) == 1 for t in trials)  # each once
+    assert sum(any("CV" in line for line in o.splitlines()) for o in outs) == 2
+    for t in trials:
+        assert len(pd.read_csv(models / t.user_attrs["experiment"] / "log_fold0.csv")) == 1
