@@ -55,6 +55,11 @@ class Config:
     label_col: str = _opt("", "label column of train.csv (default: auto-detect)", "data")
     image_ext: str = _opt("", "extension added to ids that have none (default: inferred from train/)", "data")
     skip_bad_images: bool = _opt(False, "drop missing/empty/truncated/non-image files (prints which) instead of stopping", "data")
+    task: str = _opt("auto", "what a training label is: single (one class per image), multilabel (separated "
+                     "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
+                     "data", choices=["auto", "single", "multilabel", "regression"])
+    label_sep: str = _opt("", "multi-label: the separator of the tags in the label column (default: detected "
+                          "among space, |, ; and ,)", "data")
 
     # ---- folds ----
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")

@@ -75,11 +75,12 @@ class RunData:
 def prepare_run(cfg, log=print) -> RunData:
     from foldkit.dataset import ImageSource, detect_grey
     from foldkit.experiment import prepare_experiment
-    from foldkit.folds import FOLDS_CSV, open_competition, read_folds
+    from foldkit.folds import FOLDS_CSV, open_competition, read_folds, require_task
     from foldkit.images import cache_side
     from foldkit.model import data_config
 
     table, meta = read_folds(cfg.folds_dir)
+    require_task(meta, ("single",), "train.py")
     if meta.get("sha256") and meta["sha256"] != meta["sha256_now"]:
         raise TrainError(f"{cfg.folds_dir}/{FOLDS_CSV} was changed after make_folds wrote it "
                          "(hash differs from folds_meta.json): re-run make_folds.py")
