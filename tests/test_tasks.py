@@ -153,6 +153,69 @@ def test_rare_classes_mode_is_refused_for_other_tasks(rotated, tmp_path):
         make_folds(cfg, log=quiet)
 
 
+FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="none", lr=3e-3, epochs=2,
+            batch_size=16, progress=False, workers=0, warmup_epochs=0.0)
+
+
+def train_cfg(root, **kw):
+    return config.resolve({"folds_dir": str(root / "folds"), "models_dir": str(root / "models"), **FAST, **kw})
+
+
+def test_metrics_offered_per_task_kind(rotated):
+    from foldkit.errors import ConfigError
+    from foldkit.metrics import for_task
+    from foldkit.tasks import check_settings
+    assert {"f1_samples", "f2_samples", "f1_micro", "f1_macro", "map", "auc_macro"} <= set(for_task("multilabel"))
+    assert set(for_task("regression")) == {"rmse", "mae", "r2"} and "rmse" not in for_task("single")
+    assert check_settings(config.resolve({}), "regression").metric == "rmse"       # the task's default
+    assert check_settings(config.resolve({}), "multilabel").metric == "f1_samples"
+    for task, kw, msg in [("regression", {"metric": "accuracy"}, "does not score a regression task"),
+                          ("single", {"metric": "rmse"}, "scores regression tasks"),
+                          ("regression", {"mixup": 0.2}, "--mixup/--cutmix are for classification"),
+                          ("regression", {"label_smoothing": 0.1}, "--label-smoothing is for classification"),
+                          ("multilabel", {"balance": "sampler"}, "--balance sampler is for single-label"),
+                          ("single", {"loss": "huber"}, "--loss huber is for regression")]:
+        with pytest.raises(ConfigError, match=msg):
+            check_settings(config.resolve(kw), task)
+
+
+def test_regression_trains_on_the_standardised_target_and_writes_numbers(rotated):
+    import torch
+    from foldkit.fit import train
+    make_folds(cfg_for(rotated, n_folds=2), log=quiet)
+    out = train(train_cfg(rotated, fold="all", experiment="reg", loss="huber"), log=quiet)
+    assert [r["metric"] for r in out] == ["rmse", "rmse"] and all(r["value"] > 0 for r in out)
+    table, _ = read_folds(rotated / "folds")
+    ck = torch.load(rotated / "models" / "reg" / "fold0.pt", weights_only=True)
+    part = table.loc[table["fold"] != 0, "label"]
+    assert ck["task"] == "regression" and ck["num_classes"] == 1 and ck["classes"] == []
+    assert ck["target"]["mean"] == pytest.approx(part.mean(), rel=1e-5)
+    assert ck["target"]["std"] == pytest.approx(part.std(ddof=0), rel=1e-5)
+    oof = pd.read_csv(rotated / "models" / "reg" / "oof_fold0.csv")
+    assert list(oof.columns) == ["id", "fold", "label", "pred"] and len(oof) == 30
+    rmse = float(np.sqrt(((oof["pred"] - oof["label"]) ** 2).mean()))
+    assert rmse == pytest.approx(out[0]["value"], rel=1e-4)          # scored on de-standardised numbers
+    assert abs(oof["pred"].mean() - part.mean()) < 3 * part.std()    # in the target's units
+
+
+def test_multilabel_trains_sigmoid_outputs_with_mixed_multi_hot_targets(planet):
+    import torch
+    from foldkit.fit import train
+    make_folds(cfg_for(planet, n_folds=2), log=quiet)
+    out = train(train_cfg(planet, fold="0", experiment="ml", mixup=0.4, metric="f2_samples"), log=quiet)
+    assert out[0]["metric"] == "f2_samples" and 0 < out[0]["value"] <= 1
+    meta = json.loads((planet / "folds" / "folds_meta.json").read_text())
+    ck = torch.load(planet / "models" / "ml" / "fold0.pt", weights_only=True)
+    assert ck["task"] == "multilabel" and ck["classes"] == meta["classes"] and "target" not in ck
+    oof = pd.read_csv(planet / "models" / "ml" / "oof_fold0.csv", dtype={"label": str, "pred": str},
+                      keep_default_na=False)
+    assert list(oof.columns) == ["id", "fold", "label", "pred"] + [f"prob_{c}" for c in meta["classes"]]
+    probs = oof[[f"prob_{c}" for c in meta["classes"]]].to_numpy()
+    assert ((probs > 0) & (probs < 1)).all() and not np.allclose(probs.sum(1), 1)   # sigmoid, not softmax
+    first = [c for c, p in zip(meta["classes"], probs[0]) if p >= 0.5]
+    assert oof["pred"][0] == " ".join(first)
+
+
 @pytest.mark.slow
 def test_cli_records_task_and_later_steps_refuse_what_they_cannot_do_yet(planet, tmp_path):
     run = lambda script, *a: subprocess.run([sys.executable, str(REPO / "src" / script), *a],
@@ -162,6 +225,9 @@ def test_cli_records_task_and_later_steps_refuse_what_they_cannot_do_yet(planet,
     assert r.returncode == 0, r.stderr
     assert "multi-label" in r.stdout and "MultilabelStratifiedKFold" in r.stdout
     assert json.loads((tmp_path / "folds" / "folds_meta.json").read_text())["task"] == "multilabel"
-    r = run("train.py", "--fold", "0", "--model", "test_resnet", *paths)
+    r = run("train.py", "--fold", "0", "--model", "test_resnet", "--metric", "rmse", *paths)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().startswith("error: train.py does not handle multilabel competitions yet")
+    assert r.stderr.strip().startswith("error: --metric rmse does not score a multilabel task")
+    r = run("predict.py", *paths, "--submissions-dir", str(tmp_path / "s"), "--reports-dir", str(tmp_path / "r"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("error: predict.py does not handle multilabel competitions yet")

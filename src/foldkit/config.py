@@ -117,7 +117,10 @@ class Config:
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
     mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train", minimum=0)
     cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train", minimum=0)
-    label_smoothing: float = _opt(0.1, "label smoothing", "train", minimum=0)
+    label_smoothing: float = _opt(0.1, "label smoothing (multi-label: each target becomes y(1-e)+e/2)", "train",
+                                  minimum=0)
+    loss: str = _opt("auto", "regression loss on the standardised target: mse or huber (auto: mse); "
+                     "classification: cross-entropy, multi-label: BCE", "train", choices=["auto", "mse", "huber"])
     drop_rate: float = _opt(0.0, "dropout before the classifier", "train", minimum=0)
     drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train", minimum=0)
     accum_steps: int = _opt(1, "gradient accumulation steps", "train", minimum=1)

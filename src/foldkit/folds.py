@@ -250,6 +250,15 @@ def folds_csv_bytes(table: pd.DataFrame) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def read_meta(folds_dir: str | Path) -> dict:
+    """folds_meta.json alone ({} when absent or unreadable: read_folds says why)."""
+    try:
+        meta = json.loads((Path(folds_dir) / FOLDS_META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """Read the folds file and its metadata, checking the hash (a hand-edited file is reported)."""
     folds_dir = Path(folds_dir)
