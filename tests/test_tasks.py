@@ -214,6 +214,11 @@ def test_multilabel_trains_sigmoid_outputs_with_mixed_multi_hot_targets(planet):
     assert ((probs > 0) & (probs < 1)).all() and not np.allclose(probs.sum(1), 1)   # sigmoid, not softmax
     first = [c for c, p in zip(meta["classes"], probs[0]) if p >= 0.5]
     assert oof["pred"][0] == " ".join(first)
+    from foldkit.predicting import predict_image      # --image never runs softmax over sigmoid outputs
+    from foldkit.inference import EnsembleError
+    img = next((planet / "in" / "train").iterdir())
+    with pytest.raises(EnsembleError, match="is a multilabel model"):
+        predict_image(train_cfg(planet, experiments="ml", image=str(img)), log=quiet)
 
 
 @pytest.mark.slow
