@@ -221,6 +221,32 @@ def test_multilabel_trains_sigmoid_outputs_with_mixed_multi_hot_targets(planet):
         predict_image(train_cfg(planet, experiments="ml", image=str(img)), log=quiet)
 
 
+def test_per_label_thresholds_global_first_then_per_label(planet):
+    """Real Planet tags; scores whose best cut differs per label (a rare label's positives score low):
+    fitted thresholds beat 0.5 on held-out rows, keep the ranking, and the step is what auto picks."""
+    from foldkit.blend import held_out
+    from foldkit.calibrate import POSTPROCESS, steps_for
+    from foldkit.data import multi_hot, tag_names
+    from foldkit.metrics import score
+    tags = pd.read_csv(planet / "in" / "train.csv", dtype=str, keep_default_na=False)["tags"]
+    classes = tag_names(tags, " ")
+    y = multi_hot(tags, " ", classes)
+    rng = np.random.default_rng(0)
+    rare = y.mean(0) < 0.3                  # rare labels: negatives in [0, 0.2), positives in [0.25, 0.45)
+    u = rng.uniform(0, 1, y.shape)
+    probs = np.where(rare, np.where(y == 1, 0.25 + 0.2 * u, 0.2 * u), np.where(y == 1, 0.55 + 0.35 * u, 0.5 * u))
+    folds = np.arange(len(y)) % 4
+    step = POSTPROCESS["label_thresholds"]
+    nested = held_out(lambda rows: step.fit(probs[rows], y[rows], "f2_samples"),
+                      lambda t, rows: step.apply(probs[rows], t), folds)
+    assert score("f2_samples", y, nested) > score("f2_samples", y, probs) + 0.02
+    t = step.fit(probs, y, "f2_samples")
+    assert len(set(np.round(t, 3))) > 1                          # per label, not one global value
+    assert score("map", y, step.apply(probs, t)) == pytest.approx(score("map", y, probs))
+    assert steps_for("f2_samples", task="multilabel") == ("label_thresholds",)
+    assert steps_for("map", task="multilabel") == () and steps_for("f1_macro") == ("thresholds",)
+
+
 @pytest.mark.slow
 def test_cli_records_task_and_later_steps_refuse_what_they_cannot_do_yet(planet, tmp_path):
     run = lambda script, *a: subprocess.run([sys.executable, str(REPO / "src" / script), *a],
