@@ -243,6 +243,10 @@ def test_per_label_thresholds_global_first_then_per_label(planet):
     t = step.fit(probs, y, "f2_samples")
     assert len(set(np.round(t, 3))) > 1                          # per label, not one global value
     assert score("map", y, step.apply(probs, t)) == pytest.approx(score("map", y, probs))
+    from foldkit.calibrate import fast_fbeta
+    for m in ("f1_samples", "f2_samples", "f1_micro", "f1_macro"):        # the search's scorer is sklearn's
+        for p in (probs, nested, np.zeros_like(probs)):
+            assert fast_fbeta(m)(y, p) == pytest.approx(score(m, y, p), abs=1e-12), m
     assert steps_for("f2_samples", task="multilabel") == ("label_thresholds",)
     assert steps_for("map", task="multilabel") == () and steps_for("f1_macro") == ("thresholds",)
 
