@@ -161,6 +161,16 @@ def train_cfg(root, **kw):
     return config.resolve({"folds_dir": str(root / "folds"), "models_dir": str(root / "models"), **FAST, **kw})
 
 
+def test_new_loss_setting_keeps_earlier_experiment_names():
+    from foldkit.config import learning_settings
+    from foldkit.experiment import experiment_name
+    plain = config.resolve({})
+    assert "loss" not in learning_settings(plain)       # earlier experiments: same identity, same name
+    assert learning_settings(config.resolve({"loss": "huber"}))["loss"] == "huber"
+    assert experiment_name("resnet18", 0, learning_settings(plain)) != \
+        experiment_name("resnet18", 0, learning_settings(config.resolve({"loss": "huber"})))
+
+
 def test_metrics_offered_per_task_kind(rotated):
     from foldkit.errors import ConfigError
     from foldkit.metrics import for_task

@@ -218,13 +218,19 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
             "cache", "experiment", "devices", "sync_bn"}
 
 
+# Training settings added after experiments existed, with the value every earlier run had: left out of
+# the identity at that value, so earlier experiments keep their names and can be continued.
+LATER_SETTINGS = {"loss": "auto"}
+
+
 def learning_settings(cfg: "Config") -> dict:
     """The settings that decide what a run learns (an experiment's identity): the training settings
     and the seed. How the competition is read is recorded with the folds (folds_meta.json) and
     identified by the folds file's hash."""
     groups = {f.name: f.metadata["group"] for f in fields(cfg)}
     return {k: v for k, v in cfg.to_dict().items()
-            if (groups[k] == "train" or k == "seed") and k not in RUN_ONLY}
+            if (groups[k] == "train" or k == "seed") and k not in RUN_ONLY
+            and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
 
 def _flag(name: str) -> str:
