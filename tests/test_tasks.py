@@ -146,6 +146,15 @@ def test_class_ids_and_old_folds_files_stay_single_label(tmp_path, digits_32):
     assert reading_settings(config.resolve({}), old)["task"] == "single"
 
 
+def test_task_flag_on_class_folders_is_refused_not_ignored(tmp_path, digits_32):
+    x, y = digits_32
+    for i in range(12):
+        write_png(tmp_path / "in" / "train" / str(y[i]) / f"d{i}.png", x[i])
+    assert read_competition(tmp_path / "in", check_train=False).task == "single"
+    with pytest.raises(InputError, match="--task regression: a folder per class"):
+        read_competition(tmp_path / "in", check_train=False, task="regression")
+
+
 def test_rare_classes_mode_is_refused_for_other_tasks(rotated, tmp_path):
     cfg = config.resolve({"input_dir": str(rotated / "in"), "folds_dir": str(tmp_path / "f"),
                           "models_dir": str(tmp_path / "m"), "rare_classes": "train-only"})

@@ -197,6 +197,9 @@ def _read_numpy_labels(path: Path, n: int) -> np.ndarray:
     except Exception as e:  # noqa: BLE001
         raise InputError(f"{path}: cannot read as a numpy array ({e})") from None
     if y.ndim == 2 and y.shape[1] > 1:     # one-hot (Keras to_categorical)
+        if not ((y == 0) | (y == 1)).all() or (y.sum(1) != 1).any():
+            raise InputError(f"{path}: shape {y.shape} but not one-hot (rows with several, no or non-0/1 "
+                             "values): a multi-label numpy layout is not read; give a training CSV of tags")
         y = y.argmax(1)
     y = y.reshape(-1) if y.ndim == 2 else y
     if y.ndim != 1:
@@ -377,10 +380,15 @@ def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]
                              f"set), not --task {task}: use --task multilabel, or name the label column "
                              "with --label-col.")
         return "multilabel", comp.label_sep
+    if comp.layout == "class_folders":
+        if task in ("multilabel", "regression"):
+            raise InputError(f"{comp.root}: --task {task}: a folder per class holds one class per image; give a "
+                             "training CSV (id + tags or number) for a multi-label or regression competition")
+        return "single", ""
     text = t["label"].astype(str)
     if task == "multilabel":
         return "multilabel", label_sep or _guess_sep(text) or " "
-    if task == "single" or comp.layout not in ("csv_images", "pixel_csv", "numpy"):
+    if task == "single":
         return "single", ""
     nums = pd.to_numeric(text, errors="coerce")
     if task == "regression":
