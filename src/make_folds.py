@@ -24,7 +24,10 @@ def run(cfg) -> dict:
     meta = make_folds(cfg)
     print(meta["counts_text"])
     where = Path(cfg.folds_dir) / "train_folds.csv"
-    print(f"{meta['layout']} layout, {meta['rows']} rows, {len(meta['classes'])} classes, "
+    kind = {"single": f"{len(meta['classes'])} classes",
+            "multilabel": f"multi-label, {len(meta['classes'])} labels (tags separated by {meta.get('label_sep')!r})",
+            "regression": "regression target"}[meta["task"]]
+    print(f"{meta['layout']} layout, {meta['rows']} rows, {kind}, "
           f"{meta['n_folds']} folds ({meta['splitter']}, seed {meta['seed']})"
           + (f", limited from {meta['rows_read']} rows" if cfg.limit else ""))
     dup = meta.get("duplicates") or {}

@@ -11,6 +11,10 @@ blend and measures them with nested CV (fit on K-1 folds, score the held-out fol
                  P(positive) = 1 / (1 + w1 / w0)). For F1 (binary / macro) on skewed classes.
     cutpoints    ordinal cut-points on the expected class index sum_j j * p_j (the QWK
                  "OptimizedRounder"): class k when cut[k-1] <= E < cut[k]. For QWK.
+    label_thresholds  multi-label (probs (N, L) sigmoid, y (N, L) multi-hot): one global threshold
+                 first, then one per label, for the F metrics. Applied as a monotone rescaling of each
+                 label's probability that puts its threshold at 0.5 (what the F metrics and the
+                 tags cut at), so rankings (map, auc_macro) are unchanged.
 
 `steps_for(metric, calibrate, thresholds)` says which steps --calibrate / --thresholds turn on.
 This module must not import torch.
@@ -112,6 +116,47 @@ def fit_cutpoints(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 21)
     return _coordinate_search(np.arange(c - 1) + 0.5, candidates, lambda cuts: obj(y, apply_cutpoints(probs, cuts)))
 
 
+# --------------------------------------------------------------------------- multi-label thresholds
+
+def apply_label_thresholds(probs: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Each label's probability mapped monotonically so that p >= t[label] <=> mapped >= 0.5."""
+    t = np.clip(np.asarray(t, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.where(probs >= t, 0.5 + 0.5 * (probs - t) / (1 - t), 0.5 * probs / t)
+
+
+_ML_F = {"f1_samples": (1.0, "samples"), "f2_samples": (2.0, "samples"), "f1_micro": (1.0, "micro"),
+         "f1_macro": (1.0, "macro")}
+
+
+def fast_fbeta(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """sklearn's fbeta_score (zero_division=0) of a multi-label F metric at 0.5, in numpy. Hand-written:
+    the threshold search scores thousands of trials and sklearn's per-call checks dominate (tested
+    equal to metrics.score)."""
+    beta, average = _ML_F[metric]
+    b2 = beta * beta
+
+    def f(y, probs):
+        pred = probs >= 0.5
+        yb = y > 0.5
+        axis = {"samples": 1, "macro": 0, "micro": None}[average]
+        tp = (pred & yb).sum(axis)
+        fp = (pred & ~yb).sum(axis)
+        fn = (~pred & yb).sum(axis)
+        den = (1 + b2) * tp + b2 * fn + fp
+        val = np.where(den > 0, (1 + b2) * tp / np.maximum(den, 1), 0.0)
+        return float(np.mean(val))
+    return f
+
+
+def fit_label_thresholds(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 19) -> np.ndarray:
+    """A global threshold on [0.05, 0.95] maximising the metric, then each label's own from there."""
+    values = np.linspace(0.05, 0.95, grid)
+    obj = fast_fbeta(metric) if metric in _ML_F else _signed(metric)
+    best = max(values, key=lambda v: obj(y, apply_label_thresholds(probs, np.full(probs.shape[1], v))))
+    return _coordinate_search(np.full(probs.shape[1], best), lambda t, i: values,
+                              lambda t: obj(y, apply_label_thresholds(probs, t)), passes=2)
+
+
 # --------------------------------------------------------------------------- registry
 
 @dataclass(frozen=True)
@@ -133,17 +178,27 @@ POSTPROCESS: dict[str, PostProcess] = {
     "thresholds": PostProcess(fit_class_weights, apply_class_weights, _describe_weights),
     "cutpoints": PostProcess(fit_cutpoints, apply_cutpoints,
                              lambda c: {"cutpoints": [round(float(x), 4) for x in np.sort(c)]}),
+    "label_thresholds": PostProcess(fit_label_thresholds, apply_label_thresholds,
+                                    lambda t: {"label_thresholds": [round(float(x), 4) for x in t]}),
 }
 SWITCHES = ["auto", "on", "off"]
 
 
-def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto") -> tuple[str, ...]:
+ML_F_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")
+
+
+def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", task: str = "single") -> tuple[str, ...]:
     """Which post-processing runs: temperature when --calibrate on (auto: metric logloss);
     cut-points (qwk) or per-class thresholds (other metrics) when --thresholds on (auto: f1 metrics
-    and qwk; accuracy keeps the argmax)."""
+    and qwk; accuracy keeps the argmax). Multi-label: per-label thresholds (auto: the F metrics)."""
     for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
         if v not in SWITCHES:
             raise ConfigError(f"{flag} {v!r}: use one of {', '.join(SWITCHES)}")
+    if task == "multilabel":
+        if calibrate == "on":
+            raise ConfigError("--calibrate on (temperature scaling of a softmax) is for single-label tasks")
+        on = thresholds == "on" or (thresholds == "auto" and metric in ML_F_METRICS)
+        return ("label_thresholds",) if on else ()
     steps = []
     if calibrate == "on" or (calibrate == "auto" and metric == "logloss"):
         steps.append("temperature")

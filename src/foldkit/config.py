@@ -55,6 +55,11 @@ class Config:
     label_col: str = _opt("", "label column of train.csv (default: auto-detect)", "data")
     image_ext: str = _opt("", "extension added to ids that have none (default: inferred from train/)", "data")
     skip_bad_images: bool = _opt(False, "drop missing/empty/truncated/non-image files (prints which) instead of stopping", "data")
+    task: str = _opt("auto", "what a training label is: single (one class per image), multilabel (separated "
+                     "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
+                     "data", choices=["auto", "single", "multilabel", "regression"])
+    label_sep: str = _opt("", "multi-label: the separator of the tags in the label column (default: detected "
+                          "among space, |, ; and ,)", "data")
 
     # ---- folds ----
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")
@@ -122,7 +127,10 @@ class Config:
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
     mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train", minimum=0)
     cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train", minimum=0)
-    label_smoothing: float = _opt(0.1, "label smoothing", "train", minimum=0)
+    label_smoothing: float = _opt(0.1, "label smoothing (multi-label: each target becomes y(1-e)+e/2)", "train",
+                                  minimum=0)
+    loss: str = _opt("auto", "regression loss on the standardised target: mse or huber (auto: mse); "
+                     "classification: cross-entropy, multi-label: BCE", "train", choices=["auto", "mse", "huber"])
     drop_rate: float = _opt(0.0, "dropout before the classifier", "train", minimum=0)
     drop_path: float = _opt(0.0, "stochastic depth rate (models that support it)", "train", minimum=0)
     accum_steps: int = _opt(1, "gradient accumulation steps", "train", minimum=1)
@@ -256,13 +264,19 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
             "cache", "experiment", "devices", "sync_bn", "log", "tracking_uri"}
 
 
+# Training settings added after experiments existed, with the value every earlier run had: left out of
+# the identity at that value, so earlier experiments keep their names and can be continued.
+LATER_SETTINGS = {"loss": "auto"}
+
+
 def learning_settings(cfg: "Config") -> dict:
     """The settings that decide what a run learns (an experiment's identity): the training settings
     and the seed. How the competition is read is recorded with the folds (folds_meta.json) and
     identified by the folds file's hash."""
     groups = {f.name: f.metadata["group"] for f in fields(cfg)}
     return {k: v for k, v in cfg.to_dict().items()
-            if (groups[k] == "train" or k == "seed") and k not in RUN_ONLY}
+            if (groups[k] == "train" or k == "seed") and k not in RUN_ONLY
+            and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
 
 def _flag(name: str) -> str:

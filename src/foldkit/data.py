@@ -36,6 +36,9 @@ LABEL_CANDIDATES = ["label", "labels", "target", "class", "class_name", "categor
 IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
 TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
 TRAIN_CSV_CANDIDATES = ["train.csv", "labels.csv", "train_labels.csv"]
+TASKS = ("single", "multilabel", "regression")
+LABEL_SEPS = (" ", "|", ";", ",")       # tag separators tried, in this order (--label-sep overrides)
+REGRESSION_MIN_DISTINCT = 20            # more distinct numbers than this: a quantity, not class ids
 
 
 @dataclass
@@ -51,7 +54,9 @@ class Competition:
     bad_files: list = field(default_factory=list)   # (split, row, path, reason) skipped with skip_bad_images
     test_problems: list = field(default_factory=list)  # "data row r (id x): reason" of test images
     train_csv: str = ""          # the training CSV's file name (csv layouts)
-    one_hot: list = field(default_factory=list)   # class columns of a one-hot training CSV
+    one_hot: list = field(default_factory=list)   # class columns of a one-hot (or multi-hot) training CSV
+    task: str = "single"         # single | multilabel | regression (detect_task)
+    label_sep: str = ""          # multilabel: the separator of the tags in `label`
     _arrays: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -192,6 +197,9 @@ def _read_numpy_labels(path: Path, n: int) -> np.ndarray:
     except Exception as e:  # noqa: BLE001
         raise InputError(f"{path}: cannot read as a numpy array ({e})") from None
     if y.ndim == 2 and y.shape[1] > 1:     # one-hot (Keras to_categorical)
+        if not ((y == 0) | (y == 1)).all() or (y.sum(1) != 1).any():
+            raise InputError(f"{path}: shape {y.shape} but not one-hot (rows with several, no or non-0/1 "
+                             "values): a multi-label numpy layout is not read; give a training CSV of tags")
         y = y.argmax(1)
     y = y.reshape(-1) if y.ndim == 2 else y
     if y.ndim != 1:
@@ -295,25 +303,113 @@ def _finish_files(table: pd.DataFrame, root: Path, split: str, skip_bad: bool, b
 
 def read_competition(root: str | Path, id_col: str = "", label_col: str = "", image_ext: str = "",
                      skip_bad_images: bool = False, check_train: bool = True, check_test: bool = True,
-                     train_csv: str = "") -> Competition:
+                     train_csv: str = "", task: str = "auto", label_sep: str = "") -> Competition:
     """Detect the layout of `root` and read it into a Competition (see module doc).
 
     check_train / check_test: look inside every file (signature, end marker) instead of only
     whether it exists. Bad training files stop the read (or are dropped with skip_bad_images);
     test problems are recorded in `comp.test_problems`, for predict to refuse and make_folds to
-    warn about (the folds do not need the test set)."""
+    warn about (the folds do not need the test set).
+
+    task / label_sep: what a label is (TASKS, or "auto": detect_task); a multi-label table's `label`
+    holds the tags joined by comp.label_sep ('' = no tag), comp.classes the tag names."""
     root = Path(root)
     layout = detect_layout(root, train_csv)
     reader = {"csv_images": _read_csv_images, "class_folders": _read_class_folders,
               "numpy": _read_numpy, "pixel_csv": _read_pixel}[layout]
     comp = reader(root, train_csv=train_csv, id_col=id_col, label_col=label_col, image_ext=image_ext,
-                  skip_bad=skip_bad_images, check=check_train)
+                  skip_bad=skip_bad_images, check=check_train, task=task or "auto", label_sep=label_sep)
     comp.train = comp.train.reset_index(drop=True)
     if comp.test is not None and "path" in comp.test.columns:
         comp.test_problems = _test_problems(comp.test, root, check_test)
+    comp.task, comp.label_sep = detect_task(comp, task or "auto", label_sep)
+    if comp.task == "multilabel":
+        comp.classes = tag_names(comp.train["label"], comp.label_sep)
+        return comp
     _check_labels(comp.train, comp.layout, root)
-    comp.classes = sorted(comp.train["label"].unique().tolist())
+    comp.classes = [] if comp.task == "regression" else sorted(comp.train["label"].unique().tolist())
     return comp
+
+
+def split_tags(labels: pd.Series, sep: str) -> list[list[str]]:
+    """Each row's tags ('' = none; repeated separators are one)."""
+    return [[t for t in str(v).split(sep) if t.strip()] if isinstance(v, str) or pd.notna(v) else []
+            for v in labels]
+
+
+def tag_names(labels: pd.Series, sep: str) -> list[str]:
+    """The sorted tag names of a multi-label column (numerically when every tag is an integer)."""
+    names = {t.strip() for tags in split_tags(labels, sep) for t in tags}
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def multi_hot(labels: pd.Series, sep: str, classes: list[str]) -> np.ndarray:
+    """(rows, classes) 0/1 matrix of a multi-label column."""
+    col = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for r, tags in enumerate(split_tags(labels, sep)):
+        for t in tags:
+            out[r, col[t.strip()]] = 1.0
+    return out
+
+
+def _guess_sep(text: pd.Series) -> str:
+    """The separator of a tags column, or '' when the values do not look like tag sets: the candidate
+    found in most rows whose tokens are fewer than the distinct values (tags recur in combinations;
+    'golden retriever' / 'toy poodle' class names do not)."""
+    best, rows = "", 0
+    for sep in LABEL_SEPS:
+        has = int(text.str.contains(sep, regex=False).sum())
+        if has > rows and len(tag_names(text, sep)) < text.nunique():
+            best, rows = sep, has
+    return best
+
+
+def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]:
+    """(task, label_sep) of the training labels; for a multi-hot table, replaces the label column by
+    the joined tags. auto: multi-hot columns or a tags column -> multilabel; numbers with more than
+    REGRESSION_MIN_DISTINCT distinct values -> regression when some are fractional, a question (one
+    line) when they are integers other than 0..K-1 class ids; everything else single-label."""
+    t = comp.train
+    where = f"{comp.root / comp.train_csv}" if comp.train_csv else str(comp.root)
+    if comp.one_hot and comp.task == "multilabel":     # several (or no) 1s a row: multi-hot
+        if task in ("single", "regression"):
+            raise InputError(f"{where}: columns {comp.one_hot} are multi-hot (rows with several or no class "
+                             f"set), not --task {task}: use --task multilabel, or name the label column "
+                             "with --label-col.")
+        return "multilabel", comp.label_sep
+    if comp.layout == "class_folders":
+        if task in ("multilabel", "regression"):
+            raise InputError(f"{comp.root}: --task {task}: a folder per class holds one class per image; give a "
+                             "training CSV (id + tags or number) for a multi-label or regression competition")
+        return "single", ""
+    text = t["label"].astype(str)
+    if task == "multilabel":
+        return "multilabel", label_sep or _guess_sep(text) or " "
+    if task == "single":
+        return "single", ""
+    nums = pd.to_numeric(text, errors="coerce")
+    if task == "regression":
+        if nums.isna().any():
+            bad = np.flatnonzero(nums.isna().to_numpy())[:10]
+            raise InputError(f"{where}: --task regression needs a number in every row; data rows "
+                             f"{[int(b) + 1 for b in bad]} hold {[text.iloc[b] for b in bad[:3]]}")
+        t["label"] = t["label"] if pd.api.types.is_integer_dtype(t["label"]) else nums.astype("float64")
+        return "regression", ""
+    if label_sep or (nums.isna().any() and (label_sep := _guess_sep(text))):
+        return "multilabel", label_sep
+    if nums.isna().any() or nums.nunique() <= REGRESSION_MIN_DISTINCT:
+        return "single", ""
+    if (nums != nums.round()).any():
+        t["label"] = nums.astype("float64")
+        return "regression", ""
+    k = nums.nunique()
+    if set(nums.astype("int64")) == set(range(k)):      # class ids 0..K-1: single-label as before
+        return "single", ""
+    raise InputError(f"{where}: the labels are {k} distinct integers from {int(nums.min())} to {int(nums.max())}: "
+                     "a quantity (an age, a score, a count) or class ids? Pass --task regression or --task single.")
 
 
 def _test_problems(test: pd.DataFrame, root: Path, check: bool) -> list[str]:
@@ -339,10 +435,10 @@ def _check_labels(train: pd.DataFrame, layout: str, root: Path) -> None:
                          "(1 = first data row). Fill them in or delete those rows.")
 
 
-def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str) -> list[str]:
+def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str, task: str = "auto") -> list[str]:
     """The class columns of a one-hot training CSV (Plant Pathology: image_id,healthy,rust,scab), or []
-    when the columns are not one-hot. Every column 0/1 and exactly one 1 per row; binary columns
-    with several or no 1 in a row are a multi-label task, which is refused by row."""
+    when the columns are not one-hot. Every column 0/1; exactly one 1 per row is single-label, several
+    or no 1 in a row a multi-label task (detect_task), refused by row with --task single."""
     cols = list(candidates)
     if len(cols) < 2:
         return []
@@ -350,15 +446,23 @@ def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str) -> lis
     if not (num.notna() & num.isin([0, 1])).all().all():
         return []
     sums = num.sum(axis=1).to_numpy()
-    if (sums != 1).any():
+    if (sums != 1).any() and task == "single":
         rows = (np.flatnonzero(sums != 1) + 1).tolist()
         raise InputError(f"{fname}: columns {cols} look one-hot, but data rows {rows[:10]} have "
-                         f"{int(sums[rows[0] - 1])} classes set: multi-label data is not supported. "
-                         "Give one class per row, or name the label column with --label-col.")
+                         f"{int(sums[rows[0] - 1])} classes set: that is multi-label data, not --task single. "
+                         "Use --task multilabel (or auto), or name the label column with --label-col.")
     return cols
 
 
-def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[pd.Series, str]:
+    """The tags of a multi-hot table joined by a separator no column name contains."""
+    sep = label_sep or next((s for s in LABEL_SEPS if not any(s in c for c in cols)), "|")
+    hot = df[cols].apply(pd.to_numeric).to_numpy() == 1
+    return pd.Series([sep.join(c for c, v in zip(cols, row) if v) for row in hot], dtype=object), sep
+
+
+def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                     label_sep="") -> Competition:
     csv = find_train_csv(root, train_csv)
     fname = str(csv)
     cols = list(pd.read_csv(csv, nrows=0).columns)
@@ -369,8 +473,12 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
         raise InputError(f"{fname}: empty ids in data rows {[int(r) + 1 for r in rows]}")
     one_hot = []
     if not label_col and not any(c.lower() in LABEL_CANDIDATES for c in cols):
-        one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname)
-    if one_hot:
+        one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname, task)
+    multi_sep = ""
+    if one_hot and (task == "multilabel" or (df[one_hot].apply(pd.to_numeric).sum(axis=1) != 1).any()):
+        lab = "label"
+        labels, multi_sep = _multi_hot_tags(df, one_hot, label_sep)
+    elif one_hot:
         lab = "label"
         hot = df[one_hot].apply(pd.to_numeric).to_numpy().argmax(1)
         labels = pd.Series(np.array(one_hot, dtype=object)[hot], dtype=object)
@@ -400,10 +508,12 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
                              "path": [f"{test_dir.name}/{n}" for n in names]})
     return Competition("csv_images", root, table, test, id_col=idc, label_col=lab,
                        sample_submission=sample if sample.is_file() else None, bad_files=bad,
-                       train_csv=csv.name, one_hot=one_hot)
+                       train_csv=csv.name, one_hot=one_hot, task="multilabel" if multi_sep else "single",
+                       label_sep=multi_sep)
 
 
-def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                           label_sep="") -> Competition:
     rows = []
     for split in ("train", "val", "valid", "validation"):
         d = root / split
@@ -435,7 +545,8 @@ def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad,
                        sample_submission=sample if sample.is_file() else None, bad_files=bad)
 
 
-def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                   label_sep="") -> Competition:
     xp, yp = root / "x_train.npy", root / "y_train.npy"
     for p in (xp, yp):
         if not p.is_file():
@@ -458,7 +569,8 @@ def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check) 
     return comp
 
 
-def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check) -> Competition:
+def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                   label_sep="") -> Competition:
     fname = find_train_csv(root, train_csv)
     cols = list(pd.read_csv(fname, nrows=0).columns)
     lab = _pick([c for c in cols if c not in _pixel_columns(cols)] or cols, label_col,

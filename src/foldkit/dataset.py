@@ -140,7 +140,10 @@ class ImageDataset(Dataset):
 
     def __init__(self, source: ImageSource, targets: np.ndarray | None, transform):
         self.source = source
-        self.targets = None if targets is None else np.asarray(targets, dtype=np.int64)
+        # class indexes; float32 rows for multi-label (multi-hot) and regression targets
+        self.targets = None if targets is None else (
+            np.asarray(targets, dtype=np.float32) if np.asarray(targets).dtype.kind == "f"
+            else np.asarray(targets, dtype=np.int64))
         self.transform = transform
 
     def __len__(self) -> int:
@@ -149,7 +152,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         img = torch.from_numpy(np.ascontiguousarray(self.source[i])).permute(2, 0, 1)
         x = self.transform(img) if self.transform is not None else img
-        y = -1 if self.targets is None else int(self.targets[i])
+        y = -1 if self.targets is None else (
+            int(self.targets[i]) if self.targets.dtype == np.int64 else torch.from_numpy(np.array(self.targets[i])))
         return x, y
 
 

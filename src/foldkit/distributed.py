@@ -234,7 +234,7 @@ def evaluate(model, loader, device, **kw):
     dist.all_gather_object(parts, (probs, y))
     probs = np.concatenate([p for p, _ in parts])
     y = np.concatenate([t for _, t in parts])
-    return engine.probs_loss(probs, y), probs, y
+    return engine.output_loss(probs, y, kw.get("activation", "softmax")), probs, y
 
 
 def check_resume(saved_world: int, fold: int) -> None:

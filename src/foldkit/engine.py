@@ -112,7 +112,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
                 ema.update(getattr(model, "_orig_mod", model), step=steps)
         total += loss.item() * len(x)
         n_seen += len(x)
-        if mixup is None:
+        if mixup is None and y_hard.dim() == 1 and not y_hard.is_floating_point():   # single-label
             correct += (out.detach().argmax(1) == y_hard).sum().item()
             n_hard += len(x)
         bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -123,26 +123,30 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
             "img_per_s": n_seen / max(dt, 1e-9), "steps": steps, "seconds": dt}
 
 
+ACTIVATIONS = {"softmax": lambda z: F.softmax(z, dim=1), "sigmoid": torch.sigmoid, "identity": lambda z: z}
+
+
 @torch.no_grad()
-def mean_softmax(model, views: list[torch.Tensor], device, dtype=None) -> torch.Tensor:
-    """Softmax probabilities of `model`, averaged over input views (TTA), in float32 on the CPU."""
-    p = 0
+def mean_softmax(model, views: list[torch.Tensor], device, dtype=None, activation: str = "softmax") -> torch.Tensor:
+    """Softmax probabilities of `model` (sigmoid for multi-label, raw outputs for regression: the task's
+    activation), averaged over input views (TTA), in float32 on the CPU."""
+    p, act = 0, ACTIVATIONS[activation]
     with autocast(device, dtype):
         for x in views:
-            p = p + F.softmax(model(x).float(), dim=1)
+            p = p + act(model(x).float())
     return (p / len(views)).cpu()
 
 
 @torch.no_grad()
 def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = False,
-                  desc: str = "valid", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and the targets of every batch."""
+                  desc: str = "valid", progress: bool = True, activation: str = "softmax") -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (or the task's activation of the outputs) and the targets of every batch."""
     from tqdm.auto import tqdm
 
     model.eval()
     probs, targets = [], []
     for x, y in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch"):
-        probs.append(mean_softmax(model, [to_device(x, device, channels_last)], device, dtype))
+        probs.append(mean_softmax(model, [to_device(x, device, channels_last)], device, dtype, activation))
         targets.append(y)
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(targets).numpy()
 
@@ -153,7 +157,12 @@ def probs_loss(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(p).mean())
 
 
+def output_loss(probs: np.ndarray, y: np.ndarray, activation: str = "softmax") -> float:
+    """Cross-entropy for softmax outputs; other tasks score their loss themselves (foldkit.tasks): nan."""
+    return probs_loss(probs, y) if activation == "softmax" else float("nan")
+
+
 def evaluate(model, loader, device, **kw) -> tuple[float, np.ndarray, np.ndarray]:
     """Validation: (cross-entropy loss, probabilities, targets)."""
     probs, y = predict_probs(model, loader, device, **kw)
-    return probs_loss(probs, y), probs, y
+    return output_loss(probs, y, kw.get("activation", "softmax")), probs, y

@@ -47,8 +47,9 @@ def open_competition(cfg):
     """The competition the folds were made from, opened as every step does (folds.open_competition);
     its sample and test set shape the bundle."""
     from foldkit.folds import open_competition as open_comp
-    from foldkit.folds import read_folds
+    from foldkit.folds import read_folds, require_task
     _, meta = read_folds(cfg.folds_dir)
+    require_task(meta, ("single",), "export.py")
     comp, reading = open_comp(cfg, meta, check_test=True)
     return comp, meta, reading
 

@@ -81,9 +81,10 @@ class RunData:
     meta: dict
     exp: Experiment
     classes: list
-    y: np.ndarray            # class index per row of the folds table
+    y: np.ndarray            # per row of the folds table: class index (multi-hot row, number: foldkit.tasks)
     data_cfg: dict           # input size, mean/std, interpolation, crop_pct
     source: object           # foldkit.dataset.ImageSource over the folds table
+    task: str = "single"     # single | multilabel | regression (folds_meta.json)
 
 
 def prepare_run(cfg, log=print) -> RunData:
@@ -92,6 +93,7 @@ def prepare_run(cfg, log=print) -> RunData:
     from foldkit.folds import FOLDS_CSV, open_competition, read_folds
     from foldkit.images import cache_side
     from foldkit.model import data_config
+    from foldkit.tasks import targets, task_of
 
     table, meta = read_folds(cfg.folds_dir)
     if meta.get("sha256") and meta["sha256"] != meta["sha256_now"]:
@@ -113,9 +115,8 @@ def prepare_run(cfg, log=print) -> RunData:
             "your images (--img-size to choose)")
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
                          progress=cfg.progress)
-    class_index = {str(c): i for i, c in enumerate(meta["classes"])}
-    y = np.array([class_index[str(v)] for v in table["label"]], dtype=np.int64)
-    return RunData(table, meta, exp, meta["classes"], y, data_cfg, source)
+    task = task_of(meta)
+    return RunData(table, meta, exp, meta["classes"], targets(task, table, meta), data_cfg, source, task)
 
 
 # --------------------------------------------------------------------------- once per fold
@@ -192,7 +193,8 @@ def check_training_settings(cfg) -> None:
                          + did_you_mean(cfg.sched, SCHEDULES))) from None
 
 
-def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, log=print) -> Training:
+def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, log=print,
+                   scale=None) -> Training:
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -201,10 +203,11 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
 
     from foldkit import engine
     from foldkit.model import UnfreezeWarmup, bn_is_folded, choose_bn, create_model, param_groups
+    from foldkit.tasks import build_loss, multi_hot_mixup, n_outputs
 
     device = engine.pick_device(cfg.device)
     channels_last = engine.use_channels_last(cfg.channels_last, device)
-    n = len(run.classes)
+    n = n_outputs(run.task, run.classes)
     model = create_model(cfg.model, n, run.data_cfg["input_size"][0], cfg.pretrained, cfg.pretrained_file,
                          cfg.drop_rate, cfg.drop_path, img_size=run.data_cfg["input_size"][-1])
     pretrained = bool(cfg.pretrained or cfg.pretrained_file)
@@ -227,7 +230,10 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
            if cfg.freeze_epochs else ""))
     dtype = engine.amp_dtype(device, cfg.amp)
     mixup, loss_fn = None, None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
+    if run.task != "single":
+        mixup = multi_hot_mixup(cfg, n) if (cfg.mixup > 0 or cfg.cutmix > 0) else None
+        loss_fn = build_loss(run.task, cfg, scale)
+    elif cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=n)
         if cfg.batch_size % 2:
@@ -260,7 +266,8 @@ def fold_loaders(cfg, run: RunData, fold: int, seed: int, device):
     train_ds = SeededDataset(Subset(ImageDataset(run.source, run.y, t_train), tr_idx.tolist()), seed)
     valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)),
                       distributed.shard_rows(va_idx).tolist())
-    counts = np.bincount(run.y[tr_idx], minlength=len(run.classes)).astype(np.float64)
+    counts = (np.bincount(run.y[tr_idx], minlength=len(run.classes)).astype(np.float64) if run.task == "single"
+              else None)   # --balance is single-label only (foldkit.tasks.check_settings)
     weights = (1.0 / np.maximum(counts, 1))[run.y[tr_idx]] if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(tr_idx), seed, shuffle=True, weights=weights, rank=distributed.rank(),
                            world=distributed.world())
@@ -311,7 +318,24 @@ class FoldState:
         return cls(**st["state"])
 
 
-def oof_frame(ids, fold: int, labels, probs: np.ndarray, classes: list) -> pd.DataFrame:
+def _validation_scores(metric: str, task: str, probs: np.ndarray, yv: np.ndarray, vloss: float, scale):
+    """(metric value, accuracy, loss) of a validation pass; multi-label and regression: no accuracy, the
+    loss of foldkit.tasks, regression scored on the de-standardised predictions."""
+    from foldkit import metrics
+    from foldkit.tasks import valid_loss
+    if task == "single":
+        return (metrics.score(metric, yv, probs),
+                float((probs.argmax(1) == yv).mean()) if len(yv) else float("nan"), vloss)
+    scored = scale.restore(probs) if task == "regression" else probs
+    return metrics.score(metric, yv, scored), float("nan"), valid_loss(task, probs, yv, scale)
+
+
+def oof_frame(ids, fold: int, labels, probs: np.ndarray, classes: list, task: str = "single",
+              meta: dict | None = None, scale=None) -> pd.DataFrame:
+    if task != "single":
+        from foldkit.tasks import oof_columns
+        return pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
+                             **oof_columns(task, meta, probs, scale)})
     # built in one go: a column inserted per class fragments the frame (pandas PerformanceWarning)
     return pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
                          "pred": [classes[i] for i in probs.argmax(1)],
@@ -341,6 +365,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     from foldkit import engine, metrics
     from foldkit.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report import plot_log_curve
+    from foldkit.tasks import ACTIVATION, TargetScale
 
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
@@ -351,7 +376,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     pcfg = distributed.with_settings(cfg, batch_size=per_process)
     train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(pcfg, run, fold, seed, device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
-    tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log)
+    scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
+    tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log, scale=scale)
     train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile,
                                    partly_frozen=cfg.freeze_epochs > 0) or tr.run_model
     main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
@@ -366,7 +392,9 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
 
     ckpt_info = dict(model_name=cfg.model, classes=run.classes, data_cfg=run.data_cfg, fold=fold,
                      config={**learning_settings(cfg), "experiment": exp.name},
-                     folds_sha256=run.meta["sha256_now"])
+                     folds_sha256=run.meta["sha256_now"],
+                     **({"task": run.task} if run.task != "single" else {}),
+                     **({"target": scale.to_json(), "num_classes": 1} if scale else {}))   # one output
     t_start = time.time()
     for epoch in range(state.epochs_done, cfg.epochs):       # 0-based here; logs and messages say epoch + 1
         seed_all(seed * 1000 + epoch)
@@ -386,9 +414,9 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
         state.steps, ep = ep["steps"], distributed.mean_epoch(ep)
         eval_model = tr.ema.module if tr.ema is not None else tr.run_model
         vloss, probs, yv = distributed.evaluate(eval_model, valid_dl, tr.device, dtype=tr.dtype,
-                                                channels_last=tr.channels_last, progress=cfg.progress)
-        value = metrics.score(cfg.metric, yv, probs)
-        acc = float((probs.argmax(1) == yv).mean()) if len(yv) else float("nan")
+                                                channels_last=tr.channels_last, progress=cfg.progress,
+                                                activation=ACTIVATION[run.task])
+        value, acc, vloss = _validation_scores(cfg.metric, run.task, probs, yv, vloss, scale)
         improved = metrics.is_better(cfg.metric, value, state.best)
         state.log.append({"epoch": epoch + 1, "train_loss": ep["loss"], "train_accuracy": ep["accuracy"],
                           "valid_loss": vloss, "valid_accuracy": acc, "valid_metric": value,
@@ -404,7 +432,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                 save_checkpoint(make_checkpoint(eval_model, epoch=epoch + 1, metric_name=cfg.metric,
                                                 metric_value=value, **ckpt_info), exp.checkpoint(fold))
                 write_csv(oof_frame(run.table["id"].to_numpy()[va_idx], fold,
-                                    run.table["label"].to_numpy()[va_idx], probs, run.classes), exp.oof(fold))
+                                    run.table["label"].to_numpy()[va_idx], probs, run.classes, run.task,
+                                    run.meta, scale), exp.oof(fold))
         else:
             state.bad_epochs += 1
         stop = cfg.patience and state.bad_epochs >= cfg.patience
@@ -464,7 +493,11 @@ def train(cfg, log=print) -> list[dict]:
     and its training images decoded once for all of them. With --devices, foldkit.foldpool trains
     them side by side (each worker runs open_run once and fit_fold per fold)."""
     from foldkit import foldpool
+    from foldkit.folds import read_meta
+    from foldkit.tasks import check_settings, task_of
     cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
+    task = task_of(read_meta(cfg.folds_dir))
+    cfg = check_settings(cfg, task)                 # the metric (and settings) that fit the task kind
     devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
     if len(devices) == 1:
         cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
@@ -475,7 +508,10 @@ def train(cfg, log=print) -> list[dict]:
     from foldkit.trackers import open_tracker   # --log: started before the first fold, main process only
     tracker = open_tracker(cfg, run.exp.name) if distributed.is_main() else None
     train_only = int((run.table["fold"] < 0).sum())
-    log(f"experiment {run.exp.name}: {cfg.model}, folds {folds}, {len(run.table)} rows, {len(run.classes)} classes "
+    log(f"experiment {run.exp.name}: {cfg.model}, folds {folds}, {len(run.table)} rows, "
+        + ({"single": f"{len(run.classes)} classes ",
+            "multilabel": f"{len(run.classes)} labels (multi-label, {cfg.metric}) ",
+            "regression": f"regression ({cfg.metric}) "}[task])
         + (f"({train_only} rows of rare classes train-only) " if train_only else "") + f"-> {run.exp.dir}")
     out = {}
     for k in folds:

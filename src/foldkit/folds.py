@@ -24,7 +24,7 @@ FOLDS_CSV = "train_folds.csv"
 FOLDS_META = "folds_meta.json"
 FOLD_COUNTS_CSV = "fold_counts.csv"
 # how the competition is read: recorded in folds_meta.json by make_folds, used by every later step
-READING = ("input_dir", "train_csv", "id_col", "label_col", "image_ext", "skip_bad_images")
+READING = ("input_dir", "train_csv", "id_col", "label_col", "image_ext", "skip_bad_images", "task", "label_sep")
 
 
 class FoldsError(FoldkitError, ValueError):
@@ -136,6 +136,90 @@ def assign_folds(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_co
     return folds
 
 
+def _group_keys(table: pd.DataFrame, group_col: str, groups: np.ndarray | None) -> np.ndarray | None:
+    if groups is None and group_col:
+        groups = table[group_col].astype(str).to_numpy()
+    return None if groups is None else np.asarray(groups)
+
+
+def _check_other_task(table: pd.DataFrame, n_folds: int, group_col: str, rare_classes: str, task: str) -> None:
+    if rare_classes != "warn":
+        raise FoldsError(f"--rare-classes {rare_classes} is for single-label tasks; this one is {task} "
+                         "(leave it at warn)")
+    check_table(table.assign(label="x"), n_folds, group_col)   # ids, folds, groups: as single-label
+
+
+def assign_folds_multilabel(table: pd.DataFrame, classes: list, sep: str, n_folds: int = 5, seed: int = 42,
+                            group_col: str = "", rare_classes: str = "warn",
+                            groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold per row of a multi-label table: iterative stratification (iterstrat's
+    MultilabelStratifiedKFold) of the multi-hot matrix. With groups (group_col and/or duplicate
+    clusters), the groups are split instead: each group's row is the union of its rows' labels, and
+    every row of a group gets the group's fold (no group spans folds)."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    from foldkit.data import multi_hot
+
+    _check_other_task(table, n_folds, group_col, rare_classes, "multilabel")
+    y = multi_hot(table["label"], sep, classes)
+    keys = _group_keys(table, group_col, groups)
+    if keys is not None:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        gy = np.zeros((len(uniq), y.shape[1]), dtype=y.dtype)
+        np.maximum.at(gy, inverse, y)
+        y_split = gy
+    else:
+        y_split = y
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    part = np.full(len(y_split), -1, dtype=np.int64)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(y_split)), y_split)):
+        part[val_idx] = k
+    return part[inverse] if keys is not None else part
+
+
+def target_bins(y: np.ndarray, n_folds: int) -> np.ndarray:
+    """Quantile bins of a regression target to stratify on: up to 10, at least 2 rows per fold in each."""
+    q = int(min(10, max(1, len(y) // (2 * n_folds))))
+    return pd.qcut(pd.Series(y).rank(method="first"), q, labels=False).to_numpy()
+
+
+def assign_folds_regression(table: pd.DataFrame, n_folds: int = 5, seed: int = 42, group_col: str = "",
+                            rare_classes: str = "warn", groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold per row of a regression table: StratifiedKFold (StratifiedGroupKFold with groups) on the
+    quantile bins of the target, so every fold sees the whole range."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    _check_other_task(table, n_folds, group_col, rare_classes, "regression")
+    bins = target_bins(table["label"].to_numpy(dtype=float), n_folds)
+    keys = _group_keys(table, group_col, groups)
+    folds = np.full(len(table), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if keys is not None:
+            splits = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(bins, bins, keys)
+        else:
+            splits = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(bins, bins)
+        for k, (_, val_idx) in enumerate(splits):
+            folds[val_idx] = k
+    return folds
+
+
+def fold_counts_multilabel(table: pd.DataFrame, classes: list, sep: str) -> pd.DataFrame:
+    """Per-fold positives of each label (rows: folds; columns: labels; plus the fold's rows as total)."""
+    from foldkit.data import multi_hot
+
+    y = pd.DataFrame(multi_hot(table["label"], sep, classes).astype(np.int64), columns=classes)
+    t = y.groupby(table["fold"].to_numpy()).sum()
+    t.index.name = "fold"
+    t["total"] = table.groupby("fold").size()
+    return t
+
+
+def fold_targets(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-fold rows and target mean/std/min/max of a regression table."""
+    t = table.groupby("fold")["label"].agg(["count", "mean", "std", "min", "max"])
+    return t.rename(columns={"count": "rows"})
+
+
 def fold_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Per-fold class counts (rows: folds, -1 = train-only; columns: classes; plus a total)."""
     t = pd.crosstab(table["fold"], table["label"])
@@ -166,6 +250,15 @@ def folds_csv_bytes(table: pd.DataFrame) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def read_meta(folds_dir: str | Path) -> dict:
+    """folds_meta.json alone ({} when absent or unreadable: read_folds says why)."""
+    try:
+        meta = json.loads((Path(folds_dir) / FOLDS_META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """Read the folds file and its metadata, checking the hash (a hand-edited file is reported)."""
     folds_dir = Path(folds_dir)
@@ -184,8 +277,20 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     if meta.get("label_dtype") == "str":
         dtypes["label"] = str
     table = pd.read_csv(csv, dtype=dtypes, keep_default_na=False, na_values=[""])
+    if meta.get("task") == "multilabel":
+        table["label"] = table["label"].fillna("")     # a row with no tag
     meta["sha256_now"] = sha256_file(csv)
     return table, meta
+
+
+def require_task(meta: dict, supported: tuple, step: str) -> str:
+    """The competition's task kind (folds_meta.json), refused by one line where `step` does not handle it
+    yet (never a file silently built as if the labels were single-label classes)."""
+    task = meta.get("task", "single")
+    if task not in supported:
+        raise FoldsError(f"{step} does not handle {task} competitions yet (folds_meta.json task {task!r}); "
+                         f"it handles: {', '.join(supported)}")
+    return task
 
 
 def reading_settings(cfg, meta: dict) -> dict:
@@ -194,18 +299,24 @@ def reading_settings(cfg, meta: dict) -> dict:
     recorded = dict(meta.get("reading") or {})
     if "input_dir" not in recorded and meta.get("input_dir"):   # folds files written before "reading"
         recorded["input_dir"] = meta["input_dir"]
+    if meta:
+        recorded.setdefault("task", "single")   # folds files written before task kinds: single-label
+        recorded.setdefault("label_sep", "")
     return {k: getattr(cfg, k) if (k in cfg.given or k not in recorded) else recorded[k] for k in READING}
 
 
 def open_competition(cfg, meta: dict | None = None, *, check_train: bool = False, check_test: bool = False):
     """The one way every step opens the competition: with the reading settings of folds_meta.json
     (meta), flags overriding. make_folds passes no meta (the flags are the settings) and checks every
-    file; train checks none (the folds file lists the good ones); predict checks the test images."""
+    file; train checks none (the folds file lists the good ones); predict checks the test images. The task
+    kind (single, multilabel, regression) and the tag separator are reading settings too: make_folds
+    records the detected ones."""
     from foldkit.data import read_competition
     reading = {k: getattr(cfg, k) for k in READING} if meta is None else reading_settings(cfg, meta)
     return read_competition(reading["input_dir"], train_csv=reading["train_csv"], id_col=reading["id_col"],
                             label_col=reading["label_col"], image_ext=reading["image_ext"],
                             skip_bad_images=reading["skip_bad_images"], check_train=check_train,
+                            task=reading["task"], label_sep=reading["label_sep"],
                             check_test=check_test), reading
 
 
@@ -265,8 +376,6 @@ def write_folds(table: pd.DataFrame, meta: dict, folds_dir: str | Path, models_d
 def make_folds(cfg, log=print) -> dict:
     """Read the competition of cfg.input_dir, split it, write cfg.folds_dir. Returns the meta dict
     (plus status, counts and counts_text for the CLI)."""
-    import foldkit
-
     comp, reading = open_competition(cfg, check_train=True, check_test=True)
     for split, row, path, reason in comp.bad_files:
         log(f"skipped ({split} data row {row}): {path}: {reason}")
@@ -276,6 +385,9 @@ def make_folds(cfg, log=print) -> dict:
         log(f"warning: {len(comp.test_problems)} test image(s) of {comp.sample_submission or 'the test set'} "
             "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
             "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
+    reading = {**reading, "task": comp.task, "label_sep": comp.label_sep}   # as detected
+    if comp.task != "single":
+        return _make_folds_other(cfg, comp, reading, log)
     table = comp.train
     from foldkit.submission import probability_hint   # a log-loss competition's sample, said once here
     hint = probability_hint(comp.sample_submission, sorted(table["label"].unique().tolist()), None)
@@ -296,6 +408,26 @@ def make_folds(cfg, log=print) -> dict:
         log(f"warning: {len(rare)} class(es) with fewer samples than {cfg.n_folds} folds, {what}: {desc}")
     label_is_str = not pd.api.types.is_numeric_dtype(table["label"])
     meta = {
+        "task": "single",
+        **_common_meta(cfg, comp, reading, table, n_read, groups, dup_info),
+        "classes": [c if isinstance(c, str) else c.item() if hasattr(c, "item") else c
+                    for c in sorted(table["label"].unique().tolist())],
+        "label_dtype": "str" if label_is_str else str(table["label"].dtype),
+        "rare_classes": {"mode": cfg.rare_classes, "classes": rare,
+                         "train_only_rows": int((table["fold"] < 0).sum())},
+    }
+    status, sha = write_folds(table, meta, cfg.folds_dir, cfg.models_dir, force=cfg.force)
+    counts = fold_counts(table)
+    atomic_write_with(Path(cfg.folds_dir) / FOLD_COUNTS_CSV, lambda tmp: counts.to_csv(tmp, lineterminator="\n"))
+    meta.update(sha256=sha, status=status, counts=counts, counts_text=counts_text(counts))
+    return meta
+
+
+def _common_meta(cfg, comp, reading: dict, table: pd.DataFrame, n_read: int, groups, dup_info: dict) -> dict:
+    """The folds_meta.json keys every task kind has."""
+    import foldkit
+
+    return {
         "layout": comp.layout,
         "input_dir": str(Path(reading["input_dir"]).resolve()),
         "reading": {**reading, "input_dir": str(Path(reading["input_dir"]).resolve())},
@@ -306,18 +438,56 @@ def make_folds(cfg, log=print) -> dict:
         "limit": cfg.limit, "rows_read": n_read, "rows": len(table),
         "splitter": "StratifiedGroupKFold" if cfg.group_col or groups is not None else "StratifiedKFold",
         "duplicates": dup_info,
-        "classes": [c if isinstance(c, str) else c.item() if hasattr(c, "item") else c
-                    for c in sorted(table["label"].unique().tolist())],
-        "label_dtype": "str" if label_is_str else str(table["label"].dtype),
-        "rare_classes": {"mode": cfg.rare_classes, "classes": rare,
-                         "train_only_rows": int((table["fold"] < 0).sum())},
         "skipped_files": [{"split": s, "row": int(r), "path": p, "reason": why}
                           for s, r, p, why in comp.bad_files],
         "test_problems": comp.test_problems,
         "foldkit_version": foldkit.__version__,
     }
+
+
+def _make_folds_other(cfg, comp, reading: dict, log) -> dict:
+    """make_folds of a multi-label or regression competition (see assign_folds_multilabel /
+    assign_folds_regression); the per-fold table is the positives per label or the target statistics."""
+    table = comp.train.copy()
+    n_read = len(table)
+    multi = comp.task == "multilabel"
+    if 0 < cfg.limit < len(table):
+        # a plain seeded subsample for multi-label (no per-row stratum); quantile bins for regression
+        keep = (table.sample(cfg.limit, random_state=cfg.seed).index if multi else
+                stratified_subsample(table.assign(label=target_bins(table["label"].to_numpy(float), 2)),
+                                     cfg.limit, cfg.seed).index)
+        table = table.loc[sorted(keep)].reset_index(drop=True)
+    from foldkit.duplicates import fold_groups   # duplicate clusters stay inside one fold
+    groups, dup_info = fold_groups(cfg, table, comp, log)
+    grouped = bool(cfg.group_col) or groups is not None
+    if multi:
+        table["fold"] = assign_folds_multilabel(table, comp.classes, comp.label_sep, cfg.n_folds, cfg.seed,
+                                                cfg.group_col, cfg.rare_classes, groups)
+        counts = fold_counts_multilabel(table, comp.classes, comp.label_sep)
+        positives = counts.drop(columns="total").sum(axis=0)
+        rare = {c: int(n) for c, n in positives[positives < cfg.n_folds].items()}
+        if rare:
+            log(f"warning: {len(rare)} label(s) with fewer positives than {cfg.n_folds} folds (some folds "
+                f"validate none of them): {', '.join(f'{c!r} ({n})' for c, n in rare.items())}")
+        text = counts_text(counts)
+        splitter = "MultilabelStratifiedKFold" + (" over groups" if grouped else "")
+        extra = {"classes": comp.classes, "label_dtype": "str", "label_sep": comp.label_sep,
+                 "rare_labels": rare}
+    else:
+        counts = None
+        y = table["label"].to_numpy(float)
+        table["fold"] = assign_folds_regression(table, cfg.n_folds, cfg.seed, cfg.group_col, cfg.rare_classes,
+                                                groups)
+        splitter = ("StratifiedGroupKFold" if grouped else "StratifiedKFold") + " on target quantile bins"
+        extra = {"classes": [], "label_dtype": str(table["label"].dtype),
+                 "target": {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()),
+                            "max": float(y.max())}}
+    meta = {"task": comp.task, **_common_meta(cfg, comp, reading, table, n_read, groups, dup_info),
+            "splitter": splitter, **extra}
     status, sha = write_folds(table, meta, cfg.folds_dir, cfg.models_dir, force=cfg.force)
-    counts = fold_counts(table)
+    if counts is None:
+        counts = fold_targets(table)
+        text = counts.to_string(float_format=lambda v: f"{v:.4g}")
     atomic_write_with(Path(cfg.folds_dir) / FOLD_COUNTS_CSV, lambda tmp: counts.to_csv(tmp, lineterminator="\n"))
-    meta.update(sha256=sha, status=status, counts=counts, counts_text=counts_text(counts))
+    meta.update(sha256=sha, status=status, counts=counts, counts_text=text)
     return meta

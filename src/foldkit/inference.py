@@ -57,9 +57,13 @@ def load_members(experiments: list[Experiment], expected_classes: list | None = 
             raise EnsembleError(f"experiment {e.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")
         for k in folds:
             try:
-                members.append(Member(e.checkpoint(k), load_checkpoint(e.checkpoint(k))))
+                ckpt = load_checkpoint(e.checkpoint(k))
             except ModelError as err:
                 raise EnsembleError(str(err)) from None
+            if ckpt.get("task", "single") != "single":   # softmax over its outputs would be a wrong file
+                raise EnsembleError(f"{e.checkpoint(k)} is a {ckpt['task']} model: predicting with it (predict.py, "
+                                    "--image, the bundle) is not in this version yet")
+            members.append(Member(e.checkpoint(k), ckpt))
     ref = members[0]
     for m in members[1:]:
         if [str(c) for c in m.classes] != [str(c) for c in ref.classes]:

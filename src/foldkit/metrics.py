@@ -1,7 +1,9 @@
 """Competition metrics on class probabilities, all from scikit-learn: the one registry of metric names.
 
-`score(name, y, probs)` takes integer targets (indexes into the class list) and an (N, C)
-probability array. `METRICS` maps each name to its function and direction, so "best epoch",
+`score(name, y, probs)` takes, per task kind: single-label, integer targets (indexes into the class
+list) and an (N, C) probability array; multi-label, the (N, C) multi-hot targets and (N, C) sigmoid
+probabilities (F scores at 0.5 before fitted thresholds); regression, (N,) targets and (N,) predictions.
+`METRICS` maps each name to its function, direction and the task kinds it scores, so "best epoch",
 early stopping and the CLI's `--metric` choices all come from here.
 This module must not import torch (config reads the names for `--help`).
 """
@@ -18,6 +20,16 @@ class Metric(NamedTuple):
     fn: Callable[[np.ndarray, np.ndarray], float]
     greater_is_better: bool
     submits: str = "label"   # what a submission scored by it must hold: label, or probs (the ranking/loss)
+    tasks: tuple = ("single",)   # the task kinds it scores (single, multilabel, regression)
+
+
+# the metric a run of each task kind uses when --metric is not given
+DEFAULT_METRIC = {"single": "accuracy", "multilabel": "f1_samples", "regression": "rmse"}
+
+
+def for_task(task: str) -> list[str]:
+    """The metric names that score a task kind."""
+    return [k for k, m in METRICS.items() if task in m.tasks]
 
 
 def _accuracy(y, probs):
@@ -33,6 +45,8 @@ def _logloss(y, probs):
 
 def _f1_macro(y, probs):
     from sklearn import metrics as skm
+    if y.ndim == 2:      # multi-label: F1 per label, averaged
+        return float(skm.f1_score(y, probs >= 0.5, average="macro", zero_division=0))
     return float(skm.f1_score(y, probs.argmax(1), average="macro", labels=np.arange(probs.shape[1]),
                               zero_division=0))
 
@@ -59,13 +73,51 @@ def _auc(y, probs):
     return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=np.arange(probs.shape[1])))
 
 
+def _fbeta(average: str, beta: float):
+    def fn(y, probs):
+        from sklearn import metrics as skm
+        return float(skm.fbeta_score(y, probs >= 0.5, beta=beta, average=average, zero_division=0))
+    return fn
+
+
+def _per_label(name: str):
+    """Macro average over the labels that have positives and negatives (sklearn refuses the others)."""
+    def fn(y, probs):
+        from sklearn import metrics as skm
+        ok = (y.min(0) == 0) & (y.max(0) == 1)
+        if not ok.any():
+            return float("nan")
+        f = skm.average_precision_score if name == "map" else skm.roc_auc_score
+        return float(f(y[:, ok], probs[:, ok], average="macro"))
+    return fn
+
+
+def _regression(name: str):
+    def fn(y, pred):
+        from sklearn import metrics as skm
+        pred = pred.reshape(len(y))
+        if name == "rmse":
+            return float(np.sqrt(skm.mean_squared_error(y, pred)))
+        return float(skm.mean_absolute_error(y, pred) if name == "mae" else skm.r2_score(y, pred))
+    return fn
+
+
+ML, REG = ("multilabel",), ("regression",)
 METRICS: dict[str, Metric] = {
     "accuracy": Metric(_accuracy, True),
     "logloss": Metric(_logloss, False, "probs"),
-    "f1_macro": Metric(_f1_macro, True),
+    "f1_macro": Metric(_f1_macro, True, tasks=("single", "multilabel")),
     "qwk": Metric(_qwk, True),
     "auc": Metric(_auc, True, "probs"),
     "f1": Metric(_f1, True),      # binary: F1 of the positive class
+    "f1_samples": Metric(_fbeta("samples", 1.0), True, tasks=ML),
+    "f1_micro": Metric(_fbeta("micro", 1.0), True, tasks=ML),
+    "f2_samples": Metric(_fbeta("samples", 2.0), True, tasks=ML),    # Planet
+    "map": Metric(_per_label("map"), True, "probs", tasks=ML),        # macro average precision
+    "auc_macro": Metric(_per_label("auc"), True, "probs", tasks=ML),
+    "rmse": Metric(_regression("rmse"), False, tasks=REG),
+    "mae": Metric(_regression("mae"), False, tasks=REG),
+    "r2": Metric(_regression("r2"), True, tasks=REG),
 }
 
 

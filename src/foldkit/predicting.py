@@ -217,11 +217,12 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
 
 def run_predict(cfg, log=print) -> dict:
     from foldkit.images import decode_image
-    from foldkit.folds import open_competition, read_folds
+    from foldkit.folds import open_competition, read_folds, require_task
     from foldkit.report import write_report
 
     t0 = time.time()
     table, meta = read_folds(cfg.folds_dir)
+    require_task(meta, ("single",), "predict.py")
     comp, _ = open_competition(cfg, meta, check_test=True)
     exps, members = members_for(cfg, meta["classes"])
     classes = members[0].classes
