@@ -36,3 +36,17 @@ def write_png(path: Path, img: np.ndarray) -> Path:
 def digits_32():
     from foldkit.demo import digit_images
     return digit_images(32)
+
+
+@pytest.fixture(scope="session")
+def digits150(tmp_path_factory):
+    """150 real digits of the demo competition in the CSV layout (train, test images, sample submission),
+    3 stratified folds: the small competition tune, cluster and auto tests train on (never written to)."""
+    from foldkit import config
+    from foldkit.demo import build_demo
+    from foldkit.folds import make_folds
+    root = tmp_path_factory.mktemp("digits150")
+    build_demo(root / "in")
+    make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
+                               "models_dir": str(root / "m0"), "limit": 150, "n_folds": 3}), log=lambda *_: None)
+    return root

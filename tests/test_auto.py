@@ -7,21 +7,13 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from foldkit import config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def comp(tmp_path_factory):
-    """150 real digits in the CSV layout (with test images and a sample submission), 3 folds."""
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
-    root = tmp_path_factory.mktemp("digits")
-    build_demo(root / "in")
-    make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
-                               "models_dir": str(root / "m0"), "limit": 150, "n_folds": 3}), log=lambda *_: None)
-    return root
+def comp(digits150):
+    return digits150
 
 
 def auto(comp, tmp_path, *argv):

@@ -10,7 +10,6 @@ import time
 import pytest
 
 from conftest import REPO
-from foldkit import config
 from foldkit.fit import TrainError, parse_folds
 from foldkit.foldlock import FoldLockError, fold_lock
 
@@ -19,15 +18,8 @@ TINY = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no
 
 
 @pytest.fixture(scope="module")
-def comp(tmp_path_factory):
-    """150 real digits in the CSV layout, 3 stratified folds."""
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
-    root = tmp_path_factory.mktemp("digits")
-    build_demo(root / "in")
-    make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
-                               "models_dir": str(root / "m0"), "limit": 150, "n_folds": 3}), log=lambda *_: None)
-    return root
+def comp(digits150):
+    return digits150
 
 
 def train_cmd(comp, models, *argv):
