@@ -26,7 +26,7 @@ def _weights():
 def _photos(cls, n):
     import cv2
 
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     folder = need_shared("data", "hymenoptera", "train", cls)
     out = []
     for p in sorted(folder.glob("*.jpg"))[:n]:

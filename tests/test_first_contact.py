@@ -87,8 +87,9 @@ def test_train_csv_flag_and_multi_label_rows(tmp_path):
     pd.DataFrame({"id": ["a", "b"], "cat": [1, 1], "dog": [0, 1]}).to_csv(tmp_path / "my_labels.csv", index=False)
     with pytest.raises(InputError, match="cannot tell the input layout.*--train-csv"):
         read_competition(tmp_path)
-    with pytest.raises(InputError, match=r"data rows \[2\] have 2 classes set: multi-label"):
-        read_competition(tmp_path, train_csv="my_labels.csv")
+    assert read_competition(tmp_path, train_csv="my_labels.csv").task == "multilabel"   # several classes a row
+    with pytest.raises(InputError, match=r"data rows \[2\] have 2 classes set: that is multi-label data"):
+        read_competition(tmp_path, train_csv="my_labels.csv", task="single")
     with pytest.raises(InputError, match="--train-csv nope.csv: no such file.*my_labels.csv"):
         read_competition(tmp_path, train_csv="nope.csv")
 

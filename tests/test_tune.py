@@ -126,7 +126,10 @@ def test_killed_study_requeues_the_trial_and_resumes_its_fold(comp, tmp_path):
     assert "trial 0 was interrupted: queued again with the same settings" in r.stdout, r.stdout
     after = pd.read_csv(exp / "log_fold0.csv")
     assert list(after["epoch"]) == [1, 2, 3]
-    pd.testing.assert_frame_equal(after.iloc[:len(before)], before)   # not redone: resumed
+    # resumed exactly: the rows logged before the kill come back with the same figures (an epoch whose row
+    # was written just before the kill, but not its resume file, is trained again: only its timing differs)
+    timing = ["seconds", "img_per_s"]
+    pd.testing.assert_frame_equal(after.iloc[:len(before)].drop(columns=timing), before.drop(columns=timing))
     assert "1 complete, 1 fail" in r.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert "trial 2" not in again.stdout and "1 complete, 1 fail" in again.stdout   # finished: nothing redone

@@ -213,7 +213,7 @@ def cache_name(model_name: str, size: int) -> str:
 def _decoded(comp, table, todo: list[int], pix=None):
     """The images of table rows `todo`: rows of `pix` (array layouts) or decoded files (reduced
     size for large JPEGs)."""
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     if pix is not None:
         for i in todo:
             yield pix[int(table["index"].iloc[i])]
