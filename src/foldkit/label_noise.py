@@ -45,9 +45,9 @@ def suspected_label_errors(oof: pd.DataFrame, classes: list) -> pd.DataFrame:
 
 
 def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None,
-                   out: Callable[[str], Path], k: int = 24) -> str:
+                   out: Callable[[str], Path], k: int = 24, heatmap: Callable | None = None) -> str:
     """Write label_errors.csv (+ label_errors.png with load_image) via out(name) -> path, and
-    return the report.html section. Without cleanlab: the section says how to install it."""
+    return the report.html section (heatmap: page.image_grid's). Without cleanlab: the section says how to install it."""
     from foldkit import page
     from foldkit.io import atomic_write_with
 
@@ -61,7 +61,7 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     atomic_write_with(out(CSV), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
     parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {page.links([CSV])}</p>"]
     if load_image is not None and len(table):
-        page.image_grid(table.head(k), load_image, out(PNG))
+        page.image_grid(table.head(k), load_image, out(PNG), heatmap=heatmap)
         parts.append(f"<img alt='suspected label errors' src='{page.png_uri(out(PNG))}'>")
     parts.append(page.table(table.head(20).rename(columns={"label": "given label", "pred": "predicted",
                                                              "prob_given": "probability of the given label"}),

@@ -120,24 +120,26 @@ def table(df: pd.DataFrame, index: bool = True) -> str:
 
 
 def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
-               path: str | Path, ncols: int = 4) -> Path:
+               path: str | Path, ncols: int = 4, heatmap: Callable[[Any], Any] | None = None) -> Path:
     """Grid of images, one per row of `rows` (columns id, label, pred, confidence), each tile titled
     "given X" over "predicted Y 0.97" (the probability of Y): the worst errors and the suspected label
     errors.
 
     load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
-    cannot be loaded shows the error message instead of stopping the report."""
+    cannot be loaded shows the error message instead of stopping the report. heatmap(row): an HxWx3
+    uint8 class-activation overlay drawn beside the image in its tile (None: that tile has none)."""
     n = len(rows)
+    span = 2 if heatmap is not None else 1
     ncols = max(1, min(ncols, n)) if n else 1
     nrows = max(1, math.ceil(n / ncols))
-    fig = figure(2.6 * ncols, 3.1 * nrows)
+    fig = figure(2.6 * ncols * span, 3.1 * nrows)
     if n == 0:
         ax = fig.add_subplot(1, 1, 1)
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified OOF rows", ha="center", va="center")
         return save_png(fig, path)
     for i, row in enumerate(rows.itertuples(index=False)):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax = fig.add_subplot(nrows, ncols * span, span * i + 1)
         ax.set_xticks([])
         ax.set_yticks([])
         try:
@@ -153,4 +155,11 @@ def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
                     ha="center", va="center", fontsize=7, wrap=True)
         ax.set_title(f"given {row.label}\npredicted {row.pred} {row.confidence:.2f}", fontsize=9)
         ax.set_xlabel(str(row.id), fontsize=7)
+        if heatmap is not None:
+            hx = fig.add_subplot(nrows, ncols * span, span * i + 2)
+            hx.axis("off")
+            cam = heatmap(row)
+            if cam is not None:
+                hx.imshow(cam)
+                hx.set_title(f"Grad-CAM: {row.pred}", fontsize=8)
     return save_png(fig, path)

@@ -218,6 +218,7 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
 def run_predict(cfg, log=print) -> dict:
     from foldkit.images import decode_image
     from foldkit.folds import open_competition, read_folds, require_task
+    from foldkit.gradcam import heatmapper
     from foldkit.report import write_report
 
     t0 = time.time()
@@ -238,6 +239,13 @@ def run_predict(cfg, log=print) -> dict:
         if comp.source_col == "index":
             return comp.pixels("train")[int(table["index"].iloc[k])]
         return decode_image(Path(comp.root) / table["path"].iloc[k])
+
+    def prepare_train_image(i, grey, side):   # as predict prepares it (make_sources / prepare_image)
+        from foldkit.images import prepare_image, shrink, to_channels
+        k = id_to_row[str(i)]
+        if comp.source_col == "index":
+            return shrink(to_channels(comp.pixels("train")[int(table["index"].iloc[k])], grey), side)
+        return prepare_image(Path(comp.root) / table["path"].iloc[k], grey, side)
 
     # ---- the plan: blend weights + post-processing fitted on the experiments' OOF, with nested CV
     has_test = comp.test is not None and len(comp.test) > 0
@@ -262,8 +270,10 @@ def run_predict(cfg, log=print) -> dict:
             extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
                                  if own else {"member of": f"the blend {tag} (its CV, plan and submission: "
                                                            f"../{tag}/report.html)"})}
+            heatmap, note = heatmapper(e.dir, prepare_train_image)
             write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
-                         folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None)
+                         folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None,
+                         heatmap=heatmap, heatmap_note=note)
             log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
         if not own:
             write_blend_report(cfg, plan, fitted, record, log)

@@ -418,7 +418,8 @@ def _csv_writer(df: pd.DataFrame, index: bool) -> Callable[[Path], None]:
 
 
 def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callable | None = None,
-                 test_score: Any = None, extra: dict | None = None, folds: list[int] | None = None) -> dict:
+                 test_score: Any = None, extra: dict | None = None, folds: list[int] | None = None,
+                 heatmap: Callable | None = None, heatmap_note: str | None = None) -> dict:
     """Write the CV report of one experiment into report_dir and return its summary.
 
     Files: oof.csv, cv_scores.json, per_class.csv, confusion.csv, confusion.png (row-normalised;
@@ -429,6 +430,8 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     test_score: a number (or a JSON-able dict) scored on a held-out test set, shown beside
     the CV. extra: more key/values recorded in cv_scores.json and told in words on the page
     (predict.py's plan, blend figures, verdicts, submission file: see `facts_in_words`).
+    heatmap(row) (foldkit.gradcam.heatmapper, with load_image): a Grad-CAM overlay beside each gallery
+    image; any error it raises stops the heatmaps only and becomes heatmap_note, a line on the page.
     The returned dict is cv_scores.json plus "paths" (name -> path written).
     """
     exp_dir, report_dir = Path(exp_dir), Path(report_dir)
@@ -467,11 +470,13 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     atomic_write_with(out("worst_errors.csv"), _csv_writer(tables["worst"], index=False))
     plot_confusion(oof, classes, out("confusion.png"), confused_classes(oof, classes))
     plot_fold_scores(summary, out("fold_scores.png"))
+    notes = [heatmap_note] if heatmap_note else []
+    heat = _safe_heatmap(heatmap, notes) if heatmap is not None and load_image is not None else None
     if load_image is not None:
-        page.image_grid(tables["worst"], load_image, out("worst_errors.png"))
+        page.image_grid(tables["worst"], load_image, out("worst_errors.png"), heatmap=heat)
 
     from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
-    label_errors_html = report_section(oof, classes, load_image, out)
+    label_errors_html = report_section(oof, classes, load_image, out, heatmap=heat)
 
     # training curves: every fold's log in one figure; training's own per-fold PNGs are kept beside it
     logs, problems = read_logs(exp_dir, folds)
@@ -493,7 +498,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     paths["report.html"] = report_dir / "report.html"
     body = (first_screen(result_json, paths, problems) + curves_section(table, paths, lone)
             + confusion_section(tables, classes, paths, result_json["n"])
-            + errors_section(tables["worst"], paths) + [label_errors_html, files_line(paths)])
+            + errors_section(tables["worst"], paths, notes[:1]) + [label_errors_html, files_line(paths)])
     atomic_write_text(paths["report.html"], page.document(f"CV report: {experiment}", body))
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
 
@@ -624,9 +629,25 @@ def confusion_section(tables: dict, classes: list, paths: dict[str, Path], n_row
     return parts
 
 
-def errors_section(worst: pd.DataFrame, paths: dict[str, Path]) -> list[str]:
+def _safe_heatmap(heatmap: Callable, notes: list[str]) -> Callable:
+    """heatmap that never raises: the first error turns the rest off and is kept in notes (one line)."""
+    def safe(row):
+        if notes:
+            return None
+        try:
+            return heatmap(row)
+        except Exception as e:  # noqa: BLE001 - a note on the page, the report goes on
+            notes.append(f"No class-activation heatmaps: {type(e).__name__}: {e}".splitlines()[0][:300])
+            return None
+    return safe
+
+
+def errors_section(worst: pd.DataFrame, paths: dict[str, Path], notes: list[str] = ()) -> list[str]:
     parts = ["<h2>Worst errors</h2><p class='muted'>misclassified out-of-fold rows, most confident wrong "
-             "prediction first: given label, predicted label and its probability</p>"]
+             "prediction first: given label, predicted label and its probability"
+             + ("; beside each, a Grad-CAM heatmap of the predicted class from its fold's model" if
+                "worst_errors.png" in paths and not notes else "") + "</p>"]
+    parts += [f"<p class='warn'>{html.escape(n)}</p>" for n in notes]
     if "worst_errors.png" in paths:
         parts.append(page.img(paths["worst_errors.png"], "worst errors"))
     parts.append(page.table(worst.rename(columns=_ERROR_COLUMNS), index=False) if len(worst) else "<p>no mistakes</p>")
