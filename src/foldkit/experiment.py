@@ -105,6 +105,12 @@ class Experiment:
             raise ExperimentError(f"{self.config_path} must hold a JSON object, got {type(cfg).__name__}")
         return cfg
 
+    def task(self) -> tuple[str, str]:
+        """(task kind, tag separator) the experiment was trained for: config.json's `reading` (what
+        make_folds detected); experiments from before task kinds are single-label."""
+        reading = self.config().get("reading") or {}
+        return reading.get("task", "single"), reading.get("label_sep", "") or ""
+
     def is_finished(self, k: int) -> bool:
         return self.summary_path(k).is_file() and self.checkpoint(k).is_file()
 

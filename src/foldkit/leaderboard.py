@@ -57,7 +57,7 @@ def _row(exp, cfg: dict) -> dict:
            "cv": None, "cv_mean": None, "cv_std": None, "train_min": None}
     if folds:
         oof, classes = load_oof(exp.dir, folds)
-        rep = cv_summary(oof, classes, metric)
+        rep = cv_summary(oof, classes, metric, *exp.task())
         row.update(cv=rep["cv"], cv_mean=rep["cv_mean"], cv_std=rep["cv_std"])
         seconds = [exp.summary(k).get("seconds") for k in folds]
         row["train_min"] = round(sum(s for s in seconds if s is not None) / 60, 1)

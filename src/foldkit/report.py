@@ -74,12 +74,15 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     ``folds``: only these folds (callers pass the finished folds, `Experiment.finished_folds`, so
     that a fold killed mid-run never counts); None reads every OOF file present.
 
-    Returns (oof, classes). ``id`` is read as str; ``label``/``pred`` keep the user's label
-    type (ints stay ints, strings such as "007" stay strings). Raises ValueError naming the
-    files when there is no OOF file, when the class columns differ between folds, or when a
-    file is malformed (missing columns, unknown labels, wrong fold number, duplicate ids).
+    Returns (oof, classes). ``id`` is read as str; single-label ``label``/``pred`` keep the user's label
+    type (ints stay ints, strings such as "007" stay strings); multi-label ``label``/``pred`` are the
+    tags as written (text, '' = no tag); regression ``label``/``pred`` are numbers and classes is [].
+    Raises ReportError naming the files when there is no OOF file, when the class columns differ
+    between folds, or when a file is malformed (missing columns, unknown labels, wrong fold number,
+    duplicate ids).
     """
     exp_dir = Path(exp_dir)
+    task, sep = Experiment(exp_dir).task()
     files = [(k, p) for k, p in Experiment(exp_dir).fold_files("oof").items() if folds is None or k in folds]
     if not files:
         raise ReportError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
@@ -89,9 +92,10 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
         head = pd.read_csv(path, nrows=0).columns.tolist()
         missing = [c for c in BASE_COLS if c not in head]
         prob_cols = [c for c in head if c.startswith(PROB_PREFIX)]
-        if missing or not prob_cols:
-            raise ReportError(f"{path} lacks column(s) {missing or ['prob_<class>']}; "
-                             f"expected {BASE_COLS + ['prob_<class>', '...']}, found {head}")
+        if missing or (not prob_cols) != (task == "regression"):
+            want = BASE_COLS + ([] if task == "regression" else ["prob_<class>", "..."])
+            raise ReportError(f"{path} is not the OOF file of a {task} experiment: expected columns {want}, "
+                              f"found {head}")
         if names is None:
             names, first = prob_cols, path
         elif prob_cols != names:
@@ -101,16 +105,19 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
                       if only_first or only_this else "same columns in a different order")
             raise ReportError(f"class columns differ between {first} and {path} ({detail}); "
                              "all folds of one experiment must predict the same classes")
-        dtypes = {"id": str, "label": str, "pred": str}
+        dtypes = {"id": str} if task == "regression" else {"id": str, "label": str, "pred": str}
         dtypes.update({c: "float64" for c in prob_cols})
-        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in prob_cols})
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False,
+                         na_values={c: [""] for c in prob_cols + (["label", "pred"] if task == "regression" else [])})
         bad_fold = sorted(set(df["fold"].tolist()) - {k})
         if bad_fold:
             raise ReportError(f"{path} holds rows of fold(s) {bad_fold}; a per-fold OOF file holds "
                              f"only fold {k}")
-        if df[prob_cols].isna().to_numpy().any():
-            rows = (np.flatnonzero(df[prob_cols].isna().to_numpy().any(1)) + 1).tolist()[:10]
-            raise ReportError(f"{path}: empty/NaN probabilities in data row(s) {rows}")
+        values = df[prob_cols + (["label", "pred"] if task == "regression" else [])]
+        if values.isna().to_numpy().any():
+            rows = (np.flatnonzero(values.isna().to_numpy().any(1)) + 1).tolist()[:10]
+            raise ReportError(f"{path}: empty/NaN {'values' if task == 'regression' else 'probabilities'} "
+                              f"in data row(s) {rows}")
         frames.append(df)
         sources.append(np.full(len(df), path.name, dtype=object))
     oof = pd.concat(frames, ignore_index=True)
@@ -121,6 +128,29 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     cfg_path = Experiment(exp_dir).config_path
     class_names = [c[len(PROB_PREFIX):] for c in names]
     classes = _typed_classes(class_names, read_config(exp_dir).get("classes"), cfg_path, first)
+    if task == "single":
+        _type_labels(oof, classes, source, names)
+    elif task == "multilabel":
+        known = {str(c) for c in classes}
+        for col in ("label", "pred"):
+            unknown = sorted({t for v in oof[col] for t in str(v).split(sep) if t.strip() and t.strip() not in known})
+            if unknown:
+                raise ReportError(f"{col} tag(s) {unknown[:10]} in {sorted(set(source))} are not among the label "
+                                  f"columns {names}")
+    else:
+        oof["label"], oof["pred"] = oof["label"].astype("float64"), oof["pred"].astype("float64")
+    dup = oof["id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise ReportError(f"id(s) {sorted(set(oof.loc[dup, 'id']))[:10]} appear more than once in "
+                         f"{sorted(set(source[dup]))}: an id belongs to exactly one validation fold")
+    oof["fold"] = oof["fold"].astype("int64")
+    # stable sort: by fold, then the order of the rows in their file
+    oof = oof.sort_values("fold", kind="stable").reset_index(drop=True)
+    return oof, classes
+
+
+def _type_labels(oof: pd.DataFrame, classes: list, source: pd.Series, names: list[str]) -> None:
+    """Single-label `label`/`pred` as the class values (the user's types), refusing unknown ones."""
     to_class = {str(c): c for c in classes}
     for col in ("label", "pred"):
         unknown = ~oof[col].isin(list(to_class)).to_numpy()
@@ -130,14 +160,6 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
                              f"the class columns {names}")
         values = oof[col].map(to_class)
         oof[col] = values.astype("int64") if all(isinstance(c, int) for c in classes) else values
-    dup = oof["id"].duplicated(keep=False).to_numpy()
-    if dup.any():
-        raise ReportError(f"id(s) {sorted(set(oof.loc[dup, 'id']))[:10]} appear more than once in "
-                         f"{sorted(set(source[dup]))}: an id belongs to exactly one validation fold")
-    oof["fold"] = oof["fold"].astype("int64")
-    # stable sort: by fold, then the order of the rows in their file
-    oof = oof.sort_values("fold", kind="stable").reset_index(drop=True)
-    return oof, classes
 
 
 # --------------------------------------------------------------------------- numbers
@@ -161,30 +183,40 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def cv_summary(oof: pd.DataFrame, classes: list, metric: str) -> dict:
-    """Competition metric on all OOF rows and per fold (mean and std across folds), accuracy,
-    log loss, row count and folds present. std is the population std (numpy's default, ddof=0)."""
-    y = _index(oof["label"], classes)
-    p = _probs(oof, classes)
+def oof_arrays(oof: pd.DataFrame, classes: list, task: str = "single", sep: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(y, predictions) of OOF rows, as metrics.score and the plan take them: single-label class indexes
+    and (N, C) probabilities; multi-label (N, C) multi-hot and (N, C) sigmoid probabilities; regression
+    (N,) targets and (N, 1) predictions."""
+    if task == "regression":
+        return oof["label"].to_numpy(dtype=np.float64), oof[["pred"]].to_numpy(dtype=np.float64)
+    if task == "multilabel":
+        from foldkit.data import multi_hot
+        return multi_hot(oof["label"], sep, [str(c) for c in classes]).astype(np.float64), _probs(oof, classes)
+    return _index(oof["label"], classes), _probs(oof, classes)
+
+
+def cv_summary(oof: pd.DataFrame, classes: list, metric: str, task: str = "single", sep: str = "") -> dict:
+    """Competition metric on all OOF rows and per fold (mean and std across folds), row count and folds
+    present; single-label also accuracy and log loss. std is the population std (numpy's default, ddof=0)."""
+    y, p = oof_arrays(oof, classes, task, sep)
+    extras = ("accuracy", "logloss") if task == "single" else ()
     folds = sorted(int(f) for f in oof["fold"].unique())
     per_fold = []
     for f in folds:
         m = (oof["fold"] == f).to_numpy()
-        per_fold.append({"fold": f, "n": int(m.sum()),
-                         metric: _finite(score(metric, y[m], p[m])),
-                         "accuracy": _finite(score("accuracy", y[m], p[m])),
-                         "logloss": _finite(score("logloss", y[m], p[m]))})
+        per_fold.append({"fold": f, "n": int(m.sum()), metric: _finite(score(metric, y[m], p[m])),
+                         **{x: _finite(score(x, y[m], p[m])) for x in extras}})
     fold_scores = [r[metric] for r in per_fold]
     arr = np.array([np.nan if s is None else s for s in fold_scores], dtype=np.float64)
     return {
         "metric": metric,
         "greater_is_better": METRICS[metric].greater_is_better,
+        "task": task,
         "cv": _finite(score(metric, y, p)),
         "fold_scores": fold_scores,
         "cv_mean": _finite(arr.mean()),
         "cv_std": _finite(arr.std()),
-        "accuracy": _finite(score("accuracy", y, p)),
-        "logloss": _finite(score("logloss", y, p)),
+        **{x: _finite(score(x, y, p)) for x in extras},
         "n": int(len(oof)),
         "folds": folds,
         "per_fold": per_fold,
@@ -444,7 +476,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
         raise ReportError(f"{Experiment(exp_dir).config_path} is missing or has no `metric`: cannot tell "
                          "which competition metric to report")
     oof, classes = load_oof(exp_dir, folds)
-    summary = cv_summary(oof, classes, metric)
+    summary = cv_summary(oof, classes, metric, *Experiment(exp_dir).task())
     experiment = cfg.get("experiment", exp_dir.name)
     n_folds_cfg = cfg.get("n_folds")
     complete = n_folds_cfg is None or summary["folds"] == list(range(int(n_folds_cfg)))

@@ -155,7 +155,7 @@ def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
             trial.set_user_attr(f"fold{k}", s["value"])
             log(f"trial {trial.number} fold {k}: {cfg.metric} {s['value']}")
         oof, classes = load_oof(run.exp.dir, folds)
-        cv = cv_summary(oof, classes, cfg.metric)["cv"]
+        cv = cv_summary(oof, classes, cfg.metric, *run.exp.task())["cv"]
         log(f"trial {trial.number}: CV {cfg.metric} {cv:.5f} on folds {folds}")
         return cv
     return objective
