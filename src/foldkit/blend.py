@@ -112,6 +112,8 @@ class Plan:
     submission_mode: str = "label"
     classes: list = field(default_factory=list)
     metric: str | None = None
+    task: str = "single"         # foldkit.tasks: single (N, C) softmax, multilabel (N, L) sigmoid, regression (N, 1)
+    label_sep: str = ""          # multi-label: the separator the tags of a label-mode submission are joined by
 
     def finish(self, per_exp: np.ndarray, raw: bool = False) -> np.ndarray:
         """(E, N, C) experiment probabilities -> blend -> post-processing (not with raw)."""
@@ -158,6 +160,11 @@ class Plan:
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"{where} cannot be read ({type(e).__name__}: {e}): re-export or re-run predict.py "
                             "with this foldkit") from None
+        from foldkit.tasks import ACTIVATION, check_combination
+        if plan.task not in ACTIVATION:
+            raise PlanError(f"{where} is for a task kind {plan.task!r} that this foldkit does not know: use the "
+                            "foldkit it was written with")
+        check_combination(plan.task, plan.ensemble, plan.blend)
         unknown = ([plan.blend] if plan.blend not in BLENDS else []) + \
                   ([plan.ensemble] if plan.ensemble not in ENSEMBLE_MODES else []) + \
                   [n for n, _ in plan.steps if n not in POSTPROCESS]
@@ -260,22 +267,26 @@ def _f(x) -> str:
 
 
 def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: str = "auto",
-                     thresholds: str = "auto", log=print) -> dict:
+                     thresholds: str = "auto", log=print, clip: str = "auto") -> dict:
     """Fit and evaluate the plan of predict.py on the experiments' OOF files (finished folds only).
 
     Experiments trained on other folds cannot be blended on OOF (their rows do not line up): the
     log says so and the plan falls back to an unfitted mean without post-processing, CV None.
     Experiments with fewer finished folds than others are compared on the rows all have.
-    calibrate / thresholds: on, off or auto (foldkit.calibrate.steps_for, from the metric).
-    Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
+    calibrate / thresholds / clip: on, off or auto (foldkit.calibrate.steps_for, from the metric and the
+    task kind). Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
     from foldkit.calibrate import steps_for
-    from foldkit.report import cv_summary, load_oof, prob_columns
+    from foldkit.report import cv_summary, load_oof, oof_arrays
     oofs, metric = [], None
+    task, sep = exps[0].task()
     for e in exps:
         m = e.config().get("metric", "accuracy")
         metric = metric or m
+        if e.task()[0] != task:
+            raise FoldkitError(f"experiment {e.name} is {e.task()[0]} but {exps[0].name} is {task}: experiments of "
+                               "different task kinds cannot be blended")
         oof, _ = load_oof(e.dir, e.finished_folds())
-        rep = cv_summary(oof, classes, m)
+        rep = cv_summary(oof, classes, m, task, sep)
         oofs.append(oof.set_index("id"))
         log(f"{e.name}: CV {rep['metric']} {_f(rep['cv'])} (folds {_f(rep['cv_mean'])} ± "
             f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})")
@@ -295,12 +306,11 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     if sorted({len(o) - len(common) for o in oofs}) != [0]:
         log(f"blend fitted and scored on the {len(common)} OOF rows every experiment has; "
             f"{', '.join(f'{n}: {len(o) - len(common)}' for n, o in zip(names, oofs))} row(s) left out")
-    cols = prob_columns(classes)
-    probs = np.stack([o.loc[common, cols].to_numpy(dtype=np.float64) for o in oofs])
-    cidx = {str(c): j for j, c in enumerate(classes)}
-    y = np.array([cidx[str(v)] for v in oofs[0].loc[common, "label"]])
-    folds = oofs[0].loc[common, "fold"].to_numpy()
-    res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds), names)
+    rows = [o.loc[common].reset_index() for o in oofs]
+    probs = np.stack([oof_arrays(r, classes, task, sep)[1] for r in rows])
+    y = oof_arrays(rows[0], classes, task, sep)[0]
+    folds = rows[0]["fold"].to_numpy()
+    res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds, task, clip), names)
     res["cv"] = res["final_nested"] if res["final_nested"] is not None else res["final_in_sample"]
     for line in summary_lines(res):
         log(line)

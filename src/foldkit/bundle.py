@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from foldkit.blend import Plan, PlanError
-from foldkit.ensemble import TTA_VIEWS, softmax
+from foldkit.ensemble import TTA_VIEWS
 from foldkit.errors import FoldkitError
 
 MANIFEST = "foldkit_bundle.json"
@@ -213,9 +213,13 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 
 
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
-    """Per-member test probabilities with onnxruntime, without torch."""
+    """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
+    (regression) de-standardised as the torch runner does (foldkit.tasks.to_predictions)."""
+    from foldkit.ensemble import activate
     from foldkit.images import preparation
+    from foldkit.tasks import ACTIVATION, to_predictions
     members = man["members"]
+    task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
     preps = [preparation(e["checkpoint"]["in_chans"], e["checkpoint"]["data_config"]) for e in members]
     views = [_view(v) for v in man["plan"].tta or ["none"]]
@@ -225,7 +229,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
         for j, (e, s) in enumerate(zip(members, sessions)):
             x = np.stack([eval_preprocess(b[preps[j]], e["checkpoint"]["data_config"]) for b in batch])
             name = s.get_inputs()[0].name
-            p = sum(softmax(s.run(None, {name: np.ascontiguousarray(v(x))})[0].astype(np.float32)) for v in views)
+            p = sum(activate(s.run(None, {name: np.ascontiguousarray(v(x))})[0], ACTIVATION[task]) for v in views)
             out[j].append(p / len(views))
 
     batch = []
@@ -236,7 +240,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
             batch = []
     if batch:
         run(batch)
-    return [np.concatenate(o).astype(np.float64) for o in out]
+    return [to_predictions(task, np.concatenate(o), e["checkpoint"].get("target")) for o, e in zip(out, members)]
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -274,6 +278,7 @@ def open_test_set(man: dict, input_dir: Path):
 def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> dict:
     """Bundle + competition folder -> validated submission file."""
     from foldkit import submission
+    from foldkit.report import plan_in_words
     t0 = time.time()
     bundle_dir = Path(bundle_dir)
     man = read_manifest(bundle_dir)
@@ -285,14 +290,12 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     runner = pick_runner(cfg.runner, man)
     plan = man["plan"]
     log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(plan.tta)} view(s), "
-        f"{runner} runner; plan: {plan.describe()}, {plan.submission_mode} mode")
+        f"{runner} runner; {plan_in_words(plan.describe())}; {plan.submission_mode} mode")
     t1 = time.time()
     probs = plan.apply((predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg))
     dt = time.time() - t1
-    classes, mode = plan.classes, plan.submission_mode
-    sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
-                           id_col=comp.id_col, label_col=comp.label_col)
-    submission.validate(sub, sample, classes, mode)
+    mode = plan.submission_mode
+    sub = submission.make(comp.test["id"].astype(str).tolist(), probs, plan, sample, comp.id_col, comp.label_col)
     if out.exists():   # --overwrite (checked above); replaced only once the new submission is valid
         out.unlink()
     path = submission.write(sub, out)

@@ -15,6 +15,8 @@ blend and measures them with nested CV (fit on K-1 folds, score the held-out fol
                  first, then one per label, for the F metrics. Applied as a monotone rescaling of each
                  label's probability that puts its threshold at 0.5 (what the F metrics and the
                  tags cut at), so rankings (map, auc_macro) are unchanged.
+    clip         regression (predictions (N, 1), y (N,)): predictions clipped to the range of the targets
+                 they were fitted on (a model's extrapolation beyond every training target is rarely right).
 
 `steps_for(metric, calibrate, thresholds)` says which steps --calibrate / --thresholds turn on.
 This module must not import torch.
@@ -157,6 +159,16 @@ def fit_label_thresholds(probs: np.ndarray, y: np.ndarray, metric: str, grid: in
                               lambda t: obj(y, apply_label_thresholds(probs, t)), passes=2)
 
 
+# --------------------------------------------------------------------------- regression range
+
+def fit_clip(pred: np.ndarray, y: np.ndarray, metric: str = "rmse") -> np.ndarray:
+    return np.array([float(np.min(y)), float(np.max(y))])
+
+
+def apply_clip(pred: np.ndarray, lo_hi: np.ndarray) -> np.ndarray:
+    return np.clip(pred, lo_hi[0], lo_hi[1])
+
+
 # --------------------------------------------------------------------------- registry
 
 @dataclass(frozen=True)
@@ -180,6 +192,7 @@ POSTPROCESS: dict[str, PostProcess] = {
                              lambda c: {"cutpoints": [round(float(x), 4) for x in np.sort(c)]}),
     "label_thresholds": PostProcess(fit_label_thresholds, apply_label_thresholds,
                                     lambda t: {"label_thresholds": [round(float(x), 4) for x in t]}),
+    "clip": PostProcess(fit_clip, apply_clip, lambda c: {"range": [round(float(x), 6) for x in c]}),
 }
 SWITCHES = ["auto", "on", "off"]
 
@@ -187,13 +200,25 @@ SWITCHES = ["auto", "on", "off"]
 ML_F_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")
 
 
-def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", task: str = "single") -> tuple[str, ...]:
+def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", task: str = "single",
+              clip: str = "auto") -> tuple[str, ...]:
     """Which post-processing runs: temperature when --calibrate on (auto: metric logloss);
     cut-points (qwk) or per-class thresholds (other metrics) when --thresholds on (auto: f1 metrics
-    and qwk; accuracy keeps the argmax). Multi-label: per-label thresholds (auto: the F metrics)."""
-    for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
+    and qwk; accuracy keeps the argmax). Multi-label: per-label thresholds (auto: the F metrics).
+    Regression: clipping to the training targets' range (--clip, auto: on). A switch that does not
+    apply to the task kind is refused when set on, never ignored."""
+    for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds), ("--clip", clip)):
         if v not in SWITCHES:
             raise ConfigError(f"{flag} {v!r}: use one of {', '.join(SWITCHES)}")
+    if clip == "on" and task != "regression":
+        raise ConfigError("--clip on (clipping predictions to the training range) is for regression; this task is "
+                          f"{task}")
+    if task == "regression":
+        for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
+            if v == "on":
+                raise ConfigError(f"{flag} on is for classification; this task is regression (--clip is its "
+                                  "post-processing)")
+        return ("clip",) if clip in ("on", "auto") else ()
     if task == "multilabel":
         if calibrate == "on":
             raise ConfigError("--calibrate on (temperature scaling of a softmax) is for single-label tasks")

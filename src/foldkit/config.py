@@ -195,8 +195,9 @@ class Config:
                     f"any of {', '.join(TTA_VIEWS)}", "predict")
     ensemble: str = _opt("mean", "how to average members: mean, geometric (= logit mean)", "predict",
                          choices=list(ENSEMBLE_MODES))
-    submission_mode: str = _opt("auto", "auto, label (class values) or probs (one column per class, or the "
-                                "positive class of a binary task)", "predict", choices=["auto", "label", "probs"])
+    submission_mode: str = _opt("auto", "auto, label (one column: the class, the multi-label tags, or the regression "
+                                "number) or probs (one column per class or label, or the positive class of a binary "
+                                "task)", "predict", choices=["auto", "label", "probs"])
     image: str = _opt("", "predict one image (path or URL) and print the top classes", "predict")
     topk: int = _opt(5, "classes printed for --image", "predict", minimum=1)
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
@@ -206,7 +207,10 @@ class Config:
     calibrate: str = _opt("auto", "temperature scaling fitted on the OOF, applied to the test probabilities "
                           "(auto: on when the metric is logloss)", "predict", choices=SWITCHES)
     thresholds: str = _opt("auto", "per-class thresholds (f1, f1_macro) or ordinal cut-points (qwk) fitted on "
-                           "the OOF (auto: on for those metrics)", "predict", choices=SWITCHES)
+                           "the OOF (auto: on for those metrics; multi-label: per-label thresholds for the F "
+                           "metrics)", "predict", choices=SWITCHES)
+    clip: str = _opt("auto", "regression: clip predictions to the range of the training targets, measured in nested "
+                     "CV like every post-processing (auto: on for regression)", "predict", choices=SWITCHES)
 
     # ---- leaderboard ----
     csv: str = _opt("", "also write the leaderboard table to this CSV file", "leaderboard")

@@ -56,10 +56,19 @@ def measure(members, comp, views: list[str], *, device, dtype=None, channels_las
     t = time.perf_counter()
     n_done = len(predict_ensemble(members, sources, **kw))
     dt = time.perf_counter() - t
-    rate = max(n_done - n_warm, 1) / max(dt - t_warm, 1e-9) if n_done > 2 * n_warm else n_done / dt
-    return {"img_per_s": rate, "fixed_seconds": max(0.0, t_warm - n_warm / rate), "images": n_done,
-            "seconds": dt, "what": what, "device": str(device), "gpu_class": gpu_class(device),
-            "members": len(members), "views": len(views), "workers": workers}
+    return _speed(n_warm, t_warm, n_done, dt) | {
+        "images": n_done, "seconds": dt, "what": what, "device": str(device), "gpu_class": gpu_class(device),
+        "members": len(members), "views": len(views), "workers": workers}
+
+
+def _speed(n_warm: int, t_warm: float, n_done: int, dt: float) -> dict:
+    """img/s and fixed seconds from a short and a long timed run: the slope between them when the long
+    run took measurably longer, else (a test set of a few dozen images, timing noise) the long run's
+    plain average with no fixed cost: never a rate from a difference of noise."""
+    if n_done > 2 * n_warm and dt > 1.5 * t_warm:
+        rate = (n_done - n_warm) / (dt - t_warm)
+        return {"img_per_s": rate, "fixed_seconds": max(0.0, t_warm - n_warm / rate)}
+    return {"img_per_s": n_done / max(dt, 1e-9), "fixed_seconds": 0.0}
 
 
 def _hms(seconds: float) -> str:

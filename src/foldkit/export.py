@@ -29,7 +29,8 @@ import numpy as np
 
 from foldkit import bundle, config
 from foldkit.bundle import MANIFEST
-from foldkit.ensemble import softmax
+from foldkit.ensemble import activate
+from foldkit.tasks import ACTIVATION
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_text
 
@@ -47,9 +48,8 @@ def open_competition(cfg):
     """The competition the folds were made from, opened as every step does (folds.open_competition);
     its sample and test set shape the bundle."""
     from foldkit.folds import open_competition as open_comp
-    from foldkit.folds import read_folds, require_task
+    from foldkit.folds import read_folds
     _, meta = read_folds(cfg.folds_dir)
-    require_task(meta, ("single",), "export.py")
     comp, reading = open_comp(cfg, meta, check_test=True)
     return comp, meta, reading
 
@@ -154,9 +154,9 @@ def export_onnx(members, entries: list[dict], folder: Path, comp, log=print) -> 
                               opset_version=ONNX_OPSET, dynamo=False)
         x = _check_batch(m, comp)
         with torch.no_grad():
-            p_t = torch.softmax(model(x).float(), 1).numpy()
+            p_t = activate(model(x).float().numpy(), ACTIVATION[m.task])
         sess = ort.InferenceSession(str(folder / rel), providers=["CPUExecutionProvider"])
-        p_o = softmax(sess.run(None, {"image": x.numpy()})[0])
+        p_o = activate(sess.run(None, {"image": x.numpy()})[0], ACTIVATION[m.task])
         diff = float(np.abs(p_t - p_o).max())
         if diff > ONNX_ATOL:
             raise ExportError(f"{rel}: ONNX probabilities differ from PyTorch's by {diff:.2e} (> {ONNX_ATOL:g}): "
@@ -234,6 +234,12 @@ def dataset_metadata(cfg, names: list[str]) -> dict:
             "licenses": [{"name": "CC0-1.0"}]}
 
 
+def _what(plan: dict) -> str:
+    task = plan.get("task", "single")
+    return {"regression": "regression (one number per image)",
+            "multilabel": f"{len(plan['classes'])} labels (multi-label)"}.get(task, f"{len(plan['classes'])} classes")
+
+
 def readme(man: dict, est_lines: list[str]) -> str:
     plan, described = man["plan"], bundle.Plan.from_json(man["plan"]).describe()
     steps = ", ".join(f"{n} {p}" for n, p in described.items() if n not in ("blend", "weights"))
@@ -243,7 +249,7 @@ def readme(man: dict, est_lines: list[str]) -> str:
 Inference with no network for Kaggle code competitions: {len(man['members'])} model(s) x
 {len(plan['tta'])} TTA view(s) ({', '.join(plan['tta'])}), each experiment's folds by {plan['ensemble']},
 {plan['blend']} blend (weights {described['weights']}){', then ' + steps if steps else ''},
-{len(man['classes'])} classes, submission in `{plan['submission_mode']}` mode with columns
+{_what(plan)}, submission in `{plan['submission_mode']}` mode with columns
 {man['sample_submission']['columns']}: the plan predict.py submitted with.
 
     python predict_offline.py                                  # on Kaggle: /kaggle/input/<competition>
@@ -326,12 +332,13 @@ def export_bundle(cfg, log=print) -> dict:
     out = _prepare_out(cfg)
     comp, meta, reading = open_competition(cfg)
     from foldkit.predicting import make_plan, read_sample   # torch: after the checks that need none
+    from foldkit.report import plan_in_words
     exps, members, load_s = _members(cfg, meta["classes"])
     sample = read_sample(comp)
     plan, _ = make_plan(cfg, exps, members, sample, log)   # the plan predict.py fits with the same flags
     views = plan.tta
     log(f"bundle of {len(members)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, "
-        f"{cfg.ensemble} ensemble, plan {plan.describe()}")
+        f"{cfg.ensemble} ensemble; {plan_in_words(plan.describe())}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         entries = write_weights(members, tmp, cfg.half, cfg.safetensors)

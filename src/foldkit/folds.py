@@ -283,16 +283,6 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
-def require_task(meta: dict, supported: tuple, step: str) -> str:
-    """The competition's task kind (folds_meta.json), refused by one line where `step` does not handle it
-    yet (never a file silently built as if the labels were single-label classes)."""
-    task = meta.get("task", "single")
-    if task not in supported:
-        raise FoldsError(f"{step} does not handle {task} competitions yet (folds_meta.json task {task!r}); "
-                         f"it handles: {', '.join(supported)}")
-    return task
-
-
 def reading_settings(cfg, meta: dict) -> dict:
     """How to read the competition: the settings make_folds recorded in folds_meta.json, where the
     user set a flag (or config key) of their own, that one."""

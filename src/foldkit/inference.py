@@ -40,6 +40,8 @@ class Member:
         self.in_chans = ckpt["in_chans"]
         self.folds_sha256 = ckpt.get("folds_sha256")
         self.metric = ckpt.get("metric", {})
+        self.task = ckpt.get("task", "single")     # foldkit.tasks: the activation and the prediction's units
+        self.target = ckpt.get("target")           # regression: this fold's target standardisation
         self.model = model_from_checkpoint(ckpt)
 
     @property
@@ -60,12 +62,12 @@ def load_members(experiments: list[Experiment], expected_classes: list | None = 
                 ckpt = load_checkpoint(e.checkpoint(k))
             except ModelError as err:
                 raise EnsembleError(str(err)) from None
-            if ckpt.get("task", "single") != "single":   # softmax over its outputs would be a wrong file
-                raise EnsembleError(f"{e.checkpoint(k)} is a {ckpt['task']} model: predicting with it (predict.py, "
-                                    "--image, the bundle) is not in this version yet")
             members.append(Member(e.checkpoint(k), ckpt))
     ref = members[0]
     for m in members[1:]:
+        if m.task != ref.task:
+            raise EnsembleError(f"{m.path} is a {m.task} model but {ref.path} is {ref.task}: models of different "
+                                "task kinds cannot be ensembled")
         if [str(c) for c in m.classes] != [str(c) for c in ref.classes]:
             raise EnsembleError(f"{m.path} predicts classes {m.classes} but {ref.path} predicts {ref.classes}: "
                                 "checkpoints of different class lists cannot be averaged")
@@ -102,12 +104,15 @@ class MultiViewDataset(torch.utils.data.Dataset):
 def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], device, dtype=None,
                      channels_last=False, batch_size=128, workers=0, how="mean", progress=True,
                      return_members=False):
-    """Probabilities (N, C) of the ensemble (and per member when asked), decoding each image once."""
+    """Predictions of the ensemble (and per member when asked), decoding each image once: (N, C) softmax
+    probabilities, (N, L) sigmoid probabilities (multi-label) or (N, 1) numbers (regression), as
+    foldkit.tasks.to_predictions makes them from each member's outputs."""
     from tqdm.auto import tqdm
 
     from foldkit.augment import eval_transform
     from foldkit.engine import mean_softmax, to_device
     from foldkit.images import preparation
+    from foldkit.tasks import ACTIVATION, to_predictions
 
     groups = group_members(members)
     transforms = {k: (preparation(ms[0].in_chans, ms[0].data_config), eval_transform(ms[0].data_config))
@@ -127,8 +132,8 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
             x = to_device(batch[key], device, channels_last)
             xs = [v(x) for v in views]
             for m in ms:
-                out[id(m)].append(mean_softmax(m.model, xs, device, dtype))
-    per_member = [torch.cat(out[id(m)]).numpy().astype(np.float64) for m in members]
+                out[id(m)].append(mean_softmax(m.model, xs, device, dtype, ACTIVATION[m.task]))
+    per_member = [to_predictions(m.task, torch.cat(out[id(m)]).numpy(), m.target) for m in members]
     ens = combine(per_member, how)
     return (ens, per_member) if return_members else ens
 

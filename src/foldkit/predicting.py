@@ -57,15 +57,18 @@ def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> t
     """The plan of these experiments and members, fitted on their OOF (--blend, --calibrate,
     --thresholds), with --ensemble, the TTA views and the submission mode (decided from the metric and
     the sample). predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
-    classes = members[0].classes
-    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log)
-    mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, fitted["metric"])
+    from foldkit.tasks import check_combination
+    classes, (task, sep) = members[0].classes, exps[0].task()
+    check_combination(task, cfg.ensemble, cfg.blend)
+    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip)
+    mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, fitted["metric"], task)
     if for_test:
         log(f"submission mode: {mode} ({why})")
     plan = dataclasses.replace(fitted["plan"], experiments=[e.name for e in exps],
                                members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
                                tta=tta_views(cfg, members), submission_mode=mode, classes=list(classes),
-                               metric=fitted["metric"])
+                               metric=fitted["metric"], task=task,
+                               label_sep=submission.tags_separator(sample, sep) if task == "multilabel" else "")
     return plan, fitted
 
 
@@ -154,10 +157,8 @@ def predict_test(cfg, comp, members, plan, log=print):
 def write_submission(cfg, comp, probs, plan, sample, cv, log=print):
     """The submission in the sample's shape and the plan's mode, validated, under a name never used
     before. Returns (path, mode, rows)."""
-    classes, mode, names = plan.classes, plan.submission_mode, plan.experiments
-    sub = submission.build(comp.test["id"].astype(str).tolist(), probs, classes, sample, mode,
-                           id_col=comp.id_col, label_col=comp.label_col)
-    submission.validate(sub, sample, classes, mode)
+    mode, names = plan.submission_mode, plan.experiments
+    sub = submission.make(comp.test["id"].astype(str).tolist(), probs, plan, sample, comp.id_col, comp.label_col)
     cv_txt = f"_cv{cv:.5f}" if cv is not None else ""
     path = submission.write(sub, submission.unused_path(Path(cfg.submissions_dir), f"{'+'.join(names)}{cv_txt}"))
     log(f"submission: {path} ({len(sub)} rows, {mode} mode, validated against "
@@ -165,23 +166,37 @@ def write_submission(cfg, comp, probs, plan, sample, cv, log=print):
     return path, mode, len(sub)
 
 
-def labelled_test(comp, classes) -> tuple[np.ndarray, np.ndarray] | None:
-    """(row mask of labelled test images, their class indexes) when the competition ships test labels
-    (solution.csv or labelled test data); checked before predicting: a label that is not a class
-    is one clear error."""
+def labelled_test(comp, classes, task: str = "single", sep: str = "") -> tuple[np.ndarray, np.ndarray] | None:
+    """(row mask of labelled test images, their targets as metrics.score takes them: class indexes,
+    multi-hot rows or numbers) when the competition ships test labels (solution.csv or labelled test
+    data); checked before predicting: a label that is not a class (a tag that is not a label, a value
+    that is not a number) is one clear error."""
     truth = _solution_labels(comp, comp.test)
     if truth is None:
         return None
     ids = comp.test["id"].astype(str)
-    cidx = {str(c): j for j, c in enumerate(classes)}
     keep = ids.isin(truth.index).to_numpy()
     labels = truth.loc[ids[keep]]
-    bad = [(i, v) for i, v in labels.items() if str(v) not in cidx]
+    cidx = {str(c): j for j, c in enumerate(classes)}
+    if task == "regression":
+        values = pd.to_numeric(labels, errors="coerce")
+        bad = [(i, v) for i, v, x in zip(labels.index, labels, values) if not np.isfinite(x)]
+    elif task == "multilabel":
+        bad = [(i, v) for i, v in labels.items() if any(t.strip() not in cidx for t in str(v).split(sep) if t.strip())]
+    else:
+        bad = [(i, v) for i, v in labels.items() if str(v) not in cidx]
     if bad:
         sol = Path(comp.root) / "solution.csv"
-        raise SubmissionError(f"{sol if sol.is_file() else 'the test labels'}: {len(bad)} label(s) are not among "
-                              f"the classes {classes}, first: id {bad[0][0]} label {bad[0][1]!r}. Fix the file, or "
-                              "move it away to predict without a test score")
+        what = {"regression": "not numbers", "multilabel": f"tags that are not among the labels {classes}"}.get(
+            task, f"not among the classes {classes}")
+        raise SubmissionError(f"{sol if sol.is_file() else 'the test labels'}: {len(bad)} label(s) are {what}, "
+                              f"first: id {bad[0][0]} label {bad[0][1]!r}. Fix the file, or move it away to predict "
+                              "without a test score")
+    if task == "regression":
+        return keep, values.to_numpy(dtype=np.float64)
+    if task == "multilabel":
+        from foldkit.data import multi_hot
+        return keep, multi_hot(labels, sep, [str(c) for c in classes]).astype(np.float64)
     return keep, np.array([cidx[str(v)] for v in labels], dtype=int)
 
 
@@ -191,10 +206,11 @@ def score_test(truth, probs, probs_raw, metric: str, postprocessed: bool, log=pr
     if truth is None:
         return {}
     keep, y = truth
-    out = {"test_score": metrics.score(metric, y, probs[keep]),
-           "test_accuracy": float((probs[keep].argmax(1) == y).mean())}
-    log(f"test {metric}: {out['test_score']:.5f} (accuracy {out['test_accuracy']:.4f}) on {int(keep.sum())} "
-        "labelled test images")
+    out = {"test_score": metrics.score(metric, y, probs[keep])}
+    if y.ndim == 1 and y.dtype.kind == "i":      # single-label: accuracy beside the metric
+        out["test_accuracy"] = float((probs[keep].argmax(1) == y).mean())
+    acc = f" (accuracy {out['test_accuracy']:.4f})" if "test_accuracy" in out else ""
+    log(f"test {metric}: {out['test_score']:.5f}{acc} on {int(keep.sum())} labelled test images")
     if postprocessed:
         out["test_score_before_postprocessing"] = metrics.score(metric, y, probs_raw[keep])
         log(f"test {metric} without post-processing: {out['test_score_before_postprocessing']:.5f}")
@@ -217,13 +233,12 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
 
 def run_predict(cfg, log=print) -> dict:
     from foldkit.images import decode_image
-    from foldkit.folds import open_competition, read_folds, require_task
+    from foldkit.folds import open_competition, read_folds
     from foldkit.gradcam import heatmapper
     from foldkit.report import write_report
 
     t0 = time.time()
     table, meta = read_folds(cfg.folds_dir)
-    require_task(meta, ("single",), "predict.py")
     comp, _ = open_competition(cfg, meta, check_test=True)
     exps, members = members_for(cfg, meta["classes"])
     classes = members[0].classes
@@ -252,7 +267,7 @@ def run_predict(cfg, log=print) -> dict:
     sample = read_sample(comp)
     plan, fitted = make_plan(cfg, exps, members, sample, log, for_test=has_test)
     cv, metric = fitted["cv"], fitted["metric"]
-    truth = labelled_test(comp, classes) if has_test else None
+    truth = labelled_test(comp, classes, plan.task, exps[0].task()[1]) if has_test else None
     notes = rare_class_notes(meta)
     for line in notes.values():
         log(f"note: {line}")
@@ -270,7 +285,7 @@ def run_predict(cfg, log=print) -> dict:
             extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
                                  if own else {"member of": f"the blend {tag} (its CV, plan and submission: "
                                                            f"../{tag}/report.html)"})}
-            heatmap, note = heatmapper(e.dir, prepare_train_image)
+            heatmap, note = heatmapper(e.dir, prepare_train_image) if plan.task == "single" else (None, None)
             write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
                          folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None,
                          heatmap=heatmap, heatmap_note=note)
@@ -307,12 +322,18 @@ def predict_image(cfg, log=print) -> list[tuple]:
     per_member = predict_members(cfg, members, sources, plan.tta, progress=False,
                                  workers=0)   # one decoded image: a loader process would only cost its start
     probs = plan.apply(per_member)[0]
-    classes = plan.classes
-    order = np.argsort(-probs, kind="stable")[: cfg.topk]
-    top = [(classes[j], float(probs[j])) for j in order]
     how = ([f"{plan.blend} blend"] if len(exps) > 1 else []) + [n for n, _ in plan.steps]
     log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})"
         + (f" with {', '.join(how)}" if how else ""))
+    if plan.task == "regression":
+        log(f"  predicted value: {probs[0]:.6g}")
+        return [("value", float(probs[0]))]
+    classes = plan.classes
+    order = np.argsort(-probs, kind="stable")[: cfg.topk]
+    top = [(classes[j], float(probs[j])) for j in order]
+    if plan.task == "multilabel":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
+        tags = submission.build(["x"], probs[None], classes, None, "label", task="multilabel", sep=plan.label_sep)
+        log(f"  tags: {tags.iloc[0, 1] or '(none)'}")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")
     return top

@@ -48,14 +48,16 @@ def probability_hint(sample_path, classes: list, metric: str | None) -> str | No
 
 
 def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
-                metric: str | None = None) -> tuple[str, str]:
-    """(mode, why): what the submission holds, from --submission-mode, the metric and the sample's
-    columns. Refuses a mode the sample's columns cannot hold."""
+                metric: str | None = None, task: str = "single") -> tuple[str, str]:
+    """(mode, why): what the submission holds, from --submission-mode, the metric, the task kind and the
+    sample's columns. Refuses a mode the sample's columns cannot hold."""
     from foldkit.metrics import METRICS
     value_cols = list(sample.columns[1:]) if sample is not None else ["label"]   # no sample: one label column
     class_cols = len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}
     if mode not in ("auto", "label", "probs"):
         raise SubmissionError(f"--submission-mode {mode!r}: use auto, label or probs")
+    if task != "single":
+        return _decide_other(task, value_cols, class_cols, classes, mode, metric, sample is not None)
     if mode == "probs" or (mode == "auto" and class_cols):
         if len(value_cols) == 1 and len(classes) != 2:
             raise SubmissionError(f"--submission-mode probs with one value column needs a binary task; "
@@ -92,20 +94,79 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
     return "label", "one value column with class-like values"
 
 
+def _decide_other(task: str, value_cols: list, label_cols: bool, classes: list, mode: str,
+                  metric: str | None, has_sample: bool = True) -> tuple[str, str]:
+    """decide_mode for multi-label (one tags column, or one probability column per label) and
+    regression (one column: the number)."""
+    from foldkit.metrics import METRICS
+    if task == "regression":
+        if mode == "probs":
+            raise SubmissionError("--submission-mode probs is for classification; a regression submission holds "
+                                  "the predicted number")
+        if len(value_cols) != 1:
+            raise SubmissionError(f"sample_submission.csv has value columns {value_cols}; a regression submission "
+                                  "fills one column with the predicted number: check the competition folder")
+        return "label", f"the predicted number in {value_cols[0]}"
+    if mode == "probs" or (mode == "auto" and label_cols):
+        if not label_cols and not (len(classes) == 1 and value_cols == [str(classes[0])]):
+            raise SubmissionError(f"--submission-mode probs writes one probability column per label, but the value "
+                                  f"columns of sample_submission.csv {value_cols} are not the labels {classes}")
+        return "probs", ("the sample has one column per label" if mode == "auto" else "--submission-mode probs")
+    if len(value_cols) != 1:
+        raise SubmissionError(f"sample_submission.csv has value columns {value_cols}: not one tags column and not "
+                              f"one column per label {classes}. Check the competition folder.")
+    if mode == "auto" and metric in METRICS and METRICS[metric].submits == "probs" and has_sample:
+        raise SubmissionError(f"the metric {metric} is scored on probabilities, but sample_submission.csv has one "
+                              "value column: pass --submission-mode label to submit the predicted tags")
+    return "label", f"the predicted tags in {value_cols[0]}" + (" (--submission-mode label)" if mode == "label" else "")
+
+
 def choose_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto", metric: str | None = None) -> str:
     return decide_mode(sample, classes, mode, metric)[0]
 
 
+def tags_separator(sample: pd.DataFrame | None, train_sep: str) -> str:
+    """The separator a tags submission joins its tags with: the one the sample's values use (Planet's
+    sample holds 'primary clear agriculture road water'), else the training labels' one."""
+    from foldkit.data import LABEL_SEPS
+    if sample is not None and len(sample.columns) == 2:
+        values = sample[sample.columns[1]].astype(str).str.strip()
+        for sep in LABEL_SEPS:
+            if values.str.contains(sep, regex=False).mean() > 0.5:
+                return sep
+    return train_sep or " "
+
+
+def make(ids: list[str], preds: np.ndarray, plan, sample: pd.DataFrame | None, id_col: str = "id",
+         label_col: str = "label") -> pd.DataFrame:
+    """The submission of a plan's predictions (blend.Plan.apply), built in the sample's shape and
+    validated: what predict.py and the offline bundle both write."""
+    sub = build(ids, preds, plan.classes, sample, plan.submission_mode, id_col, label_col, plan.task, plan.label_sep)
+    validate(sub, sample, plan.classes, plan.submission_mode, plan.task, plan.label_sep)
+    return sub
+
+
+def _label_values(p: np.ndarray, classes: list, task: str, sep: str) -> list:
+    """One value per row of a label-mode submission: the argmax class, the tags at >= 0.5 (after the
+    plan's per-label thresholds, which put each label's cut at 0.5), or the number."""
+    if task == "regression":
+        return p.reshape(len(p)).tolist()
+    if task == "multilabel":
+        return [sep.join(str(c) for c, on in zip(classes, row) if on) for row in p >= 0.5]
+    return [classes[j] for j in p.argmax(1)]
+
+
 def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame | None,
-          mode: str = "auto", id_col: str = "id", label_col: str = "label") -> pd.DataFrame:
-    """The submission frame: the sample's columns and row order, filled from (ids, probs)."""
+          mode: str = "auto", id_col: str = "id", label_col: str = "label", task: str = "single",
+          sep: str = " ") -> pd.DataFrame:
+    """The submission frame: the sample's columns and row order, filled from (ids, predictions)."""
     ids = [str(i) for i in ids]
     if sample is None:
-        sample = pd.DataFrame({id_col: ids, label_col: classes[0]})
+        sample = pd.DataFrame({id_col: ids, label_col: classes[0] if task == "single" else ""})
     sample = sample.copy()
     sid = sample.columns[0]
     sample[sid] = sample[sid].astype(str)
-    mode = choose_mode(sample, classes, mode)
+    mode = decide_mode(sample, classes, mode, None, task)[0]
     pos = {i: k for k, i in enumerate(ids)}
     missing = [i for i in sample[sid] if i not in pos]
     if missing:
@@ -115,8 +176,8 @@ def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame
     p = probs[order]
     value_cols = list(sample.columns[1:])
     if mode == "label":
-        values = {value_cols[0]: [classes[j] for j in p.argmax(1)]}
-    elif len(value_cols) == 1:
+        values = {value_cols[0]: _label_values(p, classes, task, sep)}
+    elif len(value_cols) == 1 and task == "single":
         values = {value_cols[0]: p[:, 1]}
     else:   # all columns at once: one insert per class fragments the frame (and warns) for many classes
         cmap = {str(c): j for j, c in enumerate(classes)}
@@ -124,7 +185,8 @@ def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame
     return pd.DataFrame({sid: sample[sid].to_numpy(), **values}, columns=[sid, *value_cols])
 
 
-def validate(sub: pd.DataFrame, sample: pd.DataFrame | None, classes: list, mode: str) -> None:
+def validate(sub: pd.DataFrame, sample: pd.DataFrame | None, classes: list, mode: str, task: str = "single",
+             sep: str = " ") -> None:
     """Refuse a submission Kaggle would reject or score wrongly; name the first offending ids."""
     sid = sub.columns[0]
     ids = sub[sid].astype(str)
@@ -151,10 +213,20 @@ def validate(sub: pd.DataFrame, sample: pd.DataFrame | None, classes: list, mode
         out = ((v < 0) | (v > 1)).any(1)
         if out.any():
             raise SubmissionError(f"probabilities outside [0, 1] for ids {ids[out].tolist()[:5]}")
-        if v.shape[1] > 1:
+        if v.shape[1] > 1 and task == "single":    # multi-label probabilities are independent per label
             off = np.abs(v.sum(1) - 1) > 1e-3
             if off.any():
                 raise SubmissionError(f"class probabilities do not sum to 1 for ids {ids[off].tolist()[:5]}")
+    elif task == "regression":
+        v = pd.to_numeric(values.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise SubmissionError(f"predictions that are not finite numbers for ids {ids[bad].tolist()[:5]}")
+    elif task == "multilabel":
+        allowed = {str(c) for c in classes}
+        bad = np.array([any(t not in allowed for t in str(v).split(sep) if t) for v in values.iloc[:, 0]], dtype=bool)
+        if bad.any():
+            raise SubmissionError(f"tags not among the labels for ids {ids[bad].tolist()[:5]}")
     else:
         allowed = {str(c) for c in classes}
         bad = ~values.iloc[:, 0].astype(str).isin(allowed)

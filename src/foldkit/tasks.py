@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from foldkit.errors import ConfigError
+from foldkit.errors import ConfigError, FoldkitError
 from foldkit.metrics import DEFAULT_METRIC, for_task
 
 ACTIVATION = {"single": "softmax", "multilabel": "sigmoid", "regression": "identity"}
@@ -145,3 +145,27 @@ def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | Non
     classes, sep = meta["classes"], meta["label_sep"]
     return {"pred": [sep.join(c for c, on in zip(classes, row) if on) for row in out >= 0.5],
             **{f"prob_{c}": out[:, j] for j, c in enumerate(classes)}}
+
+
+def to_predictions(task: str, activated: np.ndarray, target: dict | None = None) -> np.ndarray:
+    """One model's activated outputs (ACTIVATION) -> what the plan combines: single-label (N, C)
+    probabilities and multi-label (N, L) sigmoid probabilities as they are; regression (N, 1) in the
+    target's units (each fold's model has its own standardisation: `target` {mean, std} of its checkpoint)."""
+    if task != "regression":
+        return np.asarray(activated, dtype=np.float64)
+    if not target:
+        raise FoldkitError("a regression checkpoint without its target standardisation (`target`): re-train it "
+                          "with this foldkit")
+    return TargetScale(target["mean"], target["std"]).restore(activated).reshape(-1, 1)
+
+
+def check_combination(task: str, ensemble: str = "mean", blend: str = "mean") -> None:
+    """Refuse, in one line, an ensemble or blend mode whose arithmetic is for softmax probabilities: the
+    geometric/logit mean renormalises across classes and the rank blend across rows, which would write a
+    wrong multi-label or regression file."""
+    if task == "single":
+        return
+    for flag, mode in (("--ensemble", ensemble), ("--blend", blend)):
+        if mode not in ("mean", "optimize"):
+            raise ConfigError(f"{flag} {mode} averages softmax probabilities; this competition is {task}: use "
+                              f"{'--ensemble mean' if flag == '--ensemble' else '--blend mean or optimize'}")
