@@ -477,12 +477,12 @@ def per_label_table(oof: pd.DataFrame, classes: list, sep: str, thresholds: np.n
         t["threshold"] = thresholds
         t["f1_at_threshold"] = f1_score(y, p >= thresholds, average=None, zero_division=0)
     t = t.sort_values("positives", ascending=False, kind="stable")
+    totals = {c: int(t[c].sum()) for c in ("positives", "missed", "extra")}
     for avg in ("micro", "macro"):
         row = {**dict(zip(["precision", "recall", "f1"], precision_recall_fscore_support(
-                   y, yhat, average=avg, zero_division=0)[:3])),
-               "positives": int(pos.sum()), "missed": int(t["missed"].sum()), "extra": int(t["extra"].sum()),
-               "average_precision": (average_precision_score(y, p, average="micro") if avg == "micro"
-                                     else float(np.nanmean(ap)) if pos.any() else np.nan)}
+                   y, yhat, average=avg, zero_division=0)[:3])), **totals,
+               "average_precision": np.nan if not pos.any() else (
+                   average_precision_score(y, p, average="micro") if avg == "micro" else float(np.nanmean(ap)))}
         if thresholds is not None:
             row.update(threshold=np.nan, f1_at_threshold=f1_score(y, p >= thresholds, average=avg, zero_division=0))
         t.loc[f"{avg} avg"] = pd.Series(row)
@@ -549,11 +549,15 @@ def residual_table(oof: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
     qcut; fewer when values repeat), each with its range (the smallest and largest target in it), rows,
     mean target, mean error (predicted - true: > 0 over-predicts), MAE and RMSE."""
     y, e = oof["label"].to_numpy(dtype=np.float64), (oof["pred"] - oof["label"]).to_numpy(dtype=np.float64)
-    codes = pd.qcut(y, min(bins, len(y)), labels=False, duplicates="drop")
+    if y.min() == y.max():      # one value: qcut has no bin edges to cut at
+        codes = np.zeros(len(y), dtype=np.int64)
+    else:
+        codes = pd.qcut(y, min(bins, len(y)), labels=False, duplicates="drop")
     rows = []
     for b in np.unique(codes):
         m = codes == b
-        rows.append({"range": f"{_num(y[m].min())} to {_num(y[m].max())}",
+        lo, hi = _num(y[m].min()), _num(y[m].max())
+        rows.append({"range": lo if lo == hi else f"{lo} to {hi}",
                      "rows": int(m.sum()), "target_mean": y[m].mean(), "mean_error": e[m].mean(),
                      "mae": np.abs(e[m]).mean(), "rmse": float(np.sqrt((e[m] ** 2).mean()))})
     return pd.DataFrame(rows, columns=["range", "rows", "target_mean", "mean_error", "mae", "rmse"])
@@ -611,7 +615,7 @@ def plot_residuals(bins: pd.DataFrame, path: str | Path) -> Path:
     ax.bar(x - 0.2, bins["mean_error"], width=0.4, color="tab:orange", label="mean error (predicted - true)")
     ax.bar(x + 0.2, bins["mae"], width=0.4, color="tab:blue", label="mean absolute error")
     ax.axhline(0, color="black", lw=0.8)
-    for xi, (n, top) in enumerate(zip(bins["rows"], np.maximum(bins["mae"], bins["mean_error"]))):
+    for xi, (n, top) in enumerate(zip(bins["rows"], bins["mae"])):      # MAE >= |mean error|: the taller bar
         ax.annotate(f"{n}", (xi, top), ha="center", va="bottom", fontsize=7, color="#555")
     ax.set_xticks(x, bins["range"], rotation=45 if len(bins) > 5 else 0, ha="right" if len(bins) > 5 else "center")
     ax.set_xlabel("true target range (rows per bin above the bars)")
@@ -767,8 +771,8 @@ def single_label_sections(r: _Report) -> list[str]:
 
     from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
     label_errors_html = report_section(oof, classes, r.load_image, out, heatmap=r.heat)
-    return (confusion_section(tables, classes, r.paths, len(oof)) + errors_section(tables["worst"], r.paths, r.notes[:1])
-            + [label_errors_html])
+    return (confusion_section(tables, classes, r.paths, len(oof))
+            + errors_section(tables["worst"], r.paths, r.notes[:1]) + [label_errors_html])
 
 
 def _tags_title(row) -> str:
@@ -1075,9 +1079,10 @@ def residuals_section(bins: pd.DataFrame, paths: dict[str, Path]) -> list[str]:
              "<h2>Errors by target range</h2>", page.img(paths["residuals.png"], "errors by target range")]
     lo, hi = bins["mean_error"].iloc[0], bins["mean_error"].iloc[-1]
     if len(bins) > 1 and lo > 0 > hi:
-        parts.append(f"<p>Predictions are pulled toward the mean: the lowest targets ({html.escape(bins['range'].iloc[0])}) "
-                     f"are over-predicted by {page.words(lo, 2)} on average, the highest "
-                     f"({html.escape(bins['range'].iloc[-1])}) under-predicted by {page.words(-hi, 2)}.</p>")
+        first, last = (html.escape(bins["range"].iloc[i]) for i in (0, -1))
+        parts.append(f"<p>Predictions are pulled toward the mean: the lowest targets ({first}) are over-predicted "
+                     f"by {page.words(lo, 2)} on average, the highest ({last}) under-predicted by "
+                     f"{page.words(-hi, 2)}.</p>")
     parts.append(page.table(bins.rename(columns={"mean_error": "mean error (predicted - true)", "mae": "MAE",
                                                  "rmse": "RMSE", "target_mean": "mean target"}), index=False)
                  + f"<p class='muted'>bins of equal row counts; also in {page.links(['residuals.csv'])}</p>")
