@@ -119,20 +119,29 @@ def table(df: pd.DataFrame, index: bool = True) -> str:
     return df.to_html(index=index, float_format=lambda v: f"{v:.4f}", border=0, na_rep="")
 
 
+def _given_predicted(row) -> str:
+    return f"given {row.label}\npredicted {row.pred} {row.confidence:.2f}"
+
+
 def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
-               path: str | Path, ncols: int = 4, heatmap: Callable[[Any], Any] | None = None) -> Path:
+               path: str | Path, ncols: int = 4, heatmap: Callable[[Any], Any] | None = None,
+               title: Callable[[Any], str] | None = None) -> Path:
     """Grid of images, one per row of `rows` (columns id, label, pred, confidence), each tile titled
     "given X" over "predicted Y 0.97" (the probability of Y): the worst errors and the suspected label
-    errors.
+    errors. title(row): another tile title (tags, numbers), any number of lines.
 
     load_image(id) returns an HxWx3 or HxWx1 (or HxW) uint8 array. A tile whose image
     cannot be loaded shows the error message instead of stopping the report. heatmap(row): an HxWx3
-    uint8 class-activation overlay drawn beside the image in its tile (None: that tile has none)."""
+    uint8 class-activation overlay drawn beside the image in its tile (None: that tile has none), titled
+    with the row's `focus` (the class it explains) when the rows have one, else its `pred`."""
     n = len(rows)
     span = 2 if heatmap is not None else 1
     ncols = max(1, min(ncols, n)) if n else 1
     nrows = max(1, math.ceil(n / ncols))
-    fig = figure(2.6 * ncols * span, 3.1 * nrows)
+    title = title or _given_predicted
+    titles = [title(row) for row in rows.itertuples(index=False)]
+    extra_lines = max([t.count("\n") - 1 for t in titles] + [0])   # the default title has two lines
+    fig = figure(2.6 * ncols * span, (3.1 + 0.16 * extra_lines) * nrows)
     if n == 0:
         ax = fig.add_subplot(1, 1, 1)
         ax.axis("off")
@@ -153,7 +162,7 @@ def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
         except Exception as e:  # noqa: BLE001 - shown on the tile, the report goes on
             ax.text(0.5, 0.5, f"cannot load\n{row.id}\n{type(e).__name__}: {e}"[:120],
                     ha="center", va="center", fontsize=7, wrap=True)
-        ax.set_title(f"given {row.label}\npredicted {row.pred} {row.confidence:.2f}", fontsize=9)
+        ax.set_title(titles[i], fontsize=9)
         ax.set_xlabel(str(row.id), fontsize=7)
         if heatmap is not None:
             hx = fig.add_subplot(nrows, ncols * span, span * i + 2)
@@ -161,5 +170,5 @@ def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],
             cam = heatmap(row)
             if cam is not None:
                 hx.imshow(cam)
-                hx.set_title(f"Grad-CAM: {row.pred}", fontsize=8)
+                hx.set_title(f"Grad-CAM: {getattr(row, 'focus', row.pred)}", fontsize=8)
     return save_png(fig, path)

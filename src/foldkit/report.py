@@ -19,6 +19,7 @@ This module must not import torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -421,6 +422,208 @@ def log_summary(exp_dir: str | Path, metric: str, folds: list[int] | None = None
     return pd.DataFrame(rows), problems
 
 
+# --------------------------------------------------------------------------- multi-label and regression
+
+def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, sep: str) -> dict:
+    """What the first screen tells beside the competition metric: the task's other metrics on all OOF rows
+    (`all_rows`); multi-label the mean number of tags per row; regression the target's range and the
+    baseline to beat, predicting for each fold the mean target of the other folds (`mean_baseline`; the
+    mean of all rows when one fold is present)."""
+    from foldkit.metrics import for_task
+
+    y, p = oof_arrays(oof, classes, task, sep)
+    figures: dict[str, Any] = {"all_rows": {m: _finite(score(m, y, p)) for m in for_task(task) if m != metric}}
+    if task == "multilabel":
+        figures["tags_per_row"] = float(y.sum(1).mean())
+        return figures
+    fold = oof["fold"].to_numpy()
+    base = np.array([y[fold != f].mean() if (fold != f).any() else y.mean() for f in fold])
+    figures["target"] = {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean())}
+    figures["mean_baseline"] = {m: _finite(score(m, y, base[:, None])) for m in for_task(task)}
+    return figures
+
+
+def _tags(oof: pd.DataFrame, column: str, classes: list, sep: str) -> np.ndarray:
+    """(N, L) 0/1 of a tags column (`label` or `pred`) of multi-label OOF rows."""
+    from foldkit.data import multi_hot
+    return multi_hot(oof[column], sep, [str(c) for c in classes]).astype(np.int64)
+
+
+def plan_label_thresholds(extra: dict, classes: list) -> np.ndarray | None:
+    """The per-label thresholds predict.py's plan fitted (`extra["plan"]["label_thresholds"]`, as
+    calibrate.POSTPROCESS describes them), or None when the plan has none or not one per label."""
+    step = ((extra or {}).get("plan") or {}).get("label_thresholds")
+    values = step.get("label_thresholds") if isinstance(step, dict) else None
+    if not isinstance(values, list) or len(values) != len(classes):
+        return None
+    return np.asarray(values, dtype=np.float64)
+
+
+def per_label_table(oof: pd.DataFrame, classes: list, sep: str, thresholds: np.ndarray | None = None) -> pd.DataFrame:
+    """Per label: positives (rows given it), missed and extra tags, precision, recall and F1 of the tags
+    written in `pred` (scikit-learn), average precision of its probabilities (empty without positives);
+    with the plan's thresholds, each threshold and the F1 of `prob >= threshold` on these rows (in-sample:
+    fitted on them). Most frequent label first, then 'micro avg' and 'macro avg' rows (macro average
+    precision over the labels with positives)."""
+    from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
+
+    y, yhat, p = _tags(oof, "label", classes, sep), _tags(oof, "pred", classes, sep), _probs(oof, classes)
+    prec, rec, f1, pos = precision_recall_fscore_support(y, yhat, average=None, zero_division=0)
+    ap = np.array([average_precision_score(y[:, j], p[:, j]) if pos[j] else np.nan for j in range(len(classes))])
+    t = pd.DataFrame({"positives": pos, "missed": (y & (1 - yhat)).sum(0), "extra": ((1 - y) & yhat).sum(0),
+                      "precision": prec, "recall": rec, "f1": f1, "average_precision": ap},
+                     index=pd.Index([str(c) for c in classes], name="label"))
+    if thresholds is not None:
+        t["threshold"] = thresholds
+        t["f1_at_threshold"] = f1_score(y, p >= thresholds, average=None, zero_division=0)
+    t = t.sort_values("positives", ascending=False, kind="stable")
+    totals = {c: int(t[c].sum()) for c in ("positives", "missed", "extra")}
+    for avg in ("micro", "macro"):
+        row = {**dict(zip(["precision", "recall", "f1"], precision_recall_fscore_support(
+                   y, yhat, average=avg, zero_division=0)[:3])), **totals,
+               "average_precision": np.nan if not pos.any() else (
+                   average_precision_score(y, p, average="micro") if avg == "micro" else float(np.nanmean(ap)))}
+        if thresholds is not None:
+            row.update(threshold=np.nan, f1_at_threshold=f1_score(y, p >= thresholds, average=avg, zero_division=0))
+        t.loc[f"{avg} avg"] = pd.Series(row)
+    return t.astype({c: "int64" for c in ("positives", "missed", "extra")})
+
+
+def cooccurrence_table(oof: pd.DataFrame, classes: list, sep: str, column: str = "label") -> pd.DataFrame:
+    """Rows given both tags, label x label (the diagonal: rows given the tag)."""
+    y = _tags(oof, column, classes, sep)
+    names = [str(c) for c in classes]
+    return pd.DataFrame(y.T @ y, index=pd.Index(names, name="label"), columns=names)
+
+
+def frequent_pairs(co: pd.DataFrame, k: int = 20) -> pd.DataFrame:
+    """The k pairs of tags given together most often: rows with both, and that count as a share of each
+    tag's rows. Ties keep label order."""
+    c = co.to_numpy()
+    a, b = np.triu_indices(len(c), k=1)
+    df = pd.DataFrame({"label_a": co.index[a], "label_b": co.index[b], "rows": c[a, b],
+                       "share_of_a": c[a, b] / np.maximum(c[a, a], 1), "share_of_b": c[a, b] / np.maximum(c[b, b], 1)})
+    return df[df["rows"] > 0].sort_values("rows", ascending=False, kind="stable").head(k).reset_index(drop=True)
+
+
+def never_given_together(oof: pd.DataFrame, classes: list, sep: str, k: int = 10) -> pd.DataFrame:
+    """Pairs of tags predicted together on some rows but never given together (such as two weather tags
+    of which each image has one): label_a, label_b, rows predicted with both. Most rows first."""
+    given, pred = cooccurrence_table(oof, classes, sep).to_numpy(), cooccurrence_table(oof, classes, sep, "pred")
+    both = pred.to_numpy()
+    a, b = np.triu_indices(len(both), k=1)
+    keep = (given[a, b] == 0) & (both[a, b] > 0)
+    df = pd.DataFrame({"label_a": pred.index[a[keep]], "label_b": pred.index[b[keep]], "rows": both[a, b][keep]})
+    return df.sort_values("rows", ascending=False, kind="stable").head(k).reset_index(drop=True)
+
+
+def worst_tag_errors(oof: pd.DataFrame, classes: list, sep: str, k: int = 16) -> pd.DataFrame:
+    """Rows with wrong tags, lowest row F1 (2 tp / (2 tp + fp + fn) of its tags) first, then the most wrong
+    tags, then the largest probability error on its wrong tags: id, fold, label, pred, missed (given, not
+    predicted), extra (predicted, not given), wrong_tags, row_f1, focus (the wrong tag the model was
+    surest of: what a Grad-CAM heatmap explains). Ties keep OOF order."""
+    y, yhat, p = _tags(oof, "label", classes, sep), _tags(oof, "pred", classes, sep), _probs(oof, classes)
+    names = np.array([str(c) for c in classes], dtype=object)
+    wrong = y != yhat
+    tp, n_wrong = (y & yhat).sum(1), wrong.sum(1)
+    row_f1 = 2 * tp / np.maximum(2 * tp + n_wrong, 1)
+    miss = np.where(wrong, np.abs(y - p), 0.0)      # how sure the model was of each wrong tag
+    df = pd.DataFrame({"id": oof["id"].to_numpy(), "fold": oof["fold"].to_numpy(),
+                       "label": oof["label"].to_numpy(), "pred": oof["pred"].to_numpy(),
+                       "missed": [" ".join(names[(y[i] == 1) & wrong[i]]) for i in range(len(y))],
+                       "extra": [" ".join(names[(yhat[i] == 1) & wrong[i]]) for i in range(len(y))],
+                       "wrong_tags": n_wrong, "row_f1": row_f1, "focus": names[miss.argmax(1)],
+                       "_error": miss.sum(1)})
+    df = df[n_wrong > 0].sort_values(["row_f1", "wrong_tags", "_error"], ascending=[True, False, False],
+                                     kind="stable")
+    return df.drop(columns="_error").head(k).reset_index(drop=True)
+
+
+def _num(v: float) -> str:
+    """A target value as written by a person: 34, 0.5, 1.2346 (no trailing zeros)."""
+    return np.format_float_positional(round(float(v), 4), trim="-")
+
+
+def residual_table(oof: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
+    """Errors by target range: up to `bins` bins of equal row counts (quantiles of the true target, pandas
+    qcut; fewer when values repeat), each with its range (the smallest and largest target in it), rows,
+    mean target, mean error (predicted - true: > 0 over-predicts), MAE and RMSE."""
+    y, e = oof["label"].to_numpy(dtype=np.float64), (oof["pred"] - oof["label"]).to_numpy(dtype=np.float64)
+    if y.min() == y.max():      # one value: qcut has no bin edges to cut at
+        codes = np.zeros(len(y), dtype=np.int64)
+    else:
+        codes = pd.qcut(y, min(bins, len(y)), labels=False, duplicates="drop")
+    rows = []
+    for b in np.unique(codes):
+        m = codes == b
+        lo, hi = _num(y[m].min()), _num(y[m].max())
+        rows.append({"range": lo if lo == hi else f"{lo} to {hi}",
+                     "rows": int(m.sum()), "target_mean": y[m].mean(), "mean_error": e[m].mean(),
+                     "mae": np.abs(e[m]).mean(), "rmse": float(np.sqrt((e[m] ** 2).mean()))})
+    return pd.DataFrame(rows, columns=["range", "rows", "target_mean", "mean_error", "mae", "rmse"])
+
+
+def worst_value_errors(oof: pd.DataFrame, k: int = 16) -> pd.DataFrame:
+    """The rows predicted furthest from their target: id, fold, label (true), pred, error (pred - true).
+    Largest |error| first; ties keep OOF order."""
+    df = oof[["id", "fold", "label", "pred"]].assign(error=oof["pred"] - oof["label"])
+    order = np.argsort(-np.abs(df["error"].to_numpy()), kind="stable")
+    return df.iloc[order].head(k).reset_index(drop=True)
+
+
+def plot_cooccurrence(co: pd.DataFrame, path: str | Path) -> Path:
+    """Share of the rows given the row's tag that are also given the column's tag (the diagonal is 1)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    c = co.to_numpy().astype(np.float64)
+    share = c / np.maximum(np.diag(c), 1)[:, None]
+    n = len(c)
+    side = max(5.0, 0.45 * n + 2.5)
+    fig = page.figure(side + 1.0, side)
+    ax = fig.add_subplot(1, 1, 1)
+    ConfusionMatrixDisplay(share, display_labels=list(co.index)).plot(
+        ax=ax, values_format=".2f", cmap="Greens", colorbar=True,
+        xticks_rotation="vertical" if n > 8 else "horizontal")
+    ax.set_title("Tags given together: the share of the rows given the row's tag\nthat are also given the column's tag")
+    ax.set_xlabel("also given")
+    ax.set_ylabel("rows given")
+    return page.save_png(fig, path)
+
+
+def plot_scatter(oof: pd.DataFrame, path: str | Path) -> Path:
+    """Predicted against true target, one colour per fold, the y = x line of perfect predictions."""
+    fig = page.figure(5.2, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    alpha = float(np.clip(300 / max(len(oof), 1), 0.15, 0.8))
+    for i, (k, part) in enumerate(oof.groupby("fold", sort=True)):
+        ax.scatter(part["label"], part["pred"], s=8, alpha=alpha, color=f"C{i % 10}", label=f"fold {k}", lw=0)
+    lo = float(min(oof["label"].min(), oof["pred"].min()))
+    hi = float(max(oof["label"].max(), oof["pred"].max()))
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="predicted = true")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted (out of fold)")
+    ax.set_title(f"Predicted vs true, {len(oof)} OOF rows", fontsize=10)
+    ax.legend(fontsize=8, markerscale=2)
+    return page.save_png(fig, path)
+
+
+def plot_residuals(bins: pd.DataFrame, path: str | Path) -> Path:
+    """Per target range: mean error (bias, signed) and MAE as bars, the rows of each bin above them."""
+    fig = page.figure(max(5.0, 0.7 * len(bins) + 2.0), 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(bins))
+    ax.bar(x - 0.2, bins["mean_error"], width=0.4, color="tab:orange", label="mean error (predicted - true)")
+    ax.bar(x + 0.2, bins["mae"], width=0.4, color="tab:blue", label="mean absolute error")
+    ax.axhline(0, color="black", lw=0.8)
+    for xi, (n, top) in enumerate(zip(bins["rows"], bins["mae"])):      # MAE >= |mean error|: the taller bar
+        ax.annotate(f"{n}", (xi, top), ha="center", va="bottom", fontsize=7, color="#555")
+    ax.set_xticks(x, bins["range"], rotation=45 if len(bins) > 5 else 0, ha="right" if len(bins) > 5 else "center")
+    ax.set_xlabel("true target range (rows per bin above the bars)")
+    ax.set_title("Errors by target range", fontsize=10)
+    ax.legend(fontsize=8)
+    return page.save_png(fig, path)
+
+
 # --------------------------------------------------------------------------- report
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -449,16 +652,36 @@ def _csv_writer(df: pd.DataFrame, index: bool) -> Callable[[Path], None]:
     return lambda tmp: df.to_csv(tmp, index=index, lineterminator="\n")
 
 
+@dataclasses.dataclass
+class _Report:
+    """What the task kind's sections of one report share: the OOF rows, where files go, the figures
+    predict.py recorded (`extra`), the gallery's image loader and Grad-CAM (with its notes)."""
+    oof: pd.DataFrame
+    classes: list
+    sep: str
+    extra: dict
+    load_image: Callable | None
+    heat: Callable | None
+    notes: list[str]
+    out: Callable[[str], Path]
+    paths: dict[str, Path]
+
+
 def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callable | None = None,
                  test_score: Any = None, extra: dict | None = None, folds: list[int] | None = None,
                  heatmap: Callable | None = None, heatmap_note: str | None = None) -> dict:
     """Write the CV report of one experiment into report_dir and return its summary.
 
-    Files: oof.csv, cv_scores.json, per_class.csv, confusion.csv, confusion.png (row-normalised;
-    beyond MAX_CLASSES_SHOWN classes only the most confused ones), fold_scores.png, curves.png (every
-    fold's log overlaid), most_confused.csv, worst_errors.csv, worst_errors.png (only with
-    load_image), curve_fold{k}.png (copied from exp_dir, or drawn from log_fold{k}.csv) and
-    report.html, a single self-contained page (inline CSS, images as data URIs, links to the CSVs).
+    Every task kind: oof.csv, cv_scores.json, fold_scores.png, curves.png (every fold's log overlaid),
+    curve_fold{k}.png (copied from exp_dir, or drawn from log_fold{k}.csv) and report.html, a single
+    self-contained page (inline CSS, images as data URIs, links to the CSVs) whose first screen is the
+    same for all. Then, per task kind (config.json `reading`):
+    single-label: per_class.csv, confusion.csv, confusion.png (row-normalised; beyond
+    MAX_CLASSES_SHOWN classes only the most confused ones), most_confused.csv, worst_errors.csv;
+    multi-label: per_label.csv, cooccurrence.csv (+ .png up to MAX_CLASSES_SHOWN labels), worst_errors.csv;
+    regression: residuals.csv (+ .png), scatter.png, worst_errors.csv;
+    worst_errors.png (only with load_image) and label_errors.csv/.png (foldkit.label_noise) for both
+    classification kinds.
     test_score: a number (or a JSON-able dict) scored on a held-out test set, shown beside
     the CV. extra: more key/values recorded in cv_scores.json and told in words on the page
     (predict.py's plan, blend figures, verdicts, submission file: see `facts_in_words`).
@@ -475,14 +698,17 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     if not metric:
         raise ReportError(f"{Experiment(exp_dir).config_path} is missing or has no `metric`: cannot tell "
                          "which competition metric to report")
+    task, sep = Experiment(exp_dir).task()
     oof, classes = load_oof(exp_dir, folds)
-    summary = cv_summary(oof, classes, metric, *Experiment(exp_dir).task())
+    summary = cv_summary(oof, classes, metric, task, sep)
     experiment = cfg.get("experiment", exp_dir.name)
     n_folds_cfg = cfg.get("n_folds")
     complete = n_folds_cfg is None or summary["folds"] == list(range(int(n_folds_cfg)))
     result: dict[str, Any] = {"experiment": experiment, "model": cfg.get("model"),
                               "classes": classes, **summary,
                               "n_folds_config": n_folds_cfg, "complete": complete}
+    if task != "single":
+        result.update(all_rows_figures(oof, classes, metric, task, sep))
     if test_score is not None:
         result["test_score"] = test_score
     if extra:
@@ -493,24 +719,27 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
         paths[name] = report_dir / name
         return paths[name]
 
-    tables = {"per_class": per_class_table(oof, classes), "confusion": confusion_table(oof, classes),
-              "confused": most_confused(oof, classes), "worst": worst_errors(oof, classes)}
     atomic_write_with(out("oof.csv"), _csv_writer(oof, index=False))
-    atomic_write_with(out("per_class.csv"), _csv_writer(tables["per_class"], index=True))
-    atomic_write_with(out("confusion.csv"), _csv_writer(tables["confusion"], index=True))
-    atomic_write_with(out("most_confused.csv"), _csv_writer(tables["confused"], index=False))
-    atomic_write_with(out("worst_errors.csv"), _csv_writer(tables["worst"], index=False))
-    plot_confusion(oof, classes, out("confusion.png"), confused_classes(oof, classes))
     plot_fold_scores(summary, out("fold_scores.png"))
     notes = [heatmap_note] if heatmap_note else []
     heat = _safe_heatmap(heatmap, notes) if heatmap is not None and load_image is not None else None
-    if load_image is not None:
-        page.image_grid(tables["worst"], load_image, out("worst_errors.png"), heatmap=heat)
+    sections = _SECTIONS[task](_Report(oof, classes, sep, extra or {}, load_image, heat, notes, out, paths))
+    table, lone, problems = _curves(exp_dir, folds, metric, experiment, out)
+    if task != "single":     # no accuracy is logged for tags or numbers: an empty column says nothing
+        table = table.drop(columns=["valid_accuracy at best"], errors="ignore")
 
-    from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
-    label_errors_html = report_section(oof, classes, load_image, out, heatmap=heat)
+    result_json = _jsonable(result)
+    atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
+    paths["report.html"] = report_dir / "report.html"
+    body = first_screen(result_json, paths, problems) + curves_section(table, paths, lone) + sections
+    atomic_write_text(paths["report.html"], page.document(f"CV report: {experiment}", body + [files_line(paths)]))
+    return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
 
-    # training curves: every fold's log in one figure; training's own per-fold PNGs are kept beside it
+
+def _curves(exp_dir: Path, folds: list[int] | None, metric: str, experiment: str,
+            out: Callable[[str], Path]) -> tuple[pd.DataFrame, dict[int, Path], list[str]]:
+    """Training curves: every fold's log in one figure; training's own per-fold PNGs are kept beside it.
+    Returns (the per-fold log table, the PNGs without a log, the log problems)."""
     logs, problems = read_logs(exp_dir, folds)
     table, _ = log_summary(exp_dir, metric, folds)
     exp, curves = Experiment(exp_dir), {}
@@ -524,15 +753,81 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
         if k not in curves:
             curves[k] = plot_log_curve(log, metric, f"{experiment} fold {k}", out(exp.curve(k).name))
     lone = {k: p for k, p in curves.items() if k not in logs}   # a PNG without its log: shown as it is
+    return table, lone, problems
 
-    result_json = _jsonable(result)
-    atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
-    paths["report.html"] = report_dir / "report.html"
-    body = (first_screen(result_json, paths, problems) + curves_section(table, paths, lone)
-            + confusion_section(tables, classes, paths, result_json["n"])
-            + errors_section(tables["worst"], paths, notes[:1]) + [label_errors_html, files_line(paths)])
-    atomic_write_text(paths["report.html"], page.document(f"CV report: {experiment}", body))
-    return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
+
+def single_label_sections(r: _Report) -> list[str]:
+    """Confusion, most confused pairs, per-class metrics, worst errors, suspected label errors."""
+    oof, classes, out = r.oof, r.classes, r.out
+    tables = {"per_class": per_class_table(oof, classes), "confusion": confusion_table(oof, classes),
+              "confused": most_confused(oof, classes), "worst": worst_errors(oof, classes)}
+    atomic_write_with(out("per_class.csv"), _csv_writer(tables["per_class"], index=True))
+    atomic_write_with(out("confusion.csv"), _csv_writer(tables["confusion"], index=True))
+    atomic_write_with(out("most_confused.csv"), _csv_writer(tables["confused"], index=False))
+    atomic_write_with(out("worst_errors.csv"), _csv_writer(tables["worst"], index=False))
+    plot_confusion(oof, classes, out("confusion.png"), confused_classes(oof, classes))
+    if r.load_image is not None:
+        page.image_grid(tables["worst"], r.load_image, out("worst_errors.png"), heatmap=r.heat)
+
+    from foldkit.label_noise import report_section   # suspected label errors (cleanlab)
+    label_errors_html = report_section(oof, classes, r.load_image, out, heatmap=r.heat)
+    return (confusion_section(tables, classes, r.paths, len(oof))
+            + errors_section(tables["worst"], r.paths, r.notes[:1]) + [label_errors_html])
+
+
+def _tags_title(row) -> str:
+    """A gallery tile of a multi-label row: its given and predicted tags, wrapped to the tile."""
+    import textwrap
+    wrap = lambda what, tags: textwrap.fill(f"{what}: {tags or '(none)'}", 34)   # noqa: E731
+    return wrap("given", row.label) + "\n" + wrap("predicted", row.pred)
+
+
+def _value_title(row) -> str:
+    """A gallery tile of a regression row: true value, prediction and error, 4 significant digits."""
+    g = lambda v: np.format_float_positional(float(v), precision=4, fractional=False, trim="-")   # noqa: E731
+    return f"true {g(row.label)}\npredicted {g(row.pred)} ({'+' if row.error >= 0 else ''}{g(row.error)})"
+
+
+def multilabel_sections(r: _Report) -> list[str]:
+    """Per-label table (with the plan's thresholds), tags given together, worst rows, suspected label errors."""
+    oof, classes, sep, out = r.oof, r.classes, r.sep, r.out
+    thresholds = plan_label_thresholds(r.extra, classes)
+    per_label = per_label_table(oof, classes, sep, thresholds)
+    co = cooccurrence_table(oof, classes, sep)
+    worst = worst_tag_errors(oof, classes, sep)
+    atomic_write_with(out("per_label.csv"), _csv_writer(per_label, index=True))
+    atomic_write_with(out("cooccurrence.csv"), _csv_writer(co, index=True))
+    atomic_write_with(out("worst_errors.csv"), _csv_writer(worst, index=False))
+    if len(classes) <= MAX_CLASSES_SHOWN:
+        plot_cooccurrence(co, out("cooccurrence.png"))
+    heat = r.heat and (lambda row: r.heat(row._replace(pred=row.focus)))   # Grad-CAM of the row's focus tag
+    if r.load_image is not None:
+        page.image_grid(worst, r.load_image, out("worst_errors.png"), heatmap=heat, title=_tags_title)
+
+    from foldkit.label_noise import report_section   # suspected label errors (cleanlab, multi-label)
+    label_errors_html = report_section(oof, classes, r.load_image, out, heatmap=heat, task="multilabel", sep=sep)
+    return (per_label_section(per_label, len(classes), thresholds is not None)
+            + cooccurrence_section(co, never_given_together(oof, classes, sep), r.paths)
+            + tag_errors_section(worst, r.paths, r.notes[:1]) + [label_errors_html])
+
+
+def regression_sections(r: _Report) -> list[str]:
+    """Predicted vs true, errors by target range, the largest errors, why no label-error search."""
+    oof, out = r.oof, r.out
+    bins, worst = residual_table(oof), worst_value_errors(oof)
+    atomic_write_with(out("residuals.csv"), _csv_writer(bins, index=False))
+    atomic_write_with(out("worst_errors.csv"), _csv_writer(worst, index=False))
+    plot_scatter(oof, out("scatter.png"))
+    plot_residuals(bins, out("residuals.png"))
+    if r.load_image is not None:
+        page.image_grid(worst, r.load_image, out("worst_errors.png"), title=_value_title)
+
+    from foldkit.label_noise import report_section   # says why there is no search for a numeric target
+    return (residuals_section(bins, r.paths) + value_errors_section(worst, r.paths, r.heat is not None)
+            + [report_section(oof, [], None, out, task="regression")])
+
+
+_SECTIONS = {"single": single_label_sections, "multilabel": multilabel_sections, "regression": regression_sections}
 
 
 # --------------------------------------------------------------------------- the page
@@ -545,13 +840,23 @@ _KNOWN = {"plan", "cv_singles", "cv_rows", "verdicts", "cv_mean_blend", "submiss
           "test_score_before_postprocessing", *dict(_PLAN_SCORES), *dict(_BEFORE_POST)}
 
 
+def _thresholds_in_words(step: Any) -> str:
+    """Per-label thresholds in a sentence: how many and their range (each is in the per-label table)."""
+    t = step.get("label_thresholds") if isinstance(step, dict) else None
+    if not isinstance(t, list) or not t:
+        return page.words(step)
+    return (f"{len(t)} per-label thresholds from {page.words(min(t), 2)} to {page.words(max(t), 2)}, "
+            f"median {page.words(float(np.median(t)), 2)}")
+
+
 def plan_in_words(plan: dict) -> str:
     """blend.Plan.describe() as a sentence: which experiments, weights, post-processing."""
     weights = plan.get("weights") or {}
     steps = {k: v for k, v in plan.items() if k not in ("blend", "weights")}
     made = (f"the {plan.get('blend', 'mean')} blend of " + ", ".join(f"{n} (weight {w:.3f})" for n, w in weights.items())
             if len(weights) > 1 else f"the fold models of {', '.join(weights) or 'the experiment'}")
-    post = "; ".join(f"{page.humanise(k)} ({page.words(v)})" for k, v in steps.items())
+    post = "; ".join(f"{page.humanise(k)} ({_thresholds_in_words(v) if k == 'label_thresholds' else page.words(v)})"
+                     for k, v in steps.items())
     return f"{made}, {'post-processed by ' + post if post else 'without post-processing'}"
 
 
@@ -593,13 +898,37 @@ def _test_line(r: dict) -> str:
             + (f" ({', '.join(html.escape(m) for m in more)})" if more else "") + ".")
 
 
+def _what_is_predicted(r: dict) -> str:
+    if r["task"] == "multilabel":
+        return f"{len(r['classes'])} labels (multi-label, {r['tags_per_row']:.2f} tags per row on average)"
+    if r["task"] == "regression":
+        t = r["target"]
+        return f"a numeric target from {_num(t['min'])} to {_num(t['max'])} (mean {_num(t['mean'])})"
+    return f"{len(r['classes'])} classes"
+
+
+def _other_scores(r: dict) -> str:
+    """The first screen's sentence after the fold scores: single-label accuracy and log loss; the task's
+    other metrics on all rows; for regression the mean-target baseline."""
+    f = page.words
+    if r["task"] == "single":
+        return f"Accuracy {f(r['accuracy'])}, log loss {f(r['logloss'])}."
+    told = "On all rows: " + ", ".join(f"{m} {f(v)}" for m, v in r["all_rows"].items()) + "."
+    if "mean_baseline" in r:
+        base = r["mean_baseline"]
+        others = ", ".join(f"{m} {f(v)}" for m, v in base.items() if m != r["metric"])
+        told += (f" Predicting the mean target of the other folds scores {r['metric']} {f(base[r['metric']])}"
+                 f" ({others}): the baseline to beat.")
+    return told
+
+
 def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[str]:
     """Title, warnings and the box a reader sees first: CV mean ± std and on all OOF rows, the
     per-fold chart, the test score, the submission and what it is made from, the verdicts."""
     e, f, metric = html.escape, page.words, r["metric"]
     direction = {True: "higher is better", False: "lower is better"}.get(r["greater_is_better"], "")
     parts = [f"<h1>CV report: {e(str(r['experiment']))}</h1>",
-             f"<div class='muted'>model {e(str(r['model']))}, {len(r['classes'])} classes, "
+             f"<div class='muted'>model {e(str(r['model']))}, {e(_what_is_predicted(r))}, "
              f"{r['n']} out-of-fold rows in {len(r['folds'])} fold(s)</div>"]
     warns = []
     if not r["complete"]:
@@ -611,7 +940,7 @@ def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[s
              f"<p>mean ± std of the {len(r['folds'])} fold scores ({e(direction)}); "
              f"<b>{f(r['cv'])}</b> on all {r['n']} out-of-fold rows. Per fold: "
              + e(", ".join(f"fold {k} {f(s)}" for k, s in zip(r["folds"], r["fold_scores"])))
-             + f". Accuracy {f(r['accuracy'])}, log loss {f(r['logloss'])}.</p>"]
+             + f". {e(_other_scores(r))}</p>"]
     if "test_score" in r:
         facts.append(f"<p>{_test_line(r)}</p>")
     told, verdicts = facts_in_words(r.get("extra") or {}, metric)
@@ -683,6 +1012,92 @@ def errors_section(worst: pd.DataFrame, paths: dict[str, Path], notes: list[str]
     if "worst_errors.png" in paths:
         parts.append(page.img(paths["worst_errors.png"], "worst errors"))
     parts.append(page.table(worst.rename(columns=_ERROR_COLUMNS), index=False) if len(worst) else "<p>no mistakes</p>")
+    return parts
+
+
+_TAG_COLUMNS = {"label": "given tags", "pred": "predicted tags", "missed": "given, not predicted",
+                "extra": "predicted, not given", "row_f1": "F1 of the row", "label_a": "tag", "label_b": "and tag",
+                "share_of_a": "share of the first tag's rows", "share_of_b": "share of the second tag's rows",
+                "f1_at_threshold": "F1 at the threshold"}
+
+
+def per_label_section(per_label: pd.DataFrame, n_labels: int, thresholds: bool) -> list[str]:
+    """The per-label table: every label up to MAX_CLASSES_SHOWN, else the labels costing the most wrong
+    tags (missed + extra) and the averages; every label is in per_label.csv."""
+    parts = ["<h2>Per label</h2><p class='muted'>precision, recall and F1 of the tags written in the OOF "
+             "predictions (probability 0.5 and above); average precision ranks each label's probabilities; "
+             "positives: rows given the label"
+             + ("; threshold: the plan's per-label threshold, fitted on these rows, so its F1 is in-sample"
+                if thresholds else "") + "</p>"]
+    table = per_label.rename(columns=_TAG_COLUMNS)
+    if n_labels > MAX_CLASSES_SHOWN:
+        labels = per_label.iloc[:n_labels]
+        costly = labels.assign(_w=labels["missed"] + labels["extra"]).sort_values("_w", ascending=False, kind="stable")
+        shown = list(costly.index[:MAX_CLASSES_SHOWN]) + list(per_label.index[n_labels:])
+        parts.append(f"<h3>The {MAX_CLASSES_SHOWN} labels with the most wrong tags, of {n_labels}</h3>")
+        table = table.loc[shown]
+    parts.append(page.table(table) + f"<p class='muted'>every label: {page.links(['per_label.csv'])}</p>")
+    return parts
+
+
+def cooccurrence_section(co: pd.DataFrame, clashes: pd.DataFrame, paths: dict[str, Path]) -> list[str]:
+    """Tags given together: the figure up to MAX_CLASSES_SHOWN labels, else the most frequent pairs; the
+    pairs the model predicts together but the labels never have together."""
+    parts = ["<h2>Tags given together</h2>"]
+    if "cooccurrence.png" in paths:
+        parts.append(page.img(paths["cooccurrence.png"], "tags given together"))
+    else:
+        pairs = frequent_pairs(co)
+        parts.append(f"<h3>The {len(pairs)} pairs given together most often, of {len(co)} labels</h3>"
+                     + (page.table(pairs.rename(columns=_TAG_COLUMNS), index=False) if len(pairs) else
+                        "<p>no row has two tags</p>"))
+    parts.append(f"<p class='muted'>rows given both tags, for every pair: {page.links(['cooccurrence.csv'])}</p>")
+    if len(clashes):
+        parts.append("<h3>Predicted together, never given together</h3><p>Tags the labels never combine "
+                     "(such as two that exclude each other) but the model predicts on the same rows:</p>"
+                     + page.table(clashes.rename(columns={**_TAG_COLUMNS, "rows": "rows predicted with both"}),
+                                  index=False))
+    return parts
+
+
+def tag_errors_section(worst: pd.DataFrame, paths: dict[str, Path], notes: list[str] = ()) -> list[str]:
+    parts = ["<h2>Worst errors</h2><p class='muted'>out-of-fold rows with wrong tags, lowest F1 of the row "
+             "first: given and predicted tags"
+             + ("; beside each, a Grad-CAM heatmap of the wrong tag the model was surest of" if
+                "worst_errors.png" in paths and not notes and "focus" in worst else "") + "</p>"]
+    parts += [f"<p class='warn'>{html.escape(n)}</p>" for n in notes]
+    if "worst_errors.png" in paths:
+        parts.append(page.img(paths["worst_errors.png"], "worst errors"))
+    shown = worst.drop(columns=["focus"]).rename(columns=_TAG_COLUMNS)
+    parts.append(page.table(shown, index=False) if len(worst) else "<p>no mistakes</p>")
+    return parts
+
+
+def residuals_section(bins: pd.DataFrame, paths: dict[str, Path]) -> list[str]:
+    """Predicted vs true and the errors by target range, with the pull toward the mean told in words."""
+    parts = ["<h2>Predicted vs true</h2>", page.img(paths["scatter.png"], "predicted vs true"),
+             "<h2>Errors by target range</h2>", page.img(paths["residuals.png"], "errors by target range")]
+    lo, hi = bins["mean_error"].iloc[0], bins["mean_error"].iloc[-1]
+    if len(bins) > 1 and lo > 0 > hi:
+        first, last = (html.escape(bins["range"].iloc[i]) for i in (0, -1))
+        parts.append(f"<p>Predictions are pulled toward the mean: the lowest targets ({first}) are over-predicted "
+                     f"by {page.words(lo, 2)} on average, the highest ({last}) under-predicted by "
+                     f"{page.words(-hi, 2)}.</p>")
+    parts.append(page.table(bins.rename(columns={"mean_error": "mean error (predicted - true)", "mae": "MAE",
+                                                 "rmse": "RMSE", "target_mean": "mean target"}), index=False)
+                 + f"<p class='muted'>bins of equal row counts; also in {page.links(['residuals.csv'])}</p>")
+    return parts
+
+
+def value_errors_section(worst: pd.DataFrame, paths: dict[str, Path], heatmaps_asked: bool = False) -> list[str]:
+    parts = ["<h2>Worst errors</h2><p class='muted'>the out-of-fold rows predicted furthest from their "
+             "target: true value, prediction and error (predicted - true)"
+             + ("; no Grad-CAM heatmaps: they explain a class, and a regression model has none" if heatmaps_asked
+                else "") + "</p>"]
+    if "worst_errors.png" in paths:
+        parts.append(page.img(paths["worst_errors.png"], "worst errors"))
+    parts.append(page.table(worst.rename(columns={"label": "true", "pred": "predicted",
+                                                  "error": "error (predicted - true)"}), index=False))
     return parts
 
 
