@@ -1,19 +1,23 @@
-"""Multi-label and regression competitions through the real CLIs: CV against a plain baseline.
+"""Multi-label and regression competitions through the real CLIs: CV and test score against a plain baseline.
 
-Builds two competitions from ../shared/data/ (a CSV + images layout each):
-  planet   the 1,000-image Planet sample, `tags` = space-separated labels (multi-label)
-  utkface  N UTKFace faces (every k-th file), `age` from the file name (regression, --task regression)
-runs make_folds.py and train.py --fold all on each, then scores the OOF files:
-  multi-label: f2_samples / f1_samples / map of the model vs the baseline that predicts, for every image,
-               the label frequencies of the fold's training part (tags kept at >= 0.5)
-  regression:  rmse / mae / r2 of the model vs predicting the fold's training mean
-Both baselines are fitted on the training part of each fold, like the model.
+Builds two competitions from ../shared/data/ (a CSV + images layout each, with a held-out test set:
+test/, sample_submission.csv, solution.csv):
+  planet   the 1,000-image Planet sample, `tags` = space-separated labels (multi-label, f2_samples);
+           the last --planet-test rows are the test set
+  utkface  N UTKFace faces (every k-th file), `age` from the file name (regression, --task regression);
+           every 5th face is the test set
+runs make_folds.py, train.py --fold all and predict.py on each (multi-label: with the per-label thresholds
+fitted on OOF, and again with --thresholds off, i.e. every label cut at 0.5), and scores the baselines:
+  multi-label: every image gets the label frequencies of the training rows (tags kept at >= 0.5), OOF
+               (fitted on each fold's training part) and test (fitted on all training rows)
+  regression:  the training mean (likewise)
 
-    python benchmarks/bench_tasks.py --epochs 4 --img-size 32 --faces 1000
+    python benchmarks/bench_tasks.py --epochs 6 --img-size 64 --faces 1500
 """
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +30,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 DATA = REPO.parent / "shared" / "data"
+WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenetv2_100_imagenet.pth"
 
 
 def kit(script: str, *args: str) -> str:
@@ -35,92 +40,116 @@ def kit(script: str, *args: str) -> str:
     return r.stdout
 
 
-def build_planet(root: Path, n: int) -> Path:
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src)
+
+
+def _split(comp: Path, table: pd.DataFrame, test: np.ndarray, src: Path, ext: str, sample_value) -> None:
+    for name, is_test in zip(table.iloc[:, 0], test):
+        _link(src / f"{name}{ext}", comp / ("test" if is_test else "train") / f"{name}{ext}")
+    table[~test].to_csv(comp / "train.csv", index=False)
+    table[test].to_csv(comp / "solution.csv", index=False)
+    table[test].assign(**{table.columns[1]: sample_value}).to_csv(comp / "sample_submission.csv", index=False)
+
+
+def build_planet(root: Path, n: int, n_test: int) -> Path:
     comp = root / "planet"
-    comp.mkdir()
-    (comp / "train").symlink_to(DATA / "planet_sample" / "train")
-    pd.read_csv(DATA / "planet_sample" / "labels.csv", dtype=str).head(n).to_csv(comp / "train.csv", index=False)
+    labels = pd.read_csv(DATA / "planet_sample" / "labels.csv", dtype=str).head(n)
+    _split(comp, labels, np.arange(len(labels)) >= len(labels) - n_test, DATA / "planet_sample" / "train", ".jpg",
+           "primary clear")
     return comp
 
 
 def build_utkface(root: Path, n: int) -> Path:
     comp = root / "utkface"
-    (comp / "train").mkdir(parents=True)
     src = DATA / "utkface" / "crop_part1"
     names = sorted(p.name for p in src.iterdir())
     names = names[:: max(1, len(names) // n)][:n]
-    for name in names:
-        (comp / "train" / name).symlink_to(src / name)
-    pd.DataFrame({"id": names, "age": [int(s.split("_")[0]) for s in names]}).to_csv(comp / "train.csv", index=False)
+    table = pd.DataFrame({"id": names, "age": [int(s.split("_")[0]) for s in names]})
+    _split(comp, table, np.arange(len(table)) % 5 == 4, src, "", 0)
     return comp
 
 
-def run(comp: Path, work: Path, args, *extra: str) -> pd.DataFrame:
-    paths = ["--folds-dir", str(work / "folds"), "--models-dir", str(work / "models")]
-    print(kit("make_folds.py", "--input-dir", str(comp), "--n-folds", str(args.folds), *extra, *paths).strip())
+def train_args(args) -> list[str]:
+    model = (["--model", "mobilenetv2_100", "--pretrained-file", str(WEIGHTS)] if args.model == "mobilenetv2_100"
+             else ["--model", args.model])
+    return [*model, "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--crop-pct", "1.0",
+            "--lr", str(args.lr), "--batch-size", "32", "--no-progress", "--experiment", "bench"]
+
+
+def run(comp: Path, work: Path, args, task: str, metric: str = "") -> dict:
+    paths = ["--folds-dir", str(work / "folds"), "--models-dir", str(work / "models"),
+             "--submissions-dir", str(work / "subs"), "--reports-dir", str(work / "reports")]
+    print(kit("make_folds.py", "--input-dir", str(comp), "--n-folds", str(args.folds), "--task", task, *paths).strip())
     t0 = time.time()
-    kit("train.py", "--fold", "all", "--model", "test_resnet", "--img-size", str(args.img_size), "--epochs",
-        str(args.epochs), "--crop-pct", "1.0", "--lr", "3e-3", "--batch-size", "32", "--no-progress",
-        "--experiment", "bench", *paths)
+    kit("train.py", "--fold", "all", *train_args(args), *(["--metric", metric] if metric else []), *paths)
     print(f"train.py --fold all: {time.time() - t0:.0f}s")
-    exp = work / "models" / "bench"
-    return pd.concat([pd.read_csv(p, keep_default_na=False, dtype={"label": str, "pred": str} if "planet" in comp.name
-                                  else None) for p in sorted(exp.glob("oof_fold*.csv"))], ignore_index=True)
+    out = {"auto": kit("predict.py", *paths)}
+    if task == "multilabel":      # the plain 0.5 cut as well
+        out["off"] = kit("predict.py", *paths, "--thresholds", "off", "--no-report")
+    for k, text in out.items():
+        print(f"--- predict.py ({'thresholds ' + k if len(out) > 1 else ''}):\n" + "\n".join(
+            line for line in text.splitlines() if re.match(r"(bench|  |test |submission:)", line)))
+    return out
 
 
-def multilabel_table(oof: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    from foldkit.data import multi_hot
+def figures(text: str, metric: str) -> tuple[float, float]:
+    """(CV: nested CV of the plan, test score) as predict.py printed them."""
+    nested = re.search(r"nested [-\d.]+ -> ([-\d.]+)", text)
+    cv = float(nested.group(1)) if nested else float(re.search(rf"CV {metric} ([-\d.]+)", text).group(1))
+    return cv, float(re.search(rf"test {metric}: ([-\d.]+)", text).group(1))
+
+
+def baseline(comp: Path, work: Path, task: str, metrics: list[str]) -> dict:
+    """The label frequencies (multi-label, tags at >= 0.5) or the training mean, OOF and test."""
+    from foldkit.data import multi_hot, read_text_csv
+    from foldkit.folds import read_folds
     from foldkit.metrics import score
-    classes = [c[5:] for c in oof.columns if c.startswith("prob_")]
-    y = multi_hot(oof["label"], " ", classes)
-    probs = oof[[f"prob_{c}" for c in classes]].to_numpy()
-    yall = multi_hot(folds["label"].fillna(""), " ", classes)
-    prior = np.zeros_like(probs)
-    for k in oof["fold"].unique():     # the label frequencies of the fold's training part
-        prior[(oof["fold"] == k).to_numpy()] = yall[(folds["fold"] != k).to_numpy()].mean(0)
-    from foldkit.blend import held_out
-    from foldkit.calibrate import POSTPROCESS
-    step, folds_k = POSTPROCESS["label_thresholds"], oof["fold"].to_numpy()
-    tuned = held_out(lambda rows: step.fit(probs[rows], y[rows], "f2_samples"),
-                     lambda t, rows: step.apply(probs[rows], t), folds_k)     # nested: fitted on the other folds
-    rows = []
-    for name, p in (("kit (test_resnet, threshold 0.5)", probs),
-                    ("kit + per-label thresholds for f2 (nested CV)", tuned),
-                    ("training label frequencies", prior)):
-        rows.append({"predictor": name, **{m: round(score(m, y, p), 4) for m in ("f2_samples", "f1_samples", "map")}})
-    return pd.DataFrame(rows)
-
-
-def regression_table(oof: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    from foldkit.metrics import score
-    y = oof["label"].to_numpy(float)
-    mean = np.array([folds.loc[folds["fold"] != k, "label"].mean() for k in oof["fold"]])
-    rows = []
-    for name, p in (("kit (test_resnet)", oof["pred"].to_numpy(float)), ("training mean", mean)):
-        rows.append({"predictor": name, **{m: round(score(m, y, p), 4) for m in ("rmse", "mae", "r2")}})
-    return pd.DataFrame(rows)
+    folds, meta = read_folds(work / "folds")
+    sol = read_text_csv(comp / "solution.csv")
+    if task == "multilabel":
+        classes = meta["classes"]
+        y, yt = multi_hot(folds["label"].fillna(""), " ", classes), multi_hot(sol.iloc[:, 1], " ", classes)
+        oof = np.stack([y[(folds["fold"] != k).to_numpy()].mean(0) for k in folds["fold"]])
+        test = np.tile(y.mean(0), (len(yt), 1))
+    else:
+        y, yt = folds["label"].to_numpy(float), sol.iloc[:, 1].astype(float).to_numpy()
+        oof = np.array([y[(folds["fold"] != k).to_numpy()].mean() for k in folds["fold"]])
+        test = np.full(len(yt), y.mean())
+    return {m: (score(m, y, oof), score(m, yt, test)) for m in metrics}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--img-size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--faces", type=int, default=1000)
+    ap.add_argument("--model", default="mobilenetv2_100", help="mobilenetv2_100 (ImageNet weights of shared/) or "
+                                                               "any timm name without weights (test_resnet)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--faces", type=int, default=1500)
     ap.add_argument("--planet", type=int, default=1000, help="first N rows of the Planet sample")
+    ap.add_argument("--planet-test", type=int, default=200)
     ap.add_argument("--only", choices=["planet", "utkface"], default="")
     args = ap.parse_args()
-    from foldkit.folds import read_folds
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if args.only in ("", "planet"):
-            oof = run(build_planet(root, args.planet), root / "p", args)
-            folds, _ = read_folds(root / "p" / "folds")
-            print("\nPlanet sample (multi-label), OOF of all folds:\n" + multilabel_table(oof, folds).to_string(index=False))
+            comp = build_planet(root, args.planet, args.planet_test)
+            out = run(comp, root / "p", args, "multilabel", "f2_samples")
+            base = baseline(comp, root / "p", "multilabel", ["f2_samples"])["f2_samples"]
+            print("\nPlanet sample (multi-label), f2_samples | CV (nested for fitted thresholds) | test")
+            print("kit + per-label thresholds | %.4f | %.4f" % figures(out["auto"], "f2_samples"))
+            print("kit, every label at 0.5    | %.4f | %.4f" % figures(out["off"], "f2_samples"))
+            print("training label frequencies | %.4f | %.4f" % base)
         if args.only in ("", "utkface"):
-            oof = run(build_utkface(root, args.faces), root / "u", args, "--task", "regression")
-            folds, _ = read_folds(root / "u" / "folds")
-            print("\nUTKFace ages (regression), OOF of all folds:\n" + regression_table(oof, folds).to_string(index=False))
+            comp = build_utkface(root, args.faces)
+            out = run(comp, root / "u", args, "regression")
+            base = baseline(comp, root / "u", "regression", ["rmse"])["rmse"]
+            print("\nUTKFace ages (regression), rmse | CV | test")
+            print("kit (clipped to the training range) | %.4f | %.4f" % figures(out["auto"], "rmse"))
+            print("training mean                       | %.4f | %.4f" % base)
 
 
 if __name__ == "__main__":

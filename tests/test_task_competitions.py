@@ -38,7 +38,7 @@ def run_competition(root, build):
             "--submissions-dir", str(root / "subs"), "--reports-dir", str(root / "reports")]
     folds = kit("make_folds.py", "--input-dir", str(root / "in"), "--n-folds", "3", *dirs).stdout
     train = kit("train.py", "--fold", "all", *TRAIN, *dirs).stdout
-    pred = kit("predict.py", *dirs, "--no-report").stdout  # TEMP
+    pred = kit("predict.py", *dirs).stdout
     [sub] = sorted((root / "subs").glob("*.csv"))
     kit("export.py", *dirs, "--onnx", "--out", str(root / "bundle"))
     offline = {r: kit(root / "bundle" / "predict_offline.py", "--input-dir", str(root / "in"), "--runner", r,
@@ -79,6 +79,10 @@ def test_multilabel_competition_end_to_end(pairs, tmp_path):
     # the per-label thresholds fitted on OOF beat the plain 0.5 cut, in nested CV
     before, after = [float(x) for x in out.split("nested ")[1].split("\n")[0].split(" -> ")]
     assert after > before
+    # the report: per-label figures and the thresholds chosen
+    report = pairs["sub_path"].parents[1] / "reports" / pairs["sub_path"].stem.split("_cv")[0]
+    per_label = pd.read_csv(report / "per_label.csv")
+    assert {"precision", "recall"} <= set(per_label.columns) and (report / "report.html").is_file()
     # every other path writes the same file
     for runner, other in pairs["offline"].items():
         assert other.equals(sub), runner
@@ -102,6 +106,8 @@ def test_regression_competition_end_to_end(rotated):
     assert cv < 0.7 * train["angle"].std(ddof=0)
     assert rmse < 0.7 * float(np.sqrt(np.mean((truth - train["angle"].mean()) ** 2)))
     assert pred.min() >= train["angle"].min() - 1e-6 and pred.max() <= train["angle"].max() + 1e-6   # clipped
+    report = rotated["sub_path"].parents[1] / "reports" / rotated["sub_path"].stem.split("_cv")[0]
+    assert (report / "scatter.png").is_file() and (report / "residuals.csv").is_file()
     for runner, other in rotated["offline"].items():
         assert np.allclose(other["angle"].to_numpy(float), pred, atol=1e-4), runner
     row = sub.iloc[0]
