@@ -102,7 +102,7 @@ def test_temperature_fitted_on_oof_changes_the_submitted_probabilities(two, caps
                       "--no-progress", "--workers", "0", "--no-report"])
         (files[mode],) = sub_dir.glob("*.csv")
     out = capsys.readouterr().out
-    t = float(re.search(r"post-processing fitted on OOF: temperature \{'T': ([0-9.]+)\}", out).group(1))
+    t = float(re.search(r"post-processing fitted on OOF: temperature \(T ([0-9.]+)\)", out).group(1))
     off = pd.read_csv(files["off"]).iloc[:, 1:].to_numpy()
     on = pd.read_csv(files["on"]).iloc[:, 1:].to_numpy()
     assert abs(t - 1) > 0.05 and not np.allclose(off, on, atol=1e-3)

@@ -116,6 +116,23 @@ def test_regression_competition_end_to_end(rotated):
     assert f"predicted value: {float(row['angle']):.6g}"[:-2] in r.stdout
 
 
+def test_regression_blend_fitted_on_oof_and_leaderboard(rotated):
+    """Two experiments blended with weights fitted for RMSE on their OOF (nested CV), its own report page;
+    the leaderboard ranks regression experiments lowest RMSE first."""
+    first = rotated["sub_path"].stem.split("_cv")[0]
+    kit("train.py", "--fold", "all", *TRAIN[:5], "4", *TRAIN[6:], "--experiment", "short", *rotated["dirs"])
+    out = kit("predict.py", *rotated["dirs"], "--experiments", f"{first},short", "--blend", "optimize").stdout
+    assert "optimize blend of 2 experiments" in out and "test rmse:" in out
+    root = rotated["sub_path"].parents[1]
+    page = root / "reports" / f"{first}+short" / "report.html"
+    assert page.is_file()
+    board = kit("leaderboard.py", "--models-dir", str(root / "models")).stdout
+    lines = [ln for ln in board.splitlines() if first in ln or " short " in f" {ln} "]
+    cv = {n: float(out.split(f"{n}: CV rmse ")[1].split(" ")[0]) for n in (first, "short")}
+    best = min(cv, key=cv.get)
+    assert best in lines[0]
+
+
 def test_settings_that_would_write_a_wrong_file_are_refused_in_one_line(rotated, pairs):
     r = kit("predict.py", *pairs["dirs"], "--ensemble", "geometric", ok=False)
     assert r.returncode == 2 and r.stderr.startswith("error: --ensemble geometric averages softmax probabilities")

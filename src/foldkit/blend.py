@@ -327,7 +327,8 @@ def summary_lines(res: dict) -> list[str]:
         lines.append(f"  blend CV {m}: in-sample {_f(res['blend_in_sample'])}, nested {_f(res['blend_nested'])} "
                      "(weights fitted without the scored fold)")
     if res["steps"]:
-        fitted = "; ".join(f"{n} {POSTPROCESS[n].describe(p)}" for n, p in plan.steps)
+        from foldkit.page import humanise, words
+        fitted = "; ".join(f"{humanise(n)} ({words(POSTPROCESS[n].describe(p))})" for n, p in plan.steps)
         lines.append(f"  post-processing fitted on OOF: {fitted}")
         lines.append(f"  CV {m} before -> after: in-sample {_f(res['blend_in_sample'])} -> "
                      f"{_f(res['final_in_sample'])}, nested {_f(res['blend_nested'])} -> {_f(res['final_nested'])}")

@@ -90,13 +90,7 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
                          "written by training (train at least one fold first)")
     frames, sources, names, first = [], [], None, None
     for k, path in files:
-        head = pd.read_csv(path, nrows=0).columns.tolist()
-        missing = [c for c in BASE_COLS if c not in head]
-        prob_cols = [c for c in head if c.startswith(PROB_PREFIX)]
-        if missing or (not prob_cols) != (task == "regression"):
-            want = BASE_COLS + ([] if task == "regression" else ["prob_<class>", "..."])
-            raise ReportError(f"{path} is not the OOF file of a {task} experiment: expected columns {want}, "
-                              f"found {head}")
+        df, prob_cols = _read_oof_file(path, k, task)
         if names is None:
             names, first = prob_cols, path
         elif prob_cols != names:
@@ -106,19 +100,6 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
                       if only_first or only_this else "same columns in a different order")
             raise ReportError(f"class columns differ between {first} and {path} ({detail}); "
                              "all folds of one experiment must predict the same classes")
-        dtypes = {"id": str} if task == "regression" else {"id": str, "label": str, "pred": str}
-        dtypes.update({c: "float64" for c in prob_cols})
-        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False,
-                         na_values={c: [""] for c in prob_cols + (["label", "pred"] if task == "regression" else [])})
-        bad_fold = sorted(set(df["fold"].tolist()) - {k})
-        if bad_fold:
-            raise ReportError(f"{path} holds rows of fold(s) {bad_fold}; a per-fold OOF file holds "
-                             f"only fold {k}")
-        values = df[prob_cols + (["label", "pred"] if task == "regression" else [])]
-        if values.isna().to_numpy().any():
-            rows = (np.flatnonzero(values.isna().to_numpy().any(1)) + 1).tolist()[:10]
-            raise ReportError(f"{path}: empty/NaN {'values' if task == 'regression' else 'probabilities'} "
-                              f"in data row(s) {rows}")
         frames.append(df)
         sources.append(np.full(len(df), path.name, dtype=object))
     oof = pd.concat(frames, ignore_index=True)
@@ -148,6 +129,30 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     # stable sort: by fold, then the order of the rows in their file
     oof = oof.sort_values("fold", kind="stable").reset_index(drop=True)
     return oof, classes
+
+
+def _read_oof_file(path: Path, k: int, task: str) -> tuple[pd.DataFrame, list[str]]:
+    """One oof_fold{k}.csv as written (ids and tags as text), checked: its columns for the task kind,
+    only fold k's rows, no empty probability or number. Returns (frame, prob columns)."""
+    head = pd.read_csv(path, nrows=0).columns.tolist()
+    missing = [c for c in BASE_COLS if c not in head]
+    prob_cols = [c for c in head if c.startswith(PROB_PREFIX)]
+    if missing or (not prob_cols) != (task == "regression"):
+        want = BASE_COLS + ([] if task == "regression" else ["prob_<class>", "..."])
+        raise ReportError(f"{path} is not the OOF file of a {task} experiment: expected columns {want}, "
+                          f"found {head}")
+    numbers = prob_cols + (["label", "pred"] if task == "regression" else [])
+    dtypes = {"id": str} if task == "regression" else {"id": str, "label": str, "pred": str}
+    df = pd.read_csv(path, dtype={**dtypes, **{c: "float64" for c in prob_cols}}, keep_default_na=False,
+                     na_values={c: [""] for c in numbers})
+    bad_fold = sorted(set(df["fold"].tolist()) - {k})
+    if bad_fold:
+        raise ReportError(f"{path} holds rows of fold(s) {bad_fold}; a per-fold OOF file holds only fold {k}")
+    empty = df[numbers].isna().to_numpy().any(1)
+    if empty.any():
+        raise ReportError(f"{path}: empty/NaN {'values' if task == 'regression' else 'probabilities'} in data "
+                          f"row(s) {(np.flatnonzero(empty) + 1).tolist()[:10]}")
+    return df, prob_cols
 
 
 def _type_labels(oof: pd.DataFrame, classes: list, source: pd.Series, names: list[str]) -> None:
