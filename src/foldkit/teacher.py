@@ -239,18 +239,18 @@ def pool(cfg, comp) -> list[tuple[str, pd.DataFrame]]:
     return parts
 
 
-def predict_pool(cfg, comp, checkpoint: Path, classes: list) -> pd.DataFrame:
-    """One row per pool image: part, id, source (path or array index), and prob_<class> of the teacher model
-    in `checkpoint` (with its TTA views, as predict.py would use it)."""
+def predict_pool(cfg, comp, checkpoints: list[Path], classes: list) -> pd.DataFrame:
+    """One row per pool image: part, id, source (path or array index), and prob_<class>: the mean of the teacher
+    models in `checkpoints` (each with its TTA views, as predict.py would use it)."""
     from foldkit.inference import Member
     from foldkit.model import load_checkpoint
     from foldkit.predicting import make_sources, predict_members, tta_views
-    member = Member(checkpoint, load_checkpoint(checkpoint))
+    members = [Member(p, load_checkpoint(p)) for p in checkpoints]
     frames = []
     for part, table in pool(cfg, comp):
         split = "test" if part == "test" else "unlabelled"
-        probs = predict_members(cfg, [member], make_sources(comp, table, "test", [member]),
-                                tta_views(cfg, [member]), progress=False)[0]
+        probs = np.mean(predict_members(cfg, members, make_sources(comp, table, "test", members),
+                                        tta_views(cfg, members), progress=False), axis=0)
         src = table["index"] if "index" in table.columns and part == "test" else table["path"]
         frames.append(pd.DataFrame({"part": split, "id": table["id"].astype(str).to_numpy(),
                                     "source": src.astype(str).to_numpy(),
@@ -274,12 +274,12 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     from foldkit.images import cache_side
     from foldkit.io import atomic_write_with, sha256_file
     name = names(cfg, "pseudo")[0]
-    [k] = safe_teacher_folds(fold)
-    checkpoint = _fold_checkpoint(Experiment(Path(cfg.models_dir) / name), k, "pseudo")
+    checkpoints = [_fold_checkpoint(Experiment(Path(cfg.models_dir) / name), k, "pseudo")
+                   for k in safe_teacher_folds(fold)]
     path = run.exp.pseudo(fold)
     cols = [f"prob_{c}" for c in run.classes]
     if distributed.is_main() and not (reuse and path.is_file()):
-        table = predict_pool(cfg, run.comp, checkpoint, run.classes)
+        table = predict_pool(cfg, run.comp, checkpoints, run.classes)
         probs = table[cols].to_numpy()
         table.insert(3, "pred", [run.classes[i] for i in probs.argmax(1)])
         table.insert(4, "joined", select(cfg, probs).astype(int))
@@ -305,12 +305,13 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     rule = " and ".join(x for x in (f"confidence >= {cfg.pseudo_min_confidence:g}" if cfg.pseudo_min_confidence
                                     else "", f"top-1 - top-2 >= {cfg.pseudo_top_margin:g}"
                                     if cfg.pseudo_top_margin else "") if x) or "no filter"
-    teaching.record["pseudo"] = {"experiment": name, "model": checkpoint.name, "sha256": sha256_file(checkpoint),
+    teaching.record["pseudo"] = {"experiment": name, "models": [p.name for p in checkpoints],
+                                 "sha256": [sha256_file(p) for p in checkpoints],
                                  "pool": int(len(table)), "joined": int(len(kept)), "per_class": per_class,
                                  "filter": rule, "soft": bool(cfg.pseudo_soft), "weight": cfg.pseudo_weight,
                                  "file": path.name}
     log(f"fold {fold}: {len(kept)} of {len(table)} pool images joined the training part as "
-        f"{'soft' if cfg.pseudo_soft else 'hard'} pseudo-labels of {name}/{checkpoint.name} ({rule}, weight "
+        f"{'soft' if cfg.pseudo_soft else 'hard'} pseudo-labels of {name}/{'+'.join(p.name for p in checkpoints)} ({rule}, weight "
         f"{cfg.pseudo_weight:g}); per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
 
 
