@@ -8,7 +8,7 @@ predict.py's submission. Then, through the real CLIs (make_folds.py, train.py, p
   soft     the same, --soft-labels base (self-distillation, Plant Pathology 2020's recipe)
   pseudo   the same, --pseudo base: the pool is the competition's test images, i.e. the held-out test set that
            is then scored (transductive, as on Kaggle: pseudo-labels never see a test label)
-  conv     test_convnext at 28 px (a second teacher)
+  conv     test_convnext at 32 px (a second teacher; at 28 px it downsamples below one pixel)
   student  test_resnet at 20 px distilled from base + conv (--teacher base,conv)
   alone    the same student trained alone
 and prints CV, test score and predict.py's img/s of each (the teacher ensemble = predict.py --experiments
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     plan = [("base", ["--model", "test_resnet", "--img-size", "28"]),
             ("soft", ["--model", "test_resnet", "--img-size", "28", "--soft-labels", "base"]),
             ("pseudo", ["--model", "test_resnet", "--img-size", "28", "--pseudo", "base"]),
-            ("conv", ["--model", "test_convnext", "--img-size", "28"]),
+            ("conv", ["--model", "test_convnext", "--img-size", "32"]),
             ("student", ["--model", "test_resnet", "--img-size", "20", "--teacher", "base,conv"]),
             ("alone", ["--model", "test_resnet", "--img-size", "20"])]
     for name, extra in plan:
