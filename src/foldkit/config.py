@@ -155,6 +155,32 @@ class Config:
     workers: int = _opt(-1, "DataLoader workers (-1 = auto)", "train")
     cache: str = _opt("auto", "keep decoded images in RAM: auto (when they fit), ram, off", "train",
                       choices=["auto", "ram", "off"])
+    # ---- after the first submission: teachers (foldkit.teacher; single-label; fold-safe: fold k learns only
+    # from models that never saw fold k's validation rows) ----
+    soft_labels: str = _opt("", "self-distillation: each training row's target = (1 - --soft-alpha) x its label + "
+                            "--soft-alpha x its out-of-fold probabilities from this experiment (same folds)", "train")
+    soft_alpha: float = _opt(0.3, "weight of the OOF probabilities in --soft-labels targets (0..1)", "train",
+                             minimum=0)
+    pseudo: str = _opt("", "pseudo-labels: the test images (and --unlabelled ones) join fold k's training part "
+                       "labelled by this experiment's fold-k model (same folds), filtered by confidence/margin",
+                       "train")
+    pseudo_min_confidence: float = _opt(0.9, "--pseudo: keep images whose top probability is at least this "
+                                        "(0 = no confidence filter)", "train", minimum=0)
+    pseudo_top_margin: float = _opt(0.0, "--pseudo: keep images whose top-1 minus top-2 probability is at least "
+                                    "this (0 = off; given alone, it replaces the confidence filter)", "train",
+                                    minimum=0)
+    pseudo_weight: float = _opt(1.0, "--pseudo: loss weight of a pseudo-labelled image (a labelled one has 1)",
+                                "train", minimum=0)
+    pseudo_soft: bool = _opt(False, "--pseudo: train on the teacher's probabilities instead of its top class",
+                             "train")
+    unlabelled: str = _opt("", "--pseudo: also a folder of unlabelled images (searched recursively) for the "
+                           "teacher to label", "train")
+    teacher: str = _opt("", "knowledge distillation from these experiments (comma-separated, same folds): fold k "
+                        "learns from each one's fold-k model, run on every training batch", "train")
+    kd_alpha: float = _opt(0.5, "--teacher: weight of the distillation loss (1 - this: the label loss)", "train",
+                           minimum=0)
+    kd_temperature: float = _opt(2.0, "--teacher: softmax temperature of teacher and student in the "
+                                 "distillation loss", "train", minimum=0)
     resume: bool = _opt(True, "continue an interrupted fold from its last-epoch checkpoint", "train")
     progress: bool = _opt(True, "tqdm progress bars", "train")
     log: str = _opt("", "also log every epoch, the settings, the CV and the report to a tracker: tensorboard or "
@@ -270,7 +296,9 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
 
 # Training settings added after experiments existed, with the value every earlier run had: left out of
 # the identity at that value, so earlier experiments keep their names and can be continued.
-LATER_SETTINGS = {"loss": "auto"}
+LATER_SETTINGS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
+                  "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
+                  "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0}
 
 
 def learning_settings(cfg: "Config") -> dict:

@@ -66,8 +66,10 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
 def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None, step0: int = 0,
                     dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
                     ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
-                    progress: bool = True) -> dict:
-    """Train over the loader once. Returns mean loss, images/s, and the optimizer step count."""
+                    progress: bool = True, distill=None) -> dict:
+    """Train over the loader once. Returns mean loss, images/s, and the optimizer step count.
+    distill: the --teacher models (foldkit.teacher.Distiller: alpha, temperature, probs(x)); the loss is then
+    (1 - alpha) x the label loss + alpha x `distillation_loss` against their probabilities on the same batch."""
     from tqdm.auto import tqdm
 
     (train_mode or (lambda m: m.train()))(model)
@@ -91,6 +93,9 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
         with no_sync, autocast(device, dtype):
             out = model(x)
             loss = loss_fn(out, y)
+            if distill is not None:
+                loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(out, distill.probs(x),
+                                                                                       distill.temperature)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"the loss became {loss.item()} at batch {i + 1} (optimizer step {steps + 1})")
         (scaler.scale(loss / accum_steps) if scaler else loss / accum_steps).backward()
@@ -121,6 +126,13 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     dt = time.perf_counter() - t0
     return {"loss": total / max(1, n_seen), "accuracy": correct / n_hard if n_hard else float("nan"),
             "img_per_s": n_seen / max(dt, 1e-9), "steps": steps, "seconds": dt}
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): T^2 x KL(teacher || student), both softened by the
+    temperature T (the T^2 keeps its gradients on the scale of the label loss), mean over the batch."""
+    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_p, teacher_probs.float(), reduction="batchmean") * temperature ** 2
 
 
 ACTIVATIONS = {"softmax": lambda z: F.softmax(z, dim=1), "sigmoid": torch.sigmoid, "identity": lambda z: z}

@@ -10,6 +10,7 @@ reads or writes an experiment folder goes through this class instead of spelling
     oof_fold{k}.csv       out-of-fold probabilities of fold k's best epoch
     log_fold{k}.csv       one row per epoch;  curve_fold{k}.png  its plot
     fold{k}.lock          host + pid of the process training fold k (foldkit.foldlock), removed when it stops
+    pseudo_fold{k}.csv    --pseudo: every pool image with the fold-k teacher's probabilities, joined 0/1
 
 A fold counts as finished only when both fold{k}.json and fold{k}.pt exist. A fold killed
 mid-run leaves an OOF file of its best epoch so far; CV, ensembles and reports use finished
@@ -27,7 +28,7 @@ CONFIG = "config.json"
 # the per-fold files, "{}" standing for the fold number: the one place these names are spelled
 FOLD_FILES = {"checkpoint": "fold{}.pt", "last_checkpoint": "fold{}_last.pt", "summary": "fold{}.json",
               "oof": "oof_fold{}.csv", "log": "log_fold{}.csv", "curve": "curve_fold{}.png",
-              "lock": "fold{}.lock"}
+              "lock": "fold{}.lock", "pseudo": "pseudo_fold{}.csv"}
 _FOLD_RE = {kind: re.compile("^" + re.escape(name).replace(r"\{\}", r"(\d+)") + "$")
             for kind, name in FOLD_FILES.items()}
 
@@ -80,6 +81,9 @@ class Experiment:
 
     def lock(self, k: int) -> Path:
         return self.dir / FOLD_FILES["lock"].format(k)
+
+    def pseudo(self, k: int) -> Path:
+        return self.dir / FOLD_FILES["pseudo"].format(k)
 
     def fold_files(self, kind: str) -> dict[int, Path]:
         """The files of one kind present in the folder ("oof", "log", "curve", ... as in FOLD_FILES),

@@ -85,6 +85,7 @@ class RunData:
     data_cfg: dict           # input size, mean/std, interpolation, crop_pct
     source: object           # foldkit.dataset.ImageSource over the folds table
     task: str = "single"     # single | multilabel | regression (folds_meta.json)
+    comp: object = None      # the competition (foldkit.data.Competition): --pseudo labels its test images
 
 
 def prepare_run(cfg, log=print) -> RunData:
@@ -107,6 +108,8 @@ def prepare_run(cfg, log=print) -> RunData:
     from foldkit.submission import probability_hint
     if hint := probability_hint(comp.sample_submission, meta["classes"], cfg.metric):
         log(f"note: {hint}")
+    from foldkit.teacher import check_experiments
+    check_experiments(cfg, meta)         # teachers on other folds or classes: refused before anything is recorded
     exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
@@ -116,7 +119,7 @@ def prepare_run(cfg, log=print) -> RunData:
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
                          progress=cfg.progress)
     task = task_of(meta)
-    return RunData(table, meta, exp, meta["classes"], targets(task, table, meta), data_cfg, source, task)
+    return RunData(table, meta, exp, meta["classes"], targets(task, table, meta), data_cfg, source, task, comp)
 
 
 # --------------------------------------------------------------------------- once per fold
@@ -194,7 +197,9 @@ def check_training_settings(cfg) -> None:
 
 
 def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, log=print,
-                   scale=None) -> Training:
+                   scale=None, soft_targets: bool = False) -> Training:
+    """soft_targets: the training targets are probability rows (foldkit.teacher: --soft-labels, --pseudo;
+    label smoothing already in them): SoftTargetCrossEntropy, and mixup mixes the rows."""
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -233,6 +238,9 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
     if run.task != "single":
         mixup = multi_hot_mixup(cfg, n) if (cfg.mixup > 0 or cfg.cutmix > 0) else None
         loss_fn = build_loss(run.task, cfg, scale)
+    elif soft_targets:
+        mixup = multi_hot_mixup(cfg, n) if (cfg.mixup > 0 or cfg.cutmix > 0) else None
+        loss_fn = SoftTargetCrossEntropy()
     elif cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=n)
@@ -253,9 +261,10 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
                     channels_last=channels_last)
 
 
-def fold_loaders(cfg, run: RunData, fold: int, seed: int, device):
+def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None):
     """(train loader, valid loader, sampler, train rows, valid rows, workers) of one fold. Rows with
-    fold -1 (train-only rare classes) are in the training part of every fold."""
+    fold -1 (train-only rare classes) are in the training part of every fold. teaching (foldkit.teacher):
+    the training rows' soft targets, and the pseudo-labelled images that follow them in the training part."""
     from foldkit.augment import eval_transform, train_transform
     from foldkit.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
 
@@ -263,13 +272,19 @@ def fold_loaders(cfg, run: RunData, fold: int, seed: int, device):
     tr_idx, va_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     t_train = train_transform(run.data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment)
     Subset = torch.utils.data.Subset
-    train_ds = SeededDataset(Subset(ImageDataset(run.source, run.y, t_train), tr_idx.tolist()), seed)
+    y_train = teaching.targets if teaching is not None and teaching.targets is not None else run.y
+    train_part = Subset(ImageDataset(run.source, y_train, t_train), tr_idx.tolist())
+    if teaching is not None and teaching.extra:
+        train_part = torch.utils.data.ConcatDataset([train_part] + [ImageDataset(src, t, t_train)
+                                                                    for src, t in teaching.extra])
+    train_ds = SeededDataset(train_part, seed)
     valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)),
                       distributed.shard_rows(va_idx).tolist())
-    counts = (np.bincount(run.y[tr_idx], minlength=len(run.classes)).astype(np.float64) if run.task == "single"
+    hard = teaching.hard_labels(run.y[tr_idx]) if teaching is not None else run.y[tr_idx]
+    counts = (np.bincount(hard, minlength=len(run.classes)).astype(np.float64) if run.task == "single"
               else None)   # --balance is single-label only (foldkit.tasks.check_settings)
-    weights = (1.0 / np.maximum(counts, 1))[run.y[tr_idx]] if cfg.balance == "sampler" else None
-    sampler = EpochSampler(len(tr_idx), seed, shuffle=True, weights=weights, rank=distributed.rank(),
+    weights = (1.0 / np.maximum(counts, 1))[hard] if cfg.balance == "sampler" else None
+    sampler = EpochSampler(len(train_part), seed, shuffle=True, weights=weights, rank=distributed.rank(),
                            world=distributed.world())
     workers = auto_workers(cfg.workers, run.source.cached is not None or run.source.array is not None)
     kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -292,6 +307,7 @@ class FoldState:
     bad_epochs: int = 0
     log: list = field(default_factory=list)
     world_size: int = 1          # processes of a torchrun run (exact resume needs the same number)
+    teaching: dict = field(default_factory=dict)   # the fold's teacher record (foldkit.teacher): resume needs the same
 
     def save(self, path, tr: Training) -> None:
         from foldkit.model import save_checkpoint
@@ -350,7 +366,7 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
     """Temporary files of this fold's atomic writes left by a killed run (SIGKILL, out of memory): only
     this fold's writer uses these names, so they are removed when the fold starts again."""
     for f in (exp.checkpoint(fold), exp.last_checkpoint(fold), exp.oof(fold), exp.log(fold), exp.curve(fold),
-              exp.summary_path(fold)):
+              exp.summary_path(fold), exp.pseudo(fold)):
         for tmp in f.parent.glob(f".{f.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -366,27 +382,37 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     from foldkit.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report import plot_log_curve
     from foldkit.tasks import ACTIVATION, TargetScale
+    from foldkit.teacher import for_fold
 
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
     device = engine.pick_device(cfg.device)
+    resuming = exp.last_checkpoint(fold).is_file() and cfg.resume
+    teaching = for_fold(cfg, run, fold, log=log, reuse=resuming)   # soft labels, pseudo-labels, distillation
     # under torchrun --batch-size is the global batch: each process loads its share (BatchNorm sees
     # that share too, unless --sync-bn computes its statistics over every process's batch)
     per_process = distributed.per_process_batch(cfg.batch_size)
     pcfg = distributed.with_settings(cfg, batch_size=per_process)
-    train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(pcfg, run, fold, seed, device)
+    train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(pcfg, run, fold, seed, device,
+                                                                                teaching)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
     scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
-    tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log, scale=scale)
+    tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log, scale=scale,
+                        soft_targets=teaching is not None and teaching.targets is not None)
+    distill = teaching.distiller.to(tr.device, tr.channels_last) if teaching and teaching.distiller else None
+    record = teaching.record if teaching is not None else {}
     train_model = distributed.wrap(tr.model, tr.device, cfg.sync_bn, cfg.compile,
                                    partly_frozen=cfg.freeze_epochs > 0) or tr.run_model
     main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
     if main:
         remove_stale_temps(exp, fold)
-    state = FoldState(world_size=distributed.world())
-    if exp.last_checkpoint(fold).is_file() and cfg.resume:
+    state = FoldState(world_size=distributed.world(), teaching=record)
+    if resuming:
         state = FoldState.load(exp.last_checkpoint(fold), tr)
         distributed.check_resume(state.world_size, fold)
+        if json.loads(json.dumps(state.teaching)) != json.loads(json.dumps(record)):
+            raise TrainError(f"fold {fold}: its teachers changed since it started (--soft-labels/--pseudo/--teacher "
+                             "files differ from the resume state's): pass --no-resume to restart the fold")
         log(f"fold {fold}: resuming after epoch {state.epochs_done} (best {cfg.metric} {_fmt(state.best)}"
             + (f" at epoch {state.best_epoch})" if state.best_epoch else ")"))
 
@@ -394,6 +420,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                      config={**learning_settings(cfg), "experiment": exp.name},
                      folds_sha256=run.meta["sha256_now"],
                      **({"task": run.task} if run.task != "single" else {}),
+                     **({"teaching": record} if record else {}),
                      **({"target": scale.to_json(), "num_classes": 1} if scale else {}))   # one output
     t_start = time.time()
     for epoch in range(state.epochs_done, cfg.epochs):       # 0-based here; logs and messages say epoch + 1
@@ -407,7 +434,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                                         scheduler=tr.scheduler, step0=state.steps, dtype=tr.dtype, scaler=tr.scaler,
                                         mixup=tr.mixup, accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad,
                                         ema=tr.ema, channels_last=tr.channels_last, desc=desc, progress=cfg.progress,
-                                        train_mode=lambda _: train_mode(tr.model, tr.freeze_bn))
+                                        train_mode=lambda _: train_mode(tr.model, tr.freeze_bn), distill=distill)
         except FloatingPointError as e:
             raise TrainError(f"fold {fold} epoch {epoch + 1}: {e}. Try a lower --lr (now {cfg.lr:g}), "
                              "--clip-grad 1.0 or --amp off, under a new --experiment name") from None
@@ -453,7 +480,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                "epochs_run": len(state.log), "seconds": round(time.time() - t_start, 1),
                "train_rows": int(len(tr_idx)), "valid_rows": int(len(va_idx)),
                "in_chans": run.data_cfg["input_size"][0], "data_config": run.data_cfg, "device": str(tr.device),
-               "workers": workers, "bn_frozen": tr.freeze_bn,
+               "workers": workers, "bn_frozen": tr.freeze_bn, **({"teaching": record} if record else {}),
                **({"processes": distributed.world(), "batch_per_process": per_process, "sync_bn": cfg.sync_bn}
                   if distributed.active() else {})}
     if main:
@@ -498,6 +525,8 @@ def train(cfg, log=print) -> list[dict]:
     cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
     task = task_of(read_meta(cfg.folds_dir))
     cfg = check_settings(cfg, task)                 # the metric (and settings) that fit the task kind
+    from foldkit.teacher import check_settings as check_teaching
+    cfg = check_teaching(cfg, task)                 # --soft-labels, --pseudo, --teacher
     devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
     if len(devices) == 1:
         cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []

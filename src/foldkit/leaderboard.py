@@ -1,7 +1,7 @@
 """The experiment leaderboard: one row per experiment under models/, best CV first.
 
 Columns: experiment, model, img_size, settings (only those that differ between the listed
-experiments), folds (finished / configured), metric, cv (the metric on all OOF rows of the
+experiments), teachers (what a student learnt from: --soft-labels, --pseudo, --teacher, in words), folds (finished / configured), metric, cv (the metric on all OOF rows of the
 finished folds), cv_mean and cv_std (across folds), train_min (sum of the finished folds'
 training time) and submissions (files of submissions/ made from the experiment, alone or in a
 blend, with the CV in their name). Sorted by CV in the metric's direction (experiments scored
@@ -20,12 +20,16 @@ import pandas as pd
 from foldkit.config import RUN_ONLY
 from foldkit.experiment import all_experiments
 from foldkit.metrics import METRICS
+from foldkit.teacher import DEPENDENT, OPTIONS, describe
 
-COLUMNS = ["experiment", "model", "img_size", "settings", "folds", "metric", "cv", "cv_mean", "cv_std",
+# shown in words in the `teachers` column (foldkit.teacher.describe), not among the settings
+TEACHER_SETTINGS = (*OPTIONS, *DEPENDENT)
+
+COLUMNS = ["experiment", "model", "img_size", "settings", "teachers", "folds", "metric", "cv", "cv_mean", "cv_std",
            "train_min", "submissions"]
 # config.json keys that are shown in their own column or describe the data, not a choice
 _NOT_SETTINGS = RUN_ONLY | {"experiment", "folds_sha256", "classes", "n_folds", "layout", "model", "img_size",
-                            "metric", "id_col", "label_col", "image_ext", "limit", "group_col"}
+                            "metric", "id_col", "label_col", "image_ext", "limit", "group_col"} | set(TEACHER_SETTINGS)
 _SUBMISSION_RE = re.compile(r"^(?P<tag>.+)_cv(?P<cv>-?\d+(?:\.\d+)?)(?:_\d+)?$")
 
 
@@ -53,6 +57,7 @@ def _row(exp, cfg: dict) -> dict:
     folds = exp.finished_folds()
     metric = cfg.get("metric", "accuracy")
     row = {"experiment": exp.name, "model": cfg.get("model"), "img_size": cfg.get("img_size") or None,
+           "teachers": describe(cfg),
            "folds": f"{len(folds)}/{cfg.get('n_folds', '?')}", "metric": metric,
            "cv": None, "cv_mean": None, "cv_std": None, "train_min": None}
     if folds:
