@@ -285,7 +285,7 @@ def run_predict(cfg, log=print) -> dict:
             extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
                                  if own else {"member of": f"the blend {tag} (its CV, plan and submission: "
                                                            f"../{tag}/report.html)"})}
-            heatmap, note = heatmapper(e.dir, prepare_train_image) if plan.task == "single" else (None, None)
+            heatmap, note = heatmapper(e.dir, prepare_train_image) if plan.task != "regression" else (None, None)
             write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
                          folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None,
                          heatmap=heatmap, heatmap_note=note)
