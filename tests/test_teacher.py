@@ -134,6 +134,15 @@ def test_distillation_trains_a_different_student_and_resumes_exactly(taught, tmp
     assert board.loc["kd", "teachers"].startswith("pseudo memo (conf>=0.9, hard, w 1); distilled from memo "
                                                   "(alpha 0.7, T 2)")
     assert board.loc["memo", "teachers"] == "" and "kd_alpha" not in board.loc["kd", "settings"]
+    # the student's bundle measures the teacher ensemble beside it: what the distillation bought
+    from foldkit.export import export_bundle
+    lines = []
+    out = export_bundle(cfg_for(root, tmp_path / "a" / "models", experiments="kd", out=str(tmp_path / "bundle"),
+                                **kw), log=lines.append)
+    teachers = out["manifest"]["estimate"]["teachers"]
+    assert teachers["experiments"] == ["memo"] and teachers["members"] == 3 and teachers["img_per_s"] > 0
+    assert any(ln.startswith("teacher ensemble memo (3 models") for ln in lines)
+    assert "teacher ensemble memo" in (tmp_path / "bundle" / "README.md").read_text()
 
 
 def run_cli(capsys, taught, tmp_path, *argv):

@@ -296,20 +296,40 @@ def _members(cfg, classes):
     return exps, members, time.perf_counter() - t
 
 
-def _runtime(cfg, members, comp, views, load_s, log) -> tuple[dict, list[str]]:
+def _runtime(cfg, members, comp, views, load_s, log, exps=()) -> tuple[dict, list[str]]:
     from foldkit import engine, estimate
     from foldkit.dataset import auto_workers
     device = engine.pick_device(cfg.device)
-    measured = estimate.measure(members, comp, views, device=device, dtype=engine.amp_dtype(device, cfg.amp),
-                                channels_last=engine.use_channels_last(cfg.channels_last, device),
-                                batch_size=cfg.batch_size, how=cfg.ensemble,
-                                workers=auto_workers(cfg.workers, cached=comp.source_col == "index"))
+    kw = dict(device=device, dtype=engine.amp_dtype(device, cfg.amp), batch_size=cfg.batch_size, how=cfg.ensemble,
+              channels_last=engine.use_channels_last(cfg.channels_last, device),
+              workers=auto_workers(cfg.workers, cached=comp.source_col == "index"))
+    measured = estimate.measure(members, comp, views, **kw)
     n = cfg.test_images or (len(comp.test) if comp.test is not None else 0) or measured["images"]
     gpus = [g.strip() for g in cfg.gpu.split(",") if g.strip()]
     est, lines = estimate.estimate(measured, n, gpus, cfg.time_budget, load_s)
+    teachers = _teacher_speed(cfg, exps, members, comp, views, measured, kw)
+    lines += [teachers["line"]] if teachers else []
     for line in lines:
         log(line)
-    return dict(measured, load_seconds=load_s, **est), lines
+    return dict(measured, load_seconds=load_s, **est, **({"teachers": teachers} if teachers else {})), lines
+
+
+def _teacher_speed(cfg, exps, members, comp, views, measured: dict, kw: dict) -> dict | None:
+    """A distilled student (--teacher) beside its teacher ensemble: the teachers' finished folds measured
+    here the same way (same views, device, batch), so the bundle says what the distillation bought."""
+    from foldkit import estimate
+    from foldkit.experiment import find_experiments
+    from foldkit.inference import load_members
+    names = list(dict.fromkeys(n.strip() for e in exps for n in str(e.config().get("teacher") or "").split(",")
+                               if n.strip()))
+    if not names:
+        return None
+    teachers = load_members(find_experiments(cfg.models_dir, names))
+    rate = estimate.measure(teachers, comp, views, **kw)["img_per_s"]
+    return {"experiments": names, "members": len(teachers), "img_per_s": rate,
+            "line": f"teacher ensemble {'+'.join(names)} ({len(teachers)} models x {len(views)} view(s)): {rate:.1f} img/s "
+                    f"here; this bundle ({len(members)} models): {measured['img_per_s']:.1f} img/s, "
+                    f"{measured['img_per_s'] / max(rate, 1e-9):.1f}x the teachers' speed"}
 
 
 def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
@@ -346,7 +366,7 @@ def export_bundle(cfg, log=print) -> dict:
         if cfg.onnx:
             export_onnx(members, entries, tmp, comp, log)
         man = _manifest(cfg, comp, reading, sample, plan, entries, wheel)
-        man["estimate"], lines = _runtime(cfg, members, comp, views, load_s, log)
+        man["estimate"], lines = _runtime(cfg, members, comp, views, load_s, log, exps)
         atomic_write_text(tmp / MANIFEST, json.dumps(man, indent=1) + "\n")
         (tmp / "predict_offline.py").write_text(PREDICT_OFFLINE)
         (tmp / "predict_offline.ipynb").write_text(notebook_json())
