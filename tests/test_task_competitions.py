@@ -194,3 +194,19 @@ def test_speed_estimate_never_divides_timing_noise():
     assert _speed(8, 0.30, 40, 0.25) == {"img_per_s": 160.0, "fixed_seconds": 0.0}     # was 3.2e10 img/s
     s = _speed(8, 1.0, 256, 4.1)
     assert abs(s["img_per_s"] - 80.0) < 1e-9 and abs(s["fixed_seconds"] - 0.9) < 1e-9
+
+
+def test_test_labels_read_from_multi_hot_and_one_hot_solution_columns(tmp_path):
+    """A solution.csv with one 0/1 column per label (the multi-hot layout of the training CSV) gives the
+    tags set to 1, never the first column's 0/1 read as a tag (the printed test score was wrong)."""
+    from types import SimpleNamespace
+    from foldkit.predicting import labelled_test
+    pd.DataFrame({"id": ["a", "b", "c"], "cat": [1, 0, 0], "dog": [1, 0, 1], "owl": [0, 0, 0]}).to_csv(
+        tmp_path / "solution.csv", index=False)
+    comp = SimpleNamespace(root=str(tmp_path), test=pd.DataFrame({"id": ["c", "a", "b"]}))
+    keep, y = labelled_test(comp, ["cat", "dog", "owl"], "multilabel", " ")
+    assert keep.all() and y.tolist() == [[0, 1, 0], [1, 1, 0], [0, 0, 0]]
+    pd.DataFrame({"id": ["a", "b", "c"], "cat": [0, 1, 0], "dog": [1, 0, 0], "owl": [0, 0, 1]}).to_csv(
+        tmp_path / "solution.csv", index=False)
+    keep, y = labelled_test(comp, ["cat", "dog", "owl"], "single")
+    assert y.tolist() == [2, 1, 0]

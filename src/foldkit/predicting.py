@@ -109,13 +109,18 @@ def make_sources(comp, table, split, members) -> dict:
             for grey, side in preparations(members)}
 
 
-def _solution_labels(comp, test: pd.DataFrame) -> pd.Series | None:
-    """Test labels when the competition has them: solution.csv (id,label) or labelled test data."""
+def _solution_labels(comp, test: pd.DataFrame, classes: list = (), sep: str = " ") -> pd.Series | None:
+    """Test labels when the competition has them: solution.csv (id,label, or one 0/1 column per class or
+    label: read as the class set to 1, or the tags set to 1 joined by sep) or labelled test data."""
     sol = Path(comp.root) / "solution.csv"
     if sol.is_file():
         from foldkit.data import read_text_csv
         s = read_text_csv(sol)
-        return pd.Series(s[s.columns[1]].to_numpy(), index=s[s.columns[0]].astype(str))
+        ids, cols = s[s.columns[0]].astype(str), list(s.columns[1:])
+        if len(cols) > 1 and set(cols) == {str(c) for c in classes}:     # one-hot / multi-hot columns
+            on = s[cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy() > 0.5
+            return pd.Series([sep.join(c for c, x in zip(cols, row) if x) for row in on], index=ids)
+        return pd.Series(s[cols[0]].to_numpy(), index=ids)
     if "label" in test.columns:
         return pd.Series(test["label"].astype(str).to_numpy(), index=test["id"].astype(str))
     return None
@@ -171,7 +176,7 @@ def labelled_test(comp, classes, task: str = "single", sep: str = "") -> tuple[n
     multi-hot rows or numbers) when the competition ships test labels (solution.csv or labelled test
     data); checked before predicting: a label that is not a class (a tag that is not a label, a value
     that is not a number) is one clear error."""
-    truth = _solution_labels(comp, comp.test)
+    truth = _solution_labels(comp, comp.test, classes, sep or " ")
     if truth is None:
         return None
     ids = comp.test["id"].astype(str)
