@@ -112,7 +112,33 @@ def test_ddp_two_processes_scores_every_row_once_and_matches_one_process(comp, s
     assert learning[0] == learning[1] and learning[0]["batch_size"] == 16
 
 
+def test_ddp_student_learns_from_its_teachers_like_one_process(comp, sequential):
+    """--pseudo, --teacher and --soft-labels under torchrun: rank 0 labels the pool once (one log line), every
+    rank trains on the same pseudo-labelled rows, the fold-k teacher is fold k's model, as in one process."""
+    import shutil
+    for d in ("stud_ddp", "stud_one"):
+        shutil.copytree(comp / "seq", comp / d)
+    args = ("--fold", "0", "--experiment", "s", "--epochs", "2", "--pseudo", "e", "--pseudo-min-confidence", "0.5",
+            "--teacher", "e", "--soft-labels", "e")
+    r = torchrun(comp, comp / "stud_ddp", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("joined the training part") == 1 and r.stdout.count("distilling from e/fold0.pt") == 1
+    train(comp, comp / "stud_one", *args)
+    ddp, one = (pd.read_csv(comp / d / "s" / "pseudo_fold0.csv", dtype=str) for d in ("stud_ddp", "stud_one"))
+    assert len(ddp) > 0 and ddp.equals(one)
+    summary = pd.read_json(comp / "stud_ddp" / "s" / "fold0.json", typ="series")
+    assert summary["processes"] == 2 and summary["teaching"]["teacher"]["models"][0]["file"] == "fold0.pt"
+
+
 # --------------------------------------------------------------------------- fold-parallel (--devices)
+
+def test_fold_parallel_workers_feed_their_folds_with_loader_processes(comp, sequential):
+    """A fold's DataLoader workers are child processes of its fold-parallel worker (what a GPU machine's
+    cores do by default); the workers were daemons, which may not have children: every fold crashed."""
+    train(comp, comp / "loaders", "--fold", "0", "--experiment", "e", "--devices", "cpu,cpu", "--workers", "1")
+    oof, ref = (pd.read_csv(e / "oof_fold0.csv", dtype={"id": str}) for e in (comp / "loaders" / "e", sequential))
+    assert oof[["id", "label", "pred"]].equals(ref[["id", "label", "pred"]])
+
 
 def test_fold_parallel_writes_the_same_folds_as_the_sequential_run(comp, sequential, capsys):
     train(comp, comp / "par", "--fold", "all", "--experiment", "e", "--devices", "cpu,cpu")

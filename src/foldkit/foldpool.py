@@ -57,7 +57,23 @@ def parse_devices(spec: str) -> list[str]:
     return out
 
 
-def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: int, prepare, fit_one) -> None:
+def _die_with_parent(parent: int) -> None:
+    """The worker gets SIGTERM when the parent process dies (Linux prctl PR_SET_PDEATHSIG; hand-written:
+    multiprocessing only offers daemon processes for this, and a daemon may not start the DataLoader
+    worker processes a GPU machine feeds its folds with). Elsewhere, the parent's stop is what ends it."""
+    import ctypes
+    import sys
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)    # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() != parent:        # the parent died before the line above: stop now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: int, prepare, fit_one,
+            parent: int = 0) -> None:
     """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty."""
     import sys
 
@@ -77,6 +93,8 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: i
     # clean up, after telling the parent which fold was cut short
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     fold = None
+    if parent:
+        _die_with_parent(parent)
     try:
         cfg = with_settings(cfg, device=device, devices="", progress=False)
         log = lambda msg: events.put(("log", wid, fold, f"[{device} #{wid}] {msg}"))  # noqa: E731
@@ -110,8 +128,10 @@ def run_fold_parallel(cfg, folds: list[int], prepare, fit_one, log=print) -> dic
         jobs.put(k)
     n_cpu = sum(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu else 0
-    procs = [ctx.Process(target=_worker, name=f"foldkit-worker-{i}", daemon=True,
-                         args=(i, d, cfg, jobs, events, threads, len(devices), prepare, fit_one))
+    # not daemons: a daemon process may not have children, and a fold's DataLoader workers are children
+    # (a worker dies with this process instead: _die_with_parent; _stop ends them on every way out)
+    procs = [ctx.Process(target=_worker, name=f"foldkit-worker-{i}", daemon=False,
+                         args=(i, d, cfg, jobs, events, threads, len(devices), prepare, fit_one, os.getpid()))
              for i, d in enumerate(devices)]
     log(f"fold-parallel: folds {folds} on {len(devices)} worker(s): {', '.join(devices)}")
     finished = False
