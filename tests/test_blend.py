@@ -186,3 +186,13 @@ def test_plan_round_trips_through_json_and_applies_bit_for_bit():
     assert not np.allclose(plan.apply(members), plan.finish(np.stack([np.mean(members, 0)] * 2)))
     with pytest.raises(blend.PlanError, match="names \\['bagging'\\]"):
         blend.Plan.from_json(dict(plan.to_json(), blend="bagging"))
+
+
+def test_post_processing_verdict_names_its_own_switch_and_ignores_a_tie():
+    """A step that worsens nested CV names the switch that turns it off (regression clipping: --clip, not
+    --thresholds); one that changes nothing (no prediction beyond the training range) is no overfitting."""
+    from foldkit.blend import verdicts
+    res = {"metric": "rmse", "blend": "mean", "steps": ["clip"], "singles": {"a": 10.0}, "blend_nested": 10.0}
+    [line] = verdicts({**res, "final_nested": 10.5})
+    assert line.startswith("post-processing (clip) worsens nested CV") and line.endswith("(--clip off)")
+    assert verdicts({**res, "final_nested": 10.0}) == []

@@ -253,11 +253,17 @@ def verdicts(res: dict) -> list[str]:
     if "mean_blend" in res and not better(res["blend_nested"], res["mean_blend"]):
         out.append(f"the fitted {res['blend']} weights do not beat the plain mean in nested CV "
                    f"({metric} {res['blend_nested']:.5f} vs {res['mean_blend']:.5f}): prefer --blend mean")
-    if res["steps"] and not better(res["final_nested"], res["blend_nested"]):
-        out.append(f"post-processing ({', '.join(res['steps'])}) does not improve nested CV "
+    if res["steps"] and better(res["blend_nested"], res["final_nested"]):   # a tie: it changed nothing
+        flags = " / ".join(dict.fromkeys(SWITCH_OF[s] + " off" for s in res["steps"]))
+        out.append(f"post-processing ({', '.join(res['steps'])}) worsens nested CV "
                    f"({metric} {res['final_nested']:.5f} vs {res['blend_nested']:.5f} without): it overfits "
-                   f"the OOF; turn it off (--calibrate off / --thresholds off)")
+                   f"the OOF; turn it off ({flags})")
     return out
+
+
+# the predict.py switch that turns each post-processing step off (calibrate.steps_for)
+SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoints": "--thresholds",
+             "label_thresholds": "--thresholds", "clip": "--clip"}
 
 
 # --------------------------------------------------------------------------- experiment folders
