@@ -4,6 +4,7 @@ One teacher experiment is trained once on the shared 150-digit competition (3 fo
 no augmentation, no label smoothing: it memorises its training rows); every student here learns from it."""
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,6 +135,11 @@ def test_distillation_trains_a_different_student_and_resumes_exactly(taught, tmp
     assert board.loc["kd", "teachers"].startswith("pseudo memo (conf>=0.9, hard, w 1); distilled from memo "
                                                   "(alpha 0.7, T 2)")
     assert board.loc["memo", "teachers"] == "" and "kd_alpha" not in board.loc["kd", "settings"]
+    # predict.py treats the student like any other experiment: its finished fold, its plan, a submission
+    from foldkit.predicting import run_predict
+    res = run_predict(cfg_for(root, tmp_path / "a" / "models", experiments="kd", reports_dir=str(tmp_path / "r"),
+                              submissions_dir=str(tmp_path / "s"), **kw), log=quiet)
+    assert res["experiments"] == ["kd"] and res["members"] == 1 and Path(res["submission"]).is_file()
     # the student's bundle measures the teacher ensemble beside it: what the distillation bought
     from foldkit.export import export_bundle
     lines = []
