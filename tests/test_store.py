@@ -54,7 +54,7 @@ def test_the_second_run_prepares_nothing_and_reads_the_same_pixels(photos, tmp_p
     for i in range(16):
         assert min(second[i].shape[:2]) == SIDE
         assert np.array_equal(second[i], off[i])
-        assert not second[i].flags.writeable       # mapped read-only: no process can change another's pixels
+        assert not second.store[second.entries[i]].flags.writeable   # mapped read-only: shared safely
 
 
 def test_a_changed_file_is_prepared_again_and_only_it(photos, tmp_path, count):
@@ -156,3 +156,13 @@ def test_oof_row_and_test_image_get_the_same_probability_through_the_store(photo
     assert np.abs(test - oof[["prob_ants", "prob_bees"]].to_numpy()).max() < 2e-6
     r = run("train.py", *paths, *FAST, "--fold", "1", "--experiment", "x")
     assert "0 prepared now, 16 reused" in r.stdout + r.stderr
+
+
+def test_a_cache_folder_that_cannot_be_written_falls_back_to_ram_or_stops_with_one_line(photos, tmp_path):
+    from foldkit.dataset import CacheError
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    auto = source(photos, blocked / "cache", cache="auto")      # e.g. a read-only input folder
+    assert auto.store is None and auto.cached is not None
+    with pytest.raises(CacheError, match="--cache disk: cannot write the image store in .*--cache-dir"):
+        source(photos, blocked / "cache", cache="disk")

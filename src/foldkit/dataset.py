@@ -92,26 +92,30 @@ class ImageSource:
         self.rows = (table.index.to_numpy() + 1).tolist()
         if cache == "disk" and cache_dir is None:
             raise CacheError("--cache disk needs a cache folder (--cache-dir)")
-        if cache in ("auto", "disk") and cache_dir is not None:
-            self._open_store(Path(cache_dir), split, progress)
+        if cache in ("auto", "disk") and cache_dir is not None and self._open_store(Path(cache_dir), split,
+                                                                                     progress, cache):
             return
         cache = self._cache_mode(cache)      # auto: ram when it fits this process's RAM budget
         if cache == "ram":
             self.cached = self._decode_all(progress)
 
-    def _open_store(self, cache_dir: Path, split: str, progress: bool) -> None:
+    def _open_store(self, cache_dir: Path, split: str, progress: bool, cache: str) -> bool:
+        """Map the store (foldkit.store), writing what is missing first; False when auto cannot write it."""
         from foldkit.store import open_store, store_dir
         folder = store_dir(cache_dir, self.root, split, self.grey, self.max_side)
         try:
             self.store, self.entries, prepared = open_store(folder, self.root, self.paths, self.grey,
                                                             self.max_side, rows=self.rows, progress=progress)
-        except PermissionError as e:
-            raise CacheError(f"--cache disk: cannot write the image store in {cache_dir} ({e.strerror}): "
+        except OSError as e:
+            if cache == "auto":
+                return False                    # a read-only place (a Kaggle input): RAM as before the store
+            raise CacheError(f"--cache disk: cannot write the image store in {cache_dir} ({e.strerror or e}): "
                              "give a writable --cache-dir, or --cache ram / off") from None
         size = int(self.store.shape[self.entries].prod(axis=1).sum()) if len(self.entries) else 0
         self.cache_note = (f"images: {len(self.paths)} from the store {folder} ({prepared} prepared now, "
                            f"{len(self.paths) - prepared} reused, {size / 1024**2:.0f} MiB; delete the folder "
                            "to clear it)")
+        return True
 
     def _load(self, i: int) -> np.ndarray:
         return prepare_image(self.root / self.paths[i], self.grey, self.max_side, row=self.rows[i])
@@ -132,7 +136,8 @@ class ImageSource:
             if avail is not None and need > avail * CACHE_RAM_SHARE / procs:
                 raise CacheError(f"--cache ram: the {n} decoded training images need about {_gib(need)} per "
                                  f"process, more than {CACHE_RAM_SHARE:.0%} of the {_gib(avail)} of memory "
-                                 f"available{shared}: use --cache auto or off (decoding on demand)")
+                                 f"available{shared}: use --cache disk (one copy on disk shared by every process) "
+                                 "or off (decoding on demand)")
             return cache
         budget = CACHE_MAX_BYTES if avail is None else min(CACHE_MAX_BYTES, avail * CACHE_AUTO_SHARE / procs)
         if need <= budget:
@@ -161,8 +166,8 @@ class ImageSource:
     def __getitem__(self, i: int) -> np.ndarray:
         if self.array is not None:
             return self.array[i]
-        if self.store is not None:
-            return self.store[self.entries[i]]
+        if self.store is not None:     # a copy: the mapping is read-only, torch wants writable arrays
+            return np.array(self.store[self.entries[i]])
         if self.cached is not None:
             return self.cached[i]
         return self._load(i)
