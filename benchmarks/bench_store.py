@@ -5,7 +5,8 @@
 A competition of N real photos (UTKFace crop_part1, 200x200 JPEG, label = the gender field of the file
 name) in ../shared/data. Measured:
   1. image preparation of a run: --cache ram (what --cache auto did before the store: every run, every
-     process decodes into its own RAM) vs --cache disk (the store) on its first and second run;
+     process decodes into its own RAM) vs --cache disk (the store) on its first and second run, and the
+     speed of reading every prepared image once (an epoch's reads);
   2. train.py --devices cpu,cpu (2 fold-parallel workers, folds 0 and 1, 1 epoch of test_resnet) with
      --cache ram vs --cache disk: peak RSS of the largest process and of all processes together, and
      peak PSS of all together (shared pages counted once: the memory the machine really gives), sampled
@@ -65,22 +66,33 @@ def kib(path: Path, key: str) -> int:
     return 0
 
 
+# a wrapper per run: the kernel's peak RSS of the largest process it (and its children) waited for
+MAXRSS = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+          "print(f'maxrss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}'); sys.exit(r.returncode)")
+
+
 def run_sampled(cmd: list[str]) -> dict:
-    """Run cmd; peak RSS (largest process, all together) and peak PSS (all together) in MiB, seconds."""
+    """Run cmd, sampling /proc every 0.2 s: in MiB, the peak RSS of the largest process (the kernel's
+    ru_maxrss of the waited descendants), the peaks over time of all processes' RSS, PSS (shared pages
+    divided among their users) and private anonymous memory summed, and the largest process's peak
+    anonymous and file-backed (mapped store) RSS; seconds."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"max_rss": 0, "sum_rss": 0, "sum_pss": 0, "sum_anon": 0}
+    proc = subprocess.Popen([sys.executable, "-c", MAXRSS, *cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    peak = {"sum_rss": 0, "sum_pss": 0, "sum_anon": 0, "proc_anon": 0, "proc_file": 0}
     while proc.poll() is None:
         pids = tree(proc.pid)
-        rss = [kib(Path(f"/proc/{p}/status"), "VmRSS") for p in pids]
         anon = [kib(Path(f"/proc/{p}/status"), "RssAnon") for p in pids]
-        pss = [kib(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in pids]
-        peak = {"max_rss": max(peak["max_rss"], max(rss)), "sum_rss": max(peak["sum_rss"], sum(rss)),
-                "sum_pss": max(peak["sum_pss"], sum(pss)), "sum_anon": max(peak["sum_anon"], sum(anon))}
+        file = [kib(Path(f"/proc/{p}/status"), "RssFile") for p in pids]
+        now = {"sum_rss": sum(kib(Path(f"/proc/{p}/status"), "VmRSS") for p in pids),
+               "sum_pss": sum(kib(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in pids),
+               "sum_anon": sum(anon), "proc_anon": max(anon), "proc_file": max(file)}
+        peak = {k: max(v, now[k]) for k, v in peak.items()}
         time.sleep(0.2)
     out = proc.stdout.read()
     if proc.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{out[-3000:]}")
+    peak["max_rss"] = int(out.rsplit("maxrss_kib=", 1)[1])
     return {**{k: v / 1024 for k, v in peak.items()}, "seconds": time.perf_counter() - t0, "log": out}
 
 
@@ -95,6 +107,10 @@ def preparation_times(root: Path, cache_dir: Path, side: int) -> dict:
         out[name] = time.perf_counter() - t0
         if s.store is not None:
             out["store MiB"] = int(s.store.shape.prod(axis=1).sum()) / 1024**2
+        t0 = time.perf_counter()           # reading every image once, as a training epoch does
+        for i in range(len(s)):
+            s[i]
+        out[f"{name}: read img/s"] = len(s) / (time.perf_counter() - t0)
     return out
 
 

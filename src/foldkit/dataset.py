@@ -166,8 +166,8 @@ class ImageSource:
     def __getitem__(self, i: int) -> np.ndarray:
         if self.array is not None:
             return self.array[i]
-        if self.store is not None:     # a copy: the mapping is read-only, torch wants writable arrays
-            return np.array(self.store[self.entries[i]])
+        if self.store is not None:
+            return self.store[self.entries[i]]
         if self.cached is not None:
             return self.cached[i]
         return self._load(i)

@@ -8,9 +8,9 @@ preparation) under the cache folder (`--cache-dir`, default `<repo>/cache`):
         index.npz        path, size, mtime_ns, offset, shape of every image; names the pixels file
         pixels-<token>.u8  the prepared images back to back (each keeps its own shape: no padding)
 
-Folds, torchrun ranks, fold-parallel workers, tune/auto trials and predict open the same file
-read-only (numpy memmap): the OS keeps one copy of the pixels in its page cache for all of them, and a
-second run decodes nothing. An entry is valid while its file keeps its size and mtime (as the audit's
+Folds, torchrun ranks, fold-parallel workers, tune/auto trials and predict read the same file
+(pread, read-only): the OS keeps one copy of the pixels in its page cache for all of them (evicted
+under memory pressure, so a store larger than RAM works), and a second run decodes nothing. An entry is valid while its file keeps its size and mtime (as the audit's
 hash cache, foldkit.duplicates); a changed or new file is prepared again, the others are copied over.
 Writing is atomic: the pixels go to a new file, the index naming it is renamed into place last, so a
 store cut short by a kill is never read (its orphan pixels file is removed by the next writer). One
@@ -60,7 +60,7 @@ def file_stats(root: Path, paths: list[str]) -> np.ndarray:
 
 
 class Store:
-    """One store folder read-only: entry j -> HWC uint8 view into the mapped pixels file."""
+    """One store folder, read-only: entry j -> HWC uint8 image (read from the pixels file)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -69,7 +69,7 @@ class Store:
         self.offset = np.zeros(0, np.int64)
         self.shape = np.zeros((0, 3), np.int64)
         self.pixels_name = ""
-        self._pixels = None
+        self._fd = self._pid = None
         self._load()
 
     def _load(self) -> None:
@@ -98,21 +98,23 @@ class Store:
         rows[~ok] = -1
         return rows
 
-    @property
-    def pixels(self) -> np.ndarray:
-        if self._pixels is None:    # mapped on first use, so DataLoader workers and spawned processes map it themselves
-            size = int(self.shape.prod(axis=1).sum()) if len(self.shape) else 0
-            self._pixels = (np.memmap(self.folder / self.pixels_name, dtype=np.uint8, mode="r")
-                            if size else np.zeros(0, np.uint8))
-        return self._pixels
-
     def __getitem__(self, j: int) -> np.ndarray:
-        h, w, c = self.shape[j]
-        o = self.offset[j]
-        return self.pixels[o:o + h * w * c].reshape(h, w, c)
+        """Entry j as a new HWC uint8 array, read from the OS's page cache (pread): every process reads the
+        one cached copy, and only the images in use count in its RSS (a mapping would count every page it
+        touched in each process); as fast as copying out of a mapping (measured: benchmarks/RESULTS.md)."""
+        h, w, c = (int(v) for v in self.shape[j])
+        buf = bytearray(h * w * c)
+        if self._fd is None or self._pid != os.getpid():   # opened by each process itself (fork, spawn)
+            self._fd, self._pid = os.open(self.folder / self.pixels_name, os.O_RDONLY), os.getpid()
+        if hasattr(os, "preadv"):
+            os.preadv(self._fd, [buf], int(self.offset[j]))
+        else:                                             # no preadv (Windows): a read-only mapping, copied
+            pixels = np.memmap(self.folder / self.pixels_name, dtype=np.uint8, mode="r")
+            buf[:] = pixels[int(self.offset[j]):int(self.offset[j]) + len(buf)].tobytes()
+        return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, c)
 
-    def __getstate__(self):        # a pickled store (spawned workers) carries its index, not the pixels
-        return {**self.__dict__, "_pixels": None}
+    def __getstate__(self):        # a pickled store (spawned workers) carries its index, not the open file
+        return {**self.__dict__, "_fd": None, "_pid": None}
 
 
 @contextlib.contextmanager
@@ -137,7 +139,7 @@ def _write(old: Store, keep: list[int], todo: list[int], root: Path, paths: list
     tmp = old.folder / name
     with open(tmp, "wb") as fh:
         for j in keep:
-            fh.write(memoryview(np.ascontiguousarray(old[j])).cast("B"))
+            fh.write(old[j].tobytes())
             new_paths.append(old.paths[j])
             new_stats.append(old.stats[j])
             shapes.append(old.shape[j])
