@@ -164,5 +164,6 @@ def test_a_cache_folder_that_cannot_be_written_falls_back_to_ram_or_stops_with_o
     blocked.write_text("not a folder")
     auto = source(photos, blocked / "cache", cache="auto")      # e.g. a read-only input folder
     assert auto.store is None and auto.cached is not None
+    assert auto.cache_note.startswith("images: cannot write the image store in ") and auto.cache_note.count(";") == 0
     with pytest.raises(CacheError, match="--cache disk: cannot write the image store in .*--cache-dir"):
         source(photos, blocked / "cache", cache="disk")

@@ -5,7 +5,7 @@ that reading a competition (make_folds) never imports torch.
 
 Every image file is prepared by foldkit.images.prepare_image (decoded, shortest side shrunk to
 `max_side`, a little above the training size so crops keep their detail), whether it is kept: by
-default once into the on-disk store every process maps (foldkit.store), else once into this
+default once into the on-disk store every process reads (foldkit.store), else once into this
 process's RAM (OpenCV, threads), or in the DataLoader workers on every epoch, with the same pixels
 every way.
 """
@@ -95,20 +95,25 @@ class ImageSource:
         if cache in ("auto", "disk") and cache_dir is not None and self._open_store(Path(cache_dir), split,
                                                                                      progress, cache):
             return
+        store_note, self.cache_note = self.cache_note, None
         cache = self._cache_mode(cache)      # auto: ram when it fits this process's RAM budget
+        self.cache_note = "; ".join(n for n in (store_note, self.cache_note) if n) or None
         if cache == "ram":
             self.cached = self._decode_all(progress)
 
     def _open_store(self, cache_dir: Path, split: str, progress: bool, cache: str) -> bool:
-        """Map the store (foldkit.store), writing what is missing first; False when auto cannot write it."""
+        """Open the store (foldkit.store), writing what is missing first; False (and a note) when auto
+        cannot write it."""
         from foldkit.store import open_store, store_dir
         folder = store_dir(cache_dir, self.root, split, self.grey, self.max_side)
         try:
             self.store, self.entries, prepared = open_store(folder, self.root, self.paths, self.grey,
                                                             self.max_side, rows=self.rows, progress=progress)
         except OSError as e:
-            if cache == "auto":
-                return False                    # a read-only place (a Kaggle input): RAM as before the store
+            if cache == "auto":                 # a read-only place (a Kaggle input): as before the store
+                self.cache_note = (f"images: cannot write the image store in {cache_dir} ({e.strerror or e}): "
+                                   "prepared in this process instead (--cache-dir: a writable folder)")
+                return False
             raise CacheError(f"--cache disk: cannot write the image store in {cache_dir} ({e.strerror or e}): "
                              "give a writable --cache-dir, or --cache ram / off") from None
         size = int(self.store.shape[self.entries].prod(axis=1).sum()) if len(self.entries) else 0
