@@ -50,7 +50,7 @@ def test_help_is_fast_and_documents_options():
 BAD_TOML = [('amp = "fp32"', "amp = 'fp32'", "one of auto, bf16, fp16, off"),
             ('bn = "freeze"', "bn = 'freeze'", "one of auto, train, frozen"),
             ('balance = "weight"', "balance = 'weight'", "one of none, weights, sampler; did you mean weights?"),
-            ('cache = "yes"', "cache = 'yes'", "one of auto, ram, off"),
+            ('cache = "yes"', "cache = 'yes'", "one of auto, disk, ram, off"),
             ('metric = "mape"', "metric = 'mape'", "one of accuracy, logloss"),
             ('rare_classes = "drop"', "rare_classes = 'drop'", "one of warn, train-only, error"),
             ('epochs = "ten"', "epochs = 'ten'", "not a whole number"),

@@ -40,7 +40,7 @@ def test_the_cache_budget_is_the_available_memory_shared_by_the_processes(comp, 
     assert shared.cache_note.startswith("images: decoded on demand each epoch (the 8 decoded images need about ")
     assert "shared by 4 processes on this machine" in shared.cache_note
     with pytest.raises(CacheError, match=r"--cache ram: the 8 decoded training images need about .* shared by "
-                                         r"4 processes on this machine: use --cache auto or off"):
+                                         r"4 processes on this machine: use --cache disk"):
         source(comp, "ram")                                  # forced: one line instead of the OOM killer
     processes(1)
     assert source(comp, "ram").cached is not None

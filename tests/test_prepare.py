@@ -120,6 +120,7 @@ def test_an_ensemble_of_sizes_and_channels_runs_each_member_on_its_own_preparati
     class Tiny(Member):   # a Member without a checkpoint: a pooled linear model
         def __init__(self, in_chans, size, seed):
             self.in_chans, self.fold, self.classes = in_chans, 0, ["ants", "bees"]
+            self.task, self.target = "single", None
             self.data_config = {"input_size": [in_chans, size, size], "mean": [0.5] * in_chans,
                                 "std": [0.25] * in_chans, "interpolation": "bilinear", "crop_pct": 1.0}
             torch.manual_seed(seed)

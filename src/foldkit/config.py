@@ -47,6 +47,9 @@ class Config:
     models_dir: str = _opt(str(ROOT / "models"), "experiments folder: models/<experiment>/fold{k}.pt ...", "paths")
     submissions_dir: str = _opt(str(ROOT / "submissions"), "where submission CSVs are written", "paths")
     reports_dir: str = _opt(str(ROOT / "reports"), "where reports/<experiment>/ are written", "paths")
+    cache_dir: str = _opt("", "the decoded-image store (--cache disk): <cache-dir>/images/<competition>/"
+                          "<split>-<preparation>/; delete the folder to clear it (default: cache/ beside "
+                          "--models-dir)", "paths")
 
     # ---- reading the competition ----
     train_csv: str = _opt("", "training CSV file name in the competition folder (default: the first of "
@@ -153,8 +156,10 @@ class Config:
     sync_bn: bool = _opt(False, "under torchrun: synchronise BatchNorm statistics across processes (GPUs)",
                          "train")
     workers: int = _opt(-1, "DataLoader workers (-1 = auto)", "train")
-    cache: str = _opt("auto", "keep decoded images in RAM: auto (when they fit), ram, off", "train",
-                      choices=["auto", "ram", "off"])
+    cache: str = _opt("auto", "prepared images: disk (the decoded-image store under --cache-dir, prepared once and "
+                      "shared by every process and run), ram (prepared into this process's RAM each run), off "
+                      "(prepared on demand every epoch); auto = disk, else ram when it fits (README 'The image "
+                      "cache')", "train", choices=["auto", "disk", "ram", "off"])
     # ---- after the first submission: teachers (foldkit.teacher; single-label; fold-safe: fold k learns only
     # from models that never saw fold k's validation rows) ----
     soft_labels: str = _opt("", "self-distillation: each training row's target = (1 - --soft-alpha) x its label + "
@@ -291,7 +296,7 @@ SEARCH_SPACE = "search_space"
 # sync_bn in its fold{k}.json.)
 RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
             "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
-            "cache", "experiment", "devices", "sync_bn", "log", "tracking_uri"}
+            "cache", "cache_dir", "experiment", "devices", "sync_bn", "log", "tracking_uri"}
 
 
 # Training settings added after experiments existed, with the value every earlier run had: left out of

@@ -4,9 +4,10 @@ Part of the `data` concern (docs/ARCHITECTURE.md), kept apart from data.py so
 that reading a competition (make_folds) never imports torch.
 
 Every image file is prepared by foldkit.images.prepare_image (decoded, shortest side shrunk to
-`max_side`, a little above the training size so crops keep their detail), whether it is kept:
-small datasets are prepared once into RAM (OpenCV, threads), large ones in the DataLoader workers
-on every epoch, with the same pixels either way.
+`max_side`, a little above the training size so crops keep their detail), whether it is kept: by
+default once into the on-disk store every process reads (foldkit.store), else once into this
+process's RAM (OpenCV, threads), or in the DataLoader workers on every epoch, with the same pixels
+every way.
 """
 from __future__ import annotations
 
@@ -67,25 +68,59 @@ def _processes(processes: int | None) -> int:
 
 
 class ImageSource:
-    """Index -> HWC uint8 image, from an array, a cache, or files prepared on demand (the same pixels
-    as the cache: images.prepare_image at `max_side`)."""
+    """Index -> HWC uint8 image, from an array, the on-disk store, a RAM cache, or files prepared on
+    demand (the same pixels every way: images.prepare_image at `max_side`).
+
+    cache: disk = the decoded-image store (foldkit.store) under `cache_dir`, prepared once for every
+    process and run; ram = prepared into this process's RAM; off = prepared on demand; auto = disk when
+    a cache folder is given, else ram when it fits this process's share of the memory."""
 
     def __init__(self, comp: Competition, table, split: str = "train", grey: bool = False,
-                 cache: str = "auto", max_side: int = 0, progress: bool = True):
+                 cache: str = "auto", max_side: int = 0, progress: bool = True, cache_dir: str | Path | None = None):
         self.grey = grey
         self.max_side = max_side
         self.array = None
         self.cached: list | None = None
+        self.store = None
+        self.cache_note = None
         if "index" in table.columns and comp.layout in ("numpy", "pixel_csv"):
+            # arrays already hold the pixels: no store, no cache
             self.array = np.ascontiguousarray(to_channels(comp.pixels(split)[table["index"].to_numpy()], grey))
             return
         self.root = Path(comp.root)
         self.paths = table["path"].tolist()
         self.rows = (table.index.to_numpy() + 1).tolist()
-        self.cache_note = None
+        if cache == "disk" and cache_dir is None:
+            raise CacheError("--cache disk needs a cache folder (--cache-dir)")
+        if cache in ("auto", "disk") and cache_dir is not None and self._open_store(Path(cache_dir), split,
+                                                                                     progress, cache):
+            return
+        store_note, self.cache_note = self.cache_note, None
         cache = self._cache_mode(cache)      # auto: ram when it fits this process's RAM budget
+        self.cache_note = "; ".join(n for n in (store_note, self.cache_note) if n) or None
         if cache == "ram":
             self.cached = self._decode_all(progress)
+
+    def _open_store(self, cache_dir: Path, split: str, progress: bool, cache: str) -> bool:
+        """Open the store (foldkit.store), writing what is missing first; False (and a note) when auto
+        cannot write it."""
+        from foldkit.store import open_store, store_dir
+        folder = store_dir(cache_dir, self.root, split, self.grey, self.max_side)
+        try:
+            self.store, self.entries, prepared = open_store(folder, self.root, self.paths, self.grey,
+                                                            self.max_side, rows=self.rows, progress=progress)
+        except OSError as e:
+            if cache == "auto":                 # a read-only place (a Kaggle input): as before the store
+                self.cache_note = (f"images: cannot write the image store in {cache_dir} ({e.strerror or e}): "
+                                   "prepared in this process instead (--cache-dir: a writable folder)")
+                return False
+            raise CacheError(f"--cache disk: cannot write the image store in {cache_dir} ({e.strerror or e}): "
+                             "give a writable --cache-dir, or --cache ram / off") from None
+        size = int(self.store.shape[self.entries].prod(axis=1).sum()) if len(self.entries) else 0
+        self.cache_note = (f"images: {len(self.paths)} from the store {folder} ({prepared} prepared now, "
+                           f"{len(self.paths) - prepared} reused, {size / 1024**2:.0f} MiB; delete the folder "
+                           "to clear it)")
+        return True
 
     def _load(self, i: int) -> np.ndarray:
         return prepare_image(self.root / self.paths[i], self.grey, self.max_side, row=self.rows[i])
@@ -106,7 +141,8 @@ class ImageSource:
             if avail is not None and need > avail * CACHE_RAM_SHARE / procs:
                 raise CacheError(f"--cache ram: the {n} decoded training images need about {_gib(need)} per "
                                  f"process, more than {CACHE_RAM_SHARE:.0%} of the {_gib(avail)} of memory "
-                                 f"available{shared}: use --cache auto or off (decoding on demand)")
+                                 f"available{shared}: use --cache disk (one copy on disk shared by every process) "
+                                 "or off (decoding on demand)")
             return cache
         budget = CACHE_MAX_BYTES if avail is None else min(CACHE_MAX_BYTES, avail * CACHE_AUTO_SHARE / procs)
         if need <= budget:
@@ -127,9 +163,16 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.array) if self.array is not None else len(self.paths)
 
+    @property
+    def prepared(self) -> bool:
+        """Pixels ready to read (array, store or RAM cache) rather than prepared on every access."""
+        return self.array is not None or self.store is not None or self.cached is not None
+
     def __getitem__(self, i: int) -> np.ndarray:
         if self.array is not None:
             return self.array[i]
+        if self.store is not None:
+            return self.store[self.entries[i]]
         if self.cached is not None:
             return self.cached[i]
         return self._load(i)

@@ -116,8 +116,9 @@ def prepare_run(cfg, log=print) -> RunData:
     if not cfg.img_size:
         log(f"note: images resized to {data_cfg['input_size'][-1]} px, {cfg.model}'s pretrained size: a guess for "
             "your images (--img-size to choose)")
+    from foldkit.store import cache_root
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
-                         progress=cfg.progress)
+                         progress=cfg.progress, cache_dir=cache_root(cfg))
     task = task_of(meta)
     return RunData(table, meta, exp, meta["classes"], targets(task, table, meta), data_cfg, source, task, comp)
 
@@ -286,7 +287,7 @@ def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None)
     weights = (1.0 / np.maximum(counts, 1))[hard] if cfg.balance == "sampler" else None
     sampler = EpochSampler(len(train_part), seed, shuffle=True, weights=weights, rank=distributed.rank(),
                            world=distributed.world())
-    workers = auto_workers(cfg.workers, run.source.cached is not None or run.source.array is not None)
+    workers = auto_workers(cfg.workers, run.source.prepared)
     kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     if workers > 0:
         kw["prefetch_factor"] = 4
@@ -507,8 +508,9 @@ def fit_fold_locked(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dic
 
 
 def open_run(cfg, log=print) -> RunData:
-    """prepare_run, saying in one line when the images are not kept in RAM because they do not fit this
-    process's share of the machine's memory (foldkit.dataset.ImageSource.cache_note)."""
+    """prepare_run, saying in one line where the images come from: the store (its folder, how many were
+    prepared now), or decoding on demand when they do not fit this process's share of the machine's
+    memory (foldkit.dataset.ImageSource.cache_note)."""
     run = prepare_run(cfg, log)
     if getattr(run.source, "cache_note", None):
         log(run.source.cache_note)
@@ -530,9 +532,9 @@ def train(cfg, log=print) -> list[dict]:
     devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
     if len(devices) == 1:
         cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
-    # fold-parallel: the workers decode the images, not this process
-    run = distributed.main_first(lambda: open_run(distributed.with_settings(cfg, cache="off")
-                                                  if devices else cfg, log))
+    # fold-parallel: this process prepares the shared store (the workers then map it), but keeps no RAM copy
+    parent_cfg = distributed.with_settings(cfg, cache="off") if devices and cfg.cache in ("ram", "off") else cfg
+    run = distributed.main_first(lambda: open_run(parent_cfg, log))
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
     from foldkit.trackers import open_tracker   # --log: started before the first fold, main process only
     tracker = open_tracker(cfg, run.exp.name) if distributed.is_main() else None

@@ -102,10 +102,15 @@ def sources_for(members, images: list) -> dict:
             for grey, side in preparations(members)}
 
 
-def make_sources(comp, table, split, members) -> dict:
-    """{(grey, side): ImageSource} of a table's images, one per distinct preparation of the members."""
+def make_sources(comp, table, split, members, cfg=None) -> dict:
+    """{(grey, side): ImageSource} of a table's images, one per distinct preparation of the members: from
+    the decoded-image store under cfg's cache folder (foldkit.store, shared with training and earlier
+    predictions) when cfg.cache is auto or disk, else prepared on demand (cfg None: the bundle, one pass)."""
     from foldkit.dataset import ImageSource
-    return {(grey, side): ImageSource(comp, table, split, grey=grey, cache="off", max_side=side, progress=False)
+    from foldkit.store import cache_root
+    cache, where = ("off", None) if cfg is None or cfg.cache in ("ram", "off") else (cfg.cache, cache_root(cfg))
+    return {(grey, side): ImageSource(comp, table, split, grey=grey, cache=cache, max_side=side, progress=False,
+                                      cache_dir=where)
             for grey, side in preparations(members)}
 
 
@@ -150,8 +155,9 @@ def predict_test(cfg, comp, members, plan, log=print):
                               "cannot be read, and a submission needs a prediction for every id:\n  "
                               + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
     t1 = time.time()
-    per_member = predict_members(cfg, members, make_sources(comp, comp.test, "test", members), plan.tta,
-                                 cached=comp.source_col == "index")
+    sources = make_sources(comp, comp.test, "test", members, cfg)
+    per_member = predict_members(cfg, members, sources, plan.tta,
+                                 cached=all(s.prepared for s in sources.values()))
     probs, probs_raw = plan.apply(per_member), plan.apply(per_member, raw=True)
     dt = time.time() - t1
     log(f"predicted {len(probs)} test images with {len(members)} models x {len(plan.tta)} views in {dt:.1f}s "
