@@ -291,6 +291,7 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     n_classes, eps = len(run.classes), cfg.label_smoothing
     hard = np.eye(n_classes, dtype=np.float32)[probs.argmax(1)] * (1 - eps) + eps / n_classes
     targets = (probs if cfg.pseudo_soft else hard) * np.float32(cfg.pseudo_weight)
+    from foldkit.store import cache_root
     grey = run.data_cfg["input_size"][0] == 1
     for part in ("test", "unlabelled"):
         rows = (kept["part"] == part).to_numpy()
@@ -299,7 +300,8 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
             src = (pd.DataFrame({"id": sub["id"], "index": sub["source"].astype(int)}) if part == "test"
                    and "index" in run.comp.test.columns else pd.DataFrame({"id": sub["id"], "path": sub["source"]}))
             teaching.extra.append((ImageSource(run.comp, src.reset_index(drop=True), "test", grey=grey,
-                                               cache=cfg.cache, max_side=cache_side(run.data_cfg), progress=False),
+                                               cache=cfg.cache, max_side=cache_side(run.data_cfg), progress=False,
+                                               cache_dir=cache_root(cfg)),
                                    targets[rows]))
     per_class = {str(c): int(n) for c, n in zip(run.classes, np.bincount(probs.argmax(1), minlength=n_classes))}
     rule = " and ".join(x for x in (f"confidence >= {cfg.pseudo_min_confidence:g}" if cfg.pseudo_min_confidence
