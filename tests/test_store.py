@@ -70,6 +70,25 @@ def test_a_changed_file_is_prepared_again_and_only_it(photos, tmp_path, count):
     assert len(list(store_folder(photos, tmp_path / "cache").glob("pixels-*.u8"))) == 1   # the old one removed
 
 
+def test_a_source_in_use_keeps_reading_when_another_table_of_its_split_adds_files(photos, tmp_path):
+    """Two tables of one split in one run (a student's test images and, before they had a store of their
+    own, its --unlabelled images): the second adds files, which writes a new pixels file and removes the old
+    one; the first source, already open, must still read its images (it raised FileNotFoundError)."""
+    import pickle
+    from foldkit.data import read_competition
+    from foldkit.dataset import ImageSource
+    comp = read_competition(photos)
+    half = ImageSource(comp, comp.train.head(8), grey=False, cache="disk", max_side=SIDE, progress=False,
+                       cache_dir=tmp_path / "cache")
+    before = [source(photos, None, cache="off")[i] for i in range(8)]
+    full = source(photos, tmp_path / "cache")                      # half not read yet (its loader's workers will)
+    assert half.store.pixels_name != full.store.pixels_name
+    assert len(list(store_folder(photos, tmp_path / "cache").glob("pixels-*.u8"))) == 1
+    assert all(np.array_equal(half[i], before[i]) for i in range(8))
+    again = pickle.loads(pickle.dumps(full))           # a spawned worker opens the file its index names
+    assert np.array_equal(again[3], full[3])
+
+
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {src!r})

@@ -69,8 +69,18 @@ class Store:
         self.offset = np.zeros(0, np.int64)
         self.shape = np.zeros((0, 3), np.int64)
         self.pixels_name = ""
-        self._fd = self._pid = None
+        self._fd = None
         self._load()
+        if self.pixels_name:
+            # opened now and kept: a later writer of this folder (another table of the same split adding
+            # files) replaces the pixels file and removes this one, which an open descriptor keeps readable;
+            # forked DataLoader workers inherit it (pread takes its own offset: safe to share)
+            self._fd = os.open(self.folder / self.pixels_name, os.O_RDONLY)
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
     def _load(self) -> None:
         try:
@@ -104,8 +114,8 @@ class Store:
         touched in each process); as fast as copying out of a mapping (measured: benchmarks/RESULTS.md)."""
         h, w, c = (int(v) for v in self.shape[j])
         buf = bytearray(h * w * c)
-        if self._fd is None or self._pid != os.getpid():   # opened by each process itself (fork, spawn)
-            self._fd, self._pid = os.open(self.folder / self.pixels_name, os.O_RDONLY), os.getpid()
+        if self._fd is None:          # unpickled in a spawned process: open the file the index named
+            self._fd = os.open(self.folder / self.pixels_name, os.O_RDONLY)
         if hasattr(os, "preadv"):
             os.preadv(self._fd, [buf], int(self.offset[j]))
         else:                                             # no preadv (Windows): a read-only mapping, copied
@@ -114,7 +124,7 @@ class Store:
         return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, c)
 
     def __getstate__(self):        # a pickled store (spawned workers) carries its index, not the open file
-        return {**self.__dict__, "_fd": None, "_pid": None}
+        return {**self.__dict__, "_fd": None}
 
 
 @contextlib.contextmanager

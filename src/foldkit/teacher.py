@@ -299,7 +299,9 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
             sub = kept[rows]
             src = (pd.DataFrame({"id": sub["id"], "index": sub["source"].astype(int)}) if part == "test"
                    and "index" in run.comp.test.columns else pd.DataFrame({"id": sub["id"], "path": sub["source"]}))
-            teaching.extra.append((ImageSource(run.comp, src.reset_index(drop=True), "test", grey=grey,
+            # the unlabelled folder's images in a store of their own: the test images' store stays the test set's
+            split = "test" if part == "test" else "unlabelled"
+            teaching.extra.append((ImageSource(run.comp, src.reset_index(drop=True), split, grey=grey,
                                                cache=cfg.cache, max_side=cache_side(run.data_cfg), progress=False,
                                                cache_dir=cache_root(cfg)),
                                    targets[rows]))
