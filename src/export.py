@@ -5,7 +5,7 @@
     kaggle datasets create -p bundle/ --dir-mode tar              # then upload it as a Kaggle dataset
 
 The bundle applies the plan predict.py submits with for the same flags (--ensemble, --blend,
---calibrate, --thresholds, --tta, --submission-mode). It holds everything inference needs with no network (predict_offline.py finds the
+--calibrate, --thresholds, --clip, --tta, --submission-mode). It holds everything inference needs with no network (predict_offline.py finds the
 competition under /kaggle/input and writes a validated submission.csv) and a runtime estimate
 measured on this device; --time-budget warns when the ensemble will not fit.
 """
@@ -21,7 +21,7 @@ from foldkit.errors import cli_run  # noqa: E402
 def main(argv=None):
     parser = config.build_parser(["paths", "data", "export"], description=__doc__, prog="export.py",
                                  extra=("experiments", "tta", "ensemble", "submission_mode", "blend", "calibrate",
-                                        "thresholds", "batch_size", "device", "amp", "channels_last", "workers"))
+                                        "thresholds", "clip", "batch_size", "device", "amp", "channels_last", "workers"))
     args = parser.parse_args(argv)
     return cli_run(lambda: run(config.resolve(args)))
 

@@ -136,6 +136,9 @@ def test_regression_blend_fitted_on_oof_and_leaderboard(rotated):
 def test_settings_that_would_write_a_wrong_file_are_refused_in_one_line(rotated, pairs):
     r = kit("predict.py", *pairs["dirs"], "--ensemble", "geometric", ok=False)
     assert r.returncode == 2 and r.stderr.startswith("error: --ensemble geometric averages softmax probabilities")
+    r = kit("export.py", *rotated["dirs"], "--clip", "on", "--out", str(rotated["sub_path"].parents[1] / "b2"),
+            "--thresholds", "on", ok=False)       # export takes predict's plan flags, --clip included
+    assert r.returncode == 2 and "--thresholds on is for classification" in r.stderr
     r = kit("predict.py", *rotated["dirs"], "--thresholds", "on", ok=False)
     assert r.returncode == 2 and "--thresholds on is for classification" in r.stderr and "Traceback" not in r.stderr
 
