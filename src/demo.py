@@ -4,7 +4,7 @@
 
 Builds input/demo/ (a competition of its own: your data in input/ is never
 touched), then runs the pipeline with settings sized for a laptop CPU. All of
-the demo's outputs live in demo/ subfolders of folds/, models/, submissions/
+the demo's outputs live in demo/ subfolders of folds/, models/, cache/, submissions/
 and reports/.
 """
 import argparse
@@ -26,12 +26,13 @@ DEMO_TRAIN = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0",
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(ROOT), help="folder holding input/, folds/, models/, "
+    p.add_argument("--root", default=str(ROOT), help="folder holding input/, folds/, models/, cache/, "
                    "submissions/, reports/ (default: the repository)")
     args = p.parse_args(argv)
     root = Path(args.root)
     paths = {"input_dir": root / "input" / "demo", "folds_dir": root / "folds" / "demo",
-             "models_dir": root / "models" / "demo", "submissions_dir": root / "submissions" / "demo",
+             "models_dir": root / "models" / "demo", "cache_dir": root / "cache" / "demo",
+             "submissions_dir": root / "submissions" / "demo",
              "reports_dir": root / "reports" / "demo"}
     flags = [a for k, v in paths.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     t0 = time.time()
@@ -49,7 +50,7 @@ def main(argv=None) -> dict:
     import train
     print(f"[3/4] training 5 folds -> {paths['models_dir'] / DEMO_EXPERIMENT}")
     t1 = time.time()
-    folds = train.main(flags[:6] + DEMO_TRAIN + ["--experiment", DEMO_EXPERIMENT, "--fold", "all"])
+    folds = train.main(flags[:8] + DEMO_TRAIN + ["--experiment", DEMO_EXPERIMENT, "--fold", "all"])
     t_train = time.time() - t1
     import numpy as np
     mean = np.mean([f["value"] for f in folds])

@@ -32,7 +32,7 @@ def test_demo_builds_competition_and_runs_pipeline(tmp_path):
     assert len(folds) == len(train) and sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
     # the user's own input/ is untouched: the demo writes only its own subfolders
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["demo"]
-    for top in ("folds", "models", "submissions", "reports"):
+    for top in ("folds", "models", "cache", "submissions", "reports"):
         assert sorted(p.name for p in (tmp_path / top).iterdir()) == ["demo"], top
     # trained 5 folds, wrote a validated submission and the report, printed the test accuracy
     exp = tmp_path / "models" / "demo" / "digits-test_resnet"
