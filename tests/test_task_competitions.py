@@ -62,7 +62,7 @@ def rotated(tmp_path_factory):
 def test_multilabel_competition_end_to_end(pairs, tmp_path):
     assert "multi-label, 10 labels" in pairs["folds"] and "MultilabelStratifiedKFold" in pairs["folds"]
     out = pairs["predict"]
-    assert "label_thresholds" in out and "submission mode: label (the predicted tags in tags)" in out
+    assert "label thresholds" in out and "submission mode: label (the predicted tags in tags)" in out
     # the submission: the sample's columns and ids, every tag a label, tags joined as the sample joins them
     sub, sample = pairs["sub"], pairs["sample"]
     assert list(sub.columns) == list(sample.columns) and sub["id"].tolist() == sample["id"].tolist()

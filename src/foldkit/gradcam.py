@@ -105,7 +105,7 @@ def heatmapper(exp_dir: str | Path, prepare: Callable) -> tuple[Callable | None,
         img = np.asarray(prepare(row.id, grey, side))
         if img.ndim == 2:
             img = img[:, :, None]
-        x = tf(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))[None].float()
+        x = tf(torch.from_numpy(np.array(img)).permute(2, 0, 1))[None].float()   # a writable copy
         if layer is None:
             layer = target_layer(model, x)
             if layer is None:
