@@ -355,6 +355,11 @@ def multi_hot(labels: pd.Series, sep: str, classes: list[str]) -> np.ndarray:
     return out
 
 
+def join_tags(hot: np.ndarray, names: list, sep: str) -> list[str]:
+    """multi_hot's inverse: each row's tags set (true) joined by sep, in label order ('' = none)."""
+    return [sep.join(str(c) for c, on in zip(names, row) if on) for row in np.asarray(hot, dtype=bool)]
+
+
 def _guess_sep(text: pd.Series) -> str:
     """The separator of a tags column, or '' when the values do not look like tag sets: the candidate
     found in most rows whose tokens are fewer than the distinct values (tags recur in combinations;
@@ -458,7 +463,7 @@ def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[
     """The tags of a multi-hot table joined by a separator no column name contains."""
     sep = label_sep or next((s for s in LABEL_SEPS if not any(s in c for c in cols)), "|")
     hot = df[cols].apply(pd.to_numeric).to_numpy() == 1
-    return pd.Series([sep.join(c for c, v in zip(cols, row) if v) for row in hot], dtype=object), sep
+    return pd.Series(join_tags(hot, cols, sep), dtype=object), sep
 
 
 def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",

@@ -123,8 +123,9 @@ def _solution_labels(comp, test: pd.DataFrame, classes: list = (), sep: str = " 
         s = read_text_csv(sol)
         ids, cols = s[s.columns[0]].astype(str), list(s.columns[1:])
         if len(cols) > 1 and set(cols) == {str(c) for c in classes}:     # one-hot / multi-hot columns
+            from foldkit.data import join_tags
             on = s[cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy() > 0.5
-            return pd.Series([sep.join(c for c, x in zip(cols, row) if x) for row in on], index=ids)
+            return pd.Series(join_tags(on, cols, sep), index=ids)
         return pd.Series(s[cols[0]].to_numpy(), index=ids)
     if "label" in test.columns:
         return pd.Series(test["label"].astype(str).to_numpy(), index=test["id"].astype(str))
@@ -343,8 +344,8 @@ def predict_image(cfg, log=print) -> list[tuple]:
     order = np.argsort(-probs, kind="stable")[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
     if plan.task == "multilabel":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
-        tags = submission.build(["x"], probs[None], classes, None, "label", task="multilabel", sep=plan.label_sep)
-        log(f"  tags: {tags.iloc[0, 1] or '(none)'}")
+        from foldkit.data import join_tags
+        log(f"  tags: {join_tags(probs[None] >= 0.5, classes, plan.label_sep)[0] or '(none)'}")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")
     return top

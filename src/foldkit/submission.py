@@ -152,7 +152,8 @@ def _label_values(p: np.ndarray, classes: list, task: str, sep: str) -> list:
     if task == "regression":
         return p.reshape(len(p)).tolist()
     if task == "multilabel":
-        return [sep.join(str(c) for c, on in zip(classes, row) if on) for row in p >= 0.5]
+        from foldkit.data import join_tags
+        return join_tags(p >= 0.5, classes, sep)
     return [classes[j] for j in p.argmax(1)]
 
 

@@ -143,7 +143,8 @@ def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | Non
     if task == "regression":
         return {"pred": scale.restore(out)}
     classes, sep = meta["classes"], meta["label_sep"]
-    return {"pred": [sep.join(c for c, on in zip(classes, row) if on) for row in out >= 0.5],
+    from foldkit.data import join_tags
+    return {"pred": join_tags(out >= 0.5, classes, sep),
             **{f"prob_{c}": out[:, j] for j, c in enumerate(classes)}}
 
 
