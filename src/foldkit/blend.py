@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from foldkit.calibrate import POSTPROCESS
+from foldkit.calibrate import POSTPROCESS, SWITCH_OF
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
 from foldkit.metrics import METRICS, score
@@ -261,10 +261,6 @@ def verdicts(res: dict) -> list[str]:
     return out
 
 
-# the predict.py switch that turns each post-processing step off (calibrate.steps_for)
-SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoints": "--thresholds",
-             "label_thresholds": "--thresholds", "clip": "--clip"}
-
 
 # --------------------------------------------------------------------------- experiment folders
 
@@ -313,8 +309,8 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
         log(f"blend fitted and scored on the {len(common)} OOF rows every experiment has; "
             f"{', '.join(f'{n}: {len(o) - len(common)}' for n, o in zip(names, oofs))} row(s) left out")
     rows = [o.loc[common].reset_index() for o in oofs]
-    probs = np.stack([oof_arrays(r, classes, task, sep)[1] for r in rows])
-    y = oof_arrays(rows[0], classes, task, sep)[0]
+    arrays = [oof_arrays(r, classes, task, sep) for r in rows]      # (y, predictions) of each experiment
+    probs, y = np.stack([p for _, p in arrays]), arrays[0][0]
     folds = rows[0]["fold"].to_numpy()
     res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds, task, clip), names)
     res["cv"] = res["final_nested"] if res["final_nested"] is not None else res["final_in_sample"]

@@ -195,6 +195,9 @@ POSTPROCESS: dict[str, PostProcess] = {
     "clip": PostProcess(fit_clip, apply_clip, lambda c: {"range": [round(float(x), 6) for x in c]}),
 }
 SWITCHES = ["auto", "on", "off"]
+# the predict.py switch that turns each step on or off (steps_for); verdicts name it
+SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoints": "--thresholds",
+             "label_thresholds": "--thresholds", "clip": "--clip"}
 
 
 ML_F_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")
