@@ -4,6 +4,7 @@ predict.py --image, run as a user runs them on two small real competitions (test
 two real digits side by side with the set of digits as space-separated tags, and real digits rotated
 by a known angle. Every path must write the same file, in the sample's shape, validated."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -110,6 +111,14 @@ def test_regression_competition_end_to_end(rotated):
     assert (report / "scatter.png").is_file() and (report / "residuals.csv").is_file()
     for runner, other in rotated["offline"].items():
         assert np.allclose(other["angle"].to_numpy(float), pred, atol=1e-4), runner
+    # the bundle reads the competition as make_folds recorded it: whole-degree targets (an ambiguous integer
+    # column, a question at make_folds) do not stop it
+    root = rotated["sub_path"].parents[1]
+    shutil.copytree(root / "in", root / "in_int")
+    train_int = pd.read_csv(root / "in_int" / "train.csv")
+    train_int.assign(angle=train_int["angle"].round().astype(int)).to_csv(root / "in_int" / "train.csv", index=False)
+    kit(root / "bundle" / "predict_offline.py", "--input-dir", str(root / "in_int"), "--out", str(root / "int.csv"))
+    assert np.allclose(pd.read_csv(root / "int.csv")["angle"].to_numpy(float), pred, atol=1e-4)
     row = sub.iloc[0]
     r = kit("predict.py", *rotated["dirs"], "--image",
             str(rotated["sub_path"].parents[1] / "in" / "test" / f"{row['id']}.png"))

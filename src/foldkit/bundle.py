@@ -261,7 +261,10 @@ def pick_runner(runner: str, man: dict) -> str:
 def open_test_set(man: dict, input_dir: Path):
     """The competition's test set and sample (any layout), checked against the bundle."""
     from foldkit.data import read_competition, read_text_csv
-    comp = read_competition(input_dir, **man["reading"], check_train=False, check_test=True)
+    # the task kind as make_folds recorded it (bundles before it was in `reading`: the plan's), never detected
+    # again: integer ages would stop at make_folds' question
+    reading = {"task": man["plan"].task, **man["reading"]}
+    comp = read_competition(input_dir, **reading, check_train=False, check_test=True)
     if comp.test is None or len(comp.test) == 0:
         raise BundleError(f"{input_dir} has no test images to predict")
     if comp.test_problems:
