@@ -135,3 +135,63 @@ def test_an_ensemble_of_sizes_and_channels_runs_each_member_on_its_own_preparati
     _, together = predict_ensemble(members, make_sources(comp, test, "test", members), return_members=True, **kw)
     for a, t in zip(alone, together):
         assert np.allclose(a, t, atol=1e-6)
+
+
+def test_test_img_size_is_the_size_of_every_evaluation_path(photos, tmp_path):
+    """--test-img-size (FixRes): trained at 32 px, evaluated at 48 px. The OOF rows (hence the CV),
+    predict.py, the bundle's torch and ONNX runners and --image all score the photo at 48 px: the
+    same probabilities on every path, and not the ones a 32 px evaluation gives."""
+    import torch
+
+    import export as export_cli
+    from foldkit import bundle
+    from foldkit.augment import eval_transform
+    paths = ["--input-dir", str(photos), "--folds-dir", str(tmp_path / "folds"),
+             "--models-dir", str(tmp_path / "models")]
+    run("make_folds.py", *paths, "--n-folds", "2")
+    run("train.py", *paths, *FAST, "--fold", "0", "--experiment", "fr", "--test-img-size", "48")
+    ckpt = torch.load(tmp_path / "models" / "fr" / "fold0.pt", weights_only=True)
+    assert ckpt["data_config"]["input_size"] == [3, 32, 32] and ckpt["data_config"]["test_input_size"] == [3, 48, 48]
+    assert eval_transform(ckpt["data_config"])(torch.zeros(3, 80, 100, dtype=torch.uint8)).shape == (3, 48, 48)
+    plan = ["--experiments", "fr", "--tta", "none", "--calibrate", "off", "--thresholds", "off", "--workers", "0"]
+    run("predict.py", *paths, *plan, "--submissions-dir", str(tmp_path / "subs"), "--no-report")
+    oof = pd.read_csv(tmp_path / "models" / "fr" / "oof_fold0.csv", dtype={"id": str}).set_index("id")
+    (ref,) = (tmp_path / "subs").glob("*.csv")
+    sub = pd.read_csv(ref, dtype={"id": str}).set_index("id")
+    want = oof[["prob_ants", "prob_bees"]].to_numpy()
+    assert np.abs(sub.loc[[f"t_{i}" for i in oof.index]].to_numpy() - want).max() < 2e-6
+    iid = oof.index[0]
+    r = run("predict.py", *paths, *plan[:4], "--image", str(photos / "train" / f"{iid}.jpg"), "--topk", "2")
+    top = {c: float(p) for c, p in (line.split() for line in r.stdout.strip().splitlines()[1:])}
+    assert abs(top["ants"] - oof.loc[iid, "prob_ants"]) < 1e-4
+    # the offline bundle: its torch runner writes predict.py's file, its ONNX model takes 48 px images
+    export_cli.main([*paths, *plan[:-2], "--onnx", "--out", str(tmp_path / "bundle"), "--time-budget", "0"])
+    offline = ["--bundle", str(tmp_path / "bundle"), "--input-dir", str(photos), "--workers", "0", "--no-progress"]
+    bundle.main([*offline, "--runner", "torch", "--out", str(tmp_path / "torch.csv")])
+    assert (tmp_path / "torch.csv").read_bytes() == ref.read_bytes()
+    bundle.main([*offline, "--runner", "onnx", "--out", str(tmp_path / "onnx.csv")])
+    got = pd.read_csv(tmp_path / "onnx.csv", dtype={"id": str}).set_index("id").loc[sub.index].to_numpy()
+    assert np.abs(got - sub.to_numpy()).max() < 1e-3
+    # the same model evaluated at its training size gives other probabilities: the size was applied
+    from foldkit.inference import load_members
+    from foldkit.experiment import Experiment
+    (m,) = load_members([Experiment(tmp_path / "models" / "fr")])
+    del m.data_config["test_input_size"]
+    from foldkit.data import read_competition
+    from foldkit.engine import pick_device
+    from foldkit.inference import predict_ensemble
+    from foldkit.predicting import make_sources
+    comp = read_competition(photos)
+    at32 = predict_ensemble([m], make_sources(comp, comp.test, "test", [m]), tta=["none"],
+                            device=pick_device("cpu"), progress=False)
+    assert np.abs(at32 - sub.loc[comp.test["id"]].to_numpy()).max() > 1e-3
+
+
+def test_test_img_size_is_refused_for_a_model_built_for_one_size(photos, tmp_path):
+    paths = ["--input-dir", str(photos), "--folds-dir", str(tmp_path / "folds"),
+             "--models-dir", str(tmp_path / "models")]
+    run("make_folds.py", *paths, "--n-folds", "2")
+    r = subprocess.run([sys.executable, str(REPO / "src" / "train.py"), *paths, *FAST, "--model", "test_vit",
+                        "--test-img-size", "48"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "--test-img-size 48: test_vit is built for one input size" in r.stderr
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())

@@ -38,8 +38,9 @@ def _normalize(data_cfg: dict) -> list:
 
 
 def eval_transform(data_cfg: dict):
+    from foldkit.images import eval_size
     v2 = _v2()
-    size = data_cfg["input_size"][-1]
+    size = eval_size(data_cfg)      # the training size, or --test-img-size's (FixRes)
     crop_pct = data_cfg.get("crop_pct", 1.0) or 1.0
     resize = int(round(size / crop_pct))
     # the shortest side to size/crop_pct, then a square centre crop: with crop_pct 1 a non-square

@@ -162,7 +162,9 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     antialiased filter, the one torchvision's uint8 resize reproduces), centre crop, scale, normalise.
     HWC uint8 -> CHW float32. Hand-written: no torch-free library applies timm's eval recipe."""
     from PIL import Image
-    size = data_config["input_size"][-1]
+
+    from foldkit.images import eval_size
+    size = eval_size(data_config)
     resize = int(round(size / (data_config.get("crop_pct") or 1.0)))
     h, w = img.shape[:2]
     short, long_ = (h, w) if h <= w else (w, h)

@@ -101,6 +101,9 @@ class Config:
     pretrained: bool = _opt(False, "start from the hub's pretrained weights (needs a network)", "train")
     pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
     img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
+    test_img_size: int = _opt(0, "evaluation image size of validation/OOF, predict, the bundle and --image "
+                              "(FixRes: a model trained at 224 often scores better evaluated at 256-288; "
+                              "default: --img-size)", "train", minimum=0)
     crop_pct: float = _opt(0.0, "validation centre-crop fraction (default: the model's; 1.0 = no crop)", "train")
     in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train",
                         choices=[0, 1, 3])
@@ -303,7 +306,8 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
 # the identity at that value, so earlier experiments keep their names and can be continued.
 LATER_SETTINGS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
-                  "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0}
+                  "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
+                  "test_img_size": 0}
 
 
 def learning_settings(cfg: "Config") -> dict:

@@ -35,7 +35,8 @@ def _sources(members, comp, n: int, seed: int = 0):
     if comp is not None and comp.test is not None and len(comp.test):
         return make_sources(comp, comp.test.head(n), "test", members), "test images"
     grey = all(m.in_chans == 1 for m in members)
-    side = max(m.data_config["input_size"][-1] for m in members)
+    from foldkit.images import eval_size
+    side = max(eval_size(m.data_config) for m in members)
     rng = np.random.default_rng(seed)
     imgs = [rng.integers(0, 256, (side, side, 1 if grey else 3), dtype=np.uint8) for _ in range(n)]
     return sources_for(members, imgs), "synthetic images"

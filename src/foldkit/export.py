@@ -32,6 +32,7 @@ from foldkit.bundle import MANIFEST
 from foldkit.ensemble import activate
 from foldkit.tasks import ACTIVATION
 from foldkit.errors import FoldkitError
+from foldkit.images import eval_size
 from foldkit.io import atomic_write_text
 
 ONNX_OPSET = 17
@@ -125,7 +126,7 @@ def _check_batch(m, comp, n: int = 3):
 
     from foldkit.augment import eval_transform
     from foldkit.predicting import make_sources
-    c, s = m.in_chans, m.data_config["input_size"][-1]
+    c, s = m.in_chans, eval_size(m.data_config)
     if comp is None or comp.test is None or len(comp.test) == 0:
         return torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(0))
     src = next(iter(make_sources(comp, comp.test.head(n), "test", [m]).values()))
@@ -146,7 +147,7 @@ def export_onnx(members, entries: list[dict], folder: Path, comp, log=print) -> 
         rel = Path("onnx") / Path(e["weights"]).with_suffix(".onnx").name
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         model = m.model.cpu().float().eval()
-        c, s = m.in_chans, m.data_config["input_size"][-1]
+        c, s = m.in_chans, eval_size(m.data_config)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # the TorchScript exporter's deprecation notice
             torch.onnx.export(model, (torch.zeros(2, c, s, s),), str(folder / rel), input_names=["image"],

@@ -112,7 +112,7 @@ def prepare_run(cfg, log=print) -> RunData:
     check_experiments(cfg, meta)         # teachers on other folds or classes: refused before anything is recorded
     exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
-    data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct)
+    data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct, cfg.test_img_size)
     if not cfg.img_size:
         log(f"note: images resized to {data_cfg['input_size'][-1]} px, {cfg.model}'s pretrained size: a guess for "
             "your images (--img-size to choose)")
@@ -166,9 +166,12 @@ def check_training_settings(cfg) -> None:
 
     from foldkit import engine
     from foldkit.config import did_you_mean
-    from foldkit.model import check_model_name
+    from foldkit.model import check_model_name, fixed_input_size
 
     check_model_name(cfg.model)
+    if cfg.test_img_size and cfg.test_img_size != cfg.img_size and fixed_input_size(cfg.model):
+        raise TrainError(f"--test-img-size {cfg.test_img_size}: {cfg.model} is built for one input size "
+                         "(--img-size); evaluate it at that size, or choose a model that takes any size")
     engine.pick_device(cfg.device)
     backbone_lr_fraction(cfg)
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size < 2:

@@ -249,11 +249,20 @@ def decode_image(path: str | Path, grey: bool = False, row: int | None = None, m
 
 # --------------------------------------------------------------------------- the one preparation
 
+def eval_size(data_cfg: dict) -> int:
+    """The side of the square a model of this data config is evaluated at (validation/OOF, predict,
+    both bundle runners, --image, Grad-CAM): `test_input_size` when trained with --test-img-size
+    (FixRes), else the training `input_size`. The one reader of that choice."""
+    return int((data_cfg.get("test_input_size") or data_cfg["input_size"])[-1])
+
+
 def cache_side(data_cfg: dict) -> int:
     """The shortest side every image file is prepared at for a model of this data config: 1.5x the
-    eval resize (input size / crop_pct), so training crops keep their detail. (The name is from when
-    only the RAM cache shrank images; now every path does.)"""
-    return int(math.ceil(data_cfg["input_size"][-1] / (data_cfg.get("crop_pct") or 1.0) * 1.5))
+    larger of the training and evaluation resizes (size / crop_pct), so training crops keep their
+    detail and training and evaluation read the same prepared pixels. (The name is from when only the
+    RAM cache shrank images; now every path does.)"""
+    size = max(data_cfg["input_size"][-1], eval_size(data_cfg))
+    return int(math.ceil(size / (data_cfg.get("crop_pct") or 1.0) * 1.5))
 
 
 def preparation(in_chans: int, data_cfg: dict) -> tuple[bool, int]:

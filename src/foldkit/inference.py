@@ -15,6 +15,7 @@ import torch
 from foldkit.ensemble import TTA_VIEWS, combine
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
+from foldkit.images import eval_size
 from foldkit.model import ModelError, load_checkpoint, model_from_checkpoint
 
 
@@ -47,7 +48,7 @@ class Member:
     @property
     def transform_key(self) -> str:
         d = self.data_config
-        return json.dumps([d["input_size"], d["mean"], d["std"], d["interpolation"], d["crop_pct"]])
+        return json.dumps([d["input_size"][0], eval_size(d), d["mean"], d["std"], d["interpolation"], d["crop_pct"]])
 
 
 def load_members(experiments: list[Experiment], expected_classes: list | None = None) -> list[Member]:

@@ -117,9 +117,12 @@ def zero_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def data_config(model_name: str, img_size: int = 0, in_chans: int = 3, crop_pct: float = 0.0) -> dict:
+def data_config(model_name: str, img_size: int = 0, in_chans: int = 3, crop_pct: float = 0.0,
+                test_img_size: int = 0) -> dict:
     """Input size, mean/std, interpolation and crop_pct from the model's pretrained config (timm's
-    resolve_data_config; no model is built), with optional image-size and crop overrides."""
+    resolve_data_config; no model is built), with optional image-size and crop overrides.
+    test_img_size (FixRes): the size validation, OOF, predict and the bundle use, recorded as
+    `test_input_size` when it differs from the training size (images.eval_size reads it)."""
     from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
 
@@ -129,9 +132,12 @@ def data_config(model_name: str, img_size: int = 0, in_chans: int = 3, crop_pct:
     if in_chans == 1 and len(mean) == 3:
         mean, std = [sum(mean) / 3], [sum(std) / 3]
     size = img_size or cfg["input_size"][-1]
-    return {"input_size": [in_chans, size, size], "mean": mean, "std": std,
-            "interpolation": cfg.get("interpolation", "bilinear"),
-            "crop_pct": crop_pct or cfg.get("crop_pct", 0.875)}
+    out = {"input_size": [in_chans, size, size], "mean": mean, "std": std,
+           "interpolation": cfg.get("interpolation", "bilinear"),
+           "crop_pct": crop_pct or cfg.get("crop_pct", 0.875)}
+    if test_img_size and test_img_size != size:
+        out["test_input_size"] = [in_chans, test_img_size, test_img_size]
+    return out
 
 
 def head_parameters(model: nn.Module) -> list[str]:
