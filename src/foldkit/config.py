@@ -29,11 +29,13 @@ from foldkit.metrics import METRICS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _opt(default: Any, help: str, group: str, choices: list | None = None, minimum: float | None = None):
+def _opt(default: Any, help: str, group: str, choices: list | None = None, minimum: float | None = None,
+         auto: Any = None):
     """One setting: its default (whose type is the setting's type), help, group, and the values it
-    accepts (choices, or a minimum). `convert` checks every value against this, flag or file alike."""
+    accepts (choices, or a minimum). `auto`: the value the word "auto" stands for in a number setting
+    (--batch-size auto = 0). `convert` checks every value against this, flag or file alike."""
     return field(default=default, metadata={"help": help, "group": group, "choices": choices,
-                                            "minimum": minimum})
+                                            "minimum": minimum, "auto": auto})
 
 
 @dataclass
@@ -108,8 +110,9 @@ class Config:
     in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train",
                         choices=[0, 1, 3])
     epochs: int = _opt(10, "training epochs", "train", minimum=1)
-    batch_size: int = _opt(64, "batch size (under torchrun: the global batch, split evenly across the processes)",
-                           "train", minimum=1)
+    batch_size: int = _opt(64, "batch size (under torchrun: the global batch, split evenly across the processes); "
+                           "auto = the largest that fits the GPU, --lr scaled to it (foldkit.autobatch; the default "
+                           "on CPU)", "train", minimum=1, auto=0)
     lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train", minimum=0)
     weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train", minimum=0)
     opt: str = _opt("adamw", "optimizer name for timm create_optimizer_v2", "train")
@@ -350,6 +353,9 @@ def convert(name: str, value: Any) -> Any:
         return value
     if isinstance(value, bool):          # True is an int to Python, never a number or text to a user
         raise bad(_EXPECTED[kind])
+    if meta["auto"] is not None and (value == meta["auto"] or (isinstance(value, str)
+                                                               and value.strip().lower() == "auto")):
+        return meta["auto"]
     if kind is str:
         if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
                                                     for v in value):
@@ -369,11 +375,11 @@ def convert(name: str, value: Any) -> Any:
             else:
                 raise ValueError
         except ValueError:
-            raise bad(_EXPECTED[kind]) from None
+            raise bad(_EXPECTED[kind] + (" or auto" if meta["auto"] is not None else "")) from None
     if meta["choices"] and value not in meta["choices"]:
         raise bad("one of " + ", ".join(map(str, meta["choices"])) + did_you_mean(value, meta["choices"]))
     if meta["minimum"] is not None and value < meta["minimum"]:
-        raise bad(f"at least {meta['minimum']}")
+        raise bad(f"at least {meta['minimum']}" + (" or auto" if meta["auto"] is not None else ""))
     return value
 
 

@@ -205,6 +205,20 @@ def wrap(model, device, sync_bn: bool = False, compile: bool = False, partly_fro
     return torch.compile(ddp) if compile else ddp
 
 
+def min_over_ranks(value: int) -> int:
+    """The smallest of every rank's `value` (itself without torchrun): ranks that measured their own
+    device agree on one answer."""
+    if not active():
+        return value
+    import torch
+    import torch.distributed as dist
+    t = torch.tensor([value], dtype=torch.int64)
+    if _STATE["backend"] == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def mean_epoch(ep: dict) -> dict:
     """Training figures of every rank combined: loss and accuracy averaged (the shards have equal
     length), images/s summed, seconds of the slowest rank."""

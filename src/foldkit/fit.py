@@ -174,6 +174,9 @@ def check_training_settings(cfg) -> None:
                          "(--img-size); evaluate it at that size, or choose a model that takes any size")
     engine.pick_device(cfg.device)
     backbone_lr_fraction(cfg)
+    if not cfg.batch_size:
+        raise TrainError("--batch-size auto is measured by train.py; tune.py and auto.py take a number "
+                         "(run train.py --batch-size auto once and use the batch it prints)")
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size < 2:
         raise TrainError(f"--batch-size {cfg.batch_size} with --mixup/--cutmix: mixing needs pairs, "
                          "use 2 or more")
@@ -533,6 +536,12 @@ def train(cfg, log=print) -> list[dict]:
     from foldkit.teacher import check_settings as check_teaching
     cfg = check_teaching(cfg, task)                 # --soft-labels, --pseudo, --teacher
     devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
+    if not cfg.batch_size:                          # --batch-size auto: measured on this (first) device
+        from foldkit.autobatch import resolve
+        meta = read_meta(cfg.folds_dir)
+        first = distributed.with_settings(cfg, device=devices[0]) if devices else cfg
+        cfg = distributed.with_settings(resolve(first, max(1, len(meta["classes"])), int(meta.get("rows") or 0)
+                                                or 1_000_000, log), device=cfg.device)
     if len(devices) == 1:
         cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
     # fold-parallel: this process prepares the shared store (the workers then map it), but keeps no RAM copy
