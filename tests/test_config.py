@@ -56,7 +56,7 @@ BAD_TOML = [('amp = "fp32"', "amp = 'fp32'", "one of auto, bf16, fp16, off"),
             ('epochs = "ten"', "epochs = 'ten'", "not a whole number"),
             ('epochs = 2.5', "epochs = 2.5", "not a whole number"),
             ('hflip = "no"', "hflip = 'no'", "not true or false"),
-            ('[train]\nbatch_size = 0', "batch_size = 0", "not at least 1"),
+            ('[train]\nbatch_size = 0', "batch_size = 0", "not at least 1 or auto"),
             ('lr = -0.1', "lr = -0.1", "not at least 0"),
             ('in_chans = 2', "in_chans = 2", "not one of 0, 1, 3")]
 
@@ -93,7 +93,7 @@ def test_toml_text_converts_like_the_flag(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--amp", "fp32"], "error: argument --amp: 'fp32' is not one of auto, bf16, fp16, off (see train.py --help)"),
     (["--epochs", "ten"], "error: argument --epochs: 'ten' is not a whole number (see train.py --help)"),
-    (["--batch-size", "0"], "error: argument --batch-size: '0' is not at least 1 (see train.py --help)")])
+    (["--batch-size", "0"], "error: argument --batch-size: '0' is not at least 1 or auto (see train.py --help)")])
 def test_flag_mistake_is_one_line(capsys, argv, message):
     sys.path.insert(0, str(REPO / "src"))
     import train as train_cli

@@ -353,8 +353,7 @@ def convert(name: str, value: Any) -> Any:
         return value
     if isinstance(value, bool):          # True is an int to Python, never a number or text to a user
         raise bad(_EXPECTED[kind])
-    if meta["auto"] is not None and (value == meta["auto"] or (isinstance(value, str)
-                                                               and value.strip().lower() == "auto")):
+    if meta["auto"] is not None and isinstance(value, str) and value.strip().lower() == "auto":
         return meta["auto"]
     if kind is str:
         if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
