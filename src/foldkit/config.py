@@ -392,7 +392,11 @@ def _flag_type(name: str):
     """argparse's `type` for a setting: `convert`, its phrase becoming argparse's one-line error."""
     def parse(text: str):
         try:
-            return convert(name, text)
+            value = convert(name, text)
+            # the word stays a word until resolve converts it: a number setting's auto value (0) is no
+            # number a user may give
+            return "auto" if _FIELDS[name].metadata["auto"] is not None and value == _FIELDS[name].metadata["auto"] \
+                else value
         except ConfigError as e:
             raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
     parse.__name__ = name
