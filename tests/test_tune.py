@@ -150,6 +150,8 @@ def test_two_workers_share_one_sqlite_study(comp, tmp_path):
     assert all(any(f"trial {t.number}: CV" in o for o in outs) for t in trials)      # both ran some
     assert all(sum(f"trial {t.number}: CV" in o for o in outs) == 1 for t in trials)  # each once
     assert sum(any("CV" in line for line in o.splitlines()) for o in outs) == 2
+    workers = {t.user_attrs["worker"] for t in trials}                                # host:pid, one per process
+    assert len(workers) == 2 and {w.split(":")[1] for w in workers} == {str(p.pid) for p in procs}
     for t in trials:
         assert len(pd.read_csv(models / t.user_attrs["experiment"] / "log_fold0.csv")) == 1
 

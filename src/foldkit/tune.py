@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -140,6 +142,7 @@ def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
         tcfg = _trial_config(base, params, ",".join(map(str, folds)))
         run = open_run(tcfg, log=lambda *_: None)
         trial.set_user_attr("experiment", run.exp.name)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")   # who ran it (many machines)
         log(f"trial {trial.number}: {_fmt_params(params)} -> {run.exp.dir}")
 
         def report(fold, row):
