@@ -3,13 +3,13 @@
     python src/tune.py --n-trials 20                       # --space quick: lr, weight decay, augmentation
     python src/tune.py --space standard --tune-folds 0,1,2 --holdout-fold 4 --epochs 8
     python src/tune.py --config search.toml                # a [search_space] table of ranges
-    python src/tune.py --storage postgresql://user:pw@host/db   # the same command on many machines
+    python src/tune.py --storage postgresql+psycopg://user:pw@host/db   # the same command on many machines
 
 A trial trains the first --tune-folds fold reporting each epoch's metric (the pruner stops bad trials
 there), then the others; its value is the CV on them. The study lives in models/tune.db (SQLite) unless
 --storage says otherwise: start the command again (or on another machine with a shared --storage) and it
 continues. optuna-dashboard sqlite:///models/tune.db shows it. Needs the `tune` extra (pip install
--e '.[tune]').
+-e '.[tune]'; '.[postgres]' adds the PostgreSQL driver).
 """
 import sys
 from pathlib import Path

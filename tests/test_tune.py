@@ -150,5 +150,31 @@ def test_two_workers_share_one_sqlite_study(comp, tmp_path):
     assert all(any(f"trial {t.number}: CV" in o for o in outs) for t in trials)      # both ran some
     assert all(sum(f"trial {t.number}: CV" in o for o in outs) == 1 for t in trials)  # each once
     assert sum(any("CV" in line for line in o.splitlines()) for o in outs) == 2
+    workers = {t.user_attrs["worker"] for t in trials}                                # host:pid, one per process
+    assert len(workers) == 2 and {w.split(":")[1] for w in workers} == {str(p.pid) for p in procs}
     for t in trials:
         assert len(pd.read_csv(models / t.user_attrs["experiment"] / "log_fold0.csv")) == 1
+
+
+def test_storage_mistakes_are_one_line_naming_the_url_without_its_password(monkeypatch):
+    """A missing database driver and a URL SQLAlchemy does not know are refused at once, by name."""
+    from foldkit.tune import open_storage
+    monkeypatch.setitem(sys.modules, "psycopg2", None)             # as on a machine without psycopg2
+    with pytest.raises(TuneError) as e:
+        open_storage("postgresql+psycopg2://me:s3cret@127.0.0.1:1/optuna", 60)
+    assert str(e.value) == ("--storage postgresql+psycopg2://me:***@127.0.0.1:1/optuna: its database driver "
+                            "psycopg2 is not installed; for PostgreSQL pip install -e '.[postgres]' (psycopg 3) "
+                            "and write postgresql+psycopg://...")
+    with pytest.raises(TuneError, match=r"^--storage postgres://me:\*\*\*@db/optuna: not a database URL "
+                                        r"SQLAlchemy knows .*; write sqlite:///path/tune.db or postgresql"):
+        open_storage("postgres://me:s3cret@db/optuna", 60)
+
+
+def test_an_unreachable_postgresql_server_is_one_line_without_the_password(comp, tmp_path):
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install -e '.[postgres]')")
+    url = "postgresql+psycopg://me:s3cret@127.0.0.1:1/optuna"              # nothing listens on port 1
+    r = subprocess.run(tune_cmd(comp, tmp_path / "m", "--storage", url), capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: --storage postgresql+psycopg://me:***@127.0.0.1:1/optuna: cannot open it "
+                               "(OperationalError: "), r.stderr
+    assert "check that the server is running" in r.stderr and "s3cret" not in r.stdout + r.stderr

@@ -214,8 +214,8 @@ class Config:
                              "end, an honest estimate (-1 = none)", "tune", minimum=-1)
     pruner: str = _opt("median", "stop bad trials early on the first fold's epoch metric: median, halving "
                        "(successive halving), none", "tune", choices=["median", "halving", "none"])
-    storage: str = _opt("", "Optuna storage URL (default: sqlite:///<models-dir>/tune.db; postgresql://... lets "
-                        "workers on many machines share the study)", "tune")
+    storage: str = _opt("", "Optuna storage URL (default: sqlite:///<models-dir>/tune.db; postgresql+psycopg://... "
+                        "lets workers on many machines share the study)", "tune")
     study: str = _opt("", "study name (default: <space>-<metric>-<folds hash>)", "tune")
     heartbeat: int = _opt(60, "seconds between a running trial's heartbeats; a trial silent for twice this is "
                           "marked failed and queued again with the same settings", "tune", minimum=1)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -140,6 +142,7 @@ def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
         tcfg = _trial_config(base, params, ",".join(map(str, folds)))
         run = open_run(tcfg, log=lambda *_: None)
         trial.set_user_attr("experiment", run.exp.name)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")   # who ran it (many machines)
         log(f"trial {trial.number}: {_fmt_params(params)} -> {run.exp.dir}")
 
         def report(fold, row):
@@ -165,25 +168,64 @@ def _fmt_params(params: dict) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def shown_url(url: str) -> str:
+    """The storage URL as it may be printed: the password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: print it as given
+        return url
+
+
+def open_storage(url: str, heartbeat: int):
+    """Optuna's RDBStorage on url (with the heartbeat that marks dead trials). A PostgreSQL server that
+    does not answer fails after 10 s (libpq would wait minutes) and pooled connections are checked
+    before use (a trial can leave one idle for hours). Workers starting together race to create the
+    schema (the loser's INSERT of the schema version fails): it is tried 4 times; a missing driver or an
+    unreachable server is a TuneError naming the URL without its password."""
+    import warnings
+
+    import optuna
+    from sqlalchemy.engine import make_url
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # the heartbeat
+    shown = shown_url(url)
+    try:
+        parsed = make_url(url)
+        driver = parsed.get_dialect().driver
+    except Exception as e:  # noqa: BLE001 - ArgumentError (not a URL), NoSuchModuleError (postgres://)
+        raise TuneError(f"--storage {shown}: not a database URL SQLAlchemy knows ({e}); write "
+                        "sqlite:///path/tune.db or postgresql+psycopg://user:password@host/database") from None
+    kwargs = {}
+    if parsed.get_backend_name() == "postgresql":
+        kwargs = {"pool_pre_ping": True}
+        if "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": 10}
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=2 * heartbeat)
+        except ImportError:
+            raise TuneError(f"--storage {shown}: its database driver {driver} is not installed; for PostgreSQL "
+                            "pip install -e '.[postgres]' (psycopg 3) and write postgresql+psycopg://...") from None
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL or server
+            if attempt == 3:
+                why = " ".join(str(e).split("(Background on this error")[0].split())
+                if parsed.password:
+                    why = why.replace(str(parsed.password), "***")
+                raise TuneError(f"--storage {shown}: cannot open it ({type(e).__name__}: {why[:200]}); check "
+                                "that the server is running and the host, port, user, password and database "
+                                "are right") from None
+            time.sleep(1 + attempt)
+
+
 def open_study(cfg, folds_sha: str):
+    """The study (created or joined) and the storage URL as printable (no password)."""
     import optuna
     storage_url = cfg.storage or f"sqlite:///{Path(cfg.models_dir).resolve() / 'tune.db'}"
     if storage_url.startswith("sqlite:///"):
         Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    import warnings
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for attempt in range(4):
-        try:
-            storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=cfg.heartbeat,
-                                                 grace_period=2 * cfg.heartbeat)
-            break
-        except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many kinds for a bad URL or server
-            # workers starting together race to create the schema (the loser's INSERT of the schema
-            # version fails): the second try finds it made
-            if attempt == 3:
-                raise TuneError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: "
-                                f"{str(e)[:200]})") from None
-            time.sleep(1 + attempt)
+    storage = open_storage(storage_url, cfg.heartbeat)
+    storage_url = shown_url(storage_url)
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
               "none": optuna.pruners.NopPruner}[cfg.pruner]()
