@@ -136,10 +136,11 @@ def test_killed_study_requeues_the_trial_and_resumes_its_fold(comp, tmp_path):
 
 
 def test_two_workers_share_one_sqlite_study(comp, tmp_path):
-    """Two tune.py processes on one SQLite study: 4 trials in all, none trained twice."""
+    """Two tune.py processes on one SQLite study: 4 trials in all, none trained twice; the held-out fold
+    is trained once, for the study's final best (a worker that stops first does not score its best-so-far)."""
     models = tmp_path / "m"
     cmd = tune_cmd(comp, models, "--epochs", "1", "--n-trials", "4", "--tune-folds", "0", "--pruner", "none",
-                   "--study", "w")
+                   "--study", "w", "--holdout-fold", "2")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
              for _ in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
@@ -154,6 +155,9 @@ def test_two_workers_share_one_sqlite_study(comp, tmp_path):
     assert len(workers) == 2 and {w.split(":")[1] for w in workers} == {str(p.pid) for p in procs}
     for t in trials:
         assert len(pd.read_csv(models / t.user_attrs["experiment"] / "log_fold0.csv")) == 1
+    held = [t.user_attrs["experiment"] for t in trials if (models / t.user_attrs["experiment"] / "fold2.json").exists()]
+    assert held == [study.best_trial.user_attrs["experiment"]]
+    assert any(f"for trial #{study.best_trial.number}" in o for o in outs)
 
 
 def test_storage_mistakes_are_one_line_naming_the_url_without_its_password(monkeypatch):

@@ -344,10 +344,22 @@ def holdout_score(study, cfg, log=print) -> dict | None:
     an honest estimate of the chosen settings."""
     if cfg.holdout_fold < 0 or not study.get_trials(deepcopy=False, states=(_complete(),)):
         return None
+    from optuna.trial import TrialState
+
     from foldkit.fit import train
+    from foldkit.foldlock import FoldLockError
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if running:   # another worker's trial may still become the best: the last worker to stop scores it
+        log(f"held-out fold {cfg.holdout_fold}: {len(running)} trial(s) still running in other workers; the "
+            "last worker to stop trains the best trial on it (or run this command again once all have stopped)")
+        return None
     best = study.best_trial
     tcfg = _trial_config(base_settings(cfg), best.params, str(cfg.holdout_fold))
-    [s] = train(tcfg, log=lambda *_: None)
+    try:
+        [s] = train(tcfg, log=lambda *_: None)
+    except FoldLockError as e:    # two workers stopped together: the other one is training it
+        log(f"held-out fold {cfg.holdout_fold}: {e}")
+        return None
     log(f"held-out fold {cfg.holdout_fold} (never used to choose): {cfg.metric} {s['value']:.5f} for trial "
         f"#{best.number} (its CV {best.value:.5f}) -> {best.user_attrs.get('experiment')}")
     return s
