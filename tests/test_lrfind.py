@@ -110,7 +110,8 @@ def test_suggestion_rules_on_a_known_curve():
     (["--devices", "cpu,cpu"], "error: --lr-find runs in one process: drop --devices cpu,cpu"),
     (["--lr-find-start", "1", "--lr-find-end", "0.1"], "error: --lr-find-start 1 and --lr-find-end 0.1: give "
                                                        "0 < start < end"),
-    (["--lr-find-steps", "5"], "error: argument --lr-find-steps: '5' is not at least 10")])
+    (["--lr-find-steps", "5"], "error: argument --lr-find-steps: '5' is not at least 10"),
+    (["--experiment", "lr_find"], "error: --experiment lr_find: that folder holds --lr-find's results")])
 def test_lr_find_refusals_are_one_line(digits, tmp_path, capsys, argv, message):
     root, dirs = digits
     code, _, err = cli(capsys, "--lr-find", *FAST, *dirs, "--models-dir", str(tmp_path / "m"), *argv)
