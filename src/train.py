@@ -14,6 +14,10 @@ More devices (README "More GPUs"):
     python src/train.py --fold all --devices 0,1,2,3             # one fold per GPU, side by side
 
 Under torchrun --batch-size is the global batch (each process takes its share).
+
+Learning rate (README "Learning rate"): a range test on fold 0 with the same settings, no training:
+    python src/train.py --lr-find --model efficientnet_b0 --pretrained-file weights.pth
+prints the suggested --lr and writes models/lr_find/<experiment>/lr_find.csv and lr_find.png.
 """
 import sys
 from pathlib import Path
@@ -32,6 +36,12 @@ def main(argv=None) -> list:
 
 
 def run(cfg) -> list:
+    if cfg.lr_find:
+        from foldkit.lrfind import lr_find
+        result = lr_find(cfg)
+        print(result.line())
+        print(f"plot: {result.plot} (losses: {result.csv})")
+        return [result]
     from foldkit import distributed
     from foldkit.fit import train
     with distributed.rank_in_errors():

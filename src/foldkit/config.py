@@ -166,6 +166,15 @@ class Config:
                       "shared by every process and run), ram (prepared into this process's RAM each run), off "
                       "(prepared on demand every epoch); auto = disk, else ram when it fits (README 'The image "
                       "cache')", "train", choices=["auto", "disk", "ram", "off"])
+    # ---- the learning-rate range test (foldkit.lrfind; run-only: not part of an experiment's identity) ----
+    lr_find: bool = _opt(False, "instead of training: a learning-rate range test on fold 0's training part with "
+                         "these settings; prints a suggested --lr and writes <models-dir>/lr_find/<experiment>/"
+                         "lr_find.csv and .png (no experiment is recorded; README 'Learning rate')", "train")
+    lr_find_start: float = _opt(1e-7, "--lr-find: the first learning rate of the sweep", "train", minimum=0)
+    lr_find_end: float = _opt(10.0, "--lr-find: the last learning rate of the sweep (grows exponentially to it)",
+                              "train", minimum=0)
+    lr_find_steps: int = _opt(100, "--lr-find: optimizer steps of the sweep, at most (the training part is cycled "
+                              "when shorter; stops early once the loss diverges)", "train", minimum=10)
     # ---- after the first submission: teachers (foldkit.teacher; single-label; fold-safe: fold k learns only
     # from models that never saw fold k's validation rows) ----
     soft_labels: str = _opt("", "self-distillation: each training row's target = (1 - --soft-alpha) x its label + "
@@ -302,7 +311,8 @@ SEARCH_SPACE = "search_space"
 # sync_bn in its fold{k}.json.)
 RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
             "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
-            "cache", "cache_dir", "experiment", "devices", "sync_bn", "log", "tracking_uri"}
+            "cache", "cache_dir", "experiment", "devices", "sync_bn", "log", "tracking_uri",
+            "lr_find", "lr_find_start", "lr_find_end", "lr_find_steps"}
 
 
 # Training settings added after experiments existed, with the value every earlier run had: left out of

@@ -63,6 +63,50 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def train_batch(model, x, y, loss_fn, device, *, dtype=None, mixup=None, accum_steps: int = 1, scaler=None,
+                channels_last: bool = False, distill=None, sync: bool = True):
+    """Forward and backward of one batch, the kit's training step: the batch moved to the device
+    (channels_last), mixed (mixup/cutmix; an odd batch leaves its last image out), the loss under
+    autocast (plus the distillation term), its gradient / accum_steps added (scaled for fp16).
+    sync=False: a micro-step before an optimizer step (DDP skips the gradient all-reduce).
+    Returns (loss, outputs, hard targets, images); FloatingPointError before the backward when the loss
+    is not finite. train_one_epoch and foldkit.lrfind both train with it."""
+    x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
+    if mixup is not None and len(x) % 2:   # timm's Mixup mixes pairs (it asserts an even batch)
+        x, y = x[:-1], y[:-1]
+    y_hard = y
+    if mixup is not None:
+        x, y = mixup(x, y)
+    # DistributedDataParallel: a forward under no_sync() skips the gradient all-reduce of its backward
+    no_sync = model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()
+    with no_sync, autocast(device, dtype):
+        out = model(x)
+        loss = loss_fn(out, y)
+        if distill is not None:
+            loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(out, distill.probs(x),
+                                                                                   distill.temperature)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"the loss became {value}")
+    (scaler.scale(loss / accum_steps) if scaler else loss / accum_steps).backward()
+    return value, out, y_hard, len(x)
+
+
+def optimizer_step(model, optimizer, scaler=None, clip_grad: float = 0.0) -> None:
+    """One optimizer update from the gradients gathered by train_batch: unscaled and clipped when asked,
+    stepped (through the GradScaler for fp16), zeroed."""
+    if clip_grad:
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None, step0: int = 0,
                     dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
                     ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
@@ -79,47 +123,25 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     n_batches = len(loader)
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch")
     for i, (x, y) in enumerate(bar):
-        x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
-        if mixup is not None and len(x) % 2:   # timm's Mixup mixes pairs (it asserts an even batch)
-            x, y = x[:-1], y[:-1]
-        y_hard = y
-        if mixup is not None:
-            x, y = mixup(x, y)
-        last = (i + 1) == n_batches
-        step_now = (i + 1) % accum_steps == 0 or last
-        # DistributedDataParallel: a forward under no_sync() skips the gradient all-reduce of its backward
-        # (micro-steps before an optimizer step)
-        no_sync = model.no_sync() if not step_now and hasattr(model, "no_sync") else contextlib.nullcontext()
-        with no_sync, autocast(device, dtype):
-            out = model(x)
-            loss = loss_fn(out, y)
-            if distill is not None:
-                loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(out, distill.probs(x),
-                                                                                       distill.temperature)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"the loss became {loss.item()} at batch {i + 1} (optimizer step {steps + 1})")
-        (scaler.scale(loss / accum_steps) if scaler else loss / accum_steps).backward()
+        step_now = (i + 1) % accum_steps == 0 or (i + 1) == n_batches
+        try:
+            loss, out, y_hard, n = train_batch(model, x, y, loss_fn, device, dtype=dtype, mixup=mixup,
+                                               accum_steps=accum_steps, scaler=scaler, channels_last=channels_last,
+                                               distill=distill, sync=step_now)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{e} at batch {i + 1} (optimizer step {steps + 1})") from None
         if step_now:
-            if clip_grad:
-                if scaler:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scaler, clip_grad)
             steps += 1
             if scheduler is not None:
                 scheduler.step_update(num_updates=steps)
             if ema is not None:
                 ema.update(getattr(model, "_orig_mod", model), step=steps)
-        total += loss.item() * len(x)
-        n_seen += len(x)
+        total += loss * n
+        n_seen += n
         if mixup is None and y_hard.dim() == 1 and not y_hard.is_floating_point():   # single-label
             correct += (out.detach().argmax(1) == y_hard).sum().item()
-            n_hard += len(x)
+            n_hard += n
         bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -12,6 +12,10 @@ reads or writes an experiment folder goes through this class instead of spelling
     fold{k}.lock          host + pid of the process training fold k (foldkit.foldlock), removed when it stops
     pseudo_fold{k}.csv    --pseudo: every pool image with the fold-k teacher's probabilities, joined 0/1
 
+The learning-rate range test (train.py --lr-find, foldkit.lrfind) records no experiment: it writes
+`<models>/lr_find/<experiment>/lr_find.csv` and `lr_find.png`, <experiment> being the name the same
+settings get when trained (`default_name`); that folder has no config.json, so no step lists it.
+
 A fold counts as finished only when both fold{k}.json and fold{k}.pt exist. A fold killed
 mid-run leaves an OOF file of its best epoch so far; CV, ensembles and reports use finished
 folds only, so they always agree.
@@ -29,6 +33,9 @@ CONFIG = "config.json"
 FOLD_FILES = {"checkpoint": "fold{}.pt", "last_checkpoint": "fold{}_last.pt", "summary": "fold{}.json",
               "oof": "oof_fold{}.csv", "log": "log_fold{}.csv", "curve": "curve_fold{}.png",
               "lock": "fold{}.lock", "pseudo": "pseudo_fold{}.csv"}
+# train.py --lr-find's results: <models>/<LR_FIND_DIR>/<experiment>/ (never an experiment folder itself)
+LR_FIND_DIR = "lr_find"
+LR_FIND_FILES = {"csv": "lr_find.csv", "plot": "lr_find.png"}
 _FOLD_RE = {kind: re.compile("^" + re.escape(name).replace(r"\{\}", r"(\d+)") + "$")
             for kind, name in FOLD_FILES.items()}
 
@@ -158,7 +165,7 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
     settings: the experiment's identity, `config.learning_settings(cfg)` (passed in: this module is
     below config, which reaches the report through the blend registry).
     An experiment name is never reused with other learning settings or other folds."""
-    name = cfg.experiment or experiment_name(cfg.model, cfg.img_size, settings)
+    name = default_name(cfg, settings)
     exp = Experiment(Path(cfg.models_dir) / name)
     record = {**cfg.to_dict(), "experiment": name, "folds_sha256": folds_meta["sha256_now"],
               "classes": folds_meta["classes"], "n_folds": folds_meta.get("n_folds"),
@@ -180,6 +187,22 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
             raise ExperimentError(f"experiment {name!r} exists with other settings ({desc}). "
                                   "Use another --experiment name, or the same settings to continue it.")
     return exp
+
+
+def default_name(cfg, settings: dict) -> str:
+    """The experiment name these settings get: --experiment, else derived from model, size and settings.
+    `lr_find` is refused: it is the folder of the learning-rate range test's results."""
+    name = cfg.experiment or experiment_name(cfg.model, cfg.img_size, settings)
+    if name == LR_FIND_DIR:
+        raise ExperimentError(f"--experiment {name}: that folder holds --lr-find's results; choose another name")
+    return name
+
+
+def lr_find_files(models_dir: str | Path, name: str) -> dict[str, Path]:
+    """Where --lr-find writes for experiment `name`: {"csv": ..., "plot": ...} under
+    <models_dir>/lr_find/<name>/ (beside the experiments, never inside one)."""
+    folder = Path(models_dir) / LR_FIND_DIR / name
+    return {kind: folder / file for kind, file in LR_FIND_FILES.items()}
 
 
 def experiment_name(model: str, img_size: int, settings: dict) -> str:

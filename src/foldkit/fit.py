@@ -18,6 +18,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,9 +89,11 @@ class RunData:
     comp: object = None      # the competition (foldkit.data.Competition): --pseudo labels its test images
 
 
-def prepare_run(cfg, log=print) -> RunData:
+def prepare_run(cfg, log=print, record: bool = True) -> RunData:
+    """record=False (foldkit.lrfind): everything but recording the experiment; run.exp is then the folder
+    these settings would get, not created."""
     from foldkit.dataset import ImageSource, detect_grey
-    from foldkit.experiment import prepare_experiment
+    from foldkit.experiment import default_name, prepare_experiment
     from foldkit.folds import FOLDS_CSV, open_competition, read_folds
     from foldkit.images import cache_side
     from foldkit.model import data_config
@@ -110,7 +113,8 @@ def prepare_run(cfg, log=print) -> RunData:
         log(f"note: {hint}")
     from foldkit.teacher import check_experiments
     check_experiments(cfg, meta)         # teachers on other folds or classes: refused before anything is recorded
-    exp = prepare_experiment(cfg, meta, learning_settings(cfg), reading)
+    exp = (prepare_experiment(cfg, meta, learning_settings(cfg), reading) if record
+           else Experiment(Path(cfg.models_dir) / default_name(cfg, learning_settings(cfg))))
     grey = (cfg.in_chans == 1) if cfg.in_chans else detect_grey(comp, table)
     data_cfg = data_config(cfg.model, cfg.img_size, 1 if grey else 3, cfg.crop_pct, cfg.test_img_size)
     if not cfg.img_size:
@@ -513,14 +517,37 @@ def fit_fold_locked(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dic
         return fit_fold(cfg, run, fold, log=log, on_epoch=on_epoch)
 
 
-def open_run(cfg, log=print) -> RunData:
+def open_run(cfg, log=print, record: bool = True) -> RunData:
     """prepare_run, saying in one line where the images come from: the store (its folder, how many were
     prepared now), or decoding on demand when they do not fit this process's share of the machine's
     memory (foldkit.dataset.ImageSource.cache_note)."""
-    run = prepare_run(cfg, log)
+    run = prepare_run(cfg, log, record)
     if getattr(run.source, "cache_note", None):
         log(run.source.cache_note)
     return run
+
+
+def task_settings(cfg):
+    """(cfg, task kind): cfg checked and completed for the competition's task kind (the metric and settings
+    that fit it; --soft-labels, --pseudo, --teacher), as train and foldkit.lrfind take it."""
+    from foldkit.folds import read_meta
+    from foldkit.tasks import check_settings, task_of
+    from foldkit.teacher import check_settings as check_teaching
+    task = task_of(read_meta(cfg.folds_dir))
+    return check_teaching(check_settings(cfg, task), task), task
+
+
+def resolve_batch(cfg, devices: list, log=print):
+    """cfg with --batch-size auto resolved (foldkit.autobatch) on the first of `devices`, else cfg.device;
+    cfg as it is when a number was given."""
+    if cfg.batch_size:
+        return cfg
+    from foldkit.autobatch import resolve
+    from foldkit.folds import read_meta
+    meta = read_meta(cfg.folds_dir)
+    first = distributed.with_settings(cfg, device=devices[0]) if devices else cfg
+    out = resolve(first, max(1, len(meta["classes"])), int(meta.get("rows") or 0) or 1_000_000, log)
+    return distributed.with_settings(out, device=cfg.device)
 
 
 def train(cfg, log=print) -> list[dict]:
@@ -528,20 +555,10 @@ def train(cfg, log=print) -> list[dict]:
     and its training images decoded once for all of them. With --devices, foldkit.foldpool trains
     them side by side (each worker runs open_run once and fit_fold per fold)."""
     from foldkit import foldpool
-    from foldkit.folds import read_meta
-    from foldkit.tasks import check_settings, task_of
     cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
-    task = task_of(read_meta(cfg.folds_dir))
-    cfg = check_settings(cfg, task)                 # the metric (and settings) that fit the task kind
-    from foldkit.teacher import check_settings as check_teaching
-    cfg = check_teaching(cfg, task)                 # --soft-labels, --pseudo, --teacher
+    cfg, task = task_settings(cfg)
     devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
-    if not cfg.batch_size:                          # --batch-size auto: measured on this (first) device
-        from foldkit.autobatch import resolve
-        meta = read_meta(cfg.folds_dir)
-        first = distributed.with_settings(cfg, device=devices[0]) if devices else cfg
-        cfg = distributed.with_settings(resolve(first, max(1, len(meta["classes"])), int(meta.get("rows") or 0)
-                                                or 1_000_000, log), device=cfg.device)
+    cfg = resolve_batch(cfg, devices, log)          # --batch-size auto: measured on this (first) device
     if len(devices) == 1:
         cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
     # fold-parallel: this process prepares the shared store (the workers then map it), but keeps no RAM copy
