@@ -66,8 +66,10 @@ def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
 def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None, step0: int = 0,
                     dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
                     ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
-                    progress: bool = True, distill=None) -> dict:
+                    progress: bool = True, distill=None, batch_aug=None) -> dict:
     """Train over the loader once. Returns mean loss, images/s, and the optimizer step count.
+    batch_aug: --aug-device device (foldkit.batchaug.BatchAugment): the loader gives uint8 batches, augmented
+    and normalised here on the device (per-sample draws seeded by batch), before mixup and channels_last.
     distill: the --teacher models (foldkit.teacher.Distiller: alpha, temperature, probs(x)); the loss is then
     (1 - alpha) x the label loss + alpha x `distillation_loss` against their probabilities on the same batch."""
     from tqdm.auto import tqdm
@@ -79,6 +81,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     n_batches = len(loader)
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch")
     for i, (x, y) in enumerate(bar):
+        if batch_aug is not None:
+            x = batch_aug(x.to(device, non_blocking=True), i)
         x, y = to_device(x, device, channels_last), y.to(device, non_blocking=True)
         if mixup is not None and len(x) % 2:   # timm's Mixup mixes pairs (it asserts an even batch)
             x, y = x[:-1], y[:-1]
