@@ -179,7 +179,7 @@ class BatchAugment:
             torch.default_generator.manual_seed(key)
             x = x.float().div_(255)
             if len(self.ops):
-                x = self.ops(x)
+                x = self.ops(x).clamp_(0, 1)     # bicubic overshoots; per image, uint8 pixels clip there
             x = (x - self.mean.to(x.device)) / self.std.to(x.device)
             if self.erasing is not None:
                 x = self.erasing(x)
