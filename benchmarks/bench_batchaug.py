@@ -5,7 +5,7 @@ own figure: the loader, the augmentation, the forward/backward and the optimizer
 
 * digits: the demo competition (real 32 px digits), test_resnet, 32 px, batch 64, --aug light, 3 epochs
 * hymenoptera: ants vs bees photos (../shared/data/hymenoptera), the ImageNet mobilenetv2_100 of
-  ../shared/weights, 128 px, batch 32, --aug light, 1 epoch (8 batches of fold 0's training part)
+  ../shared/weights, 128 px, batch 32, --aug light, 1 epoch (6 batches of fold 0's training part)
 
     OMP_NUM_THREADS=1 python benchmarks/bench_batchaug.py            # CPU, minutes
     python benchmarks/bench_batchaug.py --device cuda
