@@ -386,7 +386,8 @@ def augmentation_path(cfg, data_cfg: dict, device, fold: int, seed: int, resume_
     from foldkit import batchaug
     choice = batchaug.choose(cfg.aug_device, device)
     if resume_file is not None:
-        state = torch.load(resume_file, map_location="cpu", weights_only=True, mmap=True).get("state", {})
+        from foldkit.model import load_checkpoint     # an unreadable file: one ModelError line
+        state = load_checkpoint(resume_file).get("state", {})
         choice = state.get("aug_device", "cpu")
     if choice != "device":
         return choice, None
