@@ -5,7 +5,8 @@ Both train the same timm model on the same in-memory tensors with AdamW
 The kit's loop is foldkit.engine.train_one_epoch with everything it does per
 step (LR schedule update, loss checks, accuracy, tqdm). A third line runs the
 kit's whole input path: decoded-once uint8 images -> ImageDataset ->
-augmentation -> DataLoader.
+augmentation -> DataLoader, twice: per image in the loader (--aug-device cpu) and batched on the
+training device (--aug-device device: the loader gathers uint8, foldkit.batchaug augments the batch).
 
     python benchmarks/bench_train.py                                   # CPU: test_resnet at 32 px
     python benchmarks/bench_train.py --model resnet50 --img-size 224 --batch-size 128 \
@@ -59,9 +60,10 @@ def kit_loop(model, xs, ys, device, dtype, channels_last, steps):
     return r["img_per_s"]
 
 
-def kit_input_path(args, device, dtype, channels_last):
-    """Decoded-once images through the kit's Dataset, augmentation and DataLoader."""
+def kit_input_path(args, device, dtype, channels_last, aug_device="cpu"):
+    """Decoded-once images through the kit's Dataset, augmentation and DataLoader (light preset)."""
     from foldkit.augment import train_transform
+    from foldkit.batchaug import BatchAugment, gather_transform
     from foldkit.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
     n = args.batch_size * args.steps
     rng = np.random.default_rng(0)
@@ -81,7 +83,9 @@ def kit_input_path(args, device, dtype, channels_last):
         model = model.to(memory_format=torch.channels_last)
     dcfg = {"input_size": [3, args.img_size, args.img_size], "mean": [0.5] * 3, "std": [0.5] * 3,
             "interpolation": "bilinear", "crop_pct": 1.0}
-    ds = SeededDataset(ImageDataset(Src(), rng.integers(0, 10, n), train_transform(dcfg, "light")), 0)
+    batched = aug_device == "device"
+    tf = gather_transform(dcfg, "light") if batched else train_transform(dcfg, "light")
+    ds = SeededDataset(ImageDataset(Src(), rng.integers(0, 10, n), tf), 0)
     workers = args.workers if args.workers >= 0 else auto_workers(-1, True)
     dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, sampler=EpochSampler(n, 0),
                                      num_workers=workers, pin_memory=device.type == "cuda",
@@ -89,7 +93,8 @@ def kit_input_path(args, device, dtype, channels_last):
     from timm.optim import create_optimizer_v2
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
     r = engine.train_one_epoch(model, dl, opt, torch.nn.CrossEntropyLoss(), device, dtype=dtype,
-                               channels_last=channels_last, progress=False)
+                               channels_last=channels_last, progress=False,
+                               batch_aug=BatchAugment(dcfg, "light") if batched else None)
     return r["img_per_s"], workers
 
 
@@ -132,6 +137,9 @@ def main():
     full, workers = kit_input_path(args, device, dtype, args.channels_last)
     print(f"kit with input pipeline: {full:8.0f} img/s  ({full / bare:.2f}x bare; uint8 images -> augment -> "
           f"DataLoader, {workers} workers)")
+    full, workers = kit_input_path(args, device, dtype, args.channels_last, "device")
+    print(f"  batched augmentation : {full:8.0f} img/s  ({full / bare:.2f}x bare; uint8 images -> DataLoader -> "
+          f"kornia on {device.type}, {workers} workers)")
 
 
 if __name__ == "__main__":

@@ -84,10 +84,12 @@ def test_checkpoint_round_trip_weights_only_reproduces_oof(comp, tmp_path):
     assert np.allclose(p, oof[[f"prob_{c}" for c in range(10)]].to_numpy(), atol=1e-4)
 
 
-def test_killed_run_resumes_to_the_same_result(comp, tmp_path):
+@pytest.mark.parametrize("aug_device", ["cpu", "device"])   # per image in the loader; batched (foldkit.batchaug)
+def test_killed_run_resumes_to_the_same_result(comp, tmp_path, aug_device):
     args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--model", "test_resnet",
             "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "medium", "--epochs", "4",
-            "--batch-size", "32", "--no-progress", "--experiment", "r", "--fold", "1", "--workers", "1"]
+            "--batch-size", "32", "--no-progress", "--experiment", "r", "--fold", "1", "--workers", "1",
+            "--aug-device", aug_device]
     cmd = [sys.executable, str(REPO / "src" / "train.py"), *args]
     ref = subprocess.run(cmd + ["--models-dir", str(tmp_path / "a")], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr

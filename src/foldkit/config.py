@@ -134,6 +134,10 @@ class Config:
     hflip: bool = _opt(True, "random horizontal flips (turn off for digits and text)", "train")
     vflip: bool = _opt(False, "random vertical flips", "train")
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
+    aug_device: str = _opt("auto", "where --aug's random ops run: cpu (per image in the DataLoader, torchvision), "
+                           "device (on whole batches on the training device, per-sample draws, kornia; the loader "
+                           "only gathers fixed-size images), auto (device on CUDA, cpu on CPU: measured faster there)",
+                           "train", choices=["auto", "cpu", "device"])
     mixup: float = _opt(0.0, "mixup alpha (0 = off); uses SoftTargetCrossEntropy", "train", minimum=0)
     cutmix: float = _opt(0.0, "cutmix alpha (0 = off)", "train", minimum=0)
     label_smoothing: float = _opt(0.1, "label smoothing (multi-label: each target becomes y(1-e)+e/2)", "train",
@@ -320,7 +324,7 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
 LATER_SETTINGS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
-                  "test_img_size": 0}
+                  "test_img_size": 0, "aug_device": "auto"}
 
 
 def learning_settings(cfg: "Config") -> dict:

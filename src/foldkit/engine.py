@@ -110,8 +110,10 @@ def optimizer_step(model, optimizer, scaler=None, clip_grad: float = 0.0) -> Non
 def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None, step0: int = 0,
                     dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
                     ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
-                    progress: bool = True, distill=None) -> dict:
+                    progress: bool = True, distill=None, batch_aug=None) -> dict:
     """Train over the loader once. Returns mean loss, images/s, and the optimizer step count.
+    batch_aug: --aug-device device (foldkit.batchaug.BatchAugment): the loader gives uint8 batches, augmented
+    and normalised here on the device (per-sample draws seeded by batch), before mixup and channels_last.
     distill: the --teacher models (foldkit.teacher.Distiller: alpha, temperature, probs(x)); the loss is then
     (1 - alpha) x the label loss + alpha x `distillation_loss` against their probabilities on the same batch."""
     from tqdm.auto import tqdm
@@ -123,6 +125,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     n_batches = len(loader)
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch")
     for i, (x, y) in enumerate(bar):
+        if batch_aug is not None:        # --aug-device device: the whole batch augmented where it trains
+            x = batch_aug(x.to(device, non_blocking=True), i)
         step_now = (i + 1) % accum_steps == 0 or (i + 1) == n_batches
         try:
             loss, out, y_hard, n = train_batch(model, x, y, loss_fn, device, dtype=dtype, mixup=mixup,

@@ -272,16 +272,19 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
                     channels_last=channels_last)
 
 
-def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None):
+def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None, aug_device: str = "cpu"):
     """(train loader, valid loader, sampler, train rows, valid rows, workers) of one fold. Rows with
     fold -1 (train-only rare classes) are in the training part of every fold. teaching (foldkit.teacher):
-    the training rows' soft targets, and the pseudo-labelled images that follow them in the training part."""
+    the training rows' soft targets, and the pseudo-labelled images that follow them in the training part.
+    aug_device "device": the training loader only gathers fixed-size uint8 images (foldkit.batchaug)."""
     from foldkit.augment import eval_transform, train_transform
+    from foldkit.batchaug import gather_transform
     from foldkit.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
 
     folds = run.table["fold"].to_numpy()
     tr_idx, va_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    t_train = train_transform(run.data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment)
+    t_train = (gather_transform(run.data_cfg, cfg.aug) if aug_device == "device"
+               else train_transform(run.data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment))
     Subset = torch.utils.data.Subset
     y_train = teaching.targets if teaching is not None and teaching.targets is not None else run.y
     train_part = Subset(ImageDataset(run.source, y_train, t_train), tr_idx.tolist())
@@ -319,6 +322,7 @@ class FoldState:
     log: list = field(default_factory=list)
     world_size: int = 1          # processes of a torchrun run (exact resume needs the same number)
     teaching: dict = field(default_factory=dict)   # the fold's teacher record (foldkit.teacher): resume needs the same
+    aug_device: str = "cpu"      # where the augmentation ran (--aug-device resolved): a resumed fold keeps it
 
     def save(self, path, tr: Training) -> None:
         from foldkit.model import save_checkpoint
@@ -382,6 +386,27 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def augmentation_path(cfg, data_cfg: dict, device, fold: int, seed: int, resume_file=None):
+    """(--aug-device resolved for this fold: cpu or device, the BatchAugment of the batched path or None).
+    A resumed fold keeps the path its resume state records (its random draws; older states: cpu), whatever
+    auto would choose on this machine; one TrainError line when that path cannot run here."""
+    from foldkit import batchaug
+    choice = batchaug.choose(cfg.aug_device, device)
+    if resume_file is not None:
+        from foldkit.model import load_checkpoint     # an unreadable file: one ModelError line
+        state = load_checkpoint(resume_file).get("state", {})
+        choice = state.get("aug_device", "cpu")
+    if choice != "device":
+        return choice, None
+    try:
+        batchaug.check_available()
+    except FoldkitError as e:
+        raise TrainError(f"fold {fold}: {e}" + (" (the fold started with it: pass --no-resume to restart it)"
+                                                if resume_file is not None else "")) from None
+    return choice, batchaug.BatchAugment(data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment, seed=seed,
+                                         rank=distributed.rank())
+
+
 # --------------------------------------------------------------------------- the fold
 
 def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
@@ -404,8 +429,10 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     # that share too, unless --sync-bn computes its statistics over every process's batch)
     per_process = distributed.per_process_batch(cfg.batch_size)
     pcfg = distributed.with_settings(cfg, batch_size=per_process)
+    aug_device, batch_aug = augmentation_path(cfg, run.data_cfg, device, fold, seed,
+                                              exp.last_checkpoint(fold) if resuming else None)
     train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(pcfg, run, fold, seed, device,
-                                                                                teaching)
+                                                                                teaching, aug_device)
     steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
     scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
     tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log, scale=scale,
@@ -417,7 +444,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     main = distributed.is_main()     # rank 0 alone writes files (always true without torchrun)
     if main:
         remove_stale_temps(exp, fold)
-    state = FoldState(world_size=distributed.world(), teaching=record)
+    state = FoldState(world_size=distributed.world(), teaching=record, aug_device=aug_device)
     if resuming:
         state = FoldState.load(exp.last_checkpoint(fold), tr)
         distributed.check_resume(state.world_size, fold)
@@ -437,6 +464,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     for epoch in range(state.epochs_done, cfg.epochs):       # 0-based here; logs and messages say epoch + 1
         seed_all(seed * 1000 + epoch)
         sampler.set_epoch(epoch)
+        if batch_aug is not None:
+            batch_aug.set_epoch(epoch)
         frozen = epoch < cfg.freeze_epochs
         set_backbone_frozen(tr.model, frozen)
         desc = f"fold {fold} epoch {epoch + 1}/{cfg.epochs}" + (" (head only)" if frozen else "")
@@ -445,7 +474,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                                         scheduler=tr.scheduler, step0=state.steps, dtype=tr.dtype, scaler=tr.scaler,
                                         mixup=tr.mixup, accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad,
                                         ema=tr.ema, channels_last=tr.channels_last, desc=desc, progress=cfg.progress,
-                                        train_mode=lambda _: train_mode(tr.model, tr.freeze_bn), distill=distill)
+                                        train_mode=lambda _: train_mode(tr.model, tr.freeze_bn), distill=distill,
+                                        batch_aug=batch_aug)
         except FloatingPointError as e:
             raise TrainError(f"fold {fold} epoch {epoch + 1}: {e}. Try a lower --lr (now {cfg.lr:g}), "
                              "--clip-grad 1.0 or --amp off, under a new --experiment name") from None
@@ -491,7 +521,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                "epochs_run": len(state.log), "seconds": round(time.time() - t_start, 1),
                "train_rows": int(len(tr_idx)), "valid_rows": int(len(va_idx)),
                "in_chans": run.data_cfg["input_size"][0], "data_config": run.data_cfg, "device": str(tr.device),
-               "workers": workers, "bn_frozen": tr.freeze_bn, **({"teaching": record} if record else {}),
+               "workers": workers, "aug_device": aug_device, "bn_frozen": tr.freeze_bn, **({"teaching": record} if record else {}),
                **({"processes": distributed.world(), "batch_per_process": per_process, "sync_bn": cfg.sync_bn}
                   if distributed.active() else {})}
     if main:
@@ -520,10 +550,14 @@ def fit_fold_locked(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dic
 def open_run(cfg, log=print, record: bool = True) -> RunData:
     """prepare_run, saying in one line where the images come from: the store (its folder, how many were
     prepared now), or decoding on demand when they do not fit this process's share of the machine's
-    memory (foldkit.dataset.ImageSource.cache_note)."""
+    memory (foldkit.dataset.ImageSource.cache_note), and in one how the augmentation runs (batchaug.describe)."""
     run = prepare_run(cfg, log, record)
     if getattr(run.source, "cache_note", None):
         log(run.source.cache_note)
+    if not cfg.devices:           # fold-parallel: each worker says it for its own device
+        from foldkit import batchaug, engine
+        device = engine.pick_device(cfg.device)
+        log(batchaug.describe(batchaug.choose(cfg.aug_device, device), device, cfg.aug))
     return run
 
 
