@@ -113,23 +113,27 @@ def test_cli_trains_batched_records_it_and_repeats_exactly(digits150, tmp_path):
                                   pd.read_csv(tmp_path / "b" / "b" / "oof_fold0.csv"))
 
 
-def test_cli_auto_is_per_image_on_cpu_and_keeps_old_names(digits150, tmp_path):
+def test_cli_auto_is_batched_for_small_images_on_cpu_and_keeps_old_names(digits150, tmp_path):
     r = run_train(digits150, tmp_path / "m", "--epochs", "1")
     assert r.returncode == 0, r.stderr
-    assert "augmentation: per image on CPU" in r.stdout
+    assert "augmentation: batched on cpu (kornia)" in r.stdout          # 32 px: batched wins on a CPU
     [exp] = [p for p in (tmp_path / "m").iterdir() if p.is_dir()]
-    assert json.loads((exp / "fold0.json").read_text())["aug_device"] == "cpu"
+    assert json.loads((exp / "fold0.json").read_text())["aug_device"] == "device"
+    from foldkit.batchaug import choose
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [choose("auto", cpu, s) for s in (32, 64, 96, 224)] == ["device", "device", "cpu", "cpu"]
+    assert choose("auto", cuda, 224) == "device" and choose("cpu", cuda, 32) == "cpu"
     from foldkit.config import learning_settings, resolve
     assert "aug_device" not in learning_settings(resolve({}))                # auto: old experiment names stay
     assert learning_settings(resolve({"aug_device": "device"}))["aug_device"] == "device"   # like --amp
 
 
 def test_a_resumed_fold_keeps_the_path_it_started_with(tmp_path):
-    """auto on this CPU machine means per image, but a fold started batched (say on a GPU) resumes batched;
+    """auto on a CPU at 128 px means per image, but a fold started batched (say on a GPU) resumes batched;
     a resume file from before the setting existed resumes per image."""
     from foldkit.config import resolve
     from foldkit.fit import augmentation_path
-    grey = {"input_size": [1, 32, 32], "mean": [0.5], "std": [0.5], "interpolation": "bilinear", "crop_pct": 1.0}
+    grey = {"input_size": [1, 128, 128], "mean": [0.5], "std": [0.5], "interpolation": "bilinear", "crop_pct": 1.0}
     cfg, cpu = resolve({}), torch.device("cpu")
     assert augmentation_path(cfg, grey, cpu, 0, 1)[0] == "cpu"
     torch.save({"state": {"epochs_done": 1, "aug_device": "device"}}, tmp_path / "started_on_gpu.pt")

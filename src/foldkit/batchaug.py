@@ -38,12 +38,21 @@ RECIPES = {"none": ("eval", None), "light": ("canvas", "light"), "medium": ("res
 CHOICES = ("cpu", "device")
 
 
-def choose(setting: str, device) -> str:
-    """--aug-device resolved for a training device: cpu (per image in the DataLoader) or device (batched,
-    kornia). auto = device on CUDA, per image on CPU (measured faster there: benchmarks/RESULTS.md)."""
+# On a CPU the batched path wins where per-image work dominates, i.e. on small images (measured on 2 idle
+# cores, benchmarks/RESULTS.md: the demo's 32 px digits train 1.57x faster per fold batched; at 128 px
+# mobilenetv2's forward/backward dominates and the two paths are within noise, 0.9-1.0x)
+CPU_BATCHED_MAX_SIZE = 64
+
+
+def choose(setting: str, device, size: int = 0) -> str:
+    """--aug-device resolved for a training device and training image size: cpu (per image in the
+    DataLoader) or device (batched, kornia). auto = batched on CUDA, and on a CPU for images of at most
+    CPU_BATCHED_MAX_SIZE px (where it was measured faster); per image otherwise."""
     if setting in CHOICES:
         return setting
-    return "device" if getattr(device, "type", str(device)) == "cuda" else "cpu"
+    if getattr(device, "type", str(device)) == "cuda":
+        return "device"
+    return "device" if 0 < size <= CPU_BATCHED_MAX_SIZE else "cpu"
 
 
 def describe(choice: str, device, preset: str, workers: int | None = None) -> str:

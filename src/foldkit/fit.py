@@ -391,7 +391,7 @@ def augmentation_path(cfg, data_cfg: dict, device, fold: int, seed: int, resume_
     A resumed fold keeps the path its resume state records (its random draws; older states: cpu), whatever
     auto would choose on this machine; one TrainError line when that path cannot run here."""
     from foldkit import batchaug
-    choice = batchaug.choose(cfg.aug_device, device)
+    choice = batchaug.choose(cfg.aug_device, device, data_cfg["input_size"][-1])
     if resume_file is not None:
         from foldkit.model import load_checkpoint     # an unreadable file: one ModelError line
         state = load_checkpoint(resume_file).get("state", {})
@@ -557,7 +557,8 @@ def open_run(cfg, log=print, record: bool = True) -> RunData:
     if not cfg.devices:           # fold-parallel: each worker says it for its own device
         from foldkit import batchaug, engine
         device = engine.pick_device(cfg.device)
-        log(batchaug.describe(batchaug.choose(cfg.aug_device, device), device, cfg.aug))
+        log(batchaug.describe(batchaug.choose(cfg.aug_device, device, run.data_cfg["input_size"][-1]), device,
+                              cfg.aug))
     return run
 
 
