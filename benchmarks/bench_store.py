@@ -11,6 +11,8 @@ name) in ../shared/data. Measured:
      --cache ram vs --cache disk: peak RSS of the largest process and of all processes together, and
      peak PSS of all together (shared pages counted once: the memory the machine really gives), sampled
      every 0.2 s from /proc; and the training img/s of each fold.
+  --mode torchrun: the same with `torchrun --nproc_per_node 2 train.py --fold 0` (two ranks of one fold).
+  --n beyond the 9,780 faces repeats them under new ids (20,000 photos: --n 20000).
 """
 import argparse
 import json
@@ -29,7 +31,10 @@ UTK = REPO.parent / "shared" / "data" / "utkface" / "crop_part1"
 
 
 def competition(root: Path, n: int) -> Path:
-    files = sorted(UTK.glob("*.jpg"))[:n]
+    """N photos; beyond the 9,780 faces the files repeat (as copies under new ids: the memory and
+    preparation figures count files, not distinct faces)."""
+    faces = sorted(UTK.glob("*.jpg"))
+    files = [faces[k % len(faces)] for k in range(n)]
     (root / "train").mkdir(parents=True, exist_ok=True)
     rows = []
     for k, f in enumerate(files):
@@ -119,6 +124,9 @@ def main():
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--img-size", type=int, default=128)
     ap.add_argument("--work", default="/tmp/bench_store")
+    ap.add_argument("--mode", choices=["devices", "torchrun"], default="devices",
+                    help="devices: train.py --devices cpu,cpu --fold 0,1; torchrun: torchrun --nproc_per_node 2 "
+                         "train.py --fold 0 (--batch-size 32 global)")
     args = ap.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -133,13 +141,16 @@ def main():
     rows = {}
     for run, cache in (("ram", "ram"), ("store, first run", "disk"), ("store, second run", "disk")):
         models = work / f"models_{len(rows)}"
-        r = run_sampled([sys.executable, str(REPO / "src" / "train.py"), *paths, "--models-dir", str(models),
-                         "--cache-dir", str(work / "cache"), "--cache", cache, "--devices", "cpu,cpu",
-                         "--fold", "0,1", "--model", "test_resnet", "--img-size", str(args.img_size),
+        how = (["--devices", "cpu,cpu", "--fold", "0,1"] if args.mode == "devices" else ["--fold", "0"])
+        start = ([sys.executable] if args.mode == "devices" else
+                 [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
+        r = run_sampled([*start, str(REPO / "src" / "train.py"), *paths, "--models-dir", str(models),
+                         "--cache-dir", str(work / "cache"), "--cache", cache, *how, "--model", "test_resnet", "--img-size", str(args.img_size),
                          "--crop-pct", "1.0", "--epochs", "1", "--batch-size", "32", "--no-progress",
                          "--workers", "0", "--experiment", "x"])
         exp = models / "x"
-        ips = [float(pd.read_csv(exp / f"log_fold{k}.csv")["img_per_s"].iloc[-1]) for k in (0, 1)]
+        ips = [float(pd.read_csv(exp / f"log_fold{k}.csv")["img_per_s"].iloc[-1])
+               for k in ((0, 1) if args.mode == "devices" else (0,))]
         rows[run] = {k: round(v, 1) for k, v in r.items() if k != "log"} | {"img_per_s": ips}
         print(f"--cache {cache} ({run}):", rows[run])
         print("\n".join(line for line in r["log"].splitlines() if "images:" in line))
