@@ -135,9 +135,6 @@ def test_a_resumed_fold_keeps_the_path_it_started_with(tmp_path):
     from foldkit.fit import augmentation_path
     grey = {"input_size": [1, 128, 128], "mean": [0.5], "std": [0.5], "interpolation": "bilinear", "crop_pct": 1.0}
     cfg, cpu = resolve({}), torch.device("cpu")
-    assert augmentation_path(cfg, grey, cpu, 0, 1)[0] == "cpu"
-    torch.save({"state": {"epochs_done": 1, "aug_device": "device"}}, tmp_path / "started_on_gpu.pt")
-    choice, batch_aug = augmentation_path(cfg, grey, cpu, 0, 1, tmp_path / "started_on_gpu.pt")
-    assert choice == "device" and isinstance(batch_aug, BatchAugment)
-    torch.save({"state": {"epochs_done": 1}}, tmp_path / "older.pt")
-    assert augmentation_path(cfg, grey, cpu, 0, 1, tmp_path / "older.pt") == ("cpu", None)
+    assert augmentation_path(cfg, grey, cpu, 0) == "cpu"
+    assert augmentation_path(cfg, grey, cpu, 0, {"epochs_done": 1, "aug_device": "device"}) == "device"
+    assert augmentation_path(cfg, grey, cpu, 0, {"epochs_done": 1}) == "cpu"

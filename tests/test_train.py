@@ -84,12 +84,13 @@ def test_checkpoint_round_trip_weights_only_reproduces_oof(comp, tmp_path):
     assert np.allclose(p, oof[[f"prob_{c}" for c in range(10)]].to_numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("aug_device", ["cpu", "device"])   # per image in the loader; batched (foldkit.batchaug)
-def test_killed_run_resumes_to_the_same_result(comp, tmp_path, aug_device):
+# per image in the loader; batched (foldkit.batchaug) with progressive resizing across the kill
+@pytest.mark.parametrize("aug_device,extra", [("cpu", []), ("device", ["--img-size-schedule", "16:1,24:2"])])
+def test_killed_run_resumes_to_the_same_result(comp, tmp_path, aug_device, extra):
     args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--model", "test_resnet",
             "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "medium", "--epochs", "4",
             "--batch-size", "32", "--no-progress", "--experiment", "r", "--fold", "1", "--workers", "1",
-            "--aug-device", aug_device]
+            "--aug-device", aug_device, *extra]
     cmd = [sys.executable, str(REPO / "src" / "train.py"), *args]
     ref = subprocess.run(cmd + ["--models-dir", str(tmp_path / "a")], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
@@ -110,11 +111,29 @@ def test_killed_run_resumes_to_the_same_result(comp, tmp_path, aug_device):
     assert "resuming after epoch" in again.stdout, again.stdout
     a = pd.read_csv(tmp_path / "a" / "r" / "log_fold1.csv")
     b = pd.read_csv(tmp_path / "b" / "r" / "log_fold1.csv")
-    cols = ["epoch", "train_loss", "valid_loss", "valid_metric"]
+    cols = ["epoch", "train_loss", "valid_loss", "valid_metric"] + (["img_size"] if extra else [])
     pd.testing.assert_frame_equal(a[cols], b[cols])
+    if extra:     # the sizes the model was given, read from its batches
+        assert a["img_size"].tolist() == [16, 24, 24, 32]
     oa = pd.read_csv(tmp_path / "a" / "r" / "oof_fold1.csv")
     ob = pd.read_csv(tmp_path / "b" / "r" / "oof_fold1.csv")
     pd.testing.assert_frame_equal(oa, ob)
+
+
+@pytest.mark.parametrize("aug", ["light", "none"])
+def test_progressive_resizing_trains_small_first_and_evaluates_at_the_training_size(comp, tmp_path, aug):
+    """--img-size-schedule on the per-image path: the first epochs see smaller crops (the log's img_size is
+    read from the batches), validation and the checkpoint stay at --img-size, and --aug none trains at the
+    training size even with --test-img-size (it used to take the evaluation size)."""
+    lines = []
+    [s] = train(cfg_for(comp, tmp_path, epochs=3, aug=aug, aug_device="cpu", img_size_schedule="16:1,24:1",
+                        test_img_size=40 if aug == "none" else 0, experiment="prog"), log=lines.append)
+    log = pd.read_csv(tmp_path / "models" / "prog" / "log_fold0.csv")
+    assert log["img_size"].tolist() == [16, 24, 32]
+    assert any("progressive resizing, epochs 1 at 16 px, 2 at 24 px, 3 at 32 px" in str(x) for x in lines), lines
+    ckpt = load_checkpoint(tmp_path / "models" / "prog" / "fold0.pt")
+    assert ckpt["data_config"]["input_size"] == [1, 32, 32] and s["epochs_run"] == 3
+    assert ckpt["config"]["img_size_schedule"] == "16:1,24:1"
 
 
 def test_same_seed_same_metrics(comp, tmp_path):
@@ -236,7 +255,13 @@ def run_cli(capsys, comp, tmp_path, *argv):
     (["--device", "cuda:9"], "error: --device cuda:9: this machine has "),
     (["--device", "gpu"], "error: --device 'gpu' is not a device name"),
     (["--batch-size", "1", "--mixup", "0.2"], "error: --batch-size 1 with --mixup/--cutmix: mixing needs pairs"),
-    (["--backbone-lr", "half"], "error: --backbone-lr 'half': give a fraction of --lr")])
+    (["--backbone-lr", "half"], "error: --backbone-lr 'half': give a fraction of --lr"),
+    (["--img-size-schedule", "16:2"], "error: --img-size-schedule '16:2': 2 scheduled epochs but --epochs is 1: "
+                                      "set --epochs 2 or more"),
+    (["--img-size-schedule", "48:1", "--epochs", "3"], "error: --img-size-schedule '48:1': '48:1' is not between "
+                                                       "8 px and the training size 32 px"),
+    (["--img-size-schedule", "16:1", "--epochs", "3", "--model", "test_vit"],
+     "error: --img-size-schedule 16:1: test_vit is built for one input size (--img-size, now 32)")])
 def test_setting_mistakes_are_one_line_before_anything_is_recorded(comp, tmp_path, capsys, argv, message):
     if argv == ["--device", "cuda:9"] and torch.cuda.device_count() > 9:
         pytest.skip("this machine has a cuda:9")

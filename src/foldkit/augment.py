@@ -80,8 +80,8 @@ def train_transform(data_cfg: dict, preset: str = "light", hflip: bool = True, v
                     randaugment: bool = False):
     if preset not in PRESETS:
         raise ValueError(f"unknown --aug {preset!r}; choose from {', '.join(PRESETS)}")
-    if PRESETS[preset] is None:
-        return eval_transform(data_cfg)
+    if PRESETS[preset] is None:   # the eval geometry at the training size (never --test-img-size's)
+        return eval_transform({k: v for k, v in data_cfg.items() if k != "test_input_size"})
     v2 = _v2()
     flips = ([v2.RandomHorizontalFlip()] if hflip else []) + ([v2.RandomVerticalFlip()] if vflip else [])
     ops = PRESETS[preset](data_cfg, flips, randaugment) + _normalize(data_cfg)

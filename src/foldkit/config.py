@@ -106,6 +106,10 @@ class Config:
     test_img_size: int = _opt(0, "evaluation image size of validation/OOF, predict, the bundle and --image "
                               "(FixRes: a model trained at 224 often scores better evaluated at 256-288; "
                               "default: --img-size)", "train", minimum=0)
+    img_size_schedule: str = _opt("", "progressive resizing: SIZE:EPOCHS,... trains the first epochs at smaller "
+                                  "sizes, in order, then the rest at --img-size (e.g. --epochs 15 "
+                                  "--img-size-schedule 128:5,160:4; validation and OOF always at --img-size)",
+                                  "train")
     crop_pct: float = _opt(0.0, "validation centre-crop fraction (default: the model's; 1.0 = no crop)", "train")
     in_chans: int = _opt(0, "input channels: 1 or 3 (default: 1 when all images are grey, else 3)", "train",
                         choices=[0, 1, 3])
@@ -324,7 +328,7 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
 LATER_SETTINGS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
-                  "test_img_size": 0, "aug_device": "auto"}
+                  "test_img_size": 0, "aug_device": "auto", "img_size_schedule": ""}
 
 
 def learning_settings(cfg: "Config") -> dict:

@@ -111,7 +111,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
                     dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
                     ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
                     progress: bool = True, distill=None, batch_aug=None) -> dict:
-    """Train over the loader once. Returns mean loss, images/s, and the optimizer step count.
+    """Train over the loader once. Returns mean loss, images/s, the optimizer step count and the side of the
+    images the model was given.
     batch_aug: --aug-device device (foldkit.batchaug.BatchAugment): the loader gives uint8 batches, augmented
     and normalised here on the device (per-sample draws seeded by batch), before mixup and channels_last.
     distill: the --teacher models (foldkit.teacher.Distiller: alpha, temperature, probs(x)); the loss is then
@@ -119,7 +120,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     from tqdm.auto import tqdm
 
     (train_mode or (lambda m: m.train()))(model)
-    total, n_seen, steps, correct, n_hard = 0.0, 0, step0, 0, 0
+    total, n_seen, steps, correct, n_hard, size = 0.0, 0, step0, 0, 0, 0
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     n_batches = len(loader)
@@ -127,6 +128,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
     for i, (x, y) in enumerate(bar):
         if batch_aug is not None:        # --aug-device device: the whole batch augmented where it trains
             x = batch_aug(x.to(device, non_blocking=True), i)
+        size = x.shape[-1]
         step_now = (i + 1) % accum_steps == 0 or (i + 1) == n_batches
         try:
             loss, out, y_hard, n = train_batch(model, x, y, loss_fn, device, dtype=dtype, mixup=mixup,
@@ -151,7 +153,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return {"loss": total / max(1, n_seen), "accuracy": correct / n_hard if n_hard else float("nan"),
-            "img_per_s": n_seen / max(dt, 1e-9), "steps": steps, "seconds": dt}
+            "img_per_s": n_seen / max(dt, 1e-9), "steps": steps, "seconds": dt, "img_size": int(size)}
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -28,6 +28,7 @@ from foldkit import distributed
 from foldkit.config import learning_settings
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
+from foldkit.images import eval_size
 from foldkit.io import atomic_write_text, atomic_write_with
 
 
@@ -170,12 +171,16 @@ def check_training_settings(cfg) -> None:
 
     from foldkit import engine
     from foldkit.config import did_you_mean
-    from foldkit.model import check_model_name, fixed_input_size
+    from foldkit.model import check_model_name, data_config, fixed_input_size
 
     check_model_name(cfg.model)
-    if cfg.test_img_size and cfg.test_img_size != cfg.img_size and fixed_input_size(cfg.model):
-        raise TrainError(f"--test-img-size {cfg.test_img_size}: {cfg.model} is built for one input size "
-                         "(--img-size); evaluate it at that size, or choose a model that takes any size")
+    size = data_config(cfg.model, cfg.img_size)["input_size"][-1]      # the training size, resolved
+    if fixed_input_size(cfg.model) and (cfg.test_img_size not in (0, size) or cfg.img_size_schedule):
+        flag = (f"--test-img-size {cfg.test_img_size}" if cfg.test_img_size not in (0, size)
+                else f"--img-size-schedule {cfg.img_size_schedule}")
+        raise TrainError(f"{flag}: {cfg.model} is built for one input size (--img-size, now {size}); train "
+                         "and evaluate it at that size, or choose a model that takes any size")
+    epoch_sizes(cfg.img_size_schedule, size, cfg.epochs)
     engine.pick_device(cfg.device)
     backbone_lr_fraction(cfg)
     if not cfg.batch_size:
@@ -205,6 +210,33 @@ def check_training_settings(cfg) -> None:
         raise TrainError(f"--sched {cfg.sched!r}: " + (f"timm cannot create it ({type(e).__name__}: {str(e)[:200]})"
                          if cfg.sched in SCHEDULES else "not a timm schedule; use one of " + ", ".join(SCHEDULES)
                          + did_you_mean(cfg.sched, SCHEDULES))) from None
+
+
+def epoch_sizes(schedule: str, size: int, epochs: int) -> list[int]:
+    """--img-size-schedule (progressive resizing, as fastai's lessons and EfficientNetV2 train): the
+    training image size of each epoch. 'SIZE:EPOCHS,...' trains EPOCHS epochs at each SIZE in order, then
+    the remaining epochs at the training size `size`, which validation, OOF and every prediction path use
+    (sizes above it would crop from pixels prepared for it: refused). TrainError naming the entry when the
+    schedule cannot be followed."""
+    out = []
+    for entry in (e.strip() for e in str(schedule or "").split(",") if e.strip()):
+        parts = entry.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise TrainError(f"--img-size-schedule {schedule!r}: {entry!r} is not SIZE:EPOCHS "
+                             "(e.g. 128:5,160:4: 5 epochs at 128 px, 4 at 160, the rest at --img-size)")
+        at, n = int(parts[0]), int(parts[1])
+        if not 8 <= at <= size or n < 1:
+            raise TrainError(f"--img-size-schedule {schedule!r}: {entry!r} " + (
+                "trains no epoch" if n < 1 else f"is not between 8 px and the training size {size} px "
+                "(the schedule grows towards --img-size; set --img-size to the final size)"))
+        out += [at] * n
+    if len(out) > epochs or (len(out) == epochs and out and out[-1] != size):
+        raise TrainError(f"--img-size-schedule {schedule!r}: {len(out)} scheduled epochs " + (
+            f"but --epochs is {epochs}: set --epochs {len(out)} or more (the epochs after the schedule train "
+            f"at --img-size {size})" if len(out) > epochs else
+            f"end at {out[-1]} px, but validation and prediction use the training size {size} px: end it "
+            f"at {size} (or set --img-size {out[-1]}), or raise --epochs so the last epochs train at {size}"))
+    return out + [size] * (epochs - len(out))
 
 
 def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, log=print,
@@ -272,42 +304,63 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
                     channels_last=channels_last)
 
 
-def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None, aug_device: str = "cpu"):
-    """(train loader, valid loader, sampler, train rows, valid rows, workers) of one fold. Rows with
-    fold -1 (train-only rare classes) are in the training part of every fold. teaching (foldkit.teacher):
-    the training rows' soft targets, and the pseudo-labelled images that follow them in the training part.
-    aug_device "device": the training loader only gathers fixed-size uint8 images (foldkit.batchaug)."""
+@dataclass
+class FoldData:
+    """One fold's rows and loaders (fold_loaders). The training loader at another image size
+    (--img-size-schedule) comes from `train_at`: the same rows, epoch order (one sampler) and per-sample
+    seeding, only the size of the crops differs."""
+    train_dl: torch.utils.data.DataLoader     # at the training size
+    valid_dl: torch.utils.data.DataLoader
+    sampler: object                            # foldkit.dataset.EpochSampler (set_epoch each epoch)
+    tr_idx: np.ndarray
+    va_idx: np.ndarray
+    workers: int
+    counts: np.ndarray | None                  # training rows per class (single-label), else None
+    train_at: object = None                    # data config -> a training DataLoader over the same rows
+
+
+def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None, aug_device: str = "cpu") -> FoldData:
+    """The fold's rows and loaders. Rows with fold -1 (train-only rare classes) are in the training part
+    of every fold. teaching (foldkit.teacher): the training rows' soft targets, and the pseudo-labelled
+    images that follow them in the training part. aug_device "device": the training loader only gathers
+    fixed-size uint8 images (foldkit.batchaug)."""
     from foldkit.augment import eval_transform, train_transform
     from foldkit.batchaug import gather_transform
     from foldkit.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
 
     folds = run.table["fold"].to_numpy()
     tr_idx, va_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    t_train = (gather_transform(run.data_cfg, cfg.aug) if aug_device == "device"
-               else train_transform(run.data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment))
     Subset = torch.utils.data.Subset
     y_train = teaching.targets if teaching is not None and teaching.targets is not None else run.y
-    train_part = Subset(ImageDataset(run.source, y_train, t_train), tr_idx.tolist())
-    if teaching is not None and teaching.extra:
-        train_part = torch.utils.data.ConcatDataset([train_part] + [ImageDataset(src, t, t_train)
-                                                                    for src, t in teaching.extra])
-    train_ds = SeededDataset(train_part, seed)
+
+    def training_part(data_cfg: dict):
+        t_train = (gather_transform(data_cfg, cfg.aug) if aug_device == "device"
+                   else train_transform(data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment))
+        part = Subset(ImageDataset(run.source, y_train, t_train), tr_idx.tolist())
+        if teaching is not None and teaching.extra:
+            part = torch.utils.data.ConcatDataset([part] + [ImageDataset(src, t, t_train) for src, t in teaching.extra])
+        return part
+
+    n_train = len(tr_idx) + sum(len(src) for src, _ in (teaching.extra if teaching is not None else None) or ())
     valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)),
                       distributed.shard_rows(va_idx).tolist())
     hard = teaching.hard_labels(run.y[tr_idx]) if teaching is not None else run.y[tr_idx]
     counts = (np.bincount(hard, minlength=len(run.classes)).astype(np.float64) if run.task == "single"
               else None)   # --balance is single-label only (foldkit.tasks.check_settings)
     weights = (1.0 / np.maximum(counts, 1))[hard] if cfg.balance == "sampler" else None
-    sampler = EpochSampler(len(train_part), seed, shuffle=True, weights=weights, rank=distributed.rank(),
+    sampler = EpochSampler(n_train, seed, shuffle=True, weights=weights, rank=distributed.rank(),
                            world=distributed.world())
     workers = auto_workers(cfg.workers, run.source.prepared)
     kw = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     if workers > 0:
         kw["prefetch_factor"] = 4
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                                           drop_last=len(sampler) > cfg.batch_size, **kw)
+
+    def loader_for(data_cfg: dict):
+        return torch.utils.data.DataLoader(SeededDataset(training_part(data_cfg), seed), batch_size=cfg.batch_size,
+                                           sampler=sampler, drop_last=len(sampler) > cfg.batch_size, **kw)
+
     valid_dl = torch.utils.data.DataLoader(valid_ds, batch_size=cfg.batch_size * 2, shuffle=False, **kw)
-    return train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts
+    return FoldData(loader_for(run.data_cfg), valid_dl, sampler, tr_idx, va_idx, workers, counts, loader_for)
 
 
 @dataclass
@@ -332,13 +385,19 @@ class FoldState:
                          "scaler": tr.scaler.state_dict() if tr.scaler else {},
                          "ema": cpu(tr.ema.module.state_dict()) if tr.ema else {}}, path)
 
-    @classmethod
-    def load(cls, path, tr: Training) -> "FoldState":
-        from foldkit.model import load_checkpoint
+    @staticmethod
+    def read(path) -> dict:
+        """The resume file's contents (read once per resumed fold; `load` puts them in place)."""
+        from foldkit.model import load_checkpoint     # an unreadable file: one ModelError line
         st = load_checkpoint(path)
         if "state" not in st:
             raise TrainError(f"{path} is a resume file of an older foldkit version: delete it to restart "
                              "this fold, or pass --no-resume")
+        return st
+
+    @classmethod
+    def load(cls, st: dict, tr: Training) -> "FoldState":
+        """The state of `read`'s contents, with the model, optimizer, schedule, scaler and EMA restored."""
         tr.model.load_state_dict(st["model"])
         tr.optimizer.load_state_dict(st["optimizer"])
         tr.scheduler.load_state_dict(st["scheduler"])
@@ -386,25 +445,46 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def augmentation_path(cfg, data_cfg: dict, device, fold: int, seed: int, resume_file=None):
-    """(--aug-device resolved for this fold: cpu or device, the BatchAugment of the batched path or None).
-    A resumed fold keeps the path its resume state records (its random draws; older states: cpu), whatever
-    auto would choose on this machine; one TrainError line when that path cannot run here."""
+def augmentation_path(cfg, data_cfg: dict, device, fold: int, resumed: dict | None = None) -> str:
+    """--aug-device resolved for this fold: cpu or device (batched, foldkit.batchaug). A resumed fold keeps
+    the path its resume state (`resumed`, FoldState.read's "state") records, its random draws (older
+    states: cpu), whatever auto would choose on this machine; one TrainError line when that path cannot
+    run here."""
     from foldkit import batchaug
     choice = batchaug.choose(cfg.aug_device, device, data_cfg["input_size"][-1])
-    if resume_file is not None:
-        from foldkit.model import load_checkpoint     # an unreadable file: one ModelError line
-        state = load_checkpoint(resume_file).get("state", {})
-        choice = state.get("aug_device", "cpu")
-    if choice != "device":
-        return choice, None
-    try:
-        batchaug.check_available()
-    except FoldkitError as e:
-        raise TrainError(f"fold {fold}: {e}" + (" (the fold started with it: pass --no-resume to restart it)"
-                                                if resume_file is not None else "")) from None
-    return choice, batchaug.BatchAugment(data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment, seed=seed,
-                                         rank=distributed.rank())
+    if resumed is not None:
+        choice = resumed.get("aug_device", "cpu")
+    if choice == "device":
+        try:
+            batchaug.check_available()
+        except FoldkitError as e:
+            raise TrainError(f"fold {fold}: {e}" + (" (the fold started with it: pass --no-resume to restart it)"
+                                                    if resumed is not None else "")) from None
+    return choice
+
+
+def batch_augment(cfg, data_cfg: dict, seed: int):
+    """The batched path's augmentation (foldkit.batchaug.BatchAugment) at data_cfg's size, seeded per fold."""
+    from foldkit.batchaug import BatchAugment
+    return BatchAugment(data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment, seed=seed, rank=distributed.rank())
+
+
+def describe_sizes(sizes: list[int]) -> str:
+    """'epochs 1-5 at 128 px, 6-10 at 224 px': the runs of equal sizes in a list of per-epoch sizes."""
+    runs, start = [], 0
+    for i in range(1, len(sizes) + 1):
+        if i == len(sizes) or sizes[i] != sizes[start]:
+            runs.append(f"{start + 1}-{i}" if i - start > 1 else f"{start + 1}")
+            runs[-1] += f" at {sizes[start]} px"
+            start = i
+    return "epochs " + ", ".join(runs)
+
+
+def at_size(data_cfg: dict, size: int) -> dict:
+    """data_cfg's training transforms at `size` px (--img-size-schedule: only the training loader uses it)."""
+    if size == data_cfg["input_size"][-1]:
+        return data_cfg
+    return {**data_cfg, "input_size": [data_cfg["input_size"][0], size, size]}
 
 
 # --------------------------------------------------------------------------- the fold
@@ -423,17 +503,27 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
     device = engine.pick_device(cfg.device)
-    resuming = exp.last_checkpoint(fold).is_file() and cfg.resume
-    teaching = for_fold(cfg, run, fold, log=log, reuse=resuming)   # soft labels, pseudo-labels, distillation
+    resumed = FoldState.read(exp.last_checkpoint(fold)) if exp.last_checkpoint(fold).is_file() and cfg.resume else None
+    teaching = for_fold(cfg, run, fold, log=log, reuse=resumed is not None)   # soft/pseudo-labels, distillation
     # under torchrun --batch-size is the global batch: each process loads its share (BatchNorm sees
     # that share too, unless --sync-bn computes its statistics over every process's batch)
     per_process = distributed.per_process_batch(cfg.batch_size)
     pcfg = distributed.with_settings(cfg, batch_size=per_process)
-    aug_device, batch_aug = augmentation_path(cfg, run.data_cfg, device, fold, seed,
-                                              exp.last_checkpoint(fold) if resuming else None)
-    train_dl, valid_dl, sampler, tr_idx, va_idx, workers, counts = fold_loaders(pcfg, run, fold, seed, device,
-                                                                                teaching, aug_device)
-    steps_per_epoch = math.ceil(len(train_dl) / cfg.accum_steps)
+    aug_device = augmentation_path(cfg, run.data_cfg, device, fold, resumed["state"] if resumed else None)
+    data = fold_loaders(pcfg, run, fold, seed, device, teaching, aug_device)
+    valid_dl, sampler, tr_idx, va_idx, counts = data.valid_dl, data.sampler, data.tr_idx, data.va_idx, data.counts
+    sizes, stages = epoch_sizes(cfg.img_size_schedule, run.data_cfg["input_size"][-1], cfg.epochs), {}
+    if cfg.img_size_schedule:
+        log(f"fold {fold}: progressive resizing, " + describe_sizes(sizes) + f" (validation at {eval_size(run.data_cfg)} px)")
+
+    def stage(size: int):   # (training loader, batched augmentation or None) at one size of the schedule
+        if size not in stages:
+            dcfg = at_size(run.data_cfg, size)
+            stages[size] = (data.train_dl if dcfg is run.data_cfg else data.train_at(dcfg),
+                            batch_augment(cfg, dcfg, seed) if aug_device == "device" else None)
+        return stages[size]
+
+    steps_per_epoch = math.ceil(len(data.train_dl) / cfg.accum_steps)
     scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
     tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log, scale=scale,
                         soft_targets=teaching is not None and teaching.targets is not None)
@@ -445,8 +535,8 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     if main:
         remove_stale_temps(exp, fold)
     state = FoldState(world_size=distributed.world(), teaching=record, aug_device=aug_device)
-    if resuming:
-        state = FoldState.load(exp.last_checkpoint(fold), tr)
+    if resumed is not None:
+        state = FoldState.load(resumed, tr)
         distributed.check_resume(state.world_size, fold)
         if json.loads(json.dumps(state.teaching)) != json.loads(json.dumps(record)):
             raise TrainError(f"fold {fold}: its teachers changed since it started (--soft-labels/--pseudo/--teacher "
@@ -464,6 +554,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     for epoch in range(state.epochs_done, cfg.epochs):       # 0-based here; logs and messages say epoch + 1
         seed_all(seed * 1000 + epoch)
         sampler.set_epoch(epoch)
+        train_dl, batch_aug = stage(sizes[epoch])
         if batch_aug is not None:
             batch_aug.set_epoch(epoch)
         frozen = epoch < cfg.freeze_epochs
@@ -489,10 +580,12 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
         state.log.append({"epoch": epoch + 1, "train_loss": ep["loss"], "train_accuracy": ep["accuracy"],
                           "valid_loss": vloss, "valid_accuracy": acc, "valid_metric": value,
                           "lr": tr.optimizer.param_groups[0]["lr"], "seconds": round(ep["seconds"], 2),
-                          "img_per_s": round(ep["img_per_s"], 1)})
+                          "img_per_s": round(ep["img_per_s"], 1),
+                          **({"img_size": ep["img_size"]} if cfg.img_size_schedule else {})})
         log(f"fold {fold} epoch {epoch + 1:>3}/{cfg.epochs}  train_loss {ep['loss']:.4f}  valid_loss {vloss:.4f}  "
             f"valid_acc {acc:.4f}  {cfg.metric} {_fmt(value)}{' *' if improved else ''}  "
-            f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else ""))
+            f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else "")
+            + (f"  [{ep['img_size']} px]" if cfg.img_size_schedule else ""))
         state.epochs_done = epoch + 1
         if improved or not state.best_epoch:   # the first epoch is kept even when its score is undefined
             state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
@@ -521,7 +614,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                "epochs_run": len(state.log), "seconds": round(time.time() - t_start, 1),
                "train_rows": int(len(tr_idx)), "valid_rows": int(len(va_idx)),
                "in_chans": run.data_cfg["input_size"][0], "data_config": run.data_cfg, "device": str(tr.device),
-               "workers": workers, "aug_device": aug_device, "bn_frozen": tr.freeze_bn, **({"teaching": record} if record else {}),
+               "workers": data.workers, "aug_device": aug_device, "bn_frozen": tr.freeze_bn, **({"teaching": record} if record else {}),
                **({"processes": distributed.world(), "batch_per_process": per_process, "sync_bn": cfg.sync_bn}
                   if distributed.active() else {})}
     if main:

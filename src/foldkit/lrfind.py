@@ -173,21 +173,24 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     from tqdm.auto import tqdm
 
     from foldkit import engine
-    from foldkit.fit import build_training, fold_loaders, seed_all
+    from foldkit.fit import augmentation_path, batch_augment, build_training, fold_loaders, seed_all
     from foldkit.model import set_backbone_frozen, train_mode
     from foldkit.tasks import TargetScale
 
     seed = cfg.seed * 100 + FOLD                 # fit_fold's seed for the fold
     seed_all(seed)
     device = engine.pick_device(cfg.device)
-    train_dl, _, sampler, tr_idx, _, _, counts = fold_loaders(cfg, run, FOLD, seed, device)
+    aug_device = augmentation_path(cfg, run.data_cfg, device, FOLD)   # the path training would take here
+    data = fold_loaders(cfg, run, FOLD, seed, device, aug_device=aug_device)
+    train_dl, sampler, tr_idx, counts = data.train_dl, data.sampler, data.tr_idx, data.counts
+    batch_aug = batch_augment(cfg, run.data_cfg, seed) if aug_device == "device" else None
     if len(train_dl) == 0:
         raise TrainError(f"--lr-find: fold {FOLD} has no training rows")
     scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
     tr = build_training(cfg, run, counts, math.ceil(len(train_dl) / cfg.accum_steps), log=log, scale=scale)
     set_backbone_frozen(tr.model, False)         # the whole model (module docstring: why)
     train_mode(tr.model, tr.freeze_bn)
-    batches = _cycle(train_dl, sampler, seed)
+    batches = _cycle(train_dl, sampler, seed, batch_aug, tr.device)
     lrs = np.geomspace(cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps)
     rows, avg, best, stopped, t0 = [], 0.0, math.inf, "the whole range swept", time.perf_counter()
     tr.optimizer.zero_grad(set_to_none=True)
@@ -210,14 +213,20 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows, columns=COLUMNS), stopped
 
 
-def _cycle(loader, sampler, seed: int):
-    """The training part's batches, epoch after epoch, each epoch seeded as fit_fold seeds it."""
+def _cycle(loader, sampler, seed: int, batch_aug=None, device=None):
+    """The training part's batches, epoch after epoch, each epoch seeded as fit_fold seeds it; augmented on
+    the device first on the batched path (batch_aug), as train_one_epoch does."""
     from foldkit.fit import seed_all
     epoch = 0
     while True:
         seed_all(seed * 1000 + epoch)
         sampler.set_epoch(epoch)
-        yield from loader
+        if batch_aug is None:
+            yield from loader
+        else:
+            batch_aug.set_epoch(epoch)
+            for i, (x, y) in enumerate(loader):
+                yield batch_aug(x.to(device, non_blocking=True), i), y
         epoch += 1
 
 
