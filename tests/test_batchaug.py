@@ -90,6 +90,26 @@ def test_medium_keeps_the_per_image_geometry():
     assert torch.equal(x[0], ref(imgs[0]))
 
 
+def test_medium_affine_draws_the_recipe_per_sample():
+    """medium's hand-written affine + flips (one grid_sample): an identity draw leaves the image as it is,
+    each flip is drawn per image, and a shift moves a spot by at most 0.2 of the side."""
+    from foldkit.batchaug import RandomAffineFlip
+    x = torch.zeros(32, 1, 33, 33)
+    x[:, :, 10, 12] = 1.0                                                  # one bright pixel off centre
+    same = RandomAffineFlip(degrees=0, translate=0.0, scale=(1.0, 1.0), hflip=False, vflip=False)(x)
+    assert torch.allclose(same, x, atol=1e-6)
+    flipped = RandomAffineFlip(degrees=0, translate=0.0, scale=(1.0, 1.0), hflip=True, vflip=False)(x)
+    is_flip = [bool(torch.allclose(f, x[0].flip(-1), atol=1e-6)) for f in flipped]
+    assert all(is_flip[i] or torch.allclose(flipped[i], x[0], atol=1e-6) for i in range(32))
+    assert 4 < sum(is_flip) < 28                                           # p=0.5 per image
+    moved = RandomAffineFlip(degrees=0, translate=0.2, scale=(1.0, 1.0), hflip=False, vflip=False)(x)
+    ys, xs = torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij")
+    mass = moved[:, 0].sum((1, 2))
+    cy, cx = (moved[:, 0] * ys).sum((1, 2)) / mass, (moved[:, 0] * xs).sum((1, 2)) / mass
+    assert ((cy - 10).abs() <= 0.2 * 33 + 0.5).all() and ((cx - 12).abs() <= 0.2 * 33 + 0.5).all()
+    assert (cx - 12).abs().max() > 2                                       # it does move
+
+
 # --------------------------------------------------------------------------- the CLI, end to end
 def run_train(comp, models, *extra):
     args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--models-dir", str(models),

@@ -195,3 +195,27 @@ def test_test_img_size_is_refused_for_a_model_built_for_one_size(photos, tmp_pat
                         "--test-img-size", "48"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "--test-img-size 48: test_vit is built for one input size" in r.stderr
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_the_kits_resize_crop_and_normalise_give_torchvisions_pixels_bit_for_bit():
+    """augment.ResizeCrop and augment.Normalize skip torchvision's per-call dispatch (the demo's loaders
+    spent most of their time there): every evaluation path uses them, so they must give exactly the
+    tensors torchvision's Resize + CenterCrop + ToDtype + Normalize give, at the size and off it."""
+    import torch
+    from torchvision.transforms import v2
+
+    from foldkit.augment import Normalize, ResizeCrop, eval_transform
+    g = torch.Generator().manual_seed(0)
+    for shape, size, resize, mean, std in [((1, 32, 32), 32, 32, [0.5], [0.5]),
+                                           ((3, 32, 32), 32, 37, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+                                           ((3, 61, 45), 32, 32, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]:
+        img = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        for interp in (v2.InterpolationMode.BILINEAR, v2.InterpolationMode.BICUBIC):
+            ref = v2.Compose([v2.Resize(resize, interpolation=interp, antialias=True), v2.CenterCrop(size),
+                              v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])(img)
+            assert torch.equal(Normalize(mean, std)(ResizeCrop(size, resize, interp)(img)), ref)
+        dcfg = {"input_size": [shape[0], size, size], "mean": mean, "std": std, "interpolation": "bicubic",
+                "crop_pct": size / resize}
+        ref = v2.Compose([v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                          v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])(img)
+        assert torch.equal(eval_transform(dcfg)(img), ref)

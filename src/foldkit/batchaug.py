@@ -12,7 +12,7 @@ The presets mean what they mean in foldkit.augment (same scales, degrees, transl
 * ``none``   the eval geometry on the CPU (shortest side to size/crop_pct, centre crop): no randomness
 * ``light``  RandomResizedCrop(scale 0.35-1) + flips
 * ``medium`` resize + centre crop to the size on the CPU (as per image), then RandomAffine(30 deg, shift
-             0.2, zoom 0.8-1.2) + flips
+             0.2, zoom 0.8-1.2) + flips, as one per-sample affine_grid + grid_sample (RandomAffineFlip)
 * ``heavy``  RandomResizedCrop(scale 0.08-1) + flips + TrivialAugment (RandAugment n=2 m=9 with
              --randaugment), one operation chosen per image + RandomErasing(p=0.25) after normalising
 
@@ -83,19 +83,18 @@ def gather_transform(data_cfg: dict, preset: str = "light"):
     light/heavy: the centre square (the whole shortest side) at the prepared side images.cache_side."""
     from torchvision.transforms import v2
 
+    from foldkit.augment import ResizeCrop
     from foldkit.augment import _interp as v2_interp
     from foldkit.images import cache_side
     size = data_cfg["input_size"][-1]
     interp = v2_interp(data_cfg)
     kind = RECIPES[preset][0]
     if kind == "eval":
-        crop_pct = data_cfg.get("crop_pct", 1.0) or 1.0
-        return v2.Compose([v2.Resize(int(round(size / crop_pct)), interpolation=interp, antialias=True),
-                           v2.CenterCrop(size)])
+        return ResizeCrop(size, int(round(size / (data_cfg.get("crop_pct", 1.0) or 1.0))), interp)
     if kind == "resize":
-        return v2.Compose([v2.Resize(size, interpolation=interp, antialias=True), v2.CenterCrop(size)])
+        return ResizeCrop(size, size, interp)
     side = cache_side(data_cfg)
-    return v2.Compose([_CentreSquare(), v2.Resize(side, interpolation=interp, antialias=True)])
+    return v2.Compose([_CentreSquare(), ResizeCrop(side, side, interp)])
 
 
 class _CentreSquare:
@@ -116,8 +115,7 @@ def _random_ops(data_cfg: dict, preset: str, hflip: bool, vflip: bool, randaugme
     if kind is None:
         return []
     if kind == "medium":    # torchvision's RandomAffine is always applied (p=1); zeros outside the image
-        return [K.RandomAffine(degrees=30, translate=(0.2, 0.2), scale=(0.8, 1.2), p=1.0, resample="bilinear",
-                               padding_mode="zeros", align_corners=False)] + flips
+        return [RandomAffineFlip(degrees=30, translate=0.2, scale=(0.8, 1.2), hflip=hflip, vflip=vflip)]
     scale = (0.35, 1.0) if kind == "light" else (0.08, 1.0)
     ops = [K.RandomResizedCrop((size, size), scale=scale, ratio=(3 / 4, 4 / 3), resample=_interp(data_cfg),
                                align_corners=False, cropping_mode="resample")] + flips
@@ -154,6 +152,46 @@ def _per_sample_policy_class():
             return x.mean(1, keepdim=True) if grey else x
 
     return _PerSamplePolicy
+
+
+def _random_affine_flip_class():
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    class _RandomAffineFlip(torch.nn.Module):
+        """kornia's RandomAffine(degrees, translate, scale, bilinear, zeros, align_corners=False) and the
+        random flips as one per-sample matrix and one grid_sample: the same recipe (angle, shift as a
+        fraction of the side and zoom drawn uniformly per image, about the centre; each flip with p=0.5).
+        Hand-written because kornia's per-call work cost 3-4x the warp itself on the demo's 64 x 32 px
+        batches (benchmarks/bench_batchaug.py), which the batched path exists to save."""
+
+        def __init__(self, degrees: float, translate: float, scale: tuple, hflip: bool, vflip: bool):
+            super().__init__()
+            self.degrees, self.translate, self.scale, self.hflip, self.vflip = degrees, translate, scale, hflip, vflip
+
+        def forward(self, x):
+            n = len(x)
+            u = torch.rand(n, 6)            # the CPU generator (BatchAugment seeds it per batch)
+            a = (u[:, 0] * 2 - 1) * math.radians(self.degrees)
+            s = self.scale[0] + u[:, 1] * (self.scale[1] - self.scale[0])
+            t = (u[:, 2:4] * 2 - 1) * (2 * self.translate)      # a fraction of the side, in [-1, 1] units
+            fx = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+            fy = torch.where(u[:, 5] < 0.5, -1.0, 1.0) if self.vflip else torch.ones(n)
+            # output -> input coordinates: the inverse of (zoom s, rotate a, shift t) after the flips
+            cos, sin = torch.cos(a) / s, torch.sin(a) / s
+            inv = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)   # R(-a) / s
+            theta = torch.cat([inv * torch.stack([fx, fy], 1)[:, None, :],
+                               -(inv @ t[:, :, None])], 2).to(x.device, x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    return _RandomAffineFlip
+
+
+def RandomAffineFlip(**kw):  # noqa: N802 - builds the torch module class on first use
+    return _random_affine_flip_class()(**kw)
 
 
 def PerSamplePolicy(policy, rounds: int):  # noqa: N802 - builds the torch module class on first use
