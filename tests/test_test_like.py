@@ -124,3 +124,26 @@ def test_a_missing_or_foreign_adversarial_validation_is_one_line(audited, tmp_pa
     assert r.stderr.startswith("error: --test-like-fold: " ) and r.stderr.count("\n") == 1, r.stderr
     assert says.format(audit=audit) in r.stderr and "python src/audit.py --embed-weights FILE" in r.stderr
     assert not (tmp_path / "f" / "train_folds.csv").exists()
+
+
+def test_train_predict_and_report_name_fold0_the_test_like_estimate(audited, tmp_path):
+    """train says fold 0 is the test-like fold; predict's CV line and report.html name its score as the
+    test-like estimate, and the report's fold table marks it (in-process: one torch import)."""
+    from foldkit.fit import train
+    from foldkit.predicting import run_predict
+    root, reports = audited
+    assert _make_folds(root, reports, tmp_path / "f", "--test-like-fold", "--n-folds", "3").returncode == 0
+    cfg = config.resolve(dict(input_dir=str(root), folds_dir=str(tmp_path / "f"), models_dir=str(tmp_path / "m"),
+                              reports_dir=str(tmp_path / "rep"), submissions_dir=str(tmp_path / "sub"),
+                              model="test_resnet", img_size=32, epochs=1, progress=False, workers=0,
+                              experiment="tl", fold="0,1"))
+    logs = []
+    train(cfg, log=logs.append)
+    assert any(str(m).startswith("fold 0 is the test-like fold") for m in logs), logs
+    logs.clear()
+    run_predict(cfg, log=logs.append)
+    assert any("test-like estimate (fold 0, the most test-like rows)" in str(m) for m in logs), logs
+    cv = json.loads((tmp_path / "rep" / "tl" / "cv_scores.json").read_text())
+    assert cv["test_like_fold"]["score"] == cv["fold_scores"][0]
+    page = (tmp_path / "rep" / "tl" / "report.html").read_text()
+    assert "fold 0 (test-like)" in page and "0 (test-like)" in page and "test-like estimate" in page
