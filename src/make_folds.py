@@ -2,6 +2,7 @@
 
     python src/make_folds.py                      # input/ -> folds/train_folds.csv
     python src/make_folds.py --n-folds 10 --group-col patient_id
+    python src/make_folds.py --test-like-fold      # fold 0 = the most test-like rows (after audit.py)
 """
 import sys
 from pathlib import Path
@@ -33,6 +34,10 @@ def run(cfg) -> dict:
     dup = meta.get("duplicates") or {}
     print(f"duplicate clusters kept inside one fold: {dup['clusters_grouped']} ({dup['source']})"
           if dup.get("grouped") else f"duplicates not grouped: {dup.get('reason', 'off')}")
+    if tl := meta.get("test_like"):
+        print(f"fold 0 is test-like: the {tl['rows']} most test-like training rows (mean p_test {tl['mean_p_test']:.3f}, "
+              f"other folds {tl['mean_p_test_other_folds']:.3f}; adversarial AUC {tl['adversarial_auc']:.3f}, "
+              f"{tl['source']}); train.py --fold 0 scores a test-like validation set")
     print(f"{where}: {meta['status']} (sha256 {meta['sha256'][:12]})")
     return meta
 

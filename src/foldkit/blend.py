@@ -278,7 +278,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     calibrate / thresholds / clip: on, off or auto (foldkit.calibrate.steps_for, from the metric and the
     task kind). Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
     from foldkit.calibrate import steps_for
-    from foldkit.report import cv_summary, load_oof, oof_arrays
+    from foldkit.report import cv_summary, load_oof, oof_arrays, test_like_score
     oofs, metric = [], None
     task, sep = exps[0].task()
     for e in exps:
@@ -290,8 +290,10 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
         oof, _ = load_oof(e.dir, e.finished_folds())
         rep = cv_summary(oof, classes, m, task, sep)
         oofs.append(oof.set_index("id"))
+        test_like = test_like_score(rep, e.config())
         log(f"{e.name}: CV {rep['metric']} {_f(rep['cv'])} (folds {_f(rep['cv_mean'])} ± "
-            f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})")
+            f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})"
+            + (f"; test-like estimate (fold 0, the most test-like rows) {_f(test_like)}" if test_like is not None else ""))
     names = [e.name for e in exps]
     fallback = {"metric": metric, "cv": None, "plan": Plan("mean", np.full(len(exps), 1.0 / len(exps)), metric=metric),
                 "names": names, "verdicts": []}

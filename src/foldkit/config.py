@@ -78,6 +78,11 @@ class Config:
     group_duplicates: bool | None = _opt(None, "keep duplicate image clusters inside one fold: default when an "
                                          "audit of this competition exists (python src/audit.py); "
                                          "--group-duplicates also searches them when there is none", "folds")
+    test_like_fold: bool = _opt(False, "fold 0 = the most test-like 1/n-folds of the training rows (p_test of "
+                                "the audit's adversarial validation: run python src/audit.py --embed-weights "
+                                "FILE first), whole groups and duplicate clusters; the other folds split the "
+                                "rest as usual. train.py --fold 0 then scores a test-like validation set",
+                                "folds")
 
     # ---- data audit ----
     audit_dir: str = _opt("", "where the audit writes (default: <reports-dir>/audit)", "audit")

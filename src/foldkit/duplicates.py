@@ -482,16 +482,23 @@ def write_clusters(clusters: pd.DataFrame, out_dir: str | Path, input_dir: str |
     return out_dir / DUPLICATES_CSV
 
 
+def read_audit(out_dir: str | Path, input_dir: str | Path) -> dict | None:
+    """The audit's audit.json when it describes this competition (its `input_dir`), else None: the one
+    check every reader of the audit's files (duplicates.csv, adversarial.csv) makes first."""
+    info = Path(out_dir) / AUDIT_JSON
+    try:
+        summary = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("input_dir") != str(Path(input_dir).resolve()):
+        return None
+    return summary
+
+
 def read_clusters(out_dir: str | Path, input_dir: str | Path) -> pd.DataFrame | None:
     """The audit's duplicates.csv when it describes this competition, else None."""
-    out_dir = Path(out_dir)
-    csv, info = out_dir / DUPLICATES_CSV, out_dir / AUDIT_JSON
-    if not (csv.is_file() and info.is_file()):
-        return None
-    try:
-        if json.loads(info.read_text()).get("input_dir") != str(Path(input_dir).resolve()):
-            return None
-    except ValueError:
+    csv = Path(out_dir) / DUPLICATES_CSV
+    if not csv.is_file() or read_audit(out_dir, input_dir) is None:
         return None
     return pd.read_csv(csv, dtype={"id": str, "source": str}, keep_default_na=False)
 

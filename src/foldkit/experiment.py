@@ -169,7 +169,8 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
     exp = Experiment(Path(cfg.models_dir) / name)
     record = {**cfg.to_dict(), "experiment": name, "folds_sha256": folds_meta["sha256_now"],
               "classes": folds_meta["classes"], "n_folds": folds_meta.get("n_folds"),
-              "layout": folds_meta.get("layout"), "reading": reading or {}}
+              "layout": folds_meta.get("layout"), "reading": reading or {},
+              "test_like_fold": bool(folds_meta.get("test_like"))}   # fold 0 = the test-like fold (make_folds)
     # written once: of several processes (machines) starting the experiment together one creates
     # config.json and the others compare with it, as a later run does
     from foldkit.io import create_once

@@ -701,6 +701,9 @@ def train(cfg, log=print) -> list[dict]:
             "multilabel": f"{len(run.classes)} labels (multi-label, {cfg.metric}) ",
             "regression": f"regression ({cfg.metric}) "}[task])
         + (f"({train_only} rows of rare classes train-only) " if train_only else "") + f"-> {run.exp.dir}")
+    if (tl := run.meta.get("test_like")) and 0 in folds:
+        log(f"fold 0 is the test-like fold (its {tl['rows']} rows look most like test, adversarial AUC "
+            f"{tl['adversarial_auc']:.3f}): its score estimates the test score")
     out = {}
     for k in folds:
         if run.exp.is_finished(k):

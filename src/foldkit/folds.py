@@ -203,6 +203,64 @@ def assign_folds_regression(table: pd.DataFrame, n_folds: int = 5, seed: int = 4
     return folds
 
 
+def test_like_rows(p_test: np.ndarray, keys: np.ndarray, n_rows: int) -> np.ndarray:
+    """Mask of the most test-like rows, about n_rows of them, taken as whole groups (keys: one group
+    per row): groups ranked by the mean p_test of their rows (a group goes where most of its p_test
+    mass says), taken until the nearest total to n_rows."""
+    g = (pd.DataFrame({"key": keys, "p": p_test}).groupby("key", sort=False)["p"].agg(["mean", "size"])
+         .sort_values("mean", ascending=False, kind="stable"))
+    cum = g["size"].cumsum().to_numpy()
+    i = int(np.searchsorted(cum, n_rows))          # the first group that reaches n_rows
+    below = int(cum[i - 1]) if i > 0 else 0
+    take = i + 1 if i < len(cum) and (cum[i] - n_rows <= n_rows - below or i == 0) else i
+    return pd.Series(keys).isin(g.index[:take]).to_numpy()
+
+
+def assign_test_like(table: pd.DataFrame, p_test: np.ndarray, n_folds: int, split, group_col: str = "",
+                     groups: np.ndarray | None = None, eligible: np.ndarray | None = None) -> np.ndarray:
+    """--test-like-fold: fold 0 holds the most test-like 1/n_folds of the eligible rows (whole groups of
+    group_col and duplicate clusters, `test_like_rows`); the other rows are split into folds
+    1..n_folds-1 by split(rows, n_folds - 1, their groups) (the task's usual splitter). Rows that are
+    not eligible (rare classes trained on only) keep fold -1."""
+    n = len(table)
+    eligible = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+    keys = _group_keys(table, group_col, groups)
+    keys = np.arange(n) if keys is None else keys
+    folds = np.full(n, -1, dtype=np.int64)
+    first = np.zeros(n, bool)
+    first[eligible] = test_like_rows(p_test[eligible], keys[eligible], int(round(eligible.sum() / n_folds)))
+    folds[first] = 0
+    rest = eligible & ~first
+    if n_folds == 2:
+        folds[rest] = 1
+        return folds
+    part = split(table[rest].reset_index(drop=True), n_folds - 1, None if groups is None else np.asarray(groups)[rest])
+    folds[rest] = np.where(part >= 0, part + 1, -1)
+    return folds
+
+
+def split_folds(cfg, table: pd.DataFrame, groups: np.ndarray | None, split, log=print,
+                eligible: np.ndarray | None = None) -> tuple[np.ndarray, dict | None]:
+    """The fold column: split(table, n_folds, groups), or with cfg.test_like_fold fold 0 from the audit's
+    adversarial validation and split over the rest (`assign_test_like`). Returns (folds, the
+    folds_meta.json `test_like` record or None)."""
+    if not cfg.test_like_fold:
+        return split(table, cfg.n_folds, groups), None
+    from foldkit.duplicates import audit_dir, read_audit
+    from foldkit.shift import NO_SHIFT_AUC, test_like_scores
+
+    where = audit_dir(cfg)
+    p_test, info = test_like_scores(read_audit(where, cfg.input_dir), where, cfg.input_dir, table["id"])
+    folds = assign_test_like(table, p_test, cfg.n_folds, split, cfg.group_col, groups, eligible)
+    zero = folds == 0
+    record = {"fold": 0, **info, "rows": int(zero.sum()), "mean_p_test": round(float(p_test[zero].mean()), 4),
+              "mean_p_test_other_folds": round(float(p_test[folds > 0].mean()), 4)}
+    if info["adversarial_auc"] < NO_SHIFT_AUC:
+        log(f"note: adversarial validation AUC {info['adversarial_auc']:.3f}: no detectable train/test shift, "
+            "so the test-like fold 0 is close to a random fold")
+    return folds, record
+
+
 def fold_counts_multilabel(table: pd.DataFrame, classes: list, sep: str) -> pd.DataFrame:
     """Per-fold positives of each label (rows: folds; columns: labels; plus the fold's rows as total)."""
     from foldkit.data import multi_hot
@@ -390,7 +448,10 @@ def make_folds(cfg, log=print) -> dict:
     rare = rare_class_counts(table, cfg.n_folds)
     from foldkit.duplicates import fold_groups   # duplicate clusters stay inside one fold
     groups, dup_info = fold_groups(cfg, table, comp, log)
-    table["fold"] = assign_folds(table, cfg.n_folds, cfg.seed, cfg.group_col, cfg.rare_classes, groups)
+    check_table(table, cfg.n_folds, cfg.group_col, cfg.rare_classes)
+    table["fold"], test_like = split_folds(
+        cfg, table, groups, lambda t, k, g: assign_folds(t, k, cfg.seed, cfg.group_col, cfg.rare_classes, g), log,
+        eligible=~table["label"].isin(list(rare)).to_numpy() if cfg.rare_classes == "train-only" else None)
     if rare:
         desc = ", ".join(f"{c!r} ({n})" for c, n in rare.items())
         what = {"warn": "split anyway: in some folds they are absent from training or validation",
@@ -405,6 +466,7 @@ def make_folds(cfg, log=print) -> dict:
         "label_dtype": "str" if label_is_str else str(table["label"].dtype),
         "rare_classes": {"mode": cfg.rare_classes, "classes": rare,
                          "train_only_rows": int((table["fold"] < 0).sum())},
+        **({"test_like": test_like} if test_like else {}),
     }
     status, sha = write_folds(table, meta, cfg.folds_dir, cfg.models_dir, force=cfg.force)
     counts = fold_counts(table)
@@ -450,9 +512,10 @@ def _make_folds_other(cfg, comp, reading: dict, log) -> dict:
     from foldkit.duplicates import fold_groups   # duplicate clusters stay inside one fold
     groups, dup_info = fold_groups(cfg, table, comp, log)
     grouped = bool(cfg.group_col) or groups is not None
+    _check_other_task(table, cfg.n_folds, cfg.group_col, cfg.rare_classes, comp.task)
     if multi:
-        table["fold"] = assign_folds_multilabel(table, comp.classes, comp.label_sep, cfg.n_folds, cfg.seed,
-                                                cfg.group_col, cfg.rare_classes, groups)
+        table["fold"], test_like = split_folds(cfg, table, groups, lambda t, k, g: assign_folds_multilabel(
+            t, comp.classes, comp.label_sep, k, cfg.seed, cfg.group_col, cfg.rare_classes, g), log)
         counts = fold_counts_multilabel(table, comp.classes, comp.label_sep)
         positives = counts.drop(columns="total").sum(axis=0)
         rare = {c: int(n) for c, n in positives[positives < cfg.n_folds].items()}
@@ -466,14 +529,14 @@ def _make_folds_other(cfg, comp, reading: dict, log) -> dict:
     else:
         counts = None
         y = table["label"].to_numpy(float)
-        table["fold"] = assign_folds_regression(table, cfg.n_folds, cfg.seed, cfg.group_col, cfg.rare_classes,
-                                                groups)
+        table["fold"], test_like = split_folds(cfg, table, groups, lambda t, k, g: assign_folds_regression(
+            t, k, cfg.seed, cfg.group_col, cfg.rare_classes, g), log)
         splitter = ("StratifiedGroupKFold" if grouped else "StratifiedKFold") + " on target quantile bins"
         extra = {"classes": [], "label_dtype": str(table["label"].dtype),
                  "target": {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()),
                             "max": float(y.max())}}
     meta = {"task": comp.task, **_common_meta(cfg, comp, reading, table, n_read, groups, dup_info),
-            "splitter": splitter, **extra}
+            "splitter": splitter, **extra, **({"test_like": test_like} if test_like else {})}
     status, sha = write_folds(table, meta, cfg.folds_dir, cfg.models_dir, force=cfg.force)
     if counts is None:
         counts = fold_targets(table)

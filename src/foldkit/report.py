@@ -334,6 +334,14 @@ def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path, shown: li
     return page.save_png(fig, path)
 
 
+def test_like_score(summary: dict, exp_config: dict) -> float | None:
+    """Fold 0's score when the experiment's folds made fold 0 the test-like fold (make_folds
+    --test-like-fold; config.json `test_like_fold`): the CV's estimate of the test score. Else None."""
+    if not exp_config.get("test_like_fold") or 0 not in summary["folds"]:
+        return None
+    return summary["fold_scores"][summary["folds"].index(0)]
+
+
 def plot_fold_scores(summary: dict, path: str | Path) -> Path:
     """The competition metric of each fold as bars, the mean across folds as a line."""
     fig = page.figure(3.8, 2.4)
@@ -714,6 +722,8 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
                               "n_folds_config": n_folds_cfg, "complete": complete}
     if task != "single":
         result.update(all_rows_figures(oof, classes, metric, task, sep))
+    if (test_like := test_like_score(summary, cfg)) is not None:
+        result["test_like_fold"] = {"fold": 0, "score": test_like}
     if test_score is not None:
         result["test_score"] = test_score
     if extra:
@@ -732,6 +742,8 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     table, lone, problems = _curves(exp_dir, folds, metric, experiment, out)
     if task != "single":     # no accuracy is logged for tags or numbers: an empty column says nothing
         table = table.drop(columns=["valid_accuracy at best"], errors="ignore")
+    if test_like is not None and len(table):
+        table["fold"] = [f"{k} (test-like)" if k == 0 else str(k) for k in table["fold"]]
 
     result_json = _jsonable(result)
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
@@ -944,8 +956,13 @@ def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[s
     facts = [f"<div class='headline'>CV {e(metric)} {f(r['cv_mean'])} ± {f(r['cv_std'])}</div>",
              f"<p>mean ± std of the {len(r['folds'])} fold scores ({e(direction)}); "
              f"<b>{f(r['cv'])}</b> on all {r['n']} out-of-fold rows. Per fold: "
-             + e(", ".join(f"fold {k} {f(s)}" for k, s in zip(r["folds"], r["fold_scores"])))
+             + e(", ".join(f"fold {k}{' (test-like)' if k == 0 and 'test_like_fold' in r else ''} {f(s)}"
+                           for k, s in zip(r["folds"], r["fold_scores"])))
              + f". {e(_other_scores(r))}</p>"]
+    if "test_like_fold" in r:
+        facts.append(f"<p>Fold 0 holds the most test-like training images (make_folds --test-like-fold): its "
+                     f"{e(metric)} <b>{f(r['test_like_fold']['score'])}</b> is the test-like estimate of the "
+                     "test score; the CV above covers every fold.</p>")
     if "test_score" in r:
         facts.append(f"<p>{_test_line(r)}</p>")
     told, verdicts = facts_in_words(r.get("extra") or {}, metric)
