@@ -518,6 +518,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
 
     def stage(size: int):   # (training loader, batched augmentation or None) at one size of the schedule
         if size not in stages:
+            stages.clear()      # the previous size's loader (and its persistent workers) is done with
             dcfg = at_size(run.data_cfg, size)
             stages[size] = (data.train_dl if dcfg is run.data_cfg else data.train_at(dcfg),
                             batch_augment(cfg, dcfg, seed) if aug_device == "device" else None)
