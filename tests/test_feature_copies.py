@@ -199,9 +199,14 @@ def test_adversarial_validation_tells_a_planted_shift_from_none(shifted, tmp_pat
     assert set(sh["class_priors"]) == {str(c) for c in set(y[:120]) | set(yt)}
 
 
-def test_feature_pairs_index_matches_all_pairs(monkeypatch):
-    """The index (and its PCA-projected path for large sets) finds the same copy pairs as
-    comparing all pairs."""
+@pytest.mark.parametrize("index", ["sklearn", "faiss"])
+def test_feature_pairs_index_matches_all_pairs(monkeypatch, index):
+    """The index (scikit-learn's, or faiss's when installed; and the PCA-projected path for large
+    sets) finds the same copy pairs as comparing all pairs."""
+    if index == "faiss":
+        pytest.importorskip("faiss", reason="the faiss extra is not installed")
+    else:
+        monkeypatch.setitem(sys.modules, "faiss", None)            # import faiss -> ImportError
     from foldkit import duplicates
     from foldkit.duplicates import feature_pairs
     rng = np.random.default_rng(0)
