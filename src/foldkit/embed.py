@@ -5,8 +5,12 @@ cache; never a download unless asked), global-pool features, cached on disk.
 One image's embedding is ``normalize(f(x) + f(mirror(x)))`` with ``f`` the L2-normalised pooled
 features: an image and its horizontal mirror get the same vector, so mirrored copies are found by
 the same nearest-neighbour search as every other copy (searching with both views and keeping the
-best would double the search; summing the two views costs two forward passes and nothing more).
-Images are resized whole (aspect not kept, nothing cropped away) to ``size`` x ``size``.
+best would double the search; summing the two views costs two forward passes and nothing more:
+the image and its mirror run as one batch). Images are resized whole (aspect not kept, nothing
+cropped away) to ``size`` x ``size``; array layouts are embedded straight from the arrays, large
+JPEGs decoded at reduced size. The backbone is the whole cost (benchmarks/RESULTS.md "Feature
+search at 100,000 images"): on a CPU it runs through onnxruntime when installed, on a GPU with
+bfloat16 (see Embedder).
 
 The cache (``<audit dir>/embed_cache_<model>_<size>.npz``) is keyed like the hash cache
 (``duplicates.file_key``: path + size + mtime for files, the pixel hash for array layouts), and
@@ -333,7 +337,7 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
             cache.put([keys[i] for i in part], fresh)
             cache.save()
             for i, e in zip(part, fresh):
-                got[i] = e
+                got[i] = e.astype(np.float16)    # as the cache holds it: a cold and a cached run agree
             if len(todo) > SAVE_EVERY:
                 log(f"  {min(len(todo), start + SAVE_EVERY)} of {len(todo)} {split} image(s) embedded")
         dim = next((g.shape[0] for g in got if g is not None), embedder.dim if embedder else 0)
