@@ -98,7 +98,7 @@ def _idx(path):
 
 def sources(n, seed=0):
     """{dataset: (images, class labels)} of n real images each."""
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     rng = np.random.default_rng(seed)
     out = {}
     photos = sorted(p for p in (DATA / "hymenoptera" / "train").glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg"))

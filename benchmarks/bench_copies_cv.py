@@ -31,7 +31,7 @@ def build(root: Path, n: int, seed: int = 0) -> pd.DataFrame:
     import cv2
 
     import bench_copies as bc
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     rng = np.random.default_rng(seed)
     photos = sorted(p for p in (bc.DATA / "hymenoptera" / "train").glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg"))
     photos = [photos[i] for i in sorted(rng.choice(len(photos), min(n, len(photos)), replace=False))]

@@ -38,7 +38,7 @@ def shifted(imgs, how):
 def photos(split):
     import cv2
 
-    from foldkit.data import decode_image
+    from foldkit.images import decode_image
     ps = sorted(p for p in (DATA / "hymenoptera" / split).glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg"))
     imgs = [cv2.resize(decode_image(p, min_side=160), (160, 160), interpolation=cv2.INTER_AREA) for p in ps]
     return np.stack(imgs), np.array([p.parent.name for p in ps])

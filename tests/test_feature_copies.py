@@ -247,3 +247,23 @@ def test_interrupted_embedding_resumes_from_the_cache(photo_comp, tmp_path, monk
     logs = []
     run_audit(cfg, log=logs.append)
     assert "embedding 8 train image(s)" in " ".join(map(str, logs)) and "(5 cached)" in " ".join(map(str, logs))
+
+
+def test_every_backend_gives_the_same_mirror_invariant_embeddings():
+    """onnxruntime (the fast CPU path, when installed) and eager torch embed the same real images to
+    the same unit vectors, an image and its mirror to one vector, on the cores asked for; torch's
+    own thread setting is left as it was."""
+    import torch
+
+    from foldkit.embed import DEFAULT_MODEL, DEFAULT_SIZE, Embedder
+    x, _ = _fashion(24, 0)
+    slow = Embedder(DEFAULT_MODEL, str(_weights()), DEFAULT_SIZE, threads=1, backend="torch")
+    before = torch.get_num_threads()
+    a = slow.embed(x)
+    assert torch.get_num_threads() == before and slow.backend_name == "torch cpu"
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert np.allclose(slow.embed([im[:, ::-1] for im in x]), a, atol=1e-5)
+    pytest.importorskip("onnxruntime")
+    fast = Embedder(DEFAULT_MODEL, str(_weights()), DEFAULT_SIZE)
+    assert fast.backend_name == "onnxruntime"
+    assert (fast.embed(x) * a).sum(1).min() > 0.9999

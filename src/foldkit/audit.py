@@ -188,7 +188,8 @@ def feature_plan(cfg) -> dict:
     from foldkit import embed
     if cfg.embed_size < embed.MIN_SIZE:
         raise embed.EmbedError(f"--embed-size {cfg.embed_size}: the backbone needs at least {embed.MIN_SIZE} px "
-                               f"(default {embed.DEFAULT_SIZE}, the calibrated size)")
+                               f"(default {embed.DEFAULT_SIZE}; calibrated: "
+                               f"{', '.join(str(z) for m, z in sorted(embed.CALIBRATED) if m == cfg.embed_model)})")
     thr, margin, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
     source, why = embed.weights_source(cfg.embed_model, cfg.embed_weights)
     if source:
@@ -205,7 +206,7 @@ def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, plan: dict, l
     if not plan["searched"]:
         return None, None
     emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
-                                       cfg.embed_model, plan["weights"], cfg.embed_size, log)
+                                       cfg.embed_model, plan["weights"], cfg.embed_size, log, cfg.audit_workers)
     pairs = dup.feature_pairs(emb, floor=plan["threshold"] - 0.05)
     pairs = pairs[pairs["margin"] >= plan["margin"] - BORDER].reset_index(drop=True)
     pairs["copy"] = (pairs["similarity"] >= plan["threshold"]) & (pairs["margin"] >= plan["margin"])

@@ -88,13 +88,14 @@ class Config:
     audit_dir: str = _opt("", "where the audit writes (default: <reports-dir>/audit)", "audit")
     near_threshold: int = _opt(4, "near duplicates: at most this many differing bits of the 64-bit "
                                "perceptual hash (0 = identical hashes)", "audit")
-    audit_workers: int = _opt(0, "processes decoding images for the audit (0 = all cores)", "audit")
+    audit_workers: int = _opt(0, "processes decoding images and threads embedding them for the audit "
+                              "(0 = all cores)", "audit")
     embed_model: str = _opt("mobilenetv2_100", "timm backbone whose features find copies (mirrored, cropped, "
                             "recoloured) and train/test shift", "audit")
     embed_weights: str = _opt("", "its ImageNet weights: a local timm state_dict FILE, hub (download), none "
                               "(hash search only); default: the hub's local cache, else hash search only", "audit")
-    embed_size: int = _opt(128, "input size (px) of the embedding backbone (64: faster, finds fewer crops; "
-                           "only 128 is calibrated)", "audit")
+    embed_size: int = _opt(96, "input size (px) of the embedding backbone (calibrated: 64, faster, finds fewer "
+                           "crops; 96; 128, slower, a few more crops)", "audit")
     embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for "
                                   "--embed-model and --embed-size)", "audit")
 

@@ -5,8 +5,12 @@ cache; never a download unless asked), global-pool features, cached on disk.
 One image's embedding is ``normalize(f(x) + f(mirror(x)))`` with ``f`` the L2-normalised pooled
 features: an image and its horizontal mirror get the same vector, so mirrored copies are found by
 the same nearest-neighbour search as every other copy (searching with both views and keeping the
-best would double the search; summing the two views costs two forward passes and nothing more).
-Images are resized whole (aspect not kept, nothing cropped away) to ``size`` x ``size``.
+best would double the search; summing the two views costs two forward passes and nothing more:
+the image and its mirror run as one batch). Images are resized whole (aspect not kept, nothing
+cropped away) to ``size`` x ``size``; array layouts are embedded straight from the arrays, large
+JPEGs decoded at reduced size. The backbone is the whole cost (benchmarks/RESULTS.md "Feature
+search at 100,000 images"): on a CPU it runs through onnxruntime when installed, on a GPU with
+bfloat16 (see Embedder).
 
 The cache (``<audit dir>/embed_cache_<model>_<size>.npz``) is keyed like the hash cache
 (``duplicates.file_key``: path + size + mtime for files, the pixel hash for array layouts), and
@@ -23,7 +27,7 @@ from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
 
 DEFAULT_MODEL = "mobilenetv2_100"
-DEFAULT_SIZE = 128
+DEFAULT_SIZE = 96         # as close to 128 px on planted copies (mean recall 0.802 vs 0.808), ~1.8x faster
 MIN_SIZE = 32          # smaller inputs leave mobilenet-like backbones a 1x1 feature map or less
 HUB = "hub"            # --embed-weights hub: download from the hub (needs a network)
 NONE = "none"          # --embed-weights none: no feature search
@@ -34,8 +38,9 @@ SAVE_EVERY = 10000     # images embedded between cache saves
 # stands >= margin above both images' background similarity (their r-th nearest neighbour's,
 # r = 1% of the images, 2..10; foldkit.duplicates.feature_pairs), per (model, size): calibrated on planted copies of real photos
 # against different images of the same class (benchmarks/bench_copies.py; benchmarks/RESULTS.md
-# "Feature copies").
-CALIBRATED = {("mobilenetv2_100", 128): (0.80, 0.06)}
+# "Feature copies"; 64 and 96 px: "Feature search at 100,000 images").
+CALIBRATED = {("mobilenetv2_100", 128): (0.80, 0.06), ("mobilenetv2_100", 96): (0.80, 0.06),
+              ("mobilenetv2_100", 64): (0.80, 0.08)}
 
 
 class EmbedError(FoldkitError, ValueError):
@@ -94,8 +99,9 @@ def check_model(model_name: str) -> None:
                          f"the names (default {DEFAULT_MODEL}, the calibrated one).")
 
 
-def load_backbone(model_name: str, source: str):
-    """(model in eval mode on the best device, device, mean, std) with pooled features as output."""
+def load_backbone(model_name: str, source: str, device: str = "auto"):
+    """(model in eval mode on `device` (auto: CUDA when present, else CPU), device, mean, std) with
+    pooled features as output."""
     import torch
 
     from foldkit.model import ModelError, create_model
@@ -106,10 +112,11 @@ def load_backbone(model_name: str, source: str):
             model = create_model(model_name, num_classes=0, pretrained_file=source)
     except ModelError as e:
         raise EmbedError(f"embedding backbone: {e}") from None
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = model.pretrained_cfg
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-    return model.eval().to(device), device, mean, std
+    return model.eval().to(device), torch.device(device), mean, std
 
 
 def weights_id(source: str, model_name: str) -> str:
@@ -133,27 +140,101 @@ def to_input(img: np.ndarray, size: int) -> np.ndarray:
     return img
 
 
-class Embedder:
-    """Mirror-invariant, L2-normalised embeddings of uint8 images (see the module doc)."""
+def cpu_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not Linux
+        return os.cpu_count() or 1
 
-    def __init__(self, model_name: str, source: str, size: int):
-        import torch
-        self.model, self.device, mean, std = load_backbone(model_name, source)
+
+def _mirror_embedding(model, mean, std):
+    """A torch module: (N, H, W, 3) uint8 -> (N, dim) unit embeddings, normalize(f(x) + f(mirror x)),
+    the image and its mirror run as one batch. The one definition the torch and onnxruntime paths run."""
+    import torch
+
+    class MirrorEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+
+        def forward(self, x):
+            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            n = x.shape[0]
+            both = self.model(torch.cat([x, x.flip(3)]).contiguous(memory_format=torch.channels_last))
+            both = torch.nn.functional.normalize(both.float(), dim=1)
+            return torch.nn.functional.normalize(both[:n] + both[n:], dim=1)
+    return MirrorEmbedding().eval()
+
+
+def _onnx_session(module, size: int, threads: int):
+    """An onnxruntime session of `module` (exported in memory, dynamic batch), or None when
+    onnxruntime is not installed or the model does not export (the torch path runs then)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import io
+    import warnings
+
+    import torch
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")     # the TorchScript exporter's deprecation notice
+            torch.onnx.export(module, (torch.zeros(2, size, size, 3, dtype=torch.uint8),), buf,
+                              input_names=["image"], output_names=["embedding"],
+                              dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - any export/runtime failure: the torch path gives the same numbers
+        return None
+
+
+class Embedder:
+    """Mirror-invariant, L2-normalised embeddings of uint8 images (see the module doc).
+
+    Where it runs: CUDA when present (bfloat16 autocast, channels_last); on a CPU, onnxruntime
+    when installed (``pip install -e ".[onnx]"``: the same module exported to ONNX, measured
+    2-4x faster than eager torch on 2 cores, benchmarks/RESULTS.md "Feature search at 100,000
+    images"), else eager torch; on `threads` cores (0 = every core this process may use).
+    `backend` forces "torch" or "onnxruntime"; `backend_name` says which runs."""
+
+    def __init__(self, model_name: str, source: str, size: int, threads: int = 0, device: str = "auto",
+                 backend: str = "auto"):
+        model, self.device, mean, std = load_backbone(model_name, source, device)
         self.size = size
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
-        self.dim = self.model.num_features
+        self.dim = model.num_features
+        self.threads = threads if threads > 0 else cpu_threads()
+        self.module = _mirror_embedding(model, mean, std).to(self.device)
+        self.session = None
+        if self.device.type == "cpu" and backend in ("auto", "onnxruntime"):
+            self.session = _onnx_session(self.module, size, self.threads)
+            if self.session is None and backend == "onnxruntime":
+                raise EmbedError("embedding with onnxruntime: not installed or the model does not export "
+                                 "(pip install -e '.[onnx]')")
+        self.backend_name = ("onnxruntime" if self.session is not None
+                             else f"torch {self.device.type}" + (" bfloat16" if self.device.type == "cuda" else ""))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, size, size, 3) uint8 -> (N, dim) float32, unit norm."""
+        batch = np.ascontiguousarray(batch, dtype=np.uint8)
+        if self.session is not None:
+            return self.session.run(None, {"image": batch})[0].astype(np.float32)
         import torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float()
-            x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-            both = self.model(torch.cat([x, x.flip(3)]))
-            both = torch.nn.functional.normalize(both.float(), dim=1)
-            e = torch.nn.functional.normalize(both[:len(x)] + both[len(x):], dim=1)
-        return e.cpu().numpy().astype(np.float32)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                        enabled=self.device.type == "cuda"):
+                e = self.module(torch.from_numpy(batch).to(self.device, non_blocking=True))
+            return e.float().cpu().numpy()
+        finally:
+            torch.set_num_threads(before)
 
     def embed(self, images, log=None) -> np.ndarray:
         """Embeddings of an iterable of uint8 images (any size), in order."""
@@ -210,22 +291,25 @@ def cache_name(model_name: str, size: int) -> str:
     return f"embed_cache_{safe}_{size}.npz"
 
 
-def _decoded(comp, table, todo: list[int], pix=None):
-    """The images of table rows `todo`: rows of `pix` (array layouts) or decoded files (reduced
-    size for large JPEGs)."""
+def _decoded(comp, table, todo: list[int], size: int, pix=None):
+    """The images of table rows `todo`: rows of `pix` (array layouts: no file, no decoding) or
+    decoded files (large JPEGs at 1/2, 1/4 or 1/8 size, never below the embedding's `size`)."""
     from foldkit.images import decode_image
     if pix is not None:
+        index = table["index"].to_numpy()
         for i in todo:
-            yield pix[int(table["index"].iloc[i])]
+            yield pix[int(index[i])]
     else:
+        paths = table["path"].to_numpy()
         for i in todo:
-            yield decode_image(Path(comp.root) / table["path"].iloc[i], min_side=128)
+            yield decode_image(Path(comp.root) / paths[i], min_side=size)
 
 
 def competition_embeddings(comp, hashes, cache_path, model_name: str, source: str, size: int,
-                           log=print) -> np.ndarray:
+                           log=print, threads: int = 0) -> np.ndarray:
     """(N, dim) float32 embeddings of the rows of `hashes` (duplicates.find_duplicates' table:
-    train then test); rows with a read error get zeros. Cached; only new images are decoded."""
+    train then test); rows with a read error get zeros. Cached; only new images are decoded.
+    threads: CPU cores the backbone runs on (0 = all this process may use)."""
     from foldkit.duplicates import file_key
     cache = EmbeddingCache(cache_path, f"{weights_id(source, model_name)}|{size}")
     embedder = None
@@ -244,16 +328,16 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
         ok = (rows["error"].fillna("") == "").to_numpy()
         todo = [i for i, g in enumerate(got) if g is None and ok[i]]
         if todo:
-            embedder = embedder or Embedder(model_name, source, size)
-            log(f"embedding {len(todo)} {split} image(s) with {model_name} at {size} px on {embedder.device} "
+            embedder = embedder or Embedder(model_name, source, size, threads)
+            log(f"embedding {len(todo)} {split} image(s) with {model_name} at {size} px on {embedder.backend_name} "
                 f"({len(got) - len(todo)} cached)")
         for start in range(0, len(todo), SAVE_EVERY):      # saved as it goes: an interrupted run resumes
             part = todo[start:start + SAVE_EVERY]
-            fresh = embedder.embed(_decoded(comp, table, part, pix))
+            fresh = embedder.embed(_decoded(comp, table, part, size, pix))
             cache.put([keys[i] for i in part], fresh)
             cache.save()
             for i, e in zip(part, fresh):
-                got[i] = e
+                got[i] = e.astype(np.float16)    # as the cache holds it: a cold and a cached run agree
             if len(todo) > SAVE_EVERY:
                 log(f"  {min(len(todo), start + SAVE_EVERY)} of {len(todo)} {split} image(s) embedded")
         dim = next((g.shape[0] for g in got if g is not None), embedder.dim if embedder else 0)
