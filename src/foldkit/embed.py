@@ -310,8 +310,13 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
     """(N, dim) float32 embeddings of the rows of `hashes` (duplicates.find_duplicates' table:
     train then test); rows with a read error get zeros. Cached; only new images are decoded.
     threads: CPU cores the backbone runs on (0 = all this process may use)."""
+    import torch
+
     from foldkit.duplicates import file_key
-    cache = EmbeddingCache(cache_path, f"{weights_id(source, model_name)}|{size}")
+    # CUDA embeds in bfloat16 (Embedder): its vectors differ slightly from float32 ones, so the two are
+    # never mixed in one cache (a borderline pair would flip between a GPU and a CPU run)
+    precision = "|bf16" if torch.cuda.is_available() else ""
+    cache = EmbeddingCache(cache_path, f"{weights_id(source, model_name)}|{size}{precision}")
     embedder = None
     parts = []
     for split in ("train", "test"):
