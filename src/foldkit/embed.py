@@ -99,6 +99,12 @@ def check_model(model_name: str) -> None:
                          f"the names (default {DEFAULT_MODEL}, the calibrated one).")
 
 
+def auto_device() -> str:
+    """Where the embeddings run when nothing is asked: CUDA when present (in bfloat16), else the CPU."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_backbone(model_name: str, source: str, device: str = "auto"):
     """(model in eval mode on `device` (auto: CUDA when present, else CPU), device, mean, std) with
     pooled features as output."""
@@ -113,7 +119,7 @@ def load_backbone(model_name: str, source: str, device: str = "auto"):
     except ModelError as e:
         raise EmbedError(f"embedding backbone: {e}") from None
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = auto_device()
     cfg = model.pretrained_cfg
     mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     return model.eval().to(device), torch.device(device), mean, std
@@ -310,12 +316,10 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
     """(N, dim) float32 embeddings of the rows of `hashes` (duplicates.find_duplicates' table:
     train then test); rows with a read error get zeros. Cached; only new images are decoded.
     threads: CPU cores the backbone runs on (0 = all this process may use)."""
-    import torch
-
     from foldkit.duplicates import file_key
     # CUDA embeds in bfloat16 (Embedder): its vectors differ slightly from float32 ones, so the two are
     # never mixed in one cache (a borderline pair would flip between a GPU and a CPU run)
-    precision = "|bf16" if torch.cuda.is_available() else ""
+    precision = "|bf16" if auto_device() == "cuda" else ""
     cache = EmbeddingCache(cache_path, f"{weights_id(source, model_name)}|{size}{precision}")
     embedder = None
     parts = []

@@ -332,16 +332,17 @@ def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None,
     tr_idx, va_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     Subset = torch.utils.data.Subset
     y_train = teaching.targets if teaching is not None and teaching.targets is not None else run.y
+    extras = teaching.extra if teaching is not None and teaching.extra else []   # pseudo-labelled sources
 
     def training_part(data_cfg: dict):
         t_train = (gather_transform(data_cfg, cfg.aug) if aug_device == "device"
                    else train_transform(data_cfg, cfg.aug, cfg.hflip, cfg.vflip, cfg.randaugment))
         part = Subset(ImageDataset(run.source, y_train, t_train), tr_idx.tolist())
-        if teaching is not None and teaching.extra:
-            part = torch.utils.data.ConcatDataset([part] + [ImageDataset(src, t, t_train) for src, t in teaching.extra])
+        if extras:
+            part = torch.utils.data.ConcatDataset([part] + [ImageDataset(src, t, t_train) for src, t in extras])
         return part
 
-    n_train = len(tr_idx) + sum(len(src) for src, _ in (teaching.extra if teaching is not None else None) or ())
+    n_train = len(tr_idx) + sum(len(src) for src, _ in extras)
     valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)),
                       distributed.shard_rows(va_idx).tolist())
     hard = teaching.hard_labels(run.y[tr_idx]) if teaching is not None else run.y[tr_idx]
