@@ -66,8 +66,8 @@ def hash_speed(folder: Path) -> str:
     import imagehash
     from PIL import Image
 
-    from foldkit.images import decode_image
-    from foldkit.duplicates import phash
+    from foldkit.data.images import decode_image
+    from foldkit.audit.duplicates import phash
     import cv2
     imgs = [decode_image(p) for p in sorted(folder.glob("*.jpg"))[:500]]
     greys = [cv2.cvtColor(i, cv2.COLOR_RGB2GRAY) for i in imgs]

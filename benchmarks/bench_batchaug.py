@@ -45,7 +45,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    from foldkit.demo import build_demo
+    from foldkit.data.demo import build_demo
     import hymenoptera
     cases = {"digits": ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip",
                         "--batch-size", "64", "--epochs", "3", "--workers", "0"],

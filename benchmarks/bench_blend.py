@@ -45,7 +45,7 @@ def kit(script: str, *args: str) -> str:
 
 def build(data: str, root: Path, limit: int) -> Path:
     if data == "demo":
-        from foldkit.demo import build_demo
+        from foldkit.data.demo import build_demo
         build_demo(root / "input")
     else:
         import bangla
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     t0 = time.time()
     root = Path(a.root or tempfile.mkdtemp(prefix="foldkit-blend-"))
     from foldkit import config
-    from foldkit.folds import make_folds
+    from foldkit.folds.file import make_folds
     comp = build(a.data, root, a.limit)
     paths = ["--input-dir", str(comp), "--folds-dir", str(root / "folds"), "--models-dir", str(root / "models"),
              "--submissions-dir", str(root / "subs"), "--reports-dir", str(root / "reports")]

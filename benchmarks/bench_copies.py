@@ -7,9 +7,9 @@ mirror + crop + brightness + JPEG at once), pools originals and copies per datas
 searches over the whole pool:
 
 * hash: the audit's exact + pHash (<= 4 bits) + 16x16 thumbnail correlation (>= 0.99) pairs;
-* feature: cosine similarity of foldkit.embed embeddings (image + mirror) >= a threshold, and
+* feature: cosine similarity of foldkit.audit.embed embeddings (image + mirror) >= a threshold, and
   standing out by a margin from each image's background similarity (its 10th nearest image of
-  another original; foldkit.duplicates.feature_pairs).
+  another original; foldkit.audit.duplicates.feature_pairs).
 
 A found pair is right when both images come from the same original. Recall is measured per kind
 (original <-> its copy found); precision over every pair found in the pool (so two different photos
@@ -98,7 +98,7 @@ def _idx(path):
 
 def sources(n, seed=0):
     """{dataset: (images, class labels)} of n real images each."""
-    from foldkit.images import decode_image
+    from foldkit.data.images import decode_image
     rng = np.random.default_rng(seed)
     out = {}
     photos = sorted(p for p in (DATA / "hymenoptera" / "train").glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg"))
@@ -131,7 +131,7 @@ def pool(images, labels, seed=0):
 
 def hash_pairs(imgs):
     """Set of (i, j) pairs the audit's hash search links (exact or near)."""
-    from foldkit.duplicates import _pixel_record, near_pairs
+    from foldkit.audit.duplicates import _pixel_record, near_pairs
     recs = [_pixel_record(im) for im in imgs]
     ph = np.array([r["phash"] for r in recs], np.uint64)
     th = np.stack([r["thumb"] for r in recs])
@@ -159,7 +159,7 @@ def scores(found, src, kind, lab):
 
 def background(sim, src, k=10):
     """Each image's similarity to its k-th nearest image of another original: what the audit's
-    margin subtracts (foldkit.duplicates.feature_pairs; there the neighbours are the dataset's,
+    margin subtracts (foldkit.audit.duplicates.feature_pairs; there the neighbours are the dataset's,
     which has few copies of any image, here the pool holds 12 images of each original)."""
     other = np.where(src[:, None] != src[None, :], sim, -np.inf)
     return -np.sort(-other, axis=1)[:, k - 1]
@@ -186,7 +186,7 @@ def main():
     a = ap.parse_args()
     import torch
     torch.set_num_threads(2)
-    from foldkit.embed import Embedder
+    from foldkit.audit.embed import Embedder
     sets = {name: pool(*v) for name, v in sources(a.per_set).items()}
     print(f"pools: " + ", ".join(f"{k} {len(v[0])} images ({a.per_set} originals)" for k, v in sets.items()))
     for name, (imgs, src, kind, lab) in sets.items():

@@ -5,8 +5,8 @@ the true sources (the honest reference) and ungrouped.
 The competition: --originals hymenoptera training photos (ants/bees folders), and for a random
 half of them one planted copy of a random kind of benchmarks/bench_copies.py (mirror, crops,
 shift, brightness, contrast, colour, JPEG, resizing, rotation, all at once), all in train. The
-audit's own code finds the clusters (foldkit.duplicates hash pairs; foldkit.embed features at the
-calibrated threshold); folds come from foldkit.folds.assign_folds with the clusters as groups, as
+audit's own code finds the clusters (foldkit.audit.duplicates hash pairs; foldkit.audit.embed features at the
+calibrated threshold); folds come from foldkit.folds.file.assign_folds with the clusters as groups, as
 make_folds makes them. The 1-NN classifier works on the same embeddings (a copy in the training
 part of a fold is then its own nearest neighbour: the leak grouped folds remove).
 
@@ -31,7 +31,7 @@ def build(root: Path, n: int, seed: int = 0) -> pd.DataFrame:
     import cv2
 
     import bench_copies as bc
-    from foldkit.images import decode_image
+    from foldkit.data.images import decode_image
     rng = np.random.default_rng(seed)
     photos = sorted(p for p in (bc.DATA / "hymenoptera" / "train").glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg"))
     photos = [photos[i] for i in sorted(rng.choice(len(photos), min(n, len(photos)), replace=False))]
@@ -66,10 +66,10 @@ def main():
     a = ap.parse_args()
     import torch
     torch.set_num_threads(2)
-    from foldkit import duplicates as dup
-    from foldkit import embed
-    from foldkit.folds import assign_folds
-    from foldkit.data import read_competition
+    from foldkit.audit import duplicates as dup
+    from foldkit.audit import embed
+    from foldkit.folds.file import assign_folds
+    from foldkit.data.reading import read_competition
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "comp"
         truth = build(root, a.originals)

@@ -46,7 +46,7 @@ def bare(root: Path, epochs: int, seed: int = 0, fold: int = 0) -> tuple[float, 
     import torch.nn.functional as F
     from timm.scheduler import create_scheduler_v2
 
-    from foldkit.model import create_model
+    from foldkit.runtime.model import create_model
     torch.manual_seed(seed)
     folds = pd.read_csv(root / "folds" / "train_folds.csv", dtype={"id": str})
     imgs = np.stack([cv2.imread(str(root / "input" / p), cv2.IMREAD_GRAYSCALE) for p in folds["path"]])
@@ -126,8 +126,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     from foldkit import config
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     root = Path(tempfile.mkdtemp(prefix="foldkit-demo-bench-"))
     build_demo(root / "input")
     make_folds(config.resolve({"input_dir": str(root / "input"), "folds_dir": str(root / "folds")}),

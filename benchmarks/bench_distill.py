@@ -69,7 +69,7 @@ def predict(paths: list, names: str) -> dict:
 
 def cv(models: Path, name: str) -> float:
     from foldkit.experiment import Experiment
-    from foldkit.report import cv_summary, load_oof
+    from foldkit.report.html import cv_summary, load_oof
     e = Experiment(models / name)
     oof, classes = load_oof(e.dir, e.finished_folds())
     return cv_summary(oof, classes, "accuracy")["cv"]
@@ -79,9 +79,10 @@ def leak(work: Path, epochs: int) -> dict:
     """Fold 0 of a student whose pool holds a copy of every training image: fold-safe vs naive."""
     import numpy as np
 
-    from foldkit import config, teacher
-    from foldkit.fit import train
-    from foldkit.images import InputError  # noqa: F401 - the kit's PNG writer is OpenCV's
+    from foldkit import config
+    from foldkit.train import teacher
+    from foldkit.train.fit import train
+    from foldkit.data.images import InputError  # noqa: F401 - the kit's PNG writer is OpenCV's
     import cv2
     copies = work / "copies"
     copies.mkdir(exist_ok=True)

@@ -9,7 +9,7 @@ cpu: the demo digits (1,437 training rows, 2 folds), test_resnet at 32 px:
   fold 0 on 1 process (batch 32)  vs  torchrun --nproc_per_node 2 (--batch-size 32 is global: 16 per process)
   folds 0,1 in sequence            vs  --devices cpu,cpu (one worker process per fold)
 gpu: resnet50 at 224 px, bf16, channels_last, torch.compile off and on:
-  the kit's training loop (foldkit.engine.train_one_epoch) on synthetic tensors against timm's own
+  the kit's training loop (foldkit.train.engine.train_one_epoch) on synthetic tensors against timm's own
   benchmark.py (synthetic) and train.py (the same JPEG folder); the kit's input pipeline alone on
   real JPEGs (workers, pinned memory, reduced-size JPEG decoding) against the model's appetite, and a
   training epoch from real JPEGs against synthetic (target >= 0.9x); fold-parallel with 2 processes
@@ -49,8 +49,8 @@ def cv(models: Path, exp: str, folds) -> float:
 
 def bench_cpu(args):
     from foldkit import config
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
 
     root = Path(tempfile.mkdtemp(prefix="foldkit-dist-"))
     build_demo(root / "input")
@@ -91,8 +91,8 @@ def kit_train_rate(model_name, batch, size, compile, steps=50) -> float:
     import torch
     from timm.optim import create_optimizer_v2
 
-    from foldkit import engine
-    from foldkit.model import create_model
+    from foldkit.train import engine
+    from foldkit.runtime.model import create_model
     dev = torch.device("cuda")
     model = create_model(model_name, 1000).to(dev).to(memory_format=torch.channels_last)
     run = torch.compile(model) if compile else model
@@ -110,11 +110,12 @@ def kit_jpeg_rates(jpeg_dir, model_name, batch, size, workers, passes=3) -> tupl
     """(input pipeline alone, training) images/s on the JPEG folder, through the kit's dataset."""
     import torch
 
-    from foldkit import config, engine
-    from foldkit.augment import train_transform
-    from foldkit.dataset import EpochSampler, ImageDataset, ImageSource, SeededDataset
-    from foldkit.folds import open_competition
-    from foldkit.model import data_config
+    from foldkit import config
+    from foldkit.train import engine
+    from foldkit.data.augment import train_transform
+    from foldkit.data.dataset import EpochSampler, ImageDataset, ImageSource, SeededDataset
+    from foldkit.folds.file import open_competition
+    from foldkit.runtime.model import data_config
     comp, _ = open_competition(config.resolve({"input_dir": str(jpeg_dir)}))
     dcfg = data_config(model_name, size)
     # decoded from disk every pass (no RAM cache), large JPEGs at reduced size as in training
@@ -131,7 +132,7 @@ def kit_jpeg_rates(jpeg_dir, model_name, batch, size, workers, passes=3) -> tupl
     loader = seen / (time.perf_counter() - t0)
     from timm.optim import create_optimizer_v2
 
-    from foldkit.model import create_model
+    from foldkit.runtime.model import create_model
     model = create_model(model_name, 1000).to(dev).to(memory_format=torch.channels_last)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
     rates = [engine.train_one_epoch(model, dl, opt, torch.nn.CrossEntropyLoss(), dev, dtype=torch.bfloat16,

@@ -62,8 +62,8 @@ def main():
     work = Path(a.keep or tempfile.mkdtemp(prefix="bench_export_"))
     work.mkdir(parents=True, exist_ok=True)
     from foldkit import config
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     build_demo(work / "input")
     enlarge_test(work / "input", a.test_images)
     paths = ["--input-dir", str(work / "input"), "--folds-dir", str(work / "folds"), "--models-dir", str(work / "models")]

@@ -3,7 +3,7 @@ Fashion-MNIST, and what the audit costs at scale.
 
 counts: writes a numpy-layout competition of the first --train training images and the first
 --test test images of each set (official idx files of ../shared/data) into a scratch folder and
-runs the real audit (foldkit.audit.run_audit) with the shared mobilenetv2 weights at the default
+runs the real audit (foldkit.audit.run.run_audit) with the shared mobilenetv2 weights at the default
 size (--size); prints the hash-only and hash-or-feature counts and the seconds taken (first run,
 then cached), and keeps audit.html (pairs side by side) in --keep DIR when given. --reuse-cache
 FILE starts from an embedding cache made elsewhere (keyed by the pixels: the images it holds are
@@ -18,7 +18,7 @@ the old path (eager torch at 128 px) against the audit's (default backend and si
 embed: the embedding throughput alone (two views, decoding excluded), per backend and size,
 on real Fashion-MNIST images, the backends interleaved round by round.
 
-index: the neighbour search alone (foldkit.duplicates.feature_pairs) on N random unit vectors of
+index: the neighbour search alone (foldkit.audit.duplicates.feature_pairs) on N random unit vectors of
 the backbone's 1280 dimensions: its cost does not depend on the content.
 
     python benchmarks/bench_feature_counts.py counts [--train 5000] [--test 2000] [--keep DIR] [--sets ...]
@@ -53,7 +53,7 @@ def counts(a):
     torch.set_num_threads(2)
     from bench_copies import _idx
     from foldkit import config
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     keep = Path(a.keep) if a.keep else Path(tempfile.mkdtemp())
     print(HEADER)
     for name in a.sets:
@@ -66,7 +66,7 @@ def counts(a):
         cfg = config.resolve(dict(input_dir=str(root), reports_dir=str(keep / name / "reports"),
                                   embed_weights=str(WEIGHTS), **({"embed_size": a.size} if a.size else {})))
         if a.reuse_cache:
-            from foldkit.embed import cache_name
+            from foldkit.audit.embed import cache_name
             (keep / name / "reports" / "audit").mkdir(parents=True, exist_ok=True)
             shutil.copy(a.reuse_cache, keep / name / "reports" / "audit" / cache_name(cfg.embed_model, cfg.embed_size))
         took = {}
@@ -84,7 +84,7 @@ def counts(a):
 
 
 def index(a):
-    from foldkit.duplicates import feature_pairs
+    from foldkit.audit.duplicates import feature_pairs
     rng = np.random.default_rng(0)
     e = rng.normal(size=(a.n, 1280)).astype(np.float32)
     e /= np.linalg.norm(e, axis=1, keepdims=True)
@@ -96,7 +96,7 @@ def index(a):
 def _speeds(images, variants, rounds=2):
     """img/s of each (backend, size) Embedder on `images`, the variants interleaved round by round
     (best round each): on shared cores the ratios hold whatever the load."""
-    from foldkit.embed import Embedder
+    from foldkit.audit.embed import Embedder
     emb = {v: Embedder("mobilenetv2_100", str(WEIGHTS), v[1], backend=v[0]) for v in variants}
     best = dict.fromkeys(variants, 0.0)
     for e in emb.values():
@@ -110,7 +110,7 @@ def _speeds(images, variants, rounds=2):
 
 
 def embed_speed(a):
-    """Images per second of foldkit.embed.Embedder (two views each) on real 28 px Fashion-MNIST
+    """Images per second of foldkit.audit.embed.Embedder (two views each) on real 28 px Fashion-MNIST
     images (resized to the input size: the cost is the backbone's), per backend and input size."""
     from bench_copies import _idx
     imgs = _idx(DATA / "fashion_mnist" / "t10k-images-idx3-ubyte.gz")[:a.n]
@@ -127,8 +127,8 @@ def scale(a):
     """The audit on 100,000 real images, cold then cached (see the module doc)."""
     from bench_copies import _idx
     from foldkit import config
-    from foldkit.audit import run_audit
-    from foldkit.embed import DEFAULT_SIZE
+    from foldkit.audit.run import run_audit
+    from foldkit.audit.embed import DEFAULT_SIZE
     root = Path(a.keep) / "comp100k"
     root.mkdir(parents=True, exist_ok=True)
     f, m = DATA / "fashion_mnist", DATA / "mnist"

@@ -21,11 +21,11 @@ for model in resnet50 efficientnet_b0; do
 done
 python benchmarks/bench_batchaug.py --device cuda
 python - <<'PY'
-# --batch-size auto on this GPU: the batch it picks for resnet50 at 224 px in bf16 (foldkit.autobatch)
+# --batch-size auto on this GPU: the batch it picks for resnet50 at 224 px in bf16 (foldkit.train.autobatch)
 import sys
 sys.path.insert(0, "src")
 from foldkit import config
-from foldkit.autobatch import resolve
+from foldkit.train.autobatch import resolve
 for model in ("resnet50", "efficientnet_b0"):
     cfg = config.resolve({"model": model, "img_size": 224, "amp": "bf16", "channels_last": "on", "device": "cuda",
                           "batch_size": "auto"})

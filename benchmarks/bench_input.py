@@ -36,9 +36,9 @@ def main():
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from foldkit.augment import train_transform
-    from foldkit.data import read_competition
-    from foldkit.dataset import ImageDataset, ImageSource, cache_side
+    from foldkit.data.augment import train_transform
+    from foldkit.data.reading import read_competition
+    from foldkit.data.dataset import ImageDataset, ImageSource, cache_side
 
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     ref_tf = T.Compose([T.RandomResizedCrop(args.size, scale=(0.35, 1.0)), T.RandomHorizontalFlip(),

@@ -21,11 +21,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from foldkit import engine  # noqa: E402
-from foldkit.data import read_competition  # noqa: E402
-from foldkit.inference import Member, predict_ensemble  # noqa: E402
-from foldkit.model import create_model, data_config, load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
-from foldkit.predicting import make_sources  # noqa: E402
+from foldkit.train import engine  # noqa: E402
+from foldkit.data.reading import read_competition  # noqa: E402
+from foldkit.predict.inference import Member, predict_ensemble  # noqa: E402
+from foldkit.runtime.model import create_model, data_config, load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
+from foldkit.predict.predicting import make_sources  # noqa: E402
 
 
 def main():
@@ -43,7 +43,7 @@ def main():
     args = ap.parse_args()
     if not Path(args.input_dir).exists():
         sys.path.insert(0, str(REPO / "src"))
-        from foldkit.demo import build_demo
+        from foldkit.data.demo import build_demo
         build_demo(args.input_dir)
     comp = read_competition(args.input_dir)
     table = comp.test if args.split == "test" else comp.train

@@ -31,7 +31,7 @@ def main():
     a = p.parse_args()
     from sklearn.datasets import load_digits
 
-    from foldkit.report import write_report
+    from foldkit.report.html import write_report
     from test_report import make_many_class_experiment
     digits = load_digits().images.astype(np.uint8) * 16
     with tempfile.TemporaryDirectory() as tmp:

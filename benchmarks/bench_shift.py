@@ -1,6 +1,6 @@
 """Adversarial validation on planted train/test shifts and on none.
 
-Runs the real audit (foldkit.audit.run_audit, shared mobilenetv2 weights, 128 px) on numpy-layout
+Runs the real audit (foldkit.audit.run.run_audit, shared mobilenetv2 weights, 128 px) on numpy-layout
 competitions built from real images: Fashion-MNIST (--n training images and --n other test-set
 images as test) and the hymenoptera photos (train/ as train, val/ as test), once as they are and
 once with the test images shifted (brightness +40, a Gaussian blur, or both). Prints the AUC, its
@@ -38,7 +38,7 @@ def shifted(imgs, how):
 def photos(split):
     import cv2
 
-    from foldkit.images import decode_image
+    from foldkit.data.images import decode_image
     ps = sorted(p for p in (DATA / "hymenoptera" / split).glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg"))
     imgs = [cv2.resize(decode_image(p, min_side=160), (160, 160), interpolation=cv2.INTER_AREA) for p in ps]
     return np.stack(imgs), np.array([p.parent.name for p in ps])
@@ -46,7 +46,7 @@ def photos(split):
 
 def audit(root, xtr, ytr, xte, yte, table=False):
     from foldkit import config
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     root.mkdir(parents=True)
     np.save(root / "x_train.npy", xtr)
     np.save(root / "y_train.npy", ytr)

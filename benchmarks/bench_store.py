@@ -1,4 +1,4 @@
-"""The decoded-image store (foldkit.store) against the per-process RAM cache it replaces, in one run:
+"""The decoded-image store (foldkit.data.store) against the per-process RAM cache it replaces, in one run:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_store.py [--n 4000] [--img-size 128]
 
@@ -102,8 +102,8 @@ def run_sampled(cmd: list[str]) -> dict:
 
 
 def preparation_times(root: Path, cache_dir: Path, side: int) -> dict:
-    from foldkit.data import read_competition
-    from foldkit.dataset import ImageSource
+    from foldkit.data.reading import read_competition
+    from foldkit.data.dataset import ImageSource
     comp = read_competition(root)
     out = {}
     for name, cache in (("ram (every run)", "ram"), ("store, first run", "disk"), ("store, second run", "disk")):
@@ -131,7 +131,7 @@ def main():
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     root = competition(work / "input", args.n)
-    from foldkit.images import cache_side
+    from foldkit.data.images import cache_side
     side = cache_side({"input_size": [3, args.img_size, args.img_size], "crop_pct": 1.0})
     prep = preparation_times(root, work / "prep_cache", side)
     print(f"{args.n} photos at side {side}:", {k: round(v, 2) for k, v in prep.items()})

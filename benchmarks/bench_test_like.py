@@ -59,8 +59,8 @@ def cv(x, y, folds, xt, yt):
 
 def one(tmp, name, xtr, ytr, xte, yte):
     from foldkit import config
-    from foldkit.audit import run_audit
-    from foldkit.folds import make_folds
+    from foldkit.audit.run import run_audit
+    from foldkit.folds.file import make_folds
     root = tmp / name / "comp"
     root.mkdir(parents=True)
     for k, v in dict(x_train=xtr, y_train=ytr, x_test=xte, y_test=yte).items():

@@ -2,11 +2,11 @@
 
 Both train the same timm model on the same in-memory tensors with AdamW
 (timm create_optimizer_v2 for the kit, torch.optim.AdamW for the bare loop).
-The kit's loop is foldkit.engine.train_one_epoch with everything it does per
+The kit's loop is foldkit.train.engine.train_one_epoch with everything it does per
 step (LR schedule update, loss checks, accuracy, tqdm). A third line runs the
 kit's whole input path: decoded-once uint8 images -> ImageDataset ->
 augmentation -> DataLoader, twice: per image in the loader (--aug-device cpu) and batched on the
-training device (--aug-device device: the loader gathers uint8, foldkit.batchaug augments the batch).
+training device (--aug-device device: the loader gathers uint8, foldkit.data.batchaug augments the batch).
 
     python benchmarks/bench_train.py                                   # CPU: test_resnet at 32 px
     python benchmarks/bench_train.py --model resnet50 --img-size 224 --batch-size 128 \
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from foldkit import engine  # noqa: E402
-from foldkit.model import create_model  # noqa: E402
+from foldkit.train import engine  # noqa: E402
+from foldkit.runtime.model import create_model  # noqa: E402
 
 
 def bare_loop(model, xs, ys, batch, device, dtype, channels_last, steps):
@@ -62,9 +62,9 @@ def kit_loop(model, xs, ys, device, dtype, channels_last, steps):
 
 def kit_input_path(args, device, dtype, channels_last, aug_device="cpu"):
     """Decoded-once images through the kit's Dataset, augmentation and DataLoader (light preset)."""
-    from foldkit.augment import train_transform
-    from foldkit.batchaug import BatchAugment, gather_transform
-    from foldkit.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
+    from foldkit.data.augment import train_transform
+    from foldkit.data.batchaug import BatchAugment, gather_transform
+    from foldkit.data.dataset import EpochSampler, ImageDataset, SeededDataset, auto_workers
     n = args.batch_size * args.steps
     rng = np.random.default_rng(0)
 

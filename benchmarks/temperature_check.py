@@ -2,7 +2,7 @@
 
     python benchmarks/temperature_check.py ROOT     # ROOT holds input/ and models/ (e.g. a bench_blend --root)
 
-For every experiment under ROOT/models: T fitted on the OOF rows (foldkit.calibrate), the OOF log
+For every experiment under ROOT/models: T fitted on the OOF rows (foldkit.predict.calibrate), the OOF log
 loss before and after, and the test log loss of the fold ensemble before and after (the test
 labels of ROOT/input: y_test.npy, labelled test folders). Works whatever metric the experiments
 were trained for.
@@ -14,16 +14,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from foldkit import calibrate, metrics  # noqa: E402
+from foldkit import metrics
+from foldkit.predict import calibrate  # noqa: E402
 
 
 def main(root: str) -> None:
-    from foldkit.data import read_competition
-    from foldkit.engine import pick_device
+    from foldkit.data.reading import read_competition
+    from foldkit.train.engine import pick_device
     from foldkit.experiment import all_experiments
-    from foldkit.inference import load_members, predict_ensemble
-    from foldkit.predicting import make_sources
-    from foldkit.report import load_oof, prob_columns
+    from foldkit.predict.inference import load_members, predict_ensemble
+    from foldkit.predict.predicting import make_sources
+    from foldkit.report.html import load_oof, prob_columns
     comp = read_competition(Path(root) / "input")
     for e in all_experiments(Path(root) / "models"):
         oof, classes = load_oof(e.dir, e.finished_folds())

@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
 def run(cfg) -> dict:
     import time
 
-    from foldkit.audit import run_audit, summary_text
+    from foldkit.audit.run import run_audit, summary_text
     t0 = time.time()
     summary = run_audit(cfg)
     print(summary_text(summary))

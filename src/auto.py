@@ -27,7 +27,7 @@ def main(argv=None):
 
 
 def run(cfg):
-    from foldkit.auto import run_auto
+    from foldkit.search.auto import run_auto
     return run_auto(cfg)
 
 

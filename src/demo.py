@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     flags = [a for k, v in paths.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     t0 = time.time()
 
-    from foldkit.demo import build_demo
+    from foldkit.data.demo import build_demo
     print(f"[1/4] building the demo competition in {paths['input_dir']}")
     info = build_demo(paths["input_dir"])
     print(f"      {info['train']} train + {info['test']} test images (32x32 PNG), "

@@ -27,7 +27,7 @@ def main(argv=None):
 
 
 def run(cfg):
-    from foldkit.export import export_bundle
+    from foldkit.export.build import export_bundle
     return export_bundle(cfg)
 
 if __name__ == "__main__":

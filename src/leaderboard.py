@@ -24,7 +24,7 @@ def main(argv=None):
 
 def run(cfg):
     from foldkit.io import atomic_write_with
-    from foldkit.leaderboard import format_table, leaderboard
+    from foldkit.search.leaderboard import format_table, leaderboard
     df = leaderboard(cfg.models_dir, cfg.submissions_dir)
     print(format_table(df))
     if cfg.csv:

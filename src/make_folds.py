@@ -21,7 +21,7 @@ def main(argv=None) -> dict:
 
 
 def run(cfg) -> dict:
-    from foldkit.folds import make_folds
+    from foldkit.folds.file import make_folds
     meta = make_folds(cfg)
     print(meta["counts_text"])
     where = Path(cfg.folds_dir) / "train_folds.csv"

@@ -27,7 +27,7 @@ def main(argv=None):
 
 
 def run(cfg):
-    from foldkit.predicting import predict_image, run_predict
+    from foldkit.predict.predicting import predict_image, run_predict
     return predict_image(cfg) if cfg.image else run_predict(cfg)
 
 if __name__ == "__main__":

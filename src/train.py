@@ -37,13 +37,13 @@ def main(argv=None) -> list:
 
 def run(cfg) -> list:
     if cfg.lr_find:
-        from foldkit.lrfind import lr_find
+        from foldkit.train.lrfind import lr_find
         result = lr_find(cfg)
         print(result.line())
         print(f"plot: {result.plot} (losses: {result.csv})")
         return [result]
-    from foldkit import distributed
-    from foldkit.fit import train
+    from foldkit.runtime import distributed
+    from foldkit.train.fit import train
     with distributed.rank_in_errors():
         results = train(cfg)
     main = distributed.is_main()       # under torchrun, rank 0 alone prints

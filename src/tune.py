@@ -31,9 +31,9 @@ def run(args):
     try:
         import optuna  # noqa: F401
     except ImportError:
-        from foldkit.tune import TuneError
+        from foldkit.search.tune import TuneError
         raise TuneError("tune.py needs Optuna: pip install -e '.[tune]'") from None
-    from foldkit.tune import read_space_table, tune
+    from foldkit.search.tune import read_space_table, tune
     table = read_space_table(getattr(args, "config", None))
     return tune(config.resolve(args), space_table=table)
 

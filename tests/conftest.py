@@ -34,7 +34,7 @@ def write_png(path: Path, img: np.ndarray) -> Path:
 
 @pytest.fixture
 def digits_32():
-    from foldkit.demo import digit_images
+    from foldkit.data.demo import digit_images
     return digit_images(32)
 
 
@@ -43,8 +43,8 @@ def digits150(tmp_path_factory):
     """150 real digits of the demo competition in the CSV layout (train, test images, sample submission),
     3 stratified folds: the small competition tune, cluster and auto tests train on (never written to)."""
     from foldkit import config
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("digits150")
     build_demo(root / "in")
     make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),

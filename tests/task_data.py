@@ -31,7 +31,7 @@ def _files(root: Path, train: pd.DataFrame, test_ids: list, test_values: list, s
 
 
 def digit_pairs(root: Path, n_train: int = 240, n_test: int = 60, seed: int = 0) -> Path:
-    from foldkit.demo import digit_images
+    from foldkit.data.demo import digit_images
     x, y = digit_images(32)
     rng = np.random.default_rng(seed)
     rows = []
@@ -47,7 +47,7 @@ def digit_pairs(root: Path, n_train: int = 240, n_test: int = 60, seed: int = 0)
 
 
 def rotated_digits(root: Path, n_train: int = 160, n_test: int = 40, seed: int = 0) -> Path:
-    from foldkit.demo import digit_images
+    from foldkit.data.demo import digit_images
     x, _ = digit_images(32)
     rng = np.random.default_rng(seed)
     angles = np.round(rng.uniform(-60, 60, n_train + n_test), 2)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, need_shared, write_png
 from foldkit import config
-from foldkit.duplicates import cluster_groups, near_pairs
+from foldkit.audit.duplicates import cluster_groups, near_pairs
 
 N_TRAIN = 240
 
@@ -146,7 +146,7 @@ def test_grouped_folds_give_an_honest_cv(tmp_path):
     import cv2
     from sklearn.neighbors import KNeighborsClassifier
 
-    from foldkit.images import decode_image
+    from foldkit.data.images import decode_image
     x, y = _mnist(120)
     root = tmp_path / "comp"
     rows = []
@@ -214,7 +214,7 @@ def test_near_pairs_match_brute_force():
 
 @pytest.mark.parametrize("layout", ["numpy", "class_folders", "pixel_csv"])
 def test_audit_runs_on_every_layout(layout, tmp_path):
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     x, y = _mnist(60)
     x = x.copy()
     x[50] = x[3]                                     # one exact copy inside train

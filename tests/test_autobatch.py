@@ -10,7 +10,7 @@ from conftest import REPO
 
 
 def test_the_batch_is_where_the_fitted_memory_line_meets_the_budget():
-    from foldkit.autobatch import choose_batch
+    from foldkit.train.autobatch import choose_batch
     mib = 2 ** 20
     peaks = {b: 500 * mib + 40 * mib * b for b in (1, 2, 4, 8, 16)}     # 500 MiB fixed + 40 MiB per image
     assert choose_batch(peaks, budget=500 * mib + 40 * mib * 100) == 96          # 100 -> a multiple of 8
@@ -19,13 +19,13 @@ def test_the_batch_is_where_the_fitted_memory_line_meets_the_budget():
     assert choose_batch(peaks, budget=500 * mib + 40 * mib * 5) == 5               # small batches as they are
     # a probe that ran out of memory caps the answer at the largest batch that ran
     assert choose_batch({1: 1e9, 2: 1.1e9, 4: 1.3e9}, budget=1e12, out_of_memory_at=8) == 4
-    from foldkit.autobatch import AutoBatchError
+    from foldkit.train.autobatch import AutoBatchError
     with pytest.raises(AutoBatchError, match="not even a batch of 1"):
         choose_batch({}, budget=1e9)
 
 
 def test_the_learning_rate_follows_timms_scaling_rule():
-    from foldkit.autobatch import scaled_lr
+    from foldkit.train.autobatch import scaled_lr
     assert scaled_lr(1e-3, 256, "adamw") == pytest.approx((2e-3, "sqrt"))       # adaptive: sqrt of 4
     assert scaled_lr(0.1, 128, "sgd") == pytest.approx((0.2, "linear"))
     assert scaled_lr(1e-3, 64, "lamb")[0] == pytest.approx(1e-3)

@@ -1,4 +1,4 @@
-"""Batched augmentation on the training device (--aug-device device, foldkit.batchaug), run here on CPU."""
+"""Batched augmentation on the training device (--aug-device device, foldkit.data.batchaug), run here on CPU."""
 import json
 import subprocess
 import sys
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from foldkit.augment import PRESETS, eval_transform
-from foldkit.batchaug import RECIPES, BatchAugment, gather_transform
+from foldkit.data.augment import PRESETS, eval_transform
+from foldkit.data.batchaug import RECIPES, BatchAugment, gather_transform
 
 PHOTO = {"input_size": [3, 64, 64], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
          "interpolation": "bicubic", "crop_pct": 0.875}
@@ -93,7 +93,7 @@ def test_medium_keeps_the_per_image_geometry():
 def test_medium_affine_draws_the_recipe_per_sample():
     """medium's hand-written affine + flips (one grid_sample): an identity draw leaves the image as it is,
     each flip is drawn per image, and a shift moves a spot by at most 0.2 of the side."""
-    from foldkit.batchaug import RandomAffineFlip
+    from foldkit.data.batchaug import RandomAffineFlip
     x = torch.zeros(32, 1, 33, 33)
     x[:, :, 10, 12] = 1.0                                                  # one bright pixel off centre
     same = RandomAffineFlip(degrees=0, translate=0.0, scale=(1.0, 1.0), hflip=False, vflip=False)(x)
@@ -139,7 +139,7 @@ def test_cli_auto_is_batched_for_small_images_on_cpu_and_keeps_old_names(digits1
     assert "augmentation: batched on cpu (kornia)" in r.stdout          # 32 px: batched wins on a CPU
     [exp] = [p for p in (tmp_path / "m").iterdir() if p.is_dir()]
     assert json.loads((exp / "fold0.json").read_text())["aug_device"] == "device"
-    from foldkit.batchaug import choose
+    from foldkit.data.batchaug import choose
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert [choose("auto", cpu, s) for s in (32, 64, 96, 224)] == ["device", "device", "cpu", "cpu"]
     assert choose("auto", cuda, 224) == "device" and choose("cpu", cuda, 32) == "cpu"
@@ -152,7 +152,7 @@ def test_a_resumed_fold_keeps_the_path_it_started_with(tmp_path):
     """auto on a CPU at 128 px means per image, but a fold started batched (say on a GPU) resumes batched;
     a resume file from before the setting existed resumes per image."""
     from foldkit.config import resolve
-    from foldkit.fit import augmentation_path
+    from foldkit.train.fit import augmentation_path
     grey = {"input_size": [1, 128, 128], "mean": [0.5], "std": [0.5], "interpolation": "bilinear", "crop_pct": 1.0}
     cfg, cpu = resolve({}), torch.device("cpu")
     assert augmentation_path(cfg, grey, cpu, 0) == "cpu"

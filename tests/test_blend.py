@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from foldkit import blend, calibrate
+from foldkit.predict import blend
+from foldkit.predict import calibrate
 from foldkit.experiment import Experiment
 from foldkit.metrics import score
 
@@ -191,7 +192,7 @@ def test_plan_round_trips_through_json_and_applies_bit_for_bit():
 def test_post_processing_verdict_names_its_own_switch_and_ignores_a_tie():
     """A step that worsens nested CV names the switch that turns it off (regression clipping: --clip, not
     --thresholds); one that changes nothing (no prediction beyond the training range) is no overfitting."""
-    from foldkit.blend import verdicts
+    from foldkit.predict.blend import verdicts
     res = {"metric": "rmse", "blend": "mean", "steps": ["clip"], "singles": {"a": 10.0}, "blend_nested": 10.0}
     [line] = verdicts({**res, "final_nested": 10.5})
     assert line.startswith("post-processing (clip) worsens nested CV") and line.endswith("(--clip off)")

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import REPO
-from foldkit.fit import TrainError, parse_folds
-from foldkit.foldlock import FoldLockError, fold_lock
+from foldkit.train.fit import TrainError, parse_folds
+from foldkit.train.foldlock import FoldLockError, fold_lock
 
 TINY = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "32",
         "--no-progress", "--workers", "0", "--warmup-epochs", "0"]
@@ -44,7 +44,7 @@ def test_fold_env_reads_slurm_then_kubernetes(monkeypatch):
         parse_folds("env", 5)
 
 
-HOLD = ("import sys, time; sys.path.insert(0, {src!r}); from foldkit.foldlock import fold_lock\n"
+HOLD = ("import sys, time; sys.path.insert(0, {src!r}); from foldkit.train.foldlock import fold_lock\n"
         "with fold_lock({path!r}, 0):\n    print('held', flush=True); time.sleep(120)\n")
 
 

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from conftest import need_shared, write_png
-from foldkit.data import detect_layout, read_competition
-from foldkit.images import ImageError, InputError, decode_image
+from foldkit.data.reading import detect_layout, read_competition
+from foldkit.data.images import ImageError, InputError, decode_image
 
 
 def make_csv_comp(root, n=12, ext=".png", id_col="id", label_col="label", with_ext_in_id=False):

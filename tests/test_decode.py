@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import write_png
-from foldkit.images import ImageError, check_image_file, decode_image
+from foldkit.data.images import ImageError, check_image_file, decode_image
 
 
 @pytest.fixture

@@ -20,8 +20,10 @@ import torch
 
 import train as train_cli
 from conftest import REPO
-from foldkit import config, distributed, foldpool
-from foldkit.dataset import EpochSampler
+from foldkit import config
+from foldkit.runtime import distributed
+from foldkit.train import foldpool
+from foldkit.data.dataset import EpochSampler
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "none",
         "--lr", "1e-2", "--warmup-epochs", "0", "--epochs", "8", "--batch-size", "16", "--no-progress",
@@ -53,8 +55,8 @@ def torchrun(comp, models, *args):
 @pytest.fixture(scope="module")
 def comp(tmp_path_factory):
     """301 demo digits in 2 folds (fold 0 has an odd number of rows: the 2 validation shards differ)."""
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("dist")
     build_demo(root / "input")
     make_folds(config.resolve({"input_dir": str(root / "input"), "folds_dir": str(root / "folds"),

@@ -44,8 +44,8 @@ def exported(tmp_path_factory):
     holds per-class thresholds fitted on OOF (--thresholds auto); exported with ONNX and hflip TTA,
     and predict.py's submission for the same members, TTA and plan."""
     from foldkit import config
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("export")
     build_demo(root / "input")
     _keep_test_images(root / "input", 48)
@@ -137,7 +137,7 @@ def test_wheel_installs_with_no_index_and_runs_installed(bundle_dir, exported, t
     assert r.returncode == 0, r.stderr
     env = _offline_env(tmp_path, NO_TORCH)   # quick: the torch runner has its own test
     env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
-    r = subprocess.run([sys.executable, "-m", "foldkit.bundle", "--bundle", str(b), "--input-dir",
+    r = subprocess.run([sys.executable, "-m", "foldkit.export.bundle", "--bundle", str(b), "--input-dir",
                         str(root / "input"), "--out", str(tmp_path / "s.csv"), "--runner", "onnx"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -174,13 +174,14 @@ def test_onnx_runner_without_torch_gives_the_same_submission(bundle_dir, exporte
 
 
 def test_runners_and_fp16_safetensors_weights_match_the_kit_probabilities(bundle_dir, exported, tmp_path):
-    from foldkit import bundle, config
-    from foldkit.data import read_competition
-    from foldkit.engine import pick_device
+    from foldkit import config
+    from foldkit.export import bundle
+    from foldkit.data.reading import read_competition
+    from foldkit.train.engine import pick_device
     from foldkit.experiment import find_experiments
-    from foldkit.export import write_weights
-    from foldkit.inference import load_members, predict_ensemble
-    from foldkit.predicting import make_sources
+    from foldkit.export.build import write_weights
+    from foldkit.predict.inference import load_members, predict_ensemble
+    from foldkit.predict.predicting import make_sources
     root = exported[0]
     out = bundle_dir[0]
     man = bundle.read_manifest(out)
@@ -206,7 +207,7 @@ def test_runners_and_fp16_safetensors_weights_match_the_kit_probabilities(bundle
 
 
 def test_a_corrupt_or_old_manifest_is_one_error(bundle_dir, tmp_path):
-    from foldkit.bundle import MANIFEST, BundleError, read_manifest
+    from foldkit.export.bundle import MANIFEST, BundleError, read_manifest
     man = json.loads((bundle_dir[0] / MANIFEST).read_text())
     cases = {"garbage": '{"format": 2, "members": [', "old": json.dumps(dict(man, format=1)),
              "plan": json.dumps(dict(man, plan={"blend": "mean"})),
@@ -219,13 +220,13 @@ def test_a_corrupt_or_old_manifest_is_one_error(bundle_dir, tmp_path):
         (tmp_path / case / MANIFEST).write_text(text)
         with pytest.raises(BundleError, match=msgs[case]):
             read_manifest(tmp_path / case)
-    r = subprocess.run([sys.executable, "-m", "foldkit.bundle", "--bundle", str(tmp_path / "garbage"), "--input-dir",
+    r = subprocess.run([sys.executable, "-m", "foldkit.export.bundle", "--bundle", str(tmp_path / "garbage"), "--input-dir",
                         str(tmp_path)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error: " in r.stderr and "Traceback" not in r.stderr
 
 
 def test_kaggle_input_discovery_and_output_place(exported, tmp_path, monkeypatch):
-    from foldkit import bundle
+    from foldkit.export import bundle
     root = exported[0]
     kaggle = tmp_path / "input"
     (kaggle / "my-bundle").mkdir(parents=True)
@@ -244,7 +245,7 @@ def test_kaggle_input_discovery_and_output_place(exported, tmp_path, monkeypatch
 
 
 def test_runtime_estimate_scales_gpus_and_counts_what_fits():
-    from foldkit.estimate import estimate
+    from foldkit.export.estimate import estimate
     measured = {"img_per_s": 100.0, "fixed_seconds": 0.0, "images": 256, "what": "test images", "device": "cuda",
                 "gpu_class": "T4", "members": 5, "views": 2}
     est, lines = estimate(measured, 36_000, ["T4", "A100"], budget_h=0.05)

@@ -26,7 +26,7 @@ def _weights():
 def _photos(cls, n):
     import cv2
 
-    from foldkit.images import decode_image
+    from foldkit.data.images import decode_image
     folder = need_shared("data", "hymenoptera", "train", cls)
     out = []
     for p in sorted(folder.glob("*.jpg"))[:n]:
@@ -80,7 +80,7 @@ def _cfg(root, reports, **kw):
 
 @pytest.fixture(scope="module")
 def photo_audit(photo_comp, tmp_path_factory):
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     reports = tmp_path_factory.mktemp("rep")
     logs = []
     s = run_audit(_cfg(photo_comp, reports, embed_weights=str(_weights())), log=logs.append)
@@ -109,7 +109,7 @@ def test_feature_search_finds_mirrored_cropped_recoloured_copies(photo_audit):
 def test_borderline_pairs_are_listed_and_shown(photo_audit):
     """With a stricter --embed-threshold the crop (similarity ~0.93) is no longer called a copy,
     but pairs.csv still lists it and the page shows it among the pairs to check."""
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     root, reports, _, _ = photo_audit
     s = run_audit(_cfg(root, reports, embed_weights=str(_weights()), embed_threshold=0.95), log=lambda *a: None)
     assert s["features"]["threshold"] == 0.95 and s["features"]["calibrated"] is False
@@ -121,7 +121,7 @@ def test_borderline_pairs_are_listed_and_shown(photo_audit):
 
 
 def test_make_folds_keeps_feature_clusters_in_one_fold(photo_audit, tmp_path):
-    from foldkit.folds import make_folds
+    from foldkit.folds.file import make_folds
     root, reports, _, _ = photo_audit
     cfg = config.resolve(dict(input_dir=str(root), reports_dir=str(reports), folds_dir=str(tmp_path / "f"),
                               n_folds=3))
@@ -133,7 +133,7 @@ def test_make_folds_keeps_feature_clusters_in_one_fold(photo_audit, tmp_path):
 
 
 def test_second_audit_embeds_nothing(photo_audit):
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     root, reports, first, _ = photo_audit
     logs = []
     again = run_audit(_cfg(root, reports, embed_weights=str(_weights())), log=logs.append)
@@ -142,7 +142,7 @@ def test_second_audit_embeds_nothing(photo_audit):
 
 
 def test_without_weights_the_audit_says_what_it_did_not_search(photo_comp, tmp_path):
-    from foldkit.audit import run_audit, summary_text
+    from foldkit.audit.run import run_audit, summary_text
     s = run_audit(_cfg(photo_comp, tmp_path, embed_weights="none"), log=lambda *a: None)
     assert s["features"]["searched"] is False and "duplicates_hash_only" not in s
     assert any(v.startswith("not searched: copies that are mirrored") for v in s["verdict"])
@@ -176,7 +176,7 @@ def test_adversarial_validation_tells_a_planted_shift_from_none(shifted, tmp_pat
     and brightened. AUC near 0.5 without the shift, high with it, and the verdict says so."""
     import cv2
 
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     x, y = _fashion(240, 0)
     xt, yt = x[120:], y[120:]
     if shifted:
@@ -207,8 +207,8 @@ def test_feature_pairs_index_matches_all_pairs(monkeypatch, index):
         pytest.importorskip("faiss", reason="the faiss extra is not installed")
     else:
         monkeypatch.setitem(sys.modules, "faiss", None)            # import faiss -> ImportError
-    from foldkit import duplicates
-    from foldkit.duplicates import feature_pairs
+    from foldkit.audit import duplicates
+    from foldkit.audit.duplicates import feature_pairs
     rng = np.random.default_rng(0)
     e = rng.normal(size=(600, 256)).astype(np.float32)
     e[300:360] = e[:60] + 0.15 * rng.normal(size=(60, 256))          # 60 planted copies
@@ -229,8 +229,8 @@ def test_feature_pairs_index_matches_all_pairs(monkeypatch, index):
 
 def test_interrupted_embedding_resumes_from_the_cache(photo_comp, tmp_path, monkeypatch):
     """The embedding cache is saved as it goes: a run that dies part way keeps what it embedded."""
-    from foldkit import embed
-    from foldkit.audit import run_audit
+    from foldkit.audit import embed
+    from foldkit.audit.run import run_audit
     monkeypatch.setattr(embed, "SAVE_EVERY", 5)
     real, calls = embed.Embedder.embed, []
 
@@ -255,7 +255,7 @@ def test_every_backend_gives_the_same_mirror_invariant_embeddings():
     own thread setting is left as it was."""
     import torch
 
-    from foldkit.embed import DEFAULT_MODEL, DEFAULT_SIZE, Embedder
+    from foldkit.audit.embed import DEFAULT_MODEL, DEFAULT_SIZE, Embedder
     x, _ = _fashion(24, 0)
     slow = Embedder(DEFAULT_MODEL, str(_weights()), DEFAULT_SIZE, threads=1, backend="torch")
     before = torch.get_num_threads()

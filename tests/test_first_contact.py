@@ -13,9 +13,9 @@ import torch
 
 from conftest import REPO, need_shared, write_png
 from foldkit import config
-from foldkit.data import read_competition
-from foldkit.images import ImageError, InputError, decode_image
-from foldkit.fit import TrainError, train
+from foldkit.data.reading import read_competition
+from foldkit.data.images import ImageError, InputError, decode_image
+from foldkit.train.fit import TrainError, train
 
 CLASSES = ["healthy", "rust", "scab"]          # sorted: the kit's class order
 SAMPLE_COLS = ["image_id", "scab", "healthy", "rust"]   # the sample's own column order
@@ -32,8 +32,8 @@ def leafy(tmp_path_factory):
     """A Plant-Pathology-like competition from real digits 0/1/2: one-hot train.csv under another name
     (train_labels.csv is not it: this one is labels.csv), a probability sample_submission, one training
     id whose file is missing; folds made with --skip-bad-images."""
-    from foldkit.demo import digit_images
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import digit_images
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("leafy")
     comp = root / "in"
     x, y = digit_images(32)
@@ -73,7 +73,7 @@ def leafy_cfg(root, **kw):
 # ---------------------------------------------------------------- reading any Kaggle competition
 
 def test_labels_csv_with_one_hot_columns_is_read_as_one_label(leafy):
-    from foldkit.folds import read_folds
+    from foldkit.folds.file import read_folds
     table, meta = read_folds(leafy / "folds")
     assert meta["train_csv"] == "labels.csv" and meta["one_hot_columns"] == CLASSES
     assert meta["classes"] == CLASSES and len(table) == 150          # the missing file was skipped
@@ -101,7 +101,7 @@ def test_training_is_honest_about_unused_flags_and_decodes_images_once(leafy, mo
     import matplotlib
     import matplotlib.pyplot  # noqa: F401 - a notebook has pyplot loaded with its own backend
     matplotlib.pyplot.switch_backend("pdf")
-    import foldkit.dataset as ds
+    import foldkit.data.dataset as ds
     made = []
     real_init = ds.ImageSource.__init__
     monkeypatch.setattr(ds.ImageSource, "__init__", lambda self, *a, **k: made.append(1) or real_init(self, *a, **k))
@@ -114,7 +114,7 @@ def test_training_is_honest_about_unused_flags_and_decodes_images_once(leafy, mo
 
 def test_probability_submission_in_the_samples_column_order(trained):
     leafy = trained
-    from foldkit.predicting import run_predict
+    from foldkit.predict.predicting import run_predict
     out = run_predict(leafy_cfg(leafy, experiments="a"), log=quiet)
     sub = pd.read_csv(out["submission"])
     assert list(sub.columns) == SAMPLE_COLS and out["mode"] == "probs"
@@ -123,9 +123,9 @@ def test_probability_submission_in_the_samples_column_order(trained):
 
 def test_cross_experiment_cv_uses_the_rows_both_have(trained):
     leafy = trained
-    from foldkit.blend import from_experiments
+    from foldkit.predict.blend import from_experiments
     from foldkit.experiment import find_experiments
-    from foldkit.report import load_oof
+    from foldkit.report.html import load_oof
     exps = find_experiments(leafy / "models", ["a", "b"])
     fold0 = load_oof(exps[0].dir, [0])[0]
     for order in (exps, exps[::-1]):      # one experiment has fewer finished folds, either way round
@@ -141,7 +141,7 @@ def test_unfinished_fold_counts_nowhere(trained, tmp_path):
     leafy = trained
     import shutil
 
-    from foldkit.predicting import predict_image, run_predict
+    from foldkit.predict.predicting import predict_image, run_predict
     models = tmp_path / "models"
     shutil.copytree(leafy / "models" / "a", models / "a")
     (models / "a" / "fold1.json").unlink()
@@ -162,9 +162,9 @@ def test_test_image_missing_warns_at_make_folds_and_stops_predict(trained, tmp_p
     leafy = trained
     import shutil
 
-    from foldkit.folds import make_folds
-    from foldkit.predicting import run_predict
-    from foldkit.submission import SubmissionError
+    from foldkit.folds.file import make_folds
+    from foldkit.predict.predicting import run_predict
+    from foldkit.predict.submission import SubmissionError
     comp = tmp_path / "in"
     shutil.copytree(leafy / "in", comp)
     (comp / "test" / "t3.png").unlink()
@@ -180,7 +180,7 @@ def test_test_image_missing_warns_at_make_folds_and_stops_predict(trained, tmp_p
 # ---------------------------------------------------------------- hostile files
 
 def test_id_escaping_the_image_folder_is_refused_before_any_file_is_touched(tmp_path, monkeypatch):
-    import foldkit.data as data
+    import foldkit.data.reading as data
     write_png(tmp_path / "train" / "a.png", np.zeros((8, 8, 3), np.uint8))
     pd.DataFrame({"id": ["a", "../../../../etc/passwd"], "label": [0, 1]}).to_csv(tmp_path / "train.csv", index=False)
     monkeypatch.setattr(data, "check_image_file", lambda p: pytest.fail(f"opened {p}"))
@@ -205,8 +205,8 @@ def test_decoded_pixel_limit_names_the_file_and_the_variable(tmp_path, monkeypat
 
 def test_non_square_photos_batch_together_with_crop_pct_1():
     """Photos of different shapes at --crop-pct 1.0: evaluation (and --aug none) gives size x size."""
-    from foldkit.augment import eval_transform, train_transform
-    from foldkit.bundle import eval_preprocess
+    from foldkit.data.augment import eval_transform, train_transform
+    from foldkit.export.bundle import eval_preprocess
     cfg = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
            "crop_pct": 1.0}
     rng = np.random.default_rng(0)
@@ -222,7 +222,7 @@ def test_non_square_photos_batch_together_with_crop_pct_1():
 # ---------------------------------------------------------------- training loop
 
 def test_repeated_draws_of_a_sample_get_different_augmentations():
-    from foldkit.dataset import EpochSampler, SeededDataset
+    from foldkit.data.dataset import EpochSampler, SeededDataset
 
     class Noise(torch.utils.data.Dataset):
         def __len__(self):
@@ -240,7 +240,7 @@ def test_repeated_draws_of_a_sample_get_different_augmentations():
 
 
 def test_resume_message_with_undefined_scores_and_nan_loss(leafy, tmp_path, monkeypatch):
-    import foldkit.engine as engine
+    import foldkit.train.engine as engine
     import foldkit.metrics as metrics
     monkeypatch.setattr(metrics, "score", lambda *a: float("nan"))      # e.g. AUC on a one-class fold
     real_eval, calls = engine.evaluate, []
@@ -271,14 +271,14 @@ def test_cli_errors_from_the_report_and_folds_are_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "make_folds.py" in r.stderr
     from foldkit.errors import FoldkitError
-    from foldkit.report import ReportError
+    from foldkit.report.html import ReportError
     assert issubclass(ReportError, FoldkitError)
 
 
 # ---------------------------------------------------------------- fine-tuning that keeps pretrained features
 
 def test_folded_batchnorm_is_detected_and_kept_frozen():
-    from foldkit.model import bn_is_folded, choose_bn, create_model, train_mode
+    from foldkit.runtime.model import bn_is_folded, choose_bn, create_model, train_mode
     w = need_shared("weights", "mobilenetv2_100_imagenet.pth")
     m = create_model("mobilenetv2_100", 2, pretrained_file=str(w))
     assert bn_is_folded(m) and not bn_is_folded(create_model("mobilenetv2_100", 2))
@@ -297,7 +297,7 @@ def test_backbone_lr_fraction_and_ramp_after_unfreezing():
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
 
-    from foldkit.model import UnfreezeWarmup, create_model, param_groups
+    from foldkit.runtime.model import UnfreezeWarmup, create_model, param_groups
     m = create_model("test_resnet", 3)
     opt = create_optimizer_v2(param_groups(m, 0.05, backbone_lr=0.1, layer_decay=0.0), opt="adamw", lr=1e-3)
     sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=100, warmup_epochs=0, step_on_epochs=False,
@@ -348,7 +348,7 @@ def test_a_probability_sample_with_the_accuracy_metric_is_said_once_at_make_fold
         train.main([*paths, *fast, "--metric", "logloss", "--experiment", "ll"])
     assert hint not in out.getvalue()
     # a default that is a guess says so in one line: the image size when --img-size is not given
-    from foldkit.fit import prepare_run
+    from foldkit.train.fit import prepare_run
     lines = []
     prepare_run(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), models_dir=str(tmp_path / "models"),
                                model="test_resnet", metric="logloss", experiment="guess", progress=False),

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 from foldkit import config
-from foldkit.folds import (FoldsError, assign_folds, check_table, make_folds, read_folds,
+from foldkit.folds.file import (FoldsError, assign_folds, check_table, make_folds, read_folds,
                            stratified_subsample, write_folds)
 
 
@@ -123,7 +123,7 @@ def test_limit_keeps_class_proportions_and_order():
 
 
 def _demo_cfg(tmp_path, **kw):
-    from foldkit.demo import build_demo
+    from foldkit.data.demo import build_demo
     build_demo(tmp_path / "in")
     return config.resolve({"input_dir": str(tmp_path / "in"), "folds_dir": str(tmp_path / "folds"),
                            "models_dir": str(tmp_path / "models"), **kw})
@@ -164,7 +164,7 @@ def test_write_is_atomic_no_temp_files_left(tmp_path):
 
 
 def test_cli_limit_and_clear_error(tmp_path):
-    from foldkit.demo import build_demo
+    from foldkit.data.demo import build_demo
     build_demo(tmp_path / "in")
     run = lambda *a: subprocess.run([sys.executable, str(REPO / "src" / "make_folds.py"), "--input-dir",
                                      str(tmp_path / "in"), "--folds-dir", str(tmp_path / "f"), *a],
@@ -179,7 +179,7 @@ def test_cli_limit_and_clear_error(tmp_path):
 
 
 def test_later_steps_find_the_competition_the_folds_were_made_from(tmp_path):
-    from foldkit.folds import reading_settings
+    from foldkit.folds.file import reading_settings
     cfg = _demo_cfg(tmp_path)
     meta = make_folds(cfg, log=lambda *_: None)
     got = reading_settings(config.resolve({}), meta)                                  # no --input-dir

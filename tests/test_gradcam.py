@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps beside the report's gallery images (foldkit.gradcam, hand-written on torch hooks)."""
+"""Grad-CAM heatmaps beside the report's gallery images (foldkit.report.gradcam, hand-written on torch hooks)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import REPO
 from foldkit import config
-from foldkit.predicting import run_predict
+from foldkit.predict.predicting import run_predict
 
 pytest.importorskip("torch")
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
@@ -45,7 +45,7 @@ def test_the_galleries_carry_a_heatmap_beside_each_image(trained, tmp_path):
 
 def test_heatmap_is_the_model_input_view_with_a_colour_map(trained):
     import pandas as pd
-    from foldkit.gradcam import heatmapper
+    from foldkit.report.gradcam import heatmapper
     exp = Path(trained["models_dir"]) / "cam"
     row = next(pd.read_csv(next(exp.glob("oof*0*.csv"))).itertuples(index=False))
     heat, note = heatmapper(exp,
@@ -60,7 +60,7 @@ def test_grad_cam_points_at_the_evidence_of_the_class():
     scored on channel 0, class 0 on channel 1. On an image with one bright square, the map of class 1
     lies on the square; the overlay keeps the image size."""
     import torch
-    from foldkit.gradcam import grad_cam, overlay, target_layer
+    from foldkit.report.gradcam import grad_cam, overlay, target_layer
 
     class TwoChannels(torch.nn.Module):
         def __init__(self):

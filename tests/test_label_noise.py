@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foldkit.label_noise import INSTALL_HINT, suspected_label_errors
-from foldkit.report import write_report
+from foldkit.report.label_noise import INSTALL_HINT, suspected_label_errors
+from foldkit.report.html import write_report
 
 N_FLIP = 30
 
@@ -86,7 +86,7 @@ def test_rare_classes_do_not_flood_the_output_with_library_warnings(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from foldkit.label_noise import suspected_label_errors
+    from foldkit.report.label_noise import suspected_label_errors
     rng = np.random.default_rng(0)
     classes = list(range(190))
     y = np.concatenate([np.arange(190), rng.integers(0, 10, 200)])

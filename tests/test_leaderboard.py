@@ -27,7 +27,7 @@ def two(tmp_path_factory, digits_32_module):
     image size and label smoothing."""
     import train
     from foldkit import config
-    from foldkit.folds import make_folds
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("board")
     x, y = digits_32_module
     comp = root / "input"
@@ -47,7 +47,7 @@ def two(tmp_path_factory, digits_32_module):
 
 @pytest.fixture(scope="module")
 def digits_32_module():
-    from foldkit.demo import digit_images
+    from foldkit.data.demo import digit_images
     return digit_images(32)
 
 
@@ -93,7 +93,7 @@ def test_predict_blend_optimize_reports_nested_and_in_sample_cv_and_submits(blen
 
 def test_temperature_fitted_on_oof_changes_the_submitted_probabilities(two, capsys):
     import predict
-    from foldkit.calibrate import apply_temperature
+    from foldkit.predict.calibrate import apply_temperature
     root, paths = two
     files = {}
     for mode in ("off", "on"):
@@ -131,7 +131,7 @@ def test_leaderboard_lists_every_experiment_best_first_with_its_submissions(blen
 
 
 def test_help_lists_the_registry_without_torch_and_errors_are_one_line(tmp_path):
-    from foldkit.blend import BLENDS
+    from foldkit.predict.blend import BLENDS
     r = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "src" / "leaderboard.py"), "--help"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "--csv" in r.stdout and "torch" not in r.stderr.split()
@@ -152,7 +152,7 @@ def test_bundle_and_image_apply_the_plan_predict_submitted_with(two, tmp_path, c
     import export as export_cli
     import predict
     from conftest import write_png
-    from foldkit import bundle
+    from foldkit.export import bundle
     root, paths = two
     models = tmp_path / "models"
     shutil.copytree(root / "models", models)

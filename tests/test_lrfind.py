@@ -8,7 +8,7 @@ import pytest
 import task_data
 from conftest import REPO
 from foldkit import config
-from foldkit.lrfind import smooth, suggest
+from foldkit.train.lrfind import smooth, suggest
 
 sys.path.insert(0, str(REPO / "src"))
 import train as train_cli  # noqa: E402
@@ -19,8 +19,8 @@ FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no
 
 def make_competition(root, build=None, limit=0):
     """The demo digits (or a tests/task_data competition) in the CSV layout, 3 folds: its path flags."""
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     (build or build_demo)(root / "in")
     dirs = {"input_dir": str(root / "in"), "folds_dir": str(root / "folds"), "models_dir": str(root / "models")}
     make_folds(config.resolve({**dirs, "limit": limit, "n_folds": 3}), log=lambda *_: None)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import write_png
-from foldkit import dataset, distributed
-from foldkit.data import read_competition
-from foldkit.dataset import CacheError, ImageSource, auto_workers
+from foldkit.data import dataset
+from foldkit.runtime import distributed
+from foldkit.data.reading import read_competition
+from foldkit.data.dataset import CacheError, ImageSource, auto_workers
 
 
 @pytest.fixture

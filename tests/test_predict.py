@@ -11,8 +11,8 @@ import torch
 
 from conftest import REPO
 from foldkit.experiment import Experiment
-from foldkit.inference import EnsembleError, combine, load_members
-from foldkit.submission import SubmissionError, build, choose_mode, unused_path, validate
+from foldkit.predict.inference import EnsembleError, combine, load_members
+from foldkit.predict.submission import SubmissionError, build, choose_mode, unused_path, validate
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
         "--batch-size", "32", "--no-progress", "--workers", "0"]
@@ -27,7 +27,7 @@ def run(script, *args, env=None):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The demo competition, 2 folds over 300 rows, both trained one epoch."""
-    from foldkit.demo import build_demo
+    from foldkit.data.demo import build_demo
     root = tmp_path_factory.mktemp("pred")
     build_demo(root / "input")
     paths = ["--input-dir", str(root / "input"), "--folds-dir", str(root / "folds"),
@@ -112,7 +112,7 @@ def test_label_outside_classes_and_missing_prediction():
 @pytest.mark.parametrize("metric,mode", [("auc", "probs"), ("logloss", "probs"), ("accuracy", "label"),
                                          ("f1", "label"), ("qwk", "label")])
 def test_the_metric_decides_labels_or_probabilities_whatever_the_sample_holds(metric, mode):
-    from foldkit.submission import decide_mode
+    from foldkit.predict.submission import decide_mode
     zeros = pd.DataFrame({"id": ["a", "b"], "label": ["0", "0"]})            # Histopathologic-style sample
     halves = pd.DataFrame({"id": ["a", "b"], "label": ["0.5", "0.5"]})
     for sample in (zeros, halves):
@@ -135,7 +135,7 @@ def test_probs_mode_with_columns_that_are_not_the_classes_is_one_error():
 def test_a_solution_label_that_is_not_a_class_is_one_error(tmp_path):
     from types import SimpleNamespace
 
-    from foldkit.predicting import labelled_test
+    from foldkit.predict.predicting import labelled_test
     (tmp_path / "solution.csv").write_text("id,label\na,1\nb,7\n")
     comp = SimpleNamespace(root=tmp_path, test=pd.DataFrame({"id": ["a", "b"], "path": ["a.png", "b.png"]}))
     with pytest.raises(SubmissionError, match=r"solution.csv: 1 label\(s\) are not among the classes \[0, 1, 2\], "
@@ -147,7 +147,7 @@ def test_a_solution_label_that_is_not_a_class_is_one_error(tmp_path):
 
 
 def test_kaggle_cli_timing_out_is_one_error(tmp_path, monkeypatch):
-    from foldkit import submission
+    from foldkit.predict import submission
     fake = tmp_path / "kaggle"
     fake.write_text("#!/bin/sh\nexec sleep 30\n")
     fake.chmod(0o755)
@@ -162,7 +162,7 @@ def test_kaggle_cli_timing_out_is_one_error(tmp_path, monkeypatch):
 def test_upload_command_is_shell_quoted(tmp_path):
     import shlex
 
-    from foldkit.submission import kaggle_command, upload_line
+    from foldkit.predict.submission import kaggle_command, upload_line
     path = tmp_path / "it's $HOME" / "a+b_cv0.9.csv"
     msg = 'a+b CV accuracy 0.9 "best"'
     line = upload_line("digit-recognizer", path, msg)
@@ -261,12 +261,12 @@ def test_wrong_checkpoint_is_refused(trained, tmp_path):
 
 def test_each_image_is_decoded_once(trained, monkeypatch):
     root, _ = trained
-    import foldkit.images as ds_mod   # where prepare_image decodes
-    from foldkit.data import read_competition
-    from foldkit.engine import pick_device
+    import foldkit.data.images as ds_mod   # where prepare_image decodes
+    from foldkit.data.reading import read_competition
+    from foldkit.train.engine import pick_device
     from foldkit.experiment import find_experiments
-    from foldkit.inference import predict_ensemble
-    from foldkit.predicting import make_sources
+    from foldkit.predict.inference import predict_ensemble
+    from foldkit.predict.predicting import make_sources
     calls = []
     real = ds_mod.decode_image
     monkeypatch.setattr(ds_mod, "decode_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
@@ -293,7 +293,7 @@ def test_one_image_top_k_and_offline_url(trained):
 
 
 def test_submit_says_what_is_missing(tmp_path, monkeypatch):
-    from foldkit.submission import kaggle_submit
+    from foldkit.predict.submission import kaggle_submit
     monkeypatch.setenv("PATH", str(tmp_path))           # no kaggle CLI on PATH
     with pytest.raises(SubmissionError, match="kaggle CLI is not installed"):
         kaggle_submit("digit-recognizer", tmp_path / "s.csv", "cv")
@@ -325,7 +325,7 @@ def test_auc_competition_with_a_sample_of_zeros_submits_the_probabilities_it_sco
     pd.DataFrame({"id": [str(i) for i in range(40)], "label": 0}).to_csv(comp / "sample_submission.csv", index=False)
     paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "models")]
     from foldkit import config
-    from foldkit.folds import make_folds
+    from foldkit.folds.file import make_folds
     make_folds(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), n_folds=2), log=lambda *a: None)
     train.main([*paths, *FAST, "--fold", "0", "--metric", "auc", "--experiment", "auc"])   # one fold is enough
     capsys.readouterr()

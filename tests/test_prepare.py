@@ -46,8 +46,8 @@ def photos(tmp_path_factory):
 
 
 def test_cache_on_and_off_prepare_the_same_pixels(photos):
-    from foldkit.data import read_competition
-    from foldkit.dataset import ImageSource
+    from foldkit.data.reading import read_competition
+    from foldkit.data.dataset import ImageSource
     comp = read_competition(photos)
     ram = ImageSource(comp, comp.train, grey=False, cache="ram", max_side=48, progress=False)
     off = ImageSource(comp, comp.train, grey=False, cache="off", max_side=48, progress=False)
@@ -60,11 +60,11 @@ def test_cache_on_and_off_prepare_the_same_pixels(photos):
 def test_every_runner_gets_the_training_preparation(photos):
     """The predict/bundle torch sources, the onnx runner's torch-free reader and --image's loader
     give the pixels training gave, per distinct preparation (grey/side) of the ensemble."""
-    from foldkit.bundle import _test_images
-    from foldkit.data import read_competition
-    from foldkit.dataset import ImageSource
-    from foldkit.inference import load_single_image
-    from foldkit.predicting import make_sources
+    from foldkit.export.bundle import _test_images
+    from foldkit.data.reading import read_competition
+    from foldkit.data.dataset import ImageSource
+    from foldkit.predict.inference import load_single_image
+    from foldkit.predict.predicting import make_sources
 
     class M:   # the two attributes of an ensemble member that decide its preparation
         def __init__(self, in_chans, size):
@@ -112,10 +112,10 @@ def test_an_ensemble_of_sizes_and_channels_runs_each_member_on_its_own_preparati
     it gets alone, i.e. on exactly its own preparation."""
     import torch
 
-    from foldkit.data import read_competition
-    from foldkit.engine import pick_device
-    from foldkit.inference import Member, predict_ensemble
-    from foldkit.predicting import make_sources
+    from foldkit.data.reading import read_competition
+    from foldkit.train.engine import pick_device
+    from foldkit.predict.inference import Member, predict_ensemble
+    from foldkit.predict.predicting import make_sources
 
     class Tiny(Member):   # a Member without a checkpoint: a pooled linear model
         def __init__(self, in_chans, size, seed):
@@ -144,8 +144,8 @@ def test_test_img_size_is_the_size_of_every_evaluation_path(photos, tmp_path):
     import torch
 
     import export as export_cli
-    from foldkit import bundle
-    from foldkit.augment import eval_transform
+    from foldkit.export import bundle
+    from foldkit.data.augment import eval_transform
     paths = ["--input-dir", str(photos), "--folds-dir", str(tmp_path / "folds"),
              "--models-dir", str(tmp_path / "models")]
     run("make_folds.py", *paths, "--n-folds", "2")
@@ -173,14 +173,14 @@ def test_test_img_size_is_the_size_of_every_evaluation_path(photos, tmp_path):
     got = pd.read_csv(tmp_path / "onnx.csv", dtype={"id": str}).set_index("id").loc[sub.index].to_numpy()
     assert np.abs(got - sub.to_numpy()).max() < 1e-3
     # the same model evaluated at its training size gives other probabilities: the size was applied
-    from foldkit.inference import load_members
+    from foldkit.predict.inference import load_members
     from foldkit.experiment import Experiment
     (m,) = load_members([Experiment(tmp_path / "models" / "fr")])
     del m.data_config["test_input_size"]
-    from foldkit.data import read_competition
-    from foldkit.engine import pick_device
-    from foldkit.inference import predict_ensemble
-    from foldkit.predicting import make_sources
+    from foldkit.data.reading import read_competition
+    from foldkit.train.engine import pick_device
+    from foldkit.predict.inference import predict_ensemble
+    from foldkit.predict.predicting import make_sources
     comp = read_competition(photos)
     at32 = predict_ensemble([m], make_sources(comp, comp.test, "test", [m]), tta=["none"],
                             device=pick_device("cpu"), progress=False)
@@ -204,7 +204,7 @@ def test_the_kits_resize_crop_and_normalise_give_torchvisions_pixels_bit_for_bit
     import torch
     from torchvision.transforms import v2
 
-    from foldkit.augment import Normalize, ResizeCrop, eval_transform
+    from foldkit.data.augment import Normalize, ResizeCrop, eval_transform
     g = torch.Generator().manual_seed(0)
     for shape, size, resize, mean, std in [((1, 32, 32), 32, 32, [0.5], [0.5]),
                                            ((3, 32, 32), 32, 37, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),

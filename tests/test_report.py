@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, write_png
-from foldkit.page import image_grid
-from foldkit.report import (confusion_table, cv_summary, load_oof, most_confused, per_class_table,
+from foldkit.report.page import image_grid
+from foldkit.report.html import (confusion_table, cv_summary, load_oof, most_confused, per_class_table,
                             worst_errors, write_report)
 
 ROWS = {  # fold -> [(id, true class index, probabilities)] in file order
@@ -242,7 +242,7 @@ def test_worst_errors_grid_survives_unloadable_image(tmp_path):
 
 
 def test_report_module_imports_neither_matplotlib_nor_torch():
-    code = ("import sys; import foldkit.report; "
+    code = ("import sys; import foldkit.report.html; "
             "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
@@ -255,8 +255,8 @@ def test_a_120_class_run_writes_its_oof_and_summaries_without_a_library_warning(
     pandas PerformanceWarning (or any other library warning) into the user's output."""
     import warnings
 
-    from foldkit.fit import oof_frame, write_csv
-    from foldkit.label_noise import suspected_label_errors
+    from foldkit.train.fit import oof_frame, write_csv
+    from foldkit.report.label_noise import suspected_label_errors
 
     classes = [f"c{i:03d}" for i in range(120)]
     rng = np.random.default_rng(0)
@@ -334,7 +334,7 @@ def make_many_class_experiment(tmp_path, n_classes=120, per_class=3):
 
 
 def test_a_120_class_page_shows_the_most_confused_classes_and_no_big_table(tmp_path):
-    from foldkit.report import MAX_CLASSES_SHOWN, confused_classes
+    from foldkit.report.html import MAX_CLASSES_SHOWN, confused_classes
 
     exp, classes = make_many_class_experiment(tmp_path)
     oof, _ = load_oof(exp)
@@ -389,7 +389,7 @@ def test_a_120_class_report_reads_in_a_browser(tmp_path):
 
 
 def test_without_a_submission_the_plan_is_not_called_one():
-    from foldkit.report import facts_in_words
+    from foldkit.report.html import facts_in_words
     extra = {k: v for k, v in PREDICT_EXTRA.items() if k != "submission"}
     facts, verdicts = facts_in_words(extra, "logloss")
     assert facts[0] == "Predictions are made from the fold models of exp1, post-processed by temperature (T 1.2300)."

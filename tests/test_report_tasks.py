@@ -16,8 +16,8 @@ import pytest
 
 from conftest import need_shared, write_png
 from foldkit.experiment import Experiment
-from foldkit.fit import oof_frame, write_csv
-from foldkit.report import write_report
+from foldkit.train.fit import oof_frame, write_csv
+from foldkit.report.html import write_report
 
 N_FLIP = 30
 RAW = ["{", "}", '"', "cv_", "_in_sample", "_nested", "label_thresholds", "prob_", "all_rows", "mean_baseline",
@@ -57,7 +57,7 @@ def planet(tmp_path_factory):
     from sklearn.model_selection import KFold
     from sklearn.preprocessing import StandardScaler
 
-    from foldkit.data import multi_hot, tag_names
+    from foldkit.data.reading import multi_hot, tag_names
     root = need_shared("data", "planet_sample")
     labels = pd.read_csv(root / "labels.csv", dtype=str)
     images = {n: cv2.cvtColor(cv2.imread(str(root / "train" / f"{n}.jpg"), cv2.IMREAD_REDUCED_COLOR_8),
@@ -95,8 +95,8 @@ def planet(tmp_path_factory):
 def _plan_extra(exp, classes):
     """What predict.py records in `extra` for a lone multi-label experiment with per-label thresholds:
     the thresholds fitted on its OOF rows by the kit's own post-processing, described as the plan does."""
-    from foldkit.calibrate import POSTPROCESS
-    from foldkit.report import load_oof, oof_arrays
+    from foldkit.predict.calibrate import POSTPROCESS
+    from foldkit.report.html import load_oof, oof_arrays
     oof, _ = load_oof(exp)
     y, p = oof_arrays(oof, classes, "multilabel", " ")
     step = POSTPROCESS["label_thresholds"]
@@ -126,7 +126,7 @@ def planet_report(planet, tmp_path_factory):
 def test_multilabel_report_per_label_numbers_equal_sklearn(planet, planet_report):
     from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support
 
-    from foldkit.data import multi_hot
+    from foldkit.data.reading import multi_hot
     classes = planet["classes"]
     rep, out, thresholds, asked = planet_report
     for name in ("oof.csv", "cv_scores.json", "per_label.csv", "cooccurrence.csv", "cooccurrence.png",
@@ -193,8 +193,8 @@ def test_planted_tag_errors_are_found_and_named(planet, tmp_path):
     the tags in doubt; the rows and their order are those of cleanlab's own find_label_issues."""
     from cleanlab.multilabel_classification.filter import find_label_issues
 
-    from foldkit.label_noise import suspected_tag_errors
-    from foldkit.report import load_oof
+    from foldkit.report.label_noise import suspected_tag_errors
+    from foldkit.report.html import load_oof
     oof, classes = load_oof(planet["exp"])
     table = suspected_tag_errors(oof, classes, " ")
     labels = [[classes.index(t) for t in tags.split()] for tags in oof["label"]]

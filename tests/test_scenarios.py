@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, need_shared
 
-from foldkit.data import read_competition
+from foldkit.data.reading import read_competition
 
 SCEN = REPO / "benchmarks" / "scenarios"
 SCRIPTS = ["mnist", "fashion_mnist", "bangla", "hymenoptera", "kannada"]

@@ -1,4 +1,4 @@
-"""The decoded-image store (foldkit.store): every image prepared once, on disk, for every process and run.
+"""The decoded-image store (foldkit.data.store): every image prepared once, on disk, for every process and run.
 Real photos (hymenoptera, up to 2592 px) prepared at a small side, so preparing is what the store saves."""
 import os
 import shutil
@@ -23,8 +23,8 @@ def photos(tmp_path):
 
 @pytest.fixture
 def count(monkeypatch):
-    """How many images the store prepared (calls of images.prepare_image through foldkit.store)."""
-    from foldkit import store
+    """How many images the store prepared (calls of images.prepare_image through foldkit.data.store)."""
+    from foldkit.data import store
     calls = []
     real = store.prepare_image
     monkeypatch.setattr(store, "prepare_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
@@ -32,15 +32,15 @@ def count(monkeypatch):
 
 
 def source(photos, cache_dir, cache="disk"):
-    from foldkit.data import read_competition
-    from foldkit.dataset import ImageSource
+    from foldkit.data.reading import read_competition
+    from foldkit.data.dataset import ImageSource
     comp = read_competition(photos)
     return ImageSource(comp, comp.train, grey=False, cache=cache, max_side=SIDE, progress=False,
                        cache_dir=cache_dir)
 
 
 def store_folder(photos, cache_dir, split="train"):
-    from foldkit.store import store_dir
+    from foldkit.data.store import store_dir
     return store_dir(cache_dir, photos, split, False, SIDE)
 
 
@@ -75,8 +75,8 @@ def test_a_source_in_use_keeps_reading_when_another_table_of_its_split_adds_file
     own, its --unlabelled images): the second adds files, which writes a new pixels file and removes the old
     one; the first source, already open, must still read its images (it raised FileNotFoundError)."""
     import pickle
-    from foldkit.data import read_competition
-    from foldkit.dataset import ImageSource
+    from foldkit.data.reading import read_competition
+    from foldkit.data.dataset import ImageSource
     comp = read_competition(photos)
     half = ImageSource(comp, comp.train.head(8), grey=False, cache="disk", max_side=SIDE, progress=False,
                        cache_dir=tmp_path / "cache")
@@ -93,8 +93,8 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {src!r})
 from foldkit import store
-from foldkit.data import read_competition
-from foldkit.dataset import ImageSource
+from foldkit.data.reading import read_competition
+from foldkit.data.dataset import ImageSource
 real, n = store.prepare_image, [0]
 def dying(*a, **k):
     n[0] += 1
@@ -132,8 +132,8 @@ READER = """
 import hashlib, sys
 sys.path.insert(0, {src!r})
 from foldkit import store
-from foldkit.data import read_competition
-from foldkit.dataset import ImageSource
+from foldkit.data.reading import read_competition
+from foldkit.data.dataset import ImageSource
 real, n = store.prepare_image, [0]
 def counted(*a, **k):
     n[0] += 1
@@ -178,7 +178,7 @@ def test_oof_row_and_test_image_get_the_same_probability_through_the_store(photo
 
 
 def test_a_cache_folder_that_cannot_be_written_falls_back_to_ram_or_stops_with_one_line(photos, tmp_path):
-    from foldkit.dataset import CacheError
+    from foldkit.data.dataset import CacheError
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
     auto = source(photos, blocked / "cache", cache="auto")      # e.g. a read-only input folder

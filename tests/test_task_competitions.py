@@ -14,10 +14,11 @@ import pytest
 
 import task_data
 from conftest import REPO
-from foldkit import blend, submission
-from foldkit.calibrate import steps_for
+from foldkit.predict import blend
+from foldkit.predict import submission
+from foldkit.predict.calibrate import steps_for
 from foldkit.errors import ConfigError
-from foldkit.submission import SubmissionError
+from foldkit.predict.submission import SubmissionError
 
 TRAIN = ["--model", "test_resnet", "--img-size", "32", "--epochs", "12", "--lr", "1e-2", "--batch-size", "16",
          "--no-hflip"]
@@ -202,7 +203,7 @@ def test_plan_records_the_task_and_refuses_softmax_arithmetic():
 
 
 def test_speed_estimate_never_divides_timing_noise():
-    from foldkit.estimate import _speed
+    from foldkit.export.estimate import _speed
     assert _speed(8, 0.30, 40, 0.25) == {"img_per_s": 160.0, "fixed_seconds": 0.0}     # was 3.2e10 img/s
     s = _speed(8, 1.0, 256, 4.1)
     assert abs(s["img_per_s"] - 80.0) < 1e-9 and abs(s["fixed_seconds"] - 0.9) < 1e-9
@@ -212,7 +213,7 @@ def test_test_labels_read_from_multi_hot_and_one_hot_solution_columns(tmp_path):
     """A solution.csv with one 0/1 column per label (the multi-hot layout of the training CSV) gives the
     tags set to 1, never the first column's 0/1 read as a tag (the printed test score was wrong)."""
     from types import SimpleNamespace
-    from foldkit.predicting import labelled_test
+    from foldkit.predict.predicting import labelled_test
     pd.DataFrame({"id": ["a", "b", "c"], "cat": [1, 0, 0], "dog": [1, 0, 1], "owl": [0, 0, 0]}).to_csv(
         tmp_path / "solution.csv", index=False)
     comp = SimpleNamespace(root=str(tmp_path), test=pd.DataFrame({"id": ["c", "a", "b"]}))

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO, need_shared, write_png
 from foldkit import config
-from foldkit.data import InputError, read_competition
-from foldkit.folds import FoldsError, make_folds, read_folds
+from foldkit.data.reading import InputError, read_competition
+from foldkit.folds.file import FoldsError, make_folds, read_folds
 
 
 def quiet(*_):
@@ -46,7 +46,7 @@ def planet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rotated(tmp_path_factory):
     """Real digits each rotated by a known angle: train.csv id,angle (fractional degrees)."""
-    from foldkit.demo import digit_images
+    from foldkit.data.demo import digit_images
     root = tmp_path_factory.mktemp("rotated")
     x, _ = digit_images(32)
     angles = np.round(np.random.default_rng(0).uniform(-45, 45, 60), 2)
@@ -142,7 +142,7 @@ def test_class_ids_and_old_folds_files_stay_single_label(tmp_path, digits_32):
     meta = make_folds(cfg_for(tmp_path, n_folds=2), log=quiet)
     assert meta["task"] == "single" and meta["reading"]["task"] == "single"
     # a folds file written before task kinds is read as single-label, whatever --task auto would say
-    from foldkit.folds import reading_settings
+    from foldkit.folds.file import reading_settings
     old = {"reading": {"input_dir": str(comp_dir)}}
     assert reading_settings(config.resolve({}), old)["task"] == "single"
 
@@ -201,7 +201,7 @@ def test_metrics_offered_per_task_kind(rotated):
 
 def test_regression_trains_on_the_standardised_target_and_writes_numbers(rotated):
     import torch
-    from foldkit.fit import train
+    from foldkit.train.fit import train
     make_folds(cfg_for(rotated, n_folds=2), log=quiet)
     out = train(train_cfg(rotated, fold="all", experiment="reg", loss="huber"), log=quiet)
     assert [r["metric"] for r in out] == ["rmse", "rmse"] and all(r["value"] > 0 for r in out)
@@ -220,7 +220,7 @@ def test_regression_trains_on_the_standardised_target_and_writes_numbers(rotated
 
 def test_multilabel_trains_sigmoid_outputs_with_mixed_multi_hot_targets(planet):
     import torch
-    from foldkit.fit import train
+    from foldkit.train.fit import train
     make_folds(cfg_for(planet, n_folds=2), log=quiet)
     out = train(train_cfg(planet, fold="0", experiment="ml", mixup=0.4, metric="f2_samples"), log=quiet)
     assert out[0]["metric"] == "f2_samples" and 0 < out[0]["value"] <= 1
@@ -235,7 +235,7 @@ def test_multilabel_trains_sigmoid_outputs_with_mixed_multi_hot_targets(planet):
     first = [c for c, p in zip(meta["classes"], probs[0]) if p >= 0.5]
     assert oof["pred"][0] == " ".join(first)
     # --image gives a validation image of fold 0 the sigmoid probabilities of its OOF row (no softmax over them)
-    from foldkit.predicting import predict_image
+    from foldkit.predict.predicting import predict_image
     img = planet / "in" / "train" / f"{oof['id'][0]}.png"
     top = predict_image(train_cfg(planet, experiments="ml", image=str(img), thresholds="off", tta="none",
                                   topk=len(meta["classes"])), log=quiet)
@@ -246,9 +246,9 @@ def test_multilabel_trains_sigmoid_outputs_with_mixed_multi_hot_targets(planet):
 def test_per_label_thresholds_global_first_then_per_label(planet):
     """Real Planet tags; scores whose best cut differs per label (a rare label's positives score low):
     fitted thresholds beat 0.5 on held-out rows, keep the ranking, and the step is what auto picks."""
-    from foldkit.blend import held_out
-    from foldkit.calibrate import POSTPROCESS, steps_for
-    from foldkit.data import multi_hot, tag_names
+    from foldkit.predict.blend import held_out
+    from foldkit.predict.calibrate import POSTPROCESS, steps_for
+    from foldkit.data.reading import multi_hot, tag_names
     from foldkit.metrics import score
     tags = pd.read_csv(planet / "in" / "train.csv", dtype=str, keep_default_na=False)["tags"]
     classes = tag_names(tags, " ")
@@ -265,7 +265,7 @@ def test_per_label_thresholds_global_first_then_per_label(planet):
     t = step.fit(probs, y, "f2_samples")
     assert len(set(np.round(t, 3))) > 1                          # per label, not one global value
     assert score("map", y, step.apply(probs, t)) == pytest.approx(score("map", y, probs))
-    from foldkit.calibrate import fast_fbeta
+    from foldkit.predict.calibrate import fast_fbeta
     for m in ("f1_samples", "f2_samples", "f1_micro", "f1_macro"):        # the search's scorer is sklearn's
         for p in (probs, nested, np.zeros_like(probs)):
             assert fast_fbeta(m)(y, p) == pytest.approx(score(m, y, p), abs=1e-12), m

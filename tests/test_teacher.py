@@ -1,4 +1,4 @@
-"""After the first submission: soft labels, pseudo-labels and distillation, fold-safe (foldkit.teacher).
+"""After the first submission: soft labels, pseudo-labels and distillation, fold-safe (foldkit.train.teacher).
 
 One teacher experiment is trained once on the shared 150-digit competition (3 folds, test_resnet at 16 px,
 no augmentation, no label smoothing: it memorises its training rows); every student here learns from it."""
@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import REPO
-from foldkit import config, teacher
-from foldkit.fit import train
+from foldkit import config
+from foldkit.train import teacher
+from foldkit.train.fit import train
 
 FAST = dict(model="test_resnet", img_size=16, crop_pct=1.0, hflip=False, aug="none", lr=1e-2, batch_size=16,
             progress=False, workers=0, label_smoothing=0.0, warmup_epochs=0.0, min_lr=1e-3)
@@ -90,7 +91,7 @@ def test_fold_safe_pseudo_labels_are_honest_and_the_naive_ensemble_leaks(taught,
 def test_soft_labels_mix_the_oof_into_the_training_targets_and_are_recorded(taught, tmp_path):
     root, models, _ = taught
     cfg = cfg_for(root, models, soft_labels="memo", soft_alpha=0.4, experiment="soft")
-    from foldkit.fit import prepare_run
+    from foldkit.train.fit import prepare_run
     run = prepare_run(cfg, log=quiet)
     t = teacher.for_fold(cfg, run, 1, log=quiet)
     folds = run.table["fold"].to_numpy()
@@ -119,7 +120,7 @@ def test_distillation_trains_a_different_student_and_resumes_exactly(taught, tmp
     root, _, _ = taught
     shutil.copytree(taught[1], tmp_path / "b" / "models")
     with pytest.raises(KeyboardInterrupt):
-        from foldkit.fit import open_run, fit_fold
+        from foldkit.train.fit import open_run, fit_fold
         cfg = cfg_for(root, tmp_path / "b" / "models", experiment="kd", **kw)
         fit_fold(cfg, open_run(cfg, log=quiet), 2, log=quiet, on_epoch=[stop])
     assert (tmp_path / "b" / "models" / "kd" / "fold2_last.pt").is_file()
@@ -130,18 +131,18 @@ def test_distillation_trains_a_different_student_and_resumes_exactly(taught, tmp
     summary = pd.read_json(exp_a / "fold2.json", typ="series")
     assert summary["teaching"]["teacher"]["models"][0]["file"] == "fold2.pt"      # fold k learns from fold k
     assert summary["teaching"]["pseudo"]["models"] == ["fold2.pt"]
-    from foldkit.leaderboard import leaderboard
+    from foldkit.search.leaderboard import leaderboard
     board = leaderboard(tmp_path / "a" / "models", tmp_path / "subs").set_index("experiment")
     assert board.loc["kd", "teachers"].startswith("pseudo memo (conf>=0.9, hard, w 1); distilled from memo "
                                                   "(alpha 0.7, T 2)")
     assert board.loc["memo", "teachers"] == "" and "kd_alpha" not in board.loc["kd", "settings"]
     # predict.py treats the student like any other experiment: its finished fold, its plan, a submission
-    from foldkit.predicting import run_predict
+    from foldkit.predict.predicting import run_predict
     res = run_predict(cfg_for(root, tmp_path / "a" / "models", experiments="kd", reports_dir=str(tmp_path / "r"),
                               submissions_dir=str(tmp_path / "s"), **kw), log=quiet)
     assert res["experiments"] == ["kd"] and res["members"] == 1 and Path(res["submission"]).is_file()
     # the student's bundle measures the teacher ensemble beside it: what the distillation bought
-    from foldkit.export import export_bundle
+    from foldkit.export.build import export_bundle
     lines = []
     out = export_bundle(cfg_for(root, tmp_path / "a" / "models", experiments="kd", out=str(tmp_path / "bundle"),
                                 **kw), log=lines.append)

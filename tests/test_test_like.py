@@ -35,7 +35,7 @@ def audited(tmp_path_factory):
     sys.path.insert(0, str(REPO / "benchmarks" / "scenarios"))
     from common import read_idx
 
-    from foldkit.audit import run_audit
+    from foldkit.audit.run import run_audit
     raw = need_shared("data", "fashion_mnist")
     weights = need_shared("weights", "mobilenetv2_100_imagenet.pth")
     x = read_idx(raw / "t10k-images-idx3-ubyte.gz")[:N_TRAIN + N_TEST]
@@ -129,8 +129,8 @@ def test_a_missing_or_foreign_adversarial_validation_is_one_line(audited, tmp_pa
 def test_train_predict_and_report_name_fold0_the_test_like_estimate(audited, tmp_path):
     """train says fold 0 is the test-like fold; predict's CV line and report.html name its score as the
     test-like estimate, and the report's fold table marks it (in-process: one torch import)."""
-    from foldkit.fit import train
-    from foldkit.predicting import run_predict
+    from foldkit.train.fit import train
+    from foldkit.predict.predicting import run_predict
     root, reports = audited
     assert _make_folds(root, reports, tmp_path / "f", "--test-like-fold", "--n-folds", "3").returncode == 0
     cfg = config.resolve(dict(input_dir=str(root), folds_dir=str(tmp_path / "f"), models_dir=str(tmp_path / "m"),

@@ -12,8 +12,8 @@ FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--ep
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory):
     from foldkit import config
-    from foldkit.demo import digit_images
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import digit_images
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("trackers")
     x, y = digit_images(32)
     keep = y < 3

@@ -14,8 +14,8 @@ import torch
 from conftest import REPO, need_shared
 from foldkit import config
 from foldkit.experiment import ExperimentError
-from foldkit.fit import train
-from foldkit.model import ModelError, create_model, load_checkpoint, model_from_checkpoint
+from foldkit.train.fit import train
+from foldkit.runtime.model import ModelError, create_model, load_checkpoint, model_from_checkpoint
 
 FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="medium", lr=3e-3,
             batch_size=32, progress=False, workers=0)
@@ -24,8 +24,8 @@ FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="me
 @pytest.fixture(scope="session")
 def comp(tmp_path_factory):
     """400 real digits in the CSV layout, 3 stratified folds."""
-    from foldkit.demo import build_demo
-    from foldkit.folds import make_folds
+    from foldkit.data.demo import build_demo
+    from foldkit.folds.file import make_folds
     root = tmp_path_factory.mktemp("digits")
     build_demo(root / "in")
     make_folds(config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
@@ -73,8 +73,8 @@ def test_checkpoint_round_trip_weights_only_reproduces_oof(comp, tmp_path):
     assert ckpt["classes"] == list(range(10)) and ckpt["in_chans"] == 1   # digits are grey
     assert ckpt["data_config"]["input_size"] == [1, 32, 32]
     model = model_from_checkpoint(ckpt)
-    from foldkit.augment import eval_transform
-    from foldkit.images import decode_image
+    from foldkit.data.augment import eval_transform
+    from foldkit.data.images import decode_image
     oof = pd.read_csv(exp / "oof_fold0.csv", dtype={"id": str}).head(16)
     tf = eval_transform(ckpt["data_config"])
     x = torch.stack([tf(torch.from_numpy(decode_image(comp / "in" / "train" / f"{i}.png", grey=True)).permute(2, 0, 1))
@@ -84,7 +84,7 @@ def test_checkpoint_round_trip_weights_only_reproduces_oof(comp, tmp_path):
     assert np.allclose(p, oof[[f"prob_{c}" for c in range(10)]].to_numpy(), atol=1e-4)
 
 
-# per image in the loader; batched (foldkit.batchaug) with progressive resizing across the kill
+# per image in the loader; batched (foldkit.data.batchaug) with progressive resizing across the kill
 @pytest.mark.parametrize("aug_device,extra", [("cpu", []), ("device", ["--img-size-schedule", "16:1,24:2"])])
 def test_killed_run_resumes_to_the_same_result(comp, tmp_path, aug_device, extra):
     args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--model", "test_resnet",
@@ -171,7 +171,7 @@ def test_real_pretrained_mobilenet_file():
 
 
 def test_pretrained_without_network_is_a_clear_error(tmp_path):
-    code = ("import sys; sys.path.insert(0, 'src'); from foldkit.model import create_model, ModelError\n"
+    code = ("import sys; sys.path.insert(0, 'src'); from foldkit.runtime.model import create_model, ModelError\n"
             "try:\n    create_model('resnet18', 3, pretrained=True)\nexcept ModelError as e:\n    print('ERR', e)\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "th"))
     t0 = time.time()
@@ -222,7 +222,7 @@ def test_experiment_name_is_not_reused_for_other_settings_and_finished_folds_ski
 
 def test_gpu_code_paths_run_on_cpu_bf16_channels_last(comp, tmp_path):
     """The AMP (bf16 autocast) and channels_last paths CI cannot run on a GPU, exercised on the CPU."""
-    from foldkit.engine import amp_dtype, pick_device
+    from foldkit.train.engine import amp_dtype, pick_device
     assert amp_dtype(pick_device("cpu"), "auto") is None            # auto: no AMP on CPU
     assert amp_dtype(pick_device("cpu"), "bf16") == torch.bfloat16
     cfg = cfg_for(comp, tmp_path, epochs=1, amp="bf16", channels_last="on", experiment="bf16", accum_steps=2,

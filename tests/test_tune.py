@@ -12,7 +12,7 @@ optuna = pytest.importorskip("optuna")
 
 from conftest import REPO  # noqa: E402
 from foldkit import config  # noqa: E402
-from foldkit.tune import SPACES, TuneError, check_space, load_space, run_study, summary  # noqa: E402
+from foldkit.search.tune import SPACES, TuneError, check_space, load_space, run_study, summary  # noqa: E402
 
 TINY = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, batch_size=32, progress=False,
             workers=0, warmup_epochs=0.0, aug="none")
@@ -162,7 +162,7 @@ def test_two_workers_share_one_sqlite_study(comp, tmp_path):
 
 def test_storage_mistakes_are_one_line_naming_the_url_without_its_password(monkeypatch):
     """A missing database driver and a URL SQLAlchemy does not know are refused at once, by name."""
-    from foldkit.tune import open_storage
+    from foldkit.search.tune import open_storage
     monkeypatch.setitem(sys.modules, "psycopg2", None)             # as on a machine without psycopg2
     with pytest.raises(TuneError) as e:
         open_storage("postgresql+psycopg2://me:s3cret@127.0.0.1:1/optuna", 60)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from foldkit.augment import PRESETS
+from foldkit.data.augment import PRESETS
 from foldkit.ensemble import ENSEMBLE_MODES, TTA_VIEWS
-from foldkit.blend import BLENDS
-from foldkit.calibrate import SWITCHES
+from foldkit.predict.blend import BLENDS
+from foldkit.predict.calibrate import SWITCHES
 from foldkit.errors import ConfigError
 from foldkit.metrics import METRICS
 
@@ -121,7 +121,7 @@ class Config:
                         choices=[0, 1, 3])
     epochs: int = _opt(10, "training epochs", "train", minimum=1)
     batch_size: int = _opt(64, "batch size (under torchrun: the global batch, split evenly across the processes); "
-                           "auto = the largest that fits the GPU, --lr scaled to it (foldkit.autobatch; the default "
+                           "auto = the largest that fits the GPU, --lr scaled to it (foldkit.train.autobatch; the default "
                            "on CPU)", "train", minimum=1, auto=0)
     lr: float = _opt(1e-3, "peak learning rate (AdamW)", "train", minimum=0)
     weight_decay: float = _opt(0.05, "AdamW weight decay (not applied to biases and norms)", "train", minimum=0)
@@ -180,7 +180,7 @@ class Config:
                       "shared by every process and run), ram (prepared into this process's RAM each run), off "
                       "(prepared on demand every epoch); auto = disk, else ram when it fits (README 'The image "
                       "cache')", "train", choices=["auto", "disk", "ram", "off"])
-    # ---- the learning-rate range test (foldkit.lrfind; run-only: not part of an experiment's identity) ----
+    # ---- the learning-rate range test (foldkit.train.lrfind; run-only: not part of an experiment's identity) ----
     lr_find: bool = _opt(False, "instead of training: a learning-rate range test on fold 0's training part with "
                          "these settings; prints a suggested --lr and writes <models-dir>/lr_find/<experiment>/"
                          "lr_find.csv and .png (no experiment is recorded; README 'Learning rate')", "train")
@@ -189,7 +189,7 @@ class Config:
                               "train", minimum=0)
     lr_find_steps: int = _opt(100, "--lr-find: optimizer steps of the sweep, at most (the training part is cycled "
                               "when shorter; stops early once the loss diverges)", "train", minimum=10)
-    # ---- after the first submission: teachers (foldkit.teacher; single-label; fold-safe: fold k learns only
+    # ---- after the first submission: teachers (foldkit.train.teacher; single-label; fold-safe: fold k learns only
     # from models that never saw fold k's validation rows) ----
     soft_labels: str = _opt("", "self-distillation: each training row's target = (1 - --soft-alpha) x its label + "
                             "--soft-alpha x its out-of-fold probabilities from this experiment (same folds)", "train")
@@ -222,7 +222,7 @@ class Config:
     tracking_uri: str = _opt("", "where --log writes: a folder (tensorboard) or an MLflow tracking URI such as a "
                              "server URL (default: runs/ beside the models folder)", "train")
 
-    # ---- search: tune.py (foldkit.tune, Optuna) ----
+    # ---- search: tune.py (foldkit.search.tune, Optuna) ----
     space: str = _opt("quick", "search space preset: quick (lr, weight decay, augmentation), standard (+ image size, "
                       "label smoothing, mixup/cutmix, freeze epochs, EMA), backbones (model and lr); a "
                       "[search_space] table in the --config file replaces it (or extends a --space given too)",
@@ -243,7 +243,7 @@ class Config:
     heartbeat: int = _opt(60, "seconds between a running trial's heartbeats; a trial silent for twice this is "
                           "marked failed and queued again with the same settings", "tune", minimum=1)
 
-    # ---- auto.py (foldkit.auto) ----
+    # ---- auto.py (foldkit.search.auto) ----
     hours: float = _opt(0.0, "auto.py: the time budget in hours (training, prediction and report)", "auto",
                         minimum=0)
     portfolio: str = _opt("resnet18,efficientnet_b0,convnext_nano", "auto.py: candidate timm backbones in order "
@@ -316,7 +316,7 @@ GROUP_TITLES = {
     "auto": "time-budgeted pipeline (auto.py)",
 }
 
-# the [search_space] table of a config file: tune.py's ranges (foldkit.tune), not settings
+# the [search_space] table of a config file: tune.py's ranges (foldkit.search.tune), not settings
 SEARCH_SPACE = "search_space"
 
 # Settings that change how a run is executed but not what it learns: an

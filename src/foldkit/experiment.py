@@ -9,10 +9,10 @@ reads or writes an experiment folder goes through this class instead of spelling
     fold{k}.json          written last: fold k is finished (best epoch, value, seconds, ...)
     oof_fold{k}.csv       out-of-fold probabilities of fold k's best epoch
     log_fold{k}.csv       one row per epoch;  curve_fold{k}.png  its plot
-    fold{k}.lock          host + pid of the process training fold k (foldkit.foldlock), removed when it stops
+    fold{k}.lock          host + pid of the process training fold k (foldkit.train.foldlock), removed when it stops
     pseudo_fold{k}.csv    --pseudo: every pool image with the fold-k teacher's probabilities, joined 0/1
 
-The learning-rate range test (train.py --lr-find, foldkit.lrfind) records no experiment: it writes
+The learning-rate range test (train.py --lr-find, foldkit.train.lrfind) records no experiment: it writes
 `<models>/lr_find/<experiment>/lr_find.csv` and `lr_find.png`, <experiment> being the name the same
 settings get when trained (`default_name`); that folder has no config.json, so no step lists it.
 

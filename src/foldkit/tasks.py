@@ -27,7 +27,7 @@ def task_of(meta: dict) -> str:
 def check_settings(cfg, task: str):
     """cfg with the task's metric when --metric was not given; one ConfigError line for a setting that
     does not fit the task (a metric of another kind, balancing, mixup or label smoothing on a number)."""
-    from foldkit.distributed import with_settings
+    from foldkit.runtime.distributed import with_settings
 
     given = cfg.given
     if task == "single":
@@ -61,7 +61,7 @@ def task_kinds(metric: str) -> str:
 def targets(task: str, table, meta: dict) -> np.ndarray:
     """The training targets of every row: class indexes, (N, C) multi-hot float32, or (N,) float32."""
     if task == "multilabel":
-        from foldkit.data import multi_hot
+        from foldkit.data.reading import multi_hot
         return multi_hot(table["label"], meta["label_sep"], meta["classes"])
     if task == "regression":
         return table["label"].to_numpy(dtype=np.float32)
@@ -143,7 +143,7 @@ def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | Non
     if task == "regression":
         return {"pred": scale.restore(out)}
     classes, sep = meta["classes"], meta["label_sep"]
-    from foldkit.data import join_tags
+    from foldkit.data.reading import join_tags
     return {"pred": join_tags(out >= 0.5, classes, sep),
             **{f"prob_{c}": out[:, j] for j, c in enumerate(classes)}}
 

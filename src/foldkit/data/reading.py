@@ -1,0 +1,602 @@
+"""Reading a competition: layout detection, the four readers, the sample table.
+
+Four layouts are understood (see README "Input layouts"):
+
+* ``csv_images``    train.csv / labels.csv / train_labels.csv (id, label, or one-hot class columns)
+                    + train/ images (+ test/, sample_submission.csv)
+* ``class_folders`` train/<class>/*.jpg (+ val/<class>/, test/ flat or test/<class>/)
+* ``numpy``         x_train.npy, y_train.npy (+ x_test.npy, y_test.npy)
+* ``pixel_csv``     train.csv with label,pixel0..pixelN (+ test.csv), square images
+
+Each becomes a :class:`Competition` holding one table per split with the
+columns ``id``, ``label`` (train), and the pixel source: ``path`` (relative to
+the competition folder) for files or ``index`` (row of the array) for arrays.
+Class order is the sorted unique label values.
+
+This module knows nothing about models or folds; decoding an image file is foldkit.data.images.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldkit.data.images import ImageError, InputError, check_image_file
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+              ".ppm", ".pgm", ".pbm", ".pnm"}
+ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename", "file_name",
+                 "file", "fname", "name", "img", "path"]
+LABEL_CANDIDATES = ["label", "labels", "target", "class", "class_name", "category", "y", "diagnosis"]
+IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
+TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
+TRAIN_CSV_CANDIDATES = ["train.csv", "labels.csv", "train_labels.csv"]
+TASKS = ("single", "multilabel", "regression")
+LABEL_SEPS = (" ", "|", ";", ",")       # tag separators tried, in this order (--label-sep overrides)
+REGRESSION_MIN_DISTINCT = 20            # more distinct numbers than this: a quantity, not class ids
+
+
+@dataclass
+class Competition:
+    layout: str
+    root: Path
+    train: pd.DataFrame
+    test: pd.DataFrame | None = None
+    classes: list = field(default_factory=list)
+    id_col: str = "id"          # the user's name for the id column (submission uses it)
+    label_col: str = "label"    # the user's name for the label column
+    sample_submission: Path | None = None
+    bad_files: list = field(default_factory=list)   # (split, row, path, reason) skipped with skip_bad_images
+    test_problems: list = field(default_factory=list)  # "data row r (id x): reason" of test images
+    train_csv: str = ""          # the training CSV's file name (csv layouts)
+    one_hot: list = field(default_factory=list)   # class columns of a one-hot (or multi-hot) training CSV
+    task: str = "single"         # single | multilabel | regression (detect_task)
+    label_sep: str = ""          # multilabel: the separator of the tags in `label`
+    _arrays: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def source_col(self) -> str:
+        return "index" if self.layout in ("numpy", "pixel_csv") else "path"
+
+    def pixels(self, split: str = "train") -> np.ndarray:
+        """The uint8 (N,H,W,C) array of an array layout (numpy / pixel_csv)."""
+        if self.layout not in ("numpy", "pixel_csv"):
+            raise TypeError(f"layout {self.layout} stores images as files; use decode_image")
+        if split not in self._arrays:
+            if self.layout == "numpy":
+                self._arrays[split] = _read_numpy_images(self.root / f"x_{split}.npy")
+            else:
+                name = self.train_csv if split == "train" else f"{split}.csv"
+                self._arrays[split] = _read_pixel_csv(self.root / name, self.label_col)[0]
+        return self._arrays[split]
+
+
+# --------------------------------------------------------------------------- layouts
+
+def read_text_csv(path: str | Path, **kw) -> pd.DataFrame:
+    """A user's CSV (training CSV, sample_submission.csv, solution.csv) with every value the text the
+    user wrote: no type inference ('007' stays '007'), no NA strings ('NA', 'None' are values; an
+    empty cell is ''). Every step reads labels and ids through this."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, **kw)
+
+
+def labels_as_written(values: pd.Series) -> pd.Series:
+    """Label texts as the user wrote them: integers when every label is an integer written plainly
+    ('7', '-3', which write back as the same text; the sort order is then numeric), else the
+    strings unchanged ('007', 'NA', 'None', '1.0' stay what they are)."""
+    text = values.astype(str)
+    if len(text) and text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
+        return text.astype("int64")
+    return values
+
+
+def _pick(columns: list[str], wanted: str, candidates: list[str], what: str, fname: str, fallback: int) -> str:
+    if wanted:
+        if wanted not in columns:
+            raise InputError(f"{fname}: no column {wanted!r} ({what}); columns are {columns}. "
+                             f"Pass the right name with --{what.replace(' ', '-')}.")
+        return wanted
+    lower = {c.lower(): c for c in columns}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    if len(columns) <= fallback:
+        raise InputError(f"{fname}: cannot tell which column is the {what}; columns are {columns}")
+    return columns[fallback]
+
+
+def _scan_images(folder: Path) -> list[str]:
+    """Image file names (relative to folder, '/'-separated) under folder, sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, folder)
+        for f in filenames:
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTS:
+                out.append(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _refuse_escaping_ids(ids: pd.Series, fname: str) -> None:
+    """Refuse, by name and before any file is touched, ids that would resolve outside the
+    competition folder (absolute paths, '..' components)."""
+    for row, i in enumerate(ids.tolist()):
+        parts = str(i).replace("\\", "/").split("/")
+        if str(i).startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", str(i)):
+            raise InputError(f"{fname}: data row {row + 1}: id {i!r} points outside the competition's "
+                             "image folder. Ids must be file names (or paths inside the folder); fix that row.")
+
+
+def _resolve_paths(ids: pd.Series, root: Path, image_dir: Path, image_ext: str, fname: str) -> list[str | None]:
+    """Map ids to file paths relative to root; None where no file is found.
+
+    Ids may carry an extension or not (then it is inferred from the files in
+    image_dir, or taken from image_ext), and may be paths relative to root.
+    """
+    _refuse_escaping_ids(ids, fname)
+    rel_dir = image_dir.relative_to(root).as_posix()
+    listing = _scan_images(image_dir) if image_dir.is_dir() else []
+    by_name = set(listing)
+    by_stem: dict[str, str] = {}
+    for name in listing:
+        by_stem.setdefault(os.path.splitext(name)[0], name)
+    ext = image_ext if (not image_ext or image_ext.startswith(".")) else "." + image_ext
+    out: list[str | None] = []
+    for i in ids:
+        if ext:
+            name = i + ext if not i.lower().endswith(ext.lower()) else i
+            out.append(f"{rel_dir}/{name}" if name in by_name else None)
+        elif i in by_name:
+            out.append(f"{rel_dir}/{i}")
+        elif i in by_stem:
+            out.append(f"{rel_dir}/{by_stem[i]}")
+        elif (root / i).is_file():
+            out.append(Path(i).as_posix())
+        else:
+            out.append(None)
+    return out
+
+
+def _read_numpy_images(path: Path) -> np.ndarray:
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: cannot read as a numpy array ({e})") from None
+    if x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim == 4:
+        if x.shape[-1] not in (1, 3, 4) and x.shape[1] in (1, 3, 4):
+            x = np.transpose(x, (0, 2, 3, 1))
+        elif x.shape[-1] not in (1, 3, 4):
+            raise InputError(f"{path}: shape {x.shape} has no channel axis of size 1, 3 or 4; "
+                             "expected (N,H,W), (N,H,W,C) or (N,C,H,W)")
+    else:
+        raise InputError(f"{path}: shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W)")
+    if x.dtype != np.uint8:
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise InputError(f"{path}: dtype {x.dtype} is not numeric")
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if lo < 0 or hi > 255:
+            raise InputError(f"{path}: values span [{lo}, {hi}]; expected uint8 0..255 or floats in "
+                             "0..1 / 0..255. Undo any normalisation before saving.")
+        scale = 255.0 if (np.issubdtype(x.dtype, np.floating) and hi <= 1.0) else 1.0
+        x = np.clip(np.asarray(x, dtype=np.float32) * scale + 0.5, 0, 255).astype(np.uint8)
+    if x.shape[-1] == 4:
+        x = x[..., :3]
+    return np.ascontiguousarray(x)
+
+
+def _read_numpy_labels(path: Path, n: int) -> np.ndarray:
+    try:
+        y = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: cannot read as a numpy array ({e})") from None
+    if y.ndim == 2 and y.shape[1] > 1:     # one-hot (Keras to_categorical)
+        if not ((y == 0) | (y == 1)).all() or (y.sum(1) != 1).any():
+            raise InputError(f"{path}: shape {y.shape} but not one-hot (rows with several, no or non-0/1 "
+                             "values): a multi-label numpy layout is not read; give a training CSV of tags")
+        y = y.argmax(1)
+    y = y.reshape(-1) if y.ndim == 2 else y
+    if y.ndim != 1:
+        raise InputError(f"{path}: shape {y.shape}; expected (N,) labels or (N,K) one-hot")
+    if len(y) != n:
+        raise InputError(f"{path}: {len(y)} labels but the images file has {n} images")
+    return y
+
+
+def _pixel_columns(columns: list[str]) -> list[str]:
+    return [c for c in columns if re.fullmatch(r"(pixel|px|p)_?\d+", str(c).lower())]
+
+
+def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFrame]:
+    # the label column as text, numbers for the pixels (an empty or non-numeric pixel is refused below)
+    df = pd.read_csv(path, dtype={label_col: str}, keep_default_na=False, na_values=[""])
+    pix = _pixel_columns(list(df.columns))
+    if not pix:
+        pix = [c for c in df.columns if c != label_col and pd.api.types.is_numeric_dtype(df[c])]
+    n = len(pix)
+    side = math.isqrt(n)
+    if side * side == n:
+        shape = (side, side, 1)
+    elif n % 3 == 0 and math.isqrt(n // 3) ** 2 == n // 3:
+        side = math.isqrt(n // 3)
+        shape = (side, side, 3)
+    else:
+        raise InputError(f"{path}: {n} pixel columns is not a square image (side*side or side*side*3)")
+    bad_cols = [c for c in pix if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad_cols:
+        raise InputError(f"{path}: non-numeric pixel values in column(s) {bad_cols[:5]}")
+    vals = df[pix].to_numpy()
+    if np.isnan(vals).any() if np.issubdtype(vals.dtype, np.floating) else False:
+        bad = np.flatnonzero(np.isnan(vals).any(1))[:10]
+        raise InputError(f"{path}: empty pixel values in data rows {[int(b) + 1 for b in bad]}")
+    hi = vals.max() if vals.size else 0
+    scale = 255.0 if np.issubdtype(vals.dtype, np.floating) and hi <= 1.0 else 1.0
+    x = np.clip(vals * scale + (0.5 if scale != 1.0 else 0), 0, 255).astype(np.uint8)
+    return x.reshape((len(df),) + shape), df.drop(columns=pix)
+
+
+def find_train_csv(root: str | Path, name: str = "") -> Path | None:
+    """The training CSV of a competition folder: `name` (--train-csv) when given, else the first of
+    TRAIN_CSV_CANDIDATES that exists (Kaggle ships train.csv, labels.csv or train_labels.csv)."""
+    root = Path(root)
+    if name:
+        path = root / name
+        if not path.is_file():
+            have = sorted(p.name for p in root.glob("*.csv"))
+            raise InputError(f"--train-csv {name}: no such file in {root} (CSV files there: {have or 'none'})")
+        return path
+    return next((root / c for c in TRAIN_CSV_CANDIDATES if (root / c).is_file()), None)
+
+
+def detect_layout(root: str | Path, train_csv: str = "") -> str:
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"competition folder {root} does not exist. Put a competition there "
+                         "(see README, 'Input layouts') or pass --input-dir.")
+    if not train_csv and ((root / "x_train.npy").is_file() or (root / "y_train.npy").is_file()):
+        return "numpy"
+    csv = find_train_csv(root, train_csv)
+    if csv is not None:
+        cols = list(pd.read_csv(csv, nrows=0).columns)
+        if len(_pixel_columns(cols)) >= 4:
+            return "pixel_csv"
+        return "csv_images"
+    train = root / "train"
+    if train.is_dir() and any(d.is_dir() and not d.name.startswith(".") for d in train.iterdir()):
+        return "class_folders"
+    found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    raise InputError(
+        f"{root}: cannot tell the input layout (found: {found or 'nothing'}). Expected one of: "
+        f"a training CSV ({', '.join(TRAIN_CSV_CANDIDATES)}, or --train-csv NAME) + train/ images; "
+        "train/<class>/ folders; x_train.npy + y_train.npy; train.csv with label,pixel0..pixelN "
+        "columns. See README 'Input layouts'.")
+
+
+def _finish_files(table: pd.DataFrame, root: Path, split: str, skip_bad: bool, bad: list,
+                  fname: str, check: bool = True) -> pd.DataFrame:
+    """Check every file of a file-based table; raise on the first bad ones or drop them."""
+    paths = table["path"].tolist()
+    if check:
+        reasons = [check_image_file(root / p) if isinstance(p, str) else "missing" for p in paths]
+    else:
+        reasons = [None if isinstance(p, str) else "missing" for p in paths]
+    bad_rows = [(i, paths[i], r) for i, r in enumerate(reasons) if r]
+    if not bad_rows:
+        return table
+    ids = table["id"].tolist()
+    desc = [f"data row {i + 1} (id {ids[i]!r}): {root / p if isinstance(p, str) else 'no file for this id'}: {r}" for i, p, r in bad_rows]
+    if not skip_bad:
+        more = f"\n  ... and {len(desc) - 10} more" if len(desc) > 10 else ""
+        raise ImageError(f"{fname}: {len(desc)} bad image file(s):\n  " + "\n  ".join(desc[:10]) + more
+                         + "\nFix or remove them, or pass --skip-bad-images to leave them out.")
+    bad.extend((split, i + 1, p if isinstance(p, str) else f"(id {ids[i]})", r) for i, p, r in bad_rows)
+    keep = np.ones(len(table), bool)
+    keep[[i for i, _, _ in bad_rows]] = False
+    return table[keep].reset_index(drop=True)
+
+
+def read_competition(root: str | Path, id_col: str = "", label_col: str = "", image_ext: str = "",
+                     skip_bad_images: bool = False, check_train: bool = True, check_test: bool = True,
+                     train_csv: str = "", task: str = "auto", label_sep: str = "") -> Competition:
+    """Detect the layout of `root` and read it into a Competition (see module doc).
+
+    check_train / check_test: look inside every file (signature, end marker) instead of only
+    whether it exists. Bad training files stop the read (or are dropped with skip_bad_images);
+    test problems are recorded in `comp.test_problems`, for predict to refuse and make_folds to
+    warn about (the folds do not need the test set).
+
+    task / label_sep: what a label is (TASKS, or "auto": detect_task); a multi-label table's `label`
+    holds the tags joined by comp.label_sep ('' = no tag), comp.classes the tag names."""
+    root = Path(root)
+    layout = detect_layout(root, train_csv)
+    reader = {"csv_images": _read_csv_images, "class_folders": _read_class_folders,
+              "numpy": _read_numpy, "pixel_csv": _read_pixel}[layout]
+    comp = reader(root, train_csv=train_csv, id_col=id_col, label_col=label_col, image_ext=image_ext,
+                  skip_bad=skip_bad_images, check=check_train, task=task or "auto", label_sep=label_sep)
+    comp.train = comp.train.reset_index(drop=True)
+    if comp.test is not None and "path" in comp.test.columns:
+        comp.test_problems = _test_problems(comp.test, root, check_test)
+    comp.task, comp.label_sep = detect_task(comp, task or "auto", label_sep)
+    if comp.task == "multilabel":
+        comp.classes = tag_names(comp.train["label"], comp.label_sep)
+        return comp
+    _check_labels(comp.train, comp.layout, root)
+    comp.classes = [] if comp.task == "regression" else sorted(comp.train["label"].unique().tolist())
+    return comp
+
+
+def split_tags(labels: pd.Series, sep: str) -> list[list[str]]:
+    """Each row's tags ('' = none; repeated separators are one)."""
+    return [[t for t in str(v).split(sep) if t.strip()] if isinstance(v, str) or pd.notna(v) else []
+            for v in labels]
+
+
+def tag_names(labels: pd.Series, sep: str) -> list[str]:
+    """The sorted tag names of a multi-label column (numerically when every tag is an integer)."""
+    names = {t.strip() for tags in split_tags(labels, sep) for t in tags}
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def multi_hot(labels: pd.Series, sep: str, classes: list[str]) -> np.ndarray:
+    """(rows, classes) 0/1 matrix of a multi-label column."""
+    col = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for r, tags in enumerate(split_tags(labels, sep)):
+        for t in tags:
+            out[r, col[t.strip()]] = 1.0
+    return out
+
+
+def join_tags(hot: np.ndarray, names: list, sep: str) -> list[str]:
+    """multi_hot's inverse: each row's tags set (true) joined by sep, in label order ('' = none)."""
+    return [sep.join(str(c) for c, on in zip(names, row) if on) for row in np.asarray(hot, dtype=bool)]
+
+
+def _guess_sep(text: pd.Series) -> str:
+    """The separator of a tags column, or '' when the values do not look like tag sets: the candidate
+    found in most rows whose tokens are fewer than the distinct values (tags recur in combinations;
+    'golden retriever' / 'toy poodle' class names do not)."""
+    best, rows = "", 0
+    for sep in LABEL_SEPS:
+        has = int(text.str.contains(sep, regex=False).sum())
+        if has > rows and len(tag_names(text, sep)) < text.nunique():
+            best, rows = sep, has
+    return best
+
+
+def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]:
+    """(task, label_sep) of the training labels; for a multi-hot table, replaces the label column by
+    the joined tags. auto: multi-hot columns or a tags column -> multilabel; numbers with more than
+    REGRESSION_MIN_DISTINCT distinct values -> regression when some are fractional, a question (one
+    line) when they are integers other than 0..K-1 class ids; everything else single-label."""
+    t = comp.train
+    where = f"{comp.root / comp.train_csv}" if comp.train_csv else str(comp.root)
+    if comp.one_hot and comp.task == "multilabel":     # several (or no) 1s a row: multi-hot
+        if task in ("single", "regression"):
+            raise InputError(f"{where}: columns {comp.one_hot} are multi-hot (rows with several or no class "
+                             f"set), not --task {task}: use --task multilabel, or name the label column "
+                             "with --label-col.")
+        return "multilabel", comp.label_sep
+    if comp.layout == "class_folders":
+        if task in ("multilabel", "regression"):
+            raise InputError(f"{comp.root}: --task {task}: a folder per class holds one class per image; give a "
+                             "training CSV (id + tags or number) for a multi-label or regression competition")
+        return "single", ""
+    text = t["label"].astype(str)
+    if task == "multilabel":
+        return "multilabel", label_sep or _guess_sep(text) or " "
+    if task == "single":
+        return "single", ""
+    nums = pd.to_numeric(text, errors="coerce")
+    if task == "regression":
+        if nums.isna().any():
+            bad = np.flatnonzero(nums.isna().to_numpy())[:10]
+            raise InputError(f"{where}: --task regression needs a number in every row; data rows "
+                             f"{[int(b) + 1 for b in bad]} hold {[text.iloc[b] for b in bad[:3]]}")
+        t["label"] = t["label"] if pd.api.types.is_integer_dtype(t["label"]) else nums.astype("float64")
+        return "regression", ""
+    if label_sep or (nums.isna().any() and (label_sep := _guess_sep(text))):
+        return "multilabel", label_sep
+    if nums.isna().any() or nums.nunique() <= REGRESSION_MIN_DISTINCT:
+        return "single", ""
+    if (nums != nums.round()).any():
+        t["label"] = nums.astype("float64")
+        return "regression", ""
+    k = nums.nunique()
+    if set(nums.astype("int64")) == set(range(k)):      # class ids 0..K-1: single-label as before
+        return "single", ""
+    raise InputError(f"{where}: the labels are {k} distinct integers from {int(nums.min())} to {int(nums.max())}: "
+                     "a quantity (an age, a score, a count) or class ids? Pass --task regression or --task single.")
+
+
+def _test_problems(test: pd.DataFrame, root: Path, check: bool) -> list[str]:
+    """'data row r (id x): path: reason' for each test image that is missing or (check) unreadable."""
+    out = []
+    for i, (tid, p) in enumerate(zip(test["id"].tolist(), test["path"].tolist())):
+        if not isinstance(p, str):
+            out.append(f"data row {i + 1} (id {tid!r}): no image file for this id")
+        elif check and (reason := check_image_file(root / p)):
+            out.append(f"data row {i + 1} (id {tid!r}): {root / p}: {reason}")
+    return out
+
+
+def _check_labels(train: pd.DataFrame, layout: str, root: Path) -> None:
+    """NaN/empty labels are reported by row (a sample without a label cannot be trained on)."""
+    lab = train["label"]
+    empty = lab.isna() | (lab.astype(str).str.strip() == "")
+    if empty.any():
+        rows = np.flatnonzero(empty.to_numpy())
+        where = "train.csv data rows" if layout in ("csv_images", "pixel_csv") else "rows"
+        raise InputError(f"{root}: {len(rows)} sample(s) without a label, {where} "
+                         f"{[int(r) + 1 for r in rows[:20]]}{' ...' if len(rows) > 20 else ''} "
+                         "(1 = first data row). Fill them in or delete those rows.")
+
+
+def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str, task: str = "auto") -> list[str]:
+    """The class columns of a one-hot training CSV (Plant Pathology: image_id,healthy,rust,scab), or []
+    when the columns are not one-hot. Every column 0/1; exactly one 1 per row is single-label, several
+    or no 1 in a row a multi-label task (detect_task), refused by row with --task single."""
+    cols = list(candidates)
+    if len(cols) < 2:
+        return []
+    num = df[cols].apply(pd.to_numeric, errors="coerce")   # the CSV is read as text
+    if not (num.notna() & num.isin([0, 1])).all().all():
+        return []
+    sums = num.sum(axis=1).to_numpy()
+    if (sums != 1).any() and task == "single":
+        rows = (np.flatnonzero(sums != 1) + 1).tolist()
+        raise InputError(f"{fname}: columns {cols} look one-hot, but data rows {rows[:10]} have "
+                         f"{int(sums[rows[0] - 1])} classes set: that is multi-label data, not --task single. "
+                         "Use --task multilabel (or auto), or name the label column with --label-col.")
+    return cols
+
+
+def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[pd.Series, str]:
+    """The tags of a multi-hot table joined by a separator no column name contains."""
+    sep = label_sep or next((s for s in LABEL_SEPS if not any(s in c for c in cols)), "|")
+    hot = df[cols].apply(pd.to_numeric).to_numpy() == 1
+    return pd.Series(join_tags(hot, cols, sep), dtype=object), sep
+
+
+def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                     label_sep="") -> Competition:
+    csv = find_train_csv(root, train_csv)
+    fname = str(csv)
+    cols = list(pd.read_csv(csv, nrows=0).columns)
+    idc = _pick(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
+    df = read_text_csv(csv)
+    if (df[idc].str.strip() == "").any():
+        rows = np.flatnonzero((df[idc].str.strip() == "").to_numpy())[:20]
+        raise InputError(f"{fname}: empty ids in data rows {[int(r) + 1 for r in rows]}")
+    one_hot = []
+    if not label_col and not any(c.lower() in LABEL_CANDIDATES for c in cols):
+        one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname, task)
+    multi_sep = ""
+    if one_hot and (task == "multilabel" or (df[one_hot].apply(pd.to_numeric).sum(axis=1) != 1).any()):
+        lab = "label"
+        labels, multi_sep = _multi_hot_tags(df, one_hot, label_sep)
+    elif one_hot:
+        lab = "label"
+        hot = df[one_hot].apply(pd.to_numeric).to_numpy().argmax(1)
+        labels = pd.Series(np.array(one_hot, dtype=object)[hot], dtype=object)
+    else:
+        lab = _pick(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
+        labels = labels_as_written(df[lab])
+    image_dir = next((root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), root / "train")
+    table = pd.DataFrame({"id": df[idc], "label": labels})
+    for c in df.columns:
+        if c not in (idc, lab, *one_hot) and c not in ("id", "label", "path", "fold", "index"):
+            table[c] = df[c].replace("", np.nan)   # other columns (e.g. groups): empty is missing
+    table.insert(2, "path", _resolve_paths(table["id"], root, image_dir, image_ext, fname))
+    bad: list = []
+    table = _finish_files(table, root, "train", skip_bad, bad, fname, check)
+    test = None
+    sample = root / "sample_submission.csv"
+    test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
+    if sample.is_file():
+        s = read_text_csv(sample)
+        sid = s.columns[0] if idc not in s.columns else idc
+        test = pd.DataFrame({"id": s[sid]})
+        if test_dir is not None:
+            test["path"] = _resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
+    elif test_dir is not None:
+        names = _scan_images(test_dir)
+        test = pd.DataFrame({"id": [os.path.splitext(n)[0] for n in names],
+                             "path": [f"{test_dir.name}/{n}" for n in names]})
+    return Competition("csv_images", root, table, test, id_col=idc, label_col=lab,
+                       sample_submission=sample if sample.is_file() else None, bad_files=bad,
+                       train_csv=csv.name, one_hot=one_hot, task="multilabel" if multi_sep else "single",
+                       label_sep=multi_sep)
+
+
+def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                           label_sep="") -> Competition:
+    rows = []
+    for split in ("train", "val", "valid", "validation"):
+        d = root / split
+        if not d.is_dir():
+            continue
+        for name in _scan_images(d):
+            if "/" not in name:
+                continue   # files directly under train/ have no class
+            cls = name.split("/", 1)[0]
+            rows.append({"id": f"{split}/{name}" if split != "train" else name, "label": cls,
+                         "path": f"{split}/{name}", "split": split})
+    if not rows:
+        raise InputError(f"{root / 'train'}: no image files in its class folders")
+    table = pd.DataFrame(rows)
+    bad: list = []
+    table = _finish_files(table, root, "train", skip_bad, bad, str(root / "train"), check)
+    test = None
+    test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
+    if test_dir is not None:
+        names = _scan_images(test_dir)
+        labelled = names and all("/" in n for n in names)
+        stems = [os.path.splitext(n)[0] for n in names]
+        ids = stems if len(set(stems)) == len(stems) and not labelled else names
+        test = pd.DataFrame({"id": ids, "path": [f"{test_dir.name}/{n}" for n in names]})
+        if labelled:
+            test["label"] = [n.split("/", 1)[0] for n in names]
+    sample = root / "sample_submission.csv"
+    return Competition("class_folders", root, table, test,
+                       sample_submission=sample if sample.is_file() else None, bad_files=bad)
+
+
+def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                   label_sep="") -> Competition:
+    xp, yp = root / "x_train.npy", root / "y_train.npy"
+    for p in (xp, yp):
+        if not p.is_file():
+            raise InputError(f"{root}: found {'y' if p is xp else 'x'}_train.npy but not {p.name}")
+    x = _read_numpy_images(xp)
+    y = _read_numpy_labels(yp, len(x))
+    table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": y, "index": np.arange(len(x))})
+    test = None
+    comp = Competition("numpy", root, table)
+    comp._arrays["train"] = x
+    if (root / "x_test.npy").is_file():
+        xt = _read_numpy_images(root / "x_test.npy")
+        comp._arrays["test"] = xt
+        test = pd.DataFrame({"id": np.arange(len(xt)).astype(str), "index": np.arange(len(xt))})
+        if (root / "y_test.npy").is_file():
+            test["label"] = _read_numpy_labels(root / "y_test.npy", len(xt))
+    comp.test = test
+    sample = root / "sample_submission.csv"
+    comp.sample_submission = sample if sample.is_file() else None
+    return comp
+
+
+def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
+                   label_sep="") -> Competition:
+    fname = find_train_csv(root, train_csv)
+    cols = list(pd.read_csv(fname, nrows=0).columns)
+    lab = _pick([c for c in cols if c not in _pixel_columns(cols)] or cols, label_col,
+                LABEL_CANDIDATES, "label col", str(fname), 0)
+    x, rest = _read_pixel_csv(fname, lab)
+    table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": labels_as_written(rest[lab]).to_numpy(),
+                          "index": np.arange(len(x))})
+    comp = Competition("pixel_csv", root, table, label_col=lab, train_csv=fname.name)
+    comp._arrays["train"] = x
+    sample = root / "sample_submission.csv"
+    comp.sample_submission = sample if sample.is_file() else None
+    if (root / "test.csv").is_file():
+        xt, trest = _read_pixel_csv(root / "test.csv", lab)
+        comp._arrays["test"] = xt
+        ids = np.arange(1, len(xt) + 1).astype(str)   # Digit Recognizer's ImageId is 1-based
+        if comp.sample_submission is not None:
+            s = read_text_csv(sample)
+            comp.id_col = s.columns[0]
+            if len(s) == len(xt):
+                ids = s[s.columns[0]].to_numpy()
+        comp.test = pd.DataFrame({"id": ids, "index": np.arange(len(xt))})
+        if lab in trest.columns:
+            comp.test["label"] = labels_as_written(trest[lab]).to_numpy()
+    return comp

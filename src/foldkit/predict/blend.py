@@ -1,0 +1,351 @@
+"""Blending experiments on their out-of-fold (OOF) predictions, with honest nested CV.
+
+Pure functions over numpy arrays: ``probs`` is (E, N, C), one OOF probability matrix per
+experiment on the same N training rows, ``y`` the (N,) class indexes, ``folds`` the (N,) fold
+numbers. Nothing here touches a model, so every figure can be recomputed from the OOF files.
+
+    BLENDS            the one registry of blend modes (predict.py's --blend choices come from it)
+    fit_plan          blend weights + post-processing (foldkit.predict.calibrate) fitted on given rows
+    evaluate          in-sample and nested CV of single experiments, the blend and the plan
+    held_out          nested CV: fit on K-1 folds' rows, predict the held-out fold, for each fold
+    from_experiments  the above for experiment folders (their OOF files), as predict.py uses it
+
+Nested CV is what tells a fitted blend or threshold from overfitting: the weights that score
+fold k never saw fold k's rows. The submission itself uses the plan fitted on all OOF rows.
+
+This module must not import torch (config reads BLENDS for --help).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF
+from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
+from foldkit.errors import FoldkitError
+from foldkit.metrics import METRICS, score
+
+
+def _equal_weights(probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    return np.full(len(probs), 1.0 / len(probs))
+
+
+def rank_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted mean of each class column's ranks (scipy rankdata, scaled to (0, 1]) across rows,
+    rows renormalised to sum to 1. For AUC only the order within a column counts; for a binary
+    task the renormalisation keeps that order, for more classes it may move it slightly."""
+    from scipy.stats import rankdata
+    r = rankdata(probs, axis=1) / probs.shape[1]
+    p = np.tensordot(w, r, axes=1)
+    return p / p.sum(1, keepdims=True)
+
+
+def hill_climb(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable = weighted_mean,
+               max_steps: int = 100) -> np.ndarray:
+    """Non-negative weights summing to 1 that optimise `metric`: greedy forward selection with
+    replacement (Caruana et al. 2004, the Kaggle ensembling recipe). Starts from the best single
+    experiment and adds the one whose extra copy improves the blend most, until none does.
+    Hand-written: no library of the kit's dependencies does ensemble selection on arbitrary metrics."""
+    sign = 1.0 if METRICS[metric].greater_is_better else -1.0
+    singles = np.array([sign * score(metric, y, p) for p in probs])
+    counts = np.zeros(len(probs))
+    counts[int(np.nanargmax(singles))] = 1
+    best = float(np.nanmax(singles))
+    for _ in range(max_steps):
+        trials = []
+        for e in range(len(probs)):
+            c = counts.copy()
+            c[e] += 1
+            trials.append(sign * score(metric, y, combine(probs, c / c.sum())))
+        e = int(np.nanargmax(trials))
+        if not trials[e] > best + 1e-12:
+            break
+        counts[e] += 1
+        best = trials[e]
+    return counts / counts.sum()
+
+
+@dataclass(frozen=True)
+class Blend:
+    fit: Callable[[np.ndarray, np.ndarray, str], np.ndarray]   # (probs, y, metric) -> weights (E,)
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray]    # (probs, weights) -> (N, C)
+    fitted: bool                                               # weights learnt from OOF?
+    help: str
+
+
+BLENDS: dict[str, Blend] = {
+    "mean": Blend(_equal_weights, weighted_mean, False, "equal-weight mean of the experiments' probabilities"),
+    "geometric": Blend(_equal_weights, weighted_geometric, False, "equal-weight mean of log-probabilities"),
+    "optimize": Blend(hill_climb, weighted_mean, True,
+                      "weights fitted on the OOF for the competition metric (hill climbing with replacement)"),
+    "rank": Blend(_equal_weights, rank_mean, False, "mean of per-class ranks (for AUC)"),
+}
+
+
+# --------------------------------------------------------------------------- plan = blend + post-processing
+
+class PlanError(FoldkitError, ValueError):
+    """A recorded plan that cannot be read (corrupt or from another foldkit); the message says which."""
+
+
+@dataclass
+class Plan:
+    """Everything that turns the members' test probabilities into the uploaded file, in order:
+    each experiment's folds combined (`ensemble`), the experiments blended (`blend`, `weights`),
+    the post-processing steps fitted on OOF (`steps`: [(name, params)], foldkit.predict.calibrate), the
+    submission mode. `members` [(experiment, fold)] is the order of the per-member probabilities
+    `apply` takes; `tta` the views each member was run with. predict.py and export.py fit it
+    (predicting.make_plan); predict.py, the bundle's torch and ONNX runners and --image apply it;
+    it is recorded as plain JSON (`to_json` / `from_json`) in the bundle manifest and the blend's
+    cv_scores.json."""
+    blend: str
+    weights: np.ndarray
+    steps: list = field(default_factory=list)
+    experiments: list = field(default_factory=list)
+    members: list = field(default_factory=list)
+    ensemble: str = "mean"
+    tta: list = field(default_factory=lambda: ["none"])
+    submission_mode: str = "label"
+    classes: list = field(default_factory=list)
+    metric: str | None = None
+    task: str = "single"         # foldkit.tasks: single (N, C) softmax, multilabel (N, L) sigmoid, regression (N, 1)
+    label_sep: str = ""          # multi-label: the separator the tags of a label-mode submission are joined by
+
+    def finish(self, per_exp: np.ndarray, raw: bool = False) -> np.ndarray:
+        """(E, N, C) experiment probabilities -> blend -> post-processing (not with raw)."""
+        p = BLENDS[self.blend].combine(np.asarray(per_exp, dtype=np.float64), self.weights)
+        if not raw:
+            for name, params in self.steps:
+                p = POSTPROCESS[name].apply(p, params)
+        return p
+
+    def per_experiment(self, per_member: list[np.ndarray]) -> np.ndarray:
+        """(E, N, C): each experiment's folds combined with the ensemble mode."""
+        if len(per_member) != len(self.members):
+            raise PlanError(f"the plan has {len(self.members)} member(s) but {len(per_member)} were predicted")
+        return np.stack([combine_members([np.asarray(p, dtype=np.float64) for (e, _), p
+                                          in zip(self.members, per_member) if e == name], self.ensemble)
+                         for name in self.experiments])
+
+    def apply(self, per_member: list[np.ndarray], raw: bool = False) -> np.ndarray:
+        """The probabilities the submission is written from: per_experiment, then finish."""
+        return self.finish(self.per_experiment(per_member), raw)
+
+    def describe(self, names: list[str] | None = None) -> dict:
+        names = names or self.experiments
+        return {"blend": self.blend, "weights": {n: round(float(w), 4) for n, w in zip(names, self.weights)},
+                **{name: POSTPROCESS[name].describe(params) for name, params in self.steps}}
+
+    def to_json(self) -> dict:
+        """Plain JSON types; floats round-trip exactly, so a plan read back applies bit for bit."""
+        def plain(v):
+            return np.asarray(v).tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+        d = dataclasses.asdict(self)
+        d.update(weights=plain(self.weights), steps=[[n, plain(p)] for n, p in self.steps],
+                 members=[[str(e), int(k)] for e, k in self.members])
+        json.dumps(d)   # fails here, not in a half-written manifest, if something is not plain
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "the plan") -> "Plan":
+        try:
+            plan = cls(**{**d, "weights": np.asarray(d["weights"], dtype=np.float64),
+                          "steps": [(n, np.asarray(p, dtype=np.float64) if isinstance(p, list) else p)
+                                    for n, p in d.get("steps", [])],
+                          "members": [(e, int(k)) for e, k in d["members"]]})
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanError(f"{where} cannot be read ({type(e).__name__}: {e}): re-export or re-run predict.py "
+                            "with this foldkit") from None
+        from foldkit.tasks import ACTIVATION, check_combination
+        if plan.task not in ACTIVATION:
+            raise PlanError(f"{where} is for a task kind {plan.task!r} that this foldkit does not know: use the "
+                            "foldkit it was written with")
+        check_combination(plan.task, plan.ensemble, plan.blend)
+        unknown = ([plan.blend] if plan.blend not in BLENDS else []) + \
+                  ([plan.ensemble] if plan.ensemble not in ENSEMBLE_MODES else []) + \
+                  [n for n, _ in plan.steps if n not in POSTPROCESS]
+        if unknown or len(plan.weights) != len(plan.experiments):
+            raise PlanError(f"{where} names {unknown or 'weights for other experiments'} that this foldkit "
+                            "does not know: use the foldkit it was written with")
+        return plan
+
+
+def fit_plan(probs: np.ndarray, y: np.ndarray, metric: str, blend: str = "mean", steps: tuple = ()) -> Plan:
+    """Blend weights and post-processing fitted on these OOF rows (the per-experiment probabilities)."""
+    w = BLENDS[blend].fit(probs, y, metric)
+    p = BLENDS[blend].combine(probs, w)
+    fitted = []
+    for name in steps:
+        params = POSTPROCESS[name].fit(p, y, metric)
+        p = POSTPROCESS[name].apply(p, params)
+        fitted.append((name, params))
+    return Plan(blend, w, fitted, metric=metric)
+
+
+def held_out(fit: Callable[[np.ndarray], object], predict: Callable[[object, np.ndarray], np.ndarray],
+             folds: np.ndarray) -> np.ndarray:
+    """Nested CV predictions: for each fold k, fit(rows not in k) then predict(params, rows in k).
+    `fit` and `predict` take boolean row masks; returns the held-out predictions of every row."""
+    folds = np.asarray(folds)
+    out = None
+    for k in np.unique(folds):
+        test = folds == k
+        p = predict(fit(~test), test)
+        if out is None:
+            out = np.zeros((len(folds),) + p.shape[1:])
+        out[test] = p
+    return out
+
+
+def _nested_plan(probs, y, folds, metric, blend, steps) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out predictions of the blend alone and of the whole plan (one fit per fold)."""
+    both = held_out(lambda rows: fit_plan(probs[:, rows], y[rows], metric, blend, steps),
+                    lambda plan, rows: np.stack([plan.finish(probs[:, rows], raw=True), plan.finish(probs[:, rows])], 1),
+                    folds)
+    return both[:, 0], both[:, 1]
+
+
+def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, blend: str = "mean",
+             steps: tuple = (), names: list[str] | None = None) -> dict:
+    """Every CV figure of a blend: each experiment alone, the blend in-sample (weights fitted on
+    all rows) and nested (weights fitted without the scored fold), the same with the
+    post-processing steps, and the plan fitted on all rows (the one the submission uses)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    names = names or [f"exp{i}" for i in range(len(probs))]
+    plan = fit_plan(probs, y, metric, blend, steps)
+    singles = {n: score(metric, y, p) for n, p in zip(names, probs)}
+    nested = (None, None)                          # one fold: nothing to hold out
+    if len(np.unique(folds)) > 1:
+        nested = tuple(score(metric, y, p) for p in _nested_plan(probs, y, folds, metric, blend, steps))
+    res = {
+        "metric": metric, "blend": blend, "steps": list(steps), "singles": singles,
+        "blend_in_sample": score(metric, y, plan.finish(probs, raw=True)),
+        "blend_nested": nested[0],
+        "final_in_sample": score(metric, y, plan.finish(probs)),
+        "final_nested": nested[1],
+        "plan": plan, "names": names, "rows": int(len(y)), "folds": sorted(int(f) for f in np.unique(folds)),
+    }
+    if BLENDS[blend].fitted and len(probs) > 1:   # unfitted: its nested CV is its in-sample CV
+        res["mean_blend"] = score(metric, y, weighted_mean(probs, _equal_weights(probs, y, metric)))
+    res["verdicts"] = verdicts(res)
+    return res
+
+
+def verdicts(res: dict) -> list[str]:
+    """Plain-language warnings: a blend or post-processing that does not pay off in nested CV."""
+    metric, up = res["metric"], METRICS[res["metric"]].greater_is_better
+    better = (lambda a, b: a > b) if up else (lambda a, b: a < b)
+    if res["blend_nested"] is None:
+        fitted = BLENDS[res["blend"]].fitted and len(res["singles"]) > 1
+        return [f"one fold only: no nested CV, the {'fitted ' if fitted or res['steps'] else ''}figures are "
+                "in-sample"] if fitted or res["steps"] else []
+    out = []
+    best_name = (max if up else min)(res["singles"], key=res["singles"].get)
+    best = res["singles"][best_name]
+    if len(res["singles"]) > 1 and not better(res["blend_nested"], best):
+        out.append(f"the {res['blend']} blend does not beat the best single experiment in nested CV "
+                   f"({metric} {res['blend_nested']:.5f} vs {best_name} {best:.5f}): submit {best_name} alone "
+                   f"(predict.py --experiments {best_name})")
+    if "mean_blend" in res and not better(res["blend_nested"], res["mean_blend"]):
+        out.append(f"the fitted {res['blend']} weights do not beat the plain mean in nested CV "
+                   f"({metric} {res['blend_nested']:.5f} vs {res['mean_blend']:.5f}): prefer --blend mean")
+    if res["steps"] and better(res["blend_nested"], res["final_nested"]):   # a tie: it changed nothing
+        flags = " / ".join(dict.fromkeys(SWITCH_OF[s] + " off" for s in res["steps"]))
+        out.append(f"post-processing ({', '.join(res['steps'])}) worsens nested CV "
+                   f"({metric} {res['final_nested']:.5f} vs {res['blend_nested']:.5f} without): it overfits "
+                   f"the OOF; turn it off ({flags})")
+    return out
+
+
+
+# --------------------------------------------------------------------------- experiment folders
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.5f}"
+
+
+def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: str = "auto",
+                     thresholds: str = "auto", log=print, clip: str = "auto") -> dict:
+    """Fit and evaluate the plan of predict.py on the experiments' OOF files (finished folds only).
+
+    Experiments trained on other folds cannot be blended on OOF (their rows do not line up): the
+    log says so and the plan falls back to an unfitted mean without post-processing, CV None.
+    Experiments with fewer finished folds than others are compared on the rows all have.
+    calibrate / thresholds / clip: on, off or auto (foldkit.predict.calibrate.steps_for, from the metric and the
+    task kind). Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
+    from foldkit.predict.calibrate import steps_for
+    from foldkit.report.html import cv_summary, load_oof, oof_arrays, test_like_score
+    oofs, metric = [], None
+    task, sep = exps[0].task()
+    for e in exps:
+        m = e.config().get("metric", "accuracy")
+        metric = metric or m
+        if e.task()[0] != task:
+            raise FoldkitError(f"experiment {e.name} is {e.task()[0]} but {exps[0].name} is {task}: experiments of "
+                               "different task kinds cannot be blended")
+        oof, _ = load_oof(e.dir, e.finished_folds())
+        rep = cv_summary(oof, classes, m, task, sep)
+        oofs.append(oof.set_index("id"))
+        test_like = test_like_score(rep, e.config())
+        log(f"{e.name}: CV {rep['metric']} {_f(rep['cv'])} (folds {_f(rep['cv_mean'])} ± "
+            f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})"
+            + (f"; test-like estimate (fold 0, the most test-like rows) {_f(test_like)}" if test_like is not None else ""))
+    names = [e.name for e in exps]
+    fallback = {"metric": metric, "cv": None, "plan": Plan("mean", np.full(len(exps), 1.0 / len(exps)), metric=metric),
+                "names": names, "verdicts": []}
+    if len({e.config().get("folds_sha256") for e in exps}) > 1:
+        log("experiments were trained on different folds: they cannot be blended on OOF (their rows do not "
+            "line up); falling back to the mean blend, without post-processing and without a combined CV")
+        return fallback
+    common = oofs[0].index
+    for o in oofs[1:]:
+        common = common.intersection(o.index, sort=False)
+    if len(common) == 0:
+        log("experiments share no finished fold: mean blend, no combined CV")
+        return fallback
+    if sorted({len(o) - len(common) for o in oofs}) != [0]:
+        log(f"blend fitted and scored on the {len(common)} OOF rows every experiment has; "
+            f"{', '.join(f'{n}: {len(o) - len(common)}' for n, o in zip(names, oofs))} row(s) left out")
+    rows = [o.loc[common].reset_index() for o in oofs]
+    arrays = [oof_arrays(r, classes, task, sep) for r in rows]      # (y, predictions) of each experiment
+    probs, y = np.stack([p for _, p in arrays]), arrays[0][0]
+    folds = rows[0]["fold"].to_numpy()
+    res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds, task, clip), names)
+    res["cv"] = res["final_nested"] if res["final_nested"] is not None else res["final_in_sample"]
+    for line in summary_lines(res):
+        log(line)
+    return res
+
+
+def summary_lines(res: dict) -> list[str]:
+    m, plan = res["metric"], res["plan"]
+    lines = []
+    if len(res["names"]) > 1:
+        w = ", ".join(f"{n} {x:.3f}" for n, x in zip(res["names"], plan.weights))
+        lines.append(f"{res['blend']} blend of {len(res['names'])} experiments on {res['rows']} OOF rows "
+                     f"(folds {res['folds']}), weights: {w}")
+        lines.append(f"  blend CV {m}: in-sample {_f(res['blend_in_sample'])}, nested {_f(res['blend_nested'])} "
+                     "(weights fitted without the scored fold)")
+    if res["steps"]:
+        from foldkit.report.page import humanise, words
+        fitted = "; ".join(f"{humanise(n)} ({words(POSTPROCESS[n].describe(p))})" for n, p in plan.steps)
+        lines.append(f"  post-processing fitted on OOF: {fitted}")
+        lines.append(f"  CV {m} before -> after: in-sample {_f(res['blend_in_sample'])} -> "
+                     f"{_f(res['final_in_sample'])}, nested {_f(res['blend_nested'])} -> {_f(res['final_nested'])}")
+    lines += [f"note: {v}" for v in res["verdicts"]]
+    return lines
+
+
+def report_extra(res: dict) -> dict:
+    """The figures recorded in cv_scores.json `extra` and report.html."""
+    if res.get("plan") is None or "blend_nested" not in res:
+        return {"blend": "mean (not fitted: experiments on different folds)"} if len(res.get("names", [])) > 1 else {}
+    return {"plan": res["plan"].describe(res["names"]), "cv_singles": res["singles"],
+            "cv_blend_in_sample": res["blend_in_sample"], "cv_blend_nested": res["blend_nested"],
+            "cv_final_in_sample": res["final_in_sample"], "cv_final_nested": res["final_nested"],
+            "cv_rows": res["rows"], "verdicts": res["verdicts"],
+            **({"cv_mean_blend": res["mean_blend"]} if "mean_blend" in res else {})}

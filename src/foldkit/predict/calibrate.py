@@ -1,0 +1,235 @@
+"""Post-processing fitted on out-of-fold (OOF) predictions only, for the competition metric.
+
+Pure functions over numpy arrays (probs (N, C), y (N,) class indexes). Each step is a
+(fit, apply, describe) triple in the POSTPROCESS registry; foldkit.predict.blend fits them after the
+blend and measures them with nested CV (fit on K-1 folds, score the held-out fold).
+
+    temperature  one scalar T: softmax(log p / T). Fitted by scipy's minimize_scalar on the OOF
+                 log loss. Label smoothing makes raw probabilities under-confident (T < 1 fixes
+                 it); overfitted models are over-confident (T > 1). Argmax never changes.
+    thresholds   one weight per class: predict argmax(p * w) (for a binary task, a threshold on
+                 P(positive) = 1 / (1 + w1 / w0)). For F1 (binary / macro) on skewed classes.
+    cutpoints    ordinal cut-points on the expected class index sum_j j * p_j (the QWK
+                 "OptimizedRounder"): class k when cut[k-1] <= E < cut[k]. For QWK.
+    label_thresholds  multi-label (probs (N, L) sigmoid, y (N, L) multi-hot): one global threshold
+                 first, then one per label, for the F metrics. Applied as a monotone rescaling of each
+                 label's probability that puts its threshold at 0.5 (what the F metrics and the
+                 tags cut at), so rankings (map, auc_macro) are unchanged.
+    clip         regression (predictions (N, 1), y (N,)): predictions clipped to the range of the targets
+                 they were fitted on (a model's extrapolation beyond every training target is rarely right).
+
+`steps_for(metric, calibrate, thresholds)` says which steps --calibrate / --thresholds turn on.
+This module must not import torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from foldkit.ensemble import log_probs as _log_probs
+from foldkit.ensemble import softmax
+from foldkit.errors import ConfigError
+from foldkit.metrics import METRICS, score
+
+
+# --------------------------------------------------------------------------- temperature
+
+def apply_temperature(probs: np.ndarray, t: float) -> np.ndarray:
+    return softmax(_log_probs(probs) / t)
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray, metric: str = "logloss") -> float:
+    """The T in [0.05, 20] minimising the log loss of softmax(log p / T) on these rows."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+    lp, rows = _log_probs(probs), np.arange(len(y))
+
+    def nll(log_t):
+        return -log_softmax(lp / np.exp(log_t), axis=1)[rows, y].mean()
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+# --------------------------------------------------------------------------- thresholds / cut-points
+
+def _coordinate_search(params: np.ndarray, candidates: Callable[[np.ndarray, int], np.ndarray],
+                       objective: Callable[[np.ndarray], float], passes: int = 3) -> np.ndarray:
+    """Maximise objective(params) one coordinate at a time over candidate values. Hand-written:
+    F1 and QWK are step functions of thresholds, where scipy's gradient and simplex methods stall
+    on the first plateau; an exhaustive line search per coordinate does not."""
+    params = params.astype(np.float64).copy()
+    best = objective(params)
+    for _ in range(passes):
+        improved = False
+        for i in range(len(params)):
+            for v in candidates(params, i):
+                trial = params.copy()
+                trial[i] = v
+                s = objective(trial)
+                if s > best + 1e-12:
+                    best, params, improved = s, trial, True
+        if not improved:
+            break
+    return params
+
+
+def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    sign = 1.0 if METRICS[metric].greater_is_better else -1.0
+    return lambda y, p: sign * score(metric, y, p)
+
+
+def apply_class_weights(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    p = probs * w
+    return p / p.sum(1, keepdims=True)
+
+
+def fit_class_weights(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 25) -> np.ndarray:
+    """Per-class weights (class 0 fixed at 1) on a log grid over [1/20, 20] maximising the metric."""
+    values = np.exp(np.linspace(np.log(0.05), np.log(20.0), grid))
+    obj = _signed(metric)
+    return _coordinate_search(np.ones(probs.shape[1]), lambda w, i: values if i > 0 else [],
+                              lambda w: obj(y, apply_class_weights(probs, w)))
+
+
+def _expected_index(probs: np.ndarray) -> np.ndarray:
+    return probs @ np.arange(probs.shape[1])
+
+
+def apply_cutpoints(probs: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """One-hot of the class the cut-points give (the submission writes its argmax)."""
+    k = np.digitize(_expected_index(probs), np.sort(cuts))
+    return np.eye(probs.shape[1])[k]
+
+
+def fit_cutpoints(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 21) -> np.ndarray:
+    """C-1 increasing cut-points, started at 0.5, 1.5, ... (= rounding E), each searched between
+    its neighbours."""
+    c = probs.shape[1]
+    obj = _signed(metric)
+
+    def candidates(cuts, i):
+        lo = cuts[i - 1] if i > 0 else -0.5
+        hi = cuts[i + 1] if i < c - 2 else c - 0.5
+        return np.linspace(lo, hi, grid)[1:-1]
+
+    return _coordinate_search(np.arange(c - 1) + 0.5, candidates, lambda cuts: obj(y, apply_cutpoints(probs, cuts)))
+
+
+# --------------------------------------------------------------------------- multi-label thresholds
+
+def apply_label_thresholds(probs: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Each label's probability mapped monotonically so that p >= t[label] <=> mapped >= 0.5."""
+    t = np.clip(np.asarray(t, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.where(probs >= t, 0.5 + 0.5 * (probs - t) / (1 - t), 0.5 * probs / t)
+
+
+_ML_F = {"f1_samples": (1.0, "samples"), "f2_samples": (2.0, "samples"), "f1_micro": (1.0, "micro"),
+         "f1_macro": (1.0, "macro")}
+
+
+def fast_fbeta(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """sklearn's fbeta_score (zero_division=0) of a multi-label F metric at 0.5, in numpy. Hand-written:
+    the threshold search scores thousands of trials and sklearn's per-call checks dominate (tested
+    equal to metrics.score)."""
+    beta, average = _ML_F[metric]
+    b2 = beta * beta
+
+    def f(y, probs):
+        pred = probs >= 0.5
+        yb = y > 0.5
+        axis = {"samples": 1, "macro": 0, "micro": None}[average]
+        tp = (pred & yb).sum(axis)
+        fp = (pred & ~yb).sum(axis)
+        fn = (~pred & yb).sum(axis)
+        den = (1 + b2) * tp + b2 * fn + fp
+        val = np.where(den > 0, (1 + b2) * tp / np.maximum(den, 1), 0.0)
+        return float(np.mean(val))
+    return f
+
+
+def fit_label_thresholds(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 19) -> np.ndarray:
+    """A global threshold on [0.05, 0.95] maximising the metric, then each label's own from there."""
+    values = np.linspace(0.05, 0.95, grid)
+    obj = fast_fbeta(metric) if metric in _ML_F else _signed(metric)
+    best = max(values, key=lambda v: obj(y, apply_label_thresholds(probs, np.full(probs.shape[1], v))))
+    return _coordinate_search(np.full(probs.shape[1], best), lambda t, i: values,
+                              lambda t: obj(y, apply_label_thresholds(probs, t)), passes=2)
+
+
+# --------------------------------------------------------------------------- regression range
+
+def fit_clip(pred: np.ndarray, y: np.ndarray, metric: str = "rmse") -> np.ndarray:
+    return np.array([float(np.min(y)), float(np.max(y))])
+
+
+def apply_clip(pred: np.ndarray, lo_hi: np.ndarray) -> np.ndarray:
+    return np.clip(pred, lo_hi[0], lo_hi[1])
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class PostProcess:
+    fit: Callable[[np.ndarray, np.ndarray, str], Any]
+    apply: Callable[[np.ndarray, Any], np.ndarray]
+    describe: Callable[[Any], Any]
+
+
+def _describe_weights(w):
+    w = np.asarray(w)
+    if len(w) == 2:
+        return {"class_weights": [round(float(x), 4) for x in w], "threshold": round(float(w[0] / (w[0] + w[1])), 4)}
+    return {"class_weights": [round(float(x), 4) for x in w]}
+
+
+POSTPROCESS: dict[str, PostProcess] = {
+    "temperature": PostProcess(fit_temperature, apply_temperature, lambda t: {"T": round(float(t), 4)}),
+    "thresholds": PostProcess(fit_class_weights, apply_class_weights, _describe_weights),
+    "cutpoints": PostProcess(fit_cutpoints, apply_cutpoints,
+                             lambda c: {"cutpoints": [round(float(x), 4) for x in np.sort(c)]}),
+    "label_thresholds": PostProcess(fit_label_thresholds, apply_label_thresholds,
+                                    lambda t: {"label_thresholds": [round(float(x), 4) for x in t]}),
+    "clip": PostProcess(fit_clip, apply_clip, lambda c: {"range": [round(float(x), 6) for x in c]}),
+}
+SWITCHES = ["auto", "on", "off"]
+# the predict.py switch that turns each step on or off (steps_for); verdicts name it
+SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoints": "--thresholds",
+             "label_thresholds": "--thresholds", "clip": "--clip"}
+
+
+ML_F_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")
+
+
+def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", task: str = "single",
+              clip: str = "auto") -> tuple[str, ...]:
+    """Which post-processing runs: temperature when --calibrate on (auto: metric logloss);
+    cut-points (qwk) or per-class thresholds (other metrics) when --thresholds on (auto: f1 metrics
+    and qwk; accuracy keeps the argmax). Multi-label: per-label thresholds (auto: the F metrics).
+    Regression: clipping to the training targets' range (--clip, auto: on). A switch that does not
+    apply to the task kind is refused when set on, never ignored."""
+    for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds), ("--clip", clip)):
+        if v not in SWITCHES:
+            raise ConfigError(f"{flag} {v!r}: use one of {', '.join(SWITCHES)}")
+    if clip == "on" and task != "regression":
+        raise ConfigError("--clip on (clipping predictions to the training range) is for regression; this task is "
+                          f"{task}")
+    if task == "regression":
+        for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
+            if v == "on":
+                raise ConfigError(f"{flag} on is for classification; this task is regression (--clip is its "
+                                  "post-processing)")
+        return ("clip",) if clip in ("on", "auto") else ()
+    if task == "multilabel":
+        if calibrate == "on":
+            raise ConfigError("--calibrate on (temperature scaling of a softmax) is for single-label tasks")
+        on = thresholds == "on" or (thresholds == "auto" and metric in ML_F_METRICS)
+        return ("label_thresholds",) if on else ()
+    steps = []
+    if calibrate == "on" or (calibrate == "auto" and metric == "logloss"):
+        steps.append("temperature")
+    if thresholds == "on" or (thresholds == "auto" and metric in ("f1", "f1_macro", "qwk")):
+        steps.append("cutpoints" if metric == "qwk" else "thresholds")
+    return tuple(steps)

@@ -1,0 +1,354 @@
+"""predict.py's job: fold ensemble -> validated submission + CV report; or one image's top-k.
+
+    make_plan(cfg, ...) the plan (blend.Plan) fitted on the experiments' OOF: folds combined,
+                       blend weights, post-processing, TTA views, submission mode. export.py
+                       fits the bundle's plan with it too.
+    run_predict(cfg)   experiments -> members -> per-member test probabilities (each image decoded
+                       once) -> plan.apply -> submission (sample's shape, validated, never
+                       overwritten) -> reports/<experiment>/ (OOF CV, confusion, worst errors,
+                       report.html); with several experiments the blend's own
+                       reports/<exp1+exp2>/cv_scores.json (plan, nested CV, test score)
+    predict_image(cfg) top-k classes of one image, through the same plan
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldkit import metrics
+from foldkit.predict import blend
+from foldkit.train import engine
+from foldkit.predict import submission
+from foldkit.ensemble import TTA_VIEWS
+from foldkit.experiment import Experiment, find_experiments
+from foldkit.predict.inference import EnsembleError, load_members, load_single_image, predict_ensemble
+from foldkit.io import atomic_write_text
+from foldkit.predict.submission import SubmissionError
+
+
+def members_for(cfg, expected_classes=None):
+    """The experiments of --experiments (default: the latest) and every finished fold's model."""
+    names = [n.strip() for n in cfg.experiments.split(",") if n.strip()] or None
+    exps = find_experiments(cfg.models_dir, names)
+    return exps, load_members(exps, expected_classes)
+
+
+def tta_views(cfg, members) -> list[str]:
+    if cfg.tta == "auto":
+        cfgs = [Experiment(m.path.parent).config() for m in members]
+        flips = {bool(c.get("hflip", True)) and c.get("aug", "light") != "none" for c in cfgs}
+        return ["none", "hflip"] if flips == {True} else ["none"]
+    views = [v.strip() for v in cfg.tta.split(",") if v.strip() and v.strip() != "none"]
+    bad = [v for v in views if v not in TTA_VIEWS]
+    if bad:
+        raise EnsembleError(f"unknown --tta view(s) {bad}: use {', '.join(TTA_VIEWS)}")
+    return ["none"] + views
+
+
+def read_sample(comp) -> pd.DataFrame | None:
+    """sample_submission.csv as written (ids and values as text: no NA guessing)."""
+    from foldkit.data.reading import read_text_csv
+    return read_text_csv(comp.sample_submission) if comp.sample_submission else None
+
+
+def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> tuple[blend.Plan, dict]:
+    """The plan of these experiments and members, fitted on their OOF (--blend, --calibrate,
+    --thresholds), with --ensemble, the TTA views and the submission mode (decided from the metric and
+    the sample). predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
+    from foldkit.tasks import check_combination
+    classes, (task, sep) = members[0].classes, exps[0].task()
+    check_combination(task, cfg.ensemble, cfg.blend)
+    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip)
+    mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, fitted["metric"], task)
+    if for_test:
+        log(f"submission mode: {mode} ({why})")
+    plan = dataclasses.replace(fitted["plan"], experiments=[e.name for e in exps],
+                               members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
+                               tta=tta_views(cfg, members), submission_mode=mode, classes=list(classes),
+                               metric=fitted["metric"], task=task,
+                               label_sep=submission.tags_separator(sample, sep) if task == "multilabel" else "")
+    return plan, fitted
+
+
+def predict_members(cfg, members, sources, tta, cached: bool = False, progress=None,
+                    workers: int | None = None) -> list[np.ndarray]:
+    """Per-member probabilities (each view averaged) with the run settings --device, --amp,
+    --batch-size, --channels-last, --workers: what plan.apply takes. predict.py, --image and the
+    bundle's torch runner all predict here."""
+    from foldkit.data.dataset import auto_workers
+    device = engine.pick_device(cfg.device)
+    _, per_member = predict_ensemble(
+        members, sources, tta=tta, device=device, dtype=engine.amp_dtype(device, cfg.amp),
+        batch_size=cfg.batch_size, progress=cfg.progress if progress is None else progress,
+        channels_last=engine.use_channels_last(cfg.channels_last, device),
+        workers=auto_workers(cfg.workers, cached=cached) if workers is None else workers, return_members=True)
+    return per_member
+
+
+def preparations(members) -> list[tuple[bool, int]]:
+    """The distinct (grey, side) image preparations of the ensemble's members (images.preparation):
+    each member sees exactly what its training and OOF saw; each image is decoded once per entry."""
+    from foldkit.data.images import preparation
+    return sorted({preparation(m.in_chans, m.data_config) for m in members})
+
+
+def sources_for(members, images: list) -> dict:
+    """{(grey, side): images} for MultiViewDataset from images already in memory (HWC uint8, e.g.
+    synthetic ones), given each preparation's channels and shrink."""
+    from foldkit.data.images import shrink, to_channels
+    return {(grey, side): [shrink(to_channels(im, grey), side) for im in images]
+            for grey, side in preparations(members)}
+
+
+def make_sources(comp, table, split, members, cfg=None) -> dict:
+    """{(grey, side): ImageSource} of a table's images, one per distinct preparation of the members: from
+    the decoded-image store under cfg's cache folder (foldkit.data.store, shared with training and earlier
+    predictions) when cfg.cache is auto or disk, else prepared on demand (cfg None: the bundle, one pass)."""
+    from foldkit.data.dataset import ImageSource
+    from foldkit.data.store import cache_root
+    cache, where = ("off", None) if cfg is None or cfg.cache in ("ram", "off") else (cfg.cache, cache_root(cfg))
+    return {(grey, side): ImageSource(comp, table, split, grey=grey, cache=cache, max_side=side, progress=False,
+                                      cache_dir=where)
+            for grey, side in preparations(members)}
+
+
+def _solution_labels(comp, test: pd.DataFrame, classes: list = (), sep: str = " ") -> pd.Series | None:
+    """Test labels when the competition has them: solution.csv (id,label, or one 0/1 column per class or
+    label: read as the class set to 1, or the tags set to 1 joined by sep) or labelled test data."""
+    sol = Path(comp.root) / "solution.csv"
+    if sol.is_file():
+        from foldkit.data.reading import read_text_csv
+        s = read_text_csv(sol)
+        ids, cols = s[s.columns[0]].astype(str), list(s.columns[1:])
+        if len(cols) > 1 and set(cols) == {str(c) for c in classes}:     # one-hot / multi-hot columns
+            from foldkit.data.reading import join_tags
+            on = s[cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy() > 0.5
+            return pd.Series(join_tags(on, cols, sep), index=ids)
+        return pd.Series(s[cols[0]].to_numpy(), index=ids)
+    if "label" in test.columns:
+        return pd.Series(test["label"].astype(str).to_numpy(), index=test["id"].astype(str))
+    return None
+
+
+def rare_class_notes(meta: dict) -> dict:
+    """What the report says about classes with fewer samples than folds (folds_meta.json)."""
+    rare = (meta.get("rare_classes") or {})
+    if not rare.get("classes"):
+        return {}
+    desc = ", ".join(f"{c} ({n})" for c, n in rare["classes"].items())
+    if rare.get("mode") == "train-only":
+        return {"rare classes": f"{rare.get('train_only_rows', 0)} row(s) of {len(rare['classes'])} class(es) with "
+                                f"fewer samples than folds were trained on in every fold and validated in none "
+                                f"(no OOF rows, not in the CV): {desc}"}
+    return {"rare classes": f"{len(rare['classes'])} class(es) have fewer samples than folds, so some folds "
+                            f"validate them without having trained on them (their OOF scores are pessimistic): {desc}"}
+
+
+def predict_test(cfg, comp, members, plan, log=print):
+    """Test probabilities: every member and TTA view on each test image decoded once, then the plan
+    (each experiment's folds combined, the blend, the post-processing fitted on OOF).
+    Returns (probs, probs without post-processing, seconds)."""
+    if comp.test_problems:
+        more = f"\n  ... and {len(comp.test_problems) - 10} more" if len(comp.test_problems) > 10 else ""
+        raise SubmissionError(f"{len(comp.test_problems)} test image(s) of {comp.sample_submission or comp.root} "
+                              "cannot be read, and a submission needs a prediction for every id:\n  "
+                              + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
+    t1 = time.time()
+    sources = make_sources(comp, comp.test, "test", members, cfg)
+    per_member = predict_members(cfg, members, sources, plan.tta,
+                                 cached=all(s.prepared for s in sources.values()))
+    probs, probs_raw = plan.apply(per_member), plan.apply(per_member, raw=True)
+    dt = time.time() - t1
+    log(f"predicted {len(probs)} test images with {len(members)} models x {len(plan.tta)} views in {dt:.1f}s "
+        f"({len(probs) / max(dt, 1e-9):.0f} img/s)")
+    return probs, probs_raw, dt
+
+
+def write_submission(cfg, comp, probs, plan, sample, cv, log=print):
+    """The submission in the sample's shape and the plan's mode, validated, under a name never used
+    before. Returns (path, mode, rows)."""
+    mode, names = plan.submission_mode, plan.experiments
+    sub = submission.make(comp.test["id"].astype(str).tolist(), probs, plan, sample, comp.id_col, comp.label_col)
+    cv_txt = f"_cv{cv:.5f}" if cv is not None else ""
+    path = submission.write(sub, submission.unused_path(Path(cfg.submissions_dir), f"{'+'.join(names)}{cv_txt}"))
+    log(f"submission: {path} ({len(sub)} rows, {mode} mode, validated against "
+        f"{'sample_submission.csv' if sample is not None else 'the test images'})")
+    return path, mode, len(sub)
+
+
+def labelled_test(comp, classes, task: str = "single", sep: str = "") -> tuple[np.ndarray, np.ndarray] | None:
+    """(row mask of labelled test images, their targets as metrics.score takes them: class indexes,
+    multi-hot rows or numbers) when the competition ships test labels (solution.csv or labelled test
+    data); checked before predicting: a label that is not a class (a tag that is not a label, a value
+    that is not a number) is one clear error."""
+    truth = _solution_labels(comp, comp.test, classes, sep or " ")
+    if truth is None:
+        return None
+    ids = comp.test["id"].astype(str)
+    keep = ids.isin(truth.index).to_numpy()
+    labels = truth.loc[ids[keep]]
+    cidx = {str(c): j for j, c in enumerate(classes)}
+    if task == "regression":
+        values = pd.to_numeric(labels, errors="coerce")
+        bad = [(i, v) for i, v, x in zip(labels.index, labels, values) if not np.isfinite(x)]
+    elif task == "multilabel":
+        bad = [(i, v) for i, v in labels.items() if any(t.strip() not in cidx for t in str(v).split(sep) if t.strip())]
+    else:
+        bad = [(i, v) for i, v in labels.items() if str(v) not in cidx]
+    if bad:
+        sol = Path(comp.root) / "solution.csv"
+        what = {"regression": "not numbers", "multilabel": f"tags that are not among the labels {classes}"}.get(
+            task, f"not among the classes {classes}")
+        raise SubmissionError(f"{sol if sol.is_file() else 'the test labels'}: {len(bad)} label(s) are {what}, "
+                              f"first: id {bad[0][0]} label {bad[0][1]!r}. Fix the file, or move it away to predict "
+                              "without a test score")
+    if task == "regression":
+        return keep, values.to_numpy(dtype=np.float64)
+    if task == "multilabel":
+        from foldkit.data.reading import multi_hot
+        return keep, multi_hot(labels, sep, [str(c) for c in classes]).astype(np.float64)
+    return keep, np.array([cidx[str(v)] for v in labels], dtype=int)
+
+
+def score_test(truth, probs, probs_raw, metric: str, postprocessed: bool, log=print) -> dict:
+    """Test score and accuracy on the labelled test images ({} without labels), and the score
+    without post-processing when some was applied."""
+    if truth is None:
+        return {}
+    keep, y = truth
+    out = {"test_score": metrics.score(metric, y, probs[keep])}
+    if y.ndim == 1 and y.dtype.kind == "i":      # single-label: accuracy beside the metric
+        out["test_accuracy"] = float((probs[keep].argmax(1) == y).mean())
+    acc = f" (accuracy {out['test_accuracy']:.4f})" if "test_accuracy" in out else ""
+    log(f"test {metric}: {out['test_score']:.5f}{acc} on {int(keep.sum())} labelled test images")
+    if postprocessed:
+        out["test_score_before_postprocessing"] = metrics.score(metric, y, probs_raw[keep])
+        log(f"test {metric} without post-processing: {out['test_score_before_postprocessing']:.5f}")
+    return out
+
+
+def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
+    """reports/<exp1+exp2>/cv_scores.json: the blend's own figures (its plan, nested CV, test score),
+    never written into a member experiment's report."""
+    path = Path(cfg.reports_dir) / "+".join(plan.experiments) / "cv_scores.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"experiments": plan.experiments, "metric": fitted["metric"], "cv": fitted["cv"],
+            **({"test_score": record["test_score"]} if "test_score" in record else {}), "plan": plan.to_json(),
+            "extra": {**blend.report_extra(fitted), **{k: v for k, v in record.items() if k != "test_score"}}}
+    atomic_write_text(path, json.dumps(body, indent=1, default=float) + "\n")
+    from foldkit.report.html import write_blend_page
+    log(f"blend report: {write_blend_page(json.loads(path.read_text()), path.parent)}")
+    return path
+
+
+def run_predict(cfg, log=print) -> dict:
+    from foldkit.data.images import decode_image
+    from foldkit.folds.file import open_competition, read_folds
+    from foldkit.report.gradcam import heatmapper
+    from foldkit.report.html import write_report
+
+    t0 = time.time()
+    table, meta = read_folds(cfg.folds_dir)
+    comp, _ = open_competition(cfg, meta, check_test=True)
+    exps, members = members_for(cfg, meta["classes"])
+    classes = members[0].classes
+    names = [e.name for e in exps]
+    log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(names)}")
+    if meta["sha256_now"] not in {m.folds_sha256 for m in members}:
+        log(f"note: these checkpoints were trained on other folds than {cfg.folds_dir} holds now; "
+            "the CV report uses each experiment's own OOF files")
+    id_to_row = {str(i): k for k, i in enumerate(table["id"].astype(str))}
+
+    def load_train_image(i):
+        k = id_to_row[str(i)]
+        if comp.source_col == "index":
+            return comp.pixels("train")[int(table["index"].iloc[k])]
+        return decode_image(Path(comp.root) / table["path"].iloc[k])
+
+    def prepare_train_image(i, grey, side):   # as predict prepares it (make_sources / prepare_image)
+        from foldkit.data.images import prepare_image, shrink, to_channels
+        k = id_to_row[str(i)]
+        if comp.source_col == "index":
+            return shrink(to_channels(comp.pixels("train")[int(table["index"].iloc[k])], grey), side)
+        return prepare_image(Path(comp.root) / table["path"].iloc[k], grey, side)
+
+    # ---- the plan: blend weights + post-processing fitted on the experiments' OOF, with nested CV
+    has_test = comp.test is not None and len(comp.test) > 0
+    sample = read_sample(comp)
+    plan, fitted = make_plan(cfg, exps, members, sample, log, for_test=has_test)
+    cv, metric = fitted["cv"], fitted["metric"]
+    truth = labelled_test(comp, classes, plan.task, exps[0].task()[1]) if has_test else None
+    notes = rare_class_notes(meta)
+    for line in notes.values():
+        log(f"note: {line}")
+    out: dict = {"experiments": names, "members": len(members), "metric": metric, "cv": cv,
+                 "blend": blend.report_extra(fitted)}
+
+    def write_reports(record: dict):
+        """Each experiment's own report; the plan's figures are the experiment's own only when it is
+        alone, else they go to the blend's report."""
+        if not cfg.report:
+            return
+        own = len(exps) == 1
+        for e in exps:
+            tag = "+".join(names)
+            extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
+                                 if own else {"member of": f"the blend {tag} (its CV, plan and submission: "
+                                                           f"../{tag}/report.html)"})}
+            heatmap, note = heatmapper(e.dir, prepare_train_image) if plan.task != "regression" else (None, None)
+            write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
+                         folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None,
+                         heatmap=heatmap, heatmap_note=note)
+            log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
+        if not own:
+            write_blend_report(cfg, plan, fitted, record, log)
+
+    if not has_test:
+        log(f"no test images in {comp.root}: report only, no submission")
+        write_reports({})
+        return out
+    probs, probs_raw, dt = predict_test(cfg, comp, members, plan, log)
+    path, mode, n_rows = write_submission(cfg, comp, probs, plan, sample, cv, log)
+    out.update(submission=str(path), mode=mode, tta=plan.tta, test_rows=n_rows, predict_seconds=dt)
+    # ---- the test score, when the competition ships its labels (the demo's solution.csv)
+    scores = score_test(truth, probs, probs_raw, metric, bool(plan.steps), log)
+    out.update(scores)
+    write_reports({**scores, "submission": str(path)})
+    tag = "+".join(names)
+    msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
+    log("upload with: " + submission.upload_line(cfg.submit, path, msg))
+    if cfg.submit:
+        log(submission.kaggle_submit(cfg.submit, path, msg))
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def predict_image(cfg, log=print) -> list[tuple]:
+    """Top-k (class, probability) of one image, through the plan predict.py submits with (--blend,
+    --calibrate, --thresholds, --ensemble, TTA) and the run settings (--batch-size, --amp, --device)."""
+    exps, members = members_for(cfg)
+    plan, _ = make_plan(cfg, exps, members, None, log=lambda *a: None, for_test=False)
+    sources = {prep: [img] for prep, img in load_single_image(cfg.image, preparations(members)).items()}
+    per_member = predict_members(cfg, members, sources, plan.tta, progress=False,
+                                 workers=0)   # one decoded image: a loader process would only cost its start
+    probs = plan.apply(per_member)[0]
+    how = ([f"{plan.blend} blend"] if len(exps) > 1 else []) + [n for n, _ in plan.steps]
+    log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})"
+        + (f" with {', '.join(how)}" if how else ""))
+    if plan.task == "regression":
+        log(f"  predicted value: {probs[0]:.6g}")
+        return [("value", float(probs[0]))]
+    classes = plan.classes
+    order = np.argsort(-probs, kind="stable")[: cfg.topk]
+    top = [(classes[j], float(probs[j])) for j in order]
+    if plan.task == "multilabel":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
+        from foldkit.data.reading import join_tags
+        log(f"  tags: {join_tags(probs[None] >= 0.5, classes, plan.label_sep)[0] or '(none)'}")
+    for c, p in top:
+        log(f"  {str(c):>20s}  {p:.4f}")
+    return top

@@ -1,0 +1,7 @@
+"""Training one fold after another: the run builder every entry point gets its run from, the
+readable loop (`fit`), one epoch and one step (`engine`), what a student learns from a teacher
+(`teacher`), the learning-rate range test (`lrfind`), fold-parallel workers (`foldpool`), the
+per-fold lock (`foldlock`), --batch-size auto (`autobatch`), experiment trackers (`trackers`).
+
+May import: everything below it (ground floor, runtime/, data/, folds/, predict/).
+"""
