@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from foldkit.data.augment import PRESETS
+from foldkit.choices import AUG_PRESETS, BLEND_MODES, SWITCHES
 from foldkit.ensemble import ENSEMBLE_MODES, TTA_VIEWS
-from foldkit.predict.blend import BLENDS
-from foldkit.predict.calibrate import SWITCHES
-from foldkit.errors import ConfigError
+from foldkit.errors import ConfigError, did_you_mean
 from foldkit.metrics import METRICS
 
 # The repository root: default paths live under it, whatever the working directory.
@@ -140,7 +137,7 @@ class Config:
                    "(frozen for pretrained weights whose BN was folded, or batch < 16)", "train",
                    choices=["auto", "train", "frozen"])
     aug: str = _opt("light", "augmentation preset: none, light, medium (Keras recipe), heavy", "train",
-                    choices=list(PRESETS))
+                    choices=list(AUG_PRESETS))
     hflip: bool = _opt(True, "random horizontal flips (turn off for digits and text)", "train")
     vflip: bool = _opt(False, "random vertical flips", "train")
     randaugment: bool = _opt(False, "heavy preset: RandAugment instead of TrivialAugmentWide", "train")
@@ -263,7 +260,7 @@ class Config:
     submit: str = _opt("", "upload the submission to this Kaggle competition with the kaggle CLI", "predict")
     report: bool = _opt(True, "write the CV report (reports/<experiment>/)", "predict")
     blend: str = _opt("mean", "how experiments are combined, fitted and scored on their OOF with nested CV: "
-                      + "; ".join(f"{k}: {b.help}" for k, b in BLENDS.items()), "predict", choices=list(BLENDS))
+                      + "; ".join(f"{k}: {h}" for k, h in BLEND_MODES.items()), "predict", choices=list(BLEND_MODES))
     calibrate: str = _opt("auto", "temperature scaling fitted on the OOF, applied to the test probabilities "
                           "(auto: on when the metric is logloss)", "predict", choices=SWITCHES)
     thresholds: str = _opt("auto", "per-class thresholds (f1, f1_macro) or ordinal cut-points (qwk) fitted on "
@@ -319,19 +316,17 @@ GROUP_TITLES = {
 # the [search_space] table of a config file: tune.py's ranges (foldkit.search.tune), not settings
 SEARCH_SPACE = "search_space"
 
-# Settings that change how a run is executed but not what it learns: an
-# experiment may be continued with other values of these. (The number of torchrun processes and
-# --sync-bn are not part of the identity either: a fold trained on N processes records N and
-# sync_bn in its fold{k}.json.)
+# Settings that change how a run is executed but not what it learns: an experiment may be continued with
+# other values of these. (A fold records its number of torchrun processes and sync_bn in its fold{k}.json.)
 RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force", "config",
             "input_dir", "folds_dir", "models_dir", "submissions_dir", "reports_dir", "skip_bad_images",
             "cache", "cache_dir", "experiment", "devices", "sync_bn", "log", "tracking_uri",
             "lr_find", "lr_find_start", "lr_find_end", "lr_find_steps"}
 
 
-# Training settings added after experiments existed, with the value every earlier run had: left out of
-# the identity at that value, so earlier experiments keep their names and can be continued.
-LATER_SETTINGS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
+# Training settings left out of an experiment's identity while they hold these values (the feature unused),
+# so a run's name changes only with the features it uses and experiments keep their names as settings are added.
+IDENTITY_DEFAULTS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
                   "test_img_size": 0, "aug_device": "auto", "img_size_schedule": ""}
@@ -344,7 +339,7 @@ def learning_settings(cfg: "Config") -> dict:
     groups = {f.name: f.metadata["group"] for f in fields(cfg)}
     return {k: v for k, v in cfg.to_dict().items()
             if (groups[k] == "train" or k == "seed") and k not in RUN_ONLY
-            and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+            and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
 
 
 def _flag(name: str) -> str:
@@ -404,12 +399,6 @@ def convert(name: str, value: Any) -> Any:
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise bad(f"at least {meta['minimum']}" + (" or auto" if meta["auto"] is not None else ""))
     return value
-
-
-def did_you_mean(value: Any, names) -> str:
-    """'; did you mean x?' with the closest of `names` (difflib), or ''."""
-    close = difflib.get_close_matches(str(value), [str(n) for n in names], n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def _flag_type(name: str):

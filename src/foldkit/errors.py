@@ -9,8 +9,9 @@ This module imports nothing heavy (config's `--help` stays instant).
 """
 from __future__ import annotations
 
+import difflib
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -23,6 +24,13 @@ class FoldkitError(Exception):
 
 class ConfigError(FoldkitError, ValueError):
     """A setting, flag or config file that cannot be used as given."""
+
+
+def did_you_mean(value: Any, names) -> str:
+    """'; did you mean x?' with the closest of `names` (difflib), or '': the tail of a message that
+    refuses a name."""
+    close = difflib.get_close_matches(str(value), [str(n) for n in names], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def cli_run(fn: Callable[[], T]) -> T:

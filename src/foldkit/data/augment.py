@@ -2,19 +2,12 @@
 
 The kit's images arrive as uint8 CHW tensors (decoded once with OpenCV), so
 the presets are tensor-native torchvision v2 transforms (faster than timm's
-PIL-based create_transform on the same recipes). `PRESETS` is the one registry of
-preset names (the CLI's `--aug` choices come from it):
-
-* ``none``   resize (shortest side to size/crop_pct) + centre crop: no randomness
-* ``light``  RandomResizedCrop(scale 0.35-1) + flips
-* ``medium`` the classic Keras ImageDataGenerator recipe: rotation 30 deg, shift 0.2,
-             zoom 0.2, + flips
-* ``heavy``  RandomResizedCrop(scale 0.08-1) + flips + TrivialAugmentWide
-             (or RandAugment with --randaugment) + RandomErasing(p=0.25)
+PIL-based create_transform on the same recipes). `PRESETS` builds each name of
+foldkit.choices.AUG_PRESETS (the `--aug` choices and what each one does).
 
 Flips: horizontal by default (``--no-hflip`` for digits and text), vertical with
 ``--vflip`` (satellite, microscopy). Mixup/CutMix work on batches (engine).
-torch/torchvision are imported inside the builders: `--help` reads PRESETS without them.
+torch/torchvision are imported inside the builders (importing this module stays cheap).
 """
 from __future__ import annotations
 
@@ -104,7 +97,8 @@ def _heavy(data_cfg: dict, flips: list, randaugment: bool) -> list:
         + flips + [policy]
 
 
-# name -> builder of the geometric/colour ops (None: the eval transform, no randomness)
+# foldkit.choices.AUG_PRESETS' names -> builder of the geometric/colour ops (None: the eval transform, no
+# randomness); tests/test_batchaug.py keeps the two in step
 PRESETS = {"none": None, "light": _light, "medium": _medium, "heavy": _heavy}
 
 

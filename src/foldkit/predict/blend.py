@@ -4,7 +4,7 @@ Pure functions over numpy arrays: ``probs`` is (E, N, C), one OOF probability ma
 experiment on the same N training rows, ``y`` the (N,) class indexes, ``folds`` the (N,) fold
 numbers. Nothing here touches a model, so every figure can be recomputed from the OOF files.
 
-    BLENDS            the one registry of blend modes (predict.py's --blend choices come from it)
+    BLENDS            the blend modes of foldkit.choices.BLEND_MODES, fitted and combined
     fit_plan          blend weights + post-processing (foldkit.predict.calibrate) fitted on given rows
     evaluate          in-sample and nested CV of single experiments, the blend and the plan
     held_out          nested CV: fit on K-1 folds' rows, predict the held-out fold, for each fold
@@ -12,8 +12,6 @@ numbers. Nothing here touches a model, so every figure can be recomputed from th
 
 Nested CV is what tells a fitted blend or threshold from overfitting: the weights that score
 fold k never saw fold k's rows. The submission itself uses the plan fitted on all OOF rows.
-
-This module must not import torch (config reads BLENDS for --help).
 """
 from __future__ import annotations
 
@@ -24,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from foldkit.choices import BLEND_MODES
 from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
@@ -77,12 +76,11 @@ class Blend:
     help: str
 
 
-BLENDS: dict[str, Blend] = {
-    "mean": Blend(_equal_weights, weighted_mean, False, "equal-weight mean of the experiments' probabilities"),
-    "geometric": Blend(_equal_weights, weighted_geometric, False, "equal-weight mean of log-probabilities"),
-    "optimize": Blend(hill_climb, weighted_mean, True,
-                      "weights fitted on the OOF for the competition metric (hill climbing with replacement)"),
-    "rank": Blend(_equal_weights, rank_mean, False, "mean of per-class ranks (for AUC)"),
+BLENDS: dict[str, Blend] = {     # the names and help of foldkit.choices.BLEND_MODES
+    "mean": Blend(_equal_weights, weighted_mean, False, BLEND_MODES["mean"]),
+    "geometric": Blend(_equal_weights, weighted_geometric, False, BLEND_MODES["geometric"]),
+    "optimize": Blend(hill_climb, weighted_mean, True, BLEND_MODES["optimize"]),
+    "rank": Blend(_equal_weights, rank_mean, False, BLEND_MODES["rank"]),
 }
 
 

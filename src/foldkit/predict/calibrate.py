@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from foldkit.choices import SWITCHES
 from foldkit.ensemble import log_probs as _log_probs
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
@@ -194,7 +195,6 @@ POSTPROCESS: dict[str, PostProcess] = {
                                     lambda t: {"label_thresholds": [round(float(x), 4) for x in t]}),
     "clip": PostProcess(fit_clip, apply_clip, lambda c: {"range": [round(float(x), 6) for x in c]}),
 }
-SWITCHES = ["auto", "on", "off"]
 # the predict.py switch that turns each step on or off (steps_for); verdicts name it
 SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoints": "--thresholds",
              "label_thresholds": "--thresholds", "clip": "--clip"}

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import foldkit
-from foldkit.errors import FoldkitError
+from foldkit.errors import FoldkitError, did_you_mean
 from foldkit.io import atomic_write_with
 
 
@@ -29,7 +29,6 @@ def check_model_name(name: str) -> None:
     """ModelError unless timm knows `name`, suggesting the closest names."""
     import timm
 
-    from foldkit.config import did_you_mean
     if not timm.is_model(name):
         raise ModelError(f"--model {name!r} is not a timm model{did_you_mean(name, timm.list_models())} "
                          "(see timm.list_models())")
