@@ -21,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from foldkit.train import engine  # noqa: E402
+from foldkit.runtime.device import amp_dtype, pick_device  # noqa: E402
 from foldkit.data.reading import read_competition  # noqa: E402
 from foldkit.predict.inference import Member, predict_ensemble  # noqa: E402
 from foldkit.runtime.model import create_model, data_config, load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
@@ -47,8 +47,8 @@ def main():
         build_demo(args.input_dir)
     comp = read_competition(args.input_dir)
     table = comp.test if args.split == "test" else comp.train
-    device = engine.pick_device(args.device)
-    dtype = engine.amp_dtype(device, "auto")
+    device = pick_device(args.device)
+    dtype = amp_dtype(device, "auto")
     members = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.folds):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from foldkit.runtime.device import amp_dtype, autocast, pick_device  # noqa: E402
 from foldkit.train import engine  # noqa: E402
 from foldkit.runtime.model import create_model  # noqa: E402
 
@@ -37,7 +38,7 @@ def bare_loop(model, xs, ys, batch, device, dtype, channels_last, steps):
         y = ys[i % len(ys)].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with engine.autocast(device, dtype):
+        with autocast(device, dtype):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,8 +111,8 @@ def main():
     ap.add_argument("--workers", type=int, default=-1)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    device = engine.pick_device(args.device)
-    dtype = engine.amp_dtype(device, args.amp)
+    device = pick_device(args.device)
+    dtype = amp_dtype(device, args.amp)
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g) for _ in range(8)]
     ys = [torch.randint(0, 10, (args.batch_size,), generator=g) for _ in range(8)]

@@ -20,7 +20,7 @@ from foldkit.predict import calibrate  # noqa: E402
 
 def main(root: str) -> None:
     from foldkit.data.reading import read_competition
-    from foldkit.train.engine import pick_device
+    from foldkit.runtime.device import pick_device
     from foldkit.experiment import all_experiments
     from foldkit.predict.inference import load_members, predict_ensemble
     from foldkit.predict.predicting import make_sources

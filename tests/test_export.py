@@ -177,7 +177,7 @@ def test_runners_and_fp16_safetensors_weights_match_the_kit_probabilities(bundle
     from foldkit import config
     from foldkit.export import bundle
     from foldkit.data.reading import read_competition
-    from foldkit.train.engine import pick_device
+    from foldkit.runtime.device import pick_device
     from foldkit.experiment import find_experiments
     from foldkit.export.build import write_weights
     from foldkit.predict.inference import load_members, predict_ensemble

@@ -263,7 +263,7 @@ def test_each_image_is_decoded_once(trained, monkeypatch):
     root, _ = trained
     import foldkit.data.images as ds_mod   # where prepare_image decodes
     from foldkit.data.reading import read_competition
-    from foldkit.train.engine import pick_device
+    from foldkit.runtime.device import pick_device
     from foldkit.experiment import find_experiments
     from foldkit.predict.inference import predict_ensemble
     from foldkit.predict.predicting import make_sources

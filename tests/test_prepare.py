@@ -113,7 +113,7 @@ def test_an_ensemble_of_sizes_and_channels_runs_each_member_on_its_own_preparati
     import torch
 
     from foldkit.data.reading import read_competition
-    from foldkit.train.engine import pick_device
+    from foldkit.runtime.device import pick_device
     from foldkit.predict.inference import Member, predict_ensemble
     from foldkit.predict.predicting import make_sources
 
@@ -178,7 +178,7 @@ def test_test_img_size_is_the_size_of_every_evaluation_path(photos, tmp_path):
     (m,) = load_members([Experiment(tmp_path / "models" / "fr")])
     del m.data_config["test_input_size"]
     from foldkit.data.reading import read_competition
-    from foldkit.train.engine import pick_device
+    from foldkit.runtime.device import pick_device
     from foldkit.predict.inference import predict_ensemble
     from foldkit.predict.predicting import make_sources
     comp = read_competition(photos)

@@ -222,7 +222,7 @@ def test_experiment_name_is_not_reused_for_other_settings_and_finished_folds_ski
 
 def test_gpu_code_paths_run_on_cpu_bf16_channels_last(comp, tmp_path):
     """The AMP (bf16 autocast) and channels_last paths CI cannot run on a GPU, exercised on the CPU."""
-    from foldkit.train.engine import amp_dtype, pick_device
+    from foldkit.runtime.device import amp_dtype, pick_device
     assert amp_dtype(pick_device("cpu"), "auto") is None            # auto: no AMP on CPU
     assert amp_dtype(pick_device("cpu"), "bf16") == torch.bfloat16
     cfg = cfg_for(comp, tmp_path, epochs=1, amp="bf16", channels_last="on", experiment="bf16", accum_steps=2,

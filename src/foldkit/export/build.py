@@ -299,12 +299,12 @@ def _members(cfg, classes):
 
 
 def _runtime(cfg, members, comp, views, load_s, log, exps=()) -> tuple[dict, list[str]]:
-    from foldkit.train import engine
+    from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
     from foldkit.export import estimate
     from foldkit.data.dataset import auto_workers
-    device = engine.pick_device(cfg.device)
-    kw = dict(device=device, dtype=engine.amp_dtype(device, cfg.amp), batch_size=cfg.batch_size, how=cfg.ensemble,
-              channels_last=engine.use_channels_last(cfg.channels_last, device),
+    device = pick_device(cfg.device)
+    kw = dict(device=device, dtype=amp_dtype(device, cfg.amp), batch_size=cfg.batch_size, how=cfg.ensemble,
+              channels_last=use_channels_last(cfg.channels_last, device),
               workers=auto_workers(cfg.workers, cached=comp.source_col == "index"))
     measured = estimate.measure(members, comp, views, **kw)
     n = cfg.test_images or (len(comp.test) if comp.test is not None else 0) or measured["images"]

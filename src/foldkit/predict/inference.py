@@ -111,7 +111,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     from tqdm.auto import tqdm
 
     from foldkit.data.augment import eval_transform
-    from foldkit.train.engine import mean_softmax, to_device
+    from foldkit.runtime.device import mean_softmax, to_device
     from foldkit.data.images import preparation
     from foldkit.tasks import ACTIVATION, to_predictions
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from foldkit import metrics
 from foldkit.predict import blend
-from foldkit.train import engine
+from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
 from foldkit.predict import submission
 from foldkit.ensemble import TTA_VIEWS
 from foldkit.experiment import Experiment, find_experiments
@@ -81,11 +81,11 @@ def predict_members(cfg, members, sources, tta, cached: bool = False, progress=N
     --batch-size, --channels-last, --workers: what plan.apply takes. predict.py, --image and the
     bundle's torch runner all predict here."""
     from foldkit.data.dataset import auto_workers
-    device = engine.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     _, per_member = predict_ensemble(
-        members, sources, tta=tta, device=device, dtype=engine.amp_dtype(device, cfg.amp),
+        members, sources, tta=tta, device=device, dtype=amp_dtype(device, cfg.amp),
         batch_size=cfg.batch_size, progress=cfg.progress if progress is None else progress,
-        channels_last=engine.use_channels_last(cfg.channels_last, device),
+        channels_last=use_channels_last(cfg.channels_last, device),
         workers=auto_workers(cfg.workers, cached=cached) if workers is None else workers, return_members=True)
     return per_member
 

@@ -8,12 +8,12 @@ gives each rank its device; without torchrun it does nothing and the run is the 
 same command keeps the same batch, LR and number of optimizer steps on any number of processes.
 Each rank trains on a disjoint, equal-length shard of the epoch's order (foldkit.data.dataset.EpochSampler
 with rank/world), the model is wrapped in DistributedDataParallel (`wrap`), validation is sharded
-without padding and gathered back in row order (`evaluate`: every row scored exactly once), and rank
+without padding and gathered back in row order (`all_rows`: every row scored exactly once), and rank
 0 alone writes files and logs (`is_main`); the others wait at a `barrier`. `local_processes` is how
 many foldkit processes share this machine (torchrun's LOCAL_WORLD_SIZE, or the fold-parallel
 workers): the RAM cache and DataLoader workers divide the machine by it.
 
-Folds side by side (--devices) are foldkit.train.foldpool's. This module never imports the training loop.
+Folds side by side (--devices) are foldkit.train.foldpool's.
 """
 from __future__ import annotations
 
@@ -236,19 +236,15 @@ def mean_epoch(ep: dict) -> dict:
     return {**ep, "loss": loss / world(), "accuracy": acc / world(), "img_per_s": ips, "seconds": s.item()}
 
 
-def evaluate(model, loader, device, **kw):
-    """foldkit.train.engine.evaluate over this rank's shard of the validation rows, gathered on every rank in
-    row order (so every rank takes the same best-epoch and early-stopping decisions)."""
-    from foldkit.train import engine
+def all_rows(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's shard of the validation rows (probabilities, targets) gathered from every rank in row
+    order, so every rank takes the same best-epoch and early-stopping decisions; as it is without torchrun."""
     if not active():
-        return engine.evaluate(model, loader, device, **kw)
+        return probs, y
     import torch.distributed as dist
-    probs, y = engine.predict_probs(model, loader, device, **kw)
     parts = [None] * world()
     dist.all_gather_object(parts, (probs, y))
-    probs = np.concatenate([p for p, _ in parts])
-    y = np.concatenate([t for _, t in parts])
-    return engine.output_loss(probs, y, kw.get("activation", "softmax")), probs, y
+    return np.concatenate([p for p, _ in parts]), np.concatenate([t for _, t in parts])
 
 
 def check_resume(saved_world: int, fold: int) -> None:

@@ -35,9 +35,9 @@ def probe_img_per_s(cfg, model_name: str, in_chans: int, n_classes: int, side: i
     needs the arithmetic cost, like foldkit.export.estimate measures inference)."""
     import torch
 
-    from foldkit.train import engine
+    from foldkit.runtime.device import pick_device
     from foldkit.runtime.model import create_model
-    device = engine.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     model = create_model(model_name, n_classes, in_chans, False, "", img_size=side).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(cfg.batch_size, in_chans, side, side, device=device)

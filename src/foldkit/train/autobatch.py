@@ -61,10 +61,10 @@ def measure_peaks(cfg, n_outputs: int, in_chans: int, size: int, device) -> tupl
     import torch
     import torch.nn.functional as F
 
-    from foldkit.train import engine
+    from foldkit.runtime.device import amp_dtype, autocast, to_device, use_channels_last
     from foldkit.runtime.model import create_model
-    dtype = engine.amp_dtype(device, cfg.amp)
-    cl = engine.use_channels_last(cfg.channels_last, device)
+    dtype = amp_dtype(device, cfg.amp)
+    cl = use_channels_last(cfg.channels_last, device)
     model = create_model(cfg.model, n_outputs, in_chans, img_size=size).to(device).train()
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -74,8 +74,8 @@ def measure_peaks(cfg, n_outputs: int, in_chans: int, size: int, device) -> tupl
         try:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-            x = engine.to_device(torch.randn(batch, in_chans, size, size), device, cl)
-            with engine.autocast(device, dtype):
+            x = to_device(torch.randn(batch, in_chans, size, size), device, cl)
+            with autocast(device, dtype):
                 loss = F.cross_entropy(model(x).float().reshape(batch, -1),
                                        torch.zeros(batch, dtype=torch.long, device=device))
             loss.backward()
@@ -98,9 +98,9 @@ def resolve(cfg, n_outputs: int, rows: int, log=print):
     if cfg.batch_size:
         return cfg
     from foldkit.runtime import distributed
-    from foldkit.train import engine
+    from foldkit.runtime.device import pick_device
     from foldkit.runtime.model import data_config
-    device = engine.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     world = distributed.world()
     if device.type != "cuda":
         batch, how = REFERENCE_BATCH, f"the default on {device.type} (the search fills GPU memory)"

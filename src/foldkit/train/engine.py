@@ -15,52 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from foldkit.errors import ConfigError
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """The torch device of --device; ConfigError for a name torch does not know or a device this
-    machine lacks (checked here, not at the first tensor moved there)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {name!r} is not a device name: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cpu":
-        return device
-    backend = getattr(torch, device.type, None) if device.type != "mps" else torch.backends.mps
-    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
-        raise ConfigError(f"--device {name}: this machine has no {device.type} device; use --device auto or cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        n = torch.cuda.device_count()
-        raise ConfigError(f"--device {name}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
-    return device
-
-
-def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; off on CPU unless asked (CPU bf16 is slow on most CPUs)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def use_channels_last(setting: str, device: torch.device) -> bool:
-    """--channels-last: on, off, or auto (on for CUDA). The one reading of the setting."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
-
-
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+from foldkit.runtime.device import autocast, mean_softmax, to_device
 
 
 def train_batch(model, x, y, loss_fn, device, *, dtype=None, mixup=None, accum_steps: int = 1, scaler=None,
@@ -163,20 +118,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
     return F.kl_div(log_p, teacher_probs.float(), reduction="batchmean") * temperature ** 2
 
 
-ACTIVATIONS = {"softmax": lambda z: F.softmax(z, dim=1), "sigmoid": torch.sigmoid, "identity": lambda z: z}
-
-
-@torch.no_grad()
-def mean_softmax(model, views: list[torch.Tensor], device, dtype=None, activation: str = "softmax") -> torch.Tensor:
-    """Softmax probabilities of `model` (sigmoid for multi-label, raw outputs for regression: the task's
-    activation), averaged over input views (TTA), in float32 on the CPU."""
-    p, act = 0, ACTIVATIONS[activation]
-    with autocast(device, dtype):
-        for x in views:
-            p = p + act(model(x).float())
-    return (p / len(views)).cpu()
-
-
 @torch.no_grad()
 def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = False,
                   desc: str = "valid", progress: bool = True, activation: str = "softmax") -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +143,10 @@ def output_loss(probs: np.ndarray, y: np.ndarray, activation: str = "softmax") -
     return probs_loss(probs, y) if activation == "softmax" else float("nan")
 
 
-def evaluate(model, loader, device, **kw) -> tuple[float, np.ndarray, np.ndarray]:
-    """Validation: (cross-entropy loss, probabilities, targets)."""
+def evaluate(model, loader, device, gather=None, **kw) -> tuple[float, np.ndarray, np.ndarray]:
+    """Validation: (cross-entropy loss, probabilities, targets). gather: (probs, y) -> every process's rows
+    (foldkit.runtime.distributed.all_rows), before the loss."""
     probs, y = predict_probs(model, loader, device, **kw)
+    if gather is not None:
+        probs, y = gather(probs, y)
     return output_loss(probs, y, kw.get("activation", "softmax")), probs, y

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from foldkit.runtime import distributed
+from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
 from foldkit.config import learning_settings
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
@@ -181,7 +182,7 @@ def check_training_settings(cfg) -> None:
         raise TrainError(f"{flag}: {cfg.model} is built for one input size (--img-size, now {size}); train "
                          "and evaluate it at that size, or choose a model that takes any size")
     epoch_sizes(cfg.img_size_schedule, size, cfg.epochs)
-    engine.pick_device(cfg.device)
+    pick_device(cfg.device)
     backbone_lr_fraction(cfg)
     if not cfg.batch_size:
         raise TrainError("--batch-size auto is measured by train.py; tune.py and auto.py take a number "
@@ -253,8 +254,8 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
     from foldkit.runtime.model import UnfreezeWarmup, bn_is_folded, choose_bn, create_model, param_groups
     from foldkit.tasks import build_loss, multi_hot_mixup, n_outputs
 
-    device = engine.pick_device(cfg.device)
-    channels_last = engine.use_channels_last(cfg.channels_last, device)
+    device = pick_device(cfg.device)
+    channels_last = use_channels_last(cfg.channels_last, device)
     n = n_outputs(run.task, run.classes)
     model = create_model(cfg.model, n, run.data_cfg["input_size"][0], cfg.pretrained, cfg.pretrained_file,
                          cfg.drop_rate, cfg.drop_path, img_size=run.data_cfg["input_size"][-1])
@@ -276,7 +277,7 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
         f"{cfg.lr * backbone_lr:g}" + (f" with layer decay {cfg.layer_decay}" if cfg.layer_decay else "")
         + (f", ramped up over {cfg.unfreeze_warmup:g} epoch(s) after {cfg.freeze_epochs} head-only epoch(s)"
            if cfg.freeze_epochs else ""))
-    dtype = engine.amp_dtype(device, cfg.amp)
+    dtype = amp_dtype(device, cfg.amp)
     mixup, loss_fn = None, None
     if run.task != "single":
         mixup = multi_hot_mixup(cfg, n) if (cfg.mixup > 0 or cfg.cutmix > 0) else None
@@ -504,7 +505,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
 
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
-    device = engine.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     resumed = FoldState.read(exp.last_checkpoint(fold)) if exp.last_checkpoint(fold).is_file() and cfg.resume else None
     teaching = for_fold(cfg, run, fold, log=log, reuse=resumed is not None)   # soft/pseudo-labels, distillation
     # under torchrun --batch-size is the global batch: each process loads its share (BatchNorm sees
@@ -575,9 +576,9 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                              "--clip-grad 1.0 or --amp off, under a new --experiment name") from None
         state.steps, ep = ep["steps"], distributed.mean_epoch(ep)
         eval_model = tr.ema.module if tr.ema is not None else tr.run_model
-        vloss, probs, yv = distributed.evaluate(eval_model, valid_dl, tr.device, dtype=tr.dtype,
-                                                channels_last=tr.channels_last, progress=cfg.progress,
-                                                activation=ACTIVATION[run.task])
+        vloss, probs, yv = engine.evaluate(eval_model, valid_dl, tr.device, gather=distributed.all_rows,
+                                           dtype=tr.dtype, channels_last=tr.channels_last, progress=cfg.progress,
+                                           activation=ACTIVATION[run.task])
         value, acc, vloss = _validation_scores(cfg.metric, run.task, probs, yv, vloss, scale)
         improved = metrics.is_better(cfg.metric, value, state.best)
         state.log.append({"epoch": epoch + 1, "train_loss": ep["loss"], "train_accuracy": ep["accuracy"],
@@ -653,7 +654,7 @@ def open_run(cfg, log=print, record: bool = True) -> RunData:
     if not cfg.devices:           # fold-parallel: each worker says it for its own device
         from foldkit.data import batchaug
         from foldkit.train import engine
-        device = engine.pick_device(cfg.device)
+        device = pick_device(cfg.device)
         log(batchaug.describe(batchaug.choose(cfg.aug_device, device, run.data_cfg["input_size"][-1]), device,
                               cfg.aug))
     return run

@@ -174,12 +174,13 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
 
     from foldkit.train import engine
     from foldkit.train.fit import augmentation_path, batch_augment, build_training, fold_loaders, seed_all
+    from foldkit.runtime.device import pick_device
     from foldkit.runtime.model import set_backbone_frozen, train_mode
     from foldkit.tasks import TargetScale
 
     seed = cfg.seed * 100 + FOLD                 # fit_fold's seed for the fold
     seed_all(seed)
-    device = engine.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     aug_device = augmentation_path(cfg, run.data_cfg, device, FOLD)   # the path training would take here
     data = fold_loaders(cfg, run, FOLD, seed, device, aug_device=aug_device)
     train_dl, sampler, tr_idx, counts = data.train_dl, data.sampler, data.tr_idx, data.counts
