@@ -114,7 +114,7 @@ def kit_jpeg_rates(jpeg_dir, model_name, batch, size, workers, passes=3) -> tupl
     from foldkit.train import engine
     from foldkit.data.augment import train_transform
     from foldkit.data.dataset import EpochSampler, ImageDataset, ImageSource, SeededDataset
-    from foldkit.folds.file import open_competition
+    from foldkit.data.reading import open_competition
     from foldkit.runtime.model import data_config
     comp, _ = open_competition(config.resolve({"input_dir": str(jpeg_dir)}))
     dcfg = data_config(model_name, size)

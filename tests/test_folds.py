@@ -179,7 +179,7 @@ def test_cli_limit_and_clear_error(tmp_path):
 
 
 def test_later_steps_find_the_competition_the_folds_were_made_from(tmp_path):
-    from foldkit.folds.file import reading_settings
+    from foldkit.data.reading import reading_settings
     cfg = _demo_cfg(tmp_path)
     meta = make_folds(cfg, log=lambda *_: None)
     got = reading_settings(config.resolve({}), meta)                                  # no --input-dir

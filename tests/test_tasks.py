@@ -142,7 +142,7 @@ def test_class_ids_and_old_folds_files_stay_single_label(tmp_path, digits_32):
     meta = make_folds(cfg_for(tmp_path, n_folds=2), log=quiet)
     assert meta["task"] == "single" and meta["reading"]["task"] == "single"
     # a folds file written before task kinds is read as single-label, whatever --task auto would say
-    from foldkit.folds.file import reading_settings
+    from foldkit.data.reading import reading_settings
     old = {"reading": {"input_dir": str(comp_dir)}}
     assert reading_settings(config.resolve({}), old)["task"] == "single"
 

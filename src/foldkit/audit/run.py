@@ -29,8 +29,11 @@ import numpy as np
 import pandas as pd
 
 from foldkit.audit import duplicates as dup
-from foldkit.report import page
 from foldkit.audit import shift as adv
+from foldkit.data.copies import CACHE_FILE, MIN_CORR, cluster_table, hash_table, popcount64
+from foldkit.data.reading import open_competition
+from foldkit.folds.audit_files import ADVERSARIAL_CSV, DUPLICATES_CSV, audit_dir
+from foldkit.report import page
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 
 TINY_SIDE = 16        # shortest side below this: "tiny"
@@ -222,7 +225,7 @@ def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
     a = hashes.iloc[pairs["i"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_a")
     b = hashes.iloc[pairs["j"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_b")
     ph = hashes["phash"].to_numpy(np.uint64)
-    bits = dup._popcount64(ph[pairs["i"].to_numpy(int)] ^ ph[pairs["j"].to_numpy(int)])
+    bits = popcount64(ph[pairs["i"].to_numpy(int)] ^ ph[pairs["j"].to_numpy(int)])
     t = pd.concat([pd.DataFrame({"rank": np.arange(1, len(pairs) + 1),
                                  "similarity": pairs["similarity"].round(4).to_numpy(),
                                  "margin": pairs["margin"].round(4).to_numpy(),
@@ -381,7 +384,7 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
              "<h3>contact sheet</h3>", _rows_html(*sheet),
              "<h2>Duplicates</h2>",
              f"<p class='muted'>exact: same decoded pixels; near: 64-bit pHash within {summary['threshold']} "
-             f"bits and 16x16 thumbnails correlating &ge; {dup.MIN_CORR}. All clusters: "
+             f"bits and 16x16 thumbnails correlating &ge; {MIN_CORR}. All clusters: "
              f"{page.links(['duplicates.csv'])}, every image: {page.links(['images.csv'])}</p>",
              *_features_html(summary, galleries or {}),
              page.table(pd.DataFrame([d]), index=False)]
@@ -400,16 +403,15 @@ def run_audit(cfg, log=print) -> dict:
     """Audit cfg.input_dir into the audit folder; returns the summary (also in audit.json)."""
     import dataclasses
 
-    from foldkit.folds.file import open_competition
 
     # unreadable files are reported, not fatal: the audit is where the user learns about them
     comp, _ = open_competition(dataclasses.replace(cfg, skip_bad_images=True))
     features = feature_plan(cfg)
-    out_dir = dup.audit_dir(cfg)
-    hashes, thumb = dup.hash_table(comp, out_dir / dup.CACHE_FILE, cfg.audit_workers, log)
+    out_dir = audit_dir(cfg)
+    hashes, thumb = hash_table(comp, out_dir / CACHE_FILE, cfg.audit_workers, log)
     emb, pairs = feature_search(cfg, comp, hashes, out_dir, features, log)
     copies = None if pairs is None else pairs[pairs["copy"]]
-    clusters = dup.cluster_table(hashes, thumb, cfg.near_threshold, emb, copies)
+    clusters = cluster_table(hashes, thumb, cfg.near_threshold, emb, copies)
     counts = comp.train["label"].value_counts().sort_index()
     images = image_table(hashes, comp.bad_files)
     stats = image_stats(images)
@@ -422,13 +424,13 @@ def run_audit(cfg, log=print) -> dict:
     galleries = {}
     load = image_loader(comp)
     if emb is not None:
-        summary["duplicates_hash_only"] = dup.summarize(dup.cluster_table(hashes, thumb, cfg.near_threshold))
+        summary["duplicates_hash_only"] = dup.summarize(cluster_table(hashes, thumb, cfg.near_threshold))
         ptable = pairs_table(pairs, hashes)
         atomic_write_with(out_dir / dup.PAIRS_CSV, lambda t: ptable.to_csv(t, index=False, lineterminator="\n"))
         galleries["pairs"] = pair_gallery(ptable, load)
         summary["shift"], test_like = train_test_shift(comp, hashes, emb)
         if test_like is not None:
-            atomic_write_with(out_dir / adv.ADVERSARIAL_CSV,
+            atomic_write_with(out_dir / ADVERSARIAL_CSV,
                               lambda t: test_like.to_csv(t, index=False, lineterminator="\n"))
             galleries["test_like"] = test_like_gallery(test_like, load)
     summary["verdict"] = verdict(summary, stats, len(comp.train))
@@ -444,7 +446,7 @@ def run_audit(cfg, log=print) -> dict:
     if gallery[0]:
         write_mosaic(gallery[1], out_dir / "duplicates.png")
     summary["paths"] = {"html": str(write_page(out_dir, summary, stats, clusters, pngs, sheet, gallery, galleries)),
-                        "duplicates": str(out_dir / dup.DUPLICATES_CSV)}
+                        "duplicates": str(out_dir / DUPLICATES_CSV)}
     return summary
 
 

@@ -14,25 +14,17 @@ Torch-free: it sees only the embedding matrix.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from foldkit.errors import FoldkitError
+from foldkit.folds.audit_files import NO_SHIFT_AUC
 
-ADVERSARIAL_CSV = "adversarial.csv"
 FOLDS = 5
 PROJECT_DIM = 64          # principal components the classifier sees
 MAX_ROWS = 40000          # larger sets: each fold's classifier is fitted on a random sample of this many
 TEST_LIKE_SHARE = 0.2     # adversarial.csv marks this share of train, most test-like first
-NO_SHIFT_AUC = 0.6        # below: no detectable shift
 STRONG_SHIFT_AUC = 0.75   # above: CV will not predict the test score
-AUDIT_COMMAND = "python src/audit.py --embed-weights FILE"
-
-
-class ShiftError(FoldkitError, ValueError):
-    """The audit's adversarial validation is missing or describes other images."""
 
 
 def adversarial_validation(emb_train: np.ndarray, emb_test: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
@@ -111,36 +103,3 @@ def shift_verdict(info: dict, priors: pd.DataFrame | None) -> list[str]:
     return out
 
 
-def test_like_scores(audit: dict | None, audit_dir: str | Path, input_dir: str | Path,
-                     ids: pd.Series) -> tuple[np.ndarray, dict]:
-    """(p_test of each training id, {source, adversarial_auc}) from the audit's adversarial.csv.
-    audit: the audit's audit.json when it describes input_dir (foldkit.audit.duplicates.read_audit), else None.
-    Refused in one line, naming the file and the audit to run: no audit of this competition, an
-    audit without adversarial validation (no embedding weights, no test images), a missing or foreign
-    adversarial.csv, training ids it does not score."""
-    where = Path(audit_dir)
-    csv = where / ADVERSARIAL_CSV
-    if audit is None:
-        raise ShiftError(f"--test-like-fold: no audit of {input_dir} in {where} (audit.json): run "
-                         f"`{AUDIT_COMMAND}` first (it writes {ADVERSARIAL_CSV})")
-    if "auc" not in (audit.get("shift") or {}):
-        why = ("it saw no test images: put them in the competition folder, or drop --test-like-fold"
-               if not audit.get("test_rows") else "it ran without embedding weights")
-        raise ShiftError(f"--test-like-fold: {where / 'audit.json'} has no adversarial validation ({why}); "
-                         f"run `{AUDIT_COMMAND}`")
-    try:
-        t = pd.read_csv(csv, dtype={"id": str}, keep_default_na=False)
-    except (OSError, ValueError) as e:
-        raise ShiftError(f"--test-like-fold: cannot read {csv} ({type(e).__name__}): run `{AUDIT_COMMAND}` "
-                         "again") from None
-    if not {"id", "p_test"} <= set(t.columns):
-        raise ShiftError(f"--test-like-fold: {csv} has no id and p_test columns (not the audit's file): run "
-                         f"`{AUDIT_COMMAND}` again")
-    p = pd.Series(pd.to_numeric(t["p_test"], errors="coerce").to_numpy(float), index=t["id"].to_numpy())
-    got = p[~p.index.duplicated()].reindex(ids.astype(str).to_numpy())
-    missing = got.isna().to_numpy()
-    if missing.any():
-        raise ShiftError(f"--test-like-fold: {csv} scores no p_test for {int(missing.sum())} of the {len(ids)} "
-                         f"training rows (e.g. ids {ids.astype(str)[missing].head(5).tolist()}): it describes "
-                         f"other images; run `{AUDIT_COMMAND}` again")
-    return got.to_numpy(float), {"source": str(csv), "adversarial_auc": float(audit["shift"]["auc"])}

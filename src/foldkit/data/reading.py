@@ -17,7 +17,6 @@ This module knows nothing about models or folds; decoding an image file is foldk
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foldkit.data.images import ImageError, InputError, check_image_file
+from foldkit.data.files import (check_files, check_labels, find_test_problems, one_hot_columns, pick_column,
+                                pixel_columns, read_numpy_images, read_numpy_labels, read_pixel_csv,
+                                resolve_paths, scan_images)
+from foldkit.data.images import InputError
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-              ".ppm", ".pgm", ".pbm", ".pnm"}
 ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename", "file_name",
                  "file", "fname", "name", "img", "path"]
 LABEL_CANDIDATES = ["label", "labels", "target", "class", "class_name", "category", "y", "diagnosis"]
@@ -69,10 +69,10 @@ class Competition:
             raise TypeError(f"layout {self.layout} stores images as files; use decode_image")
         if split not in self._arrays:
             if self.layout == "numpy":
-                self._arrays[split] = _read_numpy_images(self.root / f"x_{split}.npy")
+                self._arrays[split] = read_numpy_images(self.root / f"x_{split}.npy")
             else:
                 name = self.train_csv if split == "train" else f"{split}.csv"
-                self._arrays[split] = _read_pixel_csv(self.root / name, self.label_col)[0]
+                self._arrays[split] = read_pixel_csv(self.root / name, self.label_col)[0]
         return self._arrays[split]
 
 
@@ -93,152 +93,6 @@ def labels_as_written(values: pd.Series) -> pd.Series:
     if len(text) and text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").all():
         return text.astype("int64")
     return values
-
-
-def _pick(columns: list[str], wanted: str, candidates: list[str], what: str, fname: str, fallback: int) -> str:
-    if wanted:
-        if wanted not in columns:
-            raise InputError(f"{fname}: no column {wanted!r} ({what}); columns are {columns}. "
-                             f"Pass the right name with --{what.replace(' ', '-')}.")
-        return wanted
-    lower = {c.lower(): c for c in columns}
-    for c in candidates:
-        if c in lower:
-            return lower[c]
-    if len(columns) <= fallback:
-        raise InputError(f"{fname}: cannot tell which column is the {what}; columns are {columns}")
-    return columns[fallback]
-
-
-def _scan_images(folder: Path) -> list[str]:
-    """Image file names (relative to folder, '/'-separated) under folder, sorted."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(dirpath, folder)
-        for f in filenames:
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTS:
-                out.append(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
-    return sorted(out)
-
-
-def _refuse_escaping_ids(ids: pd.Series, fname: str) -> None:
-    """Refuse, by name and before any file is touched, ids that would resolve outside the
-    competition folder (absolute paths, '..' components)."""
-    for row, i in enumerate(ids.tolist()):
-        parts = str(i).replace("\\", "/").split("/")
-        if str(i).startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", str(i)):
-            raise InputError(f"{fname}: data row {row + 1}: id {i!r} points outside the competition's "
-                             "image folder. Ids must be file names (or paths inside the folder); fix that row.")
-
-
-def _resolve_paths(ids: pd.Series, root: Path, image_dir: Path, image_ext: str, fname: str) -> list[str | None]:
-    """Map ids to file paths relative to root; None where no file is found.
-
-    Ids may carry an extension or not (then it is inferred from the files in
-    image_dir, or taken from image_ext), and may be paths relative to root.
-    """
-    _refuse_escaping_ids(ids, fname)
-    rel_dir = image_dir.relative_to(root).as_posix()
-    listing = _scan_images(image_dir) if image_dir.is_dir() else []
-    by_name = set(listing)
-    by_stem: dict[str, str] = {}
-    for name in listing:
-        by_stem.setdefault(os.path.splitext(name)[0], name)
-    ext = image_ext if (not image_ext or image_ext.startswith(".")) else "." + image_ext
-    out: list[str | None] = []
-    for i in ids:
-        if ext:
-            name = i + ext if not i.lower().endswith(ext.lower()) else i
-            out.append(f"{rel_dir}/{name}" if name in by_name else None)
-        elif i in by_name:
-            out.append(f"{rel_dir}/{i}")
-        elif i in by_stem:
-            out.append(f"{rel_dir}/{by_stem[i]}")
-        elif (root / i).is_file():
-            out.append(Path(i).as_posix())
-        else:
-            out.append(None)
-    return out
-
-
-def _read_numpy_images(path: Path) -> np.ndarray:
-    try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: cannot read as a numpy array ({e})") from None
-    if x.ndim == 3:
-        x = x[..., None]
-    elif x.ndim == 4:
-        if x.shape[-1] not in (1, 3, 4) and x.shape[1] in (1, 3, 4):
-            x = np.transpose(x, (0, 2, 3, 1))
-        elif x.shape[-1] not in (1, 3, 4):
-            raise InputError(f"{path}: shape {x.shape} has no channel axis of size 1, 3 or 4; "
-                             "expected (N,H,W), (N,H,W,C) or (N,C,H,W)")
-    else:
-        raise InputError(f"{path}: shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W)")
-    if x.dtype != np.uint8:
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise InputError(f"{path}: dtype {x.dtype} is not numeric")
-        lo, hi = float(np.min(x)), float(np.max(x))
-        if lo < 0 or hi > 255:
-            raise InputError(f"{path}: values span [{lo}, {hi}]; expected uint8 0..255 or floats in "
-                             "0..1 / 0..255. Undo any normalisation before saving.")
-        scale = 255.0 if (np.issubdtype(x.dtype, np.floating) and hi <= 1.0) else 1.0
-        x = np.clip(np.asarray(x, dtype=np.float32) * scale + 0.5, 0, 255).astype(np.uint8)
-    if x.shape[-1] == 4:
-        x = x[..., :3]
-    return np.ascontiguousarray(x)
-
-
-def _read_numpy_labels(path: Path, n: int) -> np.ndarray:
-    try:
-        y = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: cannot read as a numpy array ({e})") from None
-    if y.ndim == 2 and y.shape[1] > 1:     # one-hot (Keras to_categorical)
-        if not ((y == 0) | (y == 1)).all() or (y.sum(1) != 1).any():
-            raise InputError(f"{path}: shape {y.shape} but not one-hot (rows with several, no or non-0/1 "
-                             "values): a multi-label numpy layout is not read; give a training CSV of tags")
-        y = y.argmax(1)
-    y = y.reshape(-1) if y.ndim == 2 else y
-    if y.ndim != 1:
-        raise InputError(f"{path}: shape {y.shape}; expected (N,) labels or (N,K) one-hot")
-    if len(y) != n:
-        raise InputError(f"{path}: {len(y)} labels but the images file has {n} images")
-    return y
-
-
-def _pixel_columns(columns: list[str]) -> list[str]:
-    return [c for c in columns if re.fullmatch(r"(pixel|px|p)_?\d+", str(c).lower())]
-
-
-def _read_pixel_csv(path: Path, label_col: str) -> tuple[np.ndarray, pd.DataFrame]:
-    # the label column as text, numbers for the pixels (an empty or non-numeric pixel is refused below)
-    df = pd.read_csv(path, dtype={label_col: str}, keep_default_na=False, na_values=[""])
-    pix = _pixel_columns(list(df.columns))
-    if not pix:
-        pix = [c for c in df.columns if c != label_col and pd.api.types.is_numeric_dtype(df[c])]
-    n = len(pix)
-    side = math.isqrt(n)
-    if side * side == n:
-        shape = (side, side, 1)
-    elif n % 3 == 0 and math.isqrt(n // 3) ** 2 == n // 3:
-        side = math.isqrt(n // 3)
-        shape = (side, side, 3)
-    else:
-        raise InputError(f"{path}: {n} pixel columns is not a square image (side*side or side*side*3)")
-    bad_cols = [c for c in pix if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad_cols:
-        raise InputError(f"{path}: non-numeric pixel values in column(s) {bad_cols[:5]}")
-    vals = df[pix].to_numpy()
-    if np.isnan(vals).any() if np.issubdtype(vals.dtype, np.floating) else False:
-        bad = np.flatnonzero(np.isnan(vals).any(1))[:10]
-        raise InputError(f"{path}: empty pixel values in data rows {[int(b) + 1 for b in bad]}")
-    hi = vals.max() if vals.size else 0
-    scale = 255.0 if np.issubdtype(vals.dtype, np.floating) and hi <= 1.0 else 1.0
-    x = np.clip(vals * scale + (0.5 if scale != 1.0 else 0), 0, 255).astype(np.uint8)
-    return x.reshape((len(df),) + shape), df.drop(columns=pix)
 
 
 def find_train_csv(root: str | Path, name: str = "") -> Path | None:
@@ -264,7 +118,7 @@ def detect_layout(root: str | Path, train_csv: str = "") -> str:
     csv = find_train_csv(root, train_csv)
     if csv is not None:
         cols = list(pd.read_csv(csv, nrows=0).columns)
-        if len(_pixel_columns(cols)) >= 4:
+        if len(pixel_columns(cols)) >= 4:
             return "pixel_csv"
         return "csv_images"
     train = root / "train"
@@ -276,29 +130,6 @@ def detect_layout(root: str | Path, train_csv: str = "") -> str:
         f"a training CSV ({', '.join(TRAIN_CSV_CANDIDATES)}, or --train-csv NAME) + train/ images; "
         "train/<class>/ folders; x_train.npy + y_train.npy; train.csv with label,pixel0..pixelN "
         "columns. See README 'Input layouts'.")
-
-
-def _finish_files(table: pd.DataFrame, root: Path, split: str, skip_bad: bool, bad: list,
-                  fname: str, check: bool = True) -> pd.DataFrame:
-    """Check every file of a file-based table; raise on the first bad ones or drop them."""
-    paths = table["path"].tolist()
-    if check:
-        reasons = [check_image_file(root / p) if isinstance(p, str) else "missing" for p in paths]
-    else:
-        reasons = [None if isinstance(p, str) else "missing" for p in paths]
-    bad_rows = [(i, paths[i], r) for i, r in enumerate(reasons) if r]
-    if not bad_rows:
-        return table
-    ids = table["id"].tolist()
-    desc = [f"data row {i + 1} (id {ids[i]!r}): {root / p if isinstance(p, str) else 'no file for this id'}: {r}" for i, p, r in bad_rows]
-    if not skip_bad:
-        more = f"\n  ... and {len(desc) - 10} more" if len(desc) > 10 else ""
-        raise ImageError(f"{fname}: {len(desc)} bad image file(s):\n  " + "\n  ".join(desc[:10]) + more
-                         + "\nFix or remove them, or pass --skip-bad-images to leave them out.")
-    bad.extend((split, i + 1, p if isinstance(p, str) else f"(id {ids[i]})", r) for i, p, r in bad_rows)
-    keep = np.ones(len(table), bool)
-    keep[[i for i, _, _ in bad_rows]] = False
-    return table[keep].reset_index(drop=True)
 
 
 def read_competition(root: str | Path, id_col: str = "", label_col: str = "", image_ext: str = "",
@@ -321,12 +152,12 @@ def read_competition(root: str | Path, id_col: str = "", label_col: str = "", im
                   skip_bad=skip_bad_images, check=check_train, task=task or "auto", label_sep=label_sep)
     comp.train = comp.train.reset_index(drop=True)
     if comp.test is not None and "path" in comp.test.columns:
-        comp.test_problems = _test_problems(comp.test, root, check_test)
+        comp.test_problems = find_test_problems(comp.test, root, check_test)
     comp.task, comp.label_sep = detect_task(comp, task or "auto", label_sep)
     if comp.task == "multilabel":
         comp.classes = tag_names(comp.train["label"], comp.label_sep)
         return comp
-    _check_labels(comp.train, comp.layout, root)
+    check_labels(comp.train, comp.layout, root)
     comp.classes = [] if comp.task == "regression" else sorted(comp.train["label"].unique().tolist())
     return comp
 
@@ -417,48 +248,6 @@ def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]
                      "a quantity (an age, a score, a count) or class ids? Pass --task regression or --task single.")
 
 
-def _test_problems(test: pd.DataFrame, root: Path, check: bool) -> list[str]:
-    """'data row r (id x): path: reason' for each test image that is missing or (check) unreadable."""
-    out = []
-    for i, (tid, p) in enumerate(zip(test["id"].tolist(), test["path"].tolist())):
-        if not isinstance(p, str):
-            out.append(f"data row {i + 1} (id {tid!r}): no image file for this id")
-        elif check and (reason := check_image_file(root / p)):
-            out.append(f"data row {i + 1} (id {tid!r}): {root / p}: {reason}")
-    return out
-
-
-def _check_labels(train: pd.DataFrame, layout: str, root: Path) -> None:
-    """NaN/empty labels are reported by row (a sample without a label cannot be trained on)."""
-    lab = train["label"]
-    empty = lab.isna() | (lab.astype(str).str.strip() == "")
-    if empty.any():
-        rows = np.flatnonzero(empty.to_numpy())
-        where = "train.csv data rows" if layout in ("csv_images", "pixel_csv") else "rows"
-        raise InputError(f"{root}: {len(rows)} sample(s) without a label, {where} "
-                         f"{[int(r) + 1 for r in rows[:20]]}{' ...' if len(rows) > 20 else ''} "
-                         "(1 = first data row). Fill them in or delete those rows.")
-
-
-def _one_hot_columns(df: pd.DataFrame, candidates: list[str], fname: str, task: str = "auto") -> list[str]:
-    """The class columns of a one-hot training CSV (Plant Pathology: image_id,healthy,rust,scab), or []
-    when the columns are not one-hot. Every column 0/1; exactly one 1 per row is single-label, several
-    or no 1 in a row a multi-label task (detect_task), refused by row with --task single."""
-    cols = list(candidates)
-    if len(cols) < 2:
-        return []
-    num = df[cols].apply(pd.to_numeric, errors="coerce")   # the CSV is read as text
-    if not (num.notna() & num.isin([0, 1])).all().all():
-        return []
-    sums = num.sum(axis=1).to_numpy()
-    if (sums != 1).any() and task == "single":
-        rows = (np.flatnonzero(sums != 1) + 1).tolist()
-        raise InputError(f"{fname}: columns {cols} look one-hot, but data rows {rows[:10]} have "
-                         f"{int(sums[rows[0] - 1])} classes set: that is multi-label data, not --task single. "
-                         "Use --task multilabel (or auto), or name the label column with --label-col.")
-    return cols
-
-
 def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[pd.Series, str]:
     """The tags of a multi-hot table joined by a separator no column name contains."""
     sep = label_sep or next((s for s in LABEL_SEPS if not any(s in c for c in cols)), "|")
@@ -471,14 +260,14 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     csv = find_train_csv(root, train_csv)
     fname = str(csv)
     cols = list(pd.read_csv(csv, nrows=0).columns)
-    idc = _pick(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
+    idc = pick_column(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
     df = read_text_csv(csv)
     if (df[idc].str.strip() == "").any():
         rows = np.flatnonzero((df[idc].str.strip() == "").to_numpy())[:20]
         raise InputError(f"{fname}: empty ids in data rows {[int(r) + 1 for r in rows]}")
     one_hot = []
     if not label_col and not any(c.lower() in LABEL_CANDIDATES for c in cols):
-        one_hot = _one_hot_columns(df, [c for c in cols if c != idc], fname, task)
+        one_hot = one_hot_columns(df, [c for c in cols if c != idc], fname, task)
     multi_sep = ""
     if one_hot and (task == "multilabel" or (df[one_hot].apply(pd.to_numeric).sum(axis=1) != 1).any()):
         lab = "label"
@@ -488,16 +277,16 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
         hot = df[one_hot].apply(pd.to_numeric).to_numpy().argmax(1)
         labels = pd.Series(np.array(one_hot, dtype=object)[hot], dtype=object)
     else:
-        lab = _pick(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
+        lab = pick_column(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
         labels = labels_as_written(df[lab])
     image_dir = next((root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), root / "train")
     table = pd.DataFrame({"id": df[idc], "label": labels})
     for c in df.columns:
         if c not in (idc, lab, *one_hot) and c not in ("id", "label", "path", "fold", "index"):
             table[c] = df[c].replace("", np.nan)   # other columns (e.g. groups): empty is missing
-    table.insert(2, "path", _resolve_paths(table["id"], root, image_dir, image_ext, fname))
+    table.insert(2, "path", resolve_paths(table["id"], root, image_dir, image_ext, fname))
     bad: list = []
-    table = _finish_files(table, root, "train", skip_bad, bad, fname, check)
+    table = check_files(table, root, "train", skip_bad, bad, fname, check)
     test = None
     sample = root / "sample_submission.csv"
     test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
@@ -506,9 +295,9 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
         sid = s.columns[0] if idc not in s.columns else idc
         test = pd.DataFrame({"id": s[sid]})
         if test_dir is not None:
-            test["path"] = _resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
+            test["path"] = resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
     elif test_dir is not None:
-        names = _scan_images(test_dir)
+        names = scan_images(test_dir)
         test = pd.DataFrame({"id": [os.path.splitext(n)[0] for n in names],
                              "path": [f"{test_dir.name}/{n}" for n in names]})
     return Competition("csv_images", root, table, test, id_col=idc, label_col=lab,
@@ -524,7 +313,7 @@ def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad,
         d = root / split
         if not d.is_dir():
             continue
-        for name in _scan_images(d):
+        for name in scan_images(d):
             if "/" not in name:
                 continue   # files directly under train/ have no class
             cls = name.split("/", 1)[0]
@@ -534,11 +323,11 @@ def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad,
         raise InputError(f"{root / 'train'}: no image files in its class folders")
     table = pd.DataFrame(rows)
     bad: list = []
-    table = _finish_files(table, root, "train", skip_bad, bad, str(root / "train"), check)
+    table = check_files(table, root, "train", skip_bad, bad, str(root / "train"), check)
     test = None
     test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
     if test_dir is not None:
-        names = _scan_images(test_dir)
+        names = scan_images(test_dir)
         labelled = names and all("/" in n for n in names)
         stems = [os.path.splitext(n)[0] for n in names]
         ids = stems if len(set(stems)) == len(stems) and not labelled else names
@@ -556,18 +345,18 @@ def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
     for p in (xp, yp):
         if not p.is_file():
             raise InputError(f"{root}: found {'y' if p is xp else 'x'}_train.npy but not {p.name}")
-    x = _read_numpy_images(xp)
-    y = _read_numpy_labels(yp, len(x))
+    x = read_numpy_images(xp)
+    y = read_numpy_labels(yp, len(x))
     table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": y, "index": np.arange(len(x))})
     test = None
     comp = Competition("numpy", root, table)
     comp._arrays["train"] = x
     if (root / "x_test.npy").is_file():
-        xt = _read_numpy_images(root / "x_test.npy")
+        xt = read_numpy_images(root / "x_test.npy")
         comp._arrays["test"] = xt
         test = pd.DataFrame({"id": np.arange(len(xt)).astype(str), "index": np.arange(len(xt))})
         if (root / "y_test.npy").is_file():
-            test["label"] = _read_numpy_labels(root / "y_test.npy", len(xt))
+            test["label"] = read_numpy_labels(root / "y_test.npy", len(xt))
     comp.test = test
     sample = root / "sample_submission.csv"
     comp.sample_submission = sample if sample.is_file() else None
@@ -578,9 +367,9 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
                    label_sep="") -> Competition:
     fname = find_train_csv(root, train_csv)
     cols = list(pd.read_csv(fname, nrows=0).columns)
-    lab = _pick([c for c in cols if c not in _pixel_columns(cols)] or cols, label_col,
+    lab = pick_column([c for c in cols if c not in pixel_columns(cols)] or cols, label_col,
                 LABEL_CANDIDATES, "label col", str(fname), 0)
-    x, rest = _read_pixel_csv(fname, lab)
+    x, rest = read_pixel_csv(fname, lab)
     table = pd.DataFrame({"id": np.arange(len(x)).astype(str), "label": labels_as_written(rest[lab]).to_numpy(),
                           "index": np.arange(len(x))})
     comp = Competition("pixel_csv", root, table, label_col=lab, train_csv=fname.name)
@@ -588,7 +377,7 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
     sample = root / "sample_submission.csv"
     comp.sample_submission = sample if sample.is_file() else None
     if (root / "test.csv").is_file():
-        xt, trest = _read_pixel_csv(root / "test.csv", lab)
+        xt, trest = read_pixel_csv(root / "test.csv", lab)
         comp._arrays["test"] = xt
         ids = np.arange(1, len(xt) + 1).astype(str)   # Digit Recognizer's ImageId is 1-based
         if comp.sample_submission is not None:
@@ -600,3 +389,53 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
         if lab in trest.columns:
             comp.test["label"] = labels_as_written(trest[lab]).to_numpy()
     return comp
+
+
+# --------------------------------------------------------------------------- opening with the recorded settings
+
+# how the competition is read: recorded in folds_meta.json by make_folds, used by every later step
+READING = ("input_dir", "train_csv", "id_col", "label_col", "image_ext", "skip_bad_images", "task", "label_sep")
+
+
+def reading_settings(cfg, meta: dict) -> dict:
+    """How to read the competition: the settings make_folds recorded in folds_meta.json, where the
+    user set a flag (or config key) of their own, that one."""
+    recorded = dict(meta.get("reading") or {})
+    if "input_dir" not in recorded and meta.get("input_dir"):   # a meta without a "reading" record
+        recorded["input_dir"] = meta["input_dir"]
+    if meta:
+        recorded.setdefault("task", "single")   # a meta that records no task kind was single-label
+        recorded.setdefault("label_sep", "")
+    return {k: getattr(cfg, k) if (k in cfg.given or k not in recorded) else recorded[k] for k in READING}
+
+
+def open_competition(cfg, meta: dict | None = None, *, check_train: bool = False, check_test: bool = False):
+    """The one way every step opens the competition: with the reading settings of folds_meta.json
+    (meta), flags overriding. make_folds passes no meta (the flags are the settings) and checks every
+    file; train checks none (the folds file lists the good ones); predict checks the test images. The task
+    kind (single, multilabel, regression) and the tag separator are reading settings too: make_folds
+    records the detected ones."""
+    reading = {k: getattr(cfg, k) for k in READING} if meta is None else reading_settings(cfg, meta)
+    return read_competition(reading["input_dir"], train_csv=reading["train_csv"], id_col=reading["id_col"],
+                            label_col=reading["label_col"], image_ext=reading["image_ext"],
+                            skip_bad_images=reading["skip_bad_images"], check_train=check_train,
+                            task=reading["task"], label_sep=reading["label_sep"],
+                            check_test=check_test), reading
+
+
+def probability_hint(sample_path, classes: list, metric: str | None) -> str | None:
+    """One line when sample_submission.csv asks for one probability per class (a log-loss competition)
+    and the metric is accuracy (its default) or not chosen yet (make_folds): the epoch kept by accuracy
+    is not the one the leaderboard scores. None otherwise (or without a readable sample)."""
+    if not sample_path or metric not in (None, "accuracy"):
+        return None
+    try:
+        cols = list(pd.read_csv(sample_path, nrows=0).columns[1:])
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None      # the sample's problems are reported where it is used (predict)
+    if len(cols) < 2 or set(cols) != {str(c) for c in classes}:
+        return None
+    now = "--metric is accuracy" if metric else "train with --metric logloss"
+    return (f"the sample asks for probabilities (one column per class): {now}"
+            + (": --metric logloss picks the epoch that the leaderboard scores" if metric else
+               " to keep the epoch that the leaderboard scores"))

@@ -248,7 +248,8 @@ def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
 
 def run_predict(cfg, log=print) -> dict:
     from foldkit.data.images import decode_image
-    from foldkit.folds.file import open_competition, read_folds
+    from foldkit.data.reading import open_competition
+    from foldkit.folds.file import read_folds
     from foldkit.report.gradcam import heatmapper
     from foldkit.report.html import write_report
 

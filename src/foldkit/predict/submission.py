@@ -29,24 +29,6 @@ class SubmissionError(FoldkitError, ValueError):
     """A submission that does not match the competition's sample; the message names the ids."""
 
 
-def probability_hint(sample_path, classes: list, metric: str | None) -> str | None:
-    """One line when sample_submission.csv asks for one probability per class (a log-loss competition)
-    and the metric is accuracy (its default) or not chosen yet (make_folds): the epoch kept by accuracy
-    is not the one the leaderboard scores. None otherwise (or without a readable sample)."""
-    if not sample_path or metric not in (None, "accuracy"):
-        return None
-    try:
-        cols = list(pd.read_csv(sample_path, nrows=0).columns[1:])
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None      # the sample's problems are reported where it is used (predict)
-    if len(cols) < 2 or set(cols) != {str(c) for c in classes}:
-        return None
-    now = "--metric is accuracy" if metric else "train with --metric logloss"
-    return (f"the sample asks for probabilities (one column per class): {now}"
-            + (": --metric logloss picks the epoch that the leaderboard scores" if metric else
-               " to keep the epoch that the leaderboard scores"))
-
-
 def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
                 metric: str | None = None, task: str = "single") -> tuple[str, str]:
     """(mode, why): what the submission holds, from --submission-mode, the metric, the task kind and the

@@ -96,7 +96,8 @@ def prepare_run(cfg, log=print, record: bool = True) -> RunData:
     these settings would get, not created."""
     from foldkit.data.dataset import ImageSource, detect_grey
     from foldkit.experiment import default_name, prepare_experiment
-    from foldkit.folds.file import FOLDS_CSV, open_competition, read_folds
+    from foldkit.data.reading import open_competition, probability_hint
+    from foldkit.folds.file import FOLDS_CSV, read_folds
     from foldkit.data.images import cache_side
     from foldkit.runtime.model import data_config
     from foldkit.tasks import targets, task_of
@@ -110,7 +111,6 @@ def prepare_run(cfg, log=print, record: bool = True) -> RunData:
                          "weights): use --balance sampler")
     check_training_settings(cfg)
     comp, reading = open_competition(cfg, meta)
-    from foldkit.predict.submission import probability_hint
     if hint := probability_hint(comp.sample_submission, meta["classes"], cfg.metric):
         log(f"note: {hint}")
     from foldkit.train.teacher import check_experiments
