@@ -67,7 +67,7 @@ def hash_speed(folder: Path) -> str:
     from PIL import Image
 
     from foldkit.data.images import decode_image
-    from foldkit.audit.duplicates import phash
+    from foldkit.data.copies import phash
     import cv2
     imgs = [decode_image(p) for p in sorted(folder.glob("*.jpg"))[:500]]
     greys = [cv2.cvtColor(i, cv2.COLOR_RGB2GRAY) for i in imgs]

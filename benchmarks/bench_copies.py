@@ -131,7 +131,7 @@ def pool(images, labels, seed=0):
 
 def hash_pairs(imgs):
     """Set of (i, j) pairs the audit's hash search links (exact or near)."""
-    from foldkit.audit.duplicates import _pixel_record, near_pairs
+    from foldkit.data.copies import _pixel_record, near_pairs
     recs = [_pixel_record(im) for im in imgs]
     ph = np.array([r["phash"] for r in recs], np.uint64)
     th = np.stack([r["thumb"] for r in recs])

@@ -68,14 +68,15 @@ def main():
     torch.set_num_threads(2)
     from foldkit.audit import duplicates as dup
     from foldkit.audit import embed
-    from foldkit.folds.file import assign_folds
+    from foldkit.data import copies
+    from foldkit.folds.split import assign_folds
     from foldkit.data.reading import read_competition
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "comp"
         truth = build(root, a.originals)
         comp = read_competition(root)
         t = time.time()
-        hashes, thumb = dup.hash_table(comp, None, log=lambda *x: None)
+        hashes, thumb = copies.hash_table(comp, None, log=lambda *x: None)
         thr, margin, _ = embed.threshold_for(embed.DEFAULT_MODEL, embed.DEFAULT_SIZE)
         emb = embed.competition_embeddings(comp, hashes, None, embed.DEFAULT_MODEL, a.weights, embed.DEFAULT_SIZE,
                                            log=lambda *x: None)
@@ -86,9 +87,9 @@ def main():
         table = comp.train.reset_index(drop=True)
         t_of = truth.set_index("id").loc[table["id"]]
         labels = table["label"].astype(str).to_numpy()
-        clusters = {"hash": dup.cluster_table(hashes, thumb), "feature (hash or feature)":
-                    dup.cluster_table(hashes, thumb, emb=emb, feature=pairs)}
-        groups = {name: dup.cluster_groups(table, c)[0] for name, c in clusters.items()}
+        clusters = {"hash": copies.cluster_table(hashes, thumb), "feature (hash or feature)":
+                    copies.cluster_table(hashes, thumb, emb=emb, feature=pairs)}
+        groups = {name: copies.cluster_groups(table, c)[0] for name, c in clusters.items()}
         groups["true sources (honest)"] = t_of["source_photo"].to_numpy()
         groups["ungrouped"] = None
         copies = t_of["kind"].to_numpy() != "original"

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, need_shared, write_png
 from foldkit import config
-from foldkit.audit.duplicates import cluster_groups, near_pairs
+from foldkit.data.copies import cluster_groups, near_pairs
 
 N_TRAIN = 240
 

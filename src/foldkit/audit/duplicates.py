@@ -1,35 +1,14 @@
-"""Exact and near-duplicate images: hashes (cached on disk), pairs, clusters, fold groups.
+"""Feature copies for the audit, and the audit's duplicate files.
 
-Works with the base install (numpy, OpenCV, SciPy through scikit-learn):
+The exact and hash search is foldkit.data.copies' (make_folds runs it too). Here:
 
-* **exact**: BLAKE2b of the decoded pixels and shape, whatever the file bytes (a PNG and a
-  re-saved PNG of the same pixels are exact copies). Large JPEGs are decoded at reduced size
-  (shortest side still >= ``DECODE_MIN_SIDE``), so for them "exact" means identical at that size.
-* **near**: a 64-bit perceptual hash (pHash: DCT of the 32x32 grey image, the 8x8 lowest
-  frequencies against their median), robust to resizing and JPEG recompression. Two images are
-  near duplicates when their hashes differ in at most ``threshold`` bits (default 4) AND their
-  16x16 grey thumbnails correlate at >= ``MIN_CORR`` = 0.99 (the second test keeps apart
-  distinct but similar-looking images, e.g. two different handwritten 1s of MNIST with close
-  hashes). Measured on 300 MNIST / Fashion-MNIST images: copies upscaled 2x and JPEG-recompressed
-  at quality 70 stay within 4 bits and correlate >= 0.995; on 28 px images, strong downscaling
-  (to 20 px) can push a copy past both limits. ``--near-threshold`` changes the bits.
-
-pHash is hand-written on ``cv2.resize`` + ``cv2.dct``: it computes the same function as
-``imagehash.phash`` and was measured 7-11x faster (benchmarks/bench_audit.py). Pairs are found
-with multi-index hashing (hand-written, no library does it on numpy): the 64 bits are cut into
-``threshold + 1`` bands; two hashes within ``threshold`` bits agree exactly on at least one band
-(pigeonhole), so only rows sharing a band value are compared, vectorised in numpy. Clusters are
-the connected components of the pair graph (``scipy.sparse.csgraph``).
-
-* **feature** (the audit, when embedding weights are available): cosine similarity of learned
-  embeddings (foldkit.audit.embed) >= a threshold and standing a margin above both images' background
-  similarity, both calibrated per model; pairs come from feature_pairs (an index: scikit-learn
-  NearestNeighbors, or faiss when installed). Finds the mirrored, cropped
-  and recoloured copies the hash misses. ``method`` in duplicates.csv says which method paired an
-  image (exact, hash, feature).
-
-Hashes are cached in ``<audit dir>/hash_cache.npz`` keyed by file path + size + mtime (files)
-or by the pixel hash (array layouts): a second run decodes nothing.
+* **feature** (when embedding weights are available): cosine similarity of learned embeddings
+  (foldkit.audit.embed) >= a threshold and standing a margin above both images' background similarity,
+  both calibrated per model; pairs come from `feature_pairs` (an index: scikit-learn NearestNeighbors,
+  or faiss when installed). Finds the mirrored, cropped and recoloured copies the hash misses;
+  foldkit.data.copies.cluster_table joins them with the hash pairs into clusters.
+* `summarize` counts the clusters; `write_clusters` writes duplicates.csv and audit.json, which
+  make_folds reads back (foldkit.folds.audit_files).
 
 This module never modifies the competition and never imports torch.
 """
@@ -49,15 +28,6 @@ PAIRS_CSV = "pairs.csv"
 FEATURE_NEIGHBOURS = 10        # neighbours per image searched for feature copies
 PROJECT_ABOVE = 20000          # more images than this: neighbours searched on a PCA projection
 PROJECT_DIM = 128
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-# --------------------------------------------------------------------------- pairs
-
-
-# --------------------------------------------------------------------------- clusters
 
 
 def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) -> pd.DataFrame:

@@ -13,7 +13,7 @@ search at 100,000 images"): on a CPU it runs through onnxruntime when installed,
 bfloat16 (see Embedder).
 
 The cache (``<audit dir>/embed_cache_<model>_<size>.npz``) is keyed like the hash cache
-(``duplicates.file_key``: path + size + mtime for files, the pixel hash for array layouts), and
+(``foldkit.data.copies.file_key``: path + size + mtime for files, the pixel hash for array layouts), and
 records which weights made it: other weights start it again.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
 
 DEFAULT_MODEL = "mobilenetv2_100"
-DEFAULT_SIZE = 96         # as close to 128 px on planted copies (mean recall 0.802 vs 0.808), ~1.8x faster
+DEFAULT_SIZE = 96         # finds about as many planted copies as 128 px, faster: benchmarks/RESULTS.md
+                          # "Feature search at 100,000 images"
 MIN_SIZE = 32          # smaller inputs leave mobilenet-like backbones a 1x1 feature map or less
 HUB = "hub"            # --embed-weights hub: download from the hub (needs a network)
 NONE = "none"          # --embed-weights none: no feature search
@@ -36,8 +37,8 @@ SAVE_EVERY = 10000     # images embedded between cache saves
 
 # A pair is called a copy when the cosine similarity of its two embeddings is >= threshold and it
 # stands >= margin above both images' background similarity (their r-th nearest neighbour's,
-# r = 1% of the images, 2..10; foldkit.audit.duplicates.feature_pairs), per (model, size): calibrated on planted copies of real photos
-# against different images of the same class (benchmarks/bench_copies.py; benchmarks/RESULTS.md
+# r = 1% of the images, 2..10; foldkit.audit.duplicates.feature_pairs), per (model, size): calibrated on
+# planted copies of real photos against different images of the same class (benchmarks/bench_copies.py; benchmarks/RESULTS.md
 # "Feature copies"; 64 and 96 px: "Feature search at 100,000 images").
 CALIBRATED = {("mobilenetv2_100", 128): (0.80, 0.06), ("mobilenetv2_100", 96): (0.80, 0.06),
               ("mobilenetv2_100", 64): (0.80, 0.08)}
@@ -205,9 +206,8 @@ class Embedder:
     """Mirror-invariant, L2-normalised embeddings of uint8 images (see the module doc).
 
     Where it runs: CUDA when present (bfloat16 autocast, channels_last); on a CPU, onnxruntime
-    when installed (``pip install -e ".[onnx]"``: the same module exported to ONNX, measured
-    2-4x faster than eager torch on 2 cores, benchmarks/RESULTS.md "Feature search at 100,000
-    images"), else eager torch; on `threads` cores (0 = every core this process may use).
+    when installed (``pip install -e ".[onnx]"``: the same module exported to ONNX, faster than
+    eager torch on a CPU, benchmarks/RESULTS.md "Feature search at 100,000 images"), else eager torch; on `threads` cores (0 = every core this process may use).
     `backend` forces "torch" or "onnxruntime"; `backend_name` says which runs."""
 
     def __init__(self, model_name: str, source: str, size: int, threads: int = 0, device: str = "auto",
@@ -316,7 +316,7 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
     """(N, dim) float32 embeddings of the rows of `hashes` (duplicates.find_duplicates' table:
     train then test); rows with a read error get zeros. Cached; only new images are decoded.
     threads: CPU cores the backbone runs on (0 = all this process may use)."""
-    from foldkit.audit.duplicates import file_key
+    from foldkit.data.copies import file_key
     # CUDA embeds in bfloat16 (Embedder): its vectors differ slightly from float32 ones, so the two are
     # never mixed in one cache (a borderline pair would flip between a GPU and a CPU run)
     precision = "|bf16" if auto_device() == "cuda" else ""

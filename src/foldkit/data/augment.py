@@ -17,18 +17,22 @@ def _v2():
     return v2
 
 
-def _interp(data_cfg: dict):
-    v2 = _v2()
-    return {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
-            "nearest": v2.InterpolationMode.NEAREST}.get(data_cfg.get("interpolation"),
-                                                         v2.InterpolationMode.BILINEAR)
+def interpolation_name(data_cfg: dict) -> str:
+    """The model's resampling (its timm data config): bicubic or nearest, bilinear for anything else."""
+    name = data_cfg.get("interpolation")
+    return name if name in ("bicubic", "nearest") else "bilinear"
+
+
+def interpolation(data_cfg: dict):
+    """interpolation_name as torchvision's InterpolationMode (the per-image transforms')."""
+    return _v2().InterpolationMode(interpolation_name(data_cfg))
 
 
 class ResizeCrop:
     """Shortest side to `resize`, then a centre `size` x `size` crop (torchvision v2 Resize + CenterCrop).
     An image already `size` x `size` with resize == size is returned as it is, as torchvision itself
-    returns it, without the two transforms' dispatch (about 0.1 ms an image, more than the rest of
-    gathering a 32 px digit: measured in the demo's loader)."""
+    returns it, without the two transforms' dispatch (which costs more than the rest of gathering a
+    32 px digit: benchmarks/RESULTS.md, "Per-image transforms without torchvision's dispatch")."""
 
     def __init__(self, size: int, resize: int, interpolation):
         v2 = _v2()
@@ -44,7 +48,7 @@ class ResizeCrop:
 class Normalize:
     """uint8 CHW -> float32 scaled to [0, 1], minus mean, over std: the arithmetic of torchvision v2's
     ToDtype(float32, scale=True) + Normalize, step for step (bit-identical, tested), in one call without
-    their dispatch (about 0.1 ms an image on a CPU)."""
+    their dispatch (benchmarks/RESULTS.md, "Per-image transforms without torchvision's dispatch")."""
 
     def __init__(self, mean, std):
         import torch
@@ -71,19 +75,19 @@ def eval_transform(data_cfg: dict):
     resize = int(round(size / crop_pct))
     # the shortest side to size/crop_pct, then a square centre crop: with crop_pct 1 a non-square
     # photo is still cropped to size x size, so images of any shape batch together
-    return v2.Compose([ResizeCrop(size, resize, _interp(data_cfg))] + _normalize(data_cfg))
+    return v2.Compose([ResizeCrop(size, resize, interpolation(data_cfg))] + _normalize(data_cfg))
 
 
 def _light(data_cfg: dict, flips: list, randaugment: bool) -> list:
     v2 = _v2()
     size = data_cfg["input_size"][-1]
-    return [v2.RandomResizedCrop(size, scale=(0.35, 1.0), interpolation=_interp(data_cfg), antialias=True)] + flips
+    return [v2.RandomResizedCrop(size, scale=(0.35, 1.0), interpolation=interpolation(data_cfg), antialias=True)] + flips
 
 
 def _medium(data_cfg: dict, flips: list, randaugment: bool) -> list:
     v2 = _v2()
     size = data_cfg["input_size"][-1]
-    return [ResizeCrop(size, size, _interp(data_cfg)),
+    return [ResizeCrop(size, size, interpolation(data_cfg)),
             # grid transforms on tensors support nearest/bilinear only
             v2.RandomAffine(degrees=30, translate=(0.2, 0.2), scale=(0.8, 1.2),
                             interpolation=v2.InterpolationMode.BILINEAR)] + flips
@@ -93,7 +97,7 @@ def _heavy(data_cfg: dict, flips: list, randaugment: bool) -> list:
     v2 = _v2()
     size = data_cfg["input_size"][-1]
     policy = v2.RandAugment(num_ops=2, magnitude=9) if randaugment else v2.TrivialAugmentWide()
-    return [v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=_interp(data_cfg), antialias=True)] \
+    return [v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=interpolation(data_cfg), antialias=True)] \
         + flips + [policy]
 
 

@@ -29,18 +29,20 @@ kornia and torch are imported inside the functions: `--help` reads RECIPES witho
 """
 from __future__ import annotations
 
+from foldkit.data.augment import ResizeCrop, interpolation, interpolation_name
+from foldkit.data.images import cache_side
 from foldkit.errors import ConfigError
 
-# preset -> (what the loader gathers per image, the random ops run on the batch); augment.PRESETS' names
+# preset -> (what the loader gathers per image, the random ops run on the batch); the names of foldkit.choices.AUG_PRESETS
 RECIPES = {"none": ("eval", None), "light": ("canvas", "light"), "medium": ("resize", "medium"),
            "heavy": ("canvas", "heavy")}
 
 CHOICES = ("cpu", "device")
 
 
-# On a CPU the batched path wins where per-image work dominates, i.e. on small images (measured on 2 idle
-# cores, benchmarks/RESULTS.md: the demo's 32 px digits train 1.57x faster per fold batched; at 128 px
-# mobilenetv2's forward/backward dominates and the two paths are within noise, 0.9-1.0x)
+# On a CPU the batched path wins where per-image work dominates, i.e. on small images; at larger sizes the
+# model's forward/backward dominates and the two paths are within noise (benchmarks/RESULTS.md,
+# "Augmentation per image (CPU) vs batched on the device")
 CPU_BATCHED_MAX_SIZE = 64
 
 
@@ -55,7 +57,7 @@ def choose(setting: str, device, size: int = 0) -> str:
     return "device" if 0 < size <= CPU_BATCHED_MAX_SIZE else "cpu"
 
 
-def describe(choice: str, device, preset: str, workers: int | None = None) -> str:
+def path_line(choice: str, device, preset: str, workers: int | None = None) -> str:
     """The one log line of the augmentation path a run trains with."""
     if choice == "device":
         return (f"augmentation: batched on {getattr(device, 'type', device)} (kornia), --aug {preset}; the loader "
@@ -73,21 +75,14 @@ def check_available() -> None:
                           "--aug-device cpu under a new --experiment name") from None
 
 
-def _interp(data_cfg: dict) -> str:
-    return {"bicubic": "bicubic", "nearest": "nearest"}.get(data_cfg.get("interpolation"), "bilinear")
-
-
 def gather_transform(data_cfg: dict, preset: str = "light"):
     """The per-image CPU step of the batched path: uint8 CHW in, uint8 C x S x S out, no randomness.
     none: the eval transform's geometry; medium: resize + centre crop to the training size (as per image);
     light/heavy: the centre square (the whole shortest side) at the prepared side images.cache_side."""
     from torchvision.transforms import v2
 
-    from foldkit.data.augment import ResizeCrop
-    from foldkit.data.augment import _interp as v2_interp
-    from foldkit.data.images import cache_side
     size = data_cfg["input_size"][-1]
-    interp = v2_interp(data_cfg)
+    interp = interpolation(data_cfg)
     kind = RECIPES[preset][0]
     if kind == "eval":
         return ResizeCrop(size, int(round(size / (data_cfg.get("crop_pct", 1.0) or 1.0))), interp)
@@ -117,7 +112,7 @@ def _random_ops(data_cfg: dict, preset: str, hflip: bool, vflip: bool, randaugme
     if kind == "medium":    # torchvision's RandomAffine is always applied (p=1); zeros outside the image
         return [RandomAffineFlip(degrees=30, translate=0.2, scale=(0.8, 1.2), hflip=hflip, vflip=vflip)]
     scale = (0.35, 1.0) if kind == "light" else (0.08, 1.0)
-    ops = [K.RandomResizedCrop((size, size), scale=scale, ratio=(3 / 4, 4 / 3), resample=_interp(data_cfg),
+    ops = [K.RandomResizedCrop((size, size), scale=scale, ratio=(3 / 4, 4 / 3), resample=interpolation_name(data_cfg),
                                align_corners=False, cropping_mode="resample")] + flips
     if kind == "heavy":
         ops.append(PerSamplePolicy(K.auto.RandAugment(n=2, m=9) if randaugment else K.auto.TrivialAugment(),

@@ -106,7 +106,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
 def zero_head(model: nn.Module) -> nn.Module:
     """Start a new head on pretrained features from zero logits. Some timm heads start with
     weights up to +-1/sqrt(fan_in) (mobilenetv2: +-0.7), whose large initial logits stall
-    head-only fine-tuning (measured: 65% vs 90% CV on hymenoptera at the default LR)."""
+    head-only fine-tuning (benchmarks/RESULTS.md, "A zero-initialised head")."""
     head = model.get_classifier()
     for m in head.modules() if isinstance(head, nn.Module) else []:
         if isinstance(m, (nn.Linear, nn.Conv2d)):

@@ -647,7 +647,7 @@ def fit_fold_locked(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dic
 def open_run(cfg, log=print, record: bool = True) -> RunData:
     """prepare_run, saying in one line where the images come from: the store (its folder, how many were
     prepared now), or decoding on demand when they do not fit this process's share of the machine's
-    memory (foldkit.data.dataset.ImageSource.cache_note), and in one how the augmentation runs (batchaug.describe)."""
+    memory (foldkit.data.dataset.ImageSource.cache_note), and in one how the augmentation runs (batchaug.path_line)."""
     run = prepare_run(cfg, log, record)
     if getattr(run.source, "cache_note", None):
         log(run.source.cache_note)
@@ -655,7 +655,7 @@ def open_run(cfg, log=print, record: bool = True) -> RunData:
         from foldkit.data import batchaug
         from foldkit.train import engine
         device = pick_device(cfg.device)
-        log(batchaug.describe(batchaug.choose(cfg.aug_device, device, run.data_cfg["input_size"][-1]), device,
+        log(batchaug.path_line(batchaug.choose(cfg.aug_device, device, run.data_cfg["input_size"][-1]), device,
                               cfg.aug))
     return run
 
