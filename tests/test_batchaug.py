@@ -32,6 +32,8 @@ def batch_of(preset, imgs, data_cfg=PHOTO):
 
 
 def test_every_preset_has_a_batched_recipe():
+    from foldkit.choices import AUG_PRESETS
+    assert list(PRESETS) == list(AUG_PRESETS)          # every --aug choice has its builder, in order
     assert set(RECIPES) == set(PRESETS)
 
 

@@ -1,4 +1,5 @@
 """Defaults < config file < command line, in one place."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -121,3 +122,21 @@ def test_config_reads_toml_on_python_310(tmp_path):
     r = subprocess.run([sys.executable, "-c", py310 + "sys.modules['tomli'] = None; from foldkit import config; "
                         "print(config.resolve({'n_folds': 4}).n_folds)"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.split() == ["4"], r.stderr
+
+
+def test_choices_offered_by_help_are_the_ones_the_work_takes():
+    """--aug, --blend and the post-processing switches are listed from the ground floor's names
+    (foldkit.choices); the modules doing the work build on exactly those names."""
+    from foldkit import choices
+    from foldkit.config import Config
+    from foldkit.predict.blend import BLENDS
+    from foldkit.predict.calibrate import steps_for
+    meta = {f.name: f.metadata for f in dataclasses.fields(Config)}
+    assert meta["aug"]["choices"] == list(choices.AUG_PRESETS)
+    assert meta["blend"]["choices"] == list(BLENDS) == list(choices.BLEND_MODES)
+    assert all(BLENDS[k].help in meta["blend"]["help"] for k in BLENDS)
+    for switch in ("calibrate", "thresholds", "clip"):
+        assert meta[switch]["choices"] == choices.SWITCHES
+    with pytest.raises(ConfigError, match="use one of auto, on, off"):
+        steps_for("accuracy", calibrate="sometimes")
+
