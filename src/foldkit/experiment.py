@@ -22,11 +22,13 @@ folds only, so they always agree.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 from foldkit.errors import FoldkitError
+from foldkit.io import create_once
 
 CONFIG = "config.json"
 # the per-fold files, "{}" standing for the fold number: the one place these names are spelled
@@ -173,7 +175,6 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
               "test_like_fold": bool(folds_meta.get("test_like"))}   # fold 0 = the test-like fold (make_folds)
     # written once: of several processes (machines) starting the experiment together one creates
     # config.json and the others compare with it, as a later run does
-    from foldkit.io import create_once
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if exp.exists() or not create_once(exp.config_path, text.encode("utf-8")):
         old = exp.config()
@@ -208,6 +209,5 @@ def lr_find_files(models_dir: str | Path, name: str) -> dict[str, Path]:
 
 def experiment_name(model: str, img_size: int, settings: dict) -> str:
     """<model>[-<size>px]-<hash of the learning settings>."""
-    import hashlib
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
     return f"{model}{f'-{img_size}px' if img_size else ''}-{h}"

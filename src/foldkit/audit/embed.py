@@ -18,11 +18,15 @@ records which weights made it: other weights start it again.
 """
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from foldkit.data.copies import file_key
+from foldkit.data.images import decode_image
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
 
@@ -61,7 +65,7 @@ def _hub_cached(model_name: str) -> str:
     (nothing is downloaded and the network is not asked)."""
     try:
         import timm
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: comes with timm, imported with it
         cfg = timm.models.get_pretrained_cfg(model_name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
         for f in ("model.safetensors", "pytorch_model.bin") if hub_id else ():
@@ -111,7 +115,7 @@ def load_backbone(model_name: str, source: str, device: str = "auto"):
     pooled features as output."""
     import torch
 
-    from foldkit.runtime.model import ModelError, create_model
+    from foldkit.runtime.model import ModelError, create_model  # lazy: imports torch
     try:
         if source == HUB:
             model = create_model(model_name, num_classes=0, pretrained=True)
@@ -183,8 +187,6 @@ def _onnx_session(module, size: int, threads: int):
         import onnxruntime as ort
     except ImportError:
         return None
-    import io
-    import warnings
 
     import torch
     buf = io.BytesIO()
@@ -300,7 +302,6 @@ def cache_name(model_name: str, size: int) -> str:
 def _decoded(comp, table, todo: list[int], size: int, pix=None):
     """The images of table rows `todo`: rows of `pix` (array layouts: no file, no decoding) or
     decoded files (large JPEGs at 1/2, 1/4 or 1/8 size, never below the embedding's `size`)."""
-    from foldkit.data.images import decode_image
     if pix is not None:
         index = table["index"].to_numpy()
         for i in todo:
@@ -316,7 +317,6 @@ def competition_embeddings(comp, hashes, cache_path, model_name: str, source: st
     """(N, dim) float32 embeddings of the rows of `hashes` (duplicates.find_duplicates' table:
     train then test); rows with a read error get zeros. Cached; only new images are decoded.
     threads: CPU cores the backbone runs on (0 = all this process may use)."""
-    from foldkit.data.copies import file_key
     # CUDA embeds in bfloat16 (Embedder): its vectors differ slightly from float32 ones, so the two are
     # never mixed in one cache (a borderline pair would flip between a GPU and a CPU run)
     precision = "|bf16" if auto_device() == "cuda" else ""

@@ -22,6 +22,7 @@ image is decoded once (at reduced size for large JPEGs).
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 from pathlib import Path
 
@@ -30,11 +31,13 @@ import pandas as pd
 
 from foldkit.audit import duplicates as dup
 from foldkit.audit import shift as adv
+from foldkit.audit import embed
 from foldkit.data.copies import CACHE_FILE, MIN_CORR, cluster_table, hash_table, popcount64
+from foldkit.data.images import decode_image
 from foldkit.data.reading import open_competition
 from foldkit.folds.audit_files import ADVERSARIAL_CSV, DUPLICATES_CSV, audit_dir
-from foldkit.report import page
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
+from foldkit.report import page
 
 TINY_SIDE = 16        # shortest side below this: "tiny"
 HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized anyway)
@@ -48,7 +51,6 @@ SHEET_PER_CLASS = 8
 
 def image_loader(comp):
     """load(split, source) -> uint8 image, for the galleries."""
-    from foldkit.data.images import decode_image
 
     def load(split: str, source: str) -> np.ndarray:
         if comp.source_col == "index":
@@ -188,7 +190,6 @@ def cluster_gallery(clusters: pd.DataFrame, load) -> tuple[list[str], list[np.nd
 def feature_plan(cfg) -> dict:
     """What the feature search will do (audit.json's `features`), checked before any image is read:
     model, size, threshold, margin, weights or why there are none. Bad settings: EmbedError."""
-    from foldkit.audit import embed
     if cfg.embed_size < embed.MIN_SIZE:
         raise embed.EmbedError(f"--embed-size {cfg.embed_size}: the backbone needs at least {embed.MIN_SIZE} px "
                                f"(default {embed.DEFAULT_SIZE}; calibrated: "
@@ -205,7 +206,6 @@ def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, plan: dict, l
     """(unit embeddings of the rows of `hashes`, candidate feature pairs: the copies and the
     borderline ones, down to BORDER below the margin and 0.05 below the threshold, with their
     `copy` flag). Without weights (plan["searched"] False): (None, None)."""
-    from foldkit.audit import embed
     if not plan["searched"]:
         return None, None
     emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
@@ -401,7 +401,6 @@ def write_page(out_dir: Path, summary: dict, stats: dict, clusters: pd.DataFrame
 
 def run_audit(cfg, log=print) -> dict:
     """Audit cfg.input_dir into the audit folder; returns the summary (also in audit.json)."""
-    import dataclasses
 
 
     # unreadable files are reported, not fatal: the audit is where the user learns about them

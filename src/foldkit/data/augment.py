@@ -10,6 +10,7 @@ Flips: horizontal by default (``--no-hflip`` for digits and text), vertical with
 torch/torchvision are imported inside the builders (importing this module stays cheap).
 """
 from __future__ import annotations
+from foldkit.data.images import eval_size
 
 
 def _v2():
@@ -68,7 +69,6 @@ def _normalize(data_cfg: dict) -> list:
 
 
 def eval_transform(data_cfg: dict):
-    from foldkit.data.images import eval_size
     v2 = _v2()
     size = eval_size(data_cfg)      # the training size, or --test-img-size's (FixRes)
     crop_pct = data_cfg.get("crop_pct", 1.0) or 1.0

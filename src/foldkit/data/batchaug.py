@@ -29,6 +29,8 @@ kornia and torch are imported inside the functions: `--help` reads RECIPES witho
 """
 from __future__ import annotations
 
+import math
+
 from foldkit.data.augment import ResizeCrop, interpolation, interpolation_name
 from foldkit.data.images import cache_side
 from foldkit.errors import ConfigError
@@ -127,7 +129,6 @@ def _per_sample_policy_class():
         """A kornia auto-augment policy with its operations chosen per image (kornia chooses one per
         batch): `rounds` distinct operations per image, each applied to the images that drew it.
         Grey images go through as three equal channels and come back as one."""
-
         def __init__(self, policy, rounds: int):
             super().__init__()
             self.ops = torch.nn.ModuleList(policy.children())
@@ -150,7 +151,6 @@ def _per_sample_policy_class():
 
 
 def _random_affine_flip_class():
-    import math
 
     import torch
     import torch.nn.functional as F
@@ -161,7 +161,6 @@ def _random_affine_flip_class():
         fraction of the side and zoom drawn uniformly per image, about the centre; each flip with p=0.5).
         Hand-written because kornia's per-call work cost 3-4x the warp itself on the demo's 64 x 32 px
         batches (benchmarks/bench_batchaug.py), which the batched path exists to save."""
-
         def __init__(self, degrees: float, translate: float, scale: tuple, hflip: bool, vflip: bool):
             super().__init__()
             self.degrees, self.translate, self.scale, self.hflip, self.vflip = degrees, translate, scale, hflip, vflip

@@ -94,7 +94,6 @@ def hash_file(path: str, key: str = "") -> dict:
     (from the file header, Pillow), or `error` when it cannot be decoded."""
     from PIL import Image
 
-    from foldkit.data.images import ImageError, decode_image
     rec = _empty_record(key or path)
     try:
         rec["nbytes"] = os.path.getsize(path)

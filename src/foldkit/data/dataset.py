@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from foldkit.data.reading import Competition
 from foldkit.data.images import InputError, decode_image, to_channels
 from foldkit.data.images import prepare_image
+from foldkit.data.reading import Competition
+from foldkit.data.store import open_store, store_dir
+from foldkit.runtime import distributed
 
 CACHE_MAX_BYTES = 6 * 1024**3    # per process, even with more memory: beyond it on-demand decoding keeps up
 CACHE_AUTO_SHARE = 0.5           # --cache auto: at most this share of the available memory (all processes)
@@ -63,7 +66,6 @@ def available_memory() -> int | None:
 def _processes(processes: int | None) -> int:
     if processes is not None:
         return max(1, processes)
-    from foldkit.runtime import distributed
     return distributed.local_processes()
 
 
@@ -104,7 +106,6 @@ class ImageSource:
     def _open_store(self, cache_dir: Path, split: str, progress: bool, cache: str) -> bool:
         """Open the store (foldkit.data.store), writing what is missing first; False (and a note) when auto
         cannot write it."""
-        from foldkit.data.store import open_store, store_dir
         folder = store_dir(cache_dir, self.root, split, self.grey, self.max_side)
         try:
             self.store, self.entries, prepared = open_store(folder, self.root, self.paths, self.grey,
@@ -154,7 +155,6 @@ class ImageSource:
         return "off"
 
     def _decode_all(self, progress: bool) -> list:
-        from tqdm.auto import tqdm
         with ThreadPoolExecutor(4) as ex:   # OpenCV decodes release the GIL
             it = ex.map(self._load, range(len(self.paths)), chunksize=64)
             return list(tqdm(it, total=len(self.paths), desc="decoding images once", leave=False,

@@ -10,6 +10,7 @@ Torch-free (the bundle's onnx runner uses it); OpenCV decodes, Pillow covers GIF
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -98,7 +99,6 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 def _from_pil(data: bytes, path: Path) -> np.ndarray:
     # OpenCV reads no GIF (before 4.11) and a few rarer formats; Pillow comes with torchvision.
-    import io
 
     from PIL import Image, ImageOps
     try:
@@ -159,7 +159,6 @@ def _image_size(buf: np.ndarray, kind: str) -> tuple[int, int] | None:
     if kind == "png" and len(buf) >= 24:
         head = buf[16:24].tobytes()
         return int.from_bytes(head[4:8], "big"), int.from_bytes(head[0:4], "big")
-    import io
 
     from PIL import Image
     try:

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from foldkit.data.images import prepare_image
 from foldkit.io import atomic_write_with
@@ -133,7 +134,7 @@ def _writer_lock(folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK, "a") as fh:
         try:
-            import fcntl
+            import fcntl  # lazy: POSIX only (Windows has no fcntl)
             fcntl.flock(fh, fcntl.LOCK_EX)
         except ImportError:                  # no flock (Windows): one process per store is the user's care
             pass
@@ -143,7 +144,6 @@ def _writer_lock(folder: Path):
 def _write(old: Store, keep: list[int], todo: list[int], root: Path, paths: list[str], stats: np.ndarray,
            grey: bool, side: int, rows: list[int] | None, progress: bool) -> None:
     """A new pixels file (old entries `keep` copied, table entries `todo` prepared), then its index."""
-    from tqdm.auto import tqdm
     name = f"pixels-{uuid.uuid4().hex[:12]}.u8"
     new_paths, new_stats, shapes = [], [], []
     tmp = old.folder / name

@@ -28,13 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from foldkit import config
-from foldkit.export import bundle
-from foldkit.export.bundle import MANIFEST
-from foldkit.ensemble import activate
-from foldkit.tasks import ACTIVATION
-from foldkit.errors import FoldkitError
+import foldkit
+from foldkit.data.augment import eval_transform
 from foldkit.data.images import eval_size
-from foldkit.io import atomic_write_text
+from foldkit.data.reading import open_competition
+from foldkit.ensemble import activate
+from foldkit.errors import FoldkitError
+from foldkit.experiment import find_experiments
+from foldkit.export import bundle, estimate
+from foldkit.export.bundle import MANIFEST
+from foldkit.folds.file import read_folds
+from foldkit.io import atomic_write_text, sha256_file
+from foldkit.report.html import plan_in_words
+from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
+from foldkit.tasks import ACTIVATION
 
 ONNX_OPSET = 17
 # Largest accepted |p_onnx - p_torch| over the softmax probabilities of a check batch (float32 on
@@ -46,13 +53,11 @@ class ExportError(FoldkitError, ValueError):
     """A bundle that cannot be written as asked; the message says why and what to do."""
 
 
-def open_competition(cfg):
-    """The competition the folds were made from, opened as every step does (folds.open_competition);
+def folds_competition(cfg):
+    """The competition the folds were made from, opened as every step does (data.reading.open_competition);
     its sample and test set shape the bundle."""
-    from foldkit.folds.file import open_competition as open_comp
-    from foldkit.folds.file import read_folds
     _, meta = read_folds(cfg.folds_dir)
-    comp, reading = open_comp(cfg, meta, check_test=True)
+    comp, reading = open_competition(cfg, meta, check_test=True)
     return comp, meta, reading
 
 
@@ -72,8 +77,7 @@ def write_weights(members, folder: Path, half: bool, safetensors: bool) -> list[
     """One weight file per member under checkpoints/; manifest entries (everything but the tensors)."""
     import torch
 
-    from foldkit.io import sha256_file
-    from foldkit.runtime.model import load_checkpoint
+    from foldkit.runtime.model import load_checkpoint  # lazy: imports torch
     entries = []
     for m in members:
         ckpt = load_checkpoint(m.path)
@@ -125,8 +129,7 @@ def _check_batch(m, comp, n: int = 3):
     """n real test images through the member's eval transform (random ones when there are none)."""
     import torch
 
-    from foldkit.data.augment import eval_transform
-    from foldkit.predict.predicting import make_sources
+    from foldkit.predict.predicting import make_sources  # lazy: imports torch
     c, s = m.in_chans, eval_size(m.data_config)
     if comp is None or comp.test is None or len(comp.test) == 0:
         return torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(0))
@@ -292,16 +295,14 @@ def _prepare_out(cfg) -> Path:
 
 
 def _members(cfg, classes):
-    from foldkit.predict.predicting import members_for
+    from foldkit.predict.predicting import members_for  # lazy: imports torch
     t = time.perf_counter()
     exps, members = members_for(cfg, classes)
     return exps, members, time.perf_counter() - t
 
 
 def _runtime(cfg, members, comp, views, load_s, log, exps=()) -> tuple[dict, list[str]]:
-    from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
-    from foldkit.export import estimate
-    from foldkit.data.dataset import auto_workers
+    from foldkit.data.dataset import auto_workers  # lazy: imports torch
     device = pick_device(cfg.device)
     kw = dict(device=device, dtype=amp_dtype(device, cfg.amp), batch_size=cfg.batch_size, how=cfg.ensemble,
               channels_last=use_channels_last(cfg.channels_last, device),
@@ -320,9 +321,7 @@ def _runtime(cfg, members, comp, views, load_s, log, exps=()) -> tuple[dict, lis
 def _teacher_speed(cfg, exps, members, comp, views, measured: dict, kw: dict) -> dict | None:
     """A distilled student (--teacher) beside its teacher ensemble: the teachers' finished folds measured
     here the same way (same views, device, batch), so the bundle says what the distillation bought."""
-    from foldkit.export import estimate
-    from foldkit.experiment import find_experiments
-    from foldkit.predict.inference import load_members
+    from foldkit.predict.inference import load_members  # lazy: imports torch
     names = list(dict.fromkeys(n.strip() for e in exps for n in str(e.config().get("teacher") or "").split(",")
                                if n.strip()))
     if not names:
@@ -336,7 +335,6 @@ def _teacher_speed(cfg, exps, members, comp, views, measured: dict, kw: dict) ->
 
 
 def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
-    import foldkit
     test_rows = len(comp.test) if comp.test is not None else 0
     return {"format": bundle.FORMAT, "foldkit": foldkit.__version__, "wheel": f"wheels/{wheel.name}",
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -353,9 +351,8 @@ def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
 
 def export_bundle(cfg, log=print) -> dict:
     out = _prepare_out(cfg)
-    comp, meta, reading = open_competition(cfg)
-    from foldkit.predict.predicting import make_plan, read_sample   # torch: after the checks that need none
-    from foldkit.report.html import plan_in_words
+    comp, meta, reading = folds_competition(cfg)
+    from foldkit.predict.predicting import make_plan, read_sample   # lazy: imports torch, after the checks that need none
     exps, members, load_s = _members(cfg, meta["classes"])
     sample = read_sample(comp)
     plan, _ = make_plan(cfg, exps, members, sample, log)   # the plan predict.py fits with the same flags

@@ -29,13 +29,25 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from foldkit.predict.blend import Plan, PlanError
+import foldkit
+from foldkit import config
+from foldkit.data.images import eval_size
+from foldkit.data.images import prepare_image, to_channels
+from foldkit.data.images import preparation
+from foldkit.data.reading import read_competition, read_text_csv
 from foldkit.ensemble import TTA_VIEWS
+from foldkit.ensemble import activate
 from foldkit.errors import FoldkitError
+from foldkit.errors import cli_run
+from foldkit.predict import submission
+from foldkit.predict.blend import Plan, PlanError
+from foldkit.report.html import plan_in_words
+from foldkit.tasks import ACTIVATION, to_predictions
 
 MANIFEST = "foldkit_bundle.json"
-FORMAT = 2   # 2: the plan (blend weights, post-processing, submission mode) replaces ensemble/tta/submission_mode
+FORMAT = 2   # the manifest layout this foldkit writes and reads (read_manifest refuses any other)
 # Kaggle mounts the competition and the datasets a notebook uses here (read-only), and keeps
 # /kaggle/working as the notebook's output folder; FOLDKIT_KAGGLE_INPUT moves the former.
 KAGGLE_INPUT = "/kaggle/input"
@@ -86,7 +98,6 @@ def _sample_columns(folder: Path) -> list[str] | None:
     sample = folder / "sample_submission.csv"
     if not sample.is_file():
         return None
-    import pandas as pd
     return list(pd.read_csv(sample, nrows=0).columns)
 
 
@@ -127,11 +138,11 @@ def submission_path(out: str, overwrite: bool) -> Path:
 
 # --------------------------------------------------------------------------- the torch runner
 
-def load_members(bundle_dir: Path, man: dict) -> list:
+def load_bundle_members(bundle_dir: Path, man: dict) -> list:
     """inference.Member objects rebuilt from the bundle's weight files (fp16 weights load into the
     fp32 model: load_state_dict converts)."""
-    from foldkit.predict.inference import Member
-    from foldkit.runtime.model import load_checkpoint
+    from foldkit.predict.inference import Member  # lazy: imports torch
+    from foldkit.runtime.model import load_checkpoint  # lazy: imports torch
     members = []
     for e in man["members"]:
         path = bundle_dir / e["weights"]
@@ -146,8 +157,8 @@ def load_members(bundle_dir: Path, man: dict) -> list:
 
 def predict_torch(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test probabilities, on predict.py's own path (predicting.predict_members)."""
-    from foldkit.predict.predicting import make_sources, predict_members
-    members = load_members(bundle_dir, man)
+    from foldkit.predict.predicting import make_sources, predict_members  # lazy: imports torch
+    members = load_bundle_members(bundle_dir, man)
     return predict_members(cfg, members, make_sources(comp, comp.test, "test", members), man["plan"].tta,
                            cached=comp.source_col == "index")
 
@@ -163,7 +174,6 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     HWC uint8 -> CHW float32. Hand-written: no torch-free library applies timm's eval recipe."""
     from PIL import Image
 
-    from foldkit.data.images import eval_size
     size = eval_size(data_config)
     resize = int(round(size / (data_config.get("crop_pct") or 1.0)))
     h, w = img.shape[:2]
@@ -186,7 +196,6 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
 def _test_images(comp, preparations):
     """Test images in order, each a {(grey, side): image} decoded once per distinct preparation by
     the kit's one preparation (images.prepare_image): the torch-free twin of predicting.make_sources."""
-    from foldkit.data.images import prepare_image, to_channels
     if comp.source_col == "index":
         for a in comp.pixels("test")[comp.test["index"].to_numpy()]:
             yield {(g, side): to_channels(a, g) for g, side in preparations}
@@ -217,9 +226,6 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
     (regression) de-standardised as the torch runner does (foldkit.tasks.to_predictions)."""
-    from foldkit.ensemble import activate
-    from foldkit.data.images import preparation
-    from foldkit.tasks import ACTIVATION, to_predictions
     members = man["members"]
     task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
@@ -262,8 +268,7 @@ def pick_runner(runner: str, man: dict) -> str:
 
 def open_test_set(man: dict, input_dir: Path):
     """The competition's test set and sample (any layout), checked against the bundle."""
-    from foldkit.data.reading import read_competition, read_text_csv
-    # the task kind as make_folds recorded it (bundles before it was in `reading`: the plan's), never detected
+    # the task kind as make_folds recorded it (a manifest whose reading has none: the plan's), never detected
     # again: integer ages would stop at make_folds' question
     reading = {"task": man["plan"].task, **man["reading"]}
     comp = read_competition(input_dir, **reading, check_train=False, check_test=True)
@@ -282,13 +287,10 @@ def open_test_set(man: dict, input_dir: Path):
 
 def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> dict:
     """Bundle + competition folder -> validated submission file."""
-    from foldkit.predict import submission
-    from foldkit.report.html import plan_in_words
     t0 = time.time()
     bundle_dir = Path(bundle_dir)
     man = read_manifest(bundle_dir)
     out = submission_path(cfg.out, cfg.overwrite)   # before the work: an existing file stops the run now
-    import foldkit
     log(f"foldkit {foldkit.__version__} from {Path(foldkit.__file__).parent}")
     src = Path(input_dir) if input_dir else find_input_dir(man, cfg.competition)
     comp, sample = open_test_set(man, src)
@@ -314,8 +316,6 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
 
 def main(argv=None, bundle_dir: str | Path | None = None):
     """predict_offline.py's command line (also `python -m foldkit.export.bundle --bundle DIR`)."""
-    from foldkit import config
-    from foldkit.errors import cli_run
     parser = config.build_parser(["offline"], description=__doc__.split("\n\n")[0], prog="predict_offline.py",
                                  extra=("input_dir", "out", "competition", "batch_size", "device", "amp",
                                         "channels_last", "workers", "progress"))

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from foldkit.data.images import eval_size
+
 GPU_FACTORS = {"T4": 1.0, "P100": 1.0, "L4": 1.5, "A10": 2.0, "V100": 2.0, "A100": 4.0, "H100": 6.0, "H200": 6.5}
 
 
@@ -31,11 +33,10 @@ def gpu_class(device) -> str | None:
 
 def _sources(members, comp, n: int, seed: int = 0):
     """Sources of the first n real test images, or n synthetic images at the members' size."""
-    from foldkit.predict.predicting import make_sources, sources_for
+    from foldkit.predict.predicting import make_sources, sources_for  # lazy: imports torch
     if comp is not None and comp.test is not None and len(comp.test):
         return make_sources(comp, comp.test.head(n), "test", members), "test images"
     grey = all(m.in_chans == 1 for m in members)
-    from foldkit.data.images import eval_size
     side = max(eval_size(m.data_config) for m in members)
     rng = np.random.default_rng(seed)
     imgs = [rng.integers(0, 256, (side, side, 1 if grey else 3), dtype=np.uint8) for _ in range(n)]
@@ -46,7 +47,7 @@ def measure(members, comp, views: list[str], *, device, dtype=None, channels_las
             workers=0, how="mean", n: int = 256, n_warm: int = 8) -> dict:
     """Images per second of the whole ensemble with its TTA views, and the fixed cost of a run
     (loader workers, first-batch set-up): two timed runs, of n_warm and of n images, give both."""
-    from foldkit.predict.inference import predict_ensemble
+    from foldkit.predict.inference import predict_ensemble  # lazy: imports torch
     kw = dict(tta=views, device=device, dtype=dtype, channels_last=channels_last, batch_size=batch_size,
               workers=workers, how=how, progress=False)
     sources, what = _sources(members, comp, n)
