@@ -162,6 +162,13 @@ def find_experiments(models_dir: str | Path, names: list[str] | None = None) -> 
     return [max(done)[2]]
 
 
+def other_folds(recorded: dict, sha_now: str) -> str:
+    """'' when an experiment's config.json names the folds file of hash sha_now, else the two hashes in
+    words (the one check before an experiment's models are mixed with these folds)."""
+    old = recorded.get("folds_sha256")
+    return "" if old == sha_now else f"folds hash {str(old)[:12]}, this folds file {sha_now[:12]}"
+
+
 def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | None = None) -> Experiment:
     """Create models/<exp>/config.json, or check that an existing one has the same settings and folds.
     settings: the experiment's identity, `config.learning_settings(cfg)` (passed in: this module is
@@ -178,11 +185,9 @@ def prepare_experiment(cfg, folds_meta: dict, settings: dict, reading: dict | No
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if exp.exists() or not create_once(exp.config_path, text.encode("utf-8")):
         old = exp.config()
-        if old.get("folds_sha256") != record["folds_sha256"]:
-            raise ExperimentError(
-                f"experiment {name!r} was trained on other folds (folds file changed since: sha256 "
-                f"{str(old.get('folds_sha256'))[:12]} -> {record['folds_sha256'][:12]}). "
-                "Its checkpoints and OOF predictions would not mix: use a new --experiment name.")
+        if other := other_folds(old, record["folds_sha256"]):
+            raise ExperimentError(f"experiment {name!r} was trained on other folds ({other}). Its checkpoints "
+                                  "and OOF predictions would not mix: use a new --experiment name.")
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
             desc = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))

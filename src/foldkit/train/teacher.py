@@ -105,7 +105,7 @@ def check_experiments(cfg, meta: dict) -> None:
     """Every teacher experiment exists, shares the student's folds file (folds hash), classes and task kind,
     and is not the student itself; one TeacherError line otherwise. Called before the student's experiment
     is recorded."""
-    from foldkit.experiment import find_experiments
+    from foldkit.experiment import find_experiments, other_folds
     for option in OPTIONS:
         for name in names(cfg, option):
             if cfg.experiment and name == cfg.experiment:
@@ -113,11 +113,10 @@ def check_experiments(cfg, meta: dict) -> None:
                                    "another --experiment name")
             exp = find_experiments(cfg.models_dir, [name])[0]
             tcfg = exp.config()
-            if tcfg.get("folds_sha256") != meta["sha256_now"]:
+            if other := other_folds(tcfg, meta["sha256_now"]):
                 raise TeacherError(
-                    f"{OPTIONS[option]} {name} was trained on other folds (folds hash {str(tcfg.get('folds_sha256'))[:12]}"
-                    f", this folds file {meta['sha256_now'][:12]}): its models have seen the student's validation rows. "
-                    "Retrain the teacher on these folds (train.py --fold all --experiment ...)")
+                    f"{OPTIONS[option]} {name} was trained on other folds ({other}): its models have seen the student's "
+                    "validation rows. Retrain the teacher on these folds (train.py --fold all --experiment ...)")
             if [str(c) for c in tcfg.get("classes", [])] != [str(c) for c in meta["classes"]]:
                 raise TeacherError(f"{OPTIONS[option]} {name} predicts classes {tcfg.get('classes')}, this competition "
                                    f"has {meta['classes']}: a teacher must have the student's classes")
