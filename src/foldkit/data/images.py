@@ -284,8 +284,7 @@ def shrink(img: np.ndarray, side: int) -> np.ndarray:
 
 def prepare_image(path: str | Path, grey: bool, side: int, row: int | None = None) -> np.ndarray:
     """An image file as every step gives it to a model: decoded (a large JPEG at the libjpeg scale
-    that keeps its shortest side >= side), then shrunk to that side. Training (cached or not, any
-    worker count or process), OOF, test prediction, the offline bundle's runners and one-image
-    prediction all call this, so a submission runs exactly the pipeline the CV measured.
+    that keeps its shortest side >= side), then shrunk to that side. The one preparation of an image
+    file for every step, so a submission runs exactly the pipeline the CV measured.
     side 0: full size. Array layouts (numpy, pixel CSV) are used as stored, in every step alike."""
     return shrink(decode_image(path, grey=grey, row=row, min_side=side), side)

@@ -411,10 +411,10 @@ def reading_settings(cfg, meta: dict) -> dict:
 
 def open_competition(cfg, meta: dict | None = None, *, check_train: bool = False, check_test: bool = False):
     """The one way every step opens the competition: with the reading settings of folds_meta.json
-    (meta), flags overriding. make_folds passes no meta (the flags are the settings) and checks every
-    file; train checks none (the folds file lists the good ones); predict checks the test images. The task
-    kind (single, multilabel, regression) and the tag separator are reading settings too: make_folds
-    records the detected ones."""
+    (meta), flags overriding; without meta, the flags are the settings. check_train / check_test: look
+    inside every training / test file (read_competition). The task kind (single, multilabel, regression)
+    and the tag separator are reading settings too: make_folds records the detected ones. Returns
+    (Competition, the reading settings used)."""
     reading = {k: getattr(cfg, k) for k in READING} if meta is None else reading_settings(cfg, meta)
     return read_competition(reading["input_dir"], train_csv=reading["train_csv"], id_col=reading["id_col"],
                             label_col=reading["label_col"], image_ext=reading["image_ext"],
