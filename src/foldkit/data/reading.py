@@ -13,7 +13,11 @@ columns ``id``, ``label`` (train), and the pixel source: ``path`` (relative to
 the competition folder) for files or ``index`` (row of the array) for arrays.
 Class order is the sorted unique label values.
 
-This module knows nothing about models or folds; decoding an image file is foldkit.data.images.
+`open_competition` opens it with the reading settings make_folds recorded (folds_meta.json), flags
+overriding: the one way every step reads the competition.
+
+This module knows nothing about models; the folder's files below the layouts are foldkit.data.files',
+decoding an image file is foldkit.data.images'.
 """
 from __future__ import annotations
 
