@@ -92,7 +92,7 @@ def test_a_source_in_use_keeps_reading_when_another_table_of_its_split_adds_file
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {src!r})
-from foldkit import store
+from foldkit.data import store
 from foldkit.data.reading import read_competition
 from foldkit.data.dataset import ImageSource
 real, n = store.prepare_image, [0]
@@ -131,7 +131,7 @@ def test_a_store_cut_short_by_a_kill_is_never_read(photos, tmp_path, count):
 READER = """
 import hashlib, sys
 sys.path.insert(0, {src!r})
-from foldkit import store
+from foldkit.data import store
 from foldkit.data.reading import read_competition
 from foldkit.data.dataset import ImageSource
 real, n = store.prepare_image, [0]
