@@ -243,6 +243,8 @@ def test_devices_and_torchrun_settings_are_checked(monkeypatch):
 
 
 def test_torchrun_batch_is_global_and_cuda_n_is_a_gpu(monkeypatch):
+    probs, y = np.eye(3), np.arange(3)
+    assert distributed.all_rows(probs, y) == (probs, y)          # without torchrun: this process's rows
     assert distributed.per_process_batch(64, 2) == 32
     with pytest.raises(distributed.DistributedError, match=r"--batch-size 50 is the global batch and does not "
                        r"split evenly over 4 processes: give a multiple of 4 \(e.g. 48 or 52\)"):
