@@ -209,7 +209,7 @@ NOTEBOOK_CELLS = [
              + MANIFEST + "\"))]\n"
              "BUNDLE = next(p for p in [Path.cwd(), *found] if (p / \"" + MANIFEST + "\").is_file())\n"
              "sys.path.insert(0, str(next(BUNDLE.glob(\"wheels/foldkit-*.whl\"))))\n"
-             "from foldkit import bundle\n\nprint(\"bundle:\", BUNDLE)"),
+             "from foldkit.export import bundle\n\nprint(\"bundle:\", BUNDLE)"),
     ("code", "args = ([\"--input-dir\", str(INPUT_DIR)] if INPUT_DIR else []) + ([\"--out\", str(OUT)] if OUT else [])\n"
              "result = bundle.main(args + [\"--runner\", RUNNER, \"--overwrite\"], bundle_dir=BUNDLE)"),
     ("code", "import pandas as pd\n\npd.read_csv(result[\"submission\"]).head()"),
