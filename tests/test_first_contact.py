@@ -125,7 +125,7 @@ def test_cross_experiment_cv_uses_the_rows_both_have(trained):
     leafy = trained
     from foldkit.predict.blend import from_experiments
     from foldkit.experiment import find_experiments
-    from foldkit.report.html import load_oof
+    from foldkit.oof import load_oof
     exps = find_experiments(leafy / "models", ["a", "b"])
     fold0 = load_oof(exps[0].dir, [0])[0]
     for order in (exps, exps[::-1]):      # one experiment has fewer finished folds, either way round
@@ -271,7 +271,7 @@ def test_cli_errors_from_the_report_and_folds_are_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "make_folds.py" in r.stderr
     from foldkit.errors import FoldkitError
-    from foldkit.report.html import ReportError
+    from foldkit.oof import ReportError
     assert issubclass(ReportError, FoldkitError)
 
 
