@@ -142,13 +142,14 @@ def test_unfinished_fold_counts_nowhere(trained, tmp_path):
     import shutil
 
     from foldkit.predict.predicting import predict_image, run_predict
+    from foldkit.report.predicted import write_reports
     models = tmp_path / "models"
     shutil.copytree(leafy / "models" / "a", models / "a")
     (models / "a" / "fold1.json").unlink()
     lines = []
     cfg = leafy_cfg(leafy, experiments="a", models_dir=str(models), reports_dir=str(tmp_path / "r"),
                     submissions_dir=str(tmp_path / "s"))
-    out = run_predict(cfg, log=lines.append)
+    out = run_predict(cfg, log=lines.append, reports=write_reports)
     assert out["members"] == 1 and any("1 fold(s): [0]" in m for m in lines), lines
     import json
     assert json.loads((tmp_path / "r" / "a" / "cv_scores.json").read_text())["folds"] == [0]

@@ -121,7 +121,7 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
                          f"{sorted(set(source[dup]))}: an id belongs to exactly one validation fold")
     oof["fold"] = oof["fold"].astype("int64")
     # stable sort: by fold, then the order of the rows in their file
-    oof = oof.sort_values("fold", kind="stable").resetclass_index(drop=True)
+    oof = oof.sort_values("fold", kind="stable").reset_index(drop=True)
     return oof, classes
 
 

@@ -62,7 +62,7 @@ def most_confused(oof: pd.DataFrame, classes: list, k: int = 10) -> pd.DataFrame
                              "share_of_true": cm[i, j] / cm[i].sum()})
     df = pd.DataFrame(rows, columns=["true", "pred", "count", "share_of_true"])
     df = df.sort_values(["count", "share_of_true"], ascending=False, kind="stable")
-    return df.head(k).resetclass_index(drop=True)
+    return df.head(k).reset_index(drop=True)
 
 
 def worst_errors(oof: pd.DataFrame, classes: list, k: int = 16) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def worst_errors(oof: pd.DataFrame, classes: list, k: int = 16) -> pd.DataFrame:
                        "pred": oof["pred"].to_numpy(), "confidence": p[rows, yhat],
                        "prob_true": p[rows, y], "fold": oof["fold"].to_numpy()})
     df = df[y != yhat].sort_values("confidence", ascending=False, kind="stable")
-    return df.head(k).resetclass_index(drop=True)
+    return df.head(k).reset_index(drop=True)
 
 
 def confused_classes(oof: pd.DataFrame, classes: list, limit: int = MAX_CLASSES_SHOWN) -> list:
@@ -177,7 +177,7 @@ def frequent_pairs(co: pd.DataFrame, k: int = 20) -> pd.DataFrame:
     a, b = np.triu_indices(len(c), k=1)
     df = pd.DataFrame({"label_a": co.index[a], "label_b": co.index[b], "rows": c[a, b],
                        "share_of_a": c[a, b] / np.maximum(c[a, a], 1), "share_of_b": c[a, b] / np.maximum(c[b, b], 1)})
-    return df[df["rows"] > 0].sort_values("rows", ascending=False, kind="stable").head(k).resetclass_index(drop=True)
+    return df[df["rows"] > 0].sort_values("rows", ascending=False, kind="stable").head(k).reset_index(drop=True)
 
 
 def never_given_together(oof: pd.DataFrame, classes: list, sep: str, k: int = 10) -> pd.DataFrame:
@@ -188,7 +188,7 @@ def never_given_together(oof: pd.DataFrame, classes: list, sep: str, k: int = 10
     a, b = np.triu_indices(len(both), k=1)
     keep = (given[a, b] == 0) & (both[a, b] > 0)
     df = pd.DataFrame({"label_a": pred.index[a[keep]], "label_b": pred.index[b[keep]], "rows": both[a, b][keep]})
-    return df.sort_values("rows", ascending=False, kind="stable").head(k).resetclass_index(drop=True)
+    return df.sort_values("rows", ascending=False, kind="stable").head(k).reset_index(drop=True)
 
 
 def worst_tag_errors(oof: pd.DataFrame, classes: list, sep: str, k: int = 16) -> pd.DataFrame:
@@ -210,7 +210,7 @@ def worst_tag_errors(oof: pd.DataFrame, classes: list, sep: str, k: int = 16) ->
                        "_error": miss.sum(1)})
     df = df[n_wrong > 0].sort_values(["row_f1", "wrong_tags", "_error"], ascending=[True, False, False],
                                      kind="stable")
-    return df.drop(columns="_error").head(k).resetclass_index(drop=True)
+    return df.drop(columns="_error").head(k).reset_index(drop=True)
 
 
 def residual_table(oof: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
@@ -237,4 +237,4 @@ def worst_value_errors(oof: pd.DataFrame, k: int = 16) -> pd.DataFrame:
     Largest |error| first; ties keep OOF order."""
     df = oof[["id", "fold", "label", "pred"]].assign(error=oof["pred"] - oof["label"])
     order = np.argsort(-np.abs(df["error"].to_numpy()), kind="stable")
-    return df.iloc[order].head(k).resetclass_index(drop=True)
+    return df.iloc[order].head(k).reset_index(drop=True)
