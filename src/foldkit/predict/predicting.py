@@ -258,7 +258,8 @@ def run_predict(cfg, log=print, reports: Callable | None = None) -> dict:
     probs, probs_raw, dt = predict_test(cfg, done.comp, members, plan, log)
     path, mode, n_rows = write_submission(cfg, done.comp, probs, plan, sample, cv, log)
     out.update(submission=str(path), mode=mode, tta=plan.tta, test_rows=n_rows, predict_seconds=dt)
-    out.update(scores := score_test(truth, probs, probs_raw, metric, bool(plan.steps), log))
+    scores = score_test(truth, probs, probs_raw, metric, bool(plan.steps), log)   # with the test labels, if any
+    out.update(scores)
     done.record = {**scores, "submission": str(path)}
     if reports:
         reports(done, cfg, log)

@@ -213,7 +213,7 @@ def single_label_sections(r: _Report) -> list[str]:
             + errors_section(tables["worst"], r.paths, r.notes[:1]) + [label_errors_html])
 
 
-def _tags_title(row) -> str:
+def _given_predicted_tags(row) -> str:
     """A gallery tile of a multi-label row: its given and predicted tags."""
     return page.tags_title([("given", row.label or "(none)"), ("predicted", row.pred or "(none)")])
 
@@ -238,7 +238,7 @@ def multilabel_sections(r: _Report) -> list[str]:
         plot_cooccurrence(co, out("cooccurrence.png"))
     heat = r.heat and (lambda row: r.heat(row._replace(pred=row.focus)))   # Grad-CAM of the row's focus tag
     if r.load_image is not None:
-        page.image_grid(worst, r.load_image, out("worst_errors.png"), heatmap=heat, title=_tags_title)
+        page.image_grid(worst, r.load_image, out("worst_errors.png"), heatmap=heat, title=_given_predicted_tags)
     label_errors_html = report_section(oof, classes, r.load_image, out, heatmap=heat, task="multilabel", sep=sep)
     return (per_label_section(per_label, len(classes), thresholds is not None)
             + cooccurrence_section(co, never_given_together(oof, classes, sep), r.paths)

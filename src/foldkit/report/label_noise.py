@@ -116,14 +116,14 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     atomic_write_with(out(CSV), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
     parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {page.links([CSV])}</p>"]
     if load_image is not None and len(table):
-        page.image_grid(table.head(k), load_image, out(PNG), heatmap=heatmap, title=_tags_title if tags else None)
+        page.image_grid(table.head(k), load_image, out(PNG), heatmap=heatmap, title=_doubt_title if tags else None)
         parts.append(f"<img alt='suspected label errors' src='{page.png_uri(out(PNG))}'>")
     shown = table.head(20).drop(columns=["focus"], errors="ignore").rename(columns=_WORDS_TAGS if tags else _WORDS)
     parts.append(page.table(shown, index=False) if len(table) else "<p>none found</p>")
     return "".join(parts)
 
 
-def _tags_title(row) -> str:
+def _doubt_title(row) -> str:
     """A gallery tile of a suspected multi-label error: the tags in doubt and the ones likely missing."""
-    return page.tags_title([("given", row.label or "(none)")] + [(what, tags) for what, tags in
-                                                                 (("doubtful", row.doubtful), ("missing", row.missing)) if tags])
+    doubt = [(what, tags) for what, tags in (("doubtful", row.doubtful), ("missing", row.missing)) if tags]
+    return page.tags_title([("given", row.label or "(none)")] + doubt)

@@ -52,12 +52,12 @@ def write_reports(done: Prediction, cfg, log=print) -> None:
     """Each experiment's own report (--report; --no-report: none), then the blend's."""
     if not cfg.report:
         return
-    images, names = TrainImages(done.comp, done.table), done.plan.experiments
-    own, tag = len(done.exps) == 1, "+".join(names)
+    images, tag = TrainImages(done.comp, done.table), "+".join(done.plan.experiments)
+    own = len(done.exps) == 1
     recorded = {k: v for k, v in done.record.items() if k != "test_score"}
+    member = {"member of": f"the blend {tag} (its CV, plan and submission: ../{tag}/report.html)"}
     for e in done.exps:
-        extra = {**done.notes, **({**report_extra(done.fitted), **recorded} if own else
-                                  {"member of": f"the blend {tag} (its CV, plan and submission: ../{tag}/report.html)"})}
+        extra = {**done.notes, **({**report_extra(done.fitted), **recorded} if own else member)}
         heatmap, note = heatmapper(e.dir, images.prepare) if done.plan.task != "regression" else (None, None)
         write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=images.load, folds=e.finished_folds(),
                      extra=extra, test_score=done.record.get("test_score") if own else None,
