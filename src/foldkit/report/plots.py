@@ -14,6 +14,7 @@ import pandas as pd
 
 from foldkit.figures import figure, save_png
 
+
 def plot_confusion(oof: pd.DataFrame, classes: list, path: str | Path, shown: list | None = None) -> Path:
     """Row-normalised confusion matrix PNG (each row of the full matrix sums to 1; the diagonal is
     the recall of the class). `shown`: only these classes (rows and columns of the full matrix's

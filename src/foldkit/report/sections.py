@@ -14,6 +14,7 @@ from foldkit.report import page
 from foldkit.report.tables import MAX_CLASSES_SHOWN, frequent_pairs
 from foldkit.report.words import facts_in_words, other_scores, test_line, what_is_predicted
 
+
 def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[str]:
     """Title, warnings and the box a reader sees first: CV mean ± std and on all OOF rows, the
     per-fold chart, the test score, the submission and what it is made from, the verdicts."""
