@@ -1,9 +1,16 @@
-"""Multi-label tags: a label column of tag sets joined by a separator, as a 0/1 matrix and back.
+"""Multi-label tags: a tags column ('primary clear road', one string a row) and its multi-hot matrix.
 
-On the ground floor because reading a competition (foldkit.data.reading), the task kinds (foldkit.tasks)
-and the out-of-fold arithmetic (foldkit.oof) all read tags the same way.
+    split_tags   each row's tags
+    tag_names    the sorted tag names of a column (the labels of a multi-label task)
+    multi_hot    (rows, labels) 0/1 float32 matrix of a column
+    join_tags    multi_hot's inverse: each row's tags joined by the separator
+
+Ground floor: reading a competition, its folds, training, blending, the submission and the report all
+read tags the same way.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,6 +20,14 @@ def split_tags(labels: pd.Series, sep: str) -> list[list[str]]:
     """Each row's tags ('' = none; repeated separators are one)."""
     return [[t for t in str(v).split(sep) if t.strip()] if isinstance(v, str) or pd.notna(v) else []
             for v in labels]
+
+
+def tag_names(labels: pd.Series, sep: str) -> list[str]:
+    """The sorted tag names of a multi-label column (numerically when every tag is an integer)."""
+    names = {t.strip() for tags in split_tags(labels, sep) for t in tags}
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
 
 
 def multi_hot(labels: pd.Series, sep: str, classes: list[str]) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from foldkit.data.images import ImageError, InputError, check_image_file
-from foldkit.tags import join_tags, multi_hot, split_tags  # noqa: F401 - read here, used by many
+from foldkit.tags import join_tags, multi_hot, split_tags, tag_names  # noqa: F401 - also read from here
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
               ".ppm", ".pgm", ".pbm", ".pnm"}
@@ -330,14 +330,6 @@ def read_competition(root: str | Path, id_col: str = "", label_col: str = "", im
     _check_labels(comp.train, comp.layout, root)
     comp.classes = [] if comp.task == "regression" else sorted(comp.train["label"].unique().tolist())
     return comp
-
-
-def tag_names(labels: pd.Series, sep: str) -> list[str]:
-    """The sorted tag names of a multi-label column (numerically when every tag is an integer)."""
-    names = {t.strip() for tags in split_tags(labels, sep) for t in tags}
-    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
 
 
 def _guess_sep(text: pd.Series) -> str:
