@@ -9,8 +9,8 @@ import pytest
 
 from conftest import REPO
 from foldkit import config
-from foldkit.folds.file import (FoldsError, assign_folds, check_table, make_folds, read_folds,
-                           stratified_subsample, write_folds)
+from foldkit.folds.file import make_folds, read_folds, write_folds
+from foldkit.folds.split import FoldsError, assign_folds, check_table, stratified_subsample
 
 
 def table(labels, **extra):

@@ -39,7 +39,7 @@ from foldkit.export import bundle, estimate
 from foldkit.export.bundle import MANIFEST
 from foldkit.folds.file import read_folds
 from foldkit.io import atomic_write_text, sha256_file
-from foldkit.report.html import plan_in_words
+from foldkit.report.words import plan_in_words
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
 from foldkit.tasks import ACTIVATION
 

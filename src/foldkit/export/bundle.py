@@ -43,7 +43,7 @@ from foldkit.errors import FoldkitError
 from foldkit.errors import cli_run
 from foldkit.predict import submission
 from foldkit.predict.blend import Plan, PlanError
-from foldkit.report.html import plan_in_words
+from foldkit.report.words import plan_in_words
 from foldkit.tasks import ACTIVATION, to_predictions
 
 MANIFEST = "foldkit_bundle.json"
