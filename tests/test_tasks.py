@@ -248,7 +248,7 @@ def test_per_label_thresholds_global_first_then_per_label(planet):
     fitted thresholds beat 0.5 on held-out rows, keep the ranking, and the step is what auto picks."""
     from foldkit.predict.blend import held_out
     from foldkit.predict.calibrate import POSTPROCESS, steps_for
-    from foldkit.data.reading import multi_hot, tag_names
+    from foldkit.tags import multi_hot, tag_names
     from foldkit.metrics import score
     tags = pd.read_csv(planet / "in" / "train.csv", dtype=str, keep_default_na=False)["tags"]
     classes = tag_names(tags, " ")

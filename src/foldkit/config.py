@@ -337,6 +337,13 @@ LATER_SETTINGS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo"
                   "test_img_size": 0, "aug_device": "auto", "img_size_schedule": ""}
 
 
+def with_settings(cfg: "Config", **changes) -> "Config":
+    """cfg with some settings changed, keeping which settings the user gave (cfg.given)."""
+    new = dataclasses.replace(cfg, **changes)
+    new.given = cfg.given
+    return new
+
+
 def learning_settings(cfg: "Config") -> dict:
     """The settings that decide what a run learns (an experiment's identity): the training settings
     and the seed. How the competition is read is recorded with the folds (folds_meta.json) and

@@ -157,7 +157,7 @@ def assign_folds_multilabel(table: pd.DataFrame, classes: list, sep: str, n_fold
     clusters), the groups are split instead: each group's row is the union of its rows' labels, and
     every row of a group gets the group's fold (no group spans folds)."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-    from foldkit.data.reading import multi_hot
+    from foldkit.tags import multi_hot
 
     _check_other_task(table, n_folds, group_col, rare_classes, "multilabel")
     y = multi_hot(table["label"], sep, classes)
@@ -263,7 +263,7 @@ def split_folds(cfg, table: pd.DataFrame, groups: np.ndarray | None, split, log=
 
 def fold_counts_multilabel(table: pd.DataFrame, classes: list, sep: str) -> pd.DataFrame:
     """Per-fold positives of each label (rows: folds; columns: labels; plus the fold's rows as total)."""
-    from foldkit.data.reading import multi_hot
+    from foldkit.tags import multi_hot
 
     y = pd.DataFrame(multi_hot(table["label"], sep, classes).astype(np.int64), columns=classes)
     t = y.groupby(table["fold"].to_numpy()).sum()

@@ -126,7 +126,7 @@ def _solution_labels(comp, test: pd.DataFrame, classes: list = (), sep: str = " 
         s = read_text_csv(sol)
         ids, cols = s[s.columns[0]].astype(str), list(s.columns[1:])
         if len(cols) > 1 and set(cols) == {str(c) for c in classes}:     # one-hot / multi-hot columns
-            from foldkit.data.reading import join_tags
+            from foldkit.tags import join_tags
             on = s[cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy() > 0.5
             return pd.Series(join_tags(on, cols, sep), index=ids)
         return pd.Series(s[cols[0]].to_numpy(), index=ids)
@@ -210,7 +210,7 @@ def labelled_test(comp, classes, task: str = "single", sep: str = "") -> tuple[n
     if task == "regression":
         return keep, values.to_numpy(dtype=np.float64)
     if task == "multilabel":
-        from foldkit.data.reading import multi_hot
+        from foldkit.tags import multi_hot
         return keep, multi_hot(labels, sep, [str(c) for c in classes]).astype(np.float64)
     return keep, np.array([cidx[str(v)] for v in labels], dtype=int)
 
@@ -347,7 +347,7 @@ def predict_image(cfg, log=print) -> list[tuple]:
     order = np.argsort(-probs, kind="stable")[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
     if plan.task == "multilabel":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
-        from foldkit.data.reading import join_tags
+        from foldkit.tags import join_tags
         log(f"  tags: {join_tags(probs[None] >= 0.5, classes, plan.label_sep)[0] or '(none)'}")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")

@@ -196,7 +196,7 @@ def oof_arrays(oof: pd.DataFrame, classes: list, task: str = "single", sep: str 
     if task == "regression":
         return oof["label"].to_numpy(dtype=np.float64), oof[["pred"]].to_numpy(dtype=np.float64)
     if task == "multilabel":
-        from foldkit.data.reading import multi_hot
+        from foldkit.tags import multi_hot
         return multi_hot(oof["label"], sep, [str(c) for c in classes]).astype(np.float64), _probs(oof, classes)
     return _index(oof["label"], classes), _probs(oof, classes)
 
@@ -458,7 +458,7 @@ def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, s
 
 def _tags(oof: pd.DataFrame, column: str, classes: list, sep: str) -> np.ndarray:
     """(N, L) 0/1 of a tags column (`label` or `pred`) of multi-label OOF rows."""
-    from foldkit.data.reading import multi_hot
+    from foldkit.tags import multi_hot
     return multi_hot(oof[column], sep, [str(c) for c in classes]).astype(np.int64)
 
 

@@ -60,7 +60,7 @@ def suspected_tag_errors(oof: pd.DataFrame, classes: list, sep: str) -> pd.DataF
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
     from cleanlab.multilabel_classification.rank import get_label_quality_scores
 
-    from foldkit.data.reading import multi_hot
+    from foldkit.tags import multi_hot
 
     names = np.array([str(c) for c in classes], dtype=object)
     y = multi_hot(oof["label"], sep, list(names)).astype(np.int64)

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from foldkit.config import with_settings
 from foldkit.errors import FoldkitError
 
 FRACTION = 0.6          # of the device's total memory (Ultralytics' default)
@@ -119,4 +120,4 @@ def resolve(cfg, n_outputs: int, rows: int, log=print):
     lr, rule = scaled_lr(cfg.lr, batch, cfg.opt)
     log(f"--batch-size auto: {batch} ({how}); --lr {cfg.lr:g} at batch {REFERENCE_BATCH} -> {lr:.3g} ({rule} "
         f"rule). The experiment records batch {batch} and lr {lr:.3g}: pass them to continue it elsewhere")
-    return distributed.with_settings(cfg, batch_size=batch, lr=lr)
+    return with_settings(cfg, batch_size=batch, lr=lr)

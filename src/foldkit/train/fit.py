@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from foldkit.runtime import distributed
-from foldkit.config import learning_settings
+from foldkit.config import learning_settings, with_settings
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.data.images import eval_size
@@ -510,7 +510,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     # under torchrun --batch-size is the global batch: each process loads its share (BatchNorm sees
     # that share too, unless --sync-bn computes its statistics over every process's batch)
     per_process = distributed.per_process_batch(cfg.batch_size)
-    pcfg = distributed.with_settings(cfg, batch_size=per_process)
+    pcfg = with_settings(cfg, batch_size=per_process)
     aug_device = augmentation_path(cfg, run.data_cfg, device, fold, resumed["state"] if resumed else None)
     data = fold_loaders(pcfg, run, fold, seed, device, teaching, aug_device)
     valid_dl, sampler, tr_idx, va_idx, counts = data.valid_dl, data.sampler, data.tr_idx, data.va_idx, data.counts
@@ -677,9 +677,9 @@ def resolve_batch(cfg, devices: list, log=print):
     from foldkit.train.autobatch import resolve
     from foldkit.folds.file import read_meta
     meta = read_meta(cfg.folds_dir)
-    first = distributed.with_settings(cfg, device=devices[0]) if devices else cfg
+    first = with_settings(cfg, device=devices[0]) if devices else cfg
     out = resolve(first, max(1, len(meta["classes"])), int(meta.get("rows") or 0) or 1_000_000, log)
-    return distributed.with_settings(out, device=cfg.device)
+    return with_settings(out, device=cfg.device)
 
 
 def train(cfg, log=print) -> list[dict]:
@@ -692,9 +692,9 @@ def train(cfg, log=print) -> list[dict]:
     devices = foldpool.parse_devices(cfg.devices) if cfg.devices else []
     cfg = resolve_batch(cfg, devices, log)          # --batch-size auto: measured on this (first) device
     if len(devices) == 1:
-        cfg, devices = distributed.with_settings(cfg, device=devices[0], devices=""), []
+        cfg, devices = with_settings(cfg, device=devices[0], devices=""), []
     # fold-parallel: this process prepares the shared store (the workers then map it), but keeps no RAM copy
-    parent_cfg = distributed.with_settings(cfg, cache="off") if devices and cfg.cache in ("ram", "off") else cfg
+    parent_cfg = with_settings(cfg, cache="off") if devices and cfg.cache in ("ram", "off") else cfg
     run = distributed.main_first(lambda: open_run(parent_cfg, log))
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
     from foldkit.train.trackers import open_tracker   # --log: started before the first fold, main process only

@@ -27,7 +27,8 @@ import time
 import traceback
 
 from foldkit.runtime import distributed
-from foldkit.runtime.distributed import DistributedError, with_settings
+from foldkit.config import with_settings
+from foldkit.runtime.distributed import DistributedError
 from foldkit.errors import FoldkitError
 
 GRACE_S = 2.0        # a dead worker's last messages may still be in the pipe: wait this long for them

@@ -76,7 +76,7 @@ def check_settings(cfg, task: str):
     """cfg, checked (and --pseudo-top-margin given alone turning the confidence filter off): one line for a
     teacher option on a task kind it does not handle yet, a dependent setting without its option, a value
     out of range, or an --unlabelled folder without images."""
-    from foldkit.runtime.distributed import with_settings
+    from foldkit.config import with_settings
     given = cfg.given
     for setting, option in DEPENDENT.items():
         if setting in given and not names(cfg, option) and getattr(cfg, setting) not in ("", False):
