@@ -30,8 +30,7 @@ import numpy as np
 from foldkit import config
 from foldkit.export import bundle
 from foldkit.export.bundle import MANIFEST
-from foldkit.ensemble import activate
-from foldkit.tasks import ACTIVATION
+from foldkit.tasks import TASKS, activate
 from foldkit.errors import FoldkitError
 from foldkit.data.images import eval_size
 from foldkit.io import atomic_write_text
@@ -156,9 +155,9 @@ def export_onnx(members, entries: list[dict], folder: Path, comp, log=print) -> 
                               opset_version=ONNX_OPSET, dynamo=False)
         x = _check_batch(m, comp)
         with torch.no_grad():
-            p_t = activate(model(x).float().numpy(), ACTIVATION[m.task])
+            p_t = activate(model(x).float().numpy(), TASKS[m.task].activation)
         sess = ort.InferenceSession(str(folder / rel), providers=["CPUExecutionProvider"])
-        p_o = activate(sess.run(None, {"image": x.numpy()})[0], ACTIVATION[m.task])
+        p_o = activate(sess.run(None, {"image": x.numpy()})[0], TASKS[m.task].activation)
         diff = float(np.abs(p_t - p_o).max())
         if diff > ONNX_ATOL:
             raise ExportError(f"{rel}: ONNX probabilities differ from PyTorch's by {diff:.2e} (> {ONNX_ATOL:g}): "

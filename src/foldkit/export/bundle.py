@@ -217,9 +217,8 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
     (regression) de-standardised as the torch runner does (foldkit.tasks.to_predictions)."""
-    from foldkit.ensemble import activate
     from foldkit.data.images import preparation
-    from foldkit.tasks import ACTIVATION, to_predictions
+    from foldkit.tasks import TASKS, activate
     members = man["members"]
     task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
@@ -231,7 +230,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
         for j, (e, s) in enumerate(zip(members, sessions)):
             x = np.stack([eval_preprocess(b[preps[j]], e["checkpoint"]["data_config"]) for b in batch])
             name = s.get_inputs()[0].name
-            p = sum(activate(s.run(None, {name: np.ascontiguousarray(v(x))})[0], ACTIVATION[task]) for v in views)
+            p = sum(activate(s.run(None, {name: np.ascontiguousarray(v(x))})[0], TASKS[task].activation) for v in views)
             out[j].append(p / len(views))
 
     batch = []
@@ -242,7 +241,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
             batch = []
     if batch:
         run(batch)
-    return [to_predictions(task, np.concatenate(o), e["checkpoint"].get("target")) for o, e in zip(out, members)]
+    return [TASKS[task].to_predictions(np.concatenate(o), e["checkpoint"].get("target")) for o, e in zip(out, members)]
 
 
 # --------------------------------------------------------------------------- the whole job

@@ -160,8 +160,8 @@ class Plan:
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"{where} cannot be read ({type(e).__name__}: {e}): re-export or re-run predict.py "
                             "with this foldkit") from None
-        from foldkit.tasks import ACTIVATION, check_combination
-        if plan.task not in ACTIVATION:
+        from foldkit.tasks import TASKS, check_combination
+        if plan.task not in TASKS:
             raise PlanError(f"{where} is for a task kind {plan.task!r} that this foldkit does not know: use the "
                             "foldkit it was written with")
         check_combination(plan.task, plan.ensemble, plan.blend)

@@ -17,6 +17,7 @@ from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.data.images import eval_size
 from foldkit.runtime.model import ModelError, load_checkpoint, model_from_checkpoint
+from foldkit.tasks import TASKS, task_of
 
 
 def tta_view(name: str):
@@ -41,7 +42,7 @@ class Member:
         self.in_chans = ckpt["in_chans"]
         self.folds_sha256 = ckpt.get("folds_sha256")
         self.metric = ckpt.get("metric", {})
-        self.task = ckpt.get("task", "single")     # foldkit.tasks: the activation and the prediction's units
+        self.task = task_of(ckpt)                  # foldkit.tasks: the activation and the prediction's units
         self.target = ckpt.get("target")           # regression: this fold's target standardisation
         self.model = model_from_checkpoint(ckpt)
 
@@ -113,7 +114,6 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     from foldkit.data.augment import eval_transform
     from foldkit.train.engine import mean_softmax, to_device
     from foldkit.data.images import preparation
-    from foldkit.tasks import ACTIVATION, to_predictions
 
     groups = group_members(members)
     transforms = {k: (preparation(ms[0].in_chans, ms[0].data_config), eval_transform(ms[0].data_config))
@@ -133,8 +133,8 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
             x = to_device(batch[key], device, channels_last)
             xs = [v(x) for v in views]
             for m in ms:
-                out[id(m)].append(mean_softmax(m.model, xs, device, dtype, ACTIVATION[m.task]))
-    per_member = [to_predictions(m.task, torch.cat(out[id(m)]).numpy(), m.target) for m in members]
+                out[id(m)].append(mean_softmax(m.model, xs, device, dtype, TASKS[m.task].activation))
+    per_member = [TASKS[m.task].to_predictions(torch.cat(out[id(m)]).numpy(), m.target) for m in members]
     ens = combine(per_member, how)
     return (ens, per_member) if return_members else ens
 

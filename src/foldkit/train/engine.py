@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from foldkit.errors import ConfigError
+from foldkit.tasks import ACTIVATIONS
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -163,14 +164,11 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
     return F.kl_div(log_p, teacher_probs.float(), reduction="batchmean") * temperature ** 2
 
 
-ACTIVATIONS = {"softmax": lambda z: F.softmax(z, dim=1), "sigmoid": torch.sigmoid, "identity": lambda z: z}
-
-
 @torch.no_grad()
 def mean_softmax(model, views: list[torch.Tensor], device, dtype=None, activation: str = "softmax") -> torch.Tensor:
     """Softmax probabilities of `model` (sigmoid for multi-label, raw outputs for regression: the task's
     activation), averaged over input views (TTA), in float32 on the CPU."""
-    p, act = 0, ACTIVATIONS[activation]
+    p, act = 0, ACTIVATIONS[activation].torch
     with autocast(device, dtype):
         for x in views:
             p = p + act(model(x).float())

@@ -499,7 +499,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     from foldkit.train import engine
     from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report.html import plot_log_curve
-    from foldkit.tasks import ACTIVATION, TargetScale
+    from foldkit.tasks import TASKS, TargetScale
     from foldkit.train.teacher import for_fold
 
     exp, seed = run.exp, cfg.seed * 100 + fold
@@ -577,7 +577,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
         eval_model = tr.ema.module if tr.ema is not None else tr.run_model
         vloss, probs, yv = distributed.evaluate(eval_model, valid_dl, tr.device, dtype=tr.dtype,
                                                 channels_last=tr.channels_last, progress=cfg.progress,
-                                                activation=ACTIVATION[run.task])
+                                                activation=TASKS[run.task].activation)
         value, acc, vloss = _validation_scores(cfg.metric, run.task, probs, yv, vloss, scale)
         improved = metrics.is_better(cfg.metric, value, state.best)
         state.log.append({"epoch": epoch + 1, "train_loss": ep["loss"], "train_accuracy": ep["accuracy"],
