@@ -7,15 +7,20 @@ view) of a transform group runs on the same batch tensor.
 from __future__ import annotations
 
 import json
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from foldkit.ensemble import TTA_VIEWS, combine
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
-from foldkit.data.images import eval_size
+from foldkit.data.augment import eval_transform
+from foldkit.data.images import ImageError, eval_size, prepare_image, preparation
 from foldkit.runtime.model import ModelError, load_checkpoint, model_from_checkpoint
 from foldkit.tasks import TASKS, task_of
 
@@ -109,11 +114,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
     """Predictions of the ensemble (and per member when asked), decoding each image once: (N, C) softmax
     probabilities, (N, L) sigmoid probabilities (multi-label) or (N, 1) numbers (regression), as
     foldkit.tasks.to_predictions makes them from each member's outputs."""
-    from tqdm.auto import tqdm
-
-    from foldkit.data.augment import eval_transform
     from foldkit.train.engine import mean_softmax, to_device
-    from foldkit.data.images import preparation
 
     groups = group_members(members)
     transforms = {k: (preparation(ms[0].in_chans, ms[0].data_config), eval_transform(ms[0].data_config))
@@ -142,11 +143,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
 def load_single_image(spec: str, preparations: list, timeout: float = 10.0) -> dict:
     """{(grey, side): image} of a local file or an http(s) URL (fetched once when online; a clear
     error offline), prepared as training prepared its images (images.prepare_image)."""
-    from foldkit.data.images import ImageError, prepare_image
     if spec.startswith(("http://", "https://")):
-        import tempfile
-        import urllib.error
-        import urllib.request
         try:
             with urllib.request.urlopen(spec, timeout=timeout) as r:
                 data = r.read()

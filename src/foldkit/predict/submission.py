@@ -13,6 +13,7 @@ says which and why.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -21,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.data.reading import LABEL_SEPS
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
+from foldkit.metrics import METRICS
 from foldkit.tasks import TASKS
 
 
@@ -52,7 +55,6 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
                 metric: str | None = None, task: str = "single") -> tuple[str, str]:
     """(mode, why): what the submission holds, from --submission-mode, the metric, the task kind and the
     sample's columns. Refuses a mode the sample's columns cannot hold."""
-    from foldkit.metrics import METRICS
     value_cols = list(sample.columns[1:]) if sample is not None else ["label"]   # no sample: one label column
     class_cols = len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}
     if mode not in ("auto", "label", "probs"):
@@ -113,7 +115,6 @@ def _decide_tags(value_cols: list, label_cols: bool, classes: list, mode: str, m
                  has_sample: bool = True) -> tuple[str, str]:
     """decide_mode for a task whose label is a set of tags (multi-label): one tags column, or one
     probability column per label."""
-    from foldkit.metrics import METRICS
     if mode == "probs" or (mode == "auto" and label_cols):
         if not label_cols and not (len(classes) == 1 and value_cols == [str(classes[0])]):
             raise SubmissionError(f"--submission-mode probs writes one probability column per label, but the value "
@@ -135,7 +136,6 @@ def choose_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto", 
 def tags_separator(sample: pd.DataFrame | None, train_sep: str) -> str:
     """The separator a tags submission joins its tags with: the one the sample's values use (Planet's
     sample holds 'primary clear agriculture road water'), else the training labels' one."""
-    from foldkit.data.reading import LABEL_SEPS
     if sample is not None and len(sample.columns) == 2:
         values = sample[sample.columns[1]].astype(str).str.strip()
         for sep in LABEL_SEPS:
@@ -263,7 +263,6 @@ def upload_line(competition: str, path: Path, message: str) -> str:
 
 def kaggle_submit(competition: str, path: Path, message: str) -> str:
     """Run the Kaggle CLI upload; say clearly what is missing when it cannot."""
-    import os
     if not shutil.which("kaggle"):
         raise SubmissionError("the kaggle CLI is not installed: `pip install kaggle`, then place your API token "
                               "in ~/.kaggle/kaggle.json (Kaggle > Settings > API > Create New Token)")
