@@ -109,7 +109,8 @@ class Task:
     def n_outputs(self, classes: list) -> int:
         return len(classes)
 
-    def describe(self, classes: list, metric: str) -> str:
+    def describe(self, classes: list) -> str:
+        """What is predicted, in words."""
         return f"{len(classes)} classes"
 
     def check_settings(self, cfg):
@@ -198,7 +199,7 @@ class MultiLabel(Task):
     name, words = "multilabel", "multi-label"
     activation, default_metric, label = "sigmoid", "f1_samples", "tags"
 
-    def describe(self, classes, metric):
+    def describe(self, classes):
         return f"{len(classes)} labels (multi-label)"
 
     def check_settings(self, cfg):
@@ -254,7 +255,7 @@ class Regression(Task):
     def n_outputs(self, classes):
         return 1
 
-    def describe(self, classes, metric):
+    def describe(self, classes):
         return "regression (one number per image)"
 
     def check_settings(self, cfg):

@@ -30,7 +30,7 @@ import numpy as np
 from foldkit import config
 from foldkit.export import bundle
 from foldkit.export.bundle import MANIFEST
-from foldkit.tasks import TASKS, activate
+from foldkit.tasks import TASKS, activate, task_of
 from foldkit.errors import FoldkitError
 from foldkit.data.images import eval_size
 from foldkit.io import atomic_write_text
@@ -236,9 +236,7 @@ def dataset_metadata(cfg, names: list[str]) -> dict:
 
 
 def _what(plan: dict) -> str:
-    task = plan.get("task", "single")
-    return {"regression": "regression (one number per image)",
-            "multilabel": f"{len(plan['classes'])} labels (multi-label)"}.get(task, f"{len(plan['classes'])} classes")
+    return TASKS[task_of(plan)].describe(plan["classes"])
 
 
 def readme(man: dict, est_lines: list[str]) -> str:

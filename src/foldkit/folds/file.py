@@ -19,6 +19,7 @@ import pandas as pd
 
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with, sha256_file
+from foldkit.tasks import TASKS, task_of
 
 FOLDS_CSV = "train_folds.csv"
 FOLDS_META = "folds_meta.json"
@@ -335,7 +336,7 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     if meta.get("label_dtype") == "str":
         dtypes["label"] = str
     table = pd.read_csv(csv, dtype=dtypes, keep_default_na=False, na_values=[""])
-    if meta.get("task") == "multilabel":
+    if TASKS[task_of(meta)].label == "tags":
         table["label"] = table["label"].fillna("")     # a row with no tag
     meta["sha256_now"] = sha256_file(csv)
     return table, meta
@@ -434,7 +435,7 @@ def make_folds(cfg, log=print) -> dict:
             "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
             "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
     reading = {**reading, "task": comp.task, "label_sep": comp.label_sep}   # as detected
-    if comp.task != "single":
+    if TASKS[comp.task].label != "class":
         return _make_folds_other(cfg, comp, reading, log)
     table = comp.train
     from foldkit.predict.submission import probability_hint   # a log-loss competition's sample, said once here
@@ -502,7 +503,7 @@ def _make_folds_other(cfg, comp, reading: dict, log) -> dict:
     assign_folds_regression); the per-fold table is the positives per label or the target statistics."""
     table = comp.train.copy()
     n_read = len(table)
-    multi = comp.task == "multilabel"
+    multi = TASKS[comp.task].label == "tags"
     if 0 < cfg.limit < len(table):
         # a plain seeded subsample for multi-label (no per-row stratum); quantile bins for regression
         keep = (table.sample(cfg.limit, random_state=cfg.seed).index if multi else

@@ -35,6 +35,7 @@ from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.metrics import METRICS, score
+from foldkit.tasks import TASKS
 
 PROB_PREFIX = "prob_"
 
@@ -110,9 +111,9 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     cfg_path = Experiment(exp_dir).config_path
     class_names = [c[len(PROB_PREFIX):] for c in names]
     classes = _typed_classes(class_names, read_config(exp_dir).get("classes"), cfg_path, first)
-    if task == "single":
+    if TASKS[task].label == "class":
         _type_labels(oof, classes, source, names)
-    elif task == "multilabel":
+    elif TASKS[task].label == "tags":
         known = {str(c) for c in classes}
         for col in ("label", "pred"):
             unknown = sorted({t for v in oof[col] for t in str(v).split(sep) if t.strip() and t.strip() not in known})
@@ -137,12 +138,12 @@ def _read_oof_file(path: Path, k: int, task: str) -> tuple[pd.DataFrame, list[st
     head = pd.read_csv(path, nrows=0).columns.tolist()
     missing = [c for c in BASE_COLS if c not in head]
     prob_cols = [c for c in head if c.startswith(PROB_PREFIX)]
-    if missing or (not prob_cols) != (task == "regression"):
-        want = BASE_COLS + ([] if task == "regression" else ["prob_<class>", "..."])
+    if missing or (not prob_cols) != (TASKS[task].label == "number"):
+        want = BASE_COLS + ([] if TASKS[task].label == "number" else ["prob_<class>", "..."])
         raise ReportError(f"{path} is not the OOF file of a {task} experiment: expected columns {want}, "
                           f"found {head}")
-    numbers = prob_cols + (["label", "pred"] if task == "regression" else [])
-    dtypes = {"id": str} if task == "regression" else {"id": str, "label": str, "pred": str}
+    numbers = prob_cols + (["label", "pred"] if TASKS[task].label == "number" else [])
+    dtypes = {"id": str} if TASKS[task].label == "number" else {"id": str, "label": str, "pred": str}
     df = pd.read_csv(path, dtype={**dtypes, **{c: "float64" for c in prob_cols}}, keep_default_na=False,
                      na_values={c: [""] for c in numbers})
     bad_fold = sorted(set(df["fold"].tolist()) - {k})
@@ -193,9 +194,9 @@ def oof_arrays(oof: pd.DataFrame, classes: list, task: str = "single", sep: str 
     """(y, predictions) of OOF rows, as metrics.score and the plan take them: single-label class indexes
     and (N, C) probabilities; multi-label (N, C) multi-hot and (N, C) sigmoid probabilities; regression
     (N,) targets and (N, 1) predictions."""
-    if task == "regression":
+    if TASKS[task].label == "number":
         return oof["label"].to_numpy(dtype=np.float64), oof[["pred"]].to_numpy(dtype=np.float64)
-    if task == "multilabel":
+    if TASKS[task].label == "tags":
         from foldkit.tags import multi_hot
         return multi_hot(oof["label"], sep, [str(c) for c in classes]).astype(np.float64), _probs(oof, classes)
     return _index(oof["label"], classes), _probs(oof, classes)
@@ -205,7 +206,7 @@ def cv_summary(oof: pd.DataFrame, classes: list, metric: str, task: str = "singl
     """Competition metric on all OOF rows and per fold (mean and std across folds), row count and folds
     present; single-label also accuracy and log loss. std is the population std (numpy's default, ddof=0)."""
     y, p = oof_arrays(oof, classes, task, sep)
-    extras = ("accuracy", "logloss") if task == "single" else ()
+    extras = ("accuracy", "logloss") if TASKS[task].exclusive else ()
     folds = sorted(int(f) for f in oof["fold"].unique())
     per_fold = []
     for f in folds:
@@ -446,7 +447,7 @@ def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, s
 
     y, p = oof_arrays(oof, classes, task, sep)
     figures: dict[str, Any] = {"all_rows": {m: _finite(score(m, y, p)) for m in for_task(task) if m != metric}}
-    if task == "multilabel":
+    if TASKS[task].label == "tags":
         figures["tags_per_row"] = float(y.sum(1).mean())
         return figures
     fold = oof["fold"].to_numpy()
@@ -720,7 +721,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     result: dict[str, Any] = {"experiment": experiment, "model": cfg.get("model"),
                               "classes": classes, **summary,
                               "n_folds_config": n_folds_cfg, "complete": complete}
-    if task != "single":
+    if not TASKS[task].exclusive:
         result.update(all_rows_figures(oof, classes, metric, task, sep))
     if (test_like := test_like_score(summary, cfg)) is not None:
         result["test_like_fold"] = {"fold": 0, "score": test_like}
@@ -740,7 +741,7 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     heat = _safe_heatmap(heatmap, notes) if heatmap is not None and load_image is not None else None
     sections = _SECTIONS[task](_Report(oof, classes, sep, extra or {}, load_image, heat, notes, out, paths))
     table, lone, problems = _curves(exp_dir, folds, metric, experiment, out)
-    if task != "single":     # no accuracy is logged for tags or numbers: an empty column says nothing
+    if not TASKS[task].exclusive:     # no accuracy is logged for tags or numbers: an empty column says nothing
         table = table.drop(columns=["valid_accuracy at best"], errors="ignore")
     if test_like is not None and len(table):
         table["fold"] = [f"{k} (test-like)" if k == 0 else str(k) for k in table["fold"]]
@@ -916,9 +917,9 @@ def _test_line(r: dict) -> str:
 
 
 def _what_is_predicted(r: dict) -> str:
-    if r["task"] == "multilabel":
+    if TASKS[r["task"]].label == "tags":
         return f"{len(r['classes'])} labels (multi-label, {r['tags_per_row']:.2f} tags per row on average)"
-    if r["task"] == "regression":
+    if TASKS[r["task"]].label == "number":
         t = r["target"]
         return f"a numeric target from {_num(t['min'])} to {_num(t['max'])} (mean {_num(t['mean'])})"
     return f"{len(r['classes'])} classes"
@@ -928,7 +929,7 @@ def _other_scores(r: dict) -> str:
     """The first screen's sentence after the fold scores: single-label accuracy and log loss; the task's
     other metrics on all rows; for regression the mean-target baseline."""
     f = page.words
-    if r["task"] == "single":
+    if TASKS[r["task"]].exclusive:
         return f"Accuracy {f(r['accuracy'])}, log loss {f(r['logloss'])}."
     told = "On all rows: " + ", ".join(f"{m} {f(v)}" for m, v in r["all_rows"].items()) + "."
     if "mean_baseline" in r:

@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from foldkit.tasks import TASKS
+
 CSV = "label_errors.csv"
 PNG = "label_errors.png"
 INSTALL_HINT = 'pip install "cleanlab>=2.6"  (or: pip install -e ".[audit]")'
@@ -106,9 +108,9 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     from foldkit.report import page
     from foldkit.io import atomic_write_with
 
-    if task == "regression":
+    if TASKS[task].label == "number":
         return NO_SEARCH_REGRESSION
-    tags = task == "multilabel"
+    tags = TASKS[task].label == "tags"
     head = _HEAD_TAGS if tags else _HEAD
     try:
         table = suspected_tag_errors(oof, classes, sep) if tags else suspected_label_errors(oof, classes)

@@ -30,6 +30,7 @@ from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.data.images import eval_size
 from foldkit.io import atomic_write_text, atomic_write_with
+from foldkit.tasks import TASKS
 
 
 class TrainError(FoldkitError, RuntimeError):
@@ -278,7 +279,7 @@ def build_training(cfg, run: RunData, counts: np.ndarray, steps_per_epoch: int, 
            if cfg.freeze_epochs else ""))
     dtype = engine.amp_dtype(device, cfg.amp)
     mixup, loss_fn = None, None
-    if run.task != "single":
+    if not TASKS[run.task].exclusive:
         mixup = multi_hot_mixup(cfg, n) if (cfg.mixup > 0 or cfg.cutmix > 0) else None
         loss_fn = build_loss(run.task, cfg, scale)
     elif soft_targets:
@@ -346,7 +347,7 @@ def fold_loaders(cfg, run: RunData, fold: int, seed: int, device, teaching=None,
     valid_ds = Subset(ImageDataset(run.source, run.y, eval_transform(run.data_cfg)),
                       distributed.shard_rows(va_idx).tolist())
     hard = teaching.hard_labels(run.y[tr_idx]) if teaching is not None else run.y[tr_idx]
-    counts = (np.bincount(hard, minlength=len(run.classes)).astype(np.float64) if run.task == "single"
+    counts = (np.bincount(hard, minlength=len(run.classes)).astype(np.float64) if TASKS[run.task].exclusive
               else None)   # --balance is single-label only (foldkit.tasks.check_settings)
     weights = (1.0 / np.maximum(counts, 1))[hard] if cfg.balance == "sampler" else None
     sampler = EpochSampler(n_train, seed, shuffle=True, weights=weights, rank=distributed.rank(),
@@ -414,16 +415,16 @@ def _validation_scores(metric: str, task: str, probs: np.ndarray, yv: np.ndarray
     loss of foldkit.tasks, regression scored on the de-standardised predictions."""
     from foldkit import metrics
     from foldkit.tasks import valid_loss
-    if task == "single":
+    if TASKS[task].exclusive:
         return (metrics.score(metric, yv, probs),
                 float((probs.argmax(1) == yv).mean()) if len(yv) else float("nan"), vloss)
-    scored = scale.restore(probs) if task == "regression" else probs
+    scored = scale.restore(probs) if TASKS[task].standardises else probs
     return metrics.score(metric, yv, scored), float("nan"), valid_loss(task, probs, yv, scale)
 
 
 def oof_frame(ids, fold: int, labels, probs: np.ndarray, classes: list, task: str = "single",
               meta: dict | None = None, scale=None) -> pd.DataFrame:
-    if task != "single":
+    if not TASKS[task].exclusive:
         from foldkit.tasks import oof_columns
         return pd.DataFrame({"id": list(ids), "fold": fold, "label": list(labels),
                              **oof_columns(task, meta, probs, scale)})
@@ -499,7 +500,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     from foldkit.train import engine
     from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
     from foldkit.report.html import plot_log_curve
-    from foldkit.tasks import TASKS, TargetScale
+    from foldkit.tasks import TargetScale
     from foldkit.train.teacher import for_fold
 
     exp, seed = run.exp, cfg.seed * 100 + fold
@@ -527,7 +528,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
         return stages[size]
 
     steps_per_epoch = math.ceil(len(data.train_dl) / cfg.accum_steps)
-    scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
+    scale = TargetScale.fit(run.y[tr_idx]) if TASKS[run.task].standardises else None
     tr = build_training(cfg if cfg.sync_bn else pcfg, run, counts, steps_per_epoch, log=log, scale=scale,
                         soft_targets=teaching is not None and teaching.targets is not None)
     distill = teaching.distiller.to(tr.device, tr.channels_last) if teaching and teaching.distiller else None

@@ -175,7 +175,7 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     from foldkit.train import engine
     from foldkit.train.fit import augmentation_path, batch_augment, build_training, fold_loaders, seed_all
     from foldkit.runtime.model import set_backbone_frozen, train_mode
-    from foldkit.tasks import TargetScale
+    from foldkit.tasks import TASKS, TargetScale
 
     seed = cfg.seed * 100 + FOLD                 # fit_fold's seed for the fold
     seed_all(seed)
@@ -186,7 +186,7 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     batch_aug = batch_augment(cfg, run.data_cfg, seed) if aug_device == "device" else None
     if len(train_dl) == 0:
         raise TrainError(f"--lr-find: fold {FOLD} has no training rows")
-    scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
+    scale = TargetScale.fit(run.y[tr_idx]) if TASKS[run.task].standardises else None
     tr = build_training(cfg, run, counts, math.ceil(len(train_dl) / cfg.accum_steps), log=log, scale=scale)
     set_backbone_frozen(tr.model, False)         # the whole model (module docstring: why)
     train_mode(tr.model, tr.freeze_bn)

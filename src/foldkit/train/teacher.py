@@ -35,6 +35,7 @@ import pandas as pd
 
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
+from foldkit.tasks import TASKS
 
 OPTIONS = {"soft_labels": "--soft-labels", "pseudo": "--pseudo", "teacher": "--teacher"}
 # settings that only mean something with their option (a flag accepted and ignored is refused)
@@ -84,7 +85,7 @@ def check_settings(cfg, task: str):
     if not in_use(cfg):
         return cfg
     used = ", ".join(OPTIONS[o] for o in OPTIONS if names(cfg, o))
-    if task != "single":
+    if not TASKS[task].exclusive:
         raise TeacherError(f"{used}: single-label competitions only in this version; this one is {task}")
     for setting in ("soft_alpha", "kd_alpha", "pseudo_min_confidence", "pseudo_top_margin"):
         if getattr(cfg, setting) > 1:
@@ -121,7 +122,7 @@ def check_experiments(cfg, meta: dict) -> None:
             if [str(c) for c in tcfg.get("classes", [])] != [str(c) for c in meta["classes"]]:
                 raise TeacherError(f"{OPTIONS[option]} {name} predicts classes {tcfg.get('classes')}, this competition "
                                    f"has {meta['classes']}: a teacher must have the student's classes")
-            if exp.task()[0] != "single":
+            if not TASKS[exp.task()[0]].exclusive:
                 raise TeacherError(f"{OPTIONS[option]} {name} is a {exp.task()[0]} experiment: teachers are "
                                    "single-label in this version")
 
