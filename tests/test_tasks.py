@@ -354,7 +354,7 @@ def test_a_fourth_task_kind_is_picked_up_without_editing_other_modules(ordinal):
     from foldkit.errors import ConfigError
     from foldkit.predict import submission
     from foldkit.predict.calibrate import steps_for
-    from foldkit.tasks import TASKS, activate, check_settings, oof_columns, to_predictions
+    from foldkit.tasks import TASKS, activate, check_settings, oof_columns
     assert check_settings(config.resolve({"metric": "qwk"}), "ordinal").metric == "qwk"
     with pytest.raises(ConfigError, match="this one is ordinal: use one of qwk, accuracy"):
         check_settings(config.resolve({"metric": "rmse"}), "ordinal")
@@ -367,7 +367,7 @@ def test_a_fourth_task_kind_is_picked_up_without_editing_other_modules(ordinal):
     TASKS["ordinal"].check_combination("geometric", "rank")      # softmax probabilities: every mode fits
     sample = pd.DataFrame({"id": ["x", "y"], "label": [0, 0]})
     assert submission.decide_mode(sample, [0, 1, 2], "auto", "qwk", "ordinal")[0] == "label"
-    sub = submission.build(["y", "x"], to_predictions("ordinal", probs[::-1]), [0, 1, 2], sample, "label",
+    sub = submission.build(["y", "x"], TASKS["ordinal"].to_predictions(probs[::-1]), [0, 1, 2], sample, "label",
                            task="ordinal")
     submission.validate(sub, sample, [0, 1, 2], "label", "ordinal")
     assert sub["label"].tolist() == [0, 2]

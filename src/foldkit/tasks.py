@@ -323,7 +323,10 @@ for _kind in (SingleLabel, MultiLabel, Regression):
     register(_kind())
 
 
+# The jobs by task name, for callers that hold the name (train.fit, predict): each reads the registry entry.
+
 def task_of(meta: dict) -> str:
+    """The task kind of folds_meta.json, a checkpoint or a plan (written before task kinds: single)."""
     return meta.get("task", "single")
 
 
@@ -350,10 +353,6 @@ def valid_loss(task: str, out: np.ndarray, y: np.ndarray, scale: TargetScale | N
 
 def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | None) -> dict:
     return TASKS[task].oof_columns(meta, out, scale)
-
-
-def to_predictions(task: str, activated: np.ndarray, target: dict | None = None) -> np.ndarray:
-    return TASKS[task].to_predictions(activated, target)
 
 
 def check_combination(task: str, ensemble: str = "mean", blend: str = "mean") -> None:
