@@ -216,7 +216,7 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
-    (regression) de-standardised as the torch runner does (foldkit.tasks.to_predictions)."""
+    (regression) de-standardised as the torch runner does (Task.to_predictions of foldkit.tasks)."""
     from foldkit.data.images import preparation
     from foldkit.tasks import TASKS, activate
     members = man["members"]
@@ -282,7 +282,7 @@ def open_test_set(man: dict, input_dir: Path):
 def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> dict:
     """Bundle + competition folder -> validated submission file."""
     from foldkit.predict import submission
-    from foldkit.report.html import plan_in_words
+    from foldkit.report.words import plan_in_words
     t0 = time.time()
     bundle_dir = Path(bundle_dir)
     man = read_manifest(bundle_dir)

@@ -113,7 +113,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
                      return_members=False):
     """Predictions of the ensemble (and per member when asked), decoding each image once: (N, C) softmax
     probabilities, (N, L) sigmoid probabilities (multi-label) or (N, 1) numbers (regression), as
-    foldkit.tasks.to_predictions makes them from each member's outputs."""
+    foldkit.tasks.Task.to_predictions makes them from each member's outputs."""
     from foldkit.train.engine import mean_softmax, to_device
 
     groups = group_members(members)
