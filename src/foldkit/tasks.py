@@ -27,7 +27,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from foldkit.config import with_settings
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError, FoldkitError
 from foldkit.metrics import METRICS, for_task
@@ -208,6 +207,7 @@ class MultiLabel(Task):
             raise ConfigError(f"--balance {cfg.balance} is for single-label tasks; this one is {self.name}")
         if cfg.loss != "auto":
             raise ConfigError(f"--loss {cfg.loss} is for regression; {self.words} training uses BCEWithLogitsLoss")
+        from foldkit.config import with_settings   # lazy: config imports predict.blend, which imports this module
         return with_settings(cfg, metric=cfg.metric if "metric" in cfg.given else self.default_metric)
 
     def targets(self, table, meta):
@@ -266,6 +266,7 @@ class Regression(Task):
             raise ConfigError("--mixup/--cutmix are for classification; this task is regression")
         if "label_smoothing" in cfg.given and cfg.label_smoothing:
             raise ConfigError("--label-smoothing is for classification; this task is regression")
+        from foldkit.config import with_settings   # lazy: config imports predict.blend, which imports this module
         return with_settings(cfg, metric=cfg.metric if "metric" in cfg.given else self.default_metric,
                              label_smoothing=0.0)
 

@@ -32,6 +32,7 @@ from foldkit.ensemble import log_probs as _log_probs
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
 from foldkit.metrics import METRICS, score
+from foldkit.tasks import TASKS
 
 
 # --------------------------------------------------------------------------- temperature
@@ -208,7 +209,6 @@ def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", ta
     Multi-label: per-label thresholds (auto: the F metrics). Regression: clipping to the training targets'
     range (--clip, auto: on). A switch that does not apply to the task kind is refused when set on, never
     ignored."""
-    from foldkit.tasks import TASKS   # lazy: config imports this module (SWITCHES) and tasks imports config
     for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds), ("--clip", clip)):
         if v not in SWITCHES:
             raise ConfigError(f"{flag} {v!r}: use one of {', '.join(SWITCHES)}")
