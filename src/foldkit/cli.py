@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from foldkit import __version__, config
+import foldkit
+from foldkit import config
 from foldkit.errors import EXIT_USER_ERROR, cli_run
 from foldkit.io import atomic_write_with
 
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         print(overview())
         return 0 if argv else EXIT_USER_ERROR
     if argv[0] == "--version":
-        print(f"foldkit {__version__}")
+        print(f"foldkit {foldkit.__version__}")
         return 0
     name = argv[0].replace("-", "_")         # make-folds or make_folds
     if name not in COMMANDS:
