@@ -331,7 +331,7 @@ def run_script(name: str, argv: list[str] | None = None) -> Any:
 def overview() -> str:
     """`foldkit --help`: every command with its one-line summary."""
     width = max(map(len, COMMANDS))
-    lines = [f"usage: foldkit <command> [flags]        foldkit <command> --help: the command's flags", "",
+    lines = ["usage: foldkit <command> [flags]        foldkit <command> --help: the command's flags", "",
              "foldkit: folds -> train -> predict for Kaggle-style image classification.", "", "commands:"]
     lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
     return "\n".join(lines)
