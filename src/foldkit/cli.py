@@ -80,10 +80,11 @@ def _train(cfg) -> list:
     if cfg.lr_find:
         from foldkit.train.lrfind import lr_find  # lazy: --help stays instant
         return [lr_find(cfg)]
+    from foldkit.report.html import report_writer  # lazy: --help stays instant
     from foldkit.runtime import distributed  # lazy: --help stays instant
     from foldkit.train.fit import train  # lazy: --help stays instant
     with distributed.rank_in_errors():
-        return train(cfg)
+        return train(cfg, report=report_writer(cfg.reports_dir))
 
 
 def _show_train(cfg, results: list, seconds: float) -> None:
@@ -91,6 +92,7 @@ def _show_train(cfg, results: list, seconds: float) -> None:
         print(results[0].line())
         print(f"plot: {results[0].plot} (losses: {results[0].csv})")
         return
+    from foldkit.oof import score_text  # lazy: pandas, --help stays instant
     from foldkit.runtime import distributed  # lazy: --help stays instant
     main = distributed.is_main()        # under torchrun rank 0 alone prints, once the process group is closed
     distributed.shutdown()
@@ -99,14 +101,12 @@ def _show_train(cfg, results: list, seconds: float) -> None:
               f"({r['epochs_run']} epochs, {r['seconds']}s)")
 
 
-def score_text(value: float | None) -> str:
-    """A fold's best score as train prints it: five decimals, n/a when the metric could not be computed."""
-    return "n/a" if value is None else f"{value:.5f}"
-
-
 def _predict(cfg):
     from foldkit.predict.predicting import predict_image, run_predict  # lazy: --help stays instant
-    return predict_image(cfg) if cfg.image else run_predict(cfg)
+    if cfg.image:
+        return predict_image(cfg)
+    from foldkit.report.predicted import write_reports  # lazy: --help stays instant
+    return run_predict(cfg, reports=write_reports)
 
 
 def _leaderboard(cfg):

@@ -16,6 +16,7 @@ import time
 
 from foldkit import config
 from foldkit.errors import FoldkitError
+from foldkit.report.predicted import write_reports
 
 RESERVE = 0.2          # of the budget, kept for predict (test images, blend, report)
 FOLD_OVERHEAD_S = 5.0  # per fold: model build, validation passes beyond the probe's estimate, files
@@ -137,7 +138,7 @@ def run_auto(cfg, log=print) -> dict:
         raise AutoError("no fold finished inside the budget: give more --hours")
     blend = "optimize" if len(names) > 1 else "mean"
     pcfg = config.resolve({**_given(cfg), "experiments": ",".join(names), "blend": blend})
-    result = predicting.run_predict(pcfg, log=log)
+    result = predicting.run_predict(pcfg, log=log, reports=write_reports)
     log(f"auto: {len(names)} experiment(s) {', '.join(names)}, blend {blend}, "
         f"{(time.time() - t0) / 3600:.3f} h of {cfg.hours:g} h")
     return {"experiments": names, "plan": plan, "predict": result, "seconds": time.time() - t0}

@@ -2,7 +2,7 @@
 
 A trial samples learning settings from a search space, trains the first of --tune-folds reporting each
 epoch's validation metric to Optuna (the pruner stops bad trials there), then the other folds; its value
-is the CV on those folds (foldkit.report.html.cv_summary over their OOF). The trial's experiment is
+is the CV on those folds (foldkit.oof.cv_summary over their OOF). The trial's experiment is
 models/<model>-<hash of its settings>/ like a train.py run's, so the leaderboard, predict.py, blends
 and export use it unchanged, and a trial that samples settings already trained reuses the finished folds.
 
@@ -135,7 +135,7 @@ def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
     import optuna
 
     from foldkit.train.fit import fit_fold_locked, open_run
-    from foldkit.report.html import cv_summary, load_oof
+    from foldkit.oof import cv_summary, load_oof
 
     def objective(trial):
         params = sample(trial, space)

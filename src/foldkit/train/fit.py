@@ -19,6 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.data.images import eval_size
 from foldkit.io import atomic_write_text, atomic_write_with
+from foldkit.oof import score_text
 
 
 class TrainError(FoldkitError, RuntimeError):
@@ -67,10 +69,6 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
 
 
 # --------------------------------------------------------------------------- once per run
@@ -498,7 +496,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     from foldkit import metrics
     from foldkit.train import engine
     from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen, train_mode
-    from foldkit.report.html import plot_log_curve
+    from foldkit.figures import plot_log_curve
     from foldkit.tasks import ACTIVATION, TargetScale
     from foldkit.train.teacher import for_fold
 
@@ -544,7 +542,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
         if json.loads(json.dumps(state.teaching)) != json.loads(json.dumps(record)):
             raise TrainError(f"fold {fold}: its teachers changed since it started (--soft-labels/--pseudo/--teacher "
                              "files differ from the resume state's): pass --no-resume to restart the fold")
-        log(f"fold {fold}: resuming after epoch {state.epochs_done} (best {cfg.metric} {_fmt(state.best)}"
+        log(f"fold {fold}: resuming after epoch {state.epochs_done} (best {cfg.metric} {score_text(state.best)}"
             + (f" at epoch {state.best_epoch})" if state.best_epoch else ")"))
 
     ckpt_info = dict(model_name=cfg.model, classes=run.classes, data_cfg=run.data_cfg, fold=fold,
@@ -586,7 +584,7 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
                           "img_per_s": round(ep["img_per_s"], 1),
                           **({"img_size": ep["img_size"]} if cfg.img_size_schedule else {})})
         log(f"fold {fold} epoch {epoch + 1:>3}/{cfg.epochs}  train_loss {ep['loss']:.4f}  valid_loss {vloss:.4f}  "
-            f"valid_acc {acc:.4f}  {cfg.metric} {_fmt(value)}{' *' if improved else ''}  "
+            f"valid_acc {acc:.4f}  {cfg.metric} {score_text(value)}{' *' if improved else ''}  "
             f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else "")
             + (f"  [{ep['img_size']} px]" if cfg.img_size_schedule else ""))
         state.epochs_done = epoch + 1
@@ -682,10 +680,11 @@ def resolve_batch(cfg, devices: list, log=print):
     return distributed.with_settings(out, device=cfg.device)
 
 
-def train(cfg, log=print) -> list[dict]:
+def train(cfg, log=print, report: Callable | None = None) -> list[dict]:
     """Train the folds of cfg.fold in sequence, skipping finished ones; the competition is opened
     and its training images decoded once for all of them. With --devices, foldkit.train.foldpool trains
-    them side by side (each worker runs open_run once and fit_fold per fold)."""
+    them side by side (each worker runs open_run once and fit_fold per fold). report(exp, folds): the
+    experiment's report writer, for --log's tracker at the end (train.py gives it)."""
     from foldkit.train import foldpool
     cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
     cfg, task = task_settings(cfg)
@@ -712,7 +711,7 @@ def train(cfg, log=print) -> list[dict]:
     for k in folds:
         if run.exp.is_finished(k):
             s = run.exp.summary(k)
-            log(f"fold {k}: already finished ({s['metric']} {_fmt(s['value'])}), skipped")
+            log(f"fold {k}: already finished ({s['metric']} {score_text(s['value'])}), skipped")
             out[k] = s
         elif not devices:
             out[k] = fit_fold_locked(cfg, run, k, log=log, on_epoch=[tracker.on_epoch] if tracker else ())
@@ -720,6 +719,6 @@ def train(cfg, log=print) -> list[dict]:
         todo = [k for k in dict.fromkeys(folds) if k not in out]
         out.update(foldpool.run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold_locked, log=log))
     if tracker:
-        tracker.finish(run.exp, cfg.reports_dir)
+        tracker.finish(run.exp, report)
         log(f"--log {cfg.log}: run {run.exp.name} in {getattr(tracker, 'uri', None) or tracker.dir}")
     return [out[k] for k in folds]

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit import figures
 from foldkit.train.fit import TrainError
 
 FOLD = 0
@@ -249,8 +250,7 @@ def _step(cfg, tr, batches) -> float:
 
 def plot(frame: pd.DataFrame, suggestion: dict | None, path, title: str) -> Path:
     """Loss (faint) and smoothed loss against the LR on a log axis, the three suggestions marked."""
-    from foldkit.report import page
-    fig = page.figure(7, 4.2)
+    fig = figures.figure(7, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(frame["lr"], frame["loss"], color="C0", alpha=0.25, lw=1, label="loss per step")
     ax.plot(frame["lr"], frame["smoothed"], color="C0", lw=2, label="smoothed")
@@ -268,4 +268,4 @@ def plot(frame: pd.DataFrame, suggestion: dict | None, path, title: str) -> Path
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return page.save_png(fig, path)
+    return figures.save_png(fig, path)

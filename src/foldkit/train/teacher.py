@@ -35,6 +35,7 @@ import pandas as pd
 
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
+from foldkit.oof import load_oof
 
 OPTIONS = {"soft_labels": "--soft-labels", "pseudo": "--pseudo", "teacher": "--teacher"}
 # settings that only mean something with their option (a flag accepted and ignored is refused)
@@ -186,7 +187,6 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
     their labels (they are validated, never trained on); rows in no fold (-1: train-only rare classes) have
     no OOF and keep their labels too."""
     from foldkit.io import sha256_file
-    from foldkit.report.html import load_oof
     name, alpha = names(cfg, "soft_labels")[0], cfg.soft_alpha
     exp = Experiment(Path(cfg.models_dir) / name)
     folds = run.table["fold"].to_numpy()
