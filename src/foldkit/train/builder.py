@@ -61,8 +61,9 @@ def task_settings(cfg):
     file records what make_folds.py read, and a run cannot train another kind on it."""
     task = task_of(read_meta(cfg.folds_dir))
     if cfg.task not in ("auto", task):
-        raise TrainError(f"--task {cfg.task}: the folds in {cfg.folds_dir} are {task} (make_folds.py read the "
-                         f"labels so); drop --task, or run make_folds.py --task {cfg.task} to make {cfg.task} folds")
+        raise TrainError(f"--task {cfg.task}: the folds in {cfg.folds_dir} were made for task {task} (make_folds.py "
+                         f"recorded it, and training follows the folds); drop --task, or make {cfg.task} folds first "
+                         f"(make_folds.py --task {cfg.task})")
     return teacher.check_settings(check_settings(cfg, task), task), task
 
 
