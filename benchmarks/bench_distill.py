@@ -69,7 +69,7 @@ def predict(paths: list, names: str) -> dict:
 
 def cv(models: Path, name: str) -> float:
     from foldkit.experiment import Experiment
-    from foldkit.report.html import cv_summary, load_oof
+    from foldkit.oof import cv_summary, load_oof
     e = Experiment(models / name)
     oof, classes = load_oof(e.dir, e.finished_folds())
     return cv_summary(oof, classes, "accuracy")["cv"]

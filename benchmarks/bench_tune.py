@@ -38,7 +38,7 @@ def run(cmd, **kw):
 
 
 def cv_of(exp_dir, folds, metric="accuracy"):
-    from foldkit.report.html import cv_summary, load_oof
+    from foldkit.oof import cv_summary, load_oof
     oof, classes = load_oof(exp_dir, folds)
     return cv_summary(oof, classes, metric)["cv"]
 

@@ -24,7 +24,7 @@ def main(root: str) -> None:
     from foldkit.experiment import all_experiments
     from foldkit.predict.inference import load_members, predict_ensemble
     from foldkit.predict.predicting import make_sources
-    from foldkit.report.html import load_oof, prob_columns
+    from foldkit.oof import load_oof, prob_columns
     comp = read_competition(Path(root) / "input")
     for e in all_experiments(Path(root) / "models"):
         oof, classes = load_oof(e.dir, e.finished_folds())

@@ -28,7 +28,10 @@ def main(argv=None):
 
 def run(cfg):
     from foldkit.predict.predicting import predict_image, run_predict
-    return predict_image(cfg) if cfg.image else run_predict(cfg)
+    if cfg.image:
+        return predict_image(cfg)
+    from foldkit.report.predicted import write_reports
+    return run_predict(cfg, reports=write_reports)
 
 if __name__ == "__main__":
     main()

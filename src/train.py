@@ -42,15 +42,16 @@ def run(cfg) -> list:
         print(result.line())
         print(f"plot: {result.plot} (losses: {result.csv})")
         return [result]
+    from foldkit.oof import score_text
+    from foldkit.report.html import report_writer
     from foldkit.runtime import distributed
     from foldkit.train.fit import train
     with distributed.rank_in_errors():
-        results = train(cfg)
+        results = train(cfg, report=report_writer(cfg.reports_dir))
     main = distributed.is_main()       # under torchrun, rank 0 alone prints
     distributed.shutdown()
     for r in results if main else []:
-        value = "n/a" if r["value"] is None else f"{r['value']:.5f}"
-        print(f"fold {r['fold']}: best {r['metric']} {value} at epoch {r['best_epoch']} "
+        print(f"fold {r['fold']}: best {r['metric']} {score_text(r['value'])} at epoch {r['best_epoch']} "
               f"({r['epochs_run']} epochs, {r['seconds']}s)")
     return results
 

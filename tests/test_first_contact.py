@@ -125,7 +125,7 @@ def test_cross_experiment_cv_uses_the_rows_both_have(trained):
     leafy = trained
     from foldkit.predict.blend import from_experiments
     from foldkit.experiment import find_experiments
-    from foldkit.report.html import load_oof
+    from foldkit.oof import load_oof
     exps = find_experiments(leafy / "models", ["a", "b"])
     fold0 = load_oof(exps[0].dir, [0])[0]
     for order in (exps, exps[::-1]):      # one experiment has fewer finished folds, either way round
@@ -142,13 +142,14 @@ def test_unfinished_fold_counts_nowhere(trained, tmp_path):
     import shutil
 
     from foldkit.predict.predicting import predict_image, run_predict
+    from foldkit.report.predicted import write_reports
     models = tmp_path / "models"
     shutil.copytree(leafy / "models" / "a", models / "a")
     (models / "a" / "fold1.json").unlink()
     lines = []
     cfg = leafy_cfg(leafy, experiments="a", models_dir=str(models), reports_dir=str(tmp_path / "r"),
                     submissions_dir=str(tmp_path / "s"))
-    out = run_predict(cfg, log=lines.append)
+    out = run_predict(cfg, log=lines.append, reports=write_reports)
     assert out["members"] == 1 and any("1 fold(s): [0]" in m for m in lines), lines
     import json
     assert json.loads((tmp_path / "r" / "a" / "cv_scores.json").read_text())["folds"] == [0]
@@ -271,7 +272,7 @@ def test_cli_errors_from_the_report_and_folds_are_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "make_folds.py" in r.stderr
     from foldkit.errors import FoldkitError
-    from foldkit.report.html import ReportError
+    from foldkit.oof import ReportError
     assert issubclass(ReportError, FoldkitError)
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from conftest import REPO
 from foldkit import config
 from foldkit.predict.predicting import run_predict
+from foldkit.report.predicted import write_reports
 
 pytest.importorskip("torch")
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
@@ -31,7 +32,7 @@ def trained(digits150, tmp_path_factory):
 def report(paths, tmp_path):
     cfg = config.resolve({**paths, "experiment": "cam", "reports_dir": str(tmp_path / "reports"),
                           "submissions_dir": str(tmp_path / "subs")})
-    run_predict(cfg, log=lambda *_: None)
+    run_predict(cfg, log=lambda *_: None, reports=write_reports)
     rep = tmp_path / "reports" / "cam"
     return (rep / "report.html").read_text(), Image.open(rep / "worst_errors.png").size
 

@@ -237,6 +237,8 @@ def test_predict_offline_writes_validated_submission_and_report(trained, tmp_pat
     for f in ("report.html", "confusion.png", "confusion.csv", "per_class.csv", "worst_errors.png", "oof.csv"):
         assert (root / "reports" / "tiny" / f).is_file(), f
     assert "kaggle competitions submit" in r.stdout
+    # the reports are written (by report/, handed to predict) before the upload line is printed
+    assert r.stdout.index("report: ") < r.stdout.index("upload with: ")
     # a second run never overwrites the first submission
     r2 = run("predict.py", *paths, "--no-progress", "--no-report")
     assert r2.returncode == 0, r2.stderr

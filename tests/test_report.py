@@ -27,8 +27,9 @@ import pytest
 
 from conftest import REPO, write_png
 from foldkit.report.page import image_grid
-from foldkit.report.html import (confusion_table, cv_summary, load_oof, most_confused, per_class_table,
-                            worst_errors, write_report)
+from foldkit.oof import cv_summary, load_oof
+from foldkit.report.html import write_report
+from foldkit.report.tables import confusion_table, most_confused, per_class_table, worst_errors
 
 ROWS = {  # fold -> [(id, true class index, probabilities)] in file order
     0: [("r3", 0, (0.70, 0.20, 0.10)), ("r1", 1, (0.10, 0.80, 0.10)),
@@ -241,8 +242,8 @@ def test_worst_errors_grid_survives_unloadable_image(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_module_imports_neither_matplotlib_nor_torch():
-    code = ("import sys; import foldkit.report.html; "
+def test_the_report_page_and_the_oof_arithmetic_import_neither_matplotlib_nor_torch():
+    code = ("import sys; import foldkit.report.html, foldkit.oof, foldkit.figures; "
             "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
@@ -334,7 +335,7 @@ def make_many_class_experiment(tmp_path, n_classes=120, per_class=3):
 
 
 def test_a_120_class_page_shows_the_most_confused_classes_and_no_big_table(tmp_path):
-    from foldkit.report.html import MAX_CLASSES_SHOWN, confused_classes
+    from foldkit.report.tables import MAX_CLASSES_SHOWN, confused_classes
 
     exp, classes = make_many_class_experiment(tmp_path)
     oof, _ = load_oof(exp)
@@ -389,7 +390,7 @@ def test_a_120_class_report_reads_in_a_browser(tmp_path):
 
 
 def test_without_a_submission_the_plan_is_not_called_one():
-    from foldkit.report.html import facts_in_words
+    from foldkit.report.words import facts_in_words
     extra = {k: v for k, v in PREDICT_EXTRA.items() if k != "submission"}
     facts, verdicts = facts_in_words(extra, "logloss")
     assert facts[0] == "Predictions are made from the fold models of exp1, post-processed by temperature (T 1.2300)."

@@ -96,7 +96,7 @@ def _plan_extra(exp, classes):
     """What predict.py records in `extra` for a lone multi-label experiment with per-label thresholds:
     the thresholds fitted on its OOF rows by the kit's own post-processing, described as the plan does."""
     from foldkit.predict.calibrate import POSTPROCESS
-    from foldkit.report.html import load_oof, oof_arrays
+    from foldkit.oof import load_oof, oof_arrays
     oof, _ = load_oof(exp)
     y, p = oof_arrays(oof, classes, "multilabel", " ")
     step = POSTPROCESS["label_thresholds"]
@@ -194,7 +194,7 @@ def test_planted_tag_errors_are_found_and_named(planet, tmp_path):
     from cleanlab.multilabel_classification.filter import find_label_issues
 
     from foldkit.report.label_noise import suspected_tag_errors
-    from foldkit.report.html import load_oof
+    from foldkit.oof import load_oof
     oof, classes = load_oof(planet["exp"])
     table = suspected_tag_errors(oof, classes, " ")
     labels = [[classes.index(t) for t in tags.split()] for tags in oof["label"]]

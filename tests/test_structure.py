@@ -133,7 +133,7 @@ def test_a_metric_registered_later_is_ranked_in_its_own_direction(tmp_path, monk
     """The registry is the one owner of a metric's direction: a metric added to METRICS (a plugin, a
     notebook) picks the best epoch, the report's direction and the blend's sign from its entry."""
     from foldkit import metrics
-    from foldkit.report.html import cv_summary, log_summary
+    from foldkit.oof import cv_summary, log_summary
 
     mae = metrics.Metric(lambda y, p: float(np.abs(p.argmax(1) - y).mean()), False)
     monkeypatch.setitem(metrics.METRICS, "mae", mae)

@@ -131,6 +131,7 @@ def test_train_predict_and_report_name_fold0_the_test_like_estimate(audited, tmp
     test-like estimate, and the report's fold table marks it (in-process: one torch import)."""
     from foldkit.train.fit import train
     from foldkit.predict.predicting import run_predict
+    from foldkit.report.predicted import write_reports
     root, reports = audited
     assert _make_folds(root, reports, tmp_path / "f", "--test-like-fold", "--n-folds", "3").returncode == 0
     cfg = config.resolve(dict(input_dir=str(root), folds_dir=str(tmp_path / "f"), models_dir=str(tmp_path / "m"),
@@ -141,7 +142,7 @@ def test_train_predict_and_report_name_fold0_the_test_like_estimate(audited, tmp
     train(cfg, log=logs.append)
     assert any(str(m).startswith("fold 0 is the test-like fold") for m in logs), logs
     logs.clear()
-    run_predict(cfg, log=logs.append)
+    run_predict(cfg, log=logs.append, reports=write_reports)
     assert any("test-like estimate (fold 0, the most test-like rows)" in str(m) for m in logs), logs
     cv = json.loads((tmp_path / "rep" / "tl" / "cv_scores.json").read_text())
     assert cv["test_like_fold"]["score"] == cv["fold_scores"][0]

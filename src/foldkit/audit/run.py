@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from foldkit.audit import duplicates as dup
+from foldkit import figures
 from foldkit.report import page
 from foldkit.audit import shift as adv
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
@@ -82,18 +83,18 @@ def image_stats(images: pd.DataFrame) -> dict:
 
 def plot_class_counts(counts: pd.Series, path: Path) -> Path:
     n = len(counts)
-    fig = page.figure(max(6, min(20, 0.35 * n + 3)), 3.5)
+    fig = figures.figure(max(6, min(20, 0.35 * n + 3)), 3.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar([str(c) for c in counts.index], counts.to_numpy(), color="tab:blue")
     ax.set_title(f"train rows per class ({n} classes, {int(counts.sum())} rows)")
     if n > 12:
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-    return page.save_png(fig, path)
+    return figures.save_png(fig, path)
 
 
 def plot_sizes(images: pd.DataFrame, path: Path) -> Path:
     ok = images[images["error"].fillna("") == ""]
-    fig = page.figure(12, 3.3)
+    fig = figures.figure(12, 3.3)
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
         s = ok[ok["split"] == split]
@@ -104,7 +105,7 @@ def plot_sizes(images: pd.DataFrame, path: Path) -> Path:
             ax.hist(values, bins=30, alpha=0.55, color=color, label=f"{split} ({len(s)})", density=True)
             ax.set_title(name)
     axes[0].legend()
-    return page.save_png(fig, path)
+    return figures.save_png(fig, path)
 
 
 TILE = 72

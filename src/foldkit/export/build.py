@@ -355,7 +355,7 @@ def export_bundle(cfg, log=print) -> dict:
     out = _prepare_out(cfg)
     comp, meta, reading = open_competition(cfg)
     from foldkit.predict.predicting import make_plan, read_sample   # torch: after the checks that need none
-    from foldkit.report.html import plan_in_words
+    from foldkit.report.words import plan_in_words
     exps, members, load_s = _members(cfg, meta["classes"])
     sample = read_sample(comp)
     plan, _ = make_plan(cfg, exps, members, sample, log)   # the plan predict.py fits with the same flags

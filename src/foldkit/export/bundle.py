@@ -283,7 +283,7 @@ def open_test_set(man: dict, input_dir: Path):
 def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> dict:
     """Bundle + competition folder -> validated submission file."""
     from foldkit.predict import submission
-    from foldkit.report.html import plan_in_words
+    from foldkit.report.words import plan_in_words
     t0 = time.time()
     bundle_dir = Path(bundle_dir)
     man = read_manifest(bundle_dir)

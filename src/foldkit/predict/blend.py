@@ -24,10 +24,12 @@ from typing import Callable
 
 import numpy as np
 
-from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
 from foldkit.metrics import METRICS, score
+from foldkit.oof import cv_summary, humanise, in_words, load_oof, oof_arrays, score_text, test_like_score
+from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, steps_for
+from foldkit.tasks import ACTIVATION, check_combination
 
 
 def _equal_weights(probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
@@ -160,7 +162,6 @@ class Plan:
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"{where} cannot be read ({type(e).__name__}: {e}): re-export or re-run predict.py "
                             "with this foldkit") from None
-        from foldkit.tasks import ACTIVATION, check_combination
         if plan.task not in ACTIVATION:
             raise PlanError(f"{where} is for a task kind {plan.task!r} that this foldkit does not know: use the "
                             "foldkit it was written with")
@@ -264,10 +265,6 @@ def verdicts(res: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- experiment folders
 
-def _f(x) -> str:
-    return "n/a" if x is None else f"{x:.5f}"
-
-
 def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: str = "auto",
                      thresholds: str = "auto", log=print, clip: str = "auto") -> dict:
     """Fit and evaluate the plan of predict.py on the experiments' OOF files (finished folds only).
@@ -277,8 +274,6 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     Experiments with fewer finished folds than others are compared on the rows all have.
     calibrate / thresholds / clip: on, off or auto (foldkit.predict.calibrate.steps_for, from the metric and the
     task kind). Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
-    from foldkit.predict.calibrate import steps_for
-    from foldkit.report.html import cv_summary, load_oof, oof_arrays, test_like_score
     oofs, metric = [], None
     task, sep = exps[0].task()
     for e in exps:
@@ -291,9 +286,9 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
         rep = cv_summary(oof, classes, m, task, sep)
         oofs.append(oof.set_index("id"))
         test_like = test_like_score(rep, e.config())
-        log(f"{e.name}: CV {rep['metric']} {_f(rep['cv'])} (folds {_f(rep['cv_mean'])} ± "
-            f"{_f(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})"
-            + (f"; test-like estimate (fold 0, the most test-like rows) {_f(test_like)}" if test_like is not None else ""))
+        log(f"{e.name}: CV {rep['metric']} {score_text(rep['cv'])} (folds {score_text(rep['cv_mean'])} ± "
+            f"{score_text(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})"
+            + (f"; test-like estimate (fold 0, the most test-like rows) {score_text(test_like)}" if test_like is not None else ""))
     names = [e.name for e in exps]
     fallback = {"metric": metric, "cv": None, "plan": Plan("mean", np.full(len(exps), 1.0 / len(exps)), metric=metric),
                 "names": names, "verdicts": []}
@@ -328,14 +323,13 @@ def summary_lines(res: dict) -> list[str]:
         w = ", ".join(f"{n} {x:.3f}" for n, x in zip(res["names"], plan.weights))
         lines.append(f"{res['blend']} blend of {len(res['names'])} experiments on {res['rows']} OOF rows "
                      f"(folds {res['folds']}), weights: {w}")
-        lines.append(f"  blend CV {m}: in-sample {_f(res['blend_in_sample'])}, nested {_f(res['blend_nested'])} "
+        lines.append(f"  blend CV {m}: in-sample {score_text(res['blend_in_sample'])}, nested {score_text(res['blend_nested'])} "
                      "(weights fitted without the scored fold)")
     if res["steps"]:
-        from foldkit.report.page import humanise, words
-        fitted = "; ".join(f"{humanise(n)} ({words(POSTPROCESS[n].describe(p))})" for n, p in plan.steps)
+        fitted = "; ".join(f"{humanise(n)} ({in_words(POSTPROCESS[n].describe(p))})" for n, p in plan.steps)
         lines.append(f"  post-processing fitted on OOF: {fitted}")
-        lines.append(f"  CV {m} before -> after: in-sample {_f(res['blend_in_sample'])} -> "
-                     f"{_f(res['final_in_sample'])}, nested {_f(res['blend_nested'])} -> {_f(res['final_nested'])}")
+        lines.append(f"  CV {m} before -> after: in-sample {score_text(res['blend_in_sample'])} -> "
+                     f"{score_text(res['final_in_sample'])}, nested {score_text(res['blend_nested'])} -> {score_text(res['final_nested'])}")
     lines += [f"note: {v}" for v in res["verdicts"]]
     return lines
 

@@ -5,30 +5,35 @@
                        fits the bundle's plan with it too.
     run_predict(cfg)   experiments -> members -> per-member test probabilities (each image decoded
                        once) -> plan.apply -> submission (sample's shape, validated, never
-                       overwritten) -> reports/<experiment>/ (OOF CV, confusion, worst errors,
-                       report.html); with several experiments the blend's own
-                       reports/<exp1+exp2>/cv_scores.json (plan, nested CV, test score)
+                       overwritten) -> test score; the reports are written by the `reports` it is
+                       handed (foldkit.report.predicted.write_reports: predict/ writes no page)
     predict_image(cfg) top-k classes of one image, through the same plan
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from foldkit import metrics
-from foldkit.predict import blend
-from foldkit.train import engine
-from foldkit.predict import submission
+from foldkit.data.dataset import ImageSource, auto_workers
+from foldkit.data.images import preparation, shrink, to_channels
+from foldkit.data.reading import read_text_csv
+from foldkit.data.store import cache_root
 from foldkit.ensemble import TTA_VIEWS
 from foldkit.experiment import Experiment, find_experiments
+from foldkit.folds.file import open_competition, read_folds
+from foldkit.predict import blend, submission
 from foldkit.predict.inference import EnsembleError, load_members, load_single_image, predict_ensemble
-from foldkit.io import atomic_write_text
 from foldkit.predict.submission import SubmissionError
+from foldkit.tags import join_tags, multi_hot
+from foldkit.tasks import check_combination
+from foldkit.train import engine
 
 
 def members_for(cfg, expected_classes=None):
@@ -52,7 +57,6 @@ def tta_views(cfg, members) -> list[str]:
 
 def read_sample(comp) -> pd.DataFrame | None:
     """sample_submission.csv as written (ids and values as text: no NA guessing)."""
-    from foldkit.data.reading import read_text_csv
     return read_text_csv(comp.sample_submission) if comp.sample_submission else None
 
 
@@ -60,7 +64,6 @@ def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> t
     """The plan of these experiments and members, fitted on their OOF (--blend, --calibrate,
     --thresholds), with --ensemble, the TTA views and the submission mode (decided from the metric and
     the sample). predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
-    from foldkit.tasks import check_combination
     classes, (task, sep) = members[0].classes, exps[0].task()
     check_combination(task, cfg.ensemble, cfg.blend)
     fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip)
@@ -80,7 +83,6 @@ def predict_members(cfg, members, sources, tta, cached: bool = False, progress=N
     """Per-member probabilities (each view averaged) with the run settings --device, --amp,
     --batch-size, --channels-last, --workers: what plan.apply takes. predict.py, --image and the
     bundle's torch runner all predict here."""
-    from foldkit.data.dataset import auto_workers
     device = engine.pick_device(cfg.device)
     _, per_member = predict_ensemble(
         members, sources, tta=tta, device=device, dtype=engine.amp_dtype(device, cfg.amp),
@@ -93,14 +95,12 @@ def predict_members(cfg, members, sources, tta, cached: bool = False, progress=N
 def preparations(members) -> list[tuple[bool, int]]:
     """The distinct (grey, side) image preparations of the ensemble's members (images.preparation):
     each member sees exactly what its training and OOF saw; each image is decoded once per entry."""
-    from foldkit.data.images import preparation
     return sorted({preparation(m.in_chans, m.data_config) for m in members})
 
 
 def sources_for(members, images: list) -> dict:
     """{(grey, side): images} for MultiViewDataset from images already in memory (HWC uint8, e.g.
     synthetic ones), given each preparation's channels and shrink."""
-    from foldkit.data.images import shrink, to_channels
     return {(grey, side): [shrink(to_channels(im, grey), side) for im in images]
             for grey, side in preparations(members)}
 
@@ -109,8 +109,6 @@ def make_sources(comp, table, split, members, cfg=None) -> dict:
     """{(grey, side): ImageSource} of a table's images, one per distinct preparation of the members: from
     the decoded-image store under cfg's cache folder (foldkit.data.store, shared with training and earlier
     predictions) when cfg.cache is auto or disk, else prepared on demand (cfg None: the bundle, one pass)."""
-    from foldkit.data.dataset import ImageSource
-    from foldkit.data.store import cache_root
     cache, where = ("off", None) if cfg is None or cfg.cache in ("ram", "off") else (cfg.cache, cache_root(cfg))
     return {(grey, side): ImageSource(comp, table, split, grey=grey, cache=cache, max_side=side, progress=False,
                                       cache_dir=where)
@@ -122,11 +120,9 @@ def _solution_labels(comp, test: pd.DataFrame, classes: list = (), sep: str = " 
     label: read as the class set to 1, or the tags set to 1 joined by sep) or labelled test data."""
     sol = Path(comp.root) / "solution.csv"
     if sol.is_file():
-        from foldkit.data.reading import read_text_csv
         s = read_text_csv(sol)
         ids, cols = s[s.columns[0]].astype(str), list(s.columns[1:])
         if len(cols) > 1 and set(cols) == {str(c) for c in classes}:     # one-hot / multi-hot columns
-            from foldkit.data.reading import join_tags
             on = s[cols].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy() > 0.5
             return pd.Series(join_tags(on, cols, sep), index=ids)
         return pd.Series(s[cols[0]].to_numpy(), index=ids)
@@ -210,7 +206,6 @@ def labelled_test(comp, classes, task: str = "single", sep: str = "") -> tuple[n
     if task == "regression":
         return keep, values.to_numpy(dtype=np.float64)
     if task == "multilabel":
-        from foldkit.data.reading import multi_hot
         return keep, multi_hot(labels, sep, [str(c) for c in classes]).astype(np.float64)
     return keep, np.array([cidx[str(v)] for v in labels], dtype=int)
 
@@ -232,100 +227,76 @@ def score_test(truth, probs, probs_raw, metric: str, postprocessed: bool, log=pr
     return out
 
 
-def write_blend_report(cfg, plan, fitted, record: dict, log=print) -> Path:
-    """reports/<exp1+exp2>/cv_scores.json: the blend's own figures (its plan, nested CV, test score),
-    never written into a member experiment's report."""
-    path = Path(cfg.reports_dir) / "+".join(plan.experiments) / "cv_scores.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"experiments": plan.experiments, "metric": fitted["metric"], "cv": fitted["cv"],
-            **({"test_score": record["test_score"]} if "test_score" in record else {}), "plan": plan.to_json(),
-            "extra": {**blend.report_extra(fitted), **{k: v for k, v in record.items() if k != "test_score"}}}
-    atomic_write_text(path, json.dumps(body, indent=1, default=float) + "\n")
-    from foldkit.report.html import write_blend_page
-    log(f"blend report: {write_blend_page(json.loads(path.read_text()), path.parent)}")
-    return path
+@dataclass
+class Prediction:
+    """What the reports of one prediction are written from (foldkit.report.predicted.write_reports, which
+    predict.py hands to run_predict: predict/ writes no page): the competition and its training table (the
+    galleries' images), the experiments, the plan and the figures it was fitted with, the notes on rare
+    classes and the record of the test score and the submission (empty without test images)."""
+    comp: Any
+    table: pd.DataFrame
+    exps: list
+    plan: blend.Plan
+    fitted: dict
+    notes: dict
+    record: dict = field(default_factory=dict)
 
 
-def run_predict(cfg, log=print) -> dict:
-    from foldkit.data.images import decode_image
-    from foldkit.folds.file import open_competition, read_folds
-    from foldkit.report.gradcam import heatmapper
-    from foldkit.report.html import write_report
-
+def run_predict(cfg, log=print, reports: Callable | None = None) -> dict:
+    """Experiments -> plan -> test predictions -> validated submission -> test score; then
+    reports(prediction, cfg, log) writes the reports (None: none) and the upload line is printed."""
     t0 = time.time()
+    done, members, sample, truth = open_prediction(cfg, log)
+    plan, cv, metric = done.plan, done.fitted["cv"], done.fitted["metric"]
+    out: dict = {"experiments": plan.experiments, "members": len(members), "metric": metric, "cv": cv,
+                 "blend": blend.report_extra(done.fitted)}
+    if not has_test(done.comp):
+        log(f"no test images in {done.comp.root}: report only, no submission")
+        if reports:
+            reports(done, cfg, log)
+        return out
+    probs, probs_raw, dt = predict_test(cfg, done.comp, members, plan, log)
+    path, mode, n_rows = write_submission(cfg, done.comp, probs, plan, sample, cv, log)
+    out.update(submission=str(path), mode=mode, tta=plan.tta, test_rows=n_rows, predict_seconds=dt)
+    scores = score_test(truth, probs, probs_raw, metric, bool(plan.steps), log)   # with the test labels, if any
+    out.update(scores)
+    done.record = {**scores, "submission": str(path)}
+    if reports:
+        reports(done, cfg, log)
+    upload(cfg, path, "+".join(plan.experiments), metric, cv, log)
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def has_test(comp) -> bool:
+    return comp.test is not None and len(comp.test) > 0
+
+
+def open_prediction(cfg, log=print) -> tuple[Prediction, list, pd.DataFrame | None, tuple | None]:
+    """The competition, the experiments' members and the plan fitted on their OOF (blend weights and
+    post-processing, with nested CV). Returns (prediction, members, sample submission, test labels)."""
     table, meta = read_folds(cfg.folds_dir)
     comp, _ = open_competition(cfg, meta, check_test=True)
     exps, members = members_for(cfg, meta["classes"])
-    classes = members[0].classes
-    names = [e.name for e in exps]
-    log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(names)}")
+    log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(e.name for e in exps)}")
     if meta["sha256_now"] not in {m.folds_sha256 for m in members}:
         log(f"note: these checkpoints were trained on other folds than {cfg.folds_dir} holds now; "
             "the CV report uses each experiment's own OOF files")
-    id_to_row = {str(i): k for k, i in enumerate(table["id"].astype(str))}
-
-    def load_train_image(i):
-        k = id_to_row[str(i)]
-        if comp.source_col == "index":
-            return comp.pixels("train")[int(table["index"].iloc[k])]
-        return decode_image(Path(comp.root) / table["path"].iloc[k])
-
-    def prepare_train_image(i, grey, side):   # as predict prepares it (make_sources / prepare_image)
-        from foldkit.data.images import prepare_image, shrink, to_channels
-        k = id_to_row[str(i)]
-        if comp.source_col == "index":
-            return shrink(to_channels(comp.pixels("train")[int(table["index"].iloc[k])], grey), side)
-        return prepare_image(Path(comp.root) / table["path"].iloc[k], grey, side)
-
-    # ---- the plan: blend weights + post-processing fitted on the experiments' OOF, with nested CV
-    has_test = comp.test is not None and len(comp.test) > 0
     sample = read_sample(comp)
-    plan, fitted = make_plan(cfg, exps, members, sample, log, for_test=has_test)
-    cv, metric = fitted["cv"], fitted["metric"]
-    truth = labelled_test(comp, classes, plan.task, exps[0].task()[1]) if has_test else None
+    plan, fitted = make_plan(cfg, exps, members, sample, log, for_test=has_test(comp))
+    truth = labelled_test(comp, members[0].classes, plan.task, exps[0].task()[1]) if has_test(comp) else None
     notes = rare_class_notes(meta)
     for line in notes.values():
         log(f"note: {line}")
-    out: dict = {"experiments": names, "members": len(members), "metric": metric, "cv": cv,
-                 "blend": blend.report_extra(fitted)}
+    return Prediction(comp, table, exps, plan, fitted, notes), members, sample, truth
 
-    def write_reports(record: dict):
-        """Each experiment's own report; the plan's figures are the experiment's own only when it is
-        alone, else they go to the blend's report."""
-        if not cfg.report:
-            return
-        own = len(exps) == 1
-        for e in exps:
-            tag = "+".join(names)
-            extra = {**notes, **({**out["blend"], **{k: v for k, v in record.items() if k != "test_score"}}
-                                 if own else {"member of": f"the blend {tag} (its CV, plan and submission: "
-                                                           f"../{tag}/report.html)"})}
-            heatmap, note = heatmapper(e.dir, prepare_train_image) if plan.task != "regression" else (None, None)
-            write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=load_train_image,
-                         folds=e.finished_folds(), extra=extra, test_score=record.get("test_score") if own else None,
-                         heatmap=heatmap, heatmap_note=note)
-            log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
-        if not own:
-            write_blend_report(cfg, plan, fitted, record, log)
 
-    if not has_test:
-        log(f"no test images in {comp.root}: report only, no submission")
-        write_reports({})
-        return out
-    probs, probs_raw, dt = predict_test(cfg, comp, members, plan, log)
-    path, mode, n_rows = write_submission(cfg, comp, probs, plan, sample, cv, log)
-    out.update(submission=str(path), mode=mode, tta=plan.tta, test_rows=n_rows, predict_seconds=dt)
-    # ---- the test score, when the competition ships its labels (the demo's solution.csv)
-    scores = score_test(truth, probs, probs_raw, metric, bool(plan.steps), log)
-    out.update(scores)
-    write_reports({**scores, "submission": str(path)})
-    tag = "+".join(names)
+def upload(cfg, path: Path, tag: str, metric: str, cv: float | None, log=print) -> None:
+    """The kaggle command that uploads the submission, and the upload itself with --submit."""
     msg = f"{tag} CV {metric} {cv:.5f}" if cv is not None else tag
     log("upload with: " + submission.upload_line(cfg.submit, path, msg))
     if cfg.submit:
         log(submission.kaggle_submit(cfg.submit, path, msg))
-    out["seconds"] = time.time() - t0
-    return out
 
 
 def predict_image(cfg, log=print) -> list[tuple]:
@@ -347,7 +318,6 @@ def predict_image(cfg, log=print) -> list[tuple]:
     order = np.argsort(-probs, kind="stable")[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
     if plan.task == "multilabel":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
-        from foldkit.data.reading import join_tags
         log(f"  tags: {join_tags(probs[None] >= 0.5, classes, plan.label_sep)[0] or '(none)'}")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")

@@ -18,6 +18,11 @@ from typing import Callable
 
 import numpy as np
 
+from foldkit.data.augment import eval_transform
+from foldkit.data.images import preparation
+from foldkit.experiment import Experiment
+from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
+
 
 class HeatmapError(Exception):
     pass
@@ -84,11 +89,6 @@ def heatmapper(exp_dir: str | Path, prepare: Callable) -> tuple[Callable | None,
     prepare(id, grey, side) -> the image as predict prepares it. The note is for a model whose map
     cannot be drawn. One model per fold is loaded on first use (CPU) and kept."""
     import torch
-
-    from foldkit.data.augment import eval_transform
-    from foldkit.experiment import Experiment
-    from foldkit.data.images import preparation
-    from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
 
     exp, models = Experiment(exp_dir), {}
 

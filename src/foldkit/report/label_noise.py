@@ -23,6 +23,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from foldkit.io import atomic_write_with
+from foldkit.report import page
+from foldkit.tags import multi_hot
+
 CSV = "label_errors.csv"
 PNG = "label_errors.png"
 INSTALL_HINT = 'pip install "cleanlab>=2.6"  (or: pip install -e ".[audit]")'
@@ -59,8 +63,6 @@ def suspected_tag_errors(oof: pd.DataFrame, classes: list, sep: str) -> pd.DataF
     names the tags) by ``get_label_quality_scores``. Raises ImportError when cleanlab is not installed."""
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
     from cleanlab.multilabel_classification.rank import get_label_quality_scores
-
-    from foldkit.data.reading import multi_hot
 
     names = np.array([str(c) for c in classes], dtype=object)
     y = multi_hot(oof["label"], sep, list(names)).astype(np.int64)
@@ -103,9 +105,6 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     return the report.html section (heatmap: page.image_grid's). Without cleanlab: the section says how to
     install it. task "multilabel" (tags joined by sep): suspected_tag_errors; "regression": no search, a
     sentence that says so."""
-    from foldkit.report import page
-    from foldkit.io import atomic_write_with
-
     if task == "regression":
         return NO_SEARCH_REGRESSION
     tags = task == "multilabel"
@@ -117,16 +116,14 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     atomic_write_with(out(CSV), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
     parts = [head, f"<p>{len(table)} suspected of {len(oof)} rows; all in {page.links([CSV])}</p>"]
     if load_image is not None and len(table):
-        page.image_grid(table.head(k), load_image, out(PNG), heatmap=heatmap, title=_tags_title if tags else None)
+        page.image_grid(table.head(k), load_image, out(PNG), heatmap=heatmap, title=_doubt_title if tags else None)
         parts.append(f"<img alt='suspected label errors' src='{page.png_uri(out(PNG))}'>")
     shown = table.head(20).drop(columns=["focus"], errors="ignore").rename(columns=_WORDS_TAGS if tags else _WORDS)
     parts.append(page.table(shown, index=False) if len(table) else "<p>none found</p>")
     return "".join(parts)
 
 
-def _tags_title(row) -> str:
+def _doubt_title(row) -> str:
     """A gallery tile of a suspected multi-label error: the tags in doubt and the ones likely missing."""
-    import textwrap
-    lines = [f"given: {row.label or '(none)'}"] + [f"{what}: {tags}" for what, tags in
-                                                  (("doubtful", row.doubtful), ("missing", row.missing)) if tags]
-    return "\n".join(textwrap.fill(line, 34) for line in lines)
+    doubt = [(what, tags) for what, tags in (("doubtful", row.doubtful), ("missing", row.missing)) if tags]
+    return page.tags_title([("given", row.label or "(none)")] + doubt)

@@ -1,21 +1,23 @@
 """The pieces the kit's self-contained HTML pages (report.html, audit.html) are built from.
 
-One stylesheet, matplotlib figures without pyplot's global state, PNG files written atomically,
-PNGs inlined as data URIs, pandas tables as HTML and a titled image grid. report, label_noise and
-audit all draw with these; this module imports no other foldkit module but io, so any page can
-use it without an import circle. It must not import torch.
+One stylesheet, PNGs inlined as data URIs, pandas tables as HTML, relative links, and a titled image
+grid (drawn with foldkit.figures). report and audit all build their pages with these. It must not
+import torch.
 """
 from __future__ import annotations
 
 import base64
+import html
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from foldkit.io import atomic_write_with
+from foldkit.figures import figure, save_png
+from foldkit.oof import humanise
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
@@ -35,41 +37,17 @@ ul.verdicts li{margin:4px 0}
 
 def document(title: str, body: list[str]) -> str:
     """A whole self-contained page: inline CSS, no script, nothing fetched."""
-    import html
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def img(png: Path | bytes, alt: str) -> str:
-    import html
     return f"<img alt='{html.escape(alt, quote=True)}' src='{png_uri(png)}'>"
 
 
 def links(names: list[str]) -> str:
     """Relative links to the files written beside the page (they open from the report folder)."""
-    import html
     return ", ".join(f"<a href='{html.escape(n, quote=True)}'>{html.escape(n)}</a>" for n in names)
-
-
-def humanise(key: str) -> str:
-    """An internal key as words: `test_accuracy` -> `test accuracy`."""
-    return str(key).replace("_", " ")
-
-
-def words(value: Any, digits: int = 4) -> str:
-    """Any recorded value as plain text (no JSON): numbers rounded, dicts as `name value, ...`,
-    lists joined with commas. Hand-written: the page must never show braces or quotes to a reader."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
-    if isinstance(value, dict):
-        return ", ".join(f"{humanise(k)} {words(v, digits)}" for k, v in value.items())
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return ", ".join(words(v, digits) for v in value)
-    return str(value)
 
 
 def sentence(text: str) -> str:
@@ -78,31 +56,6 @@ def sentence(text: str) -> str:
     if not text:
         return text
     return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?", ")")) else ".")
-
-
-def figure(w: float, h: float):
-    """A matplotlib Figure bound to the Agg canvas, without pyplot's global state.
-
-    matplotlib is imported here, not at module import. scikit-learn's display imports
-    pyplot; the Agg backend is selected first unless the caller already chose a backend."""
-    import sys
-
-    import matplotlib
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig, path: str | Path) -> Path:
-    path = Path(path)
-    # the temporary file has no .png suffix, so the format is given explicitly
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
-    return path
 
 
 def png_uri(png: Path | bytes) -> str:
@@ -121,6 +74,11 @@ def table(df: pd.DataFrame, index: bool = True) -> str:
 
 def _given_predicted(row) -> str:
     return f"given {row.label}\npredicted {row.pred} {row.confidence:.2f}"
+
+
+def tags_title(lines: list[tuple[str, str]]) -> str:
+    """A gallery tile's title of tag sets, one `what: tags` line each, wrapped to the tile's width."""
+    return "\n".join(textwrap.fill(f"{what}: {tags}", 34) for what, tags in lines)
 
 
 def image_grid(rows: pd.DataFrame, load_image: Callable[[Any], np.ndarray],

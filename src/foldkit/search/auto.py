@@ -17,6 +17,7 @@ import time
 from foldkit.errors import FoldkitError
 from foldkit.folds.file import read_folds
 from foldkit.predict import predicting
+from foldkit.report.predicted import write_reports
 from foldkit.runtime.distributed import with_settings
 from foldkit.runtime.model import create_model, data_config
 from foldkit.tasks import n_outputs, task_of
@@ -149,7 +150,7 @@ def run_auto(cfg, log=print) -> dict:
     # the test images at the smallest settled batch (--batch-size auto is a training setting)
     pcfg = with_settings(cfg, experiments=",".join(names), blend=blend,
                          batch_size=min(c.batch_size for c in cfgs.values()))
-    result = predicting.run_predict(pcfg, log=log)
+    result = predicting.run_predict(pcfg, log=log, reports=write_reports)
     log(f"auto: {len(names)} experiment(s) {', '.join(names)}, blend {blend}, "
         f"{(time.time() - t0) / 3600:.3f} h of {cfg.hours:g} h")
     return {"experiments": names, "plan": plan, "predict": result, "seconds": time.time() - t0}

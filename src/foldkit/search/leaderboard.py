@@ -20,6 +20,7 @@ import pandas as pd
 from foldkit.config import RUN_ONLY
 from foldkit.experiment import all_experiments
 from foldkit.metrics import METRICS
+from foldkit.oof import cv_summary, load_oof
 from foldkit.train.teacher import DEPENDENT, OPTIONS, describe
 
 # shown in words in the `teachers` column (foldkit.train.teacher.describe), not among the settings
@@ -53,7 +54,6 @@ def differing_settings(configs: dict[str, dict]) -> dict[str, str]:
 
 
 def _row(exp, cfg: dict) -> dict:
-    from foldkit.report.html import cv_summary, load_oof
     folds = exp.finished_folds()
     metric = cfg.get("metric", "accuracy")
     row = {"experiment": exp.name, "model": cfg.get("model"), "img_size": cfg.get("img_size") or None,

@@ -2,7 +2,7 @@
 
 A trial samples learning settings from a search space, trains the first of --tune-folds reporting each
 epoch's validation metric to Optuna (the pruner stops bad trials there), then the other folds; its value
-is the CV on those folds (foldkit.report.html.cv_summary over their OOF). The trial's experiment is
+is the CV on those folds (foldkit.oof.cv_summary over their OOF). The trial's experiment is
 models/<model>-<hash of its settings>/ like a train.py run's, so the leaderboard, predict.py, blends
 and export use it unchanged, and a trial that samples settings already trained reuses the finished folds.
 
@@ -29,7 +29,7 @@ from foldkit import config
 from foldkit.errors import ConfigError, FoldkitError
 from foldkit.folds.file import read_folds
 from foldkit.metrics import METRICS
-from foldkit.report.html import cv_summary, load_oof
+from foldkit.oof import cv_summary, load_oof
 from foldkit.train.builder import build_run, task_settings
 from foldkit.train.fit import TrainError, fit_fold_locked, parse_folds, train
 from foldkit.train.foldlock import FoldLockError

@@ -20,6 +20,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,10 +28,11 @@ import torch
 
 from foldkit import metrics
 from foldkit.config import learning_settings
-from foldkit.experiment import Experiment
 from foldkit.data.images import eval_size
+from foldkit.experiment import Experiment
+from foldkit.figures import plot_log_curve
 from foldkit.io import atomic_write_text, atomic_write_with
-from foldkit.report.html import plot_log_curve
+from foldkit.oof import score_text
 from foldkit.runtime import distributed
 from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen
 from foldkit.tasks import ACTIVATION, TargetScale, oof_columns, valid_loss
@@ -50,10 +52,6 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
 
 
 def _validation_scores(metric: str, task: str, probs: np.ndarray, yv: np.ndarray, vloss: float, scale):
@@ -191,7 +189,7 @@ def resume_state(cfg, fold: int, resumed: dict | None, tr: Training, record: dic
     if json.loads(json.dumps(state.teaching)) != json.loads(json.dumps(record)):
         raise TrainError(f"fold {fold}: its teachers changed since it started (--soft-labels/--pseudo/--teacher "
                          "files differ from the resume state's): pass --no-resume to restart the fold")
-    log(f"fold {fold}: resuming after epoch {state.epochs_done} (best {cfg.metric} {_fmt(state.best)}"
+    log(f"fold {fold}: resuming after epoch {state.epochs_done} (best {cfg.metric} {score_text(state.best)}"
         + (f" at epoch {state.best_epoch})" if state.best_epoch else ")"))
     return state
 
@@ -214,7 +212,7 @@ def run_epoch(f: FoldRun, epoch: int, log=print) -> bool:
                       "img_per_s": round(ep["img_per_s"], 1),
                       **({"img_size": ep["img_size"]} if cfg.img_size_schedule else {})})
     log(f"fold {f.fold} epoch {epoch + 1:>3}/{cfg.epochs}  train_loss {ep['loss']:.4f}  valid_loss {vloss:.4f}  "
-        f"valid_acc {acc:.4f}  {cfg.metric} {_fmt(value)}{' *' if improved else ''}  "
+        f"valid_acc {acc:.4f}  {cfg.metric} {score_text(value)}{' *' if improved else ''}  "
         f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else "")
         + (f"  [{ep['img_size']} px]" if cfg.img_size_schedule else ""))
     state.epochs_done = epoch + 1
@@ -300,10 +298,11 @@ def fit_fold_locked(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dic
 
 # --------------------------------------------------------------------------- the run
 
-def train(cfg, log=print) -> list[dict]:
+def train(cfg, log=print, report: Callable | None = None) -> list[dict]:
     """Train the folds of cfg.fold in sequence, skipping finished ones; the run comes from build_run (the
     competition opened and its training images decoded once for all folds). With --devices,
-    foldkit.train.foldpool trains them side by side (each worker runs open_run once and fit_fold per fold)."""
+    foldkit.train.foldpool trains them side by side (each worker runs open_run once and fit_fold per fold).
+    report(exp, folds): the experiment's report writer, for --log's tracker at the end (train.py gives it)."""
     cfg, log = distributed.setup(cfg, log)          # torchrun: process group, this rank's device
     cfg, run = build_run(cfg, log)
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
@@ -316,7 +315,7 @@ def train(cfg, log=print) -> list[dict]:
     for k in folds:
         if run.exp.is_finished(k):
             s = run.exp.summary(k)
-            log(f"fold {k}: already finished ({s['metric']} {_fmt(s['value'])}), skipped")
+            log(f"fold {k}: already finished ({s['metric']} {score_text(s['value'])}), skipped")
             out[k] = s
         elif not cfg.devices:
             out[k] = fit_fold_locked(cfg, run, k, log=log, on_epoch=[tracker.on_epoch] if tracker else ())
@@ -324,7 +323,7 @@ def train(cfg, log=print) -> list[dict]:
         todo = [k for k in dict.fromkeys(folds) if k not in out]
         out.update(run_fold_parallel(cfg, todo, prepare=open_run, fit_one=fit_fold_locked, log=log))
     if tracker:
-        tracker.finish(run.exp, cfg.reports_dir)
+        tracker.finish(run.exp, report)
         log(f"--log {cfg.log}: run {run.exp.name} in {getattr(tracker, 'uri', None) or tracker.dir}")
     return [out[k] for k in folds]
 

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from foldkit import figures
 from foldkit.experiment import lr_find_files
 from foldkit.io import atomic_write_with
 from foldkit.runtime.model import set_backbone_frozen
@@ -243,8 +244,7 @@ def _step(cfg, tr, batches) -> float:
 
 def plot(frame: pd.DataFrame, suggestion: dict | None, path, title: str) -> Path:
     """Loss (faint) and smoothed loss against the LR on a log axis, the three suggestions marked."""
-    from foldkit.report import page
-    fig = page.figure(7, 4.2)
+    fig = figures.figure(7, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(frame["lr"], frame["loss"], color="C0", alpha=0.25, lw=1, label="loss per step")
     ax.plot(frame["lr"], frame["smoothed"], color="C0", lw=2, label="smoothed")
@@ -262,4 +262,4 @@ def plot(frame: pd.DataFrame, suggestion: dict | None, path, title: str) -> Path
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return page.save_png(fig, path)
+    return figures.save_png(fig, path)

@@ -40,9 +40,9 @@ from foldkit.data.store import cache_root
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment, find_experiments
 from foldkit.io import atomic_write_with, sha256_file
+from foldkit.oof import load_oof
 from foldkit.predict.inference import Member
 from foldkit.predict.predicting import make_sources, predict_members, tta_views
-from foldkit.report.html import load_oof
 from foldkit.runtime import distributed
 from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
 

@@ -23,12 +23,12 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
-from foldkit.report.html import write_report
 
 TRACKERS = ["", "tensorboard", "mlflow"]
 INSTALL = "pip install 'foldkit[trackers]'"
@@ -58,14 +58,16 @@ class Tracker:
                   if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(float(v))}
         self._epoch(int(fold), int(row["epoch"]), values)
 
-    def finish(self, exp: Experiment, reports_dir: str | Path) -> dict:
-        """Backfill the epochs not seen live, write the report, log settings, CV and report; close."""
+    def finish(self, exp: Experiment, report: Callable[[Experiment, list[int]], dict] | None = None) -> dict:
+        """Backfill the epochs not seen live, write the report with report(exp, finished folds) (the
+        caller's writer, foldkit.report.html.report_writer: train/ draws no page; None: settings only), log
+        settings, CV and report; close."""
         folds = exp.finished_folds()
         for k, path in exp.fold_files("log").items():
             if k in folds:
                 for row in pd.read_csv(path).to_dict("records"):
                     self.on_epoch(k, row)
-        summary = write_report(exp.dir, Path(reports_dir) / exp.name, folds=folds) if folds else None
+        summary = report(exp, folds) if folds and report else None
         self._finish(exp.config(), summary)
         return summary or {}
 
