@@ -16,7 +16,7 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from foldkit.data.augment import PRESETS
 from foldkit.ensemble import ENSEMBLE_MODES, TTA_VIEWS
@@ -40,9 +40,6 @@ def _opt(default: Any, help: str, group: str, choices: list | None = None, minim
 
 @dataclass
 class Config:
-    # the names the user set (config file or flag); not a setting itself (see resolve)
-    given: ClassVar[frozenset] = frozenset()
-
     # ---- paths (every path can be changed by a flag or the config file) ----
     input_dir: str = _opt(str(ROOT / "input"), "competition folder (any of the four layouts, see README)", "paths")
     folds_dir: str = _opt(str(ROOT / "folds"), "where train_folds.csv and folds_meta.json live", "paths")
@@ -295,6 +292,11 @@ class Config:
     runner: str = _opt("auto", "torch, onnx (onnxruntime, no torch needed), auto (torch when importable)",
                        "offline", choices=["auto", "torch", "onnx"])
     overwrite: bool = _opt(False, "replace an existing submission file", "offline")
+
+    def __post_init__(self):
+        # the names the user set (config file or flag), each Config's own: not a setting (no field), so
+        # resolve sets it and a copy (runtime.distributed.with_settings) carries it over
+        self.given: frozenset = frozenset()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

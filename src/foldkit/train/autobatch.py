@@ -22,6 +22,9 @@ import numpy as np
 
 from foldkit.config import with_settings
 from foldkit.errors import FoldkitError
+from foldkit.runtime import distributed
+from foldkit.runtime.model import create_model, data_config
+from foldkit.train import engine
 
 FRACTION = 0.6          # of the device's total memory (Ultralytics' default)
 PROBES = (1, 2, 4, 8, 16)
@@ -61,9 +64,6 @@ def measure_peaks(cfg, n_outputs: int, in_chans: int, size: int, device) -> tupl
     the probe that ran out of memory or None)."""
     import torch
     import torch.nn.functional as F
-
-    from foldkit.train import engine
-    from foldkit.runtime.model import create_model
     dtype = engine.amp_dtype(device, cfg.amp)
     cl = engine.use_channels_last(cfg.channels_last, device)
     model = create_model(cfg.model, n_outputs, in_chans, img_size=size).to(device).train()
@@ -98,9 +98,6 @@ def resolve(cfg, n_outputs: int, rows: int, log=print):
     the smallest answer (the global batch is per-process batch x processes)."""
     if cfg.batch_size:
         return cfg
-    from foldkit.runtime import distributed
-    from foldkit.train import engine
-    from foldkit.runtime.model import data_config
     device = engine.pick_device(cfg.device)
     world = distributed.world()
     if device.type != "cuda":

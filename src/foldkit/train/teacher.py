@@ -33,9 +33,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.config import with_settings
+from foldkit.data.dataset import ImageSource
+from foldkit.data.images import cache_side
+from foldkit.data.reading import IMAGE_EXTS
+from foldkit.data.store import cache_root
 from foldkit.errors import FoldkitError
-from foldkit.experiment import Experiment
+from foldkit.experiment import Experiment, find_experiments
+from foldkit.io import atomic_write_with, sha256_file
 from foldkit.oof import load_oof
+from foldkit.predict.inference import Member
+from foldkit.predict.predicting import make_sources, predict_members, tta_views
+from foldkit.runtime import distributed
+from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
 from foldkit.tasks import TASKS
 
 OPTIONS = {"soft_labels": "--soft-labels", "pseudo": "--pseudo", "teacher": "--teacher"}
@@ -78,7 +88,6 @@ def check_settings(cfg, task: str):
     """cfg, checked (and --pseudo-top-margin given alone turning the confidence filter off): one line for a
     teacher option on a task kind it does not handle yet, a dependent setting without its option, a value
     out of range, or an --unlabelled folder without images."""
-    from foldkit.config import with_settings
     given = cfg.given
     for setting, option in DEPENDENT.items():
         if setting in given and not names(cfg, option) and getattr(cfg, setting) not in ("", False):
@@ -107,7 +116,6 @@ def check_experiments(cfg, meta: dict) -> None:
     """Every teacher experiment exists, shares the student's folds file (folds hash), classes and task kind,
     and is not the student itself; one TeacherError line otherwise. Called before the student's experiment
     is recorded."""
-    from foldkit.experiment import find_experiments
     for option in OPTIONS:
         for name in names(cfg, option):
             if cfg.experiment and name == cfg.experiment:
@@ -159,7 +167,6 @@ def for_fold(cfg, run, fold: int, log=print, reuse: bool = False) -> FoldTeachin
     pseudo_fold{k}.csv back instead of predicting again (the same images and targets, exactly)."""
     if not in_use(cfg):
         return None
-    from foldkit.io import sha256_file
     teaching = FoldTeaching()
     n_classes = len(run.classes)
     eps = cfg.label_smoothing
@@ -187,7 +194,6 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
     comes from the teacher model of the row's own fold, which never trained on it; fold k's own rows keep
     their labels (they are validated, never trained on); rows in no fold (-1: train-only rare classes) have
     no OOF and keep their labels too."""
-    from foldkit.io import sha256_file
     name, alpha = names(cfg, "soft_labels")[0], cfg.soft_alpha
     exp = Experiment(Path(cfg.models_dir) / name)
     folds = run.table["fold"].to_numpy()
@@ -217,7 +223,6 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
 
 def unlabelled_table(folder: str) -> pd.DataFrame:
     """id (path relative to the folder) and absolute path of every image file under it, sorted."""
-    from foldkit.data.reading import IMAGE_EXTS
     root = Path(folder)
     if not root.is_dir():
         raise TeacherError(f"--unlabelled {folder}: not a folder")
@@ -243,9 +248,6 @@ def pool(cfg, comp) -> list[tuple[str, pd.DataFrame]]:
 def predict_pool(cfg, comp, checkpoints: list[Path], classes: list) -> pd.DataFrame:
     """One row per pool image: part, id, source (path or array index), and prob_<class>: the mean of the teacher
     models in `checkpoints` (each with its TTA views, as predict.py would use it)."""
-    from foldkit.predict.inference import Member
-    from foldkit.runtime.model import load_checkpoint
-    from foldkit.predict.predicting import make_sources, predict_members, tta_views
     members = [Member(p, load_checkpoint(p)) for p in checkpoints]
     frames = []
     for part, table in pool(cfg, comp):
@@ -270,10 +272,6 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     """--pseudo: the pool images labelled by the teacher's fold-k model (the rule), filtered, written to
     pseudo_fold{k}.csv (every pool image, `joined` 0/1) and read back from it (under torchrun rank 0 predicts,
     every rank reads the same file; a resumed fold reads it again), then appended to the training part."""
-    from foldkit.runtime import distributed
-    from foldkit.data.dataset import ImageSource
-    from foldkit.data.images import cache_side
-    from foldkit.io import atomic_write_with, sha256_file
     name = names(cfg, "pseudo")[0]
     checkpoints = [_fold_checkpoint(Experiment(Path(cfg.models_dir) / name), k, "pseudo")
                    for k in safe_teacher_folds(fold)]
@@ -292,7 +290,6 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     n_classes, eps = len(run.classes), cfg.label_smoothing
     hard = np.eye(n_classes, dtype=np.float32)[probs.argmax(1)] * (1 - eps) + eps / n_classes
     targets = (probs if cfg.pseudo_soft else hard) * np.float32(cfg.pseudo_weight)
-    from foldkit.data.store import cache_root
     grey = run.data_cfg["input_size"][0] == 1
     for part in ("test", "unlabelled"):
         rows = (kept["part"] == part).to_numpy()
@@ -330,7 +327,6 @@ class Distiller:
     teacher's input size, grey <-> RGB as the teacher needs, normalised with the teacher's mean/std."""
 
     def __init__(self, checkpoints: list[Path], student_data_cfg: dict, alpha: float, temperature: float):
-        from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
         self.alpha, self.temperature, self.student = float(alpha), float(temperature), student_data_cfg
         self.models = []
         for p in checkpoints:
