@@ -103,7 +103,8 @@ def figures(text: str, metric: str) -> tuple[float, float]:
 
 def baseline(comp: Path, work: Path, task: str, metrics: list[str]) -> dict:
     """The label frequencies (multi-label, tags at >= 0.5) or the training mean, OOF and test."""
-    from foldkit.data.reading import multi_hot, read_text_csv
+    from foldkit.data.reading import read_text_csv
+    from foldkit.tags import multi_hot
     from foldkit.folds.file import read_folds
     from foldkit.metrics import score
     folds, meta = read_folds(work / "folds")

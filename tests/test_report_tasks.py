@@ -57,7 +57,7 @@ def planet(tmp_path_factory):
     from sklearn.model_selection import KFold
     from sklearn.preprocessing import StandardScaler
 
-    from foldkit.data.reading import multi_hot, tag_names
+    from foldkit.tags import multi_hot, tag_names
     root = need_shared("data", "planet_sample")
     labels = pd.read_csv(root / "labels.csv", dtype=str)
     images = {n: cv2.cvtColor(cv2.imread(str(root / "train" / f"{n}.jpg"), cv2.IMREAD_REDUCED_COLOR_8),
@@ -126,7 +126,7 @@ def planet_report(planet, tmp_path_factory):
 def test_multilabel_report_per_label_numbers_equal_sklearn(planet, planet_report):
     from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support
 
-    from foldkit.data.reading import multi_hot
+    from foldkit.tags import multi_hot
     classes = planet["classes"]
     rep, out, thresholds, asked = planet_report
     for name in ("oof.csv", "cv_scores.json", "per_label.csv", "cooccurrence.csv", "cooccurrence.png",

@@ -31,8 +31,9 @@ def modules() -> dict[str, Path]:
 
 
 def room(mod: str) -> str:
-    """The subpackage a module lives in; "ground" for the top-level modules, "cli" for foldkit.cli."""
-    return "cli" if mod == "cli" else mod.split(".")[0] if "." in mod else "ground"
+    """The subpackage a module lives in; "ground" for the top-level modules, "cli" for foldkit.cli and
+    `python -m foldkit` (__main__)."""
+    return "cli" if mod in ("cli", "__main__") else mod.split(".")[0] if "." in mod else "ground"
 
 
 def foldkit_imports(path) -> set[str]:

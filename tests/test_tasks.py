@@ -248,7 +248,7 @@ def test_per_label_thresholds_global_first_then_per_label(planet):
     fitted thresholds beat 0.5 on held-out rows, keep the ranking, and the step is what auto picks."""
     from foldkit.predict.blend import held_out
     from foldkit.predict.calibrate import POSTPROCESS, steps_for
-    from foldkit.data.reading import multi_hot, tag_names
+    from foldkit.tags import multi_hot, tag_names
     from foldkit.metrics import score
     tags = pd.read_csv(planet / "in" / "train.csv", dtype=str, keep_default_na=False)["tags"]
     classes = tag_names(tags, " ")
@@ -285,3 +285,89 @@ def test_cli_records_task_and_refuses_a_metric_of_another_kind(planet, tmp_path)
     r = run("train.py", "--fold", "0", "--model", "test_resnet", "--metric", "rmse", *paths)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: --metric rmse does not score a multilabel task")
+
+
+# --------------------------------------------------------------------------- the task registry
+
+def test_every_task_kind_has_every_field_and_its_methods_run():
+    """The registry is the one owner: every kind names an activation of the one table, its default metric scores
+    it, and each job (targets, outputs, OOF columns, losses, predictions, submission values, post-processing,
+    settings) runs on a toy fold of that kind."""
+    from foldkit.tasks import ACTIVATIONS, TASKS, TargetScale
+    assert set(TASKS) == {"single", "multilabel", "regression"}
+    meta = {"classes": ["a", "b", "c"], "label_sep": " "}
+    table = {"single": pd.DataFrame({"label": ["a", "c"]}), "multilabel": pd.DataFrame({"label": ["a b", ""]}),
+             "regression": pd.DataFrame({"label": [1.5, 3.0]})}
+    for name, task in TASKS.items():
+        assert task.name == name and task.words and task.activation in ACTIVATIONS
+        assert task.default_metric in task.metrics() and task.label in ("class", "tags", "number")
+        assert "label" in task.submission_modes and set(task.submission_modes) <= {"label", "probs"}
+        y = task.targets(table[name], meta)
+        n = task.n_outputs(meta["classes"])
+        out = ACTIVATIONS[task.activation].numpy(np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])[:, :n])
+        scale = TargetScale.fit(y) if task.standardises else None
+        assert len(y) == 2 and np.isfinite(task.valid_loss(out, y, scale))
+        cols = task.oof_columns(meta, out, scale)
+        assert "pred" in cols and all(len(v) == 2 for v in cols.values())
+        pred = task.to_predictions(out, scale.to_json() if scale else None)
+        assert len(task.label_values(pred, meta["classes"], " ")) == 2
+        assert task.describe(meta["classes"])
+        assert set(task.post_steps(task.default_metric, "auto", "auto", "auto")) <= {
+            "temperature", "thresholds", "cutpoints", "label_thresholds", "clip"}
+        assert task.check_settings(config.resolve({"metric": task.default_metric})).metric == task.default_metric
+        task.check_combination("mean", "mean")
+
+
+def test_one_activation_table_for_torch_and_numpy():
+    """tasks.ACTIVATIONS is the only table: the engine (torch) and the ONNX runner (numpy) read it, and
+    its two functions agree."""
+    import torch
+
+    from foldkit import ensemble
+    from foldkit.tasks import ACTIVATIONS, TASKS, activate
+    from foldkit.train import engine
+    assert not hasattr(ensemble, "activate") and engine.ACTIVATIONS is ACTIVATIONS
+    z = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    for name, act in ACTIVATIONS.items():
+        assert np.allclose(act.torch(torch.from_numpy(z)).numpy(), activate(z, name), atol=1e-6), name
+    assert np.allclose(activate(z, TASKS["single"].activation).sum(1), 1, atol=1e-6)
+
+
+@pytest.fixture
+def ordinal():
+    """A toy fourth task kind registered from outside the package: classes in order, scored by qwk."""
+    from foldkit.tasks import TASKS, SingleLabel, register
+
+    class Ordinal(SingleLabel):
+        name, words, default_metric = "ordinal", "ordinal", "qwk"
+
+        def metrics(self):
+            return ["qwk", "accuracy"]
+
+    yield register(Ordinal())
+    TASKS.pop("ordinal")
+
+
+def test_a_fourth_task_kind_is_picked_up_without_editing_other_modules(ordinal):
+    """Registered once, a new kind gets the settings check, OOF columns, activation, post-processing,
+    ensemble checks and the submission from its entry."""
+    from foldkit.errors import ConfigError
+    from foldkit.predict import submission
+    from foldkit.predict.calibrate import steps_for
+    from foldkit.tasks import TASKS, activate, check_settings, oof_columns
+    assert check_settings(config.resolve({"metric": "qwk"}), "ordinal").metric == "qwk"
+    with pytest.raises(ConfigError, match="this one is ordinal: use one of qwk, accuracy"):
+        check_settings(config.resolve({"metric": "rmse"}), "ordinal")
+    probs = activate(np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 3.0]]), TASKS["ordinal"].activation)
+    cols = oof_columns("ordinal", {"classes": [0, 1, 2], "label_sep": ""}, probs, None)
+    assert cols["pred"] == [0, 2] and set(cols) == {"pred", "prob_0", "prob_1", "prob_2"}
+    assert steps_for("qwk", task="ordinal") == ("cutpoints",)
+    with pytest.raises(ConfigError, match="--clip on"):
+        steps_for("qwk", task="ordinal", clip="on")
+    TASKS["ordinal"].check_combination("geometric", "rank")      # softmax probabilities: every mode fits
+    sample = pd.DataFrame({"id": ["x", "y"], "label": [0, 0]})
+    assert submission.decide_mode(sample, [0, 1, 2], "auto", "qwk", "ordinal")[0] == "label"
+    sub = submission.build(["y", "x"], TASKS["ordinal"].to_predictions(probs[::-1]), [0, 1, 2], sample, "label",
+                           task="ordinal")
+    submission.validate(sub, sample, [0, 1, 2], "label", "ordinal")
+    assert sub["label"].tolist() == [0, 2]

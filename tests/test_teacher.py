@@ -91,8 +91,8 @@ def test_fold_safe_pseudo_labels_are_honest_and_the_naive_ensemble_leaks(taught,
 def test_soft_labels_mix_the_oof_into_the_training_targets_and_are_recorded(taught, tmp_path):
     root, models, _ = taught
     cfg = cfg_for(root, models, soft_labels="memo", soft_alpha=0.4, experiment="soft")
-    from foldkit.train.fit import prepare_run
-    run = prepare_run(cfg, log=quiet)
+    from foldkit.train.builder import build_run
+    cfg, run = build_run(cfg, log=quiet)
     t = teacher.for_fold(cfg, run, 1, log=quiet)
     folds = run.table["fold"].to_numpy()
     oof = pd.concat([pd.read_csv(models / "memo" / f"oof_fold{k}.csv", dtype={"id": str}) for k in (0, 2)])
@@ -120,9 +120,10 @@ def test_distillation_trains_a_different_student_and_resumes_exactly(taught, tmp
     root, _, _ = taught
     shutil.copytree(taught[1], tmp_path / "b" / "models")
     with pytest.raises(KeyboardInterrupt):
-        from foldkit.train.fit import open_run, fit_fold
-        cfg = cfg_for(root, tmp_path / "b" / "models", experiment="kd", **kw)
-        fit_fold(cfg, open_run(cfg, log=quiet), 2, log=quiet, on_epoch=[stop])
+        from foldkit.train.builder import build_run
+        from foldkit.train.fit import fit_fold
+        cfg, run = build_run(cfg_for(root, tmp_path / "b" / "models", experiment="kd", **kw), log=quiet)
+        fit_fold(cfg, run, 2, log=quiet, on_epoch=[stop])
     assert (tmp_path / "b" / "models" / "kd" / "fold2_last.pt").is_file()
     [b], exp_b = student(taught, tmp_path / "b", "kd", **kw)
     cols = ["epoch", "train_loss", "valid_loss", "valid_metric"]

@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from foldkit.choices import AUG_PRESETS, BLEND_MODES, SWITCHES
 from foldkit.ensemble import ENSEMBLE_MODES, TTA_VIEWS
@@ -37,9 +37,6 @@ def _opt(default: Any, help: str, group: str, choices: list | None = None, minim
 
 @dataclass
 class Config:
-    # the names the user set (config file or flag); not a setting itself (see resolve)
-    given: ClassVar[frozenset] = frozenset()
-
     # ---- paths (every path can be changed by a flag or the config file) ----
     input_dir: str = _opt(str(ROOT / "input"), "competition folder (any of the four layouts, see README)", "paths")
     folds_dir: str = _opt(str(ROOT / "folds"), "where train_folds.csv and folds_meta.json live", "paths")
@@ -293,6 +290,11 @@ class Config:
                        "offline", choices=["auto", "torch", "onnx"])
     overwrite: bool = _opt(False, "replace an existing submission file", "offline")
 
+    def __post_init__(self):
+        # the names the user set (config file or flag), each Config's own: not a setting (no field), so
+        # resolve sets it and a copy (runtime.distributed.with_settings) carries it over
+        self.given: frozenset = frozenset()
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -330,6 +332,13 @@ IDENTITY_DEFAULTS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseu
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
                   "test_img_size": 0, "aug_device": "auto", "img_size_schedule": ""}
+
+
+def with_settings(cfg: "Config", **changes) -> "Config":
+    """cfg with some settings changed, keeping which settings the user gave (cfg.given)."""
+    new = dataclasses.replace(cfg, **changes)
+    new.given = cfg.given
+    return new
 
 
 def learning_settings(cfg: "Config") -> dict:

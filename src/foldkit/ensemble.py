@@ -21,15 +21,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return _softmax(z, axis=1)
 
 
-def activate(z: np.ndarray, activation: str) -> np.ndarray:
-    """A model's raw outputs -> its task's predictions (foldkit.tasks.ACTIVATION names them): softmax
-    probabilities, independent sigmoid probabilities (multi-label), or the outputs as they are (regression).
-    The torch-free twin of engine.ACTIVATIONS, for the ONNX runner and the export check."""
-    from scipy.special import expit
-    z = np.asarray(z, dtype=np.float32)
-    return {"softmax": softmax, "sigmoid": expit, "identity": lambda v: v}[activation](z)
-
-
 def log_probs(p: np.ndarray) -> np.ndarray:
     """Log-probabilities, clipped: the logits up to a per-row constant, which softmax ignores."""
     return np.log(np.clip(p, EPS, 1.0))

@@ -24,7 +24,6 @@ class Metric(NamedTuple):
 
 
 # the metric a run of each task kind uses when --metric is not given
-DEFAULT_METRIC = {"single": "accuracy", "multilabel": "f1_samples", "regression": "rmse"}
 
 
 def for_task(task: str) -> list[str]:

@@ -29,6 +29,7 @@ from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
 from foldkit.metrics import METRICS, score
 from foldkit.tags import multi_hot
+from foldkit.tasks import TASKS
 
 PROB_PREFIX = "prob_"
 
@@ -104,9 +105,9 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     cfg_path = Experiment(exp_dir).config_path
     class_names = [c[len(PROB_PREFIX):] for c in names]
     classes = _typed_classes(class_names, read_config(exp_dir).get("classes"), cfg_path, first)
-    if task == "single":
+    if TASKS[task].label == "class":
         _type_labels(oof, classes, source, names)
-    elif task == "multilabel":
+    elif TASKS[task].label == "tags":
         known = {str(c) for c in classes}
         for col in ("label", "pred"):
             unknown = sorted({t for v in oof[col] for t in str(v).split(sep) if t.strip() and t.strip() not in known})
@@ -131,12 +132,12 @@ def _read_oof_file(path: Path, k: int, task: str) -> tuple[pd.DataFrame, list[st
     head = pd.read_csv(path, nrows=0).columns.tolist()
     missing = [c for c in BASE_COLS if c not in head]
     prob_cols = [c for c in head if c.startswith(PROB_PREFIX)]
-    if missing or (not prob_cols) != (task == "regression"):
-        want = BASE_COLS + ([] if task == "regression" else ["prob_<class>", "..."])
+    if missing or (not prob_cols) != (TASKS[task].label == "number"):
+        want = BASE_COLS + ([] if TASKS[task].label == "number" else ["prob_<class>", "..."])
         raise ReportError(f"{path} is not the OOF file of a {task} experiment: expected columns {want}, "
                           f"found {head}")
-    numbers = prob_cols + (["label", "pred"] if task == "regression" else [])
-    dtypes = {"id": str} if task == "regression" else {"id": str, "label": str, "pred": str}
+    numbers = prob_cols + (["label", "pred"] if TASKS[task].label == "number" else [])
+    dtypes = {"id": str} if TASKS[task].label == "number" else {"id": str, "label": str, "pred": str}
     df = pd.read_csv(path, dtype={**dtypes, **{c: "float64" for c in prob_cols}}, keep_default_na=False,
                      na_values={c: [""] for c in numbers})
     bad_fold = sorted(set(df["fold"].tolist()) - {k})
@@ -187,9 +188,9 @@ def oof_arrays(oof: pd.DataFrame, classes: list, task: str = "single", sep: str 
     """(y, predictions) of OOF rows, as metrics.score and the plan take them: single-label class indexes
     and (N, C) probabilities; multi-label (N, C) multi-hot and (N, C) sigmoid probabilities; regression
     (N,) targets and (N, 1) predictions."""
-    if task == "regression":
+    if TASKS[task].label == "number":
         return oof["label"].to_numpy(dtype=np.float64), oof[["pred"]].to_numpy(dtype=np.float64)
-    if task == "multilabel":
+    if TASKS[task].label == "tags":
         return multi_hot(oof["label"], sep, [str(c) for c in classes]).astype(np.float64), oof_probs(oof, classes)
     return class_index(oof["label"], classes), oof_probs(oof, classes)
 
@@ -198,7 +199,7 @@ def cv_summary(oof: pd.DataFrame, classes: list, metric: str, task: str = "singl
     """Competition metric on all OOF rows and per fold (mean and std across folds), row count and folds
     present; single-label also accuracy and log loss. std is the population std (numpy's default, ddof=0)."""
     y, p = oof_arrays(oof, classes, task, sep)
-    extras = ("accuracy", "logloss") if task == "single" else ()
+    extras = ("accuracy", "logloss") if TASKS[task].exclusive else ()
     folds = sorted(int(f) for f in oof["fold"].unique())
     per_fold = []
     for f in folds:

@@ -1,6 +1,14 @@
-"""What a task kind means to training: the targets, the outputs, the loss, the metric.
+"""The task registry: what a task kind means to training, prediction and the report, in one place.
 
-single      one class per image: softmax outputs, cross-entropy (timm Mixup / SoftTargetCrossEntropy)
+    TASKS[name]   the entry of a task kind (folds_meta.json `task`; folds files written before it: single):
+                  its outputs and activation, targets, loss, default metric, OOF columns, submission modes,
+                  post-processing steps and the settings that do not fit it
+    ACTIVATIONS   activation name -> its numpy and torch functions (the one table; `activate` is the numpy
+                  path the torch-free ONNX runner takes)
+    register      adds an entry (a new kind subclasses Task, or one of the three, and registers itself)
+
+single      one class per image: softmax outputs, cross-entropy (timm Mixup / SoftTargetCrossEntropy, built
+            by train.fit)
 multilabel  tags per image: one sigmoid output per label, BCEWithLogitsLoss on the multi-hot targets;
             mixup/cutmix mix the multi-hot targets of the pair; label smoothing eps makes a target
             y * (1 - eps) + eps / 2 (cross-entropy's eps / C with the C = 2 outcomes of each label)
@@ -8,69 +16,45 @@ regression  one output, MSE or Huber loss on the target standardised with the me
             training part (`TargetScale`, stored in the checkpoint as `target`); predictions are
             de-standardised before they are scored or written
 
-The task kind is read from folds_meta.json (`task`; folds files written before it: single).
+The report's sections per task kind are report's own (one dict keyed by the task name there).
+This module must not import torch (the bundle's ONNX runner reads it): the torch activations are tensor methods.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
+import pandas as pd
 
+from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError, FoldkitError
-from foldkit.metrics import DEFAULT_METRIC, for_task
-
-ACTIVATION = {"single": "softmax", "multilabel": "sigmoid", "regression": "identity"}
-
-
-def task_of(meta: dict) -> str:
-    return meta.get("task", "single")
+from foldkit.metrics import METRICS, for_task
+from foldkit.tags import join_tags, multi_hot
 
 
-def check_settings(cfg, task: str):
-    """cfg with the task's metric when --metric was not given; one ConfigError line for a setting that
-    does not fit the task (a metric of another kind, balancing, mixup or label smoothing on a number)."""
-    from foldkit.runtime.distributed import with_settings
-
-    given = cfg.given
-    if task == "single":
-        if cfg.loss != "auto":
-            raise ConfigError(f"--loss {cfg.loss} is for regression; single-label training uses cross-entropy")
-        if cfg.metric not in for_task(task):
-            raise ConfigError(f"--metric {cfg.metric} scores {task_kinds(cfg.metric)} tasks, this one is "
-                              f"single-label: use one of {', '.join(for_task(task))}")
-        return cfg
-    if "metric" in given and cfg.metric not in for_task(task):
-        raise ConfigError(f"--metric {cfg.metric} does not score a {task} task; use one of "
-                          f"{', '.join(for_task(task))}")
-    if cfg.balance != "none":
-        raise ConfigError(f"--balance {cfg.balance} is for single-label tasks; this one is {task}")
-    if task == "multilabel" and cfg.loss != "auto":
-        raise ConfigError(f"--loss {cfg.loss} is for regression; multi-label training uses BCEWithLogitsLoss")
-    if task == "regression":
-        if cfg.mixup > 0 or cfg.cutmix > 0:
-            raise ConfigError("--mixup/--cutmix are for classification; this task is regression")
-        if "label_smoothing" in given and cfg.label_smoothing:
-            raise ConfigError("--label-smoothing is for classification; this task is regression")
-    metric = cfg.metric if "metric" in given else DEFAULT_METRIC[task]
-    return with_settings(cfg, metric=metric, label_smoothing=0.0 if task == "regression" else cfg.label_smoothing)
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+    return expit(z)
 
 
-def task_kinds(metric: str) -> str:
-    from foldkit.metrics import METRICS
-    return "/".join(METRICS[metric].tasks)
+@dataclass(frozen=True)
+class Activation:
+    """A model's raw outputs -> its task's predictions, on numpy arrays and on torch tensors."""
+    numpy: Callable[[np.ndarray], np.ndarray]
+    torch: Callable      # a torch tensor's own methods: no torch import here
 
 
-def targets(task: str, table, meta: dict) -> np.ndarray:
-    """The training targets of every row: class indexes, (N, C) multi-hot float32, or (N,) float32."""
-    if task == "multilabel":
-        from foldkit.data.reading import multi_hot
-        return multi_hot(table["label"], meta["label_sep"], meta["classes"])
-    if task == "regression":
-        return table["label"].to_numpy(dtype=np.float32)
-    class_index = {str(c): i for i, c in enumerate(meta["classes"])}
-    return np.array([class_index[str(v)] for v in table["label"]], dtype=np.int64)
+ACTIVATIONS: dict[str, Activation] = {
+    "softmax": Activation(softmax, lambda z: z.softmax(dim=1)),
+    "sigmoid": Activation(_sigmoid, lambda z: z.sigmoid()),
+    "identity": Activation(lambda z: z, lambda z: z),
+}
 
 
-def n_outputs(task: str, classes: list) -> int:
-    return 1 if task == "regression" else len(classes)
+def activate(z: np.ndarray, activation: str) -> np.ndarray:
+    """Raw outputs -> predictions with ACTIVATIONS' numpy function, in float32 (the ONNX runner, the export check)."""
+    return ACTIVATIONS[activation].numpy(np.asarray(z, dtype=np.float32))
 
 
 class TargetScale:
@@ -91,11 +75,147 @@ class TargetScale:
         return np.asarray(out, dtype=np.float64).reshape(len(out)) * self.std + self.mean
 
 
-def build_loss(task: str, cfg, scale: TargetScale | None):
-    """The training loss of a multi-label or regression task (single-label: fit.build_training)."""
-    import torch
+def task_kinds(metric: str) -> str:
+    return "/".join(METRICS[metric].tasks)
 
-    if task == "multilabel":
+
+def _refuse_clip(clip: str, task: str) -> None:
+    if clip == "on":
+        raise ConfigError("--clip on (clipping predictions to the training range) is for regression; this task is "
+                          f"{task}")
+
+
+class Task:
+    """One task kind. Class attributes say what it is; methods do what differs between kinds."""
+    name = ""
+    words = ""                    # how the kind is named in messages ("single-label")
+    activation = "softmax"        # ACTIVATIONS key
+    default_metric = "accuracy"
+    is_classification = True      # class or label outputs: mixup, label smoothing, classification metrics
+    label = "class"               # what one label value is: class (a name), tags (names joined), number
+    submission_modes = ("label", "probs")
+    standardises = False          # trained on a standardised target (TargetScale)
+
+    @property
+    def exclusive(self) -> bool:
+        """One class per row: softmax probabilities that sum to 1 (cross-entropy, argmax, accuracy/logloss)."""
+        return self.activation == "softmax"
+
+    def metrics(self) -> list[str]:
+        """The metrics that score this kind (metrics.Metric.tasks)."""
+        return for_task(self.name)
+
+    def n_outputs(self, classes: list) -> int:
+        return len(classes)
+
+    def describe(self, classes: list) -> str:
+        """What is predicted, in words."""
+        return f"{len(classes)} classes"
+
+    def check_settings(self, cfg):
+        """cfg with the task's metric when --metric was not given; one ConfigError line for a setting that
+        does not fit the task."""
+        raise NotImplementedError
+
+    def targets(self, table: pd.DataFrame, meta: dict) -> np.ndarray:
+        """The training targets of every row."""
+        class_index = {str(c): i for i, c in enumerate(meta["classes"])}
+        return np.array([class_index[str(v)] for v in table["label"]], dtype=np.int64)
+
+    def build_loss(self, cfg, scale: TargetScale | None):
+        """The training loss (None: the softmax cross-entropy train.fit builds with timm's Mixup)."""
+        return None
+
+    def valid_loss(self, out: np.ndarray, y: np.ndarray, scale: TargetScale | None) -> float:
+        """The validation loss of activated outputs against the targets."""
+        raise NotImplementedError
+
+    def oof_columns(self, meta: dict, out: np.ndarray, scale: TargetScale | None) -> dict:
+        """The OOF columns after id, fold, label."""
+        classes = meta["classes"]
+        return {"pred": [classes[i] for i in out.argmax(1)], **{f"prob_{c}": out[:, j] for j, c in enumerate(classes)}}
+
+    def to_predictions(self, activated: np.ndarray, target: dict | None = None) -> np.ndarray:
+        """One model's activated outputs -> what the plan combines."""
+        return np.asarray(activated, dtype=np.float64)
+
+    def label_values(self, p: np.ndarray, classes: list, sep: str) -> list:
+        """One value per row of a label-mode submission."""
+        return [classes[j] for j in p.argmax(1)]
+
+    def post_steps(self, metric: str, calibrate: str, thresholds: str, clip: str) -> tuple[str, ...]:
+        """Which post-processing steps (predict.calibrate.POSTPROCESS) the switches turn on for this kind; a
+        switch that does not apply is refused when set on, never ignored."""
+        raise NotImplementedError
+
+    def check_combination(self, ensemble: str = "mean", blend: str = "mean") -> None:
+        """Refuse, in one line, an ensemble or blend mode whose arithmetic is for softmax probabilities: the
+        geometric/logit mean renormalises across classes and the rank blend across rows."""
+        if self.exclusive:
+            return
+        for flag, mode in (("--ensemble", ensemble), ("--blend", blend)):
+            if mode not in ("mean", "optimize"):
+                raise ConfigError(f"{flag} {mode} averages softmax probabilities; this competition is {self.name}: "
+                                  f"use {'--ensemble mean' if flag == '--ensemble' else '--blend mean or optimize'}")
+
+    def _check_metric(self, cfg) -> None:
+        if "metric" in cfg.given and cfg.metric not in self.metrics():
+            raise ConfigError(f"--metric {cfg.metric} does not score a {self.name} task; use one of "
+                              f"{', '.join(self.metrics())}")
+
+
+class SingleLabel(Task):
+    name, words = "single", "single-label"
+
+    def check_settings(self, cfg):
+        if cfg.loss != "auto":
+            raise ConfigError(f"--loss {cfg.loss} is for regression; {self.words} training uses cross-entropy")
+        if cfg.metric not in self.metrics():
+            raise ConfigError(f"--metric {cfg.metric} scores {task_kinds(cfg.metric)} tasks, this one is "
+                              f"{self.words}: use one of {', '.join(self.metrics())}")
+        return cfg
+
+    def valid_loss(self, out, y, scale):
+        """Cross-entropy of the softmax probabilities against the class indexes."""
+        p = np.clip(out[np.arange(len(y)), y], 1e-15, 1.0)
+        return float(-np.log(p).mean()) if len(y) else float("nan")
+
+    def post_steps(self, metric, calibrate, thresholds, clip):
+        _refuse_clip(clip, self.name)
+        steps = []
+        if calibrate == "on" or (calibrate == "auto" and metric == "logloss"):
+            steps.append("temperature")
+        if thresholds == "on" or (thresholds == "auto" and metric in ("f1", "f1_macro", "qwk")):
+            steps.append("cutpoints" if metric == "qwk" else "thresholds")
+        return tuple(steps)
+
+
+# multi-label metrics whose per-label thresholds are tuned when --thresholds is auto
+ML_F_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")
+
+
+class MultiLabel(Task):
+    name, words = "multilabel", "multi-label"
+    activation, default_metric, label = "sigmoid", "f1_samples", "tags"
+
+    def describe(self, classes):
+        return f"{len(classes)} labels (multi-label)"
+
+    def check_settings(self, cfg):
+        self._check_metric(cfg)
+        if cfg.balance != "none":
+            raise ConfigError(f"--balance {cfg.balance} is for single-label tasks; this one is {self.name}")
+        if cfg.loss != "auto":
+            raise ConfigError(f"--loss {cfg.loss} is for regression; {self.words} training uses BCEWithLogitsLoss")
+        from foldkit.config import with_settings   # lazy: config imports predict.blend, which imports this module
+        return with_settings(cfg, metric=cfg.metric if "metric" in cfg.given else self.default_metric)
+
+    def targets(self, table, meta):
+        """(N, L) multi-hot float32."""
+        return multi_hot(table["label"], meta["label_sep"], meta["classes"])
+
+    def build_loss(self, cfg, scale):
+        import torch
         eps = cfg.label_smoothing
 
         class SmoothBCE(torch.nn.Module):
@@ -103,12 +223,141 @@ def build_loss(task: str, cfg, scale: TargetScale | None):
                 return torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y * (1 - eps) + eps / 2)
         return SmoothBCE()
 
-    base = torch.nn.HuberLoss() if cfg.loss == "huber" else torch.nn.MSELoss()
+    def valid_loss(self, out, y, scale):
+        """BCE of the sigmoid outputs."""
+        p = np.clip(out, 1e-7, 1 - 1e-7)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else float("nan")
 
-    class Standardised(torch.nn.Module):
-        def forward(self, out, y):
-            return base(out.float().reshape(len(y)), (y.float() - scale.mean) / scale.std)
-    return Standardised()
+    def oof_columns(self, meta, out, scale):
+        """`pred` (the tags with probability >= 0.5, joined by the separator) and `prob_<label>`."""
+        classes, sep = meta["classes"], meta["label_sep"]
+        return {"pred": join_tags(out >= 0.5, classes, sep),
+                **{f"prob_{c}": out[:, j] for j, c in enumerate(classes)}}
+
+    def label_values(self, p, classes, sep):
+        """The tags at >= 0.5 (after the plan's per-label thresholds, which put each label's cut at 0.5)."""
+        return join_tags(p >= 0.5, classes, sep)
+
+    def post_steps(self, metric, calibrate, thresholds, clip):
+        _refuse_clip(clip, self.name)
+        if calibrate == "on":
+            raise ConfigError("--calibrate on (temperature scaling of a softmax) is for single-label tasks")
+        on = thresholds == "on" or (thresholds == "auto" and metric in ML_F_METRICS)
+        return ("label_thresholds",) if on else ()
+
+
+class Regression(Task):
+    name = words = "regression"
+    activation, default_metric, label = "identity", "rmse", "number"
+    is_classification, standardises = False, True
+    submission_modes = ("label",)
+
+    def n_outputs(self, classes):
+        return 1
+
+    def describe(self, classes):
+        return "regression (one number per image)"
+
+    def check_settings(self, cfg):
+        self._check_metric(cfg)
+        if cfg.balance != "none":
+            raise ConfigError(f"--balance {cfg.balance} is for single-label tasks; this one is {self.name}")
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            raise ConfigError("--mixup/--cutmix are for classification; this task is regression")
+        if "label_smoothing" in cfg.given and cfg.label_smoothing:
+            raise ConfigError("--label-smoothing is for classification; this task is regression")
+        from foldkit.config import with_settings   # lazy: config imports predict.blend, which imports this module
+        return with_settings(cfg, metric=cfg.metric if "metric" in cfg.given else self.default_metric,
+                             label_smoothing=0.0)
+
+    def targets(self, table, meta):
+        """(N,) float32."""
+        return table["label"].to_numpy(dtype=np.float32)
+
+    def build_loss(self, cfg, scale):
+        import torch
+        base = torch.nn.HuberLoss() if cfg.loss == "huber" else torch.nn.MSELoss()
+
+        class Standardised(torch.nn.Module):
+            def forward(self, out, y):
+                return base(out.float().reshape(len(y)), (y.float() - scale.mean) / scale.std)
+        return Standardised()
+
+    def valid_loss(self, out, y, scale):
+        """MSE in standardised units."""
+        pred = (scale.restore(out) - scale.mean) / scale.std
+        return float(np.mean((pred - (y - scale.mean) / scale.std) ** 2)) if len(y) else float("nan")
+
+    def oof_columns(self, meta, out, scale):
+        """`pred`: the de-standardised number."""
+        return {"pred": scale.restore(out)}
+
+    def to_predictions(self, activated, target=None):
+        """(N, 1) in the target's units (each fold's model has its own standardisation: `target` {mean, std}
+        of its checkpoint)."""
+        if not target:
+            raise FoldkitError("a regression checkpoint without its target standardisation (`target`): re-train "
+                               "it with this foldkit")
+        return TargetScale(target["mean"], target["std"]).restore(activated).reshape(-1, 1)
+
+    def label_values(self, p, classes, sep):
+        return p.reshape(len(p)).tolist()
+
+    def post_steps(self, metric, calibrate, thresholds, clip):
+        for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
+            if v == "on":
+                raise ConfigError(f"{flag} on is for classification; this task is regression (--clip is its "
+                                  "post-processing)")
+        return ("clip",) if clip in ("on", "auto") else ()
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add a task kind to the registry (its name is what folds_meta.json records)."""
+    TASKS[task.name] = task
+    return task
+
+
+for _kind in (SingleLabel, MultiLabel, Regression):
+    register(_kind())
+
+
+# The jobs by task name, for callers that hold the name (train.fit, predict): each reads the registry entry.
+
+def task_of(meta: dict) -> str:
+    """The task kind of folds_meta.json, a checkpoint or a plan (written before task kinds: single)."""
+    return meta.get("task", "single")
+
+
+def check_settings(cfg, task: str):
+    """cfg checked and completed for the task kind (TASKS[task].check_settings)."""
+    return TASKS[task].check_settings(cfg)
+
+
+def targets(task: str, table, meta: dict) -> np.ndarray:
+    return TASKS[task].targets(table, meta)
+
+
+def n_outputs(task: str, classes: list) -> int:
+    return TASKS[task].n_outputs(classes)
+
+
+def build_loss(task: str, cfg, scale: TargetScale | None):
+    return TASKS[task].build_loss(cfg, scale)
+
+
+def valid_loss(task: str, out: np.ndarray, y: np.ndarray, scale: TargetScale | None) -> float:
+    return TASKS[task].valid_loss(out, y, scale)
+
+
+def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | None) -> dict:
+    return TASKS[task].oof_columns(meta, out, scale)
+
+
+def check_combination(task: str, ensemble: str = "mean", blend: str = "mean") -> None:
+    TASKS[task].check_combination(ensemble, blend)
 
 
 def multi_hot_mixup(cfg, n_labels: int):
@@ -126,47 +375,3 @@ def multi_hot_mixup(cfg, n_labels: int):
 
     return MultiHotMixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=0.0,
                          num_classes=n_labels)
-
-
-def valid_loss(task: str, out: np.ndarray, y: np.ndarray, scale: TargetScale | None) -> float:
-    """Validation loss: BCE of the sigmoid outputs; regression: MSE in standardised units."""
-    if task == "multilabel":
-        p = np.clip(out, 1e-7, 1 - 1e-7)
-        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else float("nan")
-    pred = (scale.restore(out) - scale.mean) / scale.std
-    return float(np.mean((pred - (y - scale.mean) / scale.std) ** 2)) if len(y) else float("nan")
-
-
-def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | None) -> dict:
-    """The OOF columns after id, fold, label: multi-label `pred` (the tags with probability >= 0.5,
-    joined by the separator) and `prob_<label>`; regression `pred` (the de-standardised number)."""
-    if task == "regression":
-        return {"pred": scale.restore(out)}
-    classes, sep = meta["classes"], meta["label_sep"]
-    from foldkit.data.reading import join_tags
-    return {"pred": join_tags(out >= 0.5, classes, sep),
-            **{f"prob_{c}": out[:, j] for j, c in enumerate(classes)}}
-
-
-def to_predictions(task: str, activated: np.ndarray, target: dict | None = None) -> np.ndarray:
-    """One model's activated outputs (ACTIVATION) -> what the plan combines: single-label (N, C)
-    probabilities and multi-label (N, L) sigmoid probabilities as they are; regression (N, 1) in the
-    target's units (each fold's model has its own standardisation: `target` {mean, std} of its checkpoint)."""
-    if task != "regression":
-        return np.asarray(activated, dtype=np.float64)
-    if not target:
-        raise FoldkitError("a regression checkpoint without its target standardisation (`target`): re-train it "
-                          "with this foldkit")
-    return TargetScale(target["mean"], target["std"]).restore(activated).reshape(-1, 1)
-
-
-def check_combination(task: str, ensemble: str = "mean", blend: str = "mean") -> None:
-    """Refuse, in one line, an ensemble or blend mode whose arithmetic is for softmax probabilities: the
-    geometric/logit mean renormalises across classes and the rank blend across rows, which would write a
-    wrong multi-label or regression file."""
-    if task == "single":
-        return
-    for flag, mode in (("--ensemble", ensemble), ("--blend", blend)):
-        if mode not in ("mean", "optimize"):
-            raise ConfigError(f"{flag} {mode} averages softmax probabilities; this competition is {task}: use "
-                              f"{'--ensemble mean' if flag == '--ensemble' else '--blend mean or optimize'}")

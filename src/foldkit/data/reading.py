@@ -33,7 +33,7 @@ from foldkit.data.files import (check_files, check_labels, find_test_problems, o
                                 pixel_columns, read_numpy_images, read_numpy_labels, read_pixel_csv,
                                 resolve_paths, scan_images)
 from foldkit.data.images import InputError
-from foldkit.tags import join_tags, multi_hot, split_tags, tag_names  # noqa: F401 - also read from here
+from foldkit.tags import join_tags, tag_names
 
 ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename", "file_name",
                  "file", "fname", "name", "img", "path"]

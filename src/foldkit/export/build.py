@@ -32,7 +32,6 @@ import foldkit
 from foldkit.data.augment import eval_transform
 from foldkit.data.images import eval_size
 from foldkit.data.reading import open_competition
-from foldkit.ensemble import activate
 from foldkit.errors import FoldkitError
 from foldkit.experiment import find_experiments
 from foldkit.export import bundle, estimate
@@ -41,7 +40,7 @@ from foldkit.folds.file import read_folds
 from foldkit.io import atomic_write_text, sha256_file
 from foldkit.report.words import plan_in_words
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
-from foldkit.tasks import ACTIVATION
+from foldkit.tasks import TASKS, activate, task_of
 
 ONNX_OPSET = 17
 # Largest accepted |p_onnx - p_torch| over the softmax probabilities of a check batch (float32 on
@@ -159,9 +158,9 @@ def export_onnx(members, entries: list[dict], folder: Path, comp, log=print) -> 
                               opset_version=ONNX_OPSET, dynamo=False)
         x = _check_batch(m, comp)
         with torch.no_grad():
-            p_t = activate(model(x).float().numpy(), ACTIVATION[m.task])
+            p_t = activate(model(x).float().numpy(), TASKS[m.task].activation)
         sess = ort.InferenceSession(str(folder / rel), providers=["CPUExecutionProvider"])
-        p_o = activate(sess.run(None, {"image": x.numpy()})[0], ACTIVATION[m.task])
+        p_o = activate(sess.run(None, {"image": x.numpy()})[0], TASKS[m.task].activation)
         diff = float(np.abs(p_t - p_o).max())
         if diff > ONNX_ATOL:
             raise ExportError(f"{rel}: ONNX probabilities differ from PyTorch's by {diff:.2e} (> {ONNX_ATOL:g}): "
@@ -240,9 +239,7 @@ def dataset_metadata(cfg, names: list[str]) -> dict:
 
 
 def _what(plan: dict) -> str:
-    task = plan.get("task", "single")
-    return {"regression": "regression (one number per image)",
-            "multilabel": f"{len(plan['classes'])} labels (multi-label)"}.get(task, f"{len(plan['classes'])} classes")
+    return TASKS[task_of(plan)].describe(plan["classes"])
 
 
 def readme(man: dict, est_lines: list[str]) -> str:

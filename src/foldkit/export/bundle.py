@@ -33,18 +33,14 @@ import pandas as pd
 
 import foldkit
 from foldkit import config
-from foldkit.data.images import eval_size
-from foldkit.data.images import prepare_image, to_channels
-from foldkit.data.images import preparation
+from foldkit.data.images import eval_size, preparation, prepare_image, to_channels
 from foldkit.data.reading import read_competition, read_text_csv
 from foldkit.ensemble import TTA_VIEWS
-from foldkit.ensemble import activate
-from foldkit.errors import FoldkitError
-from foldkit.errors import cli_run
+from foldkit.errors import FoldkitError, cli_run
 from foldkit.predict import submission
 from foldkit.predict.blend import Plan, PlanError
 from foldkit.report.words import plan_in_words
-from foldkit.tasks import ACTIVATION, to_predictions
+from foldkit.tasks import TASKS, activate
 
 MANIFEST = "foldkit_bundle.json"
 FORMAT = 2   # the manifest layout this foldkit writes and reads (read_manifest refuses any other)
@@ -225,7 +221,7 @@ def onnx_sessions(bundle_dir: Path, man: dict) -> list:
 
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
-    (regression) de-standardised as the torch runner does (foldkit.tasks.to_predictions)."""
+    (regression) de-standardised as the torch runner does (Task.to_predictions of foldkit.tasks)."""
     members = man["members"]
     task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
@@ -237,7 +233,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
         for j, (e, s) in enumerate(zip(members, sessions)):
             x = np.stack([eval_preprocess(b[preps[j]], e["checkpoint"]["data_config"]) for b in batch])
             name = s.get_inputs()[0].name
-            p = sum(activate(s.run(None, {name: np.ascontiguousarray(v(x))})[0], ACTIVATION[task]) for v in views)
+            p = sum(activate(s.run(None, {name: np.ascontiguousarray(v(x))})[0], TASKS[task].activation) for v in views)
             out[j].append(p / len(views))
 
     batch = []
@@ -248,7 +244,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
             batch = []
     if batch:
         run(batch)
-    return [to_predictions(task, np.concatenate(o), e["checkpoint"].get("target")) for o, e in zip(out, members)]
+    return [TASKS[task].to_predictions(np.concatenate(o), e["checkpoint"].get("target")) for o, e in zip(out, members)]
 
 
 # --------------------------------------------------------------------------- the whole job

@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 
 import foldkit
-from foldkit.data.reading import multi_hot, open_competition, probability_hint
+from foldkit.data.reading import open_competition, probability_hint
 from foldkit.experiment import all_experiments
 from foldkit.folds.audit_files import fold_groups
 from foldkit.folds.split import (FoldsError, assign_folds, assign_folds_multilabel, assign_folds_regression,
                                 check_other_task, check_table, rare_class_counts, split_folds,
                                 stratified_subsample, target_bins)
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with, sha256_file
+from foldkit.tags import multi_hot
+from foldkit.tasks import TASKS, task_of
 
 FOLDS_CSV = "train_folds.csv"
 FOLDS_META = "folds_meta.json"
@@ -103,7 +105,7 @@ def read_folds(folds_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     if meta.get("label_dtype") == "str":
         dtypes["label"] = str
     table = pd.read_csv(csv, dtype=dtypes, keep_default_na=False, na_values=[""])
-    if meta.get("task") == "multilabel":
+    if TASKS[task_of(meta)].label == "tags":
         table["label"] = table["label"].fillna("")     # a row with no tag
     meta["sha256_now"] = sha256_file(csv)
     return table, meta
@@ -172,7 +174,7 @@ def make_folds(cfg, log=print) -> dict:
             "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
             "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
     reading = {**reading, "task": comp.task, "label_sep": comp.label_sep}   # as detected
-    if comp.task != "single":
+    if TASKS[comp.task].label != "class":
         return _make_folds_other(cfg, comp, reading, log)
     table = comp.train
     hint = probability_hint(   # a log-loss competition's sample: said once, here
@@ -237,7 +239,7 @@ def _make_folds_other(cfg, comp, reading: dict, log) -> dict:
     assign_folds_regression); the per-fold table is the positives per label or the target statistics."""
     table = comp.train.copy()
     n_read = len(table)
-    multi = comp.task == "multilabel"
+    multi = TASKS[comp.task].label == "tags"
     if 0 < cfg.limit < len(table):
         # a plain seeded subsample for multi-label (no per-row stratum); quantile bins for regression
         keep = (table.sample(cfg.limit, random_state=cfg.seed).index if multi else

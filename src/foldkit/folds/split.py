@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from foldkit.data.reading import multi_hot
+from foldkit.tags import multi_hot
 from foldkit.errors import FoldkitError
 from foldkit.folds.audit_files import NO_SHIFT_AUC, audit_dir, read_audit, test_like_scores
 

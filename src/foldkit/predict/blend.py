@@ -28,7 +28,7 @@ from foldkit.errors import FoldkitError
 from foldkit.metrics import METRICS, score
 from foldkit.oof import cv_summary, humanise, in_words, load_oof, oof_arrays, score_text, test_like_score
 from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, steps_for
-from foldkit.tasks import ACTIVATION, check_combination
+from foldkit.tasks import TASKS, check_combination
 
 
 def _equal_weights(probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
@@ -160,7 +160,7 @@ class Plan:
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"{where} cannot be read ({type(e).__name__}: {e}): re-export or re-run predict.py "
                             "with this foldkit") from None
-        if plan.task not in ACTIVATION:
+        if plan.task not in TASKS:
             raise PlanError(f"{where} is for a task kind {plan.task!r} that this foldkit does not know: use the "
                             "foldkit it was written with")
         check_combination(plan.task, plan.ensemble, plan.blend)

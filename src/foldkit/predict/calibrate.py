@@ -33,6 +33,7 @@ from foldkit.ensemble import log_probs as _log_probs
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
 from foldkit.metrics import METRICS, score
+from foldkit.tasks import TASKS
 
 
 # --------------------------------------------------------------------------- temperature
@@ -200,36 +201,15 @@ SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoi
              "label_thresholds": "--thresholds", "clip": "--clip"}
 
 
-ML_F_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")
-
-
 def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", task: str = "single",
               clip: str = "auto") -> tuple[str, ...]:
-    """Which post-processing runs: temperature when --calibrate on (auto: metric logloss);
-    cut-points (qwk) or per-class thresholds (other metrics) when --thresholds on (auto: f1 metrics
-    and qwk; accuracy keeps the argmax). Multi-label: per-label thresholds (auto: the F metrics).
-    Regression: clipping to the training targets' range (--clip, auto: on). A switch that does not
-    apply to the task kind is refused when set on, never ignored."""
+    """Which post-processing runs, from the switches and the task kind (foldkit.tasks: Task.post_steps).
+    Single-label: temperature when --calibrate on (auto: metric logloss); cut-points (qwk) or per-class
+    thresholds (other metrics) when --thresholds on (auto: f1 metrics and qwk; accuracy keeps the argmax).
+    Multi-label: per-label thresholds (auto: the F metrics). Regression: clipping to the training targets'
+    range (--clip, auto: on). A switch that does not apply to the task kind is refused when set on, never
+    ignored."""
     for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds), ("--clip", clip)):
         if v not in SWITCHES:
             raise ConfigError(f"{flag} {v!r}: use one of {', '.join(SWITCHES)}")
-    if clip == "on" and task != "regression":
-        raise ConfigError("--clip on (clipping predictions to the training range) is for regression; this task is "
-                          f"{task}")
-    if task == "regression":
-        for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
-            if v == "on":
-                raise ConfigError(f"{flag} on is for classification; this task is regression (--clip is its "
-                                  "post-processing)")
-        return ("clip",) if clip in ("on", "auto") else ()
-    if task == "multilabel":
-        if calibrate == "on":
-            raise ConfigError("--calibrate on (temperature scaling of a softmax) is for single-label tasks")
-        on = thresholds == "on" or (thresholds == "auto" and metric in ML_F_METRICS)
-        return ("label_thresholds",) if on else ()
-    steps = []
-    if calibrate == "on" or (calibrate == "auto" and metric == "logloss"):
-        steps.append("temperature")
-    if thresholds == "on" or (thresholds == "auto" and metric in ("f1", "f1_macro", "qwk")):
-        steps.append("cutpoints" if metric == "qwk" else "thresholds")
-    return tuple(steps)
+    return TASKS[task].post_steps(metric, calibrate, thresholds, clip)

@@ -7,16 +7,23 @@ view) of a transform group runs on the same batch tensor.
 from __future__ import annotations
 
 import json
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from foldkit.ensemble import TTA_VIEWS, combine
 from foldkit.errors import FoldkitError
 from foldkit.experiment import Experiment
-from foldkit.data.images import eval_size
+from foldkit.data.augment import eval_transform
+from foldkit.data.images import ImageError, eval_size, prepare_image, preparation
+from foldkit.runtime.device import mean_softmax, to_device
 from foldkit.runtime.model import ModelError, load_checkpoint, model_from_checkpoint
+from foldkit.tasks import TASKS, task_of
 
 
 def tta_view(name: str):
@@ -41,7 +48,7 @@ class Member:
         self.in_chans = ckpt["in_chans"]
         self.folds_sha256 = ckpt.get("folds_sha256")
         self.metric = ckpt.get("metric", {})
-        self.task = ckpt.get("task", "single")     # foldkit.tasks: the activation and the prediction's units
+        self.task = task_of(ckpt)                  # foldkit.tasks: the activation and the prediction's units
         self.target = ckpt.get("target")           # regression: this fold's target standardisation
         self.model = model_from_checkpoint(ckpt)
 
@@ -107,14 +114,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
                      return_members=False):
     """Predictions of the ensemble (and per member when asked), decoding each image once: (N, C) softmax
     probabilities, (N, L) sigmoid probabilities (multi-label) or (N, 1) numbers (regression), as
-    foldkit.tasks.to_predictions makes them from each member's outputs."""
-    from tqdm.auto import tqdm
-
-    from foldkit.data.augment import eval_transform
-    from foldkit.runtime.device import mean_softmax, to_device
-    from foldkit.data.images import preparation
-    from foldkit.tasks import ACTIVATION, to_predictions
-
+    foldkit.tasks.Task.to_predictions makes them from each member's outputs."""
     groups = group_members(members)
     transforms = {k: (preparation(ms[0].in_chans, ms[0].data_config), eval_transform(ms[0].data_config))
                   for k, ms in groups.items()}
@@ -133,8 +133,8 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
             x = to_device(batch[key], device, channels_last)
             xs = [v(x) for v in views]
             for m in ms:
-                out[id(m)].append(mean_softmax(m.model, xs, device, dtype, ACTIVATION[m.task]))
-    per_member = [to_predictions(m.task, torch.cat(out[id(m)]).numpy(), m.target) for m in members]
+                out[id(m)].append(mean_softmax(m.model, xs, device, dtype, TASKS[m.task].activation))
+    per_member = [TASKS[m.task].to_predictions(torch.cat(out[id(m)]).numpy(), m.target) for m in members]
     ens = combine(per_member, how)
     return (ens, per_member) if return_members else ens
 
@@ -142,11 +142,7 @@ def predict_ensemble(members: list[Member], sources: dict, *, tta: list[str], de
 def load_single_image(spec: str, preparations: list, timeout: float = 10.0) -> dict:
     """{(grey, side): image} of a local file or an http(s) URL (fetched once when online; a clear
     error offline), prepared as training prepared its images (images.prepare_image)."""
-    from foldkit.data.images import ImageError, prepare_image
     if spec.startswith(("http://", "https://")):
-        import tempfile
-        import urllib.error
-        import urllib.request
         try:
             with urllib.request.urlopen(spec, timeout=timeout) as r:
                 data = r.read()

@@ -33,8 +33,8 @@ from foldkit.predict import blend, submission
 from foldkit.predict.inference import EnsembleError, load_members, load_single_image, predict_ensemble
 from foldkit.predict.submission import SubmissionError
 from foldkit.tags import join_tags, multi_hot
-from foldkit.tasks import check_combination
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
+from foldkit.tasks import TASKS, check_combination
 
 
 def members_for(cfg, expected_classes=None):
@@ -75,7 +75,7 @@ def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> t
                                members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
                                tta=tta_views(cfg, members), submission_mode=mode, classes=list(classes),
                                metric=fitted["metric"], task=task,
-                               label_sep=submission.tags_separator(sample, sep) if task == "multilabel" else "")
+                               label_sep=submission.tags_separator(sample, sep) if TASKS[task].label == "tags" else "")
     return plan, fitted
 
 
@@ -190,23 +190,23 @@ def labelled_test(comp, classes, task: str = "single", sep: str = "") -> tuple[n
     keep = ids.isin(truth.index).to_numpy()
     labels = truth.loc[ids[keep]]
     cidx = {str(c): j for j, c in enumerate(classes)}
-    if task == "regression":
+    if TASKS[task].label == "number":
         values = pd.to_numeric(labels, errors="coerce")
         bad = [(i, v) for i, v, x in zip(labels.index, labels, values) if not np.isfinite(x)]
-    elif task == "multilabel":
+    elif TASKS[task].label == "tags":
         bad = [(i, v) for i, v in labels.items() if any(t.strip() not in cidx for t in str(v).split(sep) if t.strip())]
     else:
         bad = [(i, v) for i, v in labels.items() if str(v) not in cidx]
     if bad:
         sol = Path(comp.root) / "solution.csv"
-        what = {"regression": "not numbers", "multilabel": f"tags that are not among the labels {classes}"}.get(
-            task, f"not among the classes {classes}")
+        what = {"number": "not numbers", "tags": f"tags that are not among the labels {classes}"}.get(
+            TASKS[task].label, f"not among the classes {classes}")
         raise SubmissionError(f"{sol if sol.is_file() else 'the test labels'}: {len(bad)} label(s) are {what}, "
                               f"first: id {bad[0][0]} label {bad[0][1]!r}. Fix the file, or move it away to predict "
                               "without a test score")
-    if task == "regression":
+    if TASKS[task].label == "number":
         return keep, values.to_numpy(dtype=np.float64)
-    if task == "multilabel":
+    if TASKS[task].label == "tags":
         return keep, multi_hot(labels, sep, [str(c) for c in classes]).astype(np.float64)
     return keep, np.array([cidx[str(v)] for v in labels], dtype=int)
 
@@ -312,13 +312,13 @@ def predict_image(cfg, log=print) -> list[tuple]:
     how = ([f"{plan.blend} blend"] if len(exps) > 1 else []) + [n for n, _ in plan.steps]
     log(f"{cfg.image}  ({len(members)} models of {', '.join(e.name for e in exps)})"
         + (f" with {', '.join(how)}" if how else ""))
-    if plan.task == "regression":
+    if TASKS[plan.task].label == "number":
         log(f"  predicted value: {probs[0]:.6g}")
         return [("value", float(probs[0]))]
     classes = plan.classes
     order = np.argsort(-probs, kind="stable")[: cfg.topk]
     top = [(classes[j], float(probs[j])) for j in order]
-    if plan.task == "multilabel":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
+    if TASKS[plan.task].label == "tags":   # the tags the submission would write (>= 0.5 after the per-label thresholds)
         log(f"  tags: {join_tags(probs[None] >= 0.5, classes, plan.label_sep)[0] or '(none)'}")
     for c, p in top:
         log(f"  {str(c):>20s}  {p:.4f}")

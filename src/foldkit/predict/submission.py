@@ -13,6 +13,7 @@ says which and why.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -21,8 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.data.reading import LABEL_SEPS
 from foldkit.errors import FoldkitError
 from foldkit.io import atomic_write_with
+from foldkit.metrics import METRICS
+from foldkit.tasks import TASKS
 
 
 class SubmissionError(FoldkitError, ValueError):
@@ -33,13 +37,18 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
                 metric: str | None = None, task: str = "single") -> tuple[str, str]:
     """(mode, why): what the submission holds, from --submission-mode, the metric, the task kind and the
     sample's columns. Refuses a mode the sample's columns cannot hold."""
-    from foldkit.metrics import METRICS
     value_cols = list(sample.columns[1:]) if sample is not None else ["label"]   # no sample: one label column
     class_cols = len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}
     if mode not in ("auto", "label", "probs"):
         raise SubmissionError(f"--submission-mode {mode!r}: use auto, label or probs")
-    if task != "single":
-        return _decide_other(task, value_cols, class_cols, classes, mode, metric, sample is not None)
+    kind = TASKS[task]
+    if mode not in ("auto", *kind.submission_modes):
+        raise SubmissionError(f"--submission-mode {mode} is for classification; a {task} submission holds "
+                              f"the predicted {kind.label}")
+    if kind.label == "number":
+        return _decide_number(value_cols)
+    if kind.label == "tags":
+        return _decide_tags(value_cols, class_cols, classes, mode, metric, sample is not None)
     if mode == "probs" or (mode == "auto" and class_cols):
         if len(value_cols) == 1 and len(classes) != 2:
             raise SubmissionError(f"--submission-mode probs with one value column needs a binary task; "
@@ -76,19 +85,18 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
     return "label", "one value column with class-like values"
 
 
-def _decide_other(task: str, value_cols: list, label_cols: bool, classes: list, mode: str,
-                  metric: str | None, has_sample: bool = True) -> tuple[str, str]:
-    """decide_mode for multi-label (one tags column, or one probability column per label) and
-    regression (one column: the number)."""
-    from foldkit.metrics import METRICS
-    if task == "regression":
-        if mode == "probs":
-            raise SubmissionError("--submission-mode probs is for classification; a regression submission holds "
-                                  "the predicted number")
-        if len(value_cols) != 1:
-            raise SubmissionError(f"sample_submission.csv has value columns {value_cols}; a regression submission "
-                                  "fills one column with the predicted number: check the competition folder")
-        return "label", f"the predicted number in {value_cols[0]}"
+def _decide_number(value_cols: list) -> tuple[str, str]:
+    """decide_mode for a task whose label is a number (regression): one column, the number."""
+    if len(value_cols) != 1:
+        raise SubmissionError(f"sample_submission.csv has value columns {value_cols}; a regression submission "
+                              "fills one column with the predicted number: check the competition folder")
+    return "label", f"the predicted number in {value_cols[0]}"
+
+
+def _decide_tags(value_cols: list, label_cols: bool, classes: list, mode: str, metric: str | None,
+                 has_sample: bool = True) -> tuple[str, str]:
+    """decide_mode for a task whose label is a set of tags (multi-label): one tags column, or one
+    probability column per label."""
     if mode == "probs" or (mode == "auto" and label_cols):
         if not label_cols and not (len(classes) == 1 and value_cols == [str(classes[0])]):
             raise SubmissionError(f"--submission-mode probs writes one probability column per label, but the value "
@@ -110,7 +118,6 @@ def choose_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto", 
 def tags_separator(sample: pd.DataFrame | None, train_sep: str) -> str:
     """The separator a tags submission joins its tags with: the one the sample's values use (Planet's
     sample holds 'primary clear agriculture road water'), else the training labels' one."""
-    from foldkit.data.reading import LABEL_SEPS
     if sample is not None and len(sample.columns) == 2:
         values = sample[sample.columns[1]].astype(str).str.strip()
         for sep in LABEL_SEPS:
@@ -128,24 +135,13 @@ def make(ids: list[str], preds: np.ndarray, plan, sample: pd.DataFrame | None, i
     return sub
 
 
-def _label_values(p: np.ndarray, classes: list, task: str, sep: str) -> list:
-    """One value per row of a label-mode submission: the argmax class, the tags at >= 0.5 (after the
-    plan's per-label thresholds, which put each label's cut at 0.5), or the number."""
-    if task == "regression":
-        return p.reshape(len(p)).tolist()
-    if task == "multilabel":
-        from foldkit.data.reading import join_tags
-        return join_tags(p >= 0.5, classes, sep)
-    return [classes[j] for j in p.argmax(1)]
-
-
 def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame | None,
           mode: str = "auto", id_col: str = "id", label_col: str = "label", task: str = "single",
           sep: str = " ") -> pd.DataFrame:
     """The submission frame: the sample's columns and row order, filled from (ids, predictions)."""
     ids = [str(i) for i in ids]
     if sample is None:
-        sample = pd.DataFrame({id_col: ids, label_col: classes[0] if task == "single" else ""})
+        sample = pd.DataFrame({id_col: ids, label_col: classes[0] if TASKS[task].label == "class" else ""})
     sample = sample.copy()
     sid = sample.columns[0]
     sample[sid] = sample[sid].astype(str)
@@ -159,8 +155,8 @@ def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame
     p = probs[order]
     value_cols = list(sample.columns[1:])
     if mode == "label":
-        values = {value_cols[0]: _label_values(p, classes, task, sep)}
-    elif len(value_cols) == 1 and task == "single":
+        values = {value_cols[0]: TASKS[task].label_values(p, classes, sep)}
+    elif len(value_cols) == 1 and TASKS[task].exclusive:
         values = {value_cols[0]: p[:, 1]}
     else:   # all columns at once: one insert per class fragments the frame (and warns) for many classes
         cmap = {str(c): j for j, c in enumerate(classes)}
@@ -196,16 +192,16 @@ def validate(sub: pd.DataFrame, sample: pd.DataFrame | None, classes: list, mode
         out = ((v < 0) | (v > 1)).any(1)
         if out.any():
             raise SubmissionError(f"probabilities outside [0, 1] for ids {ids[out].tolist()[:5]}")
-        if v.shape[1] > 1 and task == "single":    # multi-label probabilities are independent per label
+        if v.shape[1] > 1 and TASKS[task].exclusive:    # multi-label probabilities are independent per label
             off = np.abs(v.sum(1) - 1) > 1e-3
             if off.any():
                 raise SubmissionError(f"class probabilities do not sum to 1 for ids {ids[off].tolist()[:5]}")
-    elif task == "regression":
+    elif TASKS[task].label == "number":
         v = pd.to_numeric(values.iloc[:, 0], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(v)
         if bad.any():
             raise SubmissionError(f"predictions that are not finite numbers for ids {ids[bad].tolist()[:5]}")
-    elif task == "multilabel":
+    elif TASKS[task].label == "tags":
         allowed = {str(c) for c in classes}
         bad = np.array([any(t not in allowed for t in str(v).split(sep) if t) for v in values.iloc[:, 0]], dtype=bool)
         if bad.any():
@@ -249,7 +245,6 @@ def upload_line(competition: str, path: Path, message: str) -> str:
 
 def kaggle_submit(competition: str, path: Path, message: str) -> str:
     """Run the Kaggle CLI upload; say clearly what is missing when it cannot."""
-    import os
     if not shutil.which("kaggle"):
         raise SubmissionError("the kaggle CLI is not installed: `pip install kaggle`, then place your API token "
                               "in ~/.kaggle/kaggle.json (Kaggle > Settings > API > Create New Token)")

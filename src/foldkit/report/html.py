@@ -38,6 +38,7 @@ from foldkit.report.tables import (MAX_CLASSES_SHOWN, all_rows_figures, confused
                                    per_label_table, plan_label_thresholds, residual_table, worst_errors,
                                    worst_tag_errors, worst_value_errors)
 from foldkit.report.words import test_line
+from foldkit.tasks import TASKS
 
 
 def _jsonable(obj: Any) -> Any:
@@ -146,7 +147,7 @@ def _summary(exp_dir: Path, oof: pd.DataFrame, classes: list, metric: str, task:
     result: dict[str, Any] = {"experiment": cfg.get("experiment", exp_dir.name), "model": cfg.get("model"),
                               "classes": classes, **summary, "n_folds_config": n_folds_cfg,
                               "complete": n_folds_cfg is None or summary["folds"] == list(range(int(n_folds_cfg)))}
-    if task != "single":
+    if not TASKS[task].exclusive:
         result.update(all_rows_figures(oof, classes, metric, task, sep))
     if (test_like := test_like_score(summary, cfg)) is not None:
         result["test_like_fold"] = {"fold": 0, "score": test_like}
@@ -169,7 +170,7 @@ def _report(oof, classes, sep, extra, load_image, heatmap, heatmap_note, out, pa
 def _fold_table(table: pd.DataFrame, task: str, test_like: bool) -> pd.DataFrame:
     """The per-fold log table as the page shows it: no accuracy column for tags or numbers (none is
     logged: an empty column says nothing), fold 0 named test-like when it is."""
-    if task != "single":
+    if not TASKS[task].exclusive:
         table = table.drop(columns=["valid_accuracy at best"], errors="ignore")
     if test_like and len(table):
         table["fold"] = [f"{k} (test-like)" if k == 0 else str(k) for k in table["fold"]]

@@ -26,6 +26,7 @@ import pandas as pd
 from foldkit.io import atomic_write_with
 from foldkit.report import page
 from foldkit.tags import multi_hot
+from foldkit.tasks import TASKS
 
 CSV = "label_errors.csv"
 PNG = "label_errors.png"
@@ -105,9 +106,9 @@ def report_section(oof: pd.DataFrame, classes: list, load_image: Callable | None
     return the report.html section (heatmap: page.image_grid's). Without cleanlab: the section says how to
     install it. task "multilabel" (tags joined by sep): suspected_tag_errors; "regression": no search, a
     sentence that says so."""
-    if task == "regression":
+    if TASKS[task].label == "number":
         return NO_SEARCH_REGRESSION
-    tags = task == "multilabel"
+    tags = TASKS[task].label == "tags"
     head = _HEAD_TAGS if tags else _HEAD
     try:
         table = suspected_tag_errors(oof, classes, sep) if tags else suspected_label_errors(oof, classes)

@@ -22,6 +22,7 @@ from foldkit.predict.blend import report_extra
 from foldkit.predict.predicting import Prediction
 from foldkit.report.gradcam import heatmapper
 from foldkit.report.html import write_blend_page, write_report
+from foldkit.tasks import TASKS
 
 
 class TrainImages:
@@ -58,7 +59,7 @@ def write_reports(done: Prediction, cfg, log=print) -> None:
     member = {"member of": f"the blend {tag} (its CV, plan and submission: ../{tag}/report.html)"}
     for e in done.exps:
         extra = {**done.notes, **({**report_extra(done.fitted), **recorded} if own else member)}
-        heatmap, note = heatmapper(e.dir, images.prepare) if done.plan.task != "regression" else (None, None)
+        heatmap, note = heatmapper(e.dir, images.prepare) if TASKS[done.plan.task].is_classification else (None, None)
         write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=images.load, folds=e.finished_folds(),
                      extra=extra, test_score=done.record.get("test_score") if own else None,
                      heatmap=heatmap, heatmap_note=note)

@@ -17,6 +17,7 @@ import pandas as pd
 from foldkit.metrics import for_task, score
 from foldkit.oof import class_index, finite, oof_arrays, oof_probs, value_text
 from foldkit.tags import multi_hot
+from foldkit.tasks import TASKS
 
 MAX_CLASSES_SHOWN = 20   # beyond this a matrix or per-class table is unreadable on a page
 
@@ -108,7 +109,7 @@ def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, s
     mean of all rows when one fold is present)."""
     y, p = oof_arrays(oof, classes, task, sep)
     figures: dict[str, Any] = {"all_rows": {m: finite(score(m, y, p)) for m in for_task(task) if m != metric}}
-    if task == "multilabel":
+    if TASKS[task].label == "tags":
         figures["tags_per_row"] = float(y.sum(1).mean())
         return figures
     fold = oof["fold"].to_numpy()

@@ -12,6 +12,7 @@ import numpy as np
 
 from foldkit.oof import humanise, in_words, value_text
 from foldkit.report.page import sentence
+from foldkit.tasks import TASKS
 
 # the figures predict.py records in `extra` (blend.report_extra and the submission record), in words
 _PLAN_SCORES = [("cv_final_nested", "in nested CV (fitted without the scored fold)"),
@@ -80,9 +81,9 @@ def test_line(r: dict) -> str:
 
 
 def what_is_predicted(r: dict) -> str:
-    if r["task"] == "multilabel":
+    if TASKS[r["task"]].label == "tags":
         return f"{len(r['classes'])} labels (multi-label, {r['tags_per_row']:.2f} tags per row on average)"
-    if r["task"] == "regression":
+    if TASKS[r["task"]].label == "number":
         t = r["target"]
         return f"a numeric target from {value_text(t['min'])} to {value_text(t['max'])} (mean {value_text(t['mean'])})"
     return f"{len(r['classes'])} classes"
@@ -92,7 +93,7 @@ def other_scores(r: dict) -> str:
     """The first screen's sentence after the fold scores: single-label accuracy and log loss; the task's
     other metrics on all rows; for regression the mean-target baseline."""
     f = in_words
-    if r["task"] == "single":
+    if TASKS[r["task"]].exclusive:
         return f"Accuracy {f(r['accuracy'])}, log loss {f(r['logloss'])}."
     told = "On all rows: " + ", ".join(f"{m} {f(v)}" for m, v in r["all_rows"].items()) + "."
     if "mean_baseline" in r:

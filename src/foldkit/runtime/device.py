@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 
 from foldkit.errors import ConfigError
-
-# a task's activation name (foldkit.tasks.ACTIVATION) -> the function turning a model's outputs into predictions
-ACTIVATIONS = {"softmax": lambda z: z.softmax(dim=1), "sigmoid": lambda z: z.sigmoid(), "identity": lambda z: z}
+from foldkit.tasks import ACTIVATIONS
 
 
 def pick_device(name: str = "auto") -> "torch.device":
@@ -73,7 +71,7 @@ def mean_softmax(model, views: list, device, dtype=None, activation: str = "soft
     """Softmax probabilities of `model` (sigmoid for multi-label, raw outputs for regression: the task's
     activation), averaged over input views (TTA), in float32 on the CPU."""
     import torch
-    p, act = 0, ACTIVATIONS[activation]
+    p, act = 0, ACTIVATIONS[activation].torch
     with torch.no_grad(), autocast(device, dtype):
         for x in views:
             p = p + act(model(x).float())

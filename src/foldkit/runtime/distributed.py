@@ -18,12 +18,12 @@ Folds side by side (--devices) are foldkit.train.foldpool's.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from datetime import timedelta
 
 import numpy as np
 
+from foldkit.config import with_settings
 from foldkit.errors import FoldkitError
 
 _STATE = {"rank": 0, "world": 1, "local_rank": 0, "backend": None, "local_processes": 1}
@@ -68,13 +68,6 @@ def barrier() -> None:
     if active():
         import torch.distributed as dist
         dist.barrier()
-
-
-def with_settings(cfg, **changes):
-    """cfg with some settings changed, keeping which settings the user gave (cfg.given)."""
-    new = dataclasses.replace(cfg, **changes)
-    new.given = cfg.given
-    return new
 
 
 def _torchrun_env() -> tuple[int, int, int] | None:

@@ -14,9 +14,16 @@ from __future__ import annotations
 import math
 import time
 
-from foldkit import config
 from foldkit.errors import FoldkitError
+from foldkit.folds.file import read_folds
+from foldkit.predict import predicting
 from foldkit.report.predicted import write_reports
+from foldkit.config import with_settings
+from foldkit.runtime.model import create_model, data_config
+from foldkit.tasks import n_outputs, task_of
+from foldkit.runtime.device import pick_device
+from foldkit.train.builder import build_run, settle
+from foldkit.train.fit import fit_fold_locked
 
 RESERVE = 0.2          # of the budget, kept for predict (test images, blend, report)
 FOLD_OVERHEAD_S = 5.0  # per fold: model build, validation passes beyond the probe's estimate, files
@@ -30,24 +37,22 @@ class _Deadline(Exception):
     """Raised from fit_fold's on_epoch callback when the budget's training share is spent."""
 
 
-def probe_img_per_s(cfg, model_name: str, in_chans: int, n_classes: int, side: int, steps: int = 2) -> float:
-    """Training images per second of one model on this device: a few forward/backward/AdamW steps on
-    random images of the training size (hand-written: the real loop needs a fold's data; this only
-    needs the arithmetic cost, like foldkit.export.estimate measures inference)."""
+def probe_img_per_s(cfg, in_chans: int, n_out: int, side: int, steps: int = 2) -> float:
+    """Training images per second of cfg.model at its settled batch on this device: a few forward/backward/
+    AdamW steps on random images of the training size (hand-written: the real loop needs a fold's data;
+    this only needs the arithmetic cost, like foldkit.export.estimate measures inference). The loss is a
+    stand-in of the task's outputs (n_out of them): its own cost is nothing beside the model's."""
     import torch
 
-    from foldkit.runtime.device import pick_device
-    from foldkit.runtime.model import create_model
     device = pick_device(cfg.device)
-    model = create_model(model_name, n_classes, in_chans, False, "", img_size=side).to(device).train()
+    model = create_model(cfg.model, n_out, in_chans, False, "", img_size=side).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(cfg.batch_size, in_chans, side, side, device=device)
-    y = torch.randint(0, n_classes, (cfg.batch_size,), device=device)
     times = []
     for _ in range(steps + 1):                 # the first step warms up (allocations, kernels)
         t0 = time.perf_counter()
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        model(x).float().square().mean().backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -55,30 +60,36 @@ def probe_img_per_s(cfg, model_name: str, in_chans: int, n_classes: int, side: i
     return cfg.batch_size / max(sum(times[1:]) / steps, 1e-9)
 
 
-def plan_portfolio(cfg, rows: int, n_folds: int, n_classes: int, budget_s: float, log=print,
-                   t0: float | None = None) -> list[dict]:
-    """[{model, epochs, seconds, img_per_s}] that fit (1 - RESERVE) of the budget, in --portfolio order;
-    the time since t0 (reading the folds, these probes) counts against the budget."""
-    from foldkit.runtime.model import data_config
+def portfolio(cfg) -> list[str]:
+    """--portfolio's model names, in order."""
     names = [m.strip() for m in cfg.portfolio.split(",") if m.strip()]
     if not names:
         raise AutoError("--portfolio is empty: give timm model names, comma-separated")
     if cfg.pretrained_file and len(names) > 1:
         raise AutoError("--pretrained-file holds one backbone's weights: give a --portfolio of that one model, "
                         "or --pretrained (the hub's weights for each)")
-    in_chans = cfg.in_chans or 3
+    return names
+
+
+def plan_portfolio(cfgs: dict, rows: int, n_folds: int, n_out: int, budget_s: float, log=print,
+                   t0: float | None = None) -> list[dict]:
+    """[{model, epochs, seconds, img_per_s}] that fit (1 - RESERVE) of the budget, in --portfolio order;
+    cfgs: {model: its settled settings (foldkit.train.builder.settle)}, n_out: the task's outputs. The time
+    since t0 (reading the folds, these probes) counts against the budget."""
+    first = next(iter(cfgs.values()))
     t0 = time.time() if t0 is None else t0
     per_epoch_rows = rows * (n_folds - 1) / n_folds + rows / n_folds / 3   # training + validation (~1/3 cost)
     speed = {}
-    for name in names:
-        side = data_config(name, cfg.img_size, in_chans, cfg.crop_pct)["input_size"][-1]
-        speed[name] = probe_img_per_s(cfg, name, in_chans, n_classes, side)
+    for name, mcfg in cfgs.items():
+        in_chans = mcfg.in_chans or 3
+        side = data_config(name, mcfg.img_size, in_chans, mcfg.crop_pct)["input_size"][-1]
+        speed[name] = probe_img_per_s(mcfg, in_chans, n_out, side)
     plan, left = [], budget_s * (1 - RESERVE) - (time.time() - t0)
     for name, ips in speed.items():
         epoch_s = per_epoch_rows / ips
-        need = n_folds * (cfg.epochs * epoch_s + FOLD_OVERHEAD_S)
-        log(f"{name}: {ips:.0f} train img/s here -> {need / 3600:.2f} h for {n_folds} folds x {cfg.epochs} epochs")
-        entry = {"model": name, "epochs": cfg.epochs, "seconds": need, "img_per_s": ips}
+        need = n_folds * (first.epochs * epoch_s + FOLD_OVERHEAD_S)
+        log(f"{name}: {ips:.0f} train img/s here -> {need / 3600:.2f} h for {n_folds} folds x {first.epochs} epochs")
+        entry = {"model": name, "epochs": first.epochs, "seconds": need, "img_per_s": ips}
         if need <= left:
             plan.append(entry)
             left -= need
@@ -91,16 +102,13 @@ def plan_portfolio(cfg, rows: int, n_folds: int, n_classes: int, budget_s: float
     if not plan:
         fastest = max((ips, n) for n, ips in speed.items())
         need_h = n_folds * (per_epoch_rows / fastest[0] + FOLD_OVERHEAD_S) / 3600 / (1 - RESERVE)
-        raise AutoError(f"--hours {cfg.hours:g} is too small for one model: {fastest[1]} (the fastest) needs "
+        raise AutoError(f"--hours {first.hours:g} is too small for one model: {fastest[1]} (the fastest) needs "
                         f"about {need_h:.2f} h for one epoch on all {n_folds} folds here. Give more --hours, a faster "
                         "first model in --portfolio, a smaller --img-size, or fewer rows (make_folds.py --limit)")
     return plan
 
 
 def run_auto(cfg, log=print) -> dict:
-    from foldkit.predict import predicting
-    from foldkit.train.fit import fit_fold_locked, open_run
-    from foldkit.folds.file import read_folds
     if cfg.hours <= 0:
         raise AutoError("--hours: give the time budget in hours, e.g. --hours 2")
     if "experiment" in cfg.given or "fold" in cfg.given or "devices" in cfg.given:
@@ -110,7 +118,10 @@ def run_auto(cfg, log=print) -> dict:
     deadline = t0 + budget * (1 - RESERVE)
     table, meta = read_folds(cfg.folds_dir)
     n_folds = int(table["fold"].max()) + 1
-    plan = plan_portfolio(cfg, len(table), n_folds, len(meta["classes"]), budget, log, t0=t0)
+    # each candidate settled as train.py would settle it (the task's metric, --batch-size auto measured):
+    # the probe measures that batch, and the candidate trains as the same experiment train.py would name
+    cfgs = {name: settle(with_settings(cfg, model=name), log) for name in portfolio(cfg)}
+    plan = plan_portfolio(cfgs, len(table), n_folds, n_outputs(task_of(meta), meta["classes"]), budget, log, t0=t0)
     log("portfolio: " + ", ".join(f"{p['model']} ({p['epochs']} epochs, ~{p['seconds'] / 60:.1f} min)" for p in plan))
 
     def stop_at_deadline(fold, row):
@@ -121,8 +132,7 @@ def run_auto(cfg, log=print) -> dict:
         if time.time() + p["seconds"] * 0.5 > deadline:
             log(f"{p['model']}: skipped, not enough of the budget left")
             continue
-        mcfg = config.resolve({**_given(cfg), "model": p["model"], "epochs": p["epochs"]})
-        run = open_run(mcfg, log=log)
+        mcfg, run = build_run(with_settings(cfgs[p["model"]], epochs=p["epochs"]), log=log)
         try:
             for k in range(n_folds):
                 if not run.exp.is_finished(k):
@@ -137,13 +147,11 @@ def run_auto(cfg, log=print) -> dict:
     if not names:
         raise AutoError("no fold finished inside the budget: give more --hours")
     blend = "optimize" if len(names) > 1 else "mean"
-    pcfg = config.resolve({**_given(cfg), "experiments": ",".join(names), "blend": blend})
+    # the test images at the smallest settled batch (--batch-size auto is a training setting)
+    pcfg = with_settings(cfg, experiments=",".join(names), blend=blend,
+                         batch_size=min(c.batch_size for c in cfgs.values()))
     result = predicting.run_predict(pcfg, log=log, reports=write_reports)
     log(f"auto: {len(names)} experiment(s) {', '.join(names)}, blend {blend}, "
         f"{(time.time() - t0) / 3600:.3f} h of {cfg.hours:g} h")
     return {"experiments": names, "plan": plan, "predict": result, "seconds": time.time() - t0}
 
-
-def _given(cfg) -> dict:
-    auto_group = {"hours", "portfolio"}
-    return {k: getattr(cfg, k) for k in cfg.given if k not in auto_group}

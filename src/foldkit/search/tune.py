@@ -21,11 +21,18 @@ import socket
 import time
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 
 from foldkit import config
 from foldkit.errors import ConfigError, FoldkitError
+from foldkit.folds.file import read_folds
 from foldkit.metrics import METRICS
+from foldkit.oof import cv_summary, load_oof
+from foldkit.train.builder import build_run, task_settings
+from foldkit.train.fit import TrainError, fit_fold_locked, parse_folds, train
+from foldkit.train.foldlock import FoldLockError
 
 # Readable ranges: a list is a choice, a table {low, high, log} a range (int when both ends are
 # integers). Defaults aimed at fine-tuning pretrained backbones for ~10 epochs.
@@ -109,7 +116,6 @@ def sample(trial, space: dict) -> dict:
 
 
 def tune_fold_list(cfg, n_folds: int) -> list[int]:
-    from foldkit.train.fit import parse_folds
     if cfg.holdout_fold >= n_folds:
         raise TuneError(f"--holdout-fold {cfg.holdout_fold}: the folds file has folds 0..{n_folds - 1}")
     folds = [k for k in parse_folds(cfg.tune_folds, n_folds) if k != cfg.holdout_fold]
@@ -122,6 +128,8 @@ def tune_fold_list(cfg, n_folds: int) -> list[int]:
 
 
 def _trial_config(base: dict, params: dict, fold_spec: str):
+    """A trial's settings as the user would give them; build_run settles them as it settles train.py's, so the
+    held-out fold of the best trial lands in that trial's experiment."""
     return config.resolve({**base, **params, "fold": fold_spec, "experiment": ""})
 
 
@@ -134,13 +142,9 @@ def base_settings(cfg) -> dict:
 def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
     import optuna
 
-    from foldkit.train.fit import fit_fold_locked, open_run
-    from foldkit.oof import cv_summary, load_oof
-
     def objective(trial):
         params = sample(trial, space)
-        tcfg = _trial_config(base, params, ",".join(map(str, folds)))
-        run = open_run(tcfg, log=lambda *_: None)
+        tcfg, run = build_run(_trial_config(base, params, ",".join(map(str, folds))), log=lambda *_: None)
         trial.set_user_attr("experiment", run.exp.name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")   # who ran it (many machines)
         log(f"trial {trial.number}: {_fmt_params(params)} -> {run.exp.dir}")
@@ -151,15 +155,15 @@ def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
                 return
             trial.report(value, epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: {cfg.metric} {value:.5f}")
+                raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: {tcfg.metric} {value:.5f}")
         for k in folds:
             s = run.exp.summary(k) if run.exp.is_finished(k) else \
                 fit_fold_locked(tcfg, run, k, log=lambda *_: None, on_epoch=[report])
             trial.set_user_attr(f"fold{k}", s["value"])
-            log(f"trial {trial.number} fold {k}: {cfg.metric} {s['value']}")
+            log(f"trial {trial.number} fold {k}: {tcfg.metric} {s['value']}")
         oof, classes = load_oof(run.exp.dir, folds)
-        cv = cv_summary(oof, classes, cfg.metric, *run.exp.task())["cv"]
-        log(f"trial {trial.number}: CV {cfg.metric} {cv:.5f} on folds {folds}")
+        cv = cv_summary(oof, classes, tcfg.metric, *run.exp.task())["cv"]
+        log(f"trial {trial.number}: CV {tcfg.metric} {cv:.5f} on folds {folds}")
         return cv
     return objective
 
@@ -183,8 +187,6 @@ def open_storage(url: str, heartbeat: int):
     before use (a trial can leave one idle for hours). Workers starting together race to create the
     schema (the loser's INSERT of the schema version fails): it is tried 4 times; a missing driver or an
     unreachable server is a TuneError naming the URL without its password."""
-    import warnings
-
     import optuna
     from sqlalchemy.engine import make_url
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # the heartbeat
@@ -243,8 +245,6 @@ def requeue_interrupted(study, log=print, max_tries: int = 3) -> None:
     """Trials that died (heartbeat stale, Ctrl-C) are queued again with the same settings (their
     experiment resumes from its last epoch), unless an equal trial is queued, running or done, or the
     same settings failed max_tries times."""
-    import warnings
-
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
     with warnings.catch_warnings():
@@ -264,17 +264,15 @@ def requeue_interrupted(study, log=print, max_tries: int = 3) -> None:
 
 def run_study(cfg, log=print, space_table: dict | None = None, enqueue: list[dict] | None = None):
     """Run trials until the study holds --n-trials finished or pruned ones (all workers together) or
-    --timeout; returns the study."""
+    --timeout; returns the study. The study's metric is the task's (foldkit.train.builder.task_settings)."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from foldkit.train.fit import TrainError
-    from foldkit.train.foldlock import FoldLockError
-    from foldkit.folds.file import read_folds
     if "fold" in cfg.given or "experiment" in cfg.given:
         raise TuneError("tune.py names each trial's experiment and picks its folds: use --tune-folds and "
                         "--holdout-fold instead of --fold / --experiment")
+    cfg, _ = task_settings(cfg)
     space = load_space(cfg, space_table)
     table, meta = read_folds(cfg.folds_dir)
     folds = tune_fold_list(cfg, int(table["fold"].max()) + 1)
@@ -346,8 +344,6 @@ def holdout_score(study, cfg, log=print) -> dict | None:
         return None
     from optuna.trial import TrialState
 
-    from foldkit.train.fit import train
-    from foldkit.train.foldlock import FoldLockError
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if running:   # another worker's trial may still become the best: the last worker to stop scores it
         log(f"held-out fold {cfg.holdout_fold}: {len(running)} trial(s) still running in other workers; the "
@@ -372,6 +368,7 @@ def _complete():
 
 def tune(cfg, log=print, space_table: dict | None = None) -> dict:
     t0 = time.time()
+    cfg, _ = task_settings(cfg)      # the task's metric for the summary and the held-out fold
     study = run_study(cfg, log, space_table)
     for line in summary(study, cfg):
         log(line)

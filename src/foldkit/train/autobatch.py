@@ -20,7 +20,11 @@ import math
 
 import numpy as np
 
+from foldkit.config import with_settings
 from foldkit.errors import FoldkitError
+from foldkit.runtime import distributed
+from foldkit.runtime.device import amp_dtype, autocast, pick_device, to_device, use_channels_last
+from foldkit.runtime.model import create_model, data_config
 
 FRACTION = 0.6          # of the device's total memory (Ultralytics' default)
 PROBES = (1, 2, 4, 8, 16)
@@ -61,8 +65,6 @@ def measure_peaks(cfg, n_outputs: int, in_chans: int, size: int, device) -> tupl
     import torch
     import torch.nn.functional as F
 
-    from foldkit.runtime.device import amp_dtype, autocast, to_device, use_channels_last
-    from foldkit.runtime.model import create_model
     dtype = amp_dtype(device, cfg.amp)
     cl = use_channels_last(cfg.channels_last, device)
     model = create_model(cfg.model, n_outputs, in_chans, img_size=size).to(device).train()
@@ -97,9 +99,6 @@ def resolve(cfg, n_outputs: int, rows: int, log=print):
     the smallest answer (the global batch is per-process batch x processes)."""
     if cfg.batch_size:
         return cfg
-    from foldkit.runtime import distributed
-    from foldkit.runtime.device import pick_device
-    from foldkit.runtime.model import data_config
     device = pick_device(cfg.device)
     world = distributed.world()
     if device.type != "cuda":
@@ -119,4 +118,4 @@ def resolve(cfg, n_outputs: int, rows: int, log=print):
     lr, rule = scaled_lr(cfg.lr, batch, cfg.opt)
     log(f"--batch-size auto: {batch} ({how}); --lr {cfg.lr:g} at batch {REFERENCE_BATCH} -> {lr:.3g} ({rule} "
         f"rule). The experiment records batch {batch} and lr {lr:.3g}: pass them to continue it elsewhere")
-    return distributed.with_settings(cfg, batch_size=batch, lr=lr)
+    return with_settings(cfg, batch_size=batch, lr=lr)

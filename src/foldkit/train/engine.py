@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from foldkit.runtime.device import autocast, mean_softmax, to_device
 
@@ -62,19 +63,19 @@ def optimizer_step(model, optimizer, scaler=None, clip_grad: float = 0.0) -> Non
     optimizer.zero_grad(set_to_none=True)
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None, step0: int = 0,
-                    dtype=None, scaler=None, mixup=None, accum_steps: int = 1, clip_grad: float = 0.0,
-                    ema=None, channels_last: bool = False, train_mode=None, desc: str = "train",
-                    progress: bool = True, distill=None, batch_aug=None) -> dict:
-    """Train over the loader once. Returns mean loss, images/s, the optimizer step count and the side of the
-    images the model was given.
+def train_one_epoch(tr, loader, *, model=None, step0: int = 0, desc: str = "train", progress: bool = True,
+                    distill=None, batch_aug=None) -> dict:
+    """Train over the loader once with `tr` (foldkit.train.training.Training: the model and optimizer, loss,
+    mixup, schedule, EMA, AMP, accumulation and clipping). model: what the step runs (the DDP-wrapped model
+    under torchrun; default tr.run_model). Returns mean loss, images/s, the optimizer step count and the
+    side of the images the model was given; step0: the optimizer steps done before this epoch.
     batch_aug: --aug-device device (foldkit.data.batchaug.BatchAugment): the loader gives uint8 batches, augmented
     and normalised here on the device (per-sample draws seeded by batch), before mixup and channels_last.
     distill: the --teacher models (foldkit.train.teacher.Distiller: alpha, temperature, probs(x)); the loss is then
     (1 - alpha) x the label loss + alpha x `distillation_loss` against their probabilities on the same batch."""
-    from tqdm.auto import tqdm
-
-    (train_mode or (lambda m: m.train()))(model)
+    model = tr.run_model if model is None else model
+    tr.train_mode()
+    device, optimizer = tr.device, tr.optimizer
     total, n_seen, steps, correct, n_hard, size = 0.0, 0, step0, 0, 0, 0
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
@@ -84,23 +85,23 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, scheduler=None
         if batch_aug is not None:        # --aug-device device: the whole batch augmented where it trains
             x = batch_aug(x.to(device, non_blocking=True), i)
         size = x.shape[-1]
-        step_now = (i + 1) % accum_steps == 0 or (i + 1) == n_batches
+        step_now = (i + 1) % tr.accum_steps == 0 or (i + 1) == n_batches
         try:
-            loss, out, y_hard, n = train_batch(model, x, y, loss_fn, device, dtype=dtype, mixup=mixup,
-                                               accum_steps=accum_steps, scaler=scaler, channels_last=channels_last,
-                                               distill=distill, sync=step_now)
+            loss, out, y_hard, n = train_batch(model, x, y, tr.loss_fn, device, dtype=tr.dtype, mixup=tr.mixup,
+                                               accum_steps=tr.accum_steps, scaler=tr.scaler,
+                                               channels_last=tr.channels_last, distill=distill, sync=step_now)
         except FloatingPointError as e:
             raise FloatingPointError(f"{e} at batch {i + 1} (optimizer step {steps + 1})") from None
         if step_now:
-            optimizer_step(model, optimizer, scaler, clip_grad)
+            optimizer_step(model, optimizer, tr.scaler, tr.clip_grad)
             steps += 1
-            if scheduler is not None:
-                scheduler.step_update(num_updates=steps)
-            if ema is not None:
-                ema.update(getattr(model, "_orig_mod", model), step=steps)
+            if tr.scheduler is not None:
+                tr.scheduler.step_update(num_updates=steps)
+            if tr.ema is not None:
+                tr.ema.update(getattr(model, "_orig_mod", model), step=steps)
         total += loss * n
         n_seen += n
-        if mixup is None and y_hard.dim() == 1 and not y_hard.is_floating_point():   # single-label
+        if tr.mixup is None and y_hard.dim() == 1 and not y_hard.is_floating_point():   # single-label
             correct += (out.detach().argmax(1) == y_hard).sum().item()
             n_hard += n
         bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -122,8 +123,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
 def predict_probs(model, loader, device, *, dtype=None, channels_last: bool = False,
                   desc: str = "valid", progress: bool = True, activation: str = "softmax") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities (or the task's activation of the outputs) and the targets of every batch."""
-    from tqdm.auto import tqdm
-
     model.eval()
     probs, targets = [], []
     for x, y in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch"):

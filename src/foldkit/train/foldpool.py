@@ -20,14 +20,20 @@ folds not yet started). torch's elastic launcher runs one job on N devices, not 
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 import traceback
 
+from tqdm import tqdm
+
 from foldkit.runtime import distributed
-from foldkit.runtime.distributed import DistributedError, with_settings
+from foldkit.config import with_settings
+from foldkit.runtime.distributed import DistributedError
 from foldkit.errors import FoldkitError
 
 GRACE_S = 2.0        # a dead worker's last messages may still be in the pipe: wait this long for them
@@ -61,8 +67,6 @@ def _die_with_parent(parent: int) -> None:
     """The worker gets SIGTERM when the parent process dies (Linux prctl PR_SET_PDEATHSIG; hand-written:
     multiprocessing only offers daemon processes for this, and a daemon may not start the DataLoader
     worker processes a GPU machine feeds its folds with). Elsewhere, the parent's stop is what ends it."""
-    import ctypes
-    import sys
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)    # 1 = PR_SET_PDEATHSIG
@@ -75,9 +79,8 @@ def _die_with_parent(parent: int) -> None:
 def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: int, prepare, fit_one,
             parent: int = 0) -> None:
     """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty."""
-    import sys
-
     import torch
+
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
@@ -85,9 +88,6 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: i
     distributed.set_local_processes(n_workers)   # RAM cache and DataLoader workers share the machine
     # tqdm's default lock is a multiprocessing semaphore registered with the parent's resource tracker:
     # a killed worker would leave it behind (a warning after the error line); a thread lock is enough here
-    import threading
-
-    from tqdm import tqdm
     tqdm.set_lock(threading.RLock())
     # SIGTERM (the parent stopping it, a preemption, a user's kill): exit through Python so finalizers
     # clean up, after telling the parent which fold was cut short
@@ -180,7 +180,6 @@ class _sigterm_stops_the_run:
     stopped too instead of training on without it."""
 
     def __enter__(self):
-        import threading
         self.old = None
         if threading.current_thread() is threading.main_thread():
             self.old = signal.signal(signal.SIGTERM, self._raise)

@@ -9,9 +9,9 @@
 
 No library the kit uses does this: timm has no LR finder, and the `torch-lr-finder` package runs its
 own loop (its own forward, loss and optimizer step), which would bypass the kit's training step. So
-the test trains exactly as train.py does: the run opened by `fit.open_run` (without recording the
-experiment), the fold's loader, model, optimizer, loss and mixup from `fit.fold_loaders` and
-`fit.build_training`, and each update through `engine.train_batch` / `engine.optimizer_step` (AMP,
+the test trains exactly as train.py does: the run built by `builder.build_run` (without recording the
+experiment), the fold's loader, model, optimizer, loss and mixup from `loaders.fold_loaders` and
+`training.build_training`, and each update through `engine.train_batch` / `engine.optimizer_step` (AMP,
 channels_last, mixup/cutmix, gradient accumulation and clipping, frozen BatchNorm statistics). Only the
 learning rate is the sweep's instead of the schedule's; EMA (not the trained weights) is left out. The
 model is thrown away.
@@ -46,9 +46,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from foldkit import figures
-from foldkit.train.fit import TrainError
+from foldkit.experiment import lr_find_files
+from foldkit.io import atomic_write_with
+from foldkit.runtime.model import set_backbone_frozen
+from foldkit.tasks import TASKS, TargetScale
+from foldkit.train import engine, teacher
+from foldkit.train.builder import build_run
+from foldkit.train.checks import TrainError
+from foldkit.train.fit import seed_all
+from foldkit.train.loaders import augmentation_path, batch_augment, fold_loaders
+from foldkit.train.training import build_training
 
 FOLD = 0
 BETA = 0.98          # smoothing of the loss (fastai's Recorder)
@@ -141,17 +151,10 @@ def suggest(lrs, smoothed, steps: int) -> dict | None:
 def lr_find(cfg, log=print) -> Result:
     """Run the range test with these settings (README 'Learning rate'); writes only the two result files
     (and the decoded-image store, shared with training)."""
-    from foldkit.experiment import lr_find_files
-    from foldkit.train.fit import open_run, resolve_batch, task_settings
-    from foldkit.io import atomic_write_with
-    from foldkit.train.teacher import in_use
-
     check_request(cfg)
-    cfg, _ = task_settings(cfg)
-    cfg = resolve_batch(cfg, [], log)
-    if in_use(cfg):
+    cfg, run = build_run(cfg, log, record=False)
+    if teacher.in_use(cfg):
         log("note: --lr-find measures the plain training loss: --soft-labels/--pseudo/--teacher are left out")
-    run = open_run(cfg, log, record=False)
     files = lr_find_files(cfg.models_dir, run.exp.name)
     frame, stopped = sweep(cfg, run, log)
     suggestion = suggest(frame["lr"], frame["smoothed"], cfg.lr_find_steps)
@@ -171,14 +174,6 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     """Train fold 0's model with the LR growing exponentially, one row per optimizer step (step, lr, loss =
     the mean training loss of the step's batches, smoothed); stops when the smoothed loss exceeds 4x its
     minimum or is not finite. Returns (rows, why it stopped)."""
-    from tqdm.auto import tqdm
-
-    from foldkit.train import engine
-    from foldkit.train.fit import augmentation_path, batch_augment, build_training, fold_loaders, seed_all
-    from foldkit.runtime.device import pick_device
-    from foldkit.runtime.model import set_backbone_frozen, train_mode
-    from foldkit.tasks import TargetScale
-
     seed = cfg.seed * 100 + FOLD                 # fit_fold's seed for the fold
     seed_all(seed)
     device = pick_device(cfg.device)
@@ -188,10 +183,10 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     batch_aug = batch_augment(cfg, run.data_cfg, seed) if aug_device == "device" else None
     if len(train_dl) == 0:
         raise TrainError(f"--lr-find: fold {FOLD} has no training rows")
-    scale = TargetScale.fit(run.y[tr_idx]) if run.task == "regression" else None
+    scale = TargetScale.fit(run.y[tr_idx]) if TASKS[run.task].standardises else None
     tr = build_training(cfg, run, counts, math.ceil(len(train_dl) / cfg.accum_steps), log=log, scale=scale)
     set_backbone_frozen(tr.model, False)         # the whole model (module docstring: why)
-    train_mode(tr.model, tr.freeze_bn)
+    tr.train_mode()
     batches = _cycle(train_dl, sampler, seed, batch_aug, tr.device)
     lrs = np.geomspace(cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_steps)
     rows, avg, best, stopped, t0 = [], 0.0, math.inf, "the whole range swept", time.perf_counter()
@@ -218,7 +213,6 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
 def _cycle(loader, sampler, seed: int, batch_aug=None, device=None):
     """The training part's batches, epoch after epoch, each epoch seeded as fit_fold seeds it; augmented on
     the device first on the batched path (batch_aug), as train_one_epoch does."""
-    from foldkit.train.fit import seed_all
     epoch = 0
     while True:
         seed_all(seed * 1000 + epoch)
@@ -235,7 +229,6 @@ def _cycle(loader, sampler, seed: int, batch_aug=None, device=None):
 def _step(cfg, tr, batches) -> float:
     """One optimizer step of the kit's training step (accumulated over --accum-steps batches): the mean
     loss of its images."""
-    from foldkit.train import engine
     total, n = 0.0, 0
     for k in range(cfg.accum_steps):
         x, y = next(batches)

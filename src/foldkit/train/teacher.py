@@ -33,9 +33,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from foldkit.config import with_settings
+from foldkit.data.dataset import ImageSource
+from foldkit.data.images import cache_side
+from foldkit.data.files import IMAGE_EXTS
+from foldkit.data.store import cache_root
 from foldkit.errors import FoldkitError
-from foldkit.experiment import Experiment
+from foldkit.experiment import Experiment, find_experiments, other_folds
+from foldkit.io import atomic_write_with, sha256_file
 from foldkit.oof import load_oof
+from foldkit.predict.inference import Member
+from foldkit.predict.predicting import make_sources, predict_members, tta_views
+from foldkit.runtime import distributed
+from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
+from foldkit.tasks import TASKS
 
 OPTIONS = {"soft_labels": "--soft-labels", "pseudo": "--pseudo", "teacher": "--teacher"}
 # settings that only mean something with their option (a flag accepted and ignored is refused)
@@ -77,7 +88,6 @@ def check_settings(cfg, task: str):
     """cfg, checked (and --pseudo-top-margin given alone turning the confidence filter off): one line for a
     teacher option on a task kind it does not handle yet, a dependent setting without its option, a value
     out of range, or an --unlabelled folder without images."""
-    from foldkit.runtime.distributed import with_settings
     given = cfg.given
     for setting, option in DEPENDENT.items():
         if setting in given and not names(cfg, option) and getattr(cfg, setting) not in ("", False):
@@ -85,7 +95,7 @@ def check_settings(cfg, task: str):
     if not in_use(cfg):
         return cfg
     used = ", ".join(OPTIONS[o] for o in OPTIONS if names(cfg, o))
-    if task != "single":
+    if not TASKS[task].exclusive:
         raise TeacherError(f"{used}: single-label competitions only in this version; this one is {task}")
     for setting in ("soft_alpha", "kd_alpha", "pseudo_min_confidence", "pseudo_top_margin"):
         if getattr(cfg, setting) > 1:
@@ -106,7 +116,6 @@ def check_experiments(cfg, meta: dict) -> None:
     """Every teacher experiment exists, shares the student's folds file (folds hash), classes and task kind,
     and is not the student itself; one TeacherError line otherwise. Called before the student's experiment
     is recorded."""
-    from foldkit.experiment import find_experiments, other_folds
     for option in OPTIONS:
         for name in names(cfg, option):
             if cfg.experiment and name == cfg.experiment:
@@ -121,7 +130,7 @@ def check_experiments(cfg, meta: dict) -> None:
             if [str(c) for c in tcfg.get("classes", [])] != [str(c) for c in meta["classes"]]:
                 raise TeacherError(f"{OPTIONS[option]} {name} predicts classes {tcfg.get('classes')}, this competition "
                                    f"has {meta['classes']}: a teacher must have the student's classes")
-            if exp.task()[0] != "single":
+            if not TASKS[exp.task()[0]].exclusive:
                 raise TeacherError(f"{OPTIONS[option]} {name} is a {exp.task()[0]} experiment: teachers are "
                                    "single-label in this version")
 
@@ -157,7 +166,6 @@ def for_fold(cfg, run, fold: int, log=print, reuse: bool = False) -> FoldTeachin
     pseudo_fold{k}.csv back instead of predicting again (the same images and targets, exactly)."""
     if not in_use(cfg):
         return None
-    from foldkit.io import sha256_file
     teaching = FoldTeaching()
     n_classes = len(run.classes)
     eps = cfg.label_smoothing
@@ -185,7 +193,6 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
     comes from the teacher model of the row's own fold, which never trained on it; fold k's own rows keep
     their labels (they are validated, never trained on); rows in no fold (-1: train-only rare classes) have
     no OOF and keep their labels too."""
-    from foldkit.io import sha256_file
     name, alpha = names(cfg, "soft_labels")[0], cfg.soft_alpha
     exp = Experiment(Path(cfg.models_dir) / name)
     folds = run.table["fold"].to_numpy()
@@ -215,7 +222,6 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
 
 def unlabelled_table(folder: str) -> pd.DataFrame:
     """id (path relative to the folder) and absolute path of every image file under it, sorted."""
-    from foldkit.data.reading import IMAGE_EXTS
     root = Path(folder)
     if not root.is_dir():
         raise TeacherError(f"--unlabelled {folder}: not a folder")
@@ -241,9 +247,6 @@ def pool(cfg, comp) -> list[tuple[str, pd.DataFrame]]:
 def predict_pool(cfg, comp, checkpoints: list[Path], classes: list) -> pd.DataFrame:
     """One row per pool image: part, id, source (path or array index), and prob_<class>: the mean of the teacher
     models in `checkpoints` (each with its TTA views, as predict.py would use it)."""
-    from foldkit.predict.inference import Member
-    from foldkit.runtime.model import load_checkpoint
-    from foldkit.predict.predicting import make_sources, predict_members, tta_views
     members = [Member(p, load_checkpoint(p)) for p in checkpoints]
     frames = []
     for part, table in pool(cfg, comp):
@@ -268,10 +271,6 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     """--pseudo: the pool images labelled by the teacher's fold-k model (the rule), filtered, written to
     pseudo_fold{k}.csv (every pool image, `joined` 0/1) and read back from it (under torchrun rank 0 predicts,
     every rank reads the same file; a resumed fold reads it again), then appended to the training part."""
-    from foldkit.runtime import distributed
-    from foldkit.data.dataset import ImageSource
-    from foldkit.data.images import cache_side
-    from foldkit.io import atomic_write_with, sha256_file
     name = names(cfg, "pseudo")[0]
     checkpoints = [_fold_checkpoint(Experiment(Path(cfg.models_dir) / name), k, "pseudo")
                    for k in safe_teacher_folds(fold)]
@@ -290,7 +289,6 @@ def pseudo_labels(cfg, run, fold: int, teaching: FoldTeaching, log=print, reuse:
     n_classes, eps = len(run.classes), cfg.label_smoothing
     hard = np.eye(n_classes, dtype=np.float32)[probs.argmax(1)] * (1 - eps) + eps / n_classes
     targets = (probs if cfg.pseudo_soft else hard) * np.float32(cfg.pseudo_weight)
-    from foldkit.data.store import cache_root
     grey = run.data_cfg["input_size"][0] == 1
     for part in ("test", "unlabelled"):
         rows = (kept["part"] == part).to_numpy()
@@ -328,7 +326,6 @@ class Distiller:
     teacher's input size, grey <-> RGB as the teacher needs, normalised with the teacher's mean/std."""
 
     def __init__(self, checkpoints: list[Path], student_data_cfg: dict, alpha: float, temperature: float):
-        from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
         self.alpha, self.temperature, self.student = float(alpha), float(temperature), student_data_cfg
         self.models = []
         for p in checkpoints:

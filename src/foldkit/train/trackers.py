@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -121,7 +122,7 @@ class MLflow(Tracker):
         try:
             import mlflow
             if not uri:   # the SQLite store needs sqlalchemy + alembic: checked here, not at the first epoch
-                import alembic  # noqa: F401
+                import alembic  # noqa: F401  # lazy: mlflow's optional SQLite store
                 import sqlalchemy  # noqa: F401
         except ImportError as e:
             raise TrackerError(f"--log mlflow needs the mlflow package ({e.name} is missing): {INSTALL}") from None
@@ -137,13 +138,11 @@ class MLflow(Tracker):
 
     def _epoch(self, fold, epoch, values):
         from mlflow.entities import Metric
-        import time
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(f"fold{fold}/{k}", v, now, epoch) for k, v in values.items()])
 
     def _finish(self, settings, summary):
         from mlflow.entities import Metric, Param
-        import time
         params = [Param(k, (v if isinstance(v, str) else json.dumps(v))[:6000]) for k, v in settings.items()]
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, params=params,

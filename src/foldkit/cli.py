@@ -1,0 +1,357 @@
+"""The kit's commands, one table: `foldkit <command> ...` and the src/<command>.py scripts both run them.
+
+Each command names the settings groups its flags come from, its help text, the work it runs and how it
+prints the result. `python src/train.py --fold 0` and `foldkit train --fold 0` are the same call: the
+same parser (only the program name in its usage line differs), the same work, the same output.
+
+The work is imported inside the command's function: `--help` and a mistake in the flags stay instant
+(no torch). A FoldkitError raised by the work is one line `error: ...` and exit code 2 (errors.cli_run).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import foldkit
+from foldkit import config
+from foldkit.errors import EXIT_USER_ERROR, cli_run
+from foldkit.io import atomic_write_with
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str                           # --help's description; its first line is the command's summary
+    groups: tuple[str, ...]             # the config groups whose settings are its flags
+    run: Callable[[Any], Any]           # the work: given the resolved settings (or the parsed flags, below)
+    extra: tuple[str, ...] = ()         # single settings of other groups it takes too
+    show: Callable[[Any, Any, float], None] | None = None   # prints (settings, result, seconds of work)
+    resolve: bool = True                # False: run gets the parsed flags, not the settings
+    parser: Callable[[str, str], argparse.ArgumentParser] | None = None   # instead of the groups' parser
+
+    @property
+    def summary(self) -> str:
+        return self.help.split("\n")[0]
+
+
+# --- the work of each command (imports inside: --help stays instant) ---------------------------------
+
+def _audit(cfg) -> dict:
+    from foldkit.audit.run import run_audit  # lazy: --help stays instant
+    return run_audit(cfg)
+
+
+def _show_audit(cfg, summary: dict, seconds: float) -> None:
+    from foldkit.audit.run import summary_text  # lazy: --help stays instant
+    print(summary_text(summary))
+    print(f"{summary['paths']['html']} ({seconds:.1f} s)")
+
+
+def _make_folds(cfg) -> dict:
+    from foldkit.folds.file import make_folds  # lazy: --help stays instant
+    return make_folds(cfg)
+
+
+def _show_folds(cfg, meta: dict, seconds: float) -> None:
+    print(meta["counts_text"])
+    where = Path(cfg.folds_dir) / "train_folds.csv"
+    kind = {"single": f"{len(meta['classes'])} classes",
+            "multilabel": f"multi-label, {len(meta['classes'])} labels (tags separated by {meta.get('label_sep')!r})",
+            "regression": "regression target"}[meta["task"]]
+    print(f"{meta['layout']} layout, {meta['rows']} rows, {kind}, "
+          f"{meta['n_folds']} folds ({meta['splitter']}, seed {meta['seed']})"
+          + (f", limited from {meta['rows_read']} rows" if cfg.limit else ""))
+    dup = meta.get("duplicates") or {}
+    print(f"duplicate clusters kept inside one fold: {dup['clusters_grouped']} ({dup['source']})"
+          if dup.get("grouped") else f"duplicates not grouped: {dup.get('reason', 'off')}")
+    if tl := meta.get("test_like"):
+        print(f"fold 0 is test-like: the {tl['rows']} most test-like training rows (mean p_test {tl['mean_p_test']:.3f}, "
+              f"other folds {tl['mean_p_test_other_folds']:.3f}; adversarial AUC {tl['adversarial_auc']:.3f}, "
+              f"{tl['source']}); train.py --fold 0 scores a test-like validation set")
+    print(f"{where}: {meta['status']} (sha256 {meta['sha256'][:12]})")
+
+
+def _train(cfg) -> list:
+    if cfg.lr_find:
+        from foldkit.train.lrfind import lr_find  # lazy: --help stays instant
+        return [lr_find(cfg)]
+    from foldkit.report.html import report_writer  # lazy: --help stays instant
+    from foldkit.runtime import distributed  # lazy: --help stays instant
+    from foldkit.train.fit import train  # lazy: --help stays instant
+    with distributed.rank_in_errors():
+        return train(cfg, report=report_writer(cfg.reports_dir))
+
+
+def _show_train(cfg, results: list, seconds: float) -> None:
+    if cfg.lr_find:
+        print(results[0].line())
+        print(f"plot: {results[0].plot} (losses: {results[0].csv})")
+        return
+    from foldkit.oof import score_text  # lazy: pandas, --help stays instant
+    from foldkit.runtime import distributed  # lazy: --help stays instant
+    main = distributed.is_main()        # under torchrun rank 0 alone prints, once the process group is closed
+    distributed.shutdown()
+    for r in results if main else []:
+        print(f"fold {r['fold']}: best {r['metric']} {score_text(r['value'])} at epoch {r['best_epoch']} "
+              f"({r['epochs_run']} epochs, {r['seconds']}s)")
+
+
+def _predict(cfg):
+    from foldkit.predict.predicting import predict_image, run_predict  # lazy: --help stays instant
+    if cfg.image:
+        return predict_image(cfg)
+    from foldkit.report.predicted import write_reports  # lazy: --help stays instant
+    return run_predict(cfg, reports=write_reports)
+
+
+def _leaderboard(cfg):
+    from foldkit.search.leaderboard import leaderboard  # lazy: --help stays instant
+    return leaderboard(cfg.models_dir, cfg.submissions_dir)
+
+
+def _show_leaderboard(cfg, df, seconds: float) -> None:
+    from foldkit.search.leaderboard import format_table  # lazy: --help stays instant
+    print(format_table(df))
+    if cfg.csv:
+        atomic_write_with(Path(cfg.csv), lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
+        print(f"written: {cfg.csv}")
+
+
+def _tune(args):
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        from foldkit.search.tune import TuneError  # lazy: --help stays instant
+        raise TuneError("tune.py needs Optuna: pip install -e '.[tune]'") from None
+    from foldkit.search.tune import read_space_table, tune  # lazy: --help stays instant
+    table = read_space_table(getattr(args, "config", None))     # the [search_space] table resolve skips
+    return tune(config.resolve(args), space_table=table)
+
+
+def _auto(cfg):
+    from foldkit.search.auto import run_auto  # lazy: --help stays instant
+    return run_auto(cfg)
+
+
+def _export(cfg):
+    from foldkit.export.build import export_bundle  # lazy: --help stays instant
+    return export_bundle(cfg)
+
+
+# Sized for a laptop CPU: a tiny timm ResNet on the 32x32 grey digits, the Keras augmentation
+# recipe without flips (a flipped 2 is not a 2), 30 epochs: about 2.5 minutes on 2 cores.
+DEMO_EXPERIMENT = "digits-test_resnet"
+DEMO_TRAIN = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--aug", "medium",
+              "--no-hflip", "--epochs", "30", "--lr", "3e-3", "--batch-size", "64"]
+
+
+def _demo_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=str(config.ROOT), help="folder holding input/, folds/, models/, cache/, "
+                   "submissions/, reports/ (default: the repository)")
+    return p
+
+
+def _demo(args) -> dict:
+    from foldkit.data.demo import build_demo  # lazy: --help stays instant
+    root = Path(args.root)
+    paths = {"input_dir": root / "input" / "demo", "folds_dir": root / "folds" / "demo",
+             "models_dir": root / "models" / "demo", "cache_dir": root / "cache" / "demo",
+             "submissions_dir": root / "submissions" / "demo",
+             "reports_dir": root / "reports" / "demo"}
+    flags = [a for k, v in paths.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    t0 = time.time()
+
+    print(f"[1/4] building the demo competition in {paths['input_dir']}")
+    info = build_demo(paths["input_dir"])
+    print(f"      {info['train']} train + {info['test']} test images (32x32 PNG), "
+          f"{info['written']} file(s) written")
+
+    print(f"[2/4] making folds -> {paths['folds_dir']}")
+    meta = run_script("make_folds", flags[:6] + ["--n-folds", "5", "--seed", "42"])
+
+    print(f"[3/4] training 5 folds -> {paths['models_dir'] / DEMO_EXPERIMENT}")
+    t1 = time.time()
+    folds = run_script("train", flags[:8] + DEMO_TRAIN + ["--experiment", DEMO_EXPERIMENT, "--fold", "all"])
+    t_train = time.time() - t1
+    mean = np.mean([f["value"] for f in folds])
+    print(f"trained 5 folds in {t_train:.0f}s; fold accuracy {mean:.4f} (mean)")
+
+    print(f"[4/4] fold ensemble -> {paths['submissions_dir']}, report -> {paths['reports_dir'] / DEMO_EXPERIMENT}")
+    pred = run_script("predict", flags + ["--experiments", DEMO_EXPERIMENT])
+    print(f"\ndemo done in {time.time() - t0:.1f}s")
+    print(f"  CV accuracy (out-of-fold, 5 folds): {pred['cv']:.4f}")
+    print(f"  demo test accuracy (fold ensemble, {pred['test_rows']} held-out images): {pred['test_accuracy']:.4f}")
+    print(f"  submission: {pred['submission']}")
+    print(f"  report:     {paths['reports_dir'] / DEMO_EXPERIMENT / 'report.html'}")
+    return {"paths": paths, "folds": meta, "train": folds, "train_seconds": t_train, "predict": pred}
+
+
+# --- the table: the commands in the order of a competition ----------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        """Run the whole kit on the embedded demo competition (scikit-learn's real digits).
+
+    python src/demo.py
+
+Builds input/demo/ (a competition of its own: your data in input/ is never
+touched), then runs the pipeline with settings sized for a laptop CPU. All of
+the demo's outputs live in demo/ subfolders of folds/, models/, cache/, submissions/
+and reports/.
+""", (), _demo, resolve=False, parser=_demo_parser),
+    "audit": Command(
+        "Audit the competition before any training: duplicates, train/test copies, image statistics.",
+        ("paths", "data", "audit"), _audit, show=_show_audit),
+    "make_folds": Command(
+        "Split the competition's training set into stratified CV folds.",
+        ("paths", "data", "folds"), _make_folds, extra=("audit_dir", "near_threshold"), show=_show_folds),
+    "train": Command(
+        """Fine-tune a timm backbone on one fold (or several) of the folds file.
+
+    python src/train.py --fold 0
+    python src/train.py --fold all --model efficientnet_b0 --pretrained-file weights.pth --epochs 15
+    python src/train.py --config exp.toml --fold 0,1
+
+Trains on the other folds, validates on this one every epoch, keeps the best
+epoch by --metric, and writes models/<experiment>/: fold{k}.pt (best, self-
+describing), oof_fold{k}.csv, log_fold{k}.csv, curve_fold{k}.png. A killed run
+resumes from its last epoch when started again.
+
+More devices (README "More GPUs"):
+    torchrun --nproc_per_node 4 src/train.py --fold 0           # one fold, data-parallel (DDP)
+    python src/train.py --fold all --devices 0,1,2,3             # one fold per GPU, side by side
+
+Under torchrun --batch-size is the global batch (each process takes its share).
+
+Learning rate (README "Learning rate"): a range test on fold 0 with the same settings, no training:
+    python src/train.py --lr-find --model efficientnet_b0 --pretrained-file weights.pth
+prints the suggested --lr and writes models/lr_find/<experiment>/lr_find.csv and lr_find.png.
+""", ("paths", "data", "train"), _train, extra=("seed",), show=_show_train),
+    "predict": Command(
+        """Ensemble the finished folds of an experiment into a validated submission and a CV report.
+
+    python src/predict.py                          # latest experiment -> submissions/, reports/
+    python src/predict.py --experiments a,b        # cross-model ensemble
+    python src/predict.py --image photo.jpg        # top-k classes of one image (path or URL)
+    python src/predict.py --submit COMPETITION     # also upload with the kaggle CLI
+
+Models are rebuilt from their checkpoints alone (no network, no config file),
+each test image is decoded once for all folds and TTA views, and the
+submission takes the exact shape of sample_submission.csv. Its file name
+carries the experiment and CV score; an existing file is never overwritten.
+""", ("paths", "data", "predict"), _predict,
+        extra=("batch_size", "device", "amp", "channels_last", "workers", "progress")),
+    "leaderboard": Command(
+        """One table of every experiment under models/, best CV first: what to check after every run.
+
+    python src/leaderboard.py                     # print the table
+    python src/leaderboard.py --csv board.csv     # also write it as CSV
+
+Columns: experiment, model, image size, the settings that differ between experiments, folds
+finished, CV on all OOF rows (and mean ± std across folds) in each experiment's metric, training
+time, and the submissions made from the experiment (file and CV).
+""", ("paths", "leaderboard"), _leaderboard, show=_show_leaderboard),
+    "tune": Command(
+        """Search learning settings on the folds with Optuna: every trial is a normal experiment in models/.
+
+    python src/tune.py --n-trials 20                       # --space quick: lr, weight decay, augmentation
+    python src/tune.py --space standard --tune-folds 0,1,2 --holdout-fold 4 --epochs 8
+    python src/tune.py --config search.toml                # a [search_space] table of ranges
+    python src/tune.py --storage postgresql+psycopg://user:pw@host/db   # the same command on many machines
+
+A trial trains the first --tune-folds fold reporting each epoch's metric (the pruner stops bad trials
+there), then the others; its value is the CV on them. The study lives in models/tune.db (SQLite) unless
+--storage says otherwise: start the command again (or on another machine with a shared --storage) and it
+continues. optuna-dashboard sqlite:///models/tune.db shows it. Needs the `tune` extra (pip install
+-e '.[tune]'; '.[postgres]' adds the PostgreSQL driver).
+""", ("paths", "data", "train", "tune"), _tune, extra=("seed",), resolve=False),
+    "auto": Command(
+        """The strongest honest submission within a time budget, every step a normal experiment.
+
+    python src/auto.py --hours 2
+    python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50 --pretrained
+
+Measures each --portfolio backbone's training speed on this device, keeps those whose time on every
+fold fits the budget (in order; fewer epochs for the first when none fits at --epochs), trains them on
+all folds, then runs predict.py's path on them: blend fitted on the OOF (nested CV), submission, report.
+A budget too small for one epoch of the fastest candidate on every fold stops at once with one line
+saying the hours it needs. 20% of the budget is kept for prediction.
+""", ("paths", "data", "train", "auto"), _auto,
+        extra=("seed", "tta", "ensemble", "submission_mode", "calibrate", "thresholds", "report", "submit")),
+    "export": Command(
+        """Write an offline inference bundle of an ensemble for Kaggle code competitions.
+
+    python src/export.py --experiments a,b --out bundle/          # checkpoints, wheel, script, notebook
+    python src/export.py --onnx --half --test-images 50000        # + ONNX, fp16 weights, estimate for 50k
+    kaggle datasets create -p bundle/ --dir-mode tar              # then upload it as a Kaggle dataset
+
+The bundle applies the plan predict.py submits with for the same flags (--ensemble, --blend,
+--calibrate, --thresholds, --clip, --tta, --submission-mode). It holds everything inference needs with no network (predict_offline.py finds the
+competition under /kaggle/input and writes a validated submission.csv) and a runtime estimate
+measured on this device; --time-budget warns when the ensemble will not fit.
+""", ("paths", "data", "export"), _export,
+        extra=("experiments", "tta", "ensemble", "submission_mode", "blend", "calibrate", "thresholds", "clip",
+               "batch_size", "device", "amp", "channels_last", "workers")),
+}
+
+
+# --- running a command ---------------------------------------------------------------------------
+
+def run_command(name: str, argv: list[str] | None, prog: str, description: str | None = None) -> Any:
+    """Parse `argv` with the command's flags, run its work and print its result; returns the result.
+    A mistake in the flags or a FoldkitError is one line `error: ...` and exit code 2."""
+    cmd = COMMANDS[name]
+    description = cmd.help if description is None else description
+    parser = (cmd.parser(prog, description) if cmd.parser else
+              config.build_parser(list(cmd.groups), description=description, prog=prog, extra=cmd.extra))
+    args = parser.parse_args(argv)
+
+    def work():
+        settings = config.resolve(args) if cmd.resolve else args
+        t0 = time.time()
+        result = cmd.run(settings)
+        if cmd.show:
+            cmd.show(settings, result, time.time() - t0)
+        return result
+    return cli_run(work)
+
+
+def run_script(name: str, argv: list[str] | None = None) -> Any:
+    """What `python src/<name>.py ...` runs (its main): the command under the script's own name."""
+    return run_command(name, argv, prog=f"{name}.py")
+
+
+def overview() -> str:
+    """`foldkit --help`: every command with its one-line summary."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: foldkit <command> [flags]        foldkit <command> --help: the command's flags", "",
+             "foldkit: folds -> train -> predict for Kaggle-style image classification.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`foldkit <command> [flags]`: the same as `python src/<command>.py [flags]`. Returns the exit code
+    (the console script exits with it); the command's result is run_command's."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview())
+        return 0 if argv else EXIT_USER_ERROR
+    if argv[0] == "--version":
+        print(f"foldkit {foldkit.__version__}")
+        return 0
+    name = argv[0].replace("-", "_")         # make-folds or make_folds
+    if name not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}{config.did_you_mean(name, COMMANDS)} "
+              f"(commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return EXIT_USER_ERROR
+    console_help = COMMANDS[name].help.replace(f"python src/{name}.py", f"foldkit {name}")
+    run_command(name, argv[1:], prog=f"foldkit {name}", description=console_help)
+    return 0
