@@ -15,11 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from foldkit.cli import run_script  # noqa: E402
+from foldkit.cli import script  # noqa: E402
 
-
-def main(argv=None) -> dict:
-    return run_script("audit", argv)
+main = script("audit")            # main(argv=None): the command, as `foldkit audit` runs it
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from foldkit.cli import run_script  # noqa: E402
+from foldkit.cli import script  # noqa: E402
 
-
-def main(argv=None) -> dict:
-    return run_script("auto", argv)
+main = script("auto")            # main(argv=None): the command, as `foldkit auto` runs it
 
 
 if __name__ == "__main__":

@@ -11,11 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from foldkit.cli import run_script  # noqa: E402
+from foldkit.cli import script  # noqa: E402
 
-
-def main(argv=None) -> dict:
-    return run_script("export", argv)
+main = script("export")            # main(argv=None): the command, as `foldkit export` runs it
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from foldkit.cli import run_script  # noqa: E402
+from foldkit.cli import script  # noqa: E402
 
-
-def main(argv=None):
-    return run_script("predict", argv)
+main = script("predict")            # main(argv=None): the command, as `foldkit predict` runs it
 
 
 if __name__ == "__main__":

@@ -13,11 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from foldkit.cli import run_script  # noqa: E402
+from foldkit.cli import script  # noqa: E402
 
-
-def main(argv=None) -> list:
-    return run_script("train", argv)
+main = script("train")            # main(argv=None): the command, as `foldkit train` runs it
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_blend_gain_that_is_pure_overfitting_shows_no_nested_gain_and_the_kit_sa
     y = rng.integers(0, 2, 300)
     folds = np.arange(300) % 5
     noise = softmax(rng.normal(size=(8, 300, 2)), 2)
-    res = blend.evaluate(noise, y, folds, "accuracy", "optimize")
+    res = blend.score_blends(noise, y, folds, "accuracy", "optimize")
     best_single = max(res["singles"].values())
     assert res["blend_in_sample"] > best_single
     assert res["blend_nested"] < best_single
@@ -63,8 +63,8 @@ def test_optimized_weights_find_the_informative_experiment_and_gain_in_nested_cv
     good = softmax(logits + rng.normal(size=logits.shape) * 0.5, 1)
     weak = softmax(logits * 0.2 + rng.normal(size=logits.shape) * 2.0, 1)
     folds = np.arange(600) % 5
-    opt = blend.evaluate(np.stack([weak, good]), y, folds, "logloss", "optimize", names=["weak", "good"])
-    mean = blend.evaluate(np.stack([weak, good]), y, folds, "logloss", "mean", names=["weak", "good"])
+    opt = blend.score_blends(np.stack([weak, good]), y, folds, "logloss", "optimize", names=["weak", "good"])
+    mean = blend.score_blends(np.stack([weak, good]), y, folds, "logloss", "mean", names=["weak", "good"])
     w = dict(zip(opt["names"], opt["plan"].weights))
     assert w["good"] > 0.7 and abs(sum(w.values()) - 1) < 1e-9 and min(w.values()) >= 0
     assert opt["blend_nested"] < mean["blend_nested"] and opt["mean_blend"] == mean["blend_nested"]
@@ -87,7 +87,7 @@ def test_temperature_fitted_on_oof_lowers_oof_log_loss_of_a_miscalibrated_model(
     logits, y = _sampled(1000, 4, 2.0)
     miscal = softmax(logits / t_true, 1)
     folds = np.arange(1000) % 5
-    res = blend.evaluate(miscal[None], y, folds, "logloss", "mean", calibrate.steps_for("logloss"))
+    res = blend.score_blends(miscal[None], y, folds, "logloss", "mean", calibrate.steps_for("logloss"))
     t = res["plan"].steps[0][1]
     assert t == pytest.approx(1 / t_true, rel=0.2)
     assert res["final_in_sample"] < res["blend_in_sample"] - 0.02
@@ -101,7 +101,7 @@ def test_binary_threshold_fitted_on_oof_improves_f1_on_skewed_classes():
     s = rng.normal(size=2000) + 1.5 * y
     p1 = 1 / (1 + np.exp(-(s - 2.5)))                      # positives under-scored: argmax misses most
     probs = np.stack([1 - p1, p1], 1)
-    res = blend.evaluate(probs[None], y, np.arange(2000) % 5, "f1", "mean", calibrate.steps_for("f1"))
+    res = blend.score_blends(probs[None], y, np.arange(2000) % 5, "f1", "mean", calibrate.steps_for("f1"))
     assert res["steps"] == ["thresholds"]
     assert res["final_nested"] > res["blend_nested"] + 0.1
     assert res["plan"].describe(["m"])["thresholds"]["threshold"] < 0.5
@@ -110,7 +110,7 @@ def test_binary_threshold_fitted_on_oof_improves_f1_on_skewed_classes():
 def test_macro_f1_class_weights_help_the_rare_class():
     logits, y = _sampled(800, 3, 1.5)
     biased = softmax(logits + np.array([1.5, 0.0, -1.5]), 1)   # a prior shift against class 2
-    res = blend.evaluate(biased[None], y, np.arange(800) % 5, "f1_macro", "mean", ("thresholds",))
+    res = blend.score_blends(biased[None], y, np.arange(800) % 5, "f1_macro", "mean", ("thresholds",))
     assert res["final_nested"] > res["blend_nested"] + 0.02
 
 
@@ -119,7 +119,7 @@ def test_qwk_cutpoints_fitted_on_oof_improve_qwk():
     z = rng.normal(size=600) * 1.5 + 2
     y = np.clip(np.round(z + rng.normal(size=600) * 0.5), 0, 4).astype(int)
     shrunk = softmax(-(np.arange(5)[None] - (0.5 * z[:, None] + 1)) ** 2, 1)   # pulled to the middle
-    res = blend.evaluate(shrunk[None], y, np.arange(600) % 5, "qwk", "mean", calibrate.steps_for("qwk"))
+    res = blend.score_blends(shrunk[None], y, np.arange(600) % 5, "qwk", "mean", calibrate.steps_for("qwk"))
     assert res["steps"] == ["cutpoints"]
     assert res["final_nested"] > res["blend_nested"] + 0.05
 
@@ -164,7 +164,7 @@ def test_experiments_on_different_folds_fall_back_to_the_mean_and_say_so(tmp_pat
 def test_one_finished_fold_gives_in_sample_figures_and_says_there_is_no_nested_cv():
     logits, y = _sampled(200, 3, 2.0)
     p = softmax(logits / 2, 1)
-    res = blend.evaluate(np.stack([p, softmax(logits / 3, 1)]), y, np.zeros(200, int), "logloss", "optimize",
+    res = blend.score_blends(np.stack([p, softmax(logits / 3, 1)]), y, np.zeros(200, int), "logloss", "optimize",
                          ("temperature",))
     assert res["blend_nested"] is None and res["final_nested"] is None
     assert res["final_in_sample"] < res["blend_in_sample"]

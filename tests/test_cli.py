@@ -36,7 +36,7 @@ def test_every_command_has_a_script_and_every_script_a_command():
     scripts = {p.stem for p in SRC.glob("*.py")}
     assert scripts == set(cli.COMMANDS)
     for name in scripts:       # each script is the thin caller of its own command
-        assert f'run_script("{name}", argv)' in (SRC / f"{name}.py").read_text(), name
+        assert f'main = script("{name}")' in (SRC / f"{name}.py").read_text(), name
 
 
 def test_the_console_entry_point_is_declared():

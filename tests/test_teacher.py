@@ -203,4 +203,4 @@ def test_other_task_kinds_are_refused_in_one_line(tmp_path):
     cfg = config.resolve({"pseudo": "memo"})
     with pytest.raises(FoldkitError, match="^--pseudo: single-label competitions only in this version; this one "
                                            "is regression$"):
-        teacher.check_settings(cfg, "regression")
+        teacher.check_teaching(cfg, "regression")

@@ -165,7 +165,7 @@ def _demo(args) -> dict:
              "models_dir": root / "models" / "demo", "cache_dir": root / "cache" / "demo",
              "submissions_dir": root / "submissions" / "demo",
              "reports_dir": root / "reports" / "demo"}
-    flags = [a for k, v in paths.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    flags = [a for k, v in paths.items() for a in (config.flag_name(k), str(v))]
     t0 = time.time()
 
     print(f"[1/4] building the demo competition in {paths['input_dir']}")
@@ -224,13 +224,13 @@ epoch by --metric, and writes models/<experiment>/: fold{k}.pt (best, self-
 describing), oof_fold{k}.csv, log_fold{k}.csv, curve_fold{k}.png. A killed run
 resumes from its last epoch when started again.
 
-More devices (README "More GPUs"):
+More devices (docs/training.md "More GPUs"):
     torchrun --nproc_per_node 4 src/train.py --fold 0           # one fold, data-parallel (DDP)
     python src/train.py --fold all --devices 0,1,2,3             # one fold per GPU, side by side
 
 Under torchrun --batch-size is the global batch (each process takes its share).
 
-Learning rate (README "Learning rate"): a range test on fold 0 with the same settings, no training:
+Learning rate (docs/training.md "Learning rate"): a range test on fold 0 with the same settings, no training:
     python src/train.py --lr-find --model efficientnet_b0 --pretrained-file weights.pth
 prints the suggested --lr and writes models/lr_find/<experiment>/lr_find.csv and lr_find.png.
 """, ("paths", "data", "train"), _train, extra=("seed",), show=_show_train),
@@ -326,6 +326,13 @@ def run_command(name: str, argv: list[str] | None, prog: str, description: str |
 def run_script(name: str, argv: list[str] | None = None) -> Any:
     """What `python src/<name>.py ...` runs (its main): the command under the script's own name."""
     return run_command(name, argv, prog=f"{name}.py")
+
+
+def script(name: str) -> Callable[..., Any]:
+    """A src/<name>.py script's main(argv=None): run_script under that name."""
+    def main(argv: list[str] | None = None) -> Any:
+        return run_script(name, argv)
+    return main
 
 
 def overview() -> str:

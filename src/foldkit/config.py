@@ -38,7 +38,7 @@ def _opt(default: Any, help: str, group: str, choices: list | None = None, minim
 @dataclass
 class Config:
     # ---- paths (every path can be changed by a flag or the config file) ----
-    input_dir: str = _opt(str(ROOT / "input"), "competition folder (any of the four layouts, see README)", "paths")
+    input_dir: str = _opt(str(ROOT / "input"), "competition folder (any of the four layouts, see docs/input.md)", "paths")
     folds_dir: str = _opt(str(ROOT / "folds"), "where train_folds.csv and folds_meta.json live", "paths")
     models_dir: str = _opt(str(ROOT / "models"), "experiments folder: models/<experiment>/fold{k}.pt ...", "paths")
     submissions_dir: str = _opt(str(ROOT / "submissions"), "where submission CSVs are written", "paths")
@@ -172,12 +172,12 @@ class Config:
     workers: int = _opt(-1, "DataLoader workers (-1 = auto)", "train")
     cache: str = _opt("auto", "prepared images: disk (the decoded-image store under --cache-dir, prepared once and "
                       "shared by every process and run), ram (prepared into this process's RAM each run), off "
-                      "(prepared on demand every epoch); auto = disk, else ram when it fits (README 'The image "
+                      "(prepared on demand every epoch); auto = disk, else ram when it fits (docs/training.md 'The image "
                       "cache')", "train", choices=["auto", "disk", "ram", "off"])
     # ---- the learning-rate range test (foldkit.train.lrfind; run-only: not part of an experiment's identity) ----
     lr_find: bool = _opt(False, "instead of training: a learning-rate range test on fold 0's training part with "
                          "these settings; prints a suggested --lr and writes <models-dir>/lr_find/<experiment>/"
-                         "lr_find.csv and .png (no experiment is recorded; README 'Learning rate')", "train")
+                         "lr_find.csv and .png (no experiment is recorded; docs/training.md 'Learning rate')", "train")
     lr_find_start: float = _opt(1e-7, "--lr-find: the first learning rate of the sweep", "train", minimum=0)
     lr_find_end: float = _opt(10.0, "--lr-find: the last learning rate of the sweep (grows exponentially to it)",
                               "train", minimum=0)
@@ -280,7 +280,7 @@ class Config:
     test_images: int = _opt(0, "runtime estimate for N test images (0 = the local test set's size)", "export")
     time_budget: float = _opt(9.0, "warn when the estimate exceeds this many hours (Kaggle's usual limit: 9); "
                               "0 = no check", "export")
-    gpu: str = _opt("T4,P100", "GPU classes to estimate the runtime for (rough factors, see README)", "export")
+    gpu: str = _opt("T4,P100", "GPU classes to estimate the runtime for (rough factors, see docs/export.md)", "export")
     kaggle_dataset: str = _opt("", "id of the bundle's Kaggle dataset, <user>/<slug> (default: "
                                "$KAGGLE_USERNAME/foldkit-<experiments>)", "export")
 
@@ -351,7 +351,8 @@ def learning_settings(cfg: "Config") -> dict:
             and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
+    """A setting's command-line flag: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
 
 
@@ -459,7 +460,7 @@ def build_parser(groups: list[str], description: str, prog: str | None = None,
                 kw["type"] = _flag_type(f.name)
                 if f.metadata["choices"]:
                     kw["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
-            ag.add_argument(_flag(f.name), dest=f.name, **kw)
+            ag.add_argument(flag_name(f.name), dest=f.name, **kw)
     return p
 
 

@@ -42,6 +42,14 @@ _FOLD_RE = {kind: re.compile("^" + re.escape(name).replace(r"\{\}", r"(\d+)") + 
             for kind, name in FOLD_FILES.items()}
 
 
+def fold_file(kind: str):
+    """An Experiment method: fold k's file of one kind (FOLD_FILES), so each name is spelled once."""
+    def path(self, k: int) -> Path:
+        return self.dir / FOLD_FILES[kind].format(k)
+    path.__doc__ = f"fold k's {kind.replace('_', ' ')} file ({FOLD_FILES[kind].format('{k}')})"
+    return path
+
+
 class ExperimentError(FoldkitError, ValueError):
     """An experiment folder that is missing, unfinished or unreadable; the message says which."""
 
@@ -70,29 +78,14 @@ class Experiment:
     def config_path(self) -> Path:
         return self.dir / CONFIG
 
-    def checkpoint(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["checkpoint"].format(k)
-
-    def last_checkpoint(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["last_checkpoint"].format(k)
-
-    def summary_path(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["summary"].format(k)
-
-    def oof(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["oof"].format(k)
-
-    def log(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["log"].format(k)
-
-    def curve(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["curve"].format(k)
-
-    def lock(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["lock"].format(k)
-
-    def pseudo(self, k: int) -> Path:
-        return self.dir / FOLD_FILES["pseudo"].format(k)
+    checkpoint = fold_file("checkpoint")
+    last_checkpoint = fold_file("last_checkpoint")
+    summary_path = fold_file("summary")
+    oof = fold_file("oof")
+    log = fold_file("log")
+    curve = fold_file("curve")
+    lock = fold_file("lock")
+    pseudo = fold_file("pseudo")
 
     def fold_files(self, kind: str) -> dict[int, Path]:
         """The files of one kind present in the folder ("oof", "log", "curve", ... as in FOLD_FILES),

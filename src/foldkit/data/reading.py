@@ -1,6 +1,6 @@
 """Reading a competition: layout detection, the four readers, the sample table.
 
-Four layouts are understood (see README "Input layouts"):
+Four layouts are understood (see docs/input.md):
 
 * ``csv_images``    train.csv / labels.csv / train_labels.csv (id, label, or one-hot class columns)
                     + train/ images (+ test/, sample_submission.csv)
@@ -117,7 +117,7 @@ def detect_layout(root: str | Path, train_csv: str = "") -> str:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"competition folder {root} does not exist. Put a competition there "
-                         "(see README, 'Input layouts') or pass --input-dir.")
+                         "(see docs/input.md) or pass --input-dir.")
     if not train_csv and ((root / "x_train.npy").is_file() or (root / "y_train.npy").is_file()):
         return "numpy"
     csv = find_train_csv(root, train_csv)
@@ -134,7 +134,7 @@ def detect_layout(root: str | Path, train_csv: str = "") -> str:
         f"{root}: cannot tell the input layout (found: {found or 'nothing'}). Expected one of: "
         f"a training CSV ({', '.join(TRAIN_CSV_CANDIDATES)}, or --train-csv NAME) + train/ images; "
         "train/<class>/ folders; x_train.npy + y_train.npy; train.csv with label,pixel0..pixelN "
-        "columns. See README 'Input layouts'.")
+        "columns. See docs/input.md.")
 
 
 def read_competition(root: str | Path, id_col: str = "", label_col: str = "", image_ext: str = "",

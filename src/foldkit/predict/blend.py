@@ -208,7 +208,7 @@ def _nested_plan(probs, y, folds, metric, blend, steps) -> tuple[np.ndarray, np.
     return both[:, 0], both[:, 1]
 
 
-def evaluate(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, blend: str = "mean",
+def score_blends(probs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, blend: str = "mean",
              steps: tuple = (), names: list[str] | None = None) -> dict:
     """Every CV figure of a blend: each experiment alone, the blend in-sample (weights fitted on
     all rows) and nested (weights fitted without the scored fold), the same with the
@@ -271,7 +271,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     log says so and the plan falls back to an unfitted mean without post-processing, CV None.
     Experiments with fewer finished folds than others are compared on the rows all have.
     calibrate / thresholds / clip: on, off or auto (foldkit.predict.calibrate.steps_for, from the metric and the
-    task kind). Returns evaluate()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
+    task kind). Returns score_blends()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
     oofs, metric = [], None
     task, sep = exps[0].task()
     for e in exps:
@@ -307,7 +307,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     arrays = [oof_arrays(r, classes, task, sep) for r in rows]      # (y, predictions) of each experiment
     probs, y = np.stack([p for _, p in arrays]), arrays[0][0]
     folds = rows[0]["fold"].to_numpy()
-    res = evaluate(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds, task, clip), names)
+    res = score_blends(probs, y, folds, metric, blend, steps_for(metric, calibrate, thresholds, task, clip), names)
     res["cv"] = res["final_nested"] if res["final_nested"] is not None else res["final_in_sample"]
     for line in summary_lines(res):
         log(line)

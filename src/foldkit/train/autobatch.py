@@ -93,7 +93,7 @@ def measure_peaks(cfg, n_outputs: int, in_chans: int, size: int, device) -> tupl
     return peaks, oom
 
 
-def resolve(cfg, n_outputs: int, rows: int, log=print):
+def auto_batch(cfg, n_outputs: int, rows: int, log=print):
     """cfg with --batch-size auto (0) replaced by the batch for this device and --lr scaled to it;
     cfg unchanged when a number was given. Under torchrun every rank measures its own GPU and all take
     the smallest answer (the global batch is per-process batch x processes)."""

@@ -65,7 +65,7 @@ def task_settings(cfg):
         raise TrainError(f"--task {cfg.task}: the folds in {cfg.folds_dir} were made for task {task} (make_folds.py "
                          f"recorded it, and training follows the folds); drop --task, or make {cfg.task} folds first "
                          f"(make_folds.py --task {cfg.task})")
-    return teacher.check_settings(check_settings(cfg, task), task), task
+    return teacher.check_teaching(check_settings(cfg, task), task), task
 
 
 def resolve_batch(cfg, devices: list, log=print):
@@ -75,7 +75,7 @@ def resolve_batch(cfg, devices: list, log=print):
         return cfg
     meta = read_meta(cfg.folds_dir)
     first = with_settings(cfg, device=devices[0]) if devices else cfg
-    out = autobatch.resolve(first, n_outputs(task_of(meta), meta["classes"]), int(meta.get("rows") or 0) or 1_000_000,
+    out = autobatch.auto_batch(first, n_outputs(task_of(meta), meta["classes"]), int(meta.get("rows") or 0) or 1_000_000,
                             log)
     return with_settings(out, device=cfg.device)
 

@@ -17,7 +17,7 @@ class TrainError(FoldkitError, RuntimeError):
     """A training run that cannot start or go on as asked; the message says why and what to do."""
 
 
-# `--fold env`: the task index of a cluster job array (README "Folds across machines"), first found
+# `--fold env`: the task index of a cluster job array (docs/training.md "Folds across machines"), first found
 FOLD_ENV = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 
 

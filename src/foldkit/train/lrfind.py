@@ -149,7 +149,7 @@ def suggest(lrs, smoothed, steps: int) -> dict | None:
 # --------------------------------------------------------------------------- the sweep
 
 def lr_find(cfg, log=print) -> Result:
-    """Run the range test with these settings (README 'Learning rate'); writes only the two result files
+    """Run the range test with these settings (docs/training.md 'Learning rate'); writes only the two result files
     (and the decoded-image store, shared with training)."""
     check_request(cfg)
     cfg, run = build_run(cfg, log, record=False)

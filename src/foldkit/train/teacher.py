@@ -17,7 +17,7 @@ Soft labels use each training row's OOF probabilities: made by the model of the 
 trained on that row (the Plant Pathology 2020 recipe). That model did train on fold k's validation rows; it
 can pass on what it learnt about them only through training images that resemble them, whose own labels the
 student sees anyway (cross-fold duplicates are the risk: `make_folds.py --group-duplicates` keeps them in
-one fold). README "After the first submission" says this and gives the measured figures.
+one fold). docs/improving.md says this and gives the measured figures.
 
 Single-label competitions only in this version (one clear line for the others). Teachers and students
 are ordinary experiments: predict.py, the leaderboard and the bundle treat a student like any other.
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foldkit.config import with_settings
+from foldkit.config import flag_name, with_settings
 from foldkit.data.dataset import ImageSource
 from foldkit.data.images import cache_side
 from foldkit.data.files import IMAGE_EXTS
@@ -59,10 +59,6 @@ class TeacherError(FoldkitError, ValueError):
     """A teacher experiment or setting a student cannot learn from; the message says which and why."""
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def names(cfg, option: str) -> list[str]:
     """The experiment names of one option (--teacher takes several, comma-separated)."""
     return [n.strip() for n in str(getattr(cfg, option) or "").split(",") if n.strip()]
@@ -84,14 +80,14 @@ def safe_teacher_folds(fold: int) -> list[int]:
 
 # --------------------------------------------------------------------------- checks before anything is recorded
 
-def check_settings(cfg, task: str):
+def check_teaching(cfg, task: str):
     """cfg, checked (and --pseudo-top-margin given alone turning the confidence filter off): one line for a
     teacher option on a task kind it does not handle yet, a dependent setting without its option, a value
     out of range, or an --unlabelled folder without images."""
     given = cfg.given
     for setting, option in DEPENDENT.items():
         if setting in given and not names(cfg, option) and getattr(cfg, setting) not in ("", False):
-            raise TeacherError(f"{_flag(setting)} is a setting of {OPTIONS[option]} EXP, which was not given")
+            raise TeacherError(f"{flag_name(setting)} is a setting of {OPTIONS[option]} EXP, which was not given")
     if not in_use(cfg):
         return cfg
     used = ", ".join(OPTIONS[o] for o in OPTIONS if names(cfg, o))
@@ -99,7 +95,7 @@ def check_settings(cfg, task: str):
         raise TeacherError(f"{used}: single-label competitions only in this version; this one is {task}")
     for setting in ("soft_alpha", "kd_alpha", "pseudo_min_confidence", "pseudo_top_margin"):
         if getattr(cfg, setting) > 1:
-            raise TeacherError(f"{_flag(setting)} {getattr(cfg, setting)}: give a value from 0 to 1")
+            raise TeacherError(f"{flag_name(setting)} {getattr(cfg, setting)}: give a value from 0 to 1")
     if names(cfg, "teacher") and cfg.kd_temperature <= 0:
         raise TeacherError(f"--kd-temperature {cfg.kd_temperature}: give a temperature above 0 (2 is usual)")
     if cfg.balance == "weights" and (names(cfg, "soft_labels") or names(cfg, "pseudo")):
