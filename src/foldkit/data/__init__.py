@@ -1,7 +1,7 @@
 """Reading a competition and turning its images into tensors.
 
 Owns: `reading` (the four input layouts, the sample table, the task kind the labels make plain,
-tags helpers, `open_competition` with the settings the folds recorded, the probability hint of a
+`open_competition` with the settings the folds recorded, the probability hint of a
 log-loss sample), `files` (the folder's files below the layouts: ids to paths, file checks, array
 files, pixel CSVs), `copies` (exact and hash duplicates: hashes, pairs, clusters), `images` (decoding and the one preparation every step gives an image), `store`
 (the decoded-image store on disk), `dataset` (torch datasets, sources, the epoch order),
