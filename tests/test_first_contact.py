@@ -181,10 +181,10 @@ def test_test_image_missing_warns_at_make_folds_and_stops_predict(trained, tmp_p
 # ---------------------------------------------------------------- hostile files
 
 def test_id_escaping_the_image_folder_is_refused_before_any_file_is_touched(tmp_path, monkeypatch):
-    import foldkit.data.reading as data
+    import foldkit.data.files as files
     write_png(tmp_path / "train" / "a.png", np.zeros((8, 8, 3), np.uint8))
     pd.DataFrame({"id": ["a", "../../../../etc/passwd"], "label": [0, 1]}).to_csv(tmp_path / "train.csv", index=False)
-    monkeypatch.setattr(data, "check_image_file", lambda p: pytest.fail(f"opened {p}"))
+    monkeypatch.setattr(files, "check_image_file", lambda p: pytest.fail(f"opened {p}"))
     with pytest.raises(InputError, match=r"data row 2: id '../../../../etc/passwd' points outside"):
         read_competition(tmp_path)
 
@@ -349,7 +349,7 @@ def test_a_probability_sample_with_the_accuracy_metric_is_said_once_at_make_fold
         train.main([*paths, *fast, "--metric", "logloss", "--experiment", "ll"])
     assert hint not in out.getvalue()
     # a default that is a guess says so in one line: the image size when --img-size is not given
-    from foldkit.train.fit import prepare_run
+    from foldkit.train.builder import prepare_run
     lines = []
     prepare_run(config.resolve(input_dir=str(comp), folds_dir=str(tmp_path / "folds"), models_dir=str(tmp_path / "models"),
                                model="test_resnet", metric="logloss", experiment="guess", progress=False),

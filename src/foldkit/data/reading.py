@@ -22,7 +22,6 @@ decoding an image file is foldkit.data.images'.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -32,7 +32,7 @@ from foldkit.runtime import distributed
 from foldkit.runtime.device import pick_device
 from foldkit.runtime.model import data_config
 from foldkit.tasks import check_settings, n_outputs, targets, task_of
-from foldkit.train import autobatch, engine, foldpool, teacher
+from foldkit.train import autobatch, foldpool, teacher
 from foldkit.train.checks import TrainError, check_training_settings
 
 

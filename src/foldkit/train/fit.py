@@ -39,7 +39,6 @@ from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone
 from foldkit.tasks import TASKS, TargetScale, oof_columns, valid_loss
 from foldkit.train import engine
 from foldkit.train.builder import RunData, build_run, open_run
-from foldkit.train.builder import prepare_run  # noqa: F401 - callers that open a run without training read it here
 from foldkit.train.checks import TrainError, epoch_sizes, parse_folds
 from foldkit.train.foldlock import fold_lock
 from foldkit.train.foldpool import run_fold_parallel

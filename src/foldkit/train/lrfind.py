@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from foldkit import figures
 from foldkit.experiment import lr_find_files
 from foldkit.io import atomic_write_with
+from foldkit.runtime.device import pick_device
 from foldkit.runtime.model import set_backbone_frozen
 from foldkit.tasks import TASKS, TargetScale
 from foldkit.train import engine, teacher
