@@ -319,14 +319,14 @@ def test_every_task_kind_has_every_field_and_its_methods_run():
 
 
 def test_one_activation_table_for_torch_and_numpy():
-    """tasks.ACTIVATIONS is the only table: the engine (torch) and the ONNX runner (numpy) read it, and
+    """tasks.ACTIVATIONS is the only table: runtime.device (torch) and the ONNX runner (numpy) read it, and
     its two functions agree."""
     import torch
 
     from foldkit import ensemble
     from foldkit.tasks import ACTIVATIONS, TASKS, activate
-    from foldkit.train import engine
-    assert not hasattr(ensemble, "activate") and engine.ACTIVATIONS is ACTIVATIONS
+    from foldkit.runtime import device
+    assert not hasattr(ensemble, "activate") and device.ACTIVATIONS is ACTIVATIONS
     z = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     for name, act in ACTIVATIONS.items():
         assert np.allclose(act.torch(torch.from_numpy(z)).numpy(), activate(z, name), atol=1e-6), name
