@@ -18,7 +18,8 @@ WORK = textwrap.dedent('''
 
 RUN = textwrap.dedent('''
     import work
-    from foldkit import config, foldpool
+    from foldkit import config
+    from foldkit.train import foldpool
     cfg = config.resolve({}, devices="cpu,cpu")
     out = foldpool.run_fold_parallel(cfg, [0, 1, 2], prepare=work.prepare_run, fit_one=work.fit_fold,
                                      log=lambda m: None)
