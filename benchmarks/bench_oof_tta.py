@@ -17,7 +17,6 @@ fold) and the held-out test log loss of the submitted probabilities.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,8 +67,13 @@ def main(argv=None) -> None:
     p.add_argument("--freeze-epochs", default="1", help="mobilenetv2_100: head-only epochs first")
     p.add_argument("--lr", default="", help="train.py --lr (default: the kit's)")
     p.add_argument("--work", default="", help="scratch folder (default: a temporary one, removed)")
+    p.add_argument("--score-only", action="store_true", help="only score the finished folds of an earlier --work")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    if args.score_only:
+        root = Path(args.work)
+        report(argparse.Namespace(input=root / "input", folds=root / "folds", models=root / "models"), args, 0.0)
+        return
     ws = common.Workspace(args.work, False, f"oof-tta-{args.data}")
     try:
         build(args.data, ws.input, args.limit)

@@ -1,6 +1,7 @@
 """What a student experiment learns from earlier experiments, fold by fold, under one fold-safety rule.
 
-    --soft-labels EXP   training targets = (1 - alpha) x label + alpha x EXP's out-of-fold probabilities
+    --soft-labels EXP   training targets = (1 - alpha) x label + alpha x EXP's probabilities: those of EXP's
+                        fold-k model (--soft-labels-source fold, the rule) or each row's OOF (oof)
     --pseudo EXP        the test images (and --unlabelled ones) join fold k's training part, labelled by
                         EXP's fold-k model, kept when confident (pseudo_fold{k}.csv lists them)
     --teacher EXP,...   knowledge distillation: on every training batch fold k's student also matches the
@@ -13,11 +14,11 @@ is the only one of its models that may label anything fold k's student trains on
 (the teacher's whole fold ensemble, as predict.py would use it) includes models that trained on fold k's
 validation rows; its pseudo-labels carry their labels into fold k's CV (tests/test_teacher.py trains a
 memorising teacher and shows both figures).
-Soft labels use each training row's OOF probabilities: made by the model of the row's own fold, which never
-trained on that row (the Plant Pathology 2020 recipe). That model did train on fold k's validation rows; it
-can pass on what it learnt about them only through training images that resemble them, whose own labels the
-student sees anyway (cross-fold duplicates are the risk: `make_folds.py --group-duplicates` keeps them in
-one fold). docs/improving.md says this and gives the measured figures.
+Soft labels by default ask the rule too: fold k's training rows are labelled by the teacher's fold-k model.
+Their OOF probabilities (--soft-labels-source oof) come from the teacher model of each row's own fold, which
+trained on fold k's validation rows; a student imitating those models learns what they memorised of fold
+k. With random labels, where an honest CV is chance, that alone lifts the CV far above it
+(benchmarks/bench_soft_leak.py); docs/improving.md gives the measured figures.
 
 Single-label competitions only in this version (one clear line for the others). Teachers and students
 are ordinary experiments: predict.py, the leaderboard and the bundle treat a student like any other.
