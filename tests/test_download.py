@@ -110,6 +110,11 @@ class Server:
             self.send(h, 404, b"not found", "text/plain")
 
 
+def np_bytes(data: bytes):
+    import numpy as np
+    return np.frombuffer(data, np.uint8)
+
+
 def photos(n: int) -> dict[str, bytes]:
     """The n smallest real photos of hymenoptera, half of each class, by name (the class first)."""
     root = need_shared("data", "hymenoptera", "train")
@@ -148,14 +153,21 @@ def served():
 
 
 def test_every_fault_gets_its_outcome_and_only_whole_images_are_kept(tmp_path, served):
-    imgs = photos(6)
+    import cv2
+    imgs = photos(8)
     names = list(imgs)
+    pixels = cv2.imdecode(np_bytes(imgs[names[6]]), cv2.IMREAD_COLOR)      # a photo served only as PNG
+    imgs["a.png"] = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+    imgs["b.png"] = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    assert imgs["a.png"] != imgs["b.png"]
     srv = served(imgs)
     u = srv.url
     rows = [{"url": f"{u}/img/{n}", "label": n.split("-")[0], "split": "train", "source": "web"} for n in names[:4]]
     rows += [
         {"url": f"{u}/moved/{names[0]}", "label": "ants", "split": "train", "source": "same photo, other URL"},
         {"url": f"{u}/img/{names[1]}", "label": "ants", "split": "train", "source": "same URL twice"},
+        {"url": f"{u}/img/a.png", "label": "ants", "split": "train", "source": "png"},
+        {"url": f"{u}/img/b.png", "label": "ants", "split": "train", "source": "same pixels, other bytes"},
         {"url": f"{u}/flaky/{names[4]}", "label": "bees", "split": "train", "source": "500 then 200"},
         {"url": f"{u}/busy/{names[5]}", "label": "bees", "split": "test", "source": "429 then 200"},
         {"url": f"{u}/missing.jpg", "label": "bees", "split": "train", "source": "404"},
@@ -176,24 +188,25 @@ def test_every_fault_gets_its_outcome_and_only_whole_images_are_kept(tmp_path, s
                        "--max-bytes", "1000000")
     assert time.time() - t0 < 20
     report = {row["source"]: r for row, r in zip(rows, table(out / "downloads.csv"))}   # in the list's order
+    train = table(out / "train.csv")
     got = {k: (r["outcome"], r["status"]) for k, r in report.items()}
-    assert got == {"web": ("ok", "200"), "same photo, other URL": ("duplicate", "200"),
+    assert got == {"web": ("ok", "200"), "png": ("ok", "200"), "same pixels, other bytes": ("duplicate", "200"), "same photo, other URL": ("duplicate", "200"),
                    "same URL twice": ("duplicate", ""), "500 then 200": ("ok", "200"), "429 then 200": ("ok", "200"),
                    "404": ("http", "404"), "slow": ("timeout", ""), "truncated": ("not_image", "200"),
                    "html": ("not_image", "200"), "zero bytes": ("not_image", "200"), "huge": ("too_large", "200"),
                    "huge declared": ("too_large", "200"), "loop": ("redirects", "302"),
                    "to file": ("refused", "302"), "file": ("refused", ""), "ftp": ("refused", "")}
-    assert len([r for r in table(out / "downloads.csv") if r["outcome"] == "ok"]) == 6
-    assert "duplicate of id" in report["same photo, other URL"]["detail"]
+    assert len([r for r in table(out / "downloads.csv") if r["outcome"] == "ok"]) == 7
+    assert report["same photo, other URL"]["detail"] == f"duplicate of id {train[0]['id']} (same bytes)"
+    assert report["same pixels, other bytes"]["detail"] == f"duplicate of id {train[4]['id']} (same decoded pixels)"
     assert report["truncated"]["detail"].startswith("truncated") and report["zero bytes"]["detail"] == "zero bytes"
     assert report["429 then 200"]["tries"] == "2" and float(report["429 then 200"]["seconds"]) >= 1.0
     assert int(report["huge"]["bytes"]) == 0 and srv.huge_sent < 8 * 1000000     # stopped near the limit
     assert srv.hits["/slow/" + names[2]] == 2                                      # one retry, then given up
-    train = table(out / "train.csv")
-    assert [r["source"] for r in train] == ["web"] * 4 + ["500 then 200"]
+    assert [r["source"] for r in train] == ["web"] * 4 + ["png", "500 then 200"]
     assert list(train[0]) == ["id", "label", "source"]
     files = sorted(p.name for p in (out / "train").iterdir())
-    assert files == sorted(f"{r['id']}.jpg" for r in train)
+    assert files == sorted(f"{r['id']}.{'png' if r['source'] == 'png' else 'jpg'}" for r in train)
     for r, n in zip(train[:4], names):                                             # stored as received
         assert (out / "train" / f"{r['id']}.jpg").read_bytes() == imgs[n]
     [test_row] = table(out / "sample_submission.csv")
@@ -293,6 +306,9 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
     assert "give --shard env/N" in error(ok, "--out", comp, "--shard", "env")
+    hosts = write_csv(tmp_path / "h.csv", [{"url": "http://127.0.0.1:9/1.jpg", "label": "a"}])
+    assert download(hosts, "--out", tmp_path / "h", "--allow-host", "example.com")["outcomes"] == {"refused": 1}
+    assert table(tmp_path / "h" / "downloads.csv")[0]["detail"] == "host 127.0.0.1 is not in --allow-host"
     other = write_csv(tmp_path / "e.csv", [{"url": "ftp://y/1.jpg", "label": "a"}])
     assert "holds the download of another URL list" in error(other, "--out", comp)
 

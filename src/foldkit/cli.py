@@ -214,7 +214,8 @@ def _download_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    "(default: stored as received)")
     p.add_argument("--allow-host", default="", help="comma-separated hosts: the only ones fetched")
     p.add_argument("--retry-failed", action="store_true", help="fetch the failures of earlier runs again")
-    p.add_argument("--resume", action="store_true", help="download into a folder that holds other files")
+    p.add_argument("--resume", action="store_true", help="download into a folder that holds other files or another list's "
+                   "download (its train.csv, sample_submission.csv and downloads.csv are rewritten)")
     p.add_argument("--shard", default="", help="K/N, env or env/N: download one share (then --merge)")
     p.add_argument("--merge", action="store_true", help="write the tables from every share's journal")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -22,12 +22,13 @@ journal); `--merge` writes the tables from all the shares' journals.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,10 +249,14 @@ def _keep(body: bytes, tmp: Path, folder: Path, ident: str, max_side: int) -> di
             "pixels": hashlib.sha256(f"{img.shape}".encode() + img.tobytes()).hexdigest()}
 
 
-def _adopt(path: Path) -> dict:
-    """A file already in place whose journal line a kill lost: decoded again, not fetched again."""
+def _adopt(path: Path) -> dict | None:
+    """A file already in place whose journal line a kill lost: decoded again, not fetched again
+    (None: it does not decode, so it is fetched again)."""
     body = path.read_bytes()
-    img = decode_image(path)
+    try:
+        img = decode_image(path)
+    except ImageError:
+        return None
     return {"outcome": "ok", "file": path.name, "sha256": hashlib.sha256(body).hexdigest(),
             "pixels": hashlib.sha256(f"{img.shape}".encode() + img.tobytes()).hexdigest(),
             "detail": "already on disk"}
@@ -260,8 +265,8 @@ def _adopt(path: Path) -> dict:
 def _one(client: Client, row: dict, folder: Path, tmp_dir: Path, max_side: int) -> dict:
     t0 = time.monotonic()
     there = _on_disk(folder, row["id"])
-    if there is not None:
-        rec = _adopt(there)
+    rec = _adopt(there) if there is not None else None
+    if rec is not None:
         rec.update(bytes=there.stat().st_size, tries=0, status=0)
     else:
         got: Fetched = client.fetch(row["url"])
@@ -305,21 +310,29 @@ def _download(rows: pd.DataFrame, label: str, s: Settings) -> dict:
     with open(s.out / STATE / _journal_name(s.shard), "a", encoding="utf-8") as journal, \
             ThreadPoolExecutor(max_workers=s.workers) as pool, \
             tqdm(total=len(todo), unit="img", desc="download", disable=not s.progress or None) as bar:
-        futures = [pool.submit(_one, client, r, _target(s.out, r, label, s.layout), tmp_dir, s.max_side)
-                   for r in todo]
+        rows_left = iter(todo)
+        pending: set = set()
         try:
-            for fut in as_completed(futures):
-                try:
-                    rec = fut.result()
-                except Stopped:
-                    counts["stopped"] += 1
-                    continue
-                journal.write(json.dumps(rec) + "\n")
-                journal.flush()            # the line is the OS's once written: a kill cannot lose it
-                counts["fetched"] += 1
-                counts["failed"] += rec["outcome"] in FAILED
-                bar.set_postfix(failed=counts["failed"], refresh=False)
-                bar.update(1)
+            while True:
+                # a bounded queue: a list of millions of URLs is not millions of futures at once
+                for r in itertools.islice(rows_left, 4 * s.workers - len(pending)):
+                    pending.add(pool.submit(_one, client, r, _target(s.out, r, label, s.layout), tmp_dir,
+                                            s.max_side))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    try:
+                        rec = fut.result()
+                    except Stopped:
+                        counts["stopped"] += 1
+                        continue
+                    journal.write(json.dumps(rec) + "\n")
+                    journal.flush()            # the line is the OS's once written: a kill cannot lose it
+                    counts["fetched"] += 1
+                    counts["failed"] += rec["outcome"] in FAILED
+                    bar.set_postfix(failed=counts["failed"], refresh=False)
+                    bar.update(1)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
