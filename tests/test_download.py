@@ -279,6 +279,21 @@ def test_folder_of_class_lists_shards_merge_and_max_side(tmp_path, served):
     assert comp.layout == "class_folders" and len(comp.train) == 8
 
 
+def test_overall_time_limit_leaves_the_rest_for_a_rerun_and_the_pixel_limit_holds(tmp_path, served, monkeypatch):
+    imgs = photos(6)
+    srv = served(imgs, delay=0.3)
+    urls = write_csv(tmp_path / "urls.csv", [{"url": f"{srv.url}/img/{n}", "label": n[:4]} for n in imgs])
+    out = tmp_path / "comp"
+    first = download(urls, "--out", out, "--workers", "1", "--max-time", "0.5")
+    assert first["fetch"]["stopped"] >= 3 and first["outcomes"]["not_tried"] == first["fetch"]["stopped"]
+    assert download(urls, "--out", out, "--workers", "3")["outcomes"] == {"ok": 6}
+    monkeypatch.setenv("FOLDKIT_MAX_IMAGE_PIXELS", "1000")
+    big = download(urls, "--out", tmp_path / "small", "--workers", "3")
+    assert big["outcomes"] == {"too_many_pixels": 6} and not (tmp_path / "small" / "train").exists()
+    detail = table(tmp_path / "small" / "downloads.csv")[0]["detail"]
+    assert "pixels is more than the limit of 1,000 decoded pixels per image" in detail
+
+
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     def error(*argv):
         with pytest.raises(SystemExit) as e:
