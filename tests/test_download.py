@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, need_shared
 from foldkit import cli
-from foldkit.data.download import read_journals
+from foldkit.data.download import read_journals, shard_spec
 from foldkit.data.fetch import retry_after
 
 TINY = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "16",
@@ -69,6 +69,9 @@ class Server:
         img = self.images.get(name, b"")
         if path.startswith("/img/") and img:
             self.send(h, 200, img)
+        elif path.startswith("/once/") and img:            # closes the connection it said it keeps
+            self.send(h, 200, img)
+            h.close_connection = True
         elif path.startswith("/flaky/"):                      # 500 then 200
             self.send(h, 500, b"oops", "text/plain") if n == 1 else self.send(h, 200, img)
         elif path.startswith("/busy/"):                       # 429 Retry-After: 1 then 200
@@ -294,6 +297,14 @@ def test_overall_time_limit_leaves_the_rest_for_a_rerun_and_the_pixel_limit_hold
     assert "pixels is more than the limit of 1,000 decoded pixels per image" in detail
 
 
+def test_a_kept_alive_connection_the_server_closed_is_reopened_not_counted_as_a_failed_try(tmp_path, served):
+    imgs = photos(4)
+    srv = served(imgs)
+    urls = write_csv(tmp_path / "urls.csv", [{"url": f"{srv.url}/once/{n}", "label": n[:4]} for n in imgs])
+    assert download(urls, "--out", tmp_path / "comp", "--workers", "1")["outcomes"] == {"ok": 4}
+    assert [r["tries"] for r in table(tmp_path / "comp" / "downloads.csv")] == ["1"] * 4
+
+
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     def error(*argv):
         with pytest.raises(SystemExit) as e:
@@ -317,10 +328,15 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     ok = write_csv(tmp_path / "d.csv", [{"url": "ftp://x/1.jpg", "label": "a"}])
     assert error(ok, "--out", comp).endswith("choose an empty --out, or pass --resume to download into it")
     assert download(ok, "--out", comp, "--resume")["outcomes"] == {"refused": 1}
-    assert error(ok, "--out", comp, "--shard", "2/2").startswith("error: --shard '2/2': give K/N")
+    assert error(ok, "--out", comp, "--shard", "2/2").startswith("error: --shard 2/2: give K/N")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
     assert "give --shard env/N" in error(ok, "--out", comp, "--shard", "env")
+    assert shard_spec("env/4") == (1, 4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert shard_spec("env") == (3, 4)
     hosts = write_csv(tmp_path / "h.csv", [{"url": "http://127.0.0.1:9/1.jpg", "label": "a"}])
     assert download(hosts, "--out", tmp_path / "h", "--allow-host", "example.com")["outcomes"] == {"refused": 1}
     assert table(tmp_path / "h" / "downloads.csv")[0]["detail"] == "host 127.0.0.1 is not in --allow-host"

@@ -148,11 +148,14 @@ def shard_spec(text: str) -> tuple[int, int]:
             raise DownloadError(f"--shard env: none of {', '.join(SHARD_ENV)} is set; run it as a SLURM array "
                                 "task or a Kubernetes Indexed Job, or give --shard K/N")
         k = os.environ[found].strip()
+        if found == "SLURM_ARRAY_TASK_ID" and k.isdigit():      # an array may start at 1 (--array=1-4)
+            k = str(int(k) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0") or 0))
         n = n or os.environ.get("SLURM_ARRAY_TASK_COUNT", "")
         if not n:
             raise DownloadError(f"--shard env: the number of shares is unknown ({found} is set); give --shard env/N")
+        text = f"{text} ({k}/{n})"
     if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
-        raise DownloadError(f"--shard {text!r}: give K/N with 0 <= K < N (e.g. 0/4), env or env/N")
+        raise DownloadError(f"--shard {text}: give K/N with 0 <= K < N (e.g. 0/4), env or env/N")
     return int(k), int(n)
 
 

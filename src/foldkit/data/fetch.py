@@ -180,13 +180,15 @@ class Client:
         if conn is not None:
             conn.close()
 
-    def _request(self, scheme: str, host: str, port: int | None, target: str) -> tuple[int, str | None, bytes]:
+    def _request(self, scheme: str, host: str, port: int | None, target: str,
+                 reused_ok: bool = True) -> tuple[int, str | None, bytes]:
         """One GET: (status, redirect location or None, body). The connection is kept for the next
         request only when the response was read to its end."""
         gate = self._host(host)
         with gate.slots:
             gate.wait_turn()
             conn = self._connection(scheme, host, port)
+            reused = conn.sock is not None
             start = time.monotonic()
             try:
                 conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5",
@@ -214,7 +216,11 @@ class Client:
                 raise _Retry("timeout", f"no answer within --timeout {self.limits.timeout:g} s") from None
             except (OSError, http.client.HTTPException) as e:
                 self._drop(scheme, host, port)
-                raise _Retry("network", f"{type(e).__name__}: {e}".rstrip(": ")) from None
+                stale = reused and reused_ok and isinstance(e, (http.client.RemoteDisconnected, ConnectionError))
+                if not stale:
+                    raise _Retry("network", f"{type(e).__name__}: {e}".rstrip(": ")) from None
+        # a kept-alive connection the server has closed meanwhile: once more on a new one, not a failed try
+        return self._request(scheme, host, port, target, reused_ok=False)
 
     def _read(self, resp: http.client.HTTPResponse, start: float, limit: int) -> bytes:
         """The body, streamed: stops at `limit` bytes (too_large) or when the request's time is up."""
