@@ -340,6 +340,10 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     hosts = write_csv(tmp_path / "h.csv", [{"url": "http://127.0.0.1:9/1.jpg", "label": "a"}])
     assert download(hosts, "--out", tmp_path / "h", "--allow-host", "example.com")["outcomes"] == {"refused": 1}
     assert table(tmp_path / "h" / "downloads.csv")[0]["detail"] == "host 127.0.0.1 is not in --allow-host"
+    with pytest.raises(SystemExit):
+        download(ok)                                                   # --out is required
+    assert capsys.readouterr().err.strip() == ("error: the following arguments are required: --out "
+                                               "(see download.py --help)")
     other = write_csv(tmp_path / "e.csv", [{"url": "ftp://y/1.jpg", "label": "a"}])
     assert "holds the download of another URL list" in error(other, "--out", comp)
 

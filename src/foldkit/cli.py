@@ -193,9 +193,15 @@ def _demo(args) -> dict:
     return {"paths": paths, "folds": meta, "train": folds, "train_seconds": t_train, "predict": pred}
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A flag mistake is one line `error: ...`, as config's parser makes it for the other commands."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _download_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("urls", help="CSV with url and label (or tags, or a number) columns, optional id and split; "
                    "or a folder of <class>.txt files, one URL a line")
     p.add_argument("--out", required=True, help="competition folder to write (e.g. input/birds)")
