@@ -320,6 +320,9 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
     assert error(binary, "--out", tmp_path / "o").startswith(f"error: {binary}: cannot read the URL list")
     assert "cannot read the URL list" in error(tmp_path / "none.csv", "--out", tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "ants.txt").write_text("# nothing yet\n")
+    assert error(tmp_path / "empty", "--out", tmp_path / "o") == f"error: {tmp_path / 'empty'}: no URLs in the list"
     bad_id = write_csv(tmp_path / "c.csv", [{"url": "http://x/1.jpg", "label": "a", "id": "../etc"}])
     assert "data row 1: id '../etc' is not a file name" in error(bad_id, "--out", tmp_path / "o")
     comp = tmp_path / "comp"

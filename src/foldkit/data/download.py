@@ -109,6 +109,8 @@ def read_urls(source: str | Path) -> tuple[pd.DataFrame, str]:
     if "url" not in df.columns:
         raise DownloadError(f"{source}: no `url` column (columns: {', '.join(map(str, df.columns)) or 'none'}); "
                             "name the column of image URLs `url`")
+    if not len(df):
+        raise DownloadError(f"{source}: no URLs in the list")
     df = df.copy()
     df["row"] = range(1, len(df) + 1)
     df["url"] = df["url"].str.strip()
