@@ -19,7 +19,7 @@ The CV (accuracy over all validation rows) of each, with its binomial standard e
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import shutil
 import sys
 import tempfile
@@ -64,17 +64,18 @@ def main(argv=None) -> None:
         train(config.resolve({**paths, **FAST, "epochs": args.teacher_epochs, "experiment": "memo"}), log=quiet)
         rows = []
         for v in ["teacher"] + args.variants.split(","):
-            name = "memo" if v == "teacher" else v
+            name, lines = ("memo" if v == "teacher" else v), []
             if v != "teacher":
                 kw = {} if v == "hard" else {"soft_labels": "memo", "soft_alpha": args.alpha,
                                              "soft_labels_source": v}
-                train(config.resolve({**paths, **FAST, "epochs": args.epochs, "experiment": v, **kw}), log=quiet)
+                train(config.resolve({**paths, **FAST, "epochs": args.epochs, "experiment": v, **kw}),
+                      log=lines.append)
             oof, classes = load_oof(root / "m" / name)
             acc = float((oof["pred"].astype(str) == oof["label"].astype(str)).mean())
-            agree = [json.loads(f.read_text()).get("teaching", {}).get("soft_labels", {}).get("agrees_with_label")
-                     for f in (root / "m" / name).glob("fold*.json")]
-            agree = np.mean(agree) if agree and None not in agree else float("nan")
-            rows.append((v, acc, np.sqrt(acc * (1 - acc) / len(oof)), len(oof), agree))
+            agree = [float(m.group(1)) / 100 for ln in lines
+                     if (m := re.search(r"agrees with the label on ([0-9.]+)%", str(ln)))]
+            rows.append((v, acc, np.sqrt(acc * (1 - acc) / len(oof)), len(oof),
+                         np.mean(agree) if agree else float("nan")))
         what = "random labels (chance 0.100)" if args.random_labels else "true labels"
         print(f"\ndigits, {what}, {args.limit} rows, {args.folds} folds; teacher {args.teacher_epochs} epochs, "
               f"students {args.epochs} epochs, soft alpha {args.alpha}; wall {time.perf_counter() - t0:.0f}s")

@@ -202,9 +202,10 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
         probs, record, whose = _fold_model_probs(cfg, exp, run, fold, rows)
     teaching.targets[rows] = (1 - alpha) * teaching.targets[rows] + alpha * probs
     agree = float((probs.argmax(1) == run.y[rows]).mean())
+    if cfg.soft_labels_source == "oof":        # read from files: the same figure wherever the fold resumes
+        record["oof_agrees_with_label"] = round(agree, 4)
     teaching.record["soft_labels"] = {"experiment": name, "alpha": alpha, "rows": int(len(rows)),
-                                      "source": cfg.soft_labels_source, "agrees_with_label": round(agree, 4),
-                                      **record}
+                                      "source": cfg.soft_labels_source, **record}
     log(f"fold {fold}: soft labels for {len(rows)} training rows = {1 - alpha:g} x label + {alpha:g} x {name}'s "
         f"{whose} (its top class agrees with the label on {agree:.1%})")
 
