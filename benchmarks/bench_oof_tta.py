@@ -90,6 +90,7 @@ def main(argv=None) -> None:
 
 def report(ws, args, train_s: float) -> None:
     from foldkit import config, metrics
+    from foldkit.ensemble import log_probs, softmax
     from foldkit.predict import calibrate, predicting
     cfg = config.resolve({"input_dir": str(ws.input), "folds_dir": str(ws.folds), "models_dir": str(ws.models),
                           "calibrate": "on", "progress": False})
@@ -106,6 +107,13 @@ def report(ws, args, train_s: float) -> None:
         test = metrics.score("logloss", y, plan.apply(per_member)[keep])
         rows[name] = (t, done.fitted["final_nested"], done.fitted["blend_nested"], test)
         raw = plan.apply(per_member, raw=True)[keep]
+    # the fold average: T (fitted on OOF with TTA) on each member before the probability mean, and the logit
+    # mean (--ensemble geometric), with which a temperature on each member is the temperature of the mean
+    logit_mean = softmax(np.mean([log_probs(m) for m in per_member], axis=0))
+    for name, p in (("OOF with TTA, T on each member, then the mean",
+                     np.mean([calibrate.apply_temperature(m, t) for m in per_member], axis=0)),
+                    ("OOF with TTA, --ensemble geometric (logit mean)", calibrate.apply_temperature(logit_mean, t))):
+        rows[name] = (t, None, None, metrics.score("logloss", y, p[keep]))
     t_oracle = calibrate.fit_temperature(raw, y)
     rows["oracle (fitted on the test labels)"] = (t_oracle, None, None,
                                                   metrics.score("logloss", y, calibrate.apply_temperature(raw, t_oracle)))
