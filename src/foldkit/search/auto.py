@@ -125,7 +125,7 @@ def plan_portfolio(cfgs: dict, rows: int, n_folds: int, n_out: int, budget_s: fl
         p = shrink(epoch_s, n_folds, first.epochs, side, left) if not plan else whole if need <= left else None
         if p is None:
             continue
-        if p != whole:
+        if (p["folds"], p["epochs"], p["side"]) != (n_folds, first.epochs, side):
             log(f"{name}: does not fit whole in the {max(left, 0) / 3600:.2f} h left for training; "
                 + given_up(p, n_folds, first.epochs, side, rows))
         plan.append({"model": name, "epochs": p["epochs"], "folds": p["folds"],
