@@ -32,6 +32,7 @@ from foldkit.data.files import (check_files, check_labels, find_test_problems, o
                                 pixel_columns, read_numpy_images, read_numpy_labels, read_pixel_csv,
                                 resolve_paths, scan_images)
 from foldkit.data.images import InputError
+from foldkit.data.kinds import LABEL_SEPS, REGRESSION_MIN_DISTINCT, guess_sep, integers_task, tags_or_names
 from foldkit.tags import join_tags, tag_names
 
 ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename", "file_name",
@@ -41,8 +42,6 @@ IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
 TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
 TRAIN_CSV_CANDIDATES = ["train.csv", "labels.csv", "train_labels.csv"]
 TASKS = ("single", "multilabel", "regression")
-LABEL_SEPS = (" ", "|", ";", ",")       # tag separators tried, in this order (--label-sep overrides)
-REGRESSION_MIN_DISTINCT = 20            # more distinct numbers than this: a quantity, not class ids
 
 
 @dataclass
@@ -61,6 +60,7 @@ class Competition:
     one_hot: list = field(default_factory=list)   # class columns of a one-hot (or multi-hot) training CSV
     task: str = "single"         # single | multilabel | regression (detect_task)
     label_sep: str = ""          # multilabel: the separator of the tags in `label`
+    task_note: str = ""          # --task auto: what the labels showed and the flag that overrides it
     _arrays: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -157,7 +157,7 @@ def read_competition(root: str | Path, id_col: str = "", label_col: str = "", im
     comp.train = comp.train.reset_index(drop=True)
     if comp.test is not None and "path" in comp.test.columns:
         comp.test_problems = find_test_problems(comp.test, root, check_test)
-    comp.task, comp.label_sep = detect_task(comp, task or "auto", label_sep)
+    comp.task, comp.label_sep, comp.task_note = detect_task(comp, task or "auto", label_sep)
     if comp.task == "multilabel":
         comp.classes = tag_names(comp.train["label"], comp.label_sep)
         return comp
@@ -166,23 +166,13 @@ def read_competition(root: str | Path, id_col: str = "", label_col: str = "", im
     return comp
 
 
-def _guess_sep(text: pd.Series) -> str:
-    """The separator of a tags column, or '' when the values do not look like tag sets: the candidate
-    found in most rows whose tokens are fewer than the distinct values (tags recur in combinations;
-    'golden retriever' / 'toy poodle' class names do not)."""
-    best, rows = "", 0
-    for sep in LABEL_SEPS:
-        has = int(text.str.contains(sep, regex=False).sum())
-        if has > rows and len(tag_names(text, sep)) < text.nunique():
-            best, rows = sep, has
-    return best
-
-
-def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]:
-    """(task, label_sep) of the training labels; for a multi-hot table, replaces the label column by
-    the joined tags. auto: multi-hot columns or a tags column -> multilabel; numbers with more than
-    REGRESSION_MIN_DISTINCT distinct values -> regression when some are fractional, a question (one
-    line) when they are integers other than 0..K-1 class ids; everything else single-label."""
+def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str, str]:
+    """(task, label_sep, note) of the training labels; for a multi-hot table, replaces the label column
+    by the joined tags. auto: multi-hot columns -> multilabel; text with a separator -> tags or class
+    names by what the labels show (kinds.tags_or_names); numbers with more than
+    REGRESSION_MIN_DISTINCT distinct values -> regression when some are fractional, else what integers
+    show (kinds.integers_task); everything else single-label. The note (auto only) says what was
+    inferred and the flag that overrides it; thin evidence is one line asking for --task."""
     t = comp.train
     where = f"{comp.root / comp.train_csv}" if comp.train_csv else str(comp.root)
     if comp.one_hot and comp.task == "multilabel":     # several (or no) 1s a row: multi-hot
@@ -190,17 +180,17 @@ def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]
             raise InputError(f"{where}: columns {comp.one_hot} are multi-hot (rows with several or no class "
                              f"set), not --task {task}: use --task multilabel, or name the label column "
                              "with --label-col.")
-        return "multilabel", comp.label_sep
+        return "multilabel", comp.label_sep, ""
     if comp.layout == "class_folders":
         if task in ("multilabel", "regression"):
             raise InputError(f"{comp.root}: --task {task}: a folder per class holds one class per image; give a "
                              "training CSV (id + tags or number) for a multi-label or regression competition")
-        return "single", ""
+        return "single", "", ""
     text = t["label"].astype(str)
     if task == "multilabel":
-        return "multilabel", label_sep or _guess_sep(text) or " "
+        return "multilabel", label_sep or guess_sep(text) or " ", ""
     if task == "single":
-        return "single", ""
+        return "single", "", ""
     nums = pd.to_numeric(text, errors="coerce")
     if task == "regression":
         if nums.isna().any():
@@ -208,19 +198,20 @@ def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]
             raise InputError(f"{where}: --task regression needs a number in every row; data rows "
                              f"{[int(b) + 1 for b in bad]} hold {[text.iloc[b] for b in bad[:3]]}")
         t["label"] = t["label"] if pd.api.types.is_integer_dtype(t["label"]) else nums.astype("float64")
-        return "regression", ""
-    if label_sep or (nums.isna().any() and (label_sep := _guess_sep(text))):
-        return "multilabel", label_sep
-    if nums.isna().any() or nums.nunique() <= REGRESSION_MIN_DISTINCT:
-        return "single", ""
+        return "regression", "", ""
+    if label_sep:                                      # the user named a tag separator
+        return "multilabel", label_sep, ""
+    if nums.isna().any():
+        sep = guess_sep(text)
+        kind, note = tags_or_names(text, sep, where) if sep else ("single", "")
+        return kind, sep if kind == "multilabel" else "", note
+    if nums.nunique() <= REGRESSION_MIN_DISTINCT:
+        return "single", "", ""
     if (nums != nums.round()).any():
         t["label"] = nums.astype("float64")
-        return "regression", ""
-    k = nums.nunique()
-    if set(nums.astype("int64")) == set(range(k)):      # class ids 0..K-1: single-label as before
-        return "single", ""
-    raise InputError(f"{where}: the labels are {k} distinct integers from {int(nums.min())} to {int(nums.max())}: "
-                     "a quantity (an age, a score, a count) or class ids? Pass --task regression or --task single.")
+        return "regression", "", ""
+    kind, note = integers_task(nums.to_numpy().astype("int64"), where)
+    return kind, "", note
 
 
 def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[pd.Series, str]:

@@ -173,6 +173,8 @@ def make_folds(cfg, log=print) -> dict:
         log(f"warning: {len(comp.test_problems)} test image(s) of {comp.sample_submission or 'the test set'} "
             "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
             "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
+    if comp.task_note:
+        log(f"note: {comp.task_note}")
     reading = {**reading, "task": comp.task, "label_sep": comp.label_sep}   # as detected
     if TASKS[comp.task].label != "class":
         return _make_folds_other(cfg, comp, reading, log)
