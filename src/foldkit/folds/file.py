@@ -223,6 +223,7 @@ def _common_meta(cfg, comp, reading: dict, table: pd.DataFrame, n_read: int, gro
         "input_dir": str(Path(reading["input_dir"]).resolve()),
         "reading": {**reading, "input_dir": str(Path(reading["input_dir"]).resolve())},
         "train_csv": comp.train_csv, "one_hot_columns": comp.one_hot,
+        "train_dir": comp.train_dir, "test_dirs": comp.test_dirs,
         "id_col": comp.id_col, "label_col": comp.label_col,
         "source_col": comp.source_col,
         "n_folds": cfg.n_folds, "seed": cfg.seed, "group_col": cfg.group_col,
