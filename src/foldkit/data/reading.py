@@ -2,8 +2,9 @@
 
 Four layouts are understood (see docs/input.md):
 
-* ``csv_images``    train.csv / labels.csv / train_labels.csv (id, label, or one-hot class columns)
-                    + train/ images (+ test/, sample_submission.csv)
+* ``csv_images``    train.csv / labels.csv / train_labels.csv, or the CSV whose ids name a train* folder's
+                    files (id, label, or one-hot class columns) + train/ (train-jpg/ ...) images
+                    (+ test/ or test* folders, sample_submission*.csv)
 * ``class_folders`` train/<class>/*.jpg (+ val/<class>/, test/ flat or test/<class>/)
 * ``numpy``         x_train.npy, y_train.npy (+ x_test.npy, y_test.npy)
 * ``pixel_csv``     train.csv with label,pixel0..pixelN (+ test.csv), square images
@@ -183,9 +184,10 @@ def test_image_dirs(root: Path, train_dir: Path | None, given: str = "") -> list
             raise InputError(f"--test-dir: no folder {missing} in {root}")
         return dirs
     found = image_folders(root, "test")
-    if tail := _after(train_dir.name, "train") if train_dir is not None else "":
-        if same := [d for d in found if _after(d.name, "test").startswith(tail)]:
-            return same
+    tail = _after(train_dir.name, "train") if train_dir is not None else ""
+    same = [d for d in found if _after(d.name, "test").startswith(tail)] if tail else []
+    if same:
+        return same
     exact = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
     return [exact] if exact is not None else found
 
