@@ -142,7 +142,9 @@ def planet(tmp_path_factory):
 
 
 def test_planet_layout_is_read_by_what_its_files_hold(planet, tmp_path):
-    kit("make_folds.py", "--input-dir", str(planet), *folds_args(tmp_path))
+    out = kit("make_folds.py", "--input-dir", str(planet), *folds_args(tmp_path)).stdout
+    assert ("read training CSV train_v2.csv; training images in train-jpg/; test images in test-jpg/, "
+            "test-jpg-additional/ (--train-csv, --train-dir, --test-dir choose others)") in out
     meta = json.loads((tmp_path / "folds" / "folds_meta.json").read_text())
     assert meta["layout"] == "csv_images" and meta["train_csv"] == "train_v2.csv" and meta["task"] == "multilabel"
     assert meta["train_dir"] == "train-jpg" and meta["test_dirs"] == ["test-jpg", "test-jpg-additional"]
