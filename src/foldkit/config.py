@@ -53,6 +53,10 @@ class Config:
     id_col: str = _opt("", "id/filename column of train.csv (default: auto-detect)", "data")
     label_col: str = _opt("", "label column of train.csv (default: auto-detect)", "data")
     image_ext: str = _opt("", "extension added to ids that have none (default: inferred from train/)", "data")
+    train_dir: str = _opt("", "folder of the training images (default: train/, or the train* folder holding "
+                          "the training CSV's files: train-jpg/, train_images/ ...)", "data")
+    test_dir: str = _opt("", "folder(s) of the test images, comma-separated, looked up in that order (default: "
+                         "test/, or the test* folders beside the training folder: test-jpg/,test-jpg-additional/)", "data")
     skip_bad_images: bool = _opt(False, "drop missing/empty/truncated/non-image files (prints which) instead of stopping", "data")
     task: str = _opt("auto", "what a training label is: single (one class per image), multilabel (separated "
                      "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
