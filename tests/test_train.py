@@ -303,3 +303,23 @@ def test_vit_trains_and_reloads_at_any_img_size(comp, tmp_path):
     model = model_from_checkpoint(ckpt)
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     assert s["data_config"]["input_size"] == [1, 32, 32]
+
+
+def test_deterministic_flag_reaches_torch_and_is_recorded(comp, tmp_path, monkeypatch):
+    """--deterministic (the GPU's exact resume) sets torch's deterministic algorithms, cuDNN and cuBLAS in the
+    process that trains, and is part of the experiment's settings; checked on CPU, where it costs nothing."""
+    from foldkit.cli import script
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    argv = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--models-dir", str(tmp_path),
+            "--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--batch-size", "32", "--workers", "0",
+            "--no-progress", "--epochs", "1", "--experiment", "det", "--deterministic"]
+    try:
+        script("train")(argv)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert json.loads((tmp_path / "det" / "config.json").read_text())["deterministic"] is True

@@ -29,7 +29,7 @@ from foldkit.experiment import Experiment, default_name, prepare_experiment
 from foldkit.data.reading import open_competition, probability_hint
 from foldkit.folds.file import FOLDS_CSV, read_folds, read_meta
 from foldkit.runtime import distributed
-from foldkit.runtime.device import pick_device
+from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import data_config
 from foldkit.tasks import check_settings, n_outputs, targets, task_of
 from foldkit.train import autobatch, foldpool, teacher
@@ -53,6 +53,7 @@ def settle(cfg, log=print, devices: list | tuple = ()):
     """The settings a run trains with (module docstring); --batch-size auto is measured on the first of
     `devices`, else on cfg.device."""
     cfg, _ = task_settings(cfg)
+    set_deterministic(cfg.deterministic)     # before --batch-size auto's first CUDA work starts cuBLAS
     return resolve_batch(cfg, list(devices), log)
 
 
