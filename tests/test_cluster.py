@@ -15,7 +15,7 @@ from foldkit.train.fit import TrainError, parse_folds
 from foldkit.train.foldlock import FoldLockError, fold_lock
 
 TINY = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "32",
-        "--no-progress", "--workers", "0", "--warmup-epochs", "0"]
+        "--no-pretrained", "--no-progress", "--workers", "0", "--warmup-epochs", "0"]
 
 
 @pytest.fixture(scope="module")

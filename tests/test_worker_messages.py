@@ -62,7 +62,7 @@ def test_a_worker_stopped_by_sigterm_says_one_line_and_no_traceback(digits150, t
     cmd = [sys.executable, str(SRC / "train.py"), "--input-dir", str(digits150 / "in"), "--folds-dir",
            str(digits150 / "folds"), "--models-dir", str(tmp_path), "--model", "test_resnet", "--img-size", "32",
            "--crop-pct", "1.0", "--batch-size", "32", "--no-progress", "--workers", "0", "--warmup-epochs", "0",
-           "--epochs", "2", "--fold", "all", "--devices", "cpu,cpu"]
+           "--no-pretrained", "--epochs", "2", "--fold", "all", "--devices", "cpu,cpu"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = []

@@ -100,7 +100,9 @@ class Config:
                      "of a SLURM array ($SLURM_ARRAY_TASK_ID) or Kubernetes Indexed Job ($JOB_COMPLETION_INDEX)",
                      "train")
     model: str = _opt("resnet18", "any timm model name (timm.list_models())", "train")
-    pretrained: bool = _opt(False, "start from the hub's pretrained weights (needs a network)", "train")
+    pretrained: bool = _opt(True, "start from the model's pretrained weights, downloaded once from timm's hub into "
+                            "its cache; --no-pretrained trains from scratch (models timm has no weights for do, "
+                            "saying so)", "train")
     pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
     img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
     test_img_size: int = _opt(0, "evaluation image size of validation/OOF, predict, the bundle and --image "
