@@ -341,7 +341,7 @@ def test_pretrained_is_the_default_and_an_unreachable_hub_is_one_line_naming_bot
     assert "epoch" not in r.stdout                          # stopped before training anything
 
 
-def test_a_model_without_pretrained_weights_trains_from_scratch_saying_so(comp, tmp_path):
+def test_a_model_without_pretrained_weights_trains_from_scratch_saying_so():
     from foldkit.train.builder import pretrained_or_scratch
     lines = []
     cfg = pretrained_or_scratch(config.resolve({"model": "cspresnet50d"}), log=lines.append)
@@ -351,3 +351,5 @@ def test_a_model_without_pretrained_weights_trains_from_scratch_saying_so(comp, 
                        "--no-pretrained"):
         pretrained_or_scratch(config.resolve({"model": "cspresnet50d", "pretrained": True}))
     assert pretrained_or_scratch(config.resolve({"model": "test_resnet"})).pretrained is True
+    # a local file is not the hub's weights: recorded as before the default changed (experiment names kept)
+    assert pretrained_or_scratch(config.resolve({"model": "test_resnet", "pretrained_file": "w.pth"})).pretrained is False

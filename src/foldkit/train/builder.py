@@ -59,8 +59,11 @@ def settle(cfg, log=print, devices: list | tuple = ()):
 
 
 def pretrained_or_scratch(cfg, log=print):
-    """cfg with --pretrained off for a model timm has no weights for (said in one line; refused when the user
-    asked for them): the experiment records what the run starts from."""
+    """cfg with --pretrained (the hub's weights, the default) off where the run does not use them: with
+    --pretrained-file (recorded as before the default changed, so such experiments keep their names), and
+    for a model timm has no weights for (said in one line; refused when the user asked for them)."""
+    if cfg.pretrained and cfg.pretrained_file and "pretrained" not in cfg.given:
+        return with_settings(cfg, pretrained=False)
     if not cfg.pretrained or cfg.pretrained_file or has_pretrained_weights(cfg.model):
         return cfg
     if "pretrained" in cfg.given:
