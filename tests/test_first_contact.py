@@ -20,7 +20,7 @@ from foldkit.train.fit import TrainError, train
 CLASSES = ["healthy", "rust", "scab"]          # sorted: the kit's class order
 SAMPLE_COLS = ["image_id", "scab", "healthy", "rust"]   # the sample's own column order
 FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="none", lr=3e-3, epochs=1,
-            batch_size=32, progress=False, workers=0, warmup_epochs=0.0)
+            pretrained=False, batch_size=32, progress=False, workers=0, warmup_epochs=0.0)
 
 
 def quiet(*_):
@@ -333,7 +333,7 @@ def test_a_probability_sample_with_the_accuracy_metric_is_said_once_at_make_fold
         comp / "sample_submission.csv", index=False)
     paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "models")]
     fast = ["--model", "test_resnet", "--img-size", "32", "--epochs", "1", "--batch-size", "32", "--no-progress",
-            "--workers", "0", "--fold", "0"]
+            "--no-pretrained", "--workers", "0", "--fold", "0"]
     hint = "the sample asks for probabilities (one column per class)"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -163,7 +163,7 @@ def test_rare_classes_mode_is_refused_for_other_tasks(rotated, tmp_path):
 
 
 FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="none", lr=3e-3, epochs=2,
-            batch_size=16, progress=False, workers=0, warmup_epochs=0.0)
+            pretrained=False, batch_size=16, progress=False, workers=0, warmup_epochs=0.0)
 
 
 def train_cfg(root, **kw):
