@@ -57,8 +57,8 @@ def test_the_plan_gives_up_folds_then_epochs_then_image_size_and_refuses_only_be
     from foldkit import config
     from foldkit.search import auto as auto_mod
     monkeypatch.setattr(auto_mod, "probe_img_per_s", lambda *a, **k: 100.0)
-    cfg = config.resolve({"folds_dir": str(comp / "folds"), "model": "test_resnet", "img_size": 128, "crop_pct": 1.0,
-                          "epochs": 4, "hours": 1.0})
+    cfg = config.resolve({"folds_dir": str(comp / "folds"), "model": "test_resnet", "pretrained": False, "img_size": 128,
+                          "crop_pct": 1.0, "epochs": 4, "hours": 1.0})
 
     def plan(left_s):
         lines = []
@@ -87,8 +87,8 @@ def test_a_small_deadline_trains_the_folds_that_fit_and_submits(comp, tmp_path, 
     lines = []
     cfg = config.resolve({"input_dir": str(comp / "in"), "folds_dir": str(comp / "folds"),
                           "models_dir": str(tmp_path / "m"), "submissions_dir": str(tmp_path / "s"),
-                          "reports_dir": str(tmp_path / "r"), "portfolio": "test_resnet", "img_size": 32,
-                          "crop_pct": 1.0, "hflip": False, "batch_size": 32, "progress": False, "workers": 0,
+                          "reports_dir": str(tmp_path / "r"), "portfolio": "test_resnet", "pretrained": False,
+                          "img_size": 32, "crop_pct": 1.0, "hflip": False, "batch_size": 32, "progress": False, "workers": 0,
                           "warmup_epochs": 0.0, "epochs": 1, "hours": 10 / (1 - auto_mod.RESERVE) / 3600})
     out = auto_mod.run_auto(cfg, log=lines.append)
     text = "\n".join(lines)
@@ -113,7 +113,8 @@ def test_a_callback_that_stops_the_run_after_a_fold_s_last_epoch_leaves_it_finis
     def stop(fold, row):
         raise Stop(row["epoch"])
     cfg = config.resolve({"input_dir": str(comp / "in"), "folds_dir": str(comp / "folds"),
-                          "models_dir": str(tmp_path / "m"), "model": "test_resnet", "img_size": 32, "crop_pct": 1.0,
+                          "models_dir": str(tmp_path / "m"), "model": "test_resnet", "pretrained": False, "img_size": 32,
+                          "crop_pct": 1.0,
                           "hflip": False, "batch_size": 32, "progress": False, "workers": 0, "warmup_epochs": 0.0,
                           "epochs": 2, "fold": "0"})
     cfg, run = build_run(cfg, log=lambda *_: None)
