@@ -347,10 +347,10 @@ continues. optuna-dashboard sqlite:///models/tune.db shows it. Needs the `tune` 
     python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50
 
 Measures each --portfolio backbone's training speed on this device, keeps those whose time on every
-fold fits the budget (in order; fewer epochs for the first when none fits at --epochs), trains them on
-all folds, then runs predict.py's path on them: blend fitted on the OOF (nested CV), submission, report.
-A budget too small for one epoch of the fastest candidate on every fold stops at once with one line
-saying the hours it needs. 20% of the budget is kept for prediction.
+fold fits the budget (in order; when the first does not fit whole: fewer folds, then fewer epochs, then
+a smaller image size, saying what was given up), trains them, then runs predict.py's path on them: blend
+fitted on the OOF (nested CV), submission, report. Only a budget too small for one epoch of one fold
+stops at once with one line saying the hours it needs. 20% of the budget is kept for prediction.
 """, ("paths", "data", "train", "auto"), _auto,
         extra=("seed", "tta", "ensemble", "submission_mode", "calibrate", "thresholds", "report", "submit")),
     "export": Command(

@@ -242,7 +242,8 @@ class Config:
                        "(successive halving), none", "tune", choices=["median", "halving", "none"])
     storage: str = _opt("", "Optuna storage URL (default: sqlite:///<models-dir>/tune.db; postgresql+psycopg://... "
                         "lets workers on many machines share the study)", "tune")
-    study: str = _opt("", "study name (default: <space>-<metric>-<folds hash>)", "tune")
+    study: str = _opt("", "study name (default: <space>-<metric>-<hash of the settings, space and folds>; a study "
+                       "made with other settings is refused)", "tune")
     heartbeat: int = _opt(60, "seconds between a running trial's heartbeats; a trial silent for twice this is "
                           "marked failed and queued again with the same settings", "tune", minimum=1)
 
