@@ -182,17 +182,23 @@ def score(a):
     for band, g in key.groupby("band", sort=True):
         print(f"| both | {band} | {g.groupby('dataset')['band_size'].first().sum()} | {len(g)} | "
               f"{int(g['copy'].sum())} | {g['copy'].mean():.2f} |")
-    print("\nplanted copies (original in train, copy in test):\n| dataset | planted | found (any method) | "
-          + " | ".join(f"feature pair in {b}" for b in _band(pd.Series(EDGES[:-1])).astype(str)) + " |")
+    from foldkit.audit.embed import threshold_for
+    thr = threshold_for("mobilenetv2_100", 96)[0]
+    print(f"\nplanted copies (original in train, copy in test) found by the audit with copies from similarity "
+          f"{thr:.2f} (exact, hash, or a feature pair >= {thr:.2f}), and the band of their feature pair:\n"
+          "| dataset | planted | found | " + " | ".join(f"feature pair in {b}" for b in _band(pd.Series(EDGES[:-1])).astype(str))
+          + " |\n|---|---|---|---|---|---|---|---|")
     for name in a.sets:
         p, planted = _pairs(keep, name)
         dup = pd.read_csv(keep / name / "reports" / "audit" / "duplicates.csv", dtype={"id": str})
-        cl = {(s, i): c for s, i, c in zip(dup["split"], dup["id"], dup["cluster"])}
-        found = sum(cl.get(("train", str(o)), -1) == cl.get(("test", str(c)), -2)
-                    for o, c in zip(planted["train_index"], planted["test_index"]))
-        per = p[p["planted"]]["band"].value_counts()
-        print(f"| {name} | {len(planted)} | {found} | " + " | ".join(str(int(per.get(b, 0))) for b in per.index.categories)
-              + " |")
+        by_hash = {(s, i) for s, i, m in zip(dup["split"], dup["id"], dup["method"]) if "exact" in m or "hash" in m}
+        pp = p[p["planted"]]
+        feat = {(a if sa == "test" else b) for a, sa, b, sim in zip(pp["id_a"], pp["split_a"], pp["id_b"],
+                                                                     pp["similarity"]) if sim >= thr}
+        found = sum(("test", str(c)) in by_hash or str(c) in feat for c in planted["test_index"])
+        per = pp["band"].value_counts()
+        print(f"| {name} | {len(planted)} | {found} | "
+              + " | ".join(str(int(per.get(b, 0))) for b in per.index.categories) + " |")
 
 
 def main():
