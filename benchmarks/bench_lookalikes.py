@@ -186,7 +186,8 @@ def score(a):
     thr = threshold_for("mobilenetv2_100", 96)[0]
     print(f"\nplanted copies (original in train, copy in test) found by the audit with copies from similarity "
           f"{thr:.2f} (exact, hash, or a feature pair >= {thr:.2f}), and the band of their feature pair:\n"
-          "| dataset | planted | found | " + " | ".join(f"feature pair in {b}" for b in _band(pd.Series(EDGES[:-1])).astype(str))
+          "| dataset | planted | found | "
+          + " | ".join(f"feature pair in {b}" for b in _band(pd.Series(EDGES[:-1])).astype(str))
           + " |\n|---|---|---|---|---|---|---|---|")
     for name in a.sets:
         p, planted = _pairs(keep, name)

@@ -31,8 +31,8 @@ PROJECT_DIM = 128
 # Expected precision of a feature pair (margin >= the calibrated margin) by similarity band, lowest
 # edge first: the share of same photos / same items in a blind look at a random sample of the pairs the
 # audit lists on natural data (UTKFace faces, Fashion-MNIST products; mobilenetv2_100 at 96 px), not the
-# top of the ranking: benchmarks/RESULTS.md "Feature copies on natural look-alikes". Other models and
-# sizes show the same figures, marked not calibrated.
+# top of the ranking: benchmarks/RESULTS.md "Feature copies on natural look-alikes". Other sizes and
+# models show the same figures (not measured for them).
 BANDS = ((0.80, 0.17), (0.85, 0.33), (0.90, 0.54), (0.95, 0.75))
 
 

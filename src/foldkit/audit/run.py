@@ -7,7 +7,8 @@ Reads the competition (any layout), never modifies it, and writes ``reports/audi
                       duplicates.csv
     duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans, similarity,
                       method
-    pairs.csv         feature pairs by similarity (copies and the borderline ones below the threshold)
+    pairs.csv         feature pairs by similarity: copies, those to check (0.80 up to the copy threshold:
+                      more often look-alikes) and the borderline ones, with their band's expected precision
     adversarial.csv   training images by p_test (adversarial validation), test_like
     embed_cache_*.npz embeddings (a second run embeds nothing)
     images.csv        one row per image: split, id, label, width, height, channels, mode, format,
@@ -45,6 +46,7 @@ HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized
 GALLERY_CLUSTERS = 24
 BORDER = 0.03         # pairs.csv lists feature pairs down to this much below the copy margin (and 0.05
                       # below the threshold): the borderline ones
+CALIBRATED_NOTE = "calibrated on planted copies and natural look-alikes"
 GALLERY_PAIRS = 8     # pairs shown per group (strongest train<->test copies, weakest copies, strongest non-copies)
 GALLERY_TEST_LIKE = 16
 SHEET_PER_CLASS = 8
@@ -230,7 +232,7 @@ def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, plan: dict, l
 def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
     """pairs.csv: feature pairs by similarity, with their margin over the images' background
     similarity, copy (both at or above the calibrated values), verdict (copy, to check: below the copy
-    threshold, a look-alike as often as not; '' for the borderline ones), similarity band and its
+    threshold, more often a look-alike than a copy; '' for the borderline ones), similarity band and its
     expected precision, both images' id, split, label, source and the pHash bits between them."""
     cols = ["id", "split", "label", "source"]
     a = hashes.iloc[pairs["i"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_a")
@@ -325,7 +327,7 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
         n = sum(b["pairs"] for b in check)
         out.append(f"{n} more feature pair(s) ({sum(b['train_test_pairs'] for b in check)} train/test) with "
                    f"similarity {f['check_from']:.2f}-{f['threshold']:.2f} are to check, not counted as copies: "
-                   f"in this band a blind look found as many look-alikes as copies (expected precision "
+                   f"in this band a blind look found more look-alikes than copies (expected precision "
                    f"{_precisions(check)}); they are kept out of the leak and label-conflict counts and of "
                    "make_folds' clusters. Look at them on the page (pairs.csv, verdict 'to check'); to count "
                    f"them as copies, run the audit with --embed-threshold {f['check_from']:.2f}.")
@@ -376,13 +378,13 @@ def _features_html(summary: dict, galleries: dict) -> list[str]:
            f"cosine similarity &ge; {f['threshold']:.3f} and &ge; {f['margin']:.2f} above both images' "
            "similarity to their r-th nearest neighbour (r = 1% of the images, 2 to 10); pairs from "
            f"{f['check_from']:.2f} to {f['threshold']:.2f} are <b>to check</b>, not counted as copies "
-           f"({'calibrated on planted copies and natural look-alikes' if f['calibrated'] else 'NOT calibrated for this model/size'}). "
+           f"({CALIBRATED_NOTE if f['calibrated'] else 'NOT calibrated for this model/size'}). "
            "All candidate pairs, ranked: pairs.csv</p>"]
     bands = summary.get("feature_bands") or []
     if bands:
         out.append("<h3>feature pairs by similarity band</h3><p class='muted'>expected precision: the share of "
                    "same photos or items in a blind look at random pairs of each band on natural look-alikes "
-                   "(faces, products); a band below it is a look-alike as often as a copy.</p>"
+                   "(faces, products); below the copy threshold the pairs are more often look-alikes than copies.</p>"
                    + page.table(pd.DataFrame(bands).drop(columns="lowest_similarity"), index=False))
     h = summary.get("duplicates_hash_only")
     if h:
