@@ -199,15 +199,15 @@ def face_audit(tmp_path_factory):
     write_png(root / "test" / "planted_mirror.png", _bgr(_face(FACE_FILLERS[1])[:, ::-1]))
     reports = tmp_path_factory.mktemp("rep")
     s = run_audit(_cfg(root, reports, embed_weights=str(_weights())), log=lambda *a: None)
-    return reports / "audit", s
+    return reports / "audit", s, root, reports
 
 
 def test_lookalike_faces_are_to_check_not_leaks_or_label_conflicts(face_audit):
     """Two different people who look alike score 0.82-0.83, in the band where a blind look at natural
     look-alikes found mostly different people: listed "to check" with the band's expected precision,
-    never a leak or a label conflict, and kept out of make_folds' clusters."""
+    never a leak or a label conflict (not in duplicates.csv)."""
     from foldkit.audit.run import summary_text
-    audit, s = face_audit
+    audit, s, _, _ = face_audit
     d = s["duplicates"]
     assert d["label_conflicts"] == 0 and d["test_images_with_train_copy"] == 2, d
     from foldkit.audit.duplicates import BANDS
@@ -234,7 +234,7 @@ def test_lookalike_faces_are_to_check_not_leaks_or_label_conflicts(face_audit):
 def test_planted_face_copies_are_still_leaks(face_audit):
     """The planted copies (a mirror, mirror + crop + brightness + JPEG) of train faces are copies in
     the confident band: leaks, counted with the band's expected precision."""
-    audit, s = face_audit
+    audit, s, _, _ = face_audit
     assert s["duplicates"]["test_images_with_train_copy"] == 2 and s["duplicates"]["label_conflicts"] == 0
     pairs = pd.read_csv(audit / "pairs.csv", dtype={"id_a": str, "id_b": str})
     planted = pairs[pairs["id_a"].str.contains("planted") | pairs["id_b"].str.contains("planted")]
@@ -246,6 +246,20 @@ def test_planted_face_copies_are_still_leaks(face_audit):
     assert leak.startswith("2 test image(s) have a copy in train") and "expected precision" in leak, leak
     copies = [b for b in s["feature_bands"] if b["verdict"] == "copy"]
     assert sum(b["test_images"] for b in copies) == 2 and all(b["expected_precision"] > 0.5 for b in copies)
+
+
+def test_make_folds_keeps_a_pair_to_check_in_one_fold(face_audit, tmp_path):
+    """A pair to check is no label conflict, but make_folds still keeps it in one fold: splitting a
+    copy inflates CV, grouping two look-alikes costs nothing."""
+    from foldkit.folds.file import make_folds
+    _, _, root, reports = face_audit
+    cfg = config.resolve(dict(input_dir=str(root), reports_dir=str(reports), folds_dir=str(tmp_path / "f"),
+                              n_folds=2))
+    meta = make_folds(cfg, log=lambda *a: None)
+    assert meta["duplicates"]["grouped"] and meta["duplicates"]["clusters_grouped"] == 1
+    folds = pd.read_csv(tmp_path / "f" / "train_folds.csv")
+    fold = dict(zip(folds["id"].str.split("/").str[-1].str.split(".").str[0], folds["fold"]))
+    assert fold[LOOKALIKES[0][0]] == fold[LOOKALIKES[0][1]]
 
 
 def _fashion(n, offset):

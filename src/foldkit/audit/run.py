@@ -328,8 +328,8 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
         out.append(f"{n} more feature pair(s) ({sum(b['train_test_pairs'] for b in check)} train/test) with "
                    f"similarity {f['check_from']:.2f}-{f['threshold']:.2f} are to check, not counted as copies: "
                    f"in this band a blind look found more look-alikes than copies (expected precision "
-                   f"{_precisions(check)}); they are kept out of the leak and label-conflict counts and of "
-                   "make_folds' clusters. Look at them on the page (pairs.csv, verdict 'to check'); to count "
+                   f"{_precisions(check)}); they are kept out of the leak and label-conflict counts (make_folds still "
+                   "keeps each pair in one fold). Look at them on the page (pairs.csv, verdict 'to check'); to count "
                    f"them as copies, run the audit with --embed-threshold {f['check_from']:.2f}.")
     if stats["unreadable"]:
         out.append(f"{stats['unreadable']} unreadable image(s) (images.csv, column error): "
