@@ -17,7 +17,7 @@ from conftest import REPO, need_shared, write_png
 from foldkit import config
 from foldkit.data.reading import InputError, open_competition, read_competition
 
-TRAIN = ["--model", "test_resnet", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--no-hflip",
+TRAIN = ["--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--no-hflip",
          "--workers", "0"]
 
 
