@@ -94,8 +94,8 @@ class Config:
                               "(hash search only); default: the hub's local cache, else hash search only", "audit")
     embed_size: int = _opt(96, "input size (px) of the embedding backbone (calibrated: 64, faster, finds fewer "
                            "crops; 96; 128, slower, a few more crops)", "audit")
-    embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for "
-                                  "--embed-model and --embed-size)", "audit")
+    embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for --embed-model "
+                                  "and --embed-size); pairs from 0.80 up to it are listed 'to check'", "audit")
 
     # ---- training ----
     experiment: str = _opt("", "experiment name: models/<experiment>/ (default: derived from model, size "
