@@ -143,11 +143,11 @@ def _export(cfg):
     return export_bundle(cfg)
 
 
-# Sized for a laptop CPU: a tiny timm ResNet on the 32x32 grey digits, the Keras augmentation
-# recipe without flips (a flipped 2 is not a 2), 30 epochs: about 2.5 minutes on 2 cores.
+# Sized for a laptop CPU: a tiny timm ResNet from scratch (offline: no download) on the 32x32 grey digits,
+# the Keras augmentation recipe without flips (a flipped 2 is not a 2), 30 epochs: about 2.5 minutes on 2 cores.
 DEMO_EXPERIMENT = "digits-test_resnet"
 DEMO_TRAIN = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--aug", "medium",
-              "--no-hflip", "--epochs", "30", "--lr", "3e-3", "--batch-size", "64"]
+              "--no-pretrained", "--no-hflip", "--epochs", "30", "--lr", "3e-3", "--batch-size", "64"]
 
 
 def _demo_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -344,13 +344,13 @@ continues. optuna-dashboard sqlite:///models/tune.db shows it. Needs the `tune` 
         """The strongest honest submission within a time budget, every step a normal experiment.
 
     python src/auto.py --hours 2
-    python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50 --pretrained
+    python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50
 
 Measures each --portfolio backbone's training speed on this device, keeps those whose time on every
-fold fits the budget (in order; fewer epochs for the first when none fits at --epochs), trains them on
-all folds, then runs predict.py's path on them: blend fitted on the OOF (nested CV), submission, report.
-A budget too small for one epoch of the fastest candidate on every fold stops at once with one line
-saying the hours it needs. 20% of the budget is kept for prediction.
+fold fits the budget (in order; when the first does not fit whole: fewer folds, then fewer epochs, then
+a smaller image size, saying what was given up), trains them, then runs predict.py's path on them: blend
+fitted on the OOF (nested CV), submission, report. Only a budget too small for one epoch of one fold
+stops at once with one line saying the hours it needs. 20% of the budget is kept for prediction.
 """, ("paths", "data", "train", "auto"), _auto,
         extra=("seed", "tta", "ensemble", "submission_mode", "calibrate", "thresholds", "report", "submit")),
     "export": Command(

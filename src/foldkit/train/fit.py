@@ -34,7 +34,7 @@ from foldkit.figures import plot_log_curve
 from foldkit.io import atomic_write_text, atomic_write_with
 from foldkit.oof import score_text
 from foldkit.runtime import distributed
-from foldkit.runtime.device import pick_device
+from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen
 from foldkit.tasks import TASKS, TargetScale, oof_columns, valid_loss
 from foldkit.train import engine
@@ -134,17 +134,21 @@ class FoldRun:
 def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     """Train `fold` (validate on it, train on the others). Returns the fold summary.
     on_epoch: callables `(fold, log row)` called after each epoch's files are written (the row has the
-    1-based `epoch` and `valid_metric`): --log's tracker, tune's pruner, auto's deadline. An exception one
-    raises stops the fold there, resumable like a kill."""
+    1-based `epoch` and `valid_metric`; after the last epoch, fold{k}.json is written first): --log's tracker,
+    tune's pruner, auto's deadline. An exception one raises stops the fold there, resumable like a kill (after
+    the last epoch the fold is finished already)."""
     f = start_fold(cfg, run, fold, log)
     t_start = time.time()
     for epoch in range(f.state.epochs_done, cfg.epochs):       # 0-based here; logs and messages say epoch + 1
         stop = run_epoch(f, epoch, log)
-        for callback in on_epoch:
-            callback(fold, f.state.log[-1])
         if stop:
             log(f"fold {fold}: early stopping after epoch {epoch + 1} ({cfg.patience} epochs without improvement)")
-            break
+        # the fold's last epoch: fold{k}.json first, so a callback that stops the run leaves the fold finished
+        summary = finish_fold(f, time.time() - t_start, log) if stop or epoch + 1 == cfg.epochs else None
+        for callback in on_epoch:
+            callback(fold, f.state.log[-1])
+        if summary is not None:
+            return summary
     return finish_fold(f, time.time() - t_start, log)
 
 
@@ -152,6 +156,7 @@ def start_fold(cfg, run: RunData, fold: int, log=print) -> FoldRun:
     """The fold's teaching, loaders, Training and state (resumed from fold{k}_last.pt when there is one)."""
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
+    set_deterministic(cfg.deterministic)     # in every process that trains: workers, torchrun ranks
     device = pick_device(cfg.device)
     resumed = FoldState.read(exp.last_checkpoint(fold)) if exp.last_checkpoint(fold).is_file() and cfg.resume else None
     teaching = for_fold(cfg, run, fold, log=log, reuse=resumed is not None)   # soft/pseudo-labels, distillation
