@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         build(args.data, ws.input, args.limit)
         common.kit("make_folds.py", *ws.paths(), "--n-folds", args.folds)
         extra = (["--pretrained-file", str(common.WEIGHTS / "mobilenetv2_100_imagenet.pth"), "--freeze-epochs",
-                  args.freeze_epochs] if args.model == "mobilenetv2_100" else []) + (["--lr", args.lr] if args.lr else [])
+                  args.freeze_epochs] if args.model == "mobilenetv2_100" else ["--no-pretrained"]) + (["--lr", args.lr] if args.lr else [])
         common.kit("train.py", *ws.paths(), "--model", args.model, "--img-size", args.img_size, "--epochs",
                    args.epochs, "--metric", "logloss", "--fold", "all", "--experiment", "e", "--batch-size", "32",
                    "--no-progress", *extra)

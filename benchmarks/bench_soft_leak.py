@@ -31,7 +31,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-FAST = dict(model="test_resnet", img_size=16, crop_pct=1.0, hflip=False, aug="none", lr=1e-2, batch_size=32,
+FAST = dict(model="test_resnet", img_size=16, crop_pct=1.0, hflip=False, aug="none", pretrained=False, lr=1e-2,
+            batch_size=32,
             progress=False, workers=0, label_smoothing=0.0, warmup_epochs=0.0, min_lr=1e-3, fold="all")
 
 

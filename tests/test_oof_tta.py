@@ -11,8 +11,8 @@ from foldkit.predict.calibrate import fit_temperature
 from foldkit.predict.predicting import make_plan, members_for
 from foldkit.train.fit import train
 
-FAST = dict(model="test_resnet", img_size=16, crop_pct=1.0, aug="light", lr=1e-2, batch_size=32, progress=False,
-            workers=0, warmup_epochs=0.0, epochs=1, metric="logloss")
+FAST = dict(model="test_resnet", img_size=16, crop_pct=1.0, aug="light", pretrained=False, lr=1e-2, batch_size=32,
+            progress=False, workers=0, warmup_epochs=0.0, epochs=1, metric="logloss")
 
 
 def cfg_for(root, models, **kw):
