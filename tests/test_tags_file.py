@@ -112,8 +112,8 @@ def test_probability_file_is_scored_by_a_probability_metric(pairs):
     expected = average_precision_score(y[:, ok], sub[LABELS].to_numpy(float)[:, ok], average="macro")
     # the file's map: its six significant digits may tie a weak model's close probabilities, hence the margin
     assert abs(float(out.split("test map: ")[1].split()[0]) - expected) < 5e-3
-    cv = float(out.split("CV map ")[-1].split()[0]) if "CV map before" not in out else None
-    assert "_cv" in path.name and (cv is None or path.name.endswith(f"_cv{cv:.5f}.csv"))
+    cv = out.split("-m 'f1 CV map ")[1].split("'")[0]          # the upload line: the file's CV, in map
+    assert path.name == f"f1_cv{cv}.csv"
 
 
 def test_label_sep_joins_the_tags_written_or_is_refused(pairs, tmp_path):

@@ -116,8 +116,9 @@ def positive_class(cfg, exps, sample, classes, task) -> tuple[str, str]:
     if column in names:
         if chosen and chosen != column:
             raise SubmissionError(f"sample_submission.csv's value column is named {column}, so it holds "
-                                  f"P({column}), but {why} says {chosen}: pass --positive-class {column}, or check the sample")
-        return column, f"the sample's value column is named after it"
+                                  f"P({column}), but {why} says {chosen}: pass --positive-class {column}, or "
+                                  "check the sample")
+        return column, "the sample's value column is named after it"
     if chosen:
         return chosen, why
     return names[1], "the second class in sorted order"

@@ -161,7 +161,8 @@ def file_metric(task: str, mode: str, metric: str, tag_metric: str = "auto", n_c
         return metric, ""
     if tags_file:
         if tag_metric != "auto":
-            return tag_metric, f"the file holds tags: their thresholds are fitted and scored for --tag-metric {tag_metric}"
+            return tag_metric, ("the file holds tags: their thresholds are fitted and scored for "
+                                f"--tag-metric {tag_metric}")
         if submits == "label":
             return metric, ""
         return "f1_samples", (f"the file holds tags, which {metric} does not score (it ranks probabilities): "
