@@ -58,7 +58,8 @@ class Config:
                      "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
                      "data", choices=["auto", "single", "multilabel", "regression"])
     label_sep: str = _opt("", "multi-label: the separator of the tags in the label column (default: detected "
-                          "among space, |, ; and ,)", "data")
+                          "among space, |, ; and ,); predict.py: the separator of the tags written",
+                          "data")
 
     # ---- folds ----
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")
@@ -156,9 +157,10 @@ class Config:
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
-    positive_class: str = _opt("", "binary: the positive class, scored by --metric f1 and whose probability a "
-                               "one-column submission holds (default: the class the sample's column is named "
-                               "after, else the second in sorted order); recorded with the experiment", "train")
+    positive_class: str = _opt("", "binary: the class whose probability a one-column submission holds (default: "
+                               "the class the sample's column is named after, else the second in sorted order); "
+                               "recorded with the experiment. --metric f1 scores the second class only, for now",
+                               "train")
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
                        choices=list(METRICS))
     patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train", minimum=0)
