@@ -18,7 +18,7 @@ from foldkit.data.download import read_journals, shard_spec
 from foldkit.data.fetch import retry_after
 
 TINY = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "16",
-        "--no-progress", "--workers", "0", "--warmup-epochs", "0", "--epochs", "1"]
+        "--no-pretrained", "--no-progress", "--workers", "0", "--warmup-epochs", "0", "--epochs", "1"]
 HUGE = 50 << 20
 
 

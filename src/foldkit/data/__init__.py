@@ -2,7 +2,8 @@
 
 Owns: `reading` (the four input layouts, the sample table, the task kind the labels make plain,
 `open_competition` with the settings the folds recorded, the probability hint of a
-log-loss sample), `files` (the folder's files below the layouts: ids to paths, file checks, array
+log-loss sample), `kinds` (what a label is when --task is auto: tags or class names, a quantity or
+class ids), `files` (the folder's files below the layouts: ids to paths, file checks, array
 files, pixel CSVs), `copies` (exact and hash duplicates: hashes, pairs, clusters), `images` (decoding and the one preparation every step gives an image), `store`
 (the decoded-image store on disk), `dataset` (torch datasets, sources, the epoch order),
 `augment` (named presets as torchvision v2 pipelines), `batchaug` (the presets on whole batches
