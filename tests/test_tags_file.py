@@ -15,8 +15,8 @@ import pytest
 import task_data
 from conftest import write_png
 
-TRAIN = ["--model", "test_resnet", "--img-size", "32", "--lr", "1e-2", "--batch-size", "16", "--no-hflip",
-         "--no-progress", "--workers", "0"]
+TRAIN = ["--model", "test_resnet", "--img-size", "32", "--lr", "1e-2", "--batch-size", "16", "--no-pretrained",
+         "--no-hflip", "--no-progress", "--workers", "0"]
 LABELS = [str(d) for d in range(10)]
 Run = namedtuple("Run", "returncode stdout stderr")
 
