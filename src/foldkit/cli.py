@@ -315,7 +315,7 @@ each test image is decoded once for all folds and TTA views, and the
 submission takes the exact shape of sample_submission.csv. Its file name
 carries the experiment and CV score; an existing file is never overwritten.
 """, ("paths", "data", "predict"), _predict,
-        extra=("batch_size", "device", "amp", "channels_last", "workers", "progress")),
+        extra=("batch_size", "device", "amp", "channels_last", "workers", "progress", "positive_class")),
     "leaderboard": Command(
         """One table of every experiment under models/, best CV first: what to check after every run.
 
@@ -366,7 +366,7 @@ competition under /kaggle/input and writes a validated submission.csv) and a run
 measured on this device; --time-budget warns when the ensemble will not fit.
 """, ("paths", "data", "export"), _export,
         extra=("experiments", "tta", "ensemble", "submission_mode", "blend", "calibrate", "thresholds", "clip",
-               "batch_size", "device", "amp", "channels_last", "workers")),
+               "tag_metric", "positive_class", "batch_size", "device", "amp", "channels_last", "workers")),
 }
 
 

@@ -62,7 +62,8 @@ class Config:
                      "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
                      "data", choices=["auto", "single", "multilabel", "regression"])
     label_sep: str = _opt("", "multi-label: the separator of the tags in the label column (default: detected "
-                          "among space, |, ; and ,)", "data")
+                          "among space, |, ; and ,); predict.py: the separator of the tags written",
+                          "data")
 
     # ---- folds ----
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")
@@ -162,6 +163,10 @@ class Config:
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
+    positive_class: str = _opt("", "binary: the class whose probability a one-column submission holds (default: "
+                               "the class the sample's column is named after, else the second in sorted order); "
+                               "recorded with the experiment. --metric f1 scores the second class only, for now",
+                               "train")
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
                        choices=list(METRICS))
     patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train", minimum=0)
@@ -280,6 +285,10 @@ class Config:
     thresholds: str = _opt("auto", "per-class thresholds (f1, f1_macro) or ordinal cut-points (qwk) fitted on "
                            "the OOF (auto: on for those metrics; multi-label: per-label thresholds for the F "
                            "metrics)", "predict", choices=SWITCHES)
+    tag_metric: str = _opt("auto", "multi-label tags file: the F metric its per-label thresholds are fitted for "
+                           "and its CV and test score are given in (auto: the training metric when it scores tags, "
+                           "else f1_samples)", "predict",
+                           choices=["auto", "f1_samples", "f2_samples", "f1_micro", "f1_macro"])
     clip: str = _opt("auto", "regression: clip predictions to the range of the training targets, measured in nested "
                      "CV like every post-processing (auto: on for regression)", "predict", choices=SWITCHES)
 
@@ -349,7 +358,8 @@ IDENTITY_DEFAULTS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseu
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
                   "test_img_size": 0, "aug_device": "auto", "img_size_schedule": "",
-                  "deterministic": False, "soft_labels_source": "fold"}
+                  "deterministic": False, "positive_class": "",
+                  "soft_labels_source": "fold"}
 
 
 def with_settings(cfg: "Config", **changes) -> "Config":

@@ -12,7 +12,6 @@ A share of the budget (RESERVE) is kept for prediction and the report.
 """
 from __future__ import annotations
 
-import math
 import time
 
 from foldkit.errors import FoldkitError
