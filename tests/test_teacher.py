@@ -88,9 +88,30 @@ def test_fold_safe_pseudo_labels_are_honest_and_the_naive_ensemble_leaks(taught,
     assert naive["value"] >= safe["value"]
 
 
-def test_soft_labels_mix_the_oof_into_the_training_targets_and_are_recorded(taught, tmp_path):
+def test_soft_labels_come_from_the_fold_k_teacher_that_never_saw_fold_k(taught, tmp_path):
+    """The default (fold-safe) soft labels: fold k's training rows are labelled by the teacher's fold-k model,
+    the one model of the teacher that never trained on fold k's validation rows; never by the OOF of the other
+    fold models, which did (benchmarks/bench_soft_leak.py measures what that inflates)."""
     root, models, _ = taught
-    cfg = cfg_for(root, models, soft_labels="memo", soft_alpha=0.4, experiment="soft")
+    from foldkit.predict.inference import Member
+    from foldkit.predict.predicting import make_sources, predict_members
+    from foldkit.runtime.model import load_checkpoint
+    from foldkit.train.builder import build_run
+    cfg, run = build_run(cfg_for(root, models, soft_labels="memo", soft_alpha=0.4, experiment="strict"), log=quiet)
+    t = teacher.for_fold(cfg, run, 1, log=quiet)
+    folds = run.table["fold"].to_numpy()
+    m = [Member(models / "memo" / "fold1.pt", load_checkpoint(models / "memo" / "fold1.pt"))]
+    [p] = predict_members(cfg, m, make_sources(run.comp, run.table, "train", m, cfg), ["none"], progress=False)
+    want = 0.6 * np.eye(10)[run.y[folds != 1]] + 0.4 * p[folds != 1]
+    np.testing.assert_allclose(t.targets[folds != 1], want, atol=1e-5)
+    np.testing.assert_array_equal(t.targets[folds == 1], np.eye(10)[run.y[folds == 1]])   # validated, untouched
+    record = t.record["soft_labels"]
+    assert record["source"] == "fold" and record["models"] == ["fold1.pt"] and "oof_sha256" not in record
+
+
+def test_soft_labels_from_the_oof_mix_the_oof_into_the_training_targets_and_are_recorded(taught, tmp_path):
+    root, models, _ = taught
+    cfg = cfg_for(root, models, soft_labels="memo", soft_alpha=0.4, experiment="soft", soft_labels_source="oof")
     from foldkit.train.builder import build_run
     cfg, run = build_run(cfg, log=quiet)
     t = teacher.for_fold(cfg, run, 1, log=quiet)
@@ -101,9 +122,11 @@ def test_soft_labels_mix_the_oof_into_the_training_targets_and_are_recorded(taug
     np.testing.assert_allclose(t.targets[folds != 1], want, atol=1e-5)
     np.testing.assert_array_equal(t.targets[folds == 1], np.eye(10)[run.y[folds == 1]])   # validated, untouched
     shutil.rmtree(models / "soft")
-    [s], exp = student(taught, tmp_path, "soft", epochs=1, fold="1", soft_labels="memo", soft_alpha=0.4)
+    [s], exp = student(taught, tmp_path, "soft", epochs=1, fold="1", soft_labels="memo", soft_alpha=0.4,
+                       soft_labels_source="oof")
     ckpt = torch.load(exp / "fold1.pt", map_location="cpu", weights_only=True)
     assert ckpt["config"]["soft_labels"] == "memo" and ckpt["config"]["soft_alpha"] == 0.4
+    assert ckpt["config"]["soft_labels_source"] == "oof" and ckpt["teaching"]["soft_labels"]["source"] == "oof"
     assert ckpt["teaching"]["soft_labels"]["experiment"] == "memo"
     assert set(ckpt["teaching"]["soft_labels"]["oof_sha256"]) == {"0", "2"}
 
@@ -188,6 +211,8 @@ def other_teachers(taught):
     (["--teacher", "memo,otherclasses"], "error: --teacher otherclasses predicts classes [0, 1, 2, 3, 4, 5, 6, 7, 8]"),
     (["--soft-labels", "nosuch"], "error: no experiment 'nosuch' in"),
     (["--soft-alpha", "0.5"], "error: --soft-alpha is a setting of --soft-labels EXP, which was not given"),
+    (["--soft-labels-source", "oof"], "error: --soft-labels-source is a setting of --soft-labels EXP, which was not "
+                                      "given"),
     (["--pseudo-soft"], "error: --pseudo-soft is a setting of --pseudo EXP, which was not given"),
     (["--soft-labels", "memo", "--soft-alpha", "1.5"], "error: --soft-alpha 1.5: give a value from 0 to 1"),
     (["--teacher", "memo", "--experiment", "memo"], "error: --teacher memo: an experiment cannot teach itself"),

@@ -301,7 +301,7 @@ Under torchrun --batch-size is the global batch (each process takes its share).
 Learning rate (docs/training.md "Learning rate"): a range test on fold 0 with the same settings, no training:
     python src/train.py --lr-find --model efficientnet_b0 --pretrained-file weights.pth
 prints the suggested --lr and writes models/lr_find/<experiment>/lr_find.csv and lr_find.png.
-""", ("paths", "data", "train"), _train, extra=("seed",), show=_show_train),
+""", ("paths", "data", "train"), _train, extra=("seed", "tta"), show=_show_train),
     "predict": Command(
         """Ensemble the finished folds of an experiment into a validated submission and a CV report.
 

@@ -200,9 +200,15 @@ class Config:
     # ---- after the first submission: teachers (foldkit.train.teacher; single-label; fold-safe: fold k learns only
     # from models that never saw fold k's validation rows) ----
     soft_labels: str = _opt("", "self-distillation: each training row's target = (1 - --soft-alpha) x its label + "
-                            "--soft-alpha x its out-of-fold probabilities from this experiment (same folds)", "train")
-    soft_alpha: float = _opt(0.3, "weight of the OOF probabilities in --soft-labels targets (0..1)", "train",
+                            "--soft-alpha x this experiment's probabilities of it (same folds; "
+                            "--soft-labels-source)", "train")
+    soft_alpha: float = _opt(0.3, "weight of the teacher's probabilities in --soft-labels targets (0..1)", "train",
                              minimum=0)
+    soft_labels_source: str = _opt("fold", "--soft-labels: whose probabilities fold k's training rows get: fold "
+                                   "(the teacher's fold-k model, which never saw fold k's validation rows: "
+                                   "fold-safe) or oof (each row's OOF probabilities, made by models that trained "
+                                   "on fold k's validation rows: measured to inflate the CV, docs/improving.md)",
+                                   "train", choices=["fold", "oof"])
     pseudo: str = _opt("", "pseudo-labels: the test images (and --unlabelled ones) join fold k's training part "
                        "labelled by this experiment's fold-k model (same folds), filtered by confidence/margin",
                        "train")
@@ -261,7 +267,8 @@ class Config:
     # ---- prediction ----
     experiments: str = _opt("", "experiment(s) to ensemble, comma-separated (default: the latest)", "predict")
     tta: str = _opt("auto", "test-time augmentation views, comma-separated: auto (hflip if trained with flips) or "
-                    f"any of {', '.join(TTA_VIEWS)}", "predict")
+                    f"any of {', '.join(TTA_VIEWS)}; train.py predicts each fold's OOF with them too "
+                    "(oof_tta_fold{k}.csv: what predict.py fits its post-processing on)", "predict")
     ensemble: str = _opt("mean", "how to average members: mean, geometric (= logit mean)", "predict",
                          choices=list(ENSEMBLE_MODES))
     submission_mode: str = _opt("auto", "auto, label (one column: the class, the multi-label tags, or the regression "
@@ -351,7 +358,8 @@ IDENTITY_DEFAULTS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseu
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
                   "test_img_size": 0, "aug_device": "auto", "img_size_schedule": "",
-                  "deterministic": False, "positive_class": ""}
+                  "deterministic": False, "positive_class": "",
+                  "soft_labels_source": "fold"}
 
 
 def with_settings(cfg: "Config", **changes) -> "Config":

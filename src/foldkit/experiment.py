@@ -8,6 +8,8 @@ reads or writes an experiment folder goes through this class instead of spelling
     fold{k}_last.pt       resume state, removed when the fold finishes
     fold{k}.json          written last: fold k is finished (best epoch, value, seconds, ...)
     oof_fold{k}.csv       out-of-fold probabilities of fold k's best epoch
+    oof_tta_fold{k}.csv   the same rows predicted by fold{k}.pt with predict.py's TTA views (when it uses any):
+                          what predict.py fits its post-processing on (foldkit.train.oof_tta)
     log_fold{k}.csv       one row per epoch;  curve_fold{k}.png  its plot
     fold{k}.lock          host + pid of the process training fold k (foldkit.train.foldlock), removed when it stops
     pseudo_fold{k}.csv    --pseudo: every pool image with the fold-k teacher's probabilities, joined 0/1
@@ -33,8 +35,8 @@ from foldkit.io import create_once
 CONFIG = "config.json"
 # the per-fold files, "{}" standing for the fold number: the one place these names are spelled
 FOLD_FILES = {"checkpoint": "fold{}.pt", "last_checkpoint": "fold{}_last.pt", "summary": "fold{}.json",
-              "oof": "oof_fold{}.csv", "log": "log_fold{}.csv", "curve": "curve_fold{}.png",
-              "lock": "fold{}.lock", "pseudo": "pseudo_fold{}.csv"}
+              "oof": "oof_fold{}.csv", "oof_tta": "oof_tta_fold{}.csv", "log": "log_fold{}.csv",
+              "curve": "curve_fold{}.png", "lock": "fold{}.lock", "pseudo": "pseudo_fold{}.csv"}
 # train.py --lr-find's results: <models>/<LR_FIND_DIR>/<experiment>/ (never an experiment folder itself)
 LR_FIND_DIR = "lr_find"
 LR_FIND_FILES = {"csv": "lr_find.csv", "plot": "lr_find.png"}
@@ -82,6 +84,7 @@ class Experiment:
     last_checkpoint = fold_file("last_checkpoint")
     summary_path = fold_file("summary")
     oof = fold_file("oof")
+    oof_tta = fold_file("oof_tta")
     log = fold_file("log")
     curve = fold_file("curve")
     lock = fold_file("lock")

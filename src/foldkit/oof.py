@@ -65,10 +65,11 @@ def _typed_classes(names: list[str], cfg_classes: Any, cfg_path: Path, first_fil
     return list(names)
 
 
-def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.DataFrame, list]:
+def load_oof(exp_dir: str | Path, folds: list[int] | None = None, kind: str = "oof") -> tuple[pd.DataFrame, list]:
     """The ``oof_fold*.csv`` of an experiment, concatenated, sorted by fold then original order.
     ``folds``: only these folds (callers pass the finished folds, `Experiment.finished_folds`, so
-    that a fold killed mid-run never counts); None reads every OOF file present.
+    that a fold killed mid-run never counts); None reads every OOF file present. ``kind`` "oof_tta": the
+    same rows predicted with predict.py's TTA views (foldkit.train.oof_tta).
 
     Returns (oof, classes). ``id`` is read as str; single-label ``label``/``pred`` keep the user's label
     type (ints stay ints, strings such as "007" stay strings); multi-label ``label``/``pred`` are the
@@ -79,7 +80,7 @@ def load_oof(exp_dir: str | Path, folds: list[int] | None = None) -> tuple[pd.Da
     """
     exp_dir = Path(exp_dir)
     task, sep = Experiment(exp_dir).task()
-    files = [(k, p) for k, p in Experiment(exp_dir).fold_files("oof").items() if folds is None or k in folds]
+    files = [(k, p) for k, p in Experiment(exp_dir).fold_files(kind).items() if folds is None or k in folds]
     if not files:
         raise ReportError(f"no out-of-fold predictions in {exp_dir}: expected oof_fold<k>.csv files "
                          "written by training (train at least one fold first)")

@@ -26,8 +26,9 @@ from foldkit.choices import BLEND_MODES
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
 from foldkit.metrics import METRICS, score
-from foldkit.oof import cv_summary, humanise, in_words, load_oof, oof_arrays, score_text, test_like_score
+from foldkit.oof import cv_summary, humanise, in_words, oof_arrays, score_text, test_like_score
 from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, steps_for
+from foldkit.predict.oof_views import oof_for_plan
 from foldkit.tasks import TASKS, check_combination
 
 
@@ -265,7 +266,8 @@ def verdicts(res: dict) -> list[str]:
 # --------------------------------------------------------------------------- experiment folders
 
 def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: str = "auto",
-                     thresholds: str = "auto", log=print, clip: str = "auto", metric: str | None = None) -> dict:
+                     thresholds: str = "auto", log=print, clip: str = "auto", metric: str | None = None,
+                     tta: list | None = None) -> dict:
     """Fit and evaluate the plan of predict.py on the experiments' OOF files (finished folds only).
 
     Experiments trained on other folds cannot be blended on OOF (their rows do not line up): the
@@ -274,7 +276,8 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     calibrate / thresholds / clip: on, off or auto (foldkit.predict.calibrate.steps_for, from the metric and the
     task kind). metric: the one the plan is fitted and scored for (submission.file_metric: the metric of the
     file written; default the first experiment's). Returns score_blends()'s dict plus "cv" (the honest
-    figure: nested CV of the whole plan)."""
+    figure: nested CV of the whole plan). tta: the views the test is predicted with (the OOF rows
+    fitted on: foldkit.predict.oof_views)."""
     oofs = []
     task, sep = exps[0].task()
     metric = metric or exps[0].config().get("metric", "accuracy")
@@ -283,7 +286,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
         if e.task()[0] != task:
             raise FoldkitError(f"experiment {e.name} is {e.task()[0]} but {exps[0].name} is {task}: experiments of "
                                "different task kinds cannot be blended")
-        oof, _ = load_oof(e.dir, e.finished_folds())
+        oof = oof_for_plan(e, tta, log)
         rep = cv_summary(oof, classes, m, task, sep)
         oofs.append(oof.set_index("id"))
         test_like = test_like_score(rep, e.config())

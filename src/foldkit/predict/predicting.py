@@ -25,12 +25,12 @@ from foldkit.data.dataset import ImageSource, auto_workers
 from foldkit.data.images import preparation, shrink, to_channels
 from foldkit.data.reading import read_text_csv
 from foldkit.data.store import cache_root
-from foldkit.ensemble import TTA_VIEWS
 from foldkit.experiment import Experiment, find_experiments
 from foldkit.data.reading import open_competition
 from foldkit.folds.file import read_folds
 from foldkit.predict import blend, submission
-from foldkit.predict.inference import EnsembleError, load_members, load_single_image, predict_ensemble
+from foldkit.predict.inference import (EnsembleError, load_members, load_single_image, predict_ensemble,
+                                      trained_with_flips, views_of)
 from foldkit.predict.submission import SubmissionError
 from foldkit.tags import join_tags, multi_hot
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
@@ -45,15 +45,8 @@ def members_for(cfg, expected_classes=None):
 
 
 def tta_views(cfg, members) -> list[str]:
-    if cfg.tta == "auto":
-        cfgs = [Experiment(m.path.parent).config() for m in members]
-        flips = {bool(c.get("hflip", True)) and c.get("aug", "light") != "none" for c in cfgs}
-        return ["none", "hflip"] if flips == {True} else ["none"]
-    views = [v.strip() for v in cfg.tta.split(",") if v.strip() and v.strip() != "none"]
-    bad = [v for v in views if v not in TTA_VIEWS]
-    if bad:
-        raise EnsembleError(f"unknown --tta view(s) {bad}: use {', '.join(TTA_VIEWS)}")
-    return ["none"] + views
+    flips = {trained_with_flips(Experiment(m.path.parent).config()) for m in members}
+    return views_of(cfg.tta, flips == {True})
 
 
 def read_sample(comp) -> pd.DataFrame | None:
@@ -69,6 +62,7 @@ def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> t
     predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
     classes, (task, sep) = members[0].classes, exps[0].task()
     check_combination(task, cfg.ensemble, cfg.blend)
+    views = tta_views(cfg, members)
     trained = exps[0].config().get("metric", "accuracy")
     positive, positive_why = positive_class(cfg, exps, sample, classes, task)
     mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, trained, task, positive)
@@ -80,10 +74,11 @@ def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> t
             log(f"positive class: {positive} ({positive_why}); --positive-class {other} writes P({other})")
         if scored_why:
             log(f"note: {scored_why}")
-    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip, scored)
+    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip, scored,
+                                    views)
     plan = dataclasses.replace(fitted["plan"], experiments=[e.name for e in exps],
                                members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
-                               tta=tta_views(cfg, members), submission_mode=mode, classes=list(classes),
+                               tta=views, submission_mode=mode, classes=list(classes),
                                metric=fitted["metric"], task=task, positive=positive,
                                label_sep=tags_separator(cfg, sample, sep, task))
     return plan, fitted

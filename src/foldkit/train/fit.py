@@ -42,6 +42,7 @@ from foldkit.train.builder import RunData, build_run, open_run
 from foldkit.train.checks import TrainError, epoch_sizes, parse_folds
 from foldkit.train.foldlock import fold_lock
 from foldkit.train.foldpool import run_fold_parallel
+from foldkit.train import oof_tta       # the OOF with predict.py's TTA views
 from foldkit.train.loaders import FoldData, at_size, augmentation_path, batch_augment, describe_sizes, fold_loaders
 from foldkit.train.resume import FoldState
 from foldkit.train.teacher import for_fold
@@ -83,7 +84,7 @@ def remove_stale_temps(exp: Experiment, fold: int) -> None:
     """Temporary files of this fold's atomic writes left by a killed run (SIGKILL, out of memory): only
     this fold's writer uses these names, so they are removed when the fold starts again."""
     for f in (exp.checkpoint(fold), exp.last_checkpoint(fold), exp.oof(fold), exp.log(fold), exp.curve(fold),
-              exp.summary_path(fold), exp.pseudo(fold)):
+              exp.summary_path(fold), exp.pseudo(fold), exp.oof_tta(fold)):
         for tmp in f.parent.glob(f".{f.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -143,12 +144,12 @@ def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
         if stop:
             log(f"fold {fold}: early stopping after epoch {epoch + 1} ({cfg.patience} epochs without improvement)")
         # the fold's last epoch: fold{k}.json first, so a callback that stops the run leaves the fold finished
-        summary = finish_fold(f, time.time() - t_start) if stop or epoch + 1 == cfg.epochs else None
+        summary = finish_fold(f, time.time() - t_start, log) if stop or epoch + 1 == cfg.epochs else None
         for callback in on_epoch:
             callback(fold, f.state.log[-1])
         if summary is not None:
             return summary
-    return finish_fold(f, time.time() - t_start)
+    return finish_fold(f, time.time() - t_start, log)
 
 
 def start_fold(cfg, run: RunData, fold: int, log=print) -> FoldRun:
@@ -258,16 +259,22 @@ def train_epoch(f: FoldRun, epoch: int, frozen: bool) -> dict:
 
 def keep_best(f: FoldRun, eval_model, epoch: int, value, probs: np.ndarray) -> None:
     """The best epoch so far: its checkpoint and its out-of-fold predictions."""
-    run, va_idx = f.run, f.data.va_idx
+    run = f.run
     save_checkpoint(make_checkpoint(eval_model, epoch=epoch + 1, metric_name=f.cfg.metric, metric_value=value,
                                     **f.checkpoint_info()), run.exp.checkpoint(f.fold))
+    write_oof(f, probs, run.exp.oof(f.fold))
+
+
+def write_oof(f: FoldRun, probs: np.ndarray, path) -> None:
+    run, va_idx = f.run, f.data.va_idx
     write_csv(oof_frame(run.table["id"].to_numpy()[va_idx], f.fold, run.table["label"].to_numpy()[va_idx], probs,
-                        run.classes, run.task, run.meta, f.scale), run.exp.oof(f.fold))
+                        run.classes, run.task, run.meta, f.scale), path)
 
 
-def finish_fold(f: FoldRun, seconds: float) -> dict:
+def finish_fold(f: FoldRun, seconds: float, log=print) -> dict:
     """The curve and fold{k}.json (written last: the fold is finished), the resume state removed."""
     cfg, exp, state, record = f.cfg, f.run.exp, f.state, f.record
+    tta = oof_tta.record(f, write_oof, log)      # the OOF predict.py's post-processing is fitted on
     if f.main:
         plot_log_curve(pd.DataFrame(state.log), cfg.metric, f"{exp.name} fold {f.fold}", exp.curve(f.fold))
     best = None if state.best is None or math.isnan(state.best) else state.best
@@ -276,7 +283,7 @@ def finish_fold(f: FoldRun, seconds: float) -> dict:
                "train_rows": int(len(f.data.tr_idx)), "valid_rows": int(len(f.data.va_idx)),
                "in_chans": f.run.data_cfg["input_size"][0], "data_config": f.run.data_cfg, "device": str(f.tr.device),
                "workers": f.data.workers, "aug_device": f.aug_device, "bn_frozen": f.tr.freeze_bn,
-               **({"teaching": record} if record else {}),
+               **({"teaching": record} if record else {}), **tta,
                **({"processes": distributed.world(), "batch_per_process": f.per_process, "sync_bn": cfg.sync_bn}
                   if distributed.active() else {})}
     if f.main:

@@ -1,6 +1,7 @@
 """What a student experiment learns from earlier experiments, fold by fold, under one fold-safety rule.
 
-    --soft-labels EXP   training targets = (1 - alpha) x label + alpha x EXP's out-of-fold probabilities
+    --soft-labels EXP   training targets = (1 - alpha) x label + alpha x EXP's probabilities: those of EXP's
+                        fold-k model (--soft-labels-source fold, the rule) or each row's OOF (oof)
     --pseudo EXP        the test images (and --unlabelled ones) join fold k's training part, labelled by
                         EXP's fold-k model, kept when confident (pseudo_fold{k}.csv lists them)
     --teacher EXP,...   knowledge distillation: on every training batch fold k's student also matches the
@@ -13,11 +14,11 @@ is the only one of its models that may label anything fold k's student trains on
 (the teacher's whole fold ensemble, as predict.py would use it) includes models that trained on fold k's
 validation rows; its pseudo-labels carry their labels into fold k's CV (tests/test_teacher.py trains a
 memorising teacher and shows both figures).
-Soft labels use each training row's OOF probabilities: made by the model of the row's own fold, which never
-trained on that row (the Plant Pathology 2020 recipe). That model did train on fold k's validation rows; it
-can pass on what it learnt about them only through training images that resemble them, whose own labels the
-student sees anyway (cross-fold duplicates are the risk: `make_folds.py --group-duplicates` keeps them in
-one fold). docs/improving.md says this and gives the measured figures.
+Soft labels by default ask the rule too: fold k's training rows are labelled by the teacher's fold-k model.
+Their OOF probabilities (--soft-labels-source oof) come from the teacher model of each row's own fold, which
+trained on fold k's validation rows; a student imitating those models learns what they memorised of fold
+k. With random labels, where an honest CV is chance, that alone lifts the CV far above it
+(benchmarks/bench_soft_leak.py); docs/improving.md gives the measured figures.
 
 Single-label competitions only in this version (one clear line for the others). Teachers and students
 are ordinary experiments: predict.py, the leaderboard and the bundle treat a student like any other.
@@ -50,8 +51,8 @@ from foldkit.tasks import TASKS
 
 OPTIONS = {"soft_labels": "--soft-labels", "pseudo": "--pseudo", "teacher": "--teacher"}
 # settings that only mean something with their option (a flag accepted and ignored is refused)
-DEPENDENT = {"soft_alpha": "soft_labels", "pseudo_min_confidence": "pseudo", "pseudo_top_margin": "pseudo",
-             "pseudo_weight": "pseudo", "pseudo_soft": "pseudo", "unlabelled": "pseudo",
+DEPENDENT = {"soft_alpha": "soft_labels", "soft_labels_source": "soft_labels", "pseudo_min_confidence": "pseudo",
+             "pseudo_top_margin": "pseudo", "pseudo_weight": "pseudo", "pseudo_soft": "pseudo", "unlabelled": "pseudo",
              "kd_alpha": "teacher", "kd_temperature": "teacher"}
 
 
@@ -185,12 +186,44 @@ def for_fold(cfg, run, fold: int, log=print, reuse: bool = False) -> FoldTeachin
 
 
 def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
-    """--soft-labels: the training rows' targets mixed with their OOF probabilities. Each OOF probability
-    comes from the teacher model of the row's own fold, which never trained on it; fold k's own rows keep
-    their labels (they are validated, never trained on); rows in no fold (-1: train-only rare classes) have
-    no OOF and keep their labels too."""
+    """--soft-labels: fold k's training rows' targets mixed with the teacher's probabilities of them; fold k's
+    own rows keep their labels (they are validated, never trained on). The probabilities come from
+    --soft-labels-source: `fold` (the rule: the teacher's fold-k model), or `oof` (each row's OOF, from the
+    teacher model of the row's own fold, which trained on fold k's rows; rows in no fold, -1, have none and
+    keep their labels)."""
     name, alpha = names(cfg, "soft_labels")[0], cfg.soft_alpha
     exp = Experiment(Path(cfg.models_dir) / name)
+    folds = run.table["fold"].to_numpy()
+    if cfg.soft_labels_source == "oof":
+        rows = np.flatnonzero((folds >= 0) & (folds != fold))
+        probs, record, whose = _oof_probs(exp, run, fold, rows)
+    else:
+        rows = np.flatnonzero(folds != fold)
+        probs, record, whose = _fold_model_probs(cfg, exp, run, fold, rows)
+    teaching.targets[rows] = (1 - alpha) * teaching.targets[rows] + alpha * probs
+    agree = float((probs.argmax(1) == run.y[rows]).mean())
+    if cfg.soft_labels_source == "oof":        # read from files: the same figure wherever the fold resumes
+        record["oof_agrees_with_label"] = round(agree, 4)
+    teaching.record["soft_labels"] = {"experiment": name, "alpha": alpha, "rows": int(len(rows)),
+                                      "source": cfg.soft_labels_source, **record}
+    log(f"fold {fold}: soft labels for {len(rows)} training rows = {1 - alpha:g} x label + {alpha:g} x {name}'s "
+        f"{whose} (its top class agrees with the label on {agree:.1%})")
+
+
+def _fold_model_probs(cfg, exp: Experiment, run, fold: int, rows: np.ndarray) -> tuple[np.ndarray, dict, str]:
+    """The rows' probabilities from the teacher models the rule allows for fold k (its fold-k model, which
+    trained on them and never on fold k's validation rows), one view each."""
+    checkpoints = [_fold_checkpoint(exp, k, "soft_labels") for k in safe_teacher_folds(fold)]
+    members = [Member(p, load_checkpoint(p)) for p in checkpoints]
+    probs = np.mean(predict_members(cfg, members, make_sources(run.comp, run.table, "train", members, cfg),
+                                    ["none"], progress=False), axis=0)[rows].astype(np.float32)
+    record = {"models": [p.name for p in checkpoints], "sha256": [sha256_file(p) for p in checkpoints]}
+    models = "+".join(p.name for p in checkpoints)
+    return probs, record, f"{models} probabilities (fold-safe: it never saw fold {fold}'s validation rows)"
+
+
+def _oof_probs(exp: Experiment, run, fold: int, rows: np.ndarray) -> tuple[np.ndarray, dict, str]:
+    """The rows' OOF probabilities (--soft-labels-source oof)."""
     folds = run.table["fold"].to_numpy()
     needed = sorted({int(f) for f in folds if f >= 0 and f != fold})
     for j in needed:
@@ -199,21 +232,15 @@ def soften(cfg, run, fold: int, teaching: FoldTeaching, log=print) -> None:
     probs = oof[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float32)
     where = pd.Series(np.arange(len(oof)), index=oof["id"].astype(str).to_numpy())
     ids = run.table["id"].astype(str).to_numpy()
-    rows = np.flatnonzero((folds >= 0) & (folds != fold))
     missing = [i for i in ids[rows] if i not in where.index]
     if missing:
-        raise TeacherError(f"--soft-labels {name}: no OOF prediction for {len(missing)} training row(s) (first id "
-                           f"{missing[0]}): the teacher's OOF files do not cover the folds file")
+        raise TeacherError(f"--soft-labels {exp.name}: no OOF prediction for {len(missing)} training row(s) (first "
+                           f"id {missing[0]}): the teacher's OOF files do not cover the folds file")
     at = where.loc[ids[rows]].to_numpy()
     if (oof["fold"].to_numpy()[at] != folds[rows]).any():
-        raise TeacherError(f"--soft-labels {name}: its OOF rows sit in other folds than the folds file says")
-    teaching.targets[rows] = (1 - alpha) * teaching.targets[rows] + alpha * probs[at]
-    agree = float((probs[at].argmax(1) == run.y[rows]).mean())
-    teaching.record["soft_labels"] = {"experiment": name, "alpha": alpha, "rows": int(len(rows)),
-                                      "oof_agrees_with_label": round(agree, 4),
-                                      "oof_sha256": {str(j): sha256_file(exp.oof(j)) for j in needed}}
-    log(f"fold {fold}: soft labels for {len(rows)} training rows = {1 - alpha:g} x label + {alpha:g} x {name}'s OOF "
-        f"probabilities (its OOF top class agrees with the label on {agree:.1%})")
+        raise TeacherError(f"--soft-labels {exp.name}: its OOF rows sit in other folds than the folds file says")
+    return (probs[at], {"oof_sha256": {str(j): sha256_file(exp.oof(j)) for j in needed}},
+            f"OOF probabilities (made by models that trained on fold {fold}'s validation rows)")
 
 
 def unlabelled_table(folder: str) -> pd.DataFrame:
