@@ -2,7 +2,8 @@
 
     TASKS[name]   the entry of a task kind (folds_meta.json `task`; folds files written before it: single):
                   its outputs and activation, targets, loss, default metric, OOF columns, submission modes,
-                  post-processing steps and the settings that do not fit it
+                  post-processing steps, the constant answers a model must beat
+                  (`constant_answer` picks the best for a metric) and the settings that do not fit it
     ACTIVATIONS   activation name -> its numpy and torch functions (the one table; `activate` is the numpy
                   path the torch-free ONNX runner takes)
     register      adds an entry (a new kind subclasses Task, or one of the three, and registers itself)

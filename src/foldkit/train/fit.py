@@ -11,7 +11,7 @@
 File names come from foldkit.experiment; the fold's rows and loaders from foldkit.train.loaders (the
 reproducible epoch order and per-sample seeding: foldkit.data.dataset); optimizer, schedule, EMA, mixup and
 loss from timm (foldkit.train.training); the resume state from foldkit.train.resume; one epoch from
-foldkit.train.engine.
+foldkit.train.engine; how each epoch is scored and which one is kept from foldkit.train.selection.
 """
 from __future__ import annotations
 
