@@ -47,8 +47,8 @@ def main():
     args = ap.parse_args()
     from foldkit.data.demo import build_demo
     import hymenoptera
-    cases = {"digits": ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip",
-                        "--batch-size", "64", "--epochs", "3", "--workers", "0"],
+    cases = {"digits": ["--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--crop-pct", "1.0",
+                        "--no-hflip", "--batch-size", "64", "--epochs", "3", "--workers", "0"],
              "hymenoptera": ["--model", "mobilenetv2_100", "--pretrained-file", str(hymenoptera.WEIGHTS_FILE),
                              "--img-size", "128", "--batch-size", "32", "--epochs", "1", "--workers", "0"]}
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks" / "scenarios"))
 
-PLAIN = ["--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--batch-size", "64", "--lr", "3e-3"]
+PLAIN = ["--no-pretrained", "--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--batch-size", "64", "--lr", "3e-3"]
 # name: train.py arguments (experiments that differ in model, image size and label smoothing)
 EXPERIMENTS = {
     "res32": ["--model", "test_resnet", "--img-size", "32", *PLAIN],

@@ -34,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-RECIPE = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--aug", "medium", "--no-hflip",
-          "--lr", "3e-3", "--batch-size", "64", "--no-progress"]
+RECIPE = ["--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--crop-pct", "1.0", "--aug", "medium",
+          "--no-hflip", "--lr", "3e-3", "--batch-size", "64", "--no-progress"]
 
 
 def bare(root: Path, epochs: int, seed: int = 0, fold: int = 0) -> tuple[float, float]:

@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "benchmarks" / "scenarios"))
 DATA = REPO.parent / "shared" / "data" / "fashion_mnist"
 RAW = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
        "t10k-labels-idx1-ubyte.gz")
-PLAIN = ["--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--lr", "3e-3", "--batch-size", "64",
-         "--no-progress", "--fold", "all"]
+PLAIN = ["--no-pretrained", "--crop-pct", "1.0", "--aug", "none", "--no-hflip", "--lr", "3e-3", "--batch-size",
+         "64", "--no-progress", "--fold", "all"]
 
 
 def kit(script: str, *args: str) -> str:
@@ -89,9 +89,9 @@ def leak(work: Path, epochs: int) -> dict:
     for i, img in enumerate(np.load(work / "input" / "x_train.npy")):
         cv2.imwrite(str(copies / f"copy_{i}.png"), img)
     base = {"input_dir": str(work / "input"), "folds_dir": str(work / "folds"), "models_dir": str(work / "models"),
-            "model": "test_resnet", "img_size": 28, "crop_pct": 1.0, "aug": "none", "hflip": False, "lr": 3e-3,
-            "batch_size": 64, "progress": False, "epochs": epochs, "fold": "0", "pseudo": "base",
-            "unlabelled": str(copies)}
+            "model": "test_resnet", "pretrained": False, "img_size": 28, "crop_pct": 1.0, "aug": "none",
+            "hflip": False, "lr": 3e-3, "batch_size": 64, "progress": False, "epochs": epochs, "fold": "0",
+            "pseudo": "base", "unlabelled": str(copies)}
     out = {}
     safe = teacher.safe_teacher_folds
     for name, rule in (("leak_safe", safe), ("leak_naive", lambda fold: [0, 1, 2])):

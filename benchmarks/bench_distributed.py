@@ -57,8 +57,9 @@ def bench_cpu(args):
     make_folds(config.resolve({"input_dir": str(root / "input"), "folds_dir": str(root / "folds"),
                                "n_folds": 2, "limit": args.limit}), log=lambda *_: None)
     common = ["--input-dir", str(root / "input"), "--folds-dir", str(root / "folds"), "--models-dir",
-              str(root / "models"), "--model", args.model, "--img-size", str(args.img_size), "--crop-pct", "1.0",
-              "--no-hflip", "--epochs", str(args.epochs), "--lr", str(args.lr), "--no-progress", "--workers", "0"]
+              str(root / "models"), "--model", args.model, "--no-pretrained", "--img-size", str(args.img_size),
+              "--crop-pct", "1.0", "--no-hflip", "--epochs", str(args.epochs), "--lr", str(args.lr), "--no-progress",
+              "--workers", "0"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     b = args.batch_size
     runs = [  # name, command, folds
@@ -173,7 +174,8 @@ def bench_gpu(args):
     # fold-parallel: 2 processes sharing GPU 0 against folds in sequence
     models = Path(tempfile.mkdtemp(prefix="foldkit-gpu-"))
     common = ["--input-dir", str(args.jpeg_dir), "--folds-dir", str(models / "folds"), "--models-dir", str(models),
-              "--model", args.model, "--img-size", str(args.img_size), "--epochs", "3", "--no-progress"]
+              "--model", args.model, "--no-pretrained", "--img-size", str(args.img_size), "--epochs", "3",
+              "--no-progress"]
     sh([sys.executable, str(REPO / "src" / "make_folds.py"), *common[:4], "--n-folds", "2"])
     seq, _ = sh([sys.executable, TRAIN, *common, "--fold", "all", "--experiment", "seq"])
     par, _ = sh([sys.executable, TRAIN, *common, "--fold", "all", "--experiment", "par", "--devices", "0,0"])

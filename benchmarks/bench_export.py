@@ -27,8 +27,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-TRAIN = ["--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1", "--batch-size", "64",
-         "--no-progress", "--workers", "0"]
+TRAIN = ["--no-pretrained", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1", "--batch-size",
+         "64", "--no-progress", "--workers", "0"]
 
 
 def kit(script, *args, cwd=None):

@@ -27,8 +27,8 @@ sys.path.insert(0, "src")
 from foldkit import config
 from foldkit.train.autobatch import auto_batch
 for model in ("resnet50", "efficientnet_b0"):
-    cfg = config.resolve({"model": model, "img_size": 224, "amp": "bf16", "channels_last": "on", "device": "cuda",
-                          "batch_size": "auto"})
+    cfg = config.resolve({"model": model, "pretrained": False, "img_size": 224, "amp": "bf16", "channels_last": "on",
+                          "device": "cuda", "batch_size": "auto"})
     out = auto_batch(cfg, 1000, 1_000_000, log=print)
     print(f"--batch-size auto, {model} 224 px bf16: batch {out.batch_size}, lr {out.lr:g}")
 PY

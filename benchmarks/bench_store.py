@@ -145,7 +145,8 @@ def main():
         start = ([sys.executable] if args.mode == "devices" else
                  [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
         r = run_sampled([*start, str(REPO / "src" / "train.py"), *paths, "--models-dir", str(models),
-                         "--cache-dir", str(work / "cache"), "--cache", cache, *how, "--model", "test_resnet", "--img-size", str(args.img_size),
+                         "--cache-dir", str(work / "cache"), "--cache", cache, *how, "--model", "test_resnet",
+                         "--no-pretrained", "--img-size", str(args.img_size),
                          "--crop-pct", "1.0", "--epochs", "1", "--batch-size", "32", "--no-progress",
                          "--workers", "0", "--experiment", "x"])
         exp = models / "x"

@@ -73,7 +73,7 @@ def build_utkface(root: Path, n: int) -> Path:
 
 def train_args(args) -> list[str]:
     model = (["--model", "mobilenetv2_100", "--pretrained-file", str(WEIGHTS)] if args.model == "mobilenetv2_100"
-             else ["--model", args.model])
+             else ["--model", args.model, "--no-pretrained"])
     return [*model, "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--crop-pct", "1.0",
             "--lr", str(args.lr), "--batch-size", "32", "--no-progress", "--experiment", "bench"]
 
@@ -127,7 +127,7 @@ def main():
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--model", default="mobilenetv2_100", help="mobilenetv2_100 (ImageNet weights of shared/) or "
-                                                               "any timm name without weights (test_resnet)")
+                                                               "any timm name, from scratch (test_resnet)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--faces", type=int, default=1500)
     ap.add_argument("--planet", type=int, default=1000, help="first N rows of the Planet sample")

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "scenarios"))
 
-BASE = ["--model", "test_resnet", "--img-size", "28", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "64",
-        "--no-progress", "--workers", "0"]
+BASE = ["--model", "test_resnet", "--no-pretrained", "--img-size", "28", "--crop-pct", "1.0", "--no-hflip",
+        "--batch-size", "64", "--no-progress", "--workers", "0"]
 
 
 def run(cmd, **kw):

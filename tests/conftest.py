@@ -13,6 +13,7 @@ DATA = SHARED / "data"
 WEIGHTS = SHARED / "weights"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")   # the suite never downloads: a run that needs the hub says so in one line
 
 
 def need_shared(*parts: str) -> Path:

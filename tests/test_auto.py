@@ -20,7 +20,7 @@ def auto(comp, tmp_path, *argv):
     return subprocess.run(
         [sys.executable, str(REPO / "src" / "auto.py"), "--input-dir", str(comp / "in"), "--folds-dir",
          str(comp / "folds"), "--models-dir", str(tmp_path / "m"), "--submissions-dir", str(tmp_path / "s"),
-         "--reports-dir", str(tmp_path / "r"), "--img-size", "32", "--crop-pct", "1.0", "--no-hflip",
+         "--reports-dir", str(tmp_path / "r"), "--no-pretrained", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip",
          "--batch-size", "32", "--no-progress", "--workers", "0", "--warmup-epochs", "0", *argv],
         capture_output=True, text=True, env=ENV, timeout=900)
 

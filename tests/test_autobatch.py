@@ -45,7 +45,7 @@ def test_train_with_batch_size_auto_on_cpu_records_the_default_batch(digits150, 
     r = subprocess.run([sys.executable, str(REPO / "src" / "train.py"), "--input-dir", str(digits150 / "in"),
                         "--folds-dir", str(digits150 / "folds"), "--models-dir", str(tmp_path / "models"),
                         "--model", "test_resnet", "--img-size", "32", "--epochs", "1", "--batch-size", "auto",
-                        "--experiment", "ab", "--fold", "0", "--no-progress", "--workers", "0"],
+                        "--no-pretrained", "--experiment", "ab", "--fold", "0", "--no-progress", "--workers", "0"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "--batch-size auto: 64 (the default on cpu" in r.stdout

@@ -115,7 +115,7 @@ def test_medium_affine_draws_the_recipe_per_sample():
 # --------------------------------------------------------------------------- the CLI, end to end
 def run_train(comp, models, *extra):
     args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--models-dir", str(models),
-            "--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "light",
+            "--no-pretrained", "--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "light",
             "--epochs", "2", "--batch-size", "32", "--no-progress", "--fold", "0", "--workers", "0", *extra]
     return subprocess.run([sys.executable, str(REPO / "src" / "train.py"), *args], capture_output=True, text=True)
 

@@ -19,7 +19,7 @@ from foldkit import metrics, tasks
 
 # no augmentation: a random crop of a two-slot image can cut a digit out and leave its tag
 TRAIN = ["--model", "test_resnet", "--img-size", "16", "--epochs", "6", "--lr", "1e-2", "--batch-size", "16",
-         "--aug", "none"]
+         "--aug", "none", "--no-pretrained"]
 
 
 def sparse_tags(root, n_train: int = 200, n_test: int = 60, seed: int = 0):

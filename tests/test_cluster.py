@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from foldkit.train.fit import TrainError, parse_folds
 from foldkit.train.foldlock import FoldLockError, fold_lock
 
 TINY = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "32",
-        "--no-progress", "--workers", "0", "--warmup-epochs", "0"]
+        "--no-pretrained", "--no-progress", "--workers", "0", "--warmup-epochs", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,26 @@ def test_fold_lock_names_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     os.utime(lock, (time.time() - 120, time.time() - 120))
     with fold_lock(lock, 0, stale=60):
         assert json.loads(lock.read_text())["host"] == socket.gethostname()
+
+
+def test_fold_lock_of_an_earlier_process_with_this_very_pid_is_taken_over(tmp_path):
+    """A restarted container's Python gets the pid its previous run had, on the same host: the lock that
+    run left names a live pid (this one) but another process (another start time, or another boot)."""
+    stat, boot = Path(f"/proc/{os.getpid()}/stat"), Path("/proc/sys/kernel/random/boot_id")
+    if not (stat.exists() and boot.exists()):
+        pytest.skip("no /proc here: a process's start time and the boot id cannot be read")
+    start, boot = int(stat.read_text().rsplit(")", 1)[1].split()[19]), boot.read_text().strip()
+    lock = tmp_path / "fold0.lock"
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time() - 3600}
+    for earlier in ({**mine, "boot": boot, "pid_start": start - 1}, {**mine, "boot": "another", "pid_start": start}):
+        lock.write_text(json.dumps(earlier))
+        with fold_lock(lock, 0) as me:
+            assert json.loads(lock.read_text()) == me and me["pid_start"] == start
+    for live in ({**mine, "boot": boot, "pid_start": start}, mine):   # mine: a lock file written before them
+        lock.write_text(json.dumps(live))
+        with pytest.raises(FoldLockError, match=f"pid {os.getpid()} on"):
+            with fold_lock(lock, 0):
+                pass
 
 
 def test_train_refuses_a_fold_another_process_trains(comp, tmp_path):

@@ -27,7 +27,7 @@ from foldkit.data.dataset import EpochSampler
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "none",
         "--lr", "1e-2", "--warmup-epochs", "0", "--epochs", "8", "--batch-size", "16", "--no-progress",
-        "--workers", "0"]
+        "--no-pretrained", "--workers", "0"]
 FOLD_FILES = {"fold{k}.pt", "fold{k}.json", "oof_fold{k}.csv", "log_fold{k}.csv", "curve_fold{k}.png"}
 
 

@@ -13,7 +13,7 @@ from conftest import REPO
 from test_predict import BLOCK_NET
 
 NO_TORCH = "import sys\nsys.modules['torch'] = None   # `import torch` raises ImportError\n"
-FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
+FAST = ["--no-pretrained", "--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
         "--warmup-epochs", "0", "--lr", "0.01", "--batch-size", "32", "--no-progress", "--workers", "0"]
 
 

@@ -14,7 +14,7 @@ from foldkit.report.predicted import write_reports
 
 pytest.importorskip("torch")
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
-        "--batch-size", "32", "--no-progress", "--workers", "0"]
+        "--no-pretrained", "--batch-size", "32", "--no-progress", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")

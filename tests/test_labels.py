@@ -11,7 +11,7 @@ from conftest import REPO, write_png
 
 CLASSES = ["007", "7", "NA", "None"]
 FAST = ["--model", "test_resnet", "--img-size", "16", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
-        "--batch-size", "16", "--no-progress", "--workers", "0"]
+        "--no-pretrained", "--batch-size", "16", "--no-progress", "--workers", "0"]
 
 
 def run(script, *args):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 
-FAST = ["--model", "test_resnet", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
+FAST = ["--no-pretrained", "--model", "test_resnet", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
         "--batch-size", "32", "--no-progress", "--workers", "0", "--fold", "all"]
 
 

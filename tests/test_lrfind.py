@@ -14,7 +14,7 @@ sys.path.insert(0, str(REPO / "src"))
 import train as train_cli  # noqa: E402
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--batch-size", "16",
-        "--no-progress", "--workers", "0"]
+        "--no-pretrained", "--no-progress", "--workers", "0"]
 
 
 def make_competition(root, build=None, limit=0):

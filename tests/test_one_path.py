@@ -14,7 +14,7 @@ from foldkit import config
 from foldkit.folds.file import make_folds
 
 TINY = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, batch_size=16, progress=False,
-            workers=0, warmup_epochs=0.0, aug="none", epochs=1)
+            pretrained=False, workers=0, warmup_epochs=0.0, aug="none", epochs=1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -15,7 +15,7 @@ from foldkit.predict.inference import EnsembleError, combine, load_members
 from foldkit.predict.submission import SubmissionError, build, choose_mode, unused_path, validate
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
-        "--batch-size", "32", "--no-progress", "--workers", "0"]
+        "--no-pretrained", "--batch-size", "32", "--no-progress", "--workers", "0"]
 
 
 def run(script, *args, env=None):

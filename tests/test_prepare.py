@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, need_shared
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
-        "--batch-size", "8", "--no-progress", "--workers", "0"]
+        "--no-pretrained", "--batch-size", "8", "--no-progress", "--workers", "0"]
 
 
 def run(script, *args):

@@ -21,7 +21,7 @@ from foldkit.errors import ConfigError
 from foldkit.predict.submission import SubmissionError
 
 TRAIN = ["--model", "test_resnet", "--img-size", "32", "--epochs", "12", "--lr", "1e-2", "--batch-size", "16",
-         "--no-hflip"]
+         "--no-pretrained", "--no-hflip"]
 
 
 def kit(script, *args, cwd=None, ok=True):

@@ -3,7 +3,7 @@ in folds_meta.json, the folds of both kinds, the training losses and post-proces
 do not fit a task kind refused in one line (the end-to-end runs: tests/test_task_competitions.py).
 
 Real data: 80 images of the Planet sample (space-separated tags, shrunk to 48 px), real digits rotated by
-a known angle (a fractional regression target), 120 UTKFace faces (integer ages: an ambiguous column)."""
+a known angle (a fractional regression target), 120 UTKFace faces (integer ages)."""
 import json
 import subprocess
 import sys
@@ -113,7 +113,7 @@ def test_fractional_target_is_regression_with_folds_on_quantile_bins(rotated):
     assert (per_fold["min"] < -25).all() and (per_fold["max"] > 25).all()   # every fold spans the range
 
 
-def test_integer_ages_ask_then_split_as_regression(tmp_path):
+def test_integer_ages_are_regression_and_split_on_bins(tmp_path):
     src = need_shared("data", "utkface", "crop_part1")
     names = sorted(p.name for p in src.iterdir())[::80][:120]
     comp_dir = tmp_path / "in"
@@ -122,8 +122,7 @@ def test_integer_ages_ask_then_split_as_regression(tmp_path):
         write_png(comp_dir / "train" / f"{n.split('.')[0]}.png", cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA))
     ages = [int(n.split("_")[0]) for n in names]
     pd.DataFrame({"id": [n.split(".")[0] for n in names], "age": ages}).to_csv(comp_dir / "train.csv", index=False)
-    with pytest.raises(InputError, match="--task regression or --task single"):
-        read_competition(comp_dir, check_train=False)
+    assert read_competition(comp_dir, check_train=False).task == "regression"   # 62 ages in 120 rows
     meta = make_folds(cfg_for(tmp_path, task="regression"), log=quiet)
     assert meta["task"] == "regression" and meta["label_dtype"] == "int64"
     table, _ = read_folds(tmp_path / "folds")
@@ -164,7 +163,7 @@ def test_rare_classes_mode_is_refused_for_other_tasks(rotated, tmp_path):
 
 
 FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="none", lr=3e-3, epochs=2,
-            batch_size=16, progress=False, workers=0, warmup_epochs=0.0)
+            pretrained=False, batch_size=16, progress=False, workers=0, warmup_epochs=0.0)
 
 
 def train_cfg(root, **kw):

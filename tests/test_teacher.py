@@ -17,7 +17,7 @@ from foldkit.train import teacher
 from foldkit.train.fit import train
 
 FAST = dict(model="test_resnet", img_size=16, crop_pct=1.0, hflip=False, aug="none", lr=1e-2, batch_size=16,
-            progress=False, workers=0, label_smoothing=0.0, warmup_epochs=0.0, min_lr=1e-3)
+            pretrained=False, progress=False, workers=0, label_smoothing=0.0, warmup_epochs=0.0, min_lr=1e-3)
 
 
 def quiet(*_):
@@ -159,7 +159,7 @@ def run_cli(capsys, taught, tmp_path, *argv):
     import train as train_cli
     base = ["--input-dir", str(root / "in"), "--folds-dir", str(root / "folds"), "--models-dir", str(models),
             "--model", "test_resnet", "--img-size", "16", "--epochs", "1", "--no-progress", "--workers", "0",
-            "--experiment", "refused"]
+            "--no-pretrained", "--experiment", "refused"]
     try:
         train_cli.main(base + list(argv))
         code = 0

@@ -136,7 +136,7 @@ def test_train_predict_and_report_name_fold0_the_test_like_estimate(audited, tmp
     assert _make_folds(root, reports, tmp_path / "f", "--test-like-fold", "--n-folds", "3").returncode == 0
     cfg = config.resolve(dict(input_dir=str(root), folds_dir=str(tmp_path / "f"), models_dir=str(tmp_path / "m"),
                               reports_dir=str(tmp_path / "rep"), submissions_dir=str(tmp_path / "sub"),
-                              model="test_resnet", img_size=32, epochs=1, progress=False, workers=0,
+                              pretrained=False, model="test_resnet", img_size=32, epochs=1, progress=False, workers=0,
                               experiment="tl", fold="0,1"))
     logs = []
     train(cfg, log=logs.append)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 FAST = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--epochs", "2", "--batch-size", "32",
-        "--no-progress", "--workers", "0", "--fold", "all"]
+        "--no-pretrained", "--no-progress", "--workers", "0", "--fold", "all"]
 
 
 @pytest.fixture(scope="module")

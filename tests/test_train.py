@@ -17,7 +17,7 @@ from foldkit.experiment import ExperimentError
 from foldkit.train.fit import train
 from foldkit.runtime.model import ModelError, create_model, load_checkpoint, model_from_checkpoint
 
-FAST = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="medium", lr=3e-3,
+FAST = dict(pretrained=False, model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, aug="medium", lr=3e-3,
             batch_size=32, progress=False, workers=0)
 
 
@@ -90,7 +90,7 @@ def test_killed_run_resumes_to_the_same_result(comp, tmp_path, aug_device, extra
     args = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--model", "test_resnet",
             "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--aug", "medium", "--epochs", "4",
             "--batch-size", "32", "--no-progress", "--experiment", "r", "--fold", "1", "--workers", "1",
-            "--aug-device", aug_device, *extra]
+            "--no-pretrained", "--aug-device", aug_device, *extra]
     cmd = [sys.executable, str(REPO / "src" / "train.py"), *args]
     ref = subprocess.run(cmd + ["--models-dir", str(tmp_path / "a")], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
@@ -237,7 +237,7 @@ def run_cli(capsys, comp, tmp_path, *argv):
     sys.path.insert(0, str(REPO / "src"))
     import train as train_cli
     base = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"),
-            "--models-dir", str(tmp_path / "models"), "--model", "test_resnet", "--img-size", "32",
+            "--models-dir", str(tmp_path / "models"), "--no-pretrained", "--model", "test_resnet", "--img-size", "32",
             "--epochs", "1", "--no-progress", "--workers", "0"]
     try:
         train_cli.main(base + list(argv))
@@ -303,3 +303,53 @@ def test_vit_trains_and_reloads_at_any_img_size(comp, tmp_path):
     model = model_from_checkpoint(ckpt)
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     assert s["data_config"]["input_size"] == [1, 32, 32]
+
+
+def test_deterministic_flag_reaches_torch_and_is_recorded(comp, tmp_path, monkeypatch):
+    """--deterministic (the GPU's exact resume) sets torch's deterministic algorithms, cuDNN and cuBLAS in the
+    process that trains, and is part of the experiment's settings; checked on CPU, where it costs nothing."""
+    from foldkit.cli import script
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    argv = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--models-dir", str(tmp_path),
+            "--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--batch-size", "32", "--workers", "0",
+            "--no-pretrained", "--no-progress", "--epochs", "1", "--experiment", "det", "--deterministic"]
+    try:
+        script("train")(argv)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert json.loads((tmp_path / "det" / "config.json").read_text())["deterministic"] is True
+
+
+def test_pretrained_is_the_default_and_an_unreachable_hub_is_one_line_naming_both_ways_out(comp, tmp_path):
+    """train.py --fold 0 fine-tunes the hub's weights by default; offline with nothing cached, it stops with one
+    line naming --pretrained-file and --no-pretrained (never random weights in silence)."""
+    assert config.Config().pretrained is True and config.resolve({}).pretrained is True
+    cmd = [sys.executable, str(REPO / "src" / "train.py"), "--input-dir", str(comp / "in"), "--folds-dir",
+           str(comp / "folds"), "--models-dir", str(tmp_path / "m"), "--model", "test_resnet", "--img-size", "32",
+           "--epochs", "1", "--batch-size", "32", "--no-progress", "--workers", "0", "--fold", "0"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: could not get pretrained weights for 'test_resnet' from the hub"), r.stderr
+    assert "--pretrained-file PATH" in r.stderr and "--no-pretrained" in r.stderr, r.stderr
+    assert "epoch" not in r.stdout                          # stopped before training anything
+
+
+def test_a_model_without_pretrained_weights_trains_from_scratch_saying_so():
+    from foldkit.train.builder import pretrained_or_scratch
+    lines = []
+    cfg = pretrained_or_scratch(config.resolve({"model": "cspresnet50d"}), log=lines.append)
+    assert cfg.pretrained is False and lines == ["note: timm has no pretrained weights for cspresnet50d: "
+                                                 "training it from scratch"]
+    with pytest.raises(ModelError, match="--pretrained: timm has no pretrained weights for 'cspresnet50d'.*"
+                       "--no-pretrained"):
+        pretrained_or_scratch(config.resolve({"model": "cspresnet50d", "pretrained": True}))
+    assert pretrained_or_scratch(config.resolve({"model": "test_resnet"})).pretrained is True
+    # a local file is not the hub's weights: recorded as before the default changed (experiment names kept)
+    assert pretrained_or_scratch(config.resolve({"model": "test_resnet", "pretrained_file": "w.pth"})).pretrained is False

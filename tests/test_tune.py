@@ -15,7 +15,7 @@ from foldkit import config  # noqa: E402
 from foldkit.search.tune import SPACES, TuneError, check_space, load_space, run_study, summary  # noqa: E402
 
 TINY = dict(model="test_resnet", img_size=32, crop_pct=1.0, hflip=False, batch_size=32, progress=False,
-            workers=0, warmup_epochs=0.0, aug="none")
+            pretrained=False, workers=0, warmup_epochs=0.0, aug="none")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -380,7 +380,7 @@ def main_single(argv, *, doc: str, dataset: str, raw_subdir: str, raw_names: tup
             ws, dataset=dataset, experiment=f"{dataset}-{m['model']}-{args.mode}",
             model_label=f"{m['model']}@{m['img']}px", n_folds=m["n_folds"], limit=m["limit"],
             train_folds=m["folds"], epochs=m["epochs"],
-            train_args=["--model", m["model"], "--img-size", str(m["img"]), *m["args"]],
+            train_args=["--model", m["model"], "--no-pretrained", "--img-size", str(m["img"]), *m["args"]],
             reference=reference, t_start=t0, device=args.device)
     finally:
         ws.close()

@@ -7,7 +7,7 @@ which the kit scores). The files are copied as they are, quirks included (a pale
 placeholder, a .jpeg extension, a space in a name). Then make_folds.py once, and for each
 variant train.py -> predict.py, one result line each:
 
-* scratch: mobilenetv2_100, random initialisation, the whole network trained;
+* scratch: mobilenetv2_100, random initialisation (--no-pretrained), the whole network trained;
 * imagenet: the same network from ../shared/weights/mobilenetv2_100_imagenet.pth
   (--pretrained-file; skipped with a note when the file is absent), as a fixed feature extractor
   (--freeze-epochs = --epochs: only the new head trains, BatchNorm kept in eval mode). Those
@@ -42,7 +42,7 @@ COMMON_ARGS = ["--model", MODEL, "--img-size", str(IMG), "--aug", "light", "--ba
 # --lr 1e-3 65.3%, 1e-2 87.8%, 3e-2 89.8%. timm initialises this model's new 2-class head with
 # U(-0.71, 0.71) (its init range is 1/sqrt(num_classes)), so the logits start ~10 wide and a small
 # learning rate spends the whole budget shrinking them.
-VARIANT_ARGS = {"scratch": ["--lr", "1e-3"], "imagenet": ["--lr", "3e-2"]}
+VARIANT_ARGS = {"scratch": ["--no-pretrained", "--lr", "1e-3"], "imagenet": ["--lr", "3e-2"]}
 MODES = {
     "budget": dict(n_folds=5, folds="0,1", epochs=12),
     "full": dict(n_folds=5, folds="all", epochs=30),

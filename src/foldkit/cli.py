@@ -143,11 +143,11 @@ def _export(cfg):
     return export_bundle(cfg)
 
 
-# Sized for a laptop CPU: a tiny timm ResNet on the 32x32 grey digits, the Keras augmentation
-# recipe without flips (a flipped 2 is not a 2), 30 epochs: about 2.5 minutes on 2 cores.
+# Sized for a laptop CPU: a tiny timm ResNet from scratch (offline: no download) on the 32x32 grey digits,
+# the Keras augmentation recipe without flips (a flipped 2 is not a 2), 30 epochs: about 2.5 minutes on 2 cores.
 DEMO_EXPERIMENT = "digits-test_resnet"
 DEMO_TRAIN = ["--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--aug", "medium",
-              "--no-hflip", "--epochs", "30", "--lr", "3e-3", "--batch-size", "64"]
+              "--no-pretrained", "--no-hflip", "--epochs", "30", "--lr", "3e-3", "--batch-size", "64"]
 
 
 def _demo_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -193,6 +193,62 @@ def _demo(args) -> dict:
     return {"paths": paths, "folds": meta, "train": folds, "train_seconds": t_train, "predict": pred}
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A flag mistake is one line `error: ...`, as config's parser makes it for the other commands."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _download_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = _OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("urls", help="CSV with url and label (or tags, or a number) columns, optional id and split; "
+                   "or a folder of <class>.txt files, one URL a line")
+    p.add_argument("--out", required=True, help="competition folder to write (e.g. input/birds)")
+    p.add_argument("--layout", choices=["csv", "folders"], default="csv",
+                   help="csv: train.csv + train/<id>.<ext>; folders: train/<label>/<id>.<ext> (default: csv)")
+    p.add_argument("--workers", type=int, default=16, help="downloads in flight (default: 16)")
+    p.add_argument("--per-host", type=int, default=8, help="requests in flight to one host (default: 8)")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds between request starts to one host")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds for one request (default: 20)")
+    p.add_argument("--max-time", type=float, default=0.0, help="seconds for the whole run; the rest waits for "
+                   "a rerun (default: no limit)")
+    p.add_argument("--retries", type=int, default=3, help="further tries after 429, 5xx, timeouts (default: 3)")
+    p.add_argument("--max-bytes", type=int, default=20 << 20, help="largest file, stopped while streaming "
+                   "(default: 20 MiB)")
+    p.add_argument("--max-side", type=int, default=0, help="shrink images whose longer side is larger "
+                   "(default: stored as received)")
+    p.add_argument("--allow-host", default="", help="comma-separated hosts: the only ones fetched")
+    p.add_argument("--retry-failed", action="store_true", help="fetch the failures of earlier runs again")
+    p.add_argument("--resume", action="store_true", help="download into a folder that holds other files or another list's "
+                   "download (its train.csv, sample_submission.csv and downloads.csv are rewritten)")
+    p.add_argument("--shard", default="", help="K/N, env or env/N: download one share (then --merge)")
+    p.add_argument("--merge", action="store_true", help="write the tables from every share's journal")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _download(args) -> dict:
+    from foldkit.data.download import DownloadError, Settings, run_download, shard_spec  # lazy: --help stays instant
+    from foldkit.data.fetch import Limits  # lazy: --help stays instant
+    for name in ("workers", "per_host", "retries", "max_bytes", "max_side", "timeout", "delay", "max_time"):
+        low = 1 if name in ("workers", "per_host", "max_bytes", "timeout") else 0
+        if getattr(args, name) < low:
+            raise DownloadError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least {low}")
+    hosts = tuple(h.strip().lower() for h in args.allow_host.split(",") if h.strip())
+    limits = Limits(timeout=args.timeout, max_bytes=args.max_bytes, retries=args.retries, per_host=args.per_host,
+                    delay=args.delay, allow_hosts=hosts)
+    return run_download(Settings(
+        source=Path(args.urls), out=Path(args.out), layout=args.layout, workers=args.workers, limits=limits,
+        max_side=args.max_side, max_time=args.max_time, retry_failed=args.retry_failed, resume=args.resume,
+        shard=shard_spec(args.shard) if args.shard else None, merge=args.merge, progress=not args.no_progress))
+
+
+def _show_download(args, summary: dict, seconds: float) -> None:
+    from foldkit.data.download import summary_text  # lazy: --help stays instant
+    print(summary_text(summary))
+
+
 # --- the table: the commands in the order of a competition ----------------------------------------
 
 COMMANDS: dict[str, Command] = {
@@ -206,6 +262,18 @@ touched), then runs the pipeline with settings sized for a laptop CPU. All of
 the demo's outputs live in demo/ subfolders of folds/, models/, cache/, submissions/
 and reports/.
 """, (), _demo, resolve=False, parser=_demo_parser),
+    "download": Command(
+        """Download a list of image URLs into a competition folder the kit reads (train.csv + train/, test/).
+
+    python src/download.py urls.csv --out input/birds
+    python src/download.py urls/ --out input/birds --layout folders      # urls/<class>.txt, one URL a line
+    python src/download.py urls.csv --out input/birds --retry-failed     # the same command continues
+
+Many downloads in flight (keep-alive connections, --per-host limit and --delay, retries with backoff on
+429/5xx/timeouts honouring Retry-After). Every file is decoded before it is kept: HTML error pages,
+truncated and empty files never reach train/; exact duplicates are kept once. Killed, the same command
+continues where it stopped. downloads.csv holds every URL's outcome (docs/download.md).
+""", (), _download, show=_show_download, resolve=False, parser=_download_parser),
     "audit": Command(
         "Audit the competition before any training: duplicates, train/test copies, image statistics.",
         ("paths", "data", "audit"), _audit, show=_show_audit),
@@ -276,7 +344,7 @@ continues. optuna-dashboard sqlite:///models/tune.db shows it. Needs the `tune` 
         """The strongest honest submission within a time budget, every step a normal experiment.
 
     python src/auto.py --hours 2
-    python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50 --pretrained
+    python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50
 
 Measures each --portfolio backbone's training speed on this device, keeps those whose time on every
 fold fits the budget (in order; fewer epochs for the first when none fits at --epochs), trains them on

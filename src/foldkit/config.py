@@ -53,6 +53,10 @@ class Config:
     id_col: str = _opt("", "id/filename column of train.csv (default: auto-detect)", "data")
     label_col: str = _opt("", "label column of train.csv (default: auto-detect)", "data")
     image_ext: str = _opt("", "extension added to ids that have none (default: inferred from train/)", "data")
+    train_dir: str = _opt("", "folder of the training images (default: train/, or the train* folder holding "
+                          "the training CSV's files: train-jpg/, train_images/ ...)", "data")
+    test_dir: str = _opt("", "folder(s) of the test images, comma-separated, looked up in that order (default: "
+                         "test/, or the test* folders beside the training folder: test-jpg/,test-jpg-additional/)", "data")
     skip_bad_images: bool = _opt(False, "drop missing/empty/truncated/non-image files (prints which) instead of stopping", "data")
     task: str = _opt("auto", "what a training label is: single (one class per image), multilabel (separated "
                      "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
@@ -100,7 +104,9 @@ class Config:
                      "of a SLURM array ($SLURM_ARRAY_TASK_ID) or Kubernetes Indexed Job ($JOB_COMPLETION_INDEX)",
                      "train")
     model: str = _opt("resnet18", "any timm model name (timm.list_models())", "train")
-    pretrained: bool = _opt(False, "start from the hub's pretrained weights (needs a network)", "train")
+    pretrained: bool = _opt(True, "start from the model's pretrained weights, downloaded once from timm's hub into "
+                            "its cache; --no-pretrained trains from scratch (models timm has no weights for do, "
+                            "saying so)", "train")
     pretrained_file: str = _opt("", "local pretrained checkpoint (timm state_dict) for offline machines", "train")
     img_size: int = _opt(0, "training/validation image size (default: the model's pretrained size)", "train")
     test_img_size: int = _opt(0, "evaluation image size of validation/OOF, predict, the bundle and --image "
@@ -164,6 +170,9 @@ class Config:
     channels_last: str = _opt("auto", "channels_last memory format: auto (on GPU), on, off", "train",
                               choices=["auto", "on", "off"])
     compile: bool = _opt(False, "torch.compile the model (pays off on GPU for long runs)", "train")
+    deterministic: bool = _opt(False, "deterministic GPU kernels (torch.use_deterministic_algorithms, cuDNN, "
+                               "cuBLAS): a resumed GPU run then ends exactly as an uninterrupted one, at a speed "
+                               "cost (CPU runs are exact without it; docs/training.md 'Outputs and resume')", "train")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:1", "train")
     devices: str = _opt("", "fold-parallel: one worker process per device, each training folds from one queue "
                         "('0,1' = GPUs 0 and 1; 'cpu,cpu'); default: one device, folds in sequence", "train")
@@ -331,7 +340,8 @@ RUN_ONLY = {"fold", "resume", "progress", "workers", "device", "compile", "force
 IDENTITY_DEFAULTS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseudo": "", "pseudo_min_confidence": 0.9,
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
-                  "test_img_size": 0, "aug_device": "auto", "img_size_schedule": ""}
+                  "test_img_size": 0, "aug_device": "auto", "img_size_schedule": "",
+                  "deterministic": False}
 
 
 def with_settings(cfg: "Config", **changes) -> "Config":

@@ -47,6 +47,29 @@ def scan_images(folder: Path) -> list[str]:
     return sorted(out)
 
 
+def holds_images(folder: Path) -> bool:
+    """Whether an image file is anywhere under folder (stops at the first)."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTS for f in filenames):
+            return True
+    return False
+
+
+def image_folders(root: Path, prefix: str) -> list[Path]:
+    """root's folders whose name starts with prefix (train, train-jpg, train_images, test-jpg-additional ...)
+    and that hold image files, in name order."""
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower().startswith(prefix)
+            and holds_images(d)]
+
+
+def count_named(ids: list[str], folder: Path) -> int:
+    """How many of ids name an image file in folder, with or without its extension."""
+    listing = scan_images(folder) if folder.is_dir() else []
+    known = set(listing) | {os.path.splitext(n)[0] for n in listing}
+    return sum(str(i) in known for i in ids)
+
+
 def _refuse_escaping_ids(ids: pd.Series, fname: str) -> None:
     """Refuse, by name and before any file is touched, ids that would resolve outside the
     competition folder (absolute paths, '..' components)."""

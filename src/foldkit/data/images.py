@@ -33,6 +33,10 @@ class ImageError(InputError):
     """An image file that cannot be decoded (missing, empty, truncated, not an image)."""
 
 
+class TooManyPixelsError(ImageError):
+    """An image whose decoded size is over the pixel limit (max_pixels)."""
+
+
 def _magic_kind(head: bytes) -> str | None:
     if head[:3] == b"\xff\xd8\xff":
         return "jpeg"
@@ -49,6 +53,11 @@ def _magic_kind(head: bytes) -> str | None:
     if head[:1] == b"P" and head[1:2] in b"123456":
         return "pnm"
     return None
+
+
+def image_kind(head: bytes) -> str | None:
+    """The format a file's first 16 bytes announce (jpeg, png, gif, bmp, tiff, webp, pnm), or None."""
+    return _magic_kind(head)
 
 
 def _content_problem(size: int, head: bytes, tail: bytes) -> str | None:
@@ -208,7 +217,7 @@ def decode_image(path: str | Path, grey: bool = False, row: int | None = None, m
     size = _image_size(buf, kind)
     f = _jpeg_reduction(size, min_side) if kind == "jpeg" else 1
     if size is not None and (size[0] // f) * (size[1] // f) > max_pixels():
-        raise ImageError(f"{where}: {size[1]} x {size[0]} pixels is more than the limit of {max_pixels():,} "
+        raise TooManyPixelsError(f"{where}: {size[1]} x {size[0]} pixels is more than the limit of {max_pixels():,} "
                          f"decoded pixels per image. Resize the file, or raise the limit with the "
                          f"environment variable {MAX_PIXELS_ENV}.")
     img = None

@@ -2,8 +2,9 @@
 
 Four layouts are understood (see docs/input.md):
 
-* ``csv_images``    train.csv / labels.csv / train_labels.csv (id, label, or one-hot class columns)
-                    + train/ images (+ test/, sample_submission.csv)
+* ``csv_images``    train.csv / labels.csv / train_labels.csv, or the CSV whose ids name a train* folder's
+                    files (id, label, or one-hot class columns) + train/ (train-jpg/ ...) images
+                    (+ test/ or test* folders, sample_submission*.csv)
 * ``class_folders`` train/<class>/*.jpg (+ val/<class>/, test/ flat or test/<class>/)
 * ``numpy``         x_train.npy, y_train.npy (+ x_test.npy, y_test.npy)
 * ``pixel_csv``     train.csv with label,pixel0..pixelN (+ test.csv), square images
@@ -22,16 +23,18 @@ decoding an image file is foldkit.data.images'.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from foldkit.data.files import (check_files, check_labels, find_test_problems, one_hot_columns, pick_column,
-                                pixel_columns, read_numpy_images, read_numpy_labels, read_pixel_csv,
-                                resolve_paths, scan_images)
+from foldkit.data.files import (check_files, check_labels, count_named, find_test_problems, image_folders,
+                                one_hot_columns, pick_column, pixel_columns, read_numpy_images, read_numpy_labels,
+                                read_pixel_csv, resolve_paths, scan_images)
 from foldkit.data.images import InputError
+from foldkit.data.kinds import LABEL_SEPS, REGRESSION_MIN_DISTINCT, guess_sep, integers_task, tags_or_names
 from foldkit.tags import join_tags, tag_names
 
 ID_CANDIDATES = ["id", "image_id", "imageid", "image", "image_name", "filename", "file_name",
@@ -40,9 +43,10 @@ LABEL_CANDIDATES = ["label", "labels", "target", "class", "class_name", "categor
 IMAGE_DIR_CANDIDATES = ["train", "train_images", "images", "train_imgs", "imgs"]
 TEST_DIR_CANDIDATES = ["test", "test_images", "test_imgs"]
 TRAIN_CSV_CANDIDATES = ["train.csv", "labels.csv", "train_labels.csv"]
+SAMPLE_NAME = re.compile(r"sample_?submission.*\.csv", re.IGNORECASE)     # Planet: sample_submission_v2.csv
+NOT_TRAINING_CSV = re.compile(r"(sample|test|solution|submission)", re.IGNORECASE)   # name starts
+NAMED_SHARE = 0.8      # a CSV whose first rows' ids name files of a training folder (this share) is the training CSV
 TASKS = ("single", "multilabel", "regression")
-LABEL_SEPS = (" ", "|", ";", ",")       # tag separators tried, in this order (--label-sep overrides)
-REGRESSION_MIN_DISTINCT = 20            # more distinct numbers than this: a quantity, not class ids
 
 
 @dataclass
@@ -61,6 +65,9 @@ class Competition:
     one_hot: list = field(default_factory=list)   # class columns of a one-hot (or multi-hot) training CSV
     task: str = "single"         # single | multilabel | regression (detect_task)
     label_sep: str = ""          # multilabel: the separator of the tags in `label`
+    train_dir: str = ""          # the folder of the training images (file layouts), relative to root
+    test_dirs: list = field(default_factory=list)   # the folders of the test images, in the order ids are looked up
+    task_note: str = ""          # --task auto: what the labels showed and the flag that overrides it
     _arrays: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -99,9 +106,10 @@ def labels_as_written(values: pd.Series) -> pd.Series:
     return values
 
 
-def find_train_csv(root: str | Path, name: str = "") -> Path | None:
+def find_train_csv(root: str | Path, name: str = "", train_dir: str = "") -> Path | None:
     """The training CSV of a competition folder: `name` (--train-csv) when given, else the first of
-    TRAIN_CSV_CANDIDATES that exists (Kaggle ships train.csv, labels.csv or train_labels.csv)."""
+    TRAIN_CSV_CANDIDATES that exists (Kaggle ships train.csv, labels.csv or train_labels.csv), else the
+    CSV whose ids name the files of a training image folder (Planet's train_v2.csv + train-jpg/)."""
     root = Path(root)
     if name:
         path = root / name
@@ -109,36 +117,110 @@ def find_train_csv(root: str | Path, name: str = "") -> Path | None:
             have = sorted(p.name for p in root.glob("*.csv"))
             raise InputError(f"--train-csv {name}: no such file in {root} (CSV files there: {have or 'none'})")
         return path
-    return next((root / c for c in TRAIN_CSV_CANDIDATES if (root / c).is_file()), None)
+    return next((root / c for c in TRAIN_CSV_CANDIDATES if (root / c).is_file()), None) \
+        or _csv_naming_images(root, train_dir)
 
 
-def detect_layout(root: str | Path, train_csv: str = "") -> str:
+def _csv_naming_images(root: Path, train_dir: str) -> Path | None:
+    """The one CSV (not a sample, test or solution file) whose first rows' ids name files of a training
+    image folder; several: the one named train*, else one line asking for --train-csv."""
+    csvs = [p for p in sorted(root.glob("*.csv")) if not NOT_TRAINING_CSV.match(p.name)]
+    dirs = train_image_dirs(root, train_dir) if csvs else []
+    hits = []
+    for p in csvs:
+        try:
+            head = read_text_csv(p, nrows=50)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+            continue        # not a table: not the training CSV
+        if head.empty:
+            continue
+        ids = head[pick_column(list(head.columns), "", ID_CANDIDATES, "id col", str(p), 0)].tolist()
+        if any(count_named(ids, d) >= NAMED_SHARE * len(ids) for d in dirs):
+            hits.append(p)
+    if len(hits) > 1:
+        hits = [p for p in hits if p.name.lower().startswith("train")] or hits
+    if len(hits) > 1:
+        raise InputError(f"{root}: the CSV files {[p.name for p in hits]} all name the training images: say which "
+                         "one holds the labels with --train-csv NAME")
+    return hits[0] if hits else None
+
+
+def find_sample(root: Path) -> Path | None:
+    """sample_submission.csv, else the one sample_submission*.csv / sampleSubmission*.csv of the folder."""
+    if (root / "sample_submission.csv").is_file():
+        return root / "sample_submission.csv"
+    found = sorted(p for p in root.glob("*.csv") if SAMPLE_NAME.fullmatch(p.name))
+    if len(found) > 1:
+        raise InputError(f"{root}: several sample submissions {[p.name for p in found]}: keep the one the "
+                         "competition scores (move the others out of the folder)")
+    return found[0] if found else None
+
+
+def train_image_dirs(root: Path, given: str = "") -> list[Path]:
+    """Where the training images may be: --train-dir, else the IMAGE_DIR_CANDIDATES that exist, then
+    the other train* folders holding images (train-jpg, train-tif-v2 ...), in name order."""
+    if given:
+        d = root / given
+        if not d.is_dir():
+            have = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            raise InputError(f"--train-dir {given}: no such folder in {root} (folders there: {have or 'none'})")
+        return [d]
+    exact = [root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()]
+    return exact + [d for d in image_folders(root, "train") if d not in exact]
+
+
+def _after(name: str, prefix: str) -> str:
+    """'jpg' of train-jpg, 'jpg-additional' of test-jpg-additional, '' of train."""
+    return name[len(prefix):].strip("-_").lower() if name.lower().startswith(prefix) else ""
+
+
+def test_image_dirs(root: Path, train_dir: Path | None, given: str = "") -> list[Path]:
+    """Where the test images are, in the order ids are looked up: --test-dir (comma-separated names),
+    else the test* folders holding images that carry the training folder's suffix (train-jpg: test-jpg,
+    test-jpg-additional), else the first of TEST_DIR_CANDIDATES, else every test* folder of images."""
+    if given:
+        dirs = [root / g.strip() for g in given.split(",") if g.strip()]
+        if missing := [d.name for d in dirs if not d.is_dir()]:
+            raise InputError(f"--test-dir: no folder {missing} in {root}")
+        return dirs
+    found = image_folders(root, "test")
+    tail = _after(train_dir.name, "train") if train_dir is not None else ""
+    same = [d for d in found if _after(d.name, "test").startswith(tail)] if tail else []
+    if same:
+        return same
+    exact = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
+    return [exact] if exact is not None else found
+
+
+def detect_layout(root: str | Path, train_csv: str = "", train_dir: str = "") -> str:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"competition folder {root} does not exist. Put a competition there "
                          "(see docs/input.md) or pass --input-dir.")
     if not train_csv and ((root / "x_train.npy").is_file() or (root / "y_train.npy").is_file()):
         return "numpy"
-    csv = find_train_csv(root, train_csv)
+    csv = find_train_csv(root, train_csv, train_dir)
     if csv is not None:
         cols = list(pd.read_csv(csv, nrows=0).columns)
         if len(pixel_columns(cols)) >= 4:
             return "pixel_csv"
         return "csv_images"
-    train = root / "train"
+    train = train_image_dirs(root, train_dir)[0] if train_dir else root / "train"
     if train.is_dir() and any(d.is_dir() and not d.name.startswith(".") for d in train.iterdir()):
         return "class_folders"
     found = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
     raise InputError(
         f"{root}: cannot tell the input layout (found: {found or 'nothing'}). Expected one of: "
-        f"a training CSV ({', '.join(TRAIN_CSV_CANDIDATES)}, or --train-csv NAME) + train/ images; "
+        f"a training CSV ({', '.join(TRAIN_CSV_CANDIDATES)}, or one whose ids name the files of a train* "
+        "folder; else --train-csv NAME) + its images (train/, train-jpg/ ...; else --train-dir NAME); "
         "train/<class>/ folders; x_train.npy + y_train.npy; train.csv with label,pixel0..pixelN "
         "columns. See docs/input.md.")
 
 
 def read_competition(root: str | Path, id_col: str = "", label_col: str = "", image_ext: str = "",
                      skip_bad_images: bool = False, check_train: bool = True, check_test: bool = True,
-                     train_csv: str = "", task: str = "auto", label_sep: str = "") -> Competition:
+                     train_csv: str = "", task: str = "auto", label_sep: str = "", train_dir: str = "",
+                     test_dir: str = "") -> Competition:
     """Detect the layout of `root` and read it into a Competition (see module doc).
 
     check_train / check_test: look inside every file (signature, end marker) instead of only
@@ -147,17 +229,23 @@ def read_competition(root: str | Path, id_col: str = "", label_col: str = "", im
     warn about (the folds do not need the test set).
 
     task / label_sep: what a label is (TASKS, or "auto": detect_task); a multi-label table's `label`
-    holds the tags joined by comp.label_sep ('' = no tag), comp.classes the tag names."""
+    holds the tags joined by comp.label_sep ('' = no tag), comp.classes the tag names.
+
+    train_dir / test_dir: the image folders (--train-dir, --test-dir) when their names say nothing."""
     root = Path(root)
-    layout = detect_layout(root, train_csv)
+    layout = detect_layout(root, train_csv, train_dir)
+    if layout in ("numpy", "pixel_csv") and (train_dir or test_dir):
+        raise InputError(f"{root}: --train-dir/--test-dir name image folders; the {layout} layout holds its "
+                         "images in arrays: leave them out")
     reader = {"csv_images": _read_csv_images, "class_folders": _read_class_folders,
               "numpy": _read_numpy, "pixel_csv": _read_pixel}[layout]
     comp = reader(root, train_csv=train_csv, id_col=id_col, label_col=label_col, image_ext=image_ext,
-                  skip_bad=skip_bad_images, check=check_train, task=task or "auto", label_sep=label_sep)
+                  skip_bad=skip_bad_images, check=check_train, task=task or "auto", label_sep=label_sep,
+                  train_dir=train_dir, test_dir=test_dir)
     comp.train = comp.train.reset_index(drop=True)
     if comp.test is not None and "path" in comp.test.columns:
         comp.test_problems = find_test_problems(comp.test, root, check_test)
-    comp.task, comp.label_sep = detect_task(comp, task or "auto", label_sep)
+    comp.task, comp.label_sep, comp.task_note = detect_task(comp, task or "auto", label_sep)
     if comp.task == "multilabel":
         comp.classes = tag_names(comp.train["label"], comp.label_sep)
         return comp
@@ -166,23 +254,13 @@ def read_competition(root: str | Path, id_col: str = "", label_col: str = "", im
     return comp
 
 
-def _guess_sep(text: pd.Series) -> str:
-    """The separator of a tags column, or '' when the values do not look like tag sets: the candidate
-    found in most rows whose tokens are fewer than the distinct values (tags recur in combinations;
-    'golden retriever' / 'toy poodle' class names do not)."""
-    best, rows = "", 0
-    for sep in LABEL_SEPS:
-        has = int(text.str.contains(sep, regex=False).sum())
-        if has > rows and len(tag_names(text, sep)) < text.nunique():
-            best, rows = sep, has
-    return best
-
-
-def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]:
-    """(task, label_sep) of the training labels; for a multi-hot table, replaces the label column by
-    the joined tags. auto: multi-hot columns or a tags column -> multilabel; numbers with more than
-    REGRESSION_MIN_DISTINCT distinct values -> regression when some are fractional, a question (one
-    line) when they are integers other than 0..K-1 class ids; everything else single-label."""
+def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str, str]:
+    """(task, label_sep, note) of the training labels; for a multi-hot table, replaces the label column
+    by the joined tags. auto: multi-hot columns -> multilabel; text with a separator -> tags or class
+    names by what the labels show (kinds.tags_or_names); numbers with more than
+    REGRESSION_MIN_DISTINCT distinct values -> regression when some are fractional, else what integers
+    show (kinds.integers_task); everything else single-label. The note (auto only) says what was
+    inferred and the flag that overrides it; thin evidence is one line asking for --task."""
     t = comp.train
     where = f"{comp.root / comp.train_csv}" if comp.train_csv else str(comp.root)
     if comp.one_hot and comp.task == "multilabel":     # several (or no) 1s a row: multi-hot
@@ -190,17 +268,17 @@ def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]
             raise InputError(f"{where}: columns {comp.one_hot} are multi-hot (rows with several or no class "
                              f"set), not --task {task}: use --task multilabel, or name the label column "
                              "with --label-col.")
-        return "multilabel", comp.label_sep
+        return "multilabel", comp.label_sep, ""
     if comp.layout == "class_folders":
         if task in ("multilabel", "regression"):
             raise InputError(f"{comp.root}: --task {task}: a folder per class holds one class per image; give a "
                              "training CSV (id + tags or number) for a multi-label or regression competition")
-        return "single", ""
+        return "single", "", ""
     text = t["label"].astype(str)
     if task == "multilabel":
-        return "multilabel", label_sep or _guess_sep(text) or " "
+        return "multilabel", label_sep or guess_sep(text) or " ", ""
     if task == "single":
-        return "single", ""
+        return "single", "", ""
     nums = pd.to_numeric(text, errors="coerce")
     if task == "regression":
         if nums.isna().any():
@@ -208,19 +286,20 @@ def detect_task(comp: Competition, task: str, label_sep: str) -> tuple[str, str]
             raise InputError(f"{where}: --task regression needs a number in every row; data rows "
                              f"{[int(b) + 1 for b in bad]} hold {[text.iloc[b] for b in bad[:3]]}")
         t["label"] = t["label"] if pd.api.types.is_integer_dtype(t["label"]) else nums.astype("float64")
-        return "regression", ""
-    if label_sep or (nums.isna().any() and (label_sep := _guess_sep(text))):
-        return "multilabel", label_sep
-    if nums.isna().any() or nums.nunique() <= REGRESSION_MIN_DISTINCT:
-        return "single", ""
+        return "regression", "", ""
+    if label_sep:                                      # the user named a tag separator
+        return "multilabel", label_sep, ""
+    if nums.isna().any():
+        sep = guess_sep(text)
+        kind, note = tags_or_names(text, sep, where) if sep else ("single", "")
+        return kind, sep if kind == "multilabel" else "", note
+    if nums.nunique() <= REGRESSION_MIN_DISTINCT:
+        return "single", "", ""
     if (nums != nums.round()).any():
         t["label"] = nums.astype("float64")
-        return "regression", ""
-    k = nums.nunique()
-    if set(nums.astype("int64")) == set(range(k)):      # class ids 0..K-1: single-label as before
-        return "single", ""
-    raise InputError(f"{where}: the labels are {k} distinct integers from {int(nums.min())} to {int(nums.max())}: "
-                     "a quantity (an age, a score, a count) or class ids? Pass --task regression or --task single.")
+        return "regression", "", ""
+    kind, note = integers_task(nums.to_numpy().astype("int64"), where)
+    return kind, "", note
 
 
 def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[pd.Series, str]:
@@ -231,8 +310,8 @@ def _multi_hot_tags(df: pd.DataFrame, cols: list[str], label_sep: str) -> tuple[
 
 
 def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
-                     label_sep="") -> Competition:
-    csv = find_train_csv(root, train_csv)
+                     label_sep="", train_dir="", test_dir="") -> Competition:
+    csv = find_train_csv(root, train_csv, train_dir)
     fname = str(csv)
     cols = list(pd.read_csv(csv, nrows=0).columns)
     idc = pick_column(cols, id_col, ID_CANDIDATES, "id col", fname, 0)
@@ -254,7 +333,9 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     else:
         lab = pick_column(cols, label_col, LABEL_CANDIDATES, "label col", fname, 1)
         labels = labels_as_written(df[lab])
-    image_dir = next((root / d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), root / "train")
+    dirs = train_image_dirs(root, train_dir) or [root / "train"]
+    head = df[idc].head(200).tolist()        # the folder that holds the ids' files
+    image_dir = dirs[0] if len(dirs) == 1 else max(dirs, key=lambda d: count_named(head, d))
     table = pd.DataFrame({"id": df[idc], "label": labels})
     for c in df.columns:
         if c not in (idc, lab, *one_hot) and c not in ("id", "label", "path", "fold", "index"):
@@ -262,29 +343,44 @@ def _read_csv_images(root, train_csv, id_col, label_col, image_ext, skip_bad, ch
     table.insert(2, "path", resolve_paths(table["id"], root, image_dir, image_ext, fname))
     bad: list = []
     table = check_files(table, root, "train", skip_bad, bad, fname, check)
-    test = None
-    sample = root / "sample_submission.csv"
-    test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
-    if sample.is_file():
-        s = read_text_csv(sample)
-        sid = s.columns[0] if idc not in s.columns else idc
-        test = pd.DataFrame({"id": s[sid]})
-        if test_dir is not None:
-            test["path"] = resolve_paths(test["id"], root, test_dir, image_ext, str(sample))
-    elif test_dir is not None:
-        names = scan_images(test_dir)
-        test = pd.DataFrame({"id": [os.path.splitext(n)[0] for n in names],
-                             "path": [f"{test_dir.name}/{n}" for n in names]})
+    sample = find_sample(root)
+    tdirs = test_image_dirs(root, image_dir, test_dir)
+    if sample is not None:
+        test = _sample_test(root, sample, idc, tdirs, image_ext)
+    else:
+        names = [(d, n) for d in tdirs for n in scan_images(d)]
+        test = pd.DataFrame({"id": [os.path.splitext(n)[0] for _, n in names],
+                             "path": [f"{d.name}/{n}" for d, n in names]}) if tdirs else None
     return Competition("csv_images", root, table, test, id_col=idc, label_col=lab,
-                       sample_submission=sample if sample.is_file() else None, bad_files=bad,
+                       sample_submission=sample, bad_files=bad,
                        train_csv=csv.name, one_hot=one_hot, task="multilabel" if multi_sep else "single",
-                       label_sep=multi_sep)
+                       label_sep=multi_sep, train_dir=_rel(image_dir, root), test_dirs=[_rel(d, root) for d in tdirs])
+
+
+def _rel(folder: Path, root: Path) -> str:
+    return folder.relative_to(root).as_posix()
+
+
+def _sample_test(root: Path, sample: Path, idc: str, tdirs: list[Path], image_ext: str) -> pd.DataFrame:
+    """The test table of a sample submission: its ids as it writes them (with or without the files'
+    extension), each found in the first test folder that holds it."""
+    s = read_text_csv(sample)
+    sid = idc if idc in s.columns else s.columns[0]
+    test = pd.DataFrame({"id": s[sid]})
+    if tdirs:
+        paths: list = [None] * len(test)
+        for d in tdirs:
+            found = resolve_paths(test["id"], root, d, image_ext, str(sample))
+            paths = [p if p is not None else f for p, f in zip(paths, found)]
+        test["path"] = paths
+    return test
 
 
 def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
-                           label_sep="") -> Competition:
+                           label_sep="", train_dir="", test_dir="") -> Competition:
     rows = []
-    for split in ("train", "val", "valid", "validation"):
+    first = train_dir or "train"
+    for split in (first, "val", "valid", "validation"):
         d = root / split
         if not d.is_dir():
             continue
@@ -292,30 +388,32 @@ def _read_class_folders(root, train_csv, id_col, label_col, image_ext, skip_bad,
             if "/" not in name:
                 continue   # files directly under train/ have no class
             cls = name.split("/", 1)[0]
-            rows.append({"id": f"{split}/{name}" if split != "train" else name, "label": cls,
+            rows.append({"id": f"{split}/{name}" if split != first else name, "label": cls,
                          "path": f"{split}/{name}", "split": split})
     if not rows:
-        raise InputError(f"{root / 'train'}: no image files in its class folders")
+        raise InputError(f"{root / first}: no image files in its class folders")
     table = pd.DataFrame(rows)
     bad: list = []
-    table = check_files(table, root, "train", skip_bad, bad, str(root / "train"), check)
+    table = check_files(table, root, "train", skip_bad, bad, str(root / first), check)
     test = None
-    test_dir = next((root / d for d in TEST_DIR_CANDIDATES if (root / d).is_dir()), None)
-    if test_dir is not None:
-        names = scan_images(test_dir)
-        labelled = names and all("/" in n for n in names)
-        stems = [os.path.splitext(n)[0] for n in names]
-        ids = stems if len(set(stems)) == len(stems) and not labelled else names
-        test = pd.DataFrame({"id": ids, "path": [f"{test_dir.name}/{n}" for n in names]})
+    tdirs = test_image_dirs(root, root / first, test_dir)
+    names = [(d, n) for d in tdirs for n in scan_images(d)]
+    labelled = bool(names) and all("/" in n for _, n in names)
+    sample = find_sample(root)
+    if sample is not None and tdirs and not labelled:    # ids as the sample writes them (Plant Seedlings: 'x.png')
+        test = _sample_test(root, sample, "", tdirs, image_ext)
+    elif tdirs:
+        stems = [os.path.splitext(n)[0] for _, n in names]
+        ids = stems if len(set(stems)) == len(stems) and not labelled else [n for _, n in names]
+        test = pd.DataFrame({"id": ids, "path": [f"{d.name}/{n}" for d, n in names]})
         if labelled:
-            test["label"] = [n.split("/", 1)[0] for n in names]
-    sample = root / "sample_submission.csv"
-    return Competition("class_folders", root, table, test,
-                       sample_submission=sample if sample.is_file() else None, bad_files=bad)
+            test["label"] = [n.split("/", 1)[0] for _, n in names]
+    return Competition("class_folders", root, table, test, sample_submission=sample, bad_files=bad,
+                       train_dir=first, test_dirs=[_rel(d, root) for d in tdirs])
 
 
 def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
-                   label_sep="") -> Competition:
+                   label_sep="", train_dir="", test_dir="") -> Competition:
     xp, yp = root / "x_train.npy", root / "y_train.npy"
     for p in (xp, yp):
         if not p.is_file():
@@ -333,13 +431,12 @@ def _read_numpy(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
         if (root / "y_test.npy").is_file():
             test["label"] = read_numpy_labels(root / "y_test.npy", len(xt))
     comp.test = test
-    sample = root / "sample_submission.csv"
-    comp.sample_submission = sample if sample.is_file() else None
+    comp.sample_submission = find_sample(root)
     return comp
 
 
 def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, task="auto",
-                   label_sep="") -> Competition:
+                   label_sep="", train_dir="", test_dir="") -> Competition:
     fname = find_train_csv(root, train_csv)
     cols = list(pd.read_csv(fname, nrows=0).columns)
     lab = pick_column([c for c in cols if c not in pixel_columns(cols)] or cols, label_col,
@@ -349,14 +446,13 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
                           "index": np.arange(len(x))})
     comp = Competition("pixel_csv", root, table, label_col=lab, train_csv=fname.name)
     comp._arrays["train"] = x
-    sample = root / "sample_submission.csv"
-    comp.sample_submission = sample if sample.is_file() else None
+    comp.sample_submission = find_sample(root)
     if (root / "test.csv").is_file():
         xt, trest = read_pixel_csv(root / "test.csv", lab)
         comp._arrays["test"] = xt
         ids = np.arange(1, len(xt) + 1).astype(str)   # Digit Recognizer's ImageId is 1-based
         if comp.sample_submission is not None:
-            s = read_text_csv(sample)
+            s = read_text_csv(comp.sample_submission)
             comp.id_col = s.columns[0]
             if len(s) == len(xt):
                 ids = s[s.columns[0]].to_numpy()
@@ -369,7 +465,8 @@ def _read_pixel(root, train_csv, id_col, label_col, image_ext, skip_bad, check, 
 # --------------------------------------------------------------------------- opening with the recorded settings
 
 # how the competition is read: recorded in folds_meta.json by make_folds, used by every later step
-READING = ("input_dir", "train_csv", "id_col", "label_col", "image_ext", "skip_bad_images", "task", "label_sep")
+READING = ("input_dir", "train_csv", "id_col", "label_col", "image_ext", "skip_bad_images", "task", "label_sep",
+           "train_dir", "test_dir")
 
 
 def reading_settings(cfg, meta: dict) -> dict:
@@ -394,8 +491,8 @@ def open_competition(cfg, meta: dict | None = None, *, check_train: bool = False
     return read_competition(reading["input_dir"], train_csv=reading["train_csv"], id_col=reading["id_col"],
                             label_col=reading["label_col"], image_ext=reading["image_ext"],
                             skip_bad_images=reading["skip_bad_images"], check_train=check_train,
-                            task=reading["task"], label_sep=reading["label_sep"],
-                            check_test=check_test), reading
+                            task=reading["task"], label_sep=reading["label_sep"], train_dir=reading["train_dir"],
+                            test_dir=reading["test_dir"], check_test=check_test), reading
 
 
 def probability_hint(sample_path, classes: list, metric: str | None) -> str | None:

@@ -339,7 +339,8 @@ def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
             "competition": cfg.competition, "layout": comp.layout,
             "id_col": comp.id_col, "label_col": comp.label_col,
             # how to read the competition on Kaggle: the settings the folds were made with
-            "reading": {k: reading[k] for k in ("train_csv", "id_col", "label_col", "image_ext", "task", "label_sep")},
+            "reading": {k: reading[k] for k in ("train_csv", "id_col", "label_col", "image_ext", "task", "label_sep",
+                                                   "train_dir", "test_dir")},
             "sample_submission": {"columns": list(sample.columns) if sample is not None else [comp.id_col,
                                                                                              comp.label_col],
                                   "rows": len(sample) if sample is not None else test_rows},

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import foldkit
-from foldkit.data.reading import open_competition, probability_hint
+from foldkit.data.reading import TRAIN_CSV_CANDIDATES, open_competition, probability_hint
 from foldkit.experiment import all_experiments
 from foldkit.folds.audit_files import fold_groups
 from foldkit.folds.split import (FoldsError, assign_folds, assign_folds_multilabel, assign_folds_regression,
@@ -173,6 +173,10 @@ def make_folds(cfg, log=print) -> dict:
         log(f"warning: {len(comp.test_problems)} test image(s) of {comp.sample_submission or 'the test set'} "
             "cannot be read; the folds do not need them, but predict.py will refuse to run until they are "
             "fixed:\n  " + "\n  ".join(comp.test_problems[:10]) + ("\n  ..." if len(comp.test_problems) > 10 else ""))
+    if comp.task_note:
+        log(f"note: {comp.task_note}")
+    if found := found_by_content(comp):
+        log(f"note: {found}")
     reading = {**reading, "task": comp.task, "label_sep": comp.label_sep}   # as detected
     if TASKS[comp.task].label != "class":
         return _make_folds_other(cfg, comp, reading, log)
@@ -214,6 +218,19 @@ def make_folds(cfg, log=print) -> dict:
     return meta
 
 
+def found_by_content(comp) -> str:
+    """One line naming the files read when their names are not the usual ones (train_v2.csv,
+    train-jpg/, several test folders), with the flags that choose others; '' otherwise."""
+    usual = (not comp.train_csv or comp.train_csv in TRAIN_CSV_CANDIDATES) and comp.train_dir in ("", "train") \
+        and comp.test_dirs in ([], ["test"])
+    if usual:
+        return ""
+    what = [f"training CSV {comp.train_csv}"] if comp.train_csv else []
+    what += [f"training images in {comp.train_dir}/"] if comp.train_dir else []
+    what += [f"test images in {', '.join(d + '/' for d in comp.test_dirs)}"] if comp.test_dirs else []
+    return f"read {'; '.join(what)} (--train-csv, --train-dir, --test-dir choose others)"
+
+
 def _common_meta(cfg, comp, reading: dict, table: pd.DataFrame, n_read: int, groups, dup_info: dict) -> dict:
     """The folds_meta.json keys every task kind has."""
     return {
@@ -221,6 +238,7 @@ def _common_meta(cfg, comp, reading: dict, table: pd.DataFrame, n_read: int, gro
         "input_dir": str(Path(reading["input_dir"]).resolve()),
         "reading": {**reading, "input_dir": str(Path(reading["input_dir"]).resolve())},
         "train_csv": comp.train_csv, "one_hot_columns": comp.one_hot,
+        "train_dir": comp.train_dir, "test_dirs": comp.test_dirs,
         "id_col": comp.id_col, "label_col": comp.label_col,
         "source_col": comp.source_col,
         "n_folds": cfg.n_folds, "seed": cfg.seed, "group_col": cfg.group_col,

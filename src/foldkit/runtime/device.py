@@ -7,12 +7,14 @@
     use_channels_last  --channels-last -> whether batches go channels_last
     to_device          a batch on the device, in that memory format
     mean_softmax       a model's activated outputs averaged over input views (TTA)
+    set_deterministic  --deterministic -> torch's deterministic algorithms, cuDNN and cuBLAS settings
 
 torch is imported where used: importing this module keeps `--help` instant.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 
 from foldkit.errors import ConfigError
 from foldkit.tasks import ACTIVATIONS
@@ -76,3 +78,19 @@ def mean_softmax(model, views: list, device, dtype=None, activation: str = "soft
         for x in views:
             p = p + act(model(x).float())
     return (p / len(views)).cpu()
+
+
+def set_deterministic(on: bool) -> None:
+    """--deterministic: GPU kernels that give the same result every run (PyTorch's reproducibility notes),
+    so a resumed run ends exactly as an uninterrupted one on a GPU too. On: torch's deterministic algorithms
+    (warn_only: an operation without a deterministic kernel warns, naming itself, instead of stopping the
+    run), cuDNN deterministic without its autotuner, and cuBLAS's fixed workspace (CUBLAS_WORKSPACE_CONFIG,
+    read when cuBLAS starts: this runs before the first CUDA work of a process; a value the user set is
+    kept). Off: torch's defaults. CPU kernels are deterministic either way."""
+    import torch
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=on)
+    torch.backends.cudnn.deterministic = on
+    if on:
+        torch.backends.cudnn.benchmark = False

@@ -34,6 +34,15 @@ def check_model_name(name: str) -> None:
                          "(see timm.list_models())")
 
 
+def has_pretrained_weights(name: str) -> bool:
+    """Whether timm publishes pretrained weights for `name` (its default tag's, from the hub or a URL);
+    ModelError for a name timm does not know."""
+    from timm.models import get_pretrained_cfg
+    check_model_name(name)
+    cfg = get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.has_weights)
+
+
 def fixed_input_size(name: str) -> bool:
     """True for models built for one input size (ViT, Swin, ...: timm's pretrained config says
     fixed_input_size); they are created for the training size (img_size), which timm also resamples
@@ -63,7 +72,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
 
     pretrained_file: a local ImageNet checkpoint loaded through timm's own
     mechanism (pretrained_cfg_overlay=dict(file=...)), so offline machines and
-    Kaggle notebooks work. pretrained without a file downloads from the hub.
+    Kaggle notebooks work. pretrained without a file downloads from the hub once, into the hub's
+    cache (HF_HOME), as timm does; unreachable, it is one ModelError naming both ways out.
     img_size: the training size, passed to models built for one size (fixed_input_size).
     """
     check_model_name(name)
@@ -97,9 +107,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
         except Exception as e:  # noqa: BLE001 - hub client errors come in many types
             raise ModelError(
                 f"could not get pretrained weights for {name!r} from the hub ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:200] if str(e) else ''}). Without a network, download the "
-                "weights elsewhere and pass --pretrained-file PATH, or train from scratch without "
-                "--pretrained.") from None
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}): pass --pretrained-file PATH (the "
+                "weights downloaded elsewhere), or --no-pretrained to train from scratch") from None
     return _timm_create(name, pretrained=False, **kw)
 
 

@@ -67,7 +67,7 @@ def portfolio(cfg) -> list[str]:
         raise AutoError("--portfolio is empty: give timm model names, comma-separated")
     if cfg.pretrained_file and len(names) > 1:
         raise AutoError("--pretrained-file holds one backbone's weights: give a --portfolio of that one model, "
-                        "or --pretrained (the hub's weights for each)")
+                        "or leave --pretrained-file out (the hub's weights for each)")
     return names
 
 

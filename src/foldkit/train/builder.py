@@ -29,8 +29,8 @@ from foldkit.experiment import Experiment, default_name, prepare_experiment
 from foldkit.data.reading import open_competition, probability_hint
 from foldkit.folds.file import FOLDS_CSV, read_folds, read_meta
 from foldkit.runtime import distributed
-from foldkit.runtime.device import pick_device
-from foldkit.runtime.model import data_config
+from foldkit.runtime.device import pick_device, set_deterministic
+from foldkit.runtime.model import ModelError, data_config, has_pretrained_weights
 from foldkit.tasks import check_settings, n_outputs, targets, task_of
 from foldkit.train import autobatch, foldpool, teacher
 from foldkit.train.checks import TrainError, check_training_settings
@@ -53,7 +53,24 @@ def settle(cfg, log=print, devices: list | tuple = ()):
     """The settings a run trains with (module docstring); --batch-size auto is measured on the first of
     `devices`, else on cfg.device."""
     cfg, _ = task_settings(cfg)
+    cfg = pretrained_or_scratch(cfg, log)
+    set_deterministic(cfg.deterministic)     # before --batch-size auto's first CUDA work starts cuBLAS
     return resolve_batch(cfg, list(devices), log)
+
+
+def pretrained_or_scratch(cfg, log=print):
+    """cfg with --pretrained (the hub's weights, the default) off where the run does not use them: with
+    --pretrained-file (recorded as before the default changed, so such experiments keep their names), and
+    for a model timm has no weights for (said in one line; refused when the user asked for them)."""
+    if cfg.pretrained and cfg.pretrained_file and "pretrained" not in cfg.given:
+        return with_settings(cfg, pretrained=False)
+    if not cfg.pretrained or cfg.pretrained_file or has_pretrained_weights(cfg.model):
+        return cfg
+    if "pretrained" in cfg.given:
+        raise ModelError(f"--pretrained: timm has no pretrained weights for {cfg.model!r}; pass --pretrained-file "
+                         "PATH, or --no-pretrained to train it from scratch")
+    log(f"note: timm has no pretrained weights for {cfg.model}: training it from scratch")
+    return with_settings(cfg, pretrained=False)
 
 
 def task_settings(cfg):

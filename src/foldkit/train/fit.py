@@ -33,7 +33,7 @@ from foldkit.figures import plot_log_curve
 from foldkit.io import atomic_write_text, atomic_write_with
 from foldkit.oof import score_text
 from foldkit.runtime import distributed
-from foldkit.runtime.device import pick_device
+from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen
 from foldkit.tasks import TASKS, TargetScale, oof_columns
 from foldkit.train import engine
@@ -143,6 +143,7 @@ def start_fold(cfg, run: RunData, fold: int, log=print) -> FoldRun:
     """The fold's teaching, loaders, Training and state (resumed from fold{k}_last.pt when there is one)."""
     exp, seed = run.exp, cfg.seed * 100 + fold
     seed_all(seed)
+    set_deterministic(cfg.deterministic)     # in every process that trains: workers, torchrun ranks
     device = pick_device(cfg.device)
     resumed = FoldState.read(exp.last_checkpoint(fold)) if exp.last_checkpoint(fold).is_file() and cfg.resume else None
     teaching = for_fold(cfg, run, fold, log=log, reuse=resumed is not None)   # soft/pseudo-labels, distillation

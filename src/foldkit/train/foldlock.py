@@ -1,11 +1,14 @@
 """The per-fold lock: two processes (on one machine or on several sharing models/<exp>/) never train
 the same fold at once.
 
-    with fold_lock(exp.lock(k), k):   # fold{k}.lock holds {"host", "pid", "started"}
+    with fold_lock(exp.lock(k), k):   # fold{k}.lock holds {"host", "pid", "started", "boot", "pid_start"}
         ...train fold k...
 
 The second process to start a fold gets FoldLockError naming the holder. A lock whose holder is dead
-is taken over: on the same host when its pid no longer runs, from another host when the holder has
+is taken over: on the same host when its pid no longer runs, or runs but is another process (a
+container restarted by Docker or Kubernetes gives its new Python the same pid on the same host: the
+machine's boot id and the pid's start time, from /proc on Linux, tell them apart; lock files without
+them are judged by the pid alone), from another host when the holder has
 not refreshed the file's time for `stale` seconds (the holder touches it every `refresh` seconds from
 a daemon thread, so a long epoch does not look dead). Hand-written: fcntl/flock locks are not
 reliable on the network file systems clusters share folders on; creating a file by hard link is.
@@ -49,9 +52,38 @@ def _pid_runs(pid) -> bool:
     return True
 
 
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), None elsewhere."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def pid_start(pid) -> int | None:
+    """When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat, Linux), None
+    where that cannot be read. Together with the boot id it names one process, where a pid alone is
+    reused (first by a restarted container's PID 1)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])   # the name in (...) may hold spaces; field 22 overall
+    except (OSError, ValueError, TypeError, IndexError):
+        return None
+
+
+def _same_process(holder: dict) -> bool:
+    """The holder's pid still names the holder's process (not a later one given the same pid)."""
+    if holder.get("boot") is not None and boot_id() is not None and holder["boot"] != boot_id():
+        return False
+    if holder.get("pid_start") is not None:
+        now = pid_start(holder.get("pid"))
+        return now is None or now == holder["pid_start"]    # unreadable: count it as the holder
+    return True
+
+
 def holder_is_dead(path: Path, holder: dict, stale: float) -> bool:
     if holder.get("host") == socket.gethostname():
-        return not _pid_runs(holder.get("pid"))
+        return not (_pid_runs(holder.get("pid")) and _same_process(holder))
     try:
         age = time.time() - Path(path).stat().st_mtime
     except FileNotFoundError:
@@ -81,7 +113,8 @@ def _describe(h: dict, path: Path) -> str:
 @contextlib.contextmanager
 def fold_lock(path: str | Path, fold: int, stale: float = STALE_SECONDS, refresh: float = REFRESH_SECONDS):
     path = Path(path)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "boot": boot_id(),
+          "pid_start": pid_start(os.getpid())}
     for _ in range(5):
         if create_once(path, (json.dumps(me) + "\n").encode()):
             break

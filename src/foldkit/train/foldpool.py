@@ -76,6 +76,16 @@ def _die_with_parent(parent: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _exit_once(signum, _frame) -> None:
+    """A worker's SIGTERM (the parent stopping it, a preemption, a user's kill): exit through Python so
+    finalizers clean up, after telling the parent which fold was cut short. Once: a second SIGTERM (the
+    parent stopping every worker) would otherwise raise again inside those finalizers or an atexit
+    callback, printing "Exception ignored ... SystemExit" above the run's error line; it now just ends
+    the process."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.exit(128 + signum)
+
+
 def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: int, prepare, fit_one,
             parent: int = 0) -> None:
     """One fold-parallel worker: train folds from `jobs` on `device` until the queue is empty."""
@@ -89,9 +99,7 @@ def _worker(wid: int, device: str, cfg, jobs, events, threads: int, n_workers: i
     # tqdm's default lock is a multiprocessing semaphore registered with the parent's resource tracker:
     # a killed worker would leave it behind (a warning after the error line); a thread lock is enough here
     tqdm.set_lock(threading.RLock())
-    # SIGTERM (the parent stopping it, a preemption, a user's kill): exit through Python so finalizers
-    # clean up, after telling the parent which fold was cut short
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, _exit_once)
     fold = None
     if parent:
         _die_with_parent(parent)
@@ -185,8 +193,9 @@ class _sigterm_stops_the_run:
             self.old = signal.signal(signal.SIGTERM, self._raise)
         return self
 
-    @staticmethod
-    def _raise(*_):
+    def _raise(self, *_):
+        # once: a second SIGTERM must not raise again inside the cleanup that stops the workers
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if self.old is None else self.old)
         raise _Stopped("fold-parallel run stopped by SIGTERM: its workers were stopped; start the run again "
                        "to resume the unfinished folds")
 
