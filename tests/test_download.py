@@ -187,8 +187,8 @@ def test_every_fault_gets_its_outcome_and_only_whole_images_are_kept(tmp_path, s
     ]
     out = tmp_path / "comp"
     t0 = time.time()
-    summary = download(write_csv(tmp_path / "urls.csv", rows), "--out", out, "--timeout", "1", "--retries", "1",
-                       "--max-bytes", "1000000")
+    download(write_csv(tmp_path / "urls.csv", rows), "--out", out, "--timeout", "1", "--retries", "1",
+             "--max-bytes", "1000000")
     assert time.time() - t0 < 20
     report = {row["source"]: r for row, r in zip(rows, table(out / "downloads.csv"))}   # in the list's order
     train = table(out / "train.csv")

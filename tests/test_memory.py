@@ -1,6 +1,5 @@
 """The RAM cache and DataLoader workers share the machine between the foldkit processes on it (torchrun
 ranks, fold-parallel workers): no process may run the machine out of memory without a clear line first."""
-import numpy as np
 import pytest
 
 from conftest import write_png

@@ -1,6 +1,5 @@
 """How the package is put together: no import circles, one owner per name list."""
 import ast
-import json
 from pathlib import Path
 
 import numpy as np

@@ -268,7 +268,7 @@ def test_per_label_thresholds_global_first_then_per_label(planet):
     for m in ("f1_samples", "f2_samples", "f1_micro", "f1_macro"):        # the search's scorer is sklearn's
         for p in (probs, nested, np.zeros_like(probs)):
             assert fast_fbeta(m)(y, p) == pytest.approx(score(m, y, p), abs=1e-12), m
-    assert steps_for("f2_samples", task="multilabel") == ("label_thresholds",)
+    assert steps_for("f2_samples", task="multilabel") == ("label_thresholds", "top_tag")
     assert steps_for("map", task="multilabel") == () and steps_for("f1_macro") == ("thresholds",)
 
 
@@ -312,7 +312,7 @@ def test_every_task_kind_has_every_field_and_its_methods_run():
         assert len(task.label_values(pred, meta["classes"], " ")) == 2
         assert task.describe(meta["classes"])
         assert set(task.post_steps(task.default_metric, "auto", "auto", "auto")) <= {
-            "temperature", "thresholds", "cutpoints", "label_thresholds", "clip"}
+            "temperature", "thresholds", "cutpoints", "label_thresholds", "top_tag", "clip"}
         assert task.check_settings(config.resolve({"metric": task.default_metric})).metric == task.default_metric
         task.check_combination("mean", "mean")
 

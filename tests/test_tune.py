@@ -182,3 +182,55 @@ def test_an_unreachable_postgresql_server_is_one_line_without_the_password(comp,
     assert r.stderr.startswith("error: --storage postgresql+psycopg://me:***@127.0.0.1:1/optuna: cannot open it "
                                "(OperationalError: "), r.stderr
     assert "check that the server is running" in r.stderr and "s3cret" not in r.stdout + r.stderr
+
+
+def test_a_study_is_identified_by_its_settings_and_space(comp, tmp_path):
+    """Run again with a [search_space] table and the old study is not joined (it held --n-trials already):
+    a new study runs the table's values; --study naming a study made with other settings is one line."""
+    lines = []
+    cfg = cfg_for(comp, tmp_path, epochs=1, n_trials=1, tune_folds="0", pruner="none")
+    first = run_study(cfg, log=lines.append)
+    assert first.study_name.startswith("quick-accuracy-") and len(first.get_trials()) == 1
+    custom = run_study(cfg, log=lines.append, space_table={"lr": [2e-3]})
+    assert custom.study_name.startswith("custom-accuracy-") and custom.study_name != first.study_name
+    [t] = custom.get_trials()
+    assert t.state.name == "COMPLETE" and t.params == {"lr": 2e-3}
+    again = cfg_for(comp, tmp_path, epochs=2, n_trials=1, tune_folds="0", pruner="none", study=first.study_name)
+    with pytest.raises(TuneError) as e:
+        run_study(again, log=lines.append)
+    assert str(e.value).startswith(f"study '{first.study_name}' in sqlite:///") and "epochs 1 -> 2" in str(e.value)
+    assert "use another --study" in str(e.value) and "\n" not in str(e.value)
+    assert len(first.get_trials()) == 1                                    # nothing ran in the refused study
+
+
+def test_a_failing_trial_is_recorded_and_the_worker_goes_on_with_its_tracker(comp, tmp_path):
+    """A model timm does not know fails its trial (FAIL, the reason kept); the next trial trains and, with
+    --log tensorboard, writes its own tracker run. The same failure 3 times in a row stops the worker in
+    one line (a setting every trial shares is wrong)."""
+    lines = []
+    space = {"model": ["test_resnet", "no_such_model_xyz"]}
+    cfg = cfg_for(comp, tmp_path, epochs=1, n_trials=1, tune_folds="0", pruner="none", log="tensorboard",
+                  tracking_uri=str(tmp_path / "tb"))
+    study = run_study(cfg, log=lines.append, space_table=space,
+                      enqueue=[{"model": "no_such_model_xyz"}, {"model": "test_resnet"}])
+    bad, good = study.get_trials()
+    assert bad.state.name == "FAIL" and "no_such_model_xyz" in bad.user_attrs["error"]
+    assert any(line.startswith("trial 0 failed: ") for line in lines), lines
+    assert good.state.name == "COMPLETE"
+    assert list((tmp_path / "tb" / good.user_attrs["experiment"]).glob("events.out.tfevents.*"))
+    assert "failed: " in "\n".join(summary(study, cfg))
+    with pytest.raises(TuneError, match=r"^3 trials in a row failed with: .*no_such_model_xyz"):
+        run_study(cfg_for(comp, tmp_path, n_trials=1, tune_folds="0", study="all-bad"), log=lines.append,
+                  space_table={"model": ["no_such_model_xyz"]})
+
+
+@pytest.mark.parametrize("flags, says", [
+    ({"devices": "cpu,cpu"}, "--devices is not used by tune.py: tune.py trains a trial's folds one after another"),
+    ({"lr_find": True}, "--lr-find is not used by tune.py: --lr-find tests one set of settings"),
+    ({"tracking_uri": "runs"}, "--tracking-uri says where --log writes: give --log tensorboard"),
+])
+def test_run_flags_tune_cannot_honour_are_one_line(comp, tmp_path, flags, says):
+    with pytest.raises(TuneError) as e:
+        run_study(cfg_for(comp, tmp_path, epochs=1, n_trials=1, tune_folds="0", **flags), log=lambda *_: None)
+    assert str(e.value).startswith(says) and "\n" not in str(e.value)
+    assert not (tmp_path / "m").exists()

@@ -315,7 +315,7 @@ each test image is decoded once for all folds and TTA views, and the
 submission takes the exact shape of sample_submission.csv. Its file name
 carries the experiment and CV score; an existing file is never overwritten.
 """, ("paths", "data", "predict"), _predict,
-        extra=("batch_size", "device", "amp", "channels_last", "workers", "progress")),
+        extra=("batch_size", "device", "amp", "channels_last", "workers", "progress", "positive_class")),
     "leaderboard": Command(
         """One table of every experiment under models/, best CV first: what to check after every run.
 
@@ -347,10 +347,10 @@ continues. optuna-dashboard sqlite:///models/tune.db shows it. Needs the `tune` 
     python src/auto.py --hours 8 --portfolio convnext_tiny,efficientnet_b2,resnet50
 
 Measures each --portfolio backbone's training speed on this device, keeps those whose time on every
-fold fits the budget (in order; fewer epochs for the first when none fits at --epochs), trains them on
-all folds, then runs predict.py's path on them: blend fitted on the OOF (nested CV), submission, report.
-A budget too small for one epoch of the fastest candidate on every fold stops at once with one line
-saying the hours it needs. 20% of the budget is kept for prediction.
+fold fits the budget (in order; when the first does not fit whole: fewer folds, then fewer epochs, then
+a smaller image size, saying what was given up), trains them, then runs predict.py's path on them: blend
+fitted on the OOF (nested CV), submission, report. Only a budget too small for one epoch of one fold
+stops at once with one line saying the hours it needs. 20% of the budget is kept for prediction.
 """, ("paths", "data", "train", "auto"), _auto,
         extra=("seed", "tta", "ensemble", "submission_mode", "calibrate", "thresholds", "report", "submit")),
     "export": Command(
@@ -366,7 +366,7 @@ competition under /kaggle/input and writes a validated submission.csv) and a run
 measured on this device; --time-budget warns when the ensemble will not fit.
 """, ("paths", "data", "export"), _export,
         extra=("experiments", "tta", "ensemble", "submission_mode", "blend", "calibrate", "thresholds", "clip",
-               "batch_size", "device", "amp", "channels_last", "workers")),
+               "tag_metric", "positive_class", "batch_size", "device", "amp", "channels_last", "workers")),
 }
 
 

@@ -62,7 +62,8 @@ class Config:
                      "tags, or multi-hot 0/1 columns), regression (a number); auto = detected from the labels",
                      "data", choices=["auto", "single", "multilabel", "regression"])
     label_sep: str = _opt("", "multi-label: the separator of the tags in the label column (default: detected "
-                          "among space, |, ; and ,)", "data")
+                          "among space, |, ; and ,); predict.py: the separator of the tags written",
+                          "data")
 
     # ---- folds ----
     n_folds: int = _opt(5, "number of cross-validation folds", "folds")
@@ -94,8 +95,8 @@ class Config:
                               "(hash search only); default: the hub's local cache, else hash search only", "audit")
     embed_size: int = _opt(96, "input size (px) of the embedding backbone (calibrated: 64, faster, finds fewer "
                            "crops; 96; 128, slower, a few more crops)", "audit")
-    embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for "
-                                  "--embed-model and --embed-size)", "audit")
+    embed_threshold: float = _opt(0.0, "cosine similarity of a copy (0 = the value calibrated for --embed-model "
+                                  "and --embed-size); pairs from 0.80 up to it are listed 'to check'", "audit")
 
     # ---- training ----
     experiment: str = _opt("", "experiment name: models/<experiment>/ (default: derived from model, size "
@@ -162,6 +163,10 @@ class Config:
     ema_decay: float = _opt(0.998, "EMA decay per optimizer step", "train")
     balance: str = _opt("none", "class imbalance: none, weights (class-weighted loss), sampler (balanced)",
                         "train", choices=["none", "weights", "sampler"])
+    positive_class: str = _opt("", "binary: the class whose probability a one-column submission holds (default: "
+                               "the class the sample's column is named after, else the second in sorted order); "
+                               "recorded with the experiment. --metric f1 scores the second class only, for now",
+                               "train")
     metric: str = _opt("accuracy", "competition metric: picks the best epoch and early stopping", "train",
                        choices=list(METRICS))
     patience: int = _opt(0, "early stopping: stop after N epochs without improvement (0 = off)", "train", minimum=0)
@@ -242,7 +247,8 @@ class Config:
                        "(successive halving), none", "tune", choices=["median", "halving", "none"])
     storage: str = _opt("", "Optuna storage URL (default: sqlite:///<models-dir>/tune.db; postgresql+psycopg://... "
                         "lets workers on many machines share the study)", "tune")
-    study: str = _opt("", "study name (default: <space>-<metric>-<folds hash>)", "tune")
+    study: str = _opt("", "study name (default: <space>-<metric>-<hash of the settings, space and folds>; a study "
+                       "made with other settings is refused)", "tune")
     heartbeat: int = _opt(60, "seconds between a running trial's heartbeats; a trial silent for twice this is "
                           "marked failed and queued again with the same settings", "tune", minimum=1)
 
@@ -272,6 +278,10 @@ class Config:
     thresholds: str = _opt("auto", "per-class thresholds (f1, f1_macro) or ordinal cut-points (qwk) fitted on "
                            "the OOF (auto: on for those metrics; multi-label: per-label thresholds for the F "
                            "metrics)", "predict", choices=SWITCHES)
+    tag_metric: str = _opt("auto", "multi-label tags file: the F metric its per-label thresholds are fitted for "
+                           "and its CV and test score are given in (auto: the training metric when it scores tags, "
+                           "else f1_samples)", "predict",
+                           choices=["auto", "f1_samples", "f2_samples", "f1_micro", "f1_macro"])
     clip: str = _opt("auto", "regression: clip predictions to the range of the training targets, measured in nested "
                      "CV like every post-processing (auto: on for regression)", "predict", choices=SWITCHES)
 
@@ -341,7 +351,7 @@ IDENTITY_DEFAULTS = {"loss": "auto", "soft_labels": "", "soft_alpha": 0.3, "pseu
                   "pseudo_top_margin": 0.0, "pseudo_weight": 1.0, "pseudo_soft": False, "unlabelled": "",
                   "teacher": "", "kd_alpha": 0.5, "kd_temperature": 2.0,
                   "test_img_size": 0, "aug_device": "auto", "img_size_schedule": "",
-                  "deterministic": False}
+                  "deterministic": False, "positive_class": ""}
 
 
 def with_settings(cfg: "Config", **changes) -> "Config":

@@ -266,7 +266,8 @@ class MultiLabel(Task):
         if calibrate == "on":
             raise ConfigError("--calibrate on (temperature scaling of a softmax) is for single-label tasks")
         on = thresholds == "on" or (thresholds == "auto" and metric in ML_F_METRICS)
-        return ("label_thresholds",) if on else ()
+        tags = metric in ML_F_METRICS      # a tags file (submission.file_metric): at least one tag per row
+        return (("label_thresholds",) + (("top_tag",) if tags else ())) if on else ()
 
 
 class Regression(Task):

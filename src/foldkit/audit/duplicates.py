@@ -28,6 +28,12 @@ PAIRS_CSV = "pairs.csv"
 FEATURE_NEIGHBOURS = 10        # neighbours per image searched for feature copies
 PROJECT_ABOVE = 20000          # more images than this: neighbours searched on a PCA projection
 PROJECT_DIM = 128
+# Expected precision of a feature pair (margin >= the calibrated margin) by similarity band, lowest
+# edge first: the share of same photos / same items in a blind look at a random sample of the pairs the
+# audit lists on natural data (UTKFace faces, Fashion-MNIST products; mobilenetv2_100 at 96 px), not the
+# top of the ranking: benchmarks/RESULTS.md "Feature copies on natural look-alikes". Other sizes and
+# models show the same figures (not measured for them).
+BANDS = ((0.80, 0.17), (0.85, 0.33), (0.90, 0.54), (0.95, 0.75))
 
 
 def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) -> pd.DataFrame:
@@ -78,6 +84,44 @@ def feature_pairs(emb: np.ndarray, floor: float, k: int = FEATURE_NEIGHBOURS) ->
     out = pd.DataFrame({"i": valid[pairs[keep, 0]], "j": valid[pairs[keep, 1]], "similarity": sim[keep],
                         "margin": margin[keep]})
     return out.sort_values("similarity", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def band_of(similarity) -> tuple[np.ndarray, np.ndarray]:
+    """(band name, expected precision) of each similarity: the BANDS row it falls in ("0.80-0.85",
+    ">= 0.95"); "below 0.80" and NaN below the lowest band."""
+    sim = np.asarray(similarity, float)
+    edges = [lo for lo, _ in BANDS]
+    names = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(edges, edges[1:])] + [f">= {edges[-1]:.2f}"]
+    k = np.searchsorted(edges, sim + 1e-9, side="right") - 1     # 1e-9: 0.85 stored as 0.84999.. is in 0.85-
+    name = np.array([f"below {edges[0]:.2f}"] + names, dtype=object)[k + 1]
+    precision = np.array([np.nan] + [p for _, p in BANDS])[k + 1]
+    return name, precision
+
+
+def band_counts(pairs: pd.DataFrame, hashes: pd.DataFrame) -> list[dict]:
+    """Per band of the feature pairs the audit lists as copies or to check (pairs with `verdict`,
+    `band`, `expected_precision`): verdict, expected precision, pairs, train/test pairs, test images
+    whose most similar train partner falls in the band, train pairs with different labels."""
+    p = pairs[pairs["verdict"] != ""]
+    if p.empty:
+        return []
+    split = hashes["split"].to_numpy()
+    label = hashes["label"].astype(str).to_numpy()
+    i, j = p["i"].to_numpy(int), p["j"].to_numpy(int)
+    cross = split[i] != split[j]
+    both_train = (split[i] == "train") & (split[j] == "train")
+    test_row = np.where(split[i] == "test", i, j)
+    best = pd.Series(p["similarity"].to_numpy()[cross], index=test_row[cross]).groupby(level=0).max()
+    best_band = pd.Series(band_of(best.to_numpy())[0], index=best.index)
+    out = []
+    for (band, verdict), g in p.groupby(["band", "verdict"], sort=False):
+        m = ((p["band"] == band) & (p["verdict"] == verdict)).to_numpy()
+        tests = best_band.index.isin(test_row[m & cross]) & (best_band == band).to_numpy()
+        out.append({"band": band, "verdict": verdict, "expected_precision": float(g["expected_precision"].iloc[0]),
+                    "pairs": int(m.sum()), "train_test_pairs": int((m & cross).sum()), "test_images": int(tests.sum()),
+                    "train_pairs_different_labels": int((m & both_train & (label[i] != label[j])).sum()),
+                    "lowest_similarity": float(g["similarity"].min())})
+    return sorted(out, key=lambda r: -r["lowest_similarity"])
 
 
 def _knn(q: np.ndarray, k: int) -> np.ndarray:

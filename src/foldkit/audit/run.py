@@ -7,7 +7,8 @@ Reads the competition (any layout), never modifies it, and writes ``reports/audi
                       duplicates.csv
     duplicates.csv    cluster, id, split, label, source, kind, distance, label_conflict, spans, similarity,
                       method
-    pairs.csv         feature pairs by similarity (copies and the borderline ones below the threshold)
+    pairs.csv         feature pairs by similarity: copies, those to check (0.80 up to the copy threshold:
+                      more often look-alikes) and the borderline ones, with their band's expected precision
     adversarial.csv   training images by p_test (adversarial validation), test_like
     embed_cache_*.npz embeddings (a second run embeds nothing)
     images.csv        one row per image: split, id, label, width, height, channels, mode, format,
@@ -45,6 +46,7 @@ HUGE_SIDE = 4096      # longest side above this: "huge" (slow to decode, resized
 GALLERY_CLUSTERS = 24
 BORDER = 0.03         # pairs.csv lists feature pairs down to this much below the copy margin (and 0.05
                       # below the threshold): the borderline ones
+CALIBRATED_NOTE = "calibrated on planted copies and natural look-alikes"
 GALLERY_PAIRS = 8     # pairs shown per group (strongest train<->test copies, weakest copies, strongest non-copies)
 GALLERY_TEST_LIKE = 16
 SHEET_PER_CLASS = 8
@@ -196,32 +198,42 @@ def feature_plan(cfg) -> dict:
                                f"(default {embed.DEFAULT_SIZE}; calibrated: "
                                f"{', '.join(str(z) for m, z in sorted(embed.CALIBRATED) if m == cfg.embed_model)})")
     thr, margin, calibrated = embed.threshold_for(cfg.embed_model, cfg.embed_size, cfg.embed_threshold)
+    edges = [lo for lo, _ in dup.BANDS]
     source, why = embed.weights_source(cfg.embed_model, cfg.embed_weights)
     if source:
         embed.check_model(cfg.embed_model)
     return {"model": cfg.embed_model, "size": cfg.embed_size, "threshold": thr, "margin": margin,
-            "calibrated": calibrated, "weights": source or None, "searched": bool(source), "not_searched": why}
+            "check_from": embed.check_from(thr), "calibrated": calibrated,
+            "bands": [{"from": lo, "to": hi, "expected_precision": prec}
+                      for (lo, prec), hi in zip(dup.BANDS, edges[1:] + [1.0])],
+            "weights": source or None, "searched": bool(source), "not_searched": why}
 
 
 def feature_search(cfg, comp, hashes: pd.DataFrame, out_dir: Path, plan: dict, log=print) -> tuple:
-    """(unit embeddings of the rows of `hashes`, candidate feature pairs: the copies and the
-    borderline ones, down to BORDER below the margin and 0.05 below the threshold, with their
-    `copy` flag). Without weights (plan["searched"] False): (None, None)."""
+    """(unit embeddings of the rows of `hashes`, candidate feature pairs: the copies, those to check
+    and the borderline ones, down to BORDER below the margin and 0.05 below the lowest similarity
+    listed, with their band, expected precision, verdict (copy, to check, '') and `copy` flag).
+    Without weights (plan["searched"] False): (None, None)."""
     if not plan["searched"]:
         return None, None
     emb = embed.competition_embeddings(comp, hashes, out_dir / embed.cache_name(cfg.embed_model, cfg.embed_size),
                                        cfg.embed_model, plan["weights"], cfg.embed_size, log, cfg.audit_workers)
-    pairs = dup.feature_pairs(emb, floor=plan["threshold"] - 0.05)
+    pairs = dup.feature_pairs(emb, floor=plan["check_from"] - 0.05)
     pairs = pairs[pairs["margin"] >= plan["margin"] - BORDER].reset_index(drop=True)
-    pairs["copy"] = (pairs["similarity"] >= plan["threshold"]) & (pairs["margin"] >= plan["margin"])
+    pairs["band"], pairs["expected_precision"] = dup.band_of(pairs["similarity"])
+    listed = pairs["margin"] >= plan["margin"]
+    pairs["copy"] = listed & (pairs["similarity"] >= plan["threshold"])
+    to_check = listed & ~pairs["copy"] & (pairs["similarity"] >= plan["check_from"])
+    pairs["verdict"] = np.where(pairs["copy"], "copy", np.where(to_check, "to check", ""))
     plan["candidate_pairs"] = int(len(pairs))
     return emb, pairs
 
 
 def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
     """pairs.csv: feature pairs by similarity, with their margin over the images' background
-    similarity, copy (both at or above the calibrated values), both images' id, split, label,
-    source and the pHash bits between them."""
+    similarity, copy (both at or above the calibrated values), verdict (copy, to check: below the copy
+    threshold, more often a look-alike than a copy; '' for the borderline ones), similarity band and its
+    expected precision, both images' id, split, label, source and the pHash bits between them."""
     cols = ["id", "split", "label", "source"]
     a = hashes.iloc[pairs["i"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_a")
     b = hashes.iloc[pairs["j"].to_numpy(int)][cols].reset_index(drop=True).add_suffix("_b")
@@ -230,7 +242,9 @@ def pairs_table(pairs: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
     t = pd.concat([pd.DataFrame({"rank": np.arange(1, len(pairs) + 1),
                                  "similarity": pairs["similarity"].round(4).to_numpy(),
                                  "margin": pairs["margin"].round(4).to_numpy(),
-                                 "copy": pairs["copy"].to_numpy()}), a, b], axis=1)
+                                 "copy": pairs["copy"].to_numpy(), "verdict": pairs["verdict"].to_numpy(),
+                                 "band": pairs["band"].to_numpy(),
+                                 "expected_precision": pairs["expected_precision"].to_numpy()}), a, b], axis=1)
     t["hash_bits"] = bits
     return t
 
@@ -241,15 +255,19 @@ def _named(split, id_, label) -> str:
 
 def pair_gallery(table: pd.DataFrame, load) -> tuple[list[str], list[np.ndarray]]:
     """(caption, the two images side by side) for the strongest train<->test copies, the weakest
-    pairs called copies and the strongest not called copies (the ones a person should check)."""
+    pairs called copies, a random sample of the pairs to check (not the top of their ranking: what
+    the band looks like) and the strongest not called copies."""
     tt = table[(table["split_a"] != table["split_b"]) & table["copy"]].head(GALLERY_PAIRS)
     above = table[table["copy"]].sort_values("margin", kind="stable").head(GALLERY_PAIRS)
-    below = table[~table["copy"]].sort_values("margin", ascending=False, kind="stable").head(GALLERY_PAIRS)
+    check = table[table["verdict"] == "to check"]
+    check = check.sample(min(GALLERY_PAIRS, len(check)), random_state=0).sort_values("similarity", ascending=False)
+    below = table[table["verdict"] == ""].sort_values("margin", ascending=False, kind="stable").head(GALLERY_PAIRS)
     captions, rows = [], []
     for name, part in (("train<->test copy", tt), ("weakest called a copy", above),
-                       ("strongest NOT called a copy", below)):
+                       ("to check (a random sample)", check), ("strongest NOT called a copy", below)):
         for r in part.itertuples():
-            captions.append(f"{name}: similarity {r.similarity:.3f}, margin {r.margin:.3f} "
+            prec = "" if pd.isna(r.expected_precision) else f", expected precision {r.expected_precision:.2f}"
+            captions.append(f"{name}: similarity {r.similarity:.3f}{prec}, margin {r.margin:.3f} "
                             f"({r.hash_bits} pHash bits): "
                             f"{_named(r.split_a, r.id_a, r.label_a)} | {_named(r.split_b, r.id_b, r.label_b)}")
             rows.append(mosaic_row([(r.split_a, r.source_a), (r.split_b, r.source_b)], load, 2))
@@ -289,10 +307,11 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
         out.append(f"{d['train_clusters']} duplicate cluster(s) inside train ({d['train_images_in_clusters']} "
                    f"images, {share:.1%}): random folds put copies on both sides and inflate CV. "
                    "make_folds.py now keeps each cluster inside one fold (its default once this audit exists).")
+    bands = summary.get("feature_bands") or []
     if d["train_test_clusters"]:
         out.append(f"{d['test_images_with_train_copy']} test image(s) have a copy in train "
                    f"({d['train_test_clusters']} cluster(s)): a leak; the public score on them says little "
-                   "about new images, and their train labels can be looked up.")
+                   "about new images, and their train labels can be looked up." + _precision_note(bands))
     h, f = summary.get("duplicates_hash_only"), summary.get("features", {})
     if h and (d["test_images_with_train_copy"] > h["test_images_with_train_copy"]
               or d["train_images_in_clusters"] > h["train_images_in_clusters"]):
@@ -303,6 +322,15 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
     if d["label_conflicts"]:
         out.append(f"{d['label_conflicts']} cluster(s) carry different labels for copies of one image: "
                    "label noise; check them in duplicates.csv (label_conflict) and fix or drop.")
+    check = [b for b in bands if b["verdict"] == "to check"]
+    if check:
+        n = sum(b["pairs"] for b in check)
+        out.append(f"{n} more feature pair(s) ({sum(b['train_test_pairs'] for b in check)} train/test) with "
+                   f"similarity {f['check_from']:.2f}-{f['threshold']:.2f} are to check, not counted as copies: "
+                   f"in this band a blind look found more look-alikes than copies (expected precision "
+                   f"{_precisions(check)}); they are kept out of the leak and label-conflict counts (make_folds still "
+                   "keeps each pair in one fold). Look at them on the page (pairs.csv, verdict 'to check'); to count "
+                   f"them as copies, run the audit with --embed-threshold {f['check_from']:.2f}.")
     if stats["unreadable"]:
         out.append(f"{stats['unreadable']} unreadable image(s) (images.csv, column error): "
                    "fix them or train with --skip-bad-images.")
@@ -316,6 +344,21 @@ def verdict(summary: dict, stats: dict, n_train: int) -> list[str]:
     if not out:
         out.append("nothing found that would distort CV: no duplicates, no train/test copies, no unreadable files.")
     return out
+
+
+def _precisions(bands: list[dict]) -> str:
+    return ", ".join(f"{b['expected_precision']:.2f} at {b['band']}" for b in bands)
+
+
+def _precision_note(bands: list[dict]) -> str:
+    """How many of the test images' feature copies sit in each similarity band, with the band's
+    expected precision (exact and hash copies are sure)."""
+    copies = [b for b in bands if b["verdict"] == "copy" and b["test_images"]]
+    if not copies:
+        return ""
+    return (" Of them, by their most similar feature pair (expected precision from a blind look at natural "
+            "look-alikes; exact and hash copies are sure): "
+            + ", ".join(f"{b['test_images']} at {b['band']} ({b['expected_precision']:.2f})" for b in copies) + ".")
 
 
 def _rows_html(captions: list[str], rows: list[np.ndarray]) -> str:
@@ -333,9 +376,16 @@ def _features_html(summary: dict, galleries: dict) -> list[str]:
                 f"train/test shift ({e(f['not_searched'])}).</div>"]
     out = [f"<p class='muted'>feature: {e(f['model'])} ImageNet features at {f['size']} px (image + mirror), "
            f"cosine similarity &ge; {f['threshold']:.3f} and &ge; {f['margin']:.2f} above both images' "
-           "similarity to their r-th nearest neighbour (r = 1% of the images, 2 to 10) "
-           f"({'calibrated on planted copies' if f['calibrated'] else 'NOT calibrated for this model/size'}). "
+           "similarity to their r-th nearest neighbour (r = 1% of the images, 2 to 10); pairs from "
+           f"{f['check_from']:.2f} to {f['threshold']:.2f} are <b>to check</b>, not counted as copies "
+           f"({CALIBRATED_NOTE if f['calibrated'] else 'NOT calibrated for this model/size'}). "
            "All candidate pairs, ranked: pairs.csv</p>"]
+    bands = summary.get("feature_bands") or []
+    if bands:
+        out.append("<h3>feature pairs by similarity band</h3><p class='muted'>expected precision: the share of "
+                   "same photos or items in a blind look at random pairs of each band on natural look-alikes "
+                   "(faces, products); below the copy threshold the pairs are more often look-alikes than copies.</p>"
+                   + page.table(pd.DataFrame(bands).drop(columns="lowest_similarity"), index=False))
     h = summary.get("duplicates_hash_only")
     if h:
         d = summary["duplicates"]
@@ -425,6 +475,7 @@ def run_audit(cfg, log=print) -> dict:
     load = image_loader(comp)
     if emb is not None:
         summary["duplicates_hash_only"] = dup.summarize(cluster_table(hashes, thumb, cfg.near_threshold))
+        summary["feature_bands"] = dup.band_counts(pairs, hashes)
         ptable = pairs_table(pairs, hashes)
         atomic_write_with(out_dir / dup.PAIRS_CSV, lambda t: ptable.to_csv(t, index=False, lineterminator="\n"))
         galleries["pairs"] = pair_gallery(ptable, load)
@@ -465,6 +516,10 @@ def summary_text(s: dict) -> str:
     if h:
         lines.append(f"hash search alone: {h['train_images_in_clusters']} train images in clusters, "
                      f"{h['test_images_with_train_copy']} test image(s) with a train copy")
+    for b in s.get("feature_bands") or []:
+        lines.append(f"feature pairs at {b['band']}: {b['pairs']} ({b['train_test_pairs']} train/test, "
+                     f"{b['test_images']} test image(s)), expected precision {b['expected_precision']:.2f}: "
+                     f"{b['verdict']}")
     if s.get("shift"):
         lines.append(f"train/test shift: adversarial validation AUC {s['shift']['auc']:.3f}")
     lines += [f"verdict: {v}" for v in s["verdict"]]

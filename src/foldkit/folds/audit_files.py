@@ -14,6 +14,7 @@ from foldkit.data.copies import CACHE_FILE, cluster_groups, find_duplicates
 from foldkit.errors import FoldkitError
 
 DUPLICATES_CSV = "duplicates.csv"
+PAIRS_CSV = "pairs.csv"
 AUDIT_JSON = "audit.json"
 ADVERSARIAL_CSV = "adversarial.csv"
 NO_SHIFT_AUC = 0.6        # below: no detectable shift
@@ -50,6 +51,20 @@ def read_clusters(out_dir: str | Path, input_dir: str | Path) -> pd.DataFrame | 
     return pd.read_csv(csv, dtype={"id": str, "source": str}, keep_default_na=False)
 
 
+def to_check_pairs(out_dir: str | Path) -> pd.DataFrame:
+    """The audit's feature pairs "to check" (pairs.csv, verdict 'to check': more often look-alikes than
+    copies, not in duplicates.csv) as two-row clusters numbered from 0: grouping a look-alike pair
+    in one fold costs nothing, splitting a copy inflates CV."""
+    try:
+        p = pd.read_csv(Path(out_dir) / PAIRS_CSV, dtype={"id_a": str, "id_b": str}, keep_default_na=False)
+        p = p[p["verdict"] == "to check"]
+    except (OSError, ValueError, KeyError):
+        return pd.DataFrame(columns=["cluster", "id", "split"])
+    k = np.arange(len(p))
+    return pd.DataFrame({"cluster": np.r_[k, k], "id": np.r_[p["id_a"].to_numpy(), p["id_b"].to_numpy()],
+                         "split": np.r_[p["split_a"].to_numpy(), p["split_b"].to_numpy()]})
+
+
 def fold_groups(cfg, table: pd.DataFrame, comp, log=print) -> tuple[np.ndarray | None, dict]:
     """Group labels for StratifiedGroupKFold that keep every train duplicate cluster in one fold
     (joined with --group-col groups), or None when duplicates are not grouped.
@@ -62,6 +77,10 @@ def fold_groups(cfg, table: pd.DataFrame, comp, log=print) -> tuple[np.ndarray |
     where = audit_dir(cfg)
     clusters = read_clusters(where, cfg.input_dir)
     source = str(where / DUPLICATES_CSV)
+    if clusters is not None:          # the pairs to check stay together too, numbered after the clusters
+        check = to_check_pairs(where)
+        check["cluster"] += int(pd.to_numeric(clusters["cluster"]).max()) + 1 if len(clusters) else 0
+        clusters = pd.concat([clusters, check], ignore_index=True)
     if clusters is None:
         if mode is None:
             return None, {"grouped": False, "reason": "no audit of this competition (python src/audit.py)"}

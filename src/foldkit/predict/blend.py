@@ -114,6 +114,7 @@ class Plan:
     metric: str | None = None
     task: str = "single"         # foldkit.tasks: single (N, C) softmax, multilabel (N, L) sigmoid, regression (N, 1)
     label_sep: str = ""          # multi-label: the separator the tags of a label-mode submission are joined by
+    positive: str = ""           # binary: the class whose probability a one-column file holds ('' = the second)
 
     def finish(self, per_exp: np.ndarray, raw: bool = False) -> np.ndarray:
         """(E, N, C) experiment probabilities -> blend -> post-processing (not with raw)."""
@@ -264,19 +265,21 @@ def verdicts(res: dict) -> list[str]:
 # --------------------------------------------------------------------------- experiment folders
 
 def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: str = "auto",
-                     thresholds: str = "auto", log=print, clip: str = "auto") -> dict:
+                     thresholds: str = "auto", log=print, clip: str = "auto", metric: str | None = None) -> dict:
     """Fit and evaluate the plan of predict.py on the experiments' OOF files (finished folds only).
 
     Experiments trained on other folds cannot be blended on OOF (their rows do not line up): the
     log says so and the plan falls back to an unfitted mean without post-processing, CV None.
     Experiments with fewer finished folds than others are compared on the rows all have.
     calibrate / thresholds / clip: on, off or auto (foldkit.predict.calibrate.steps_for, from the metric and the
-    task kind). Returns score_blends()'s dict plus "cv" (the honest figure: nested CV of the whole plan)."""
-    oofs, metric = [], None
+    task kind). metric: the one the plan is fitted and scored for (submission.file_metric: the metric of the
+    file written; default the first experiment's). Returns score_blends()'s dict plus "cv" (the honest
+    figure: nested CV of the whole plan)."""
+    oofs = []
     task, sep = exps[0].task()
+    metric = metric or exps[0].config().get("metric", "accuracy")
     for e in exps:
         m = e.config().get("metric", "accuracy")
-        metric = metric or m
         if e.task()[0] != task:
             raise FoldkitError(f"experiment {e.name} is {e.task()[0]} but {exps[0].name} is {task}: experiments of "
                                "different task kinds cannot be blended")

@@ -15,6 +15,8 @@ blend and measures them with nested CV (fit on K-1 folds, score the held-out fol
                  first, then one per label, for the F metrics. Applied as a monotone rescaling of each
                  label's probability that puts its threshold at 0.5 (what the F metrics and the
                  tags cut at), so rankings (map, auc_macro) are unchanged.
+    top_tag      multi-label tags file: a row with no tag gets its most probable label (foldkit.tags.top_tag),
+                 when every training row has a tag; after label_thresholds.
     clip         regression (predictions (N, 1), y (N,)): predictions clipped to the range of the targets
                  they were fitted on (a model's extrapolation beyond every training target is rarely right).
 
@@ -33,6 +35,7 @@ from foldkit.ensemble import log_probs as _log_probs
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
 from foldkit.metrics import METRICS, score
+from foldkit.tags import fit_top_tag, top_tag
 from foldkit.tasks import TASKS
 
 
@@ -202,11 +205,12 @@ POSTPROCESS: dict[str, PostProcess] = {
                              lambda c: {"cutpoints": [round(float(x), 4) for x in np.sort(c)]}),
     "label_thresholds": PostProcess(fit_label_thresholds, apply_label_thresholds,
                                     lambda t: {"label_thresholds": [round(float(x), 4) for x in t]}),
+    "top_tag": PostProcess(fit_top_tag, top_tag, lambda on: {"at_least_one_tag": bool(np.asarray(on).reshape(-1)[0])}),
     "clip": PostProcess(fit_clip, apply_clip, lambda c: {"range": [round(float(x), 6) for x in c]}),
 }
 # the predict.py switch that turns each step on or off (steps_for); verdicts name it
 SWITCH_OF = {"temperature": "--calibrate", "thresholds": "--thresholds", "cutpoints": "--thresholds",
-             "label_thresholds": "--thresholds", "clip": "--clip"}
+             "label_thresholds": "--thresholds", "top_tag": "--thresholds", "clip": "--clip"}
 
 
 def steps_for(metric: str, calibrate: str = "auto", thresholds: str = "auto", task: str = "single",

@@ -64,19 +64,64 @@ def read_sample(comp) -> pd.DataFrame | None:
 def make_plan(cfg, exps, members, sample, log=print, for_test: bool = True) -> tuple[blend.Plan, dict]:
     """The plan of these experiments and members, fitted on their OOF (--blend, --calibrate,
     --thresholds), with --ensemble, the TTA views and the submission mode (decided from the metric and
-    the sample). predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
+    the sample). Its post-processing is fitted, and its CV scored, for the metric of the file written
+    (submission.file_metric: a tags file's F metric, a probability file's probability metric).
+    predict.py and export.py both fit it here. Returns (plan, blend.from_experiments's dict)."""
     classes, (task, sep) = members[0].classes, exps[0].task()
     check_combination(task, cfg.ensemble, cfg.blend)
-    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip)
-    mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, fitted["metric"], task)
+    trained = exps[0].config().get("metric", "accuracy")
+    positive, positive_why = positive_class(cfg, exps, sample, classes, task)
+    mode, why = submission.decide_mode(sample, classes, cfg.submission_mode, trained, task, positive)
+    scored, scored_why = submission.file_metric(task, mode, trained, cfg.tag_metric, len(classes))
     if for_test:
         log(f"submission mode: {mode} ({why})")
+        if positive_why and mode == "probs" and (sample is None or len(sample.columns) == 2):
+            other = next(str(c) for c in classes if str(c) != positive)
+            log(f"positive class: {positive} ({positive_why}); --positive-class {other} writes P({other})")
+        if scored_why:
+            log(f"note: {scored_why}")
+    fitted = blend.from_experiments(exps, classes, cfg.blend, cfg.calibrate, cfg.thresholds, log, cfg.clip, scored)
     plan = dataclasses.replace(fitted["plan"], experiments=[e.name for e in exps],
                                members=[(m.path.parent.name, int(m.fold)) for m in members], ensemble=cfg.ensemble,
                                tta=tta_views(cfg, members), submission_mode=mode, classes=list(classes),
-                               metric=fitted["metric"], task=task,
-                               label_sep=submission.tags_separator(sample, sep) if TASKS[task].label == "tags" else "")
+                               metric=fitted["metric"], task=task, positive=positive,
+                               label_sep=tags_separator(cfg, sample, sep, task))
     return plan, fitted
+
+
+def tags_separator(cfg, sample, train_sep: str, task: str) -> str:
+    """The separator of a tags file's tags (submission.tags_separator), --label-sep when predict.py is
+    given it; --label-sep on a competition without tags is refused (it would change nothing)."""
+    given = cfg.label_sep if "label_sep" in cfg.given else ""
+    if TASKS[task].label != "tags":
+        if given:
+            raise SubmissionError(f"--label-sep {given!r} joins the tags of a multi-label submission; this "
+                                  f"competition is {task}: remove it")
+        return ""
+    return submission.tags_separator(sample, train_sep, given)
+
+
+def positive_class(cfg, exps, sample, classes, task) -> tuple[str, str]:
+    """(the class whose probability a binary one-column file holds, why; '' for other tasks): the class the
+    sample's value column is named after, --positive-class (predict.py's, else the training run's), else
+    the second in sorted order. A flag that contradicts the sample's column name is refused."""
+    given = cfg.positive_class if "positive_class" in cfg.given else ""
+    chosen, why = (given, "--positive-class") if given else (
+        exps[0].config().get("positive_class", "") or "", "--positive-class of the training run")
+    submission.check_positive_class(chosen, classes, task, why=why)
+    names = [str(c) for c in classes]
+    if not (TASKS[task].exclusive and len(names) == 2):
+        return "", ""
+    column = str(sample.columns[1]) if sample is not None and len(sample.columns) == 2 else ""
+    if column in names:
+        if chosen and chosen != column:
+            raise SubmissionError(f"sample_submission.csv's value column is named {column}, so it holds "
+                                  f"P({column}), but {why} says {chosen}: pass --positive-class {column}, or "
+                                  "check the sample")
+        return column, "the sample's value column is named after it"
+    if chosen:
+        return chosen, why
+    return names[1], "the second class in sorted order"
 
 
 def predict_members(cfg, members, sources, tta, cached: bool = False, progress=None,
@@ -277,7 +322,9 @@ def open_prediction(cfg, log=print) -> tuple[Prediction, list, pd.DataFrame | No
     """The competition, the experiments' members and the plan fitted on their OOF (blend weights and
     post-processing, with nested CV). Returns (prediction, members, sample submission, test labels)."""
     table, meta = read_folds(cfg.folds_dir)
-    comp, _ = open_competition(cfg, meta, check_test=True)
+    reading = dataclasses.replace(cfg)     # predict.py's --label-sep joins the tags written (make_plan), it does
+    reading.given = cfg.given - {"label_sep"}   # not re-read the training labels that make_folds read
+    comp, _ = open_competition(reading, meta, check_test=True)
     exps, members = members_for(cfg, meta["classes"])
     log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(e.name for e in exps)}")
     if meta["sha256_now"] not in {m.folds_sha256 for m in members}:

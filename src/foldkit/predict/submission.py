@@ -3,13 +3,17 @@
 Modes:
 * ``label``  one value column filled with the predicted class, in the training labels' type
 * ``probs``  one column per class (columns named after the classes), or, for a binary task
-             with one value column (Dogs vs Cats Redux), the probability of the positive
-             (second, in sorted order) class
+             with one value column (Dogs vs Cats Redux), the probability of the positive class
+             (`positive_class`: --positive-class, else the class the column is named after, else
+             the second in sorted order)
 ``auto``: one column per class -> ``probs``; one value column -> what the competition metric is
 scored on (``metrics.Metric.submits``: probabilities for AUC and log loss, labels for accuracy,
 F1 and QWK), whatever values the sample holds (a sample of zeros says nothing); without a known
 metric, ``probs`` when the sample's values are fractional (0.5), else ``label``. `decide_mode`
-says which and why.
+says which and why; `file_metric` which metric scores the file written (a tags file by an F metric,
+a probability file by a probability metric), the one its post-processing is fitted for and its
+CV and test score are printed in. `write` writes numbers with six significant digits (never fewer
+than six decimals), so a probability of 3e-07 or a target on a 1e-6 scale survive.
 """
 from __future__ import annotations
 
@@ -34,9 +38,11 @@ class SubmissionError(FoldkitError, ValueError):
 
 
 def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
-                metric: str | None = None, task: str = "single") -> tuple[str, str]:
+                metric: str | None = None, task: str = "single", positive: str = "") -> tuple[str, str]:
     """(mode, why): what the submission holds, from --submission-mode, the metric, the task kind and the
-    sample's columns. Refuses a mode the sample's columns cannot hold."""
+    sample's columns. Refuses a mode the sample's columns cannot hold. positive: the class whose
+    probability a binary one-column file holds (positive_class; '' = the second)."""
+    positive = positive or (str(classes[1]) if len(classes) == 2 else "")
     value_cols = list(sample.columns[1:]) if sample is not None else ["label"]   # no sample: one label column
     class_cols = len(value_cols) > 1 and set(value_cols) == {str(c) for c in classes}
     if mode not in ("auto", "label", "probs"):
@@ -57,7 +63,8 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
             raise SubmissionError(f"--submission-mode probs writes one column per class, but the value columns of "
                                   f"sample_submission.csv {value_cols} are not the classes {classes}: pass "
                                   "--submission-mode label, or check the competition folder")
-        return "probs", ("the sample has one column per class" if mode == "auto" else "--submission-mode probs")
+        why = "the sample has one column per class" if mode == "auto" else "--submission-mode probs"
+        return "probs", why + (f": P({positive}) in {value_cols[0]}" if len(value_cols) == 1 else "")
     if len(value_cols) != 1:
         raise SubmissionError(f"sample_submission.csv has value columns {value_cols}: not one label column and "
                               f"not one column per class {classes}. Pass --submission-mode.")
@@ -72,7 +79,7 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
             raise SubmissionError(f"the metric {metric} is scored on probabilities, but sample_submission.csv has "
                                   f"one value column and this task has {len(classes)} classes: pass "
                                   "--submission-mode label to submit class labels")
-        return "probs", (f"the metric {metric} is scored on probabilities: P({classes[1]}) in "
+        return "probs", (f"the metric {metric} is scored on probabilities: P({positive}) in "
                          f"{value_cols[0]}, whatever values the sample holds")
     v = pd.to_numeric(sample[value_cols[0]], errors="coerce") if sample is not None else pd.Series([0])
     fractional = bool(v.notna().all() and ((v % 1) != 0).any())
@@ -81,7 +88,7 @@ def decide_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto",
             "; the sample holds fractional values: if the competition scores probabilities, pass "
             "--submission-mode probs" if fractional else ""))
     if fractional and len(classes) == 2:
-        return "probs", "the sample's values are fractional"
+        return "probs", f"the sample's values are fractional: P({positive}) in {value_cols[0]}"
     return "label", "one value column with class-like values"
 
 
@@ -107,17 +114,79 @@ def _decide_tags(value_cols: list, label_cols: bool, classes: list, mode: str, m
                               f"one column per label {classes}. Check the competition folder.")
     if mode == "auto" and metric in METRICS and METRICS[metric].submits == "probs" and has_sample:
         raise SubmissionError(f"the metric {metric} is scored on probabilities, but sample_submission.csv has one "
-                              "value column: pass --submission-mode label to submit the predicted tags")
+                              "value column: pass --submission-mode label to submit the predicted tags (their "
+                              "per-label thresholds are fitted on the OOF for f1_samples, or for --tag-metric)")
     return "label", f"the predicted tags in {value_cols[0]}" + (" (--submission-mode label)" if mode == "label" else "")
+
+
+def check_positive_class(positive: str, classes: list, task: str, metric: str | None = None,
+                         why: str = "--positive-class") -> None:
+    """Refuse, in one line, a positive class that is not one of a binary task's two classes, and binary f1
+    of the first class (metrics scores f1 of the second class in sorted order)."""
+    if not positive:
+        return
+    names = [str(c) for c in classes]
+    if not (TASKS[task].exclusive and len(names) == 2):
+        raise SubmissionError(f"{why} {positive} is for a binary competition; this one has "
+                              f"{TASKS[task].describe(classes)}: remove it")
+    if positive not in names:
+        raise SubmissionError(f"{why} {positive!r} is not a class of this competition: use {names[0]} or {names[1]}")
+    if metric == "f1" and positive != names[1]:
+        raise SubmissionError(f"--metric f1 scores the F1 of the second class in sorted order ({names[1]}); f1 of "
+                              f"{positive} is not supported yet: use --metric f1_macro, or f1 with "
+                              f"--positive-class {names[1]}")
+
+
+# the probability metric that scores a probability file when the training metric scores labels or tags
+_PROBS_METRIC = {"tags": lambda n: "map", "class": lambda n: "auc" if n == 2 else "logloss"}
+TAG_METRICS = ("f1_samples", "f2_samples", "f1_micro", "f1_macro")   # --tag-metric: the F metrics of a tags file
+
+
+def file_metric(task: str, mode: str, metric: str, tag_metric: str = "auto", n_classes: int = 2) -> tuple[str, str]:
+    """(the metric that scores the file written, why when it is not the training metric): a tags file is
+    scored by an F metric (--tag-metric; the training metric when it is one, else f1_samples), a
+    probability file by a probability metric (the training metric when it is one, else mAP for tags, AUC
+    for two classes, log loss for more), a file of class labels by a label metric (accuracy when the
+    training metric ranks probabilities). The plan's post-processing is fitted for it, and the CV and
+    test score printed are its."""
+    kind = TASKS[task].label
+    submits = METRICS[metric].submits if metric in METRICS else "label"
+    tags_file = kind == "tags" and mode == "label"
+    if tag_metric not in ("auto", *TAG_METRICS):
+        raise SubmissionError(f"--tag-metric {tag_metric!r}: use auto or one of {', '.join(TAG_METRICS)}")
+    if tag_metric != "auto" and not tags_file:
+        raise SubmissionError(f"--tag-metric scores a file of multi-label tags; this submission holds "
+                              f"{'probabilities' if mode == 'probs' else 'the predicted ' + kind}: remove it")
+    if kind == "number":
+        return metric, ""
+    if tags_file:
+        if tag_metric != "auto":
+            return tag_metric, ("the file holds tags: their thresholds are fitted and scored for "
+                                f"--tag-metric {tag_metric}")
+        if submits == "label":
+            return metric, ""
+        return "f1_samples", (f"the file holds tags, which {metric} does not score (it ranks probabilities): "
+                              "their thresholds are fitted and scored for f1_samples (--tag-metric to choose)")
+    if mode == "probs" and submits != "probs":
+        alt = _PROBS_METRIC[kind](n_classes)
+        return alt, (f"the file holds probabilities, scored here by {alt}: the training metric {metric} scores "
+                     f"{'tags' if kind == 'tags' else 'class labels'}, not this file")
+    if mode == "label" and submits == "probs":
+        return "accuracy", (f"the file holds class labels, scored here by accuracy: the training metric {metric} "
+                            "scores probabilities, not this file")
+    return metric, ""
 
 
 def choose_mode(sample: pd.DataFrame | None, classes: list, mode: str = "auto", metric: str | None = None) -> str:
     return decide_mode(sample, classes, mode, metric)[0]
 
 
-def tags_separator(sample: pd.DataFrame | None, train_sep: str) -> str:
-    """The separator a tags submission joins its tags with: the one the sample's values use (Planet's
-    sample holds 'primary clear agriculture road water'), else the training labels' one."""
+def tags_separator(sample: pd.DataFrame | None, train_sep: str, given: str = "") -> str:
+    """The separator a tags submission joins its tags with: predict.py --label-sep (given), else the one
+    the sample's values use (Planet's sample holds 'primary clear agriculture road water'), else the
+    training labels' one."""
+    if given:
+        return given
     if sample is not None and len(sample.columns) == 2:
         values = sample[sample.columns[1]].astype(str).str.strip()
         for sep in LABEL_SEPS:
@@ -130,15 +199,17 @@ def make(ids: list[str], preds: np.ndarray, plan, sample: pd.DataFrame | None, i
          label_col: str = "label") -> pd.DataFrame:
     """The submission of a plan's predictions (blend.Plan.apply), built in the sample's shape and
     validated: what predict.py and the offline bundle both write."""
-    sub = build(ids, preds, plan.classes, sample, plan.submission_mode, id_col, label_col, plan.task, plan.label_sep)
+    sub = build(ids, preds, plan.classes, sample, plan.submission_mode, id_col, label_col, plan.task, plan.label_sep,
+                plan.positive)
     validate(sub, sample, plan.classes, plan.submission_mode, plan.task, plan.label_sep)
     return sub
 
 
 def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame | None,
           mode: str = "auto", id_col: str = "id", label_col: str = "label", task: str = "single",
-          sep: str = " ") -> pd.DataFrame:
-    """The submission frame: the sample's columns and row order, filled from (ids, predictions)."""
+          sep: str = " ", positive: str = "") -> pd.DataFrame:
+    """The submission frame: the sample's columns and row order, filled from (ids, predictions); a binary
+    one-column probability file holds P(positive) ('' = the second class)."""
     ids = [str(i) for i in ids]
     if sample is None:
         sample = pd.DataFrame({id_col: ids, label_col: classes[0] if TASKS[task].label == "class" else ""})
@@ -157,7 +228,7 @@ def build(ids: list[str], probs: np.ndarray, classes: list, sample: pd.DataFrame
     if mode == "label":
         values = {value_cols[0]: TASKS[task].label_values(p, classes, sep)}
     elif len(value_cols) == 1 and TASKS[task].exclusive:
-        values = {value_cols[0]: p[:, 1]}
+        values = {value_cols[0]: p[:, [str(c) for c in classes].index(positive) if positive else 1]}
     else:   # all columns at once: one insert per class fragments the frame (and warns) for many classes
         cmap = {str(c): j for j, c in enumerate(classes)}
         values = dict(zip(value_cols, p[:, [cmap[c] for c in value_cols]].T))
@@ -227,8 +298,25 @@ def write(sub: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         raise SubmissionError(f"{path} exists; submissions are never overwritten")
-    atomic_write_with(path, lambda tmp: sub.to_csv(tmp, index=False, float_format="%.6f"))
+    atomic_write_with(path, lambda tmp: sub.to_csv(tmp, index=False, float_format=number_text))
     return path
+
+
+def number_text(x: float) -> str:
+    """A submission's number: never fewer than six decimals, six significant digits of a small value and
+    of a probability's distance to 1, trailing zeros dropped (3e-07, 1.23457e-06, 0.9999996, 0.5,
+    5858123.456789). A fixed six decimals writes a probability below 5e-7 as 0 (or above 1 - 5e-7 as 1),
+    which a log loss clips to 1e-15, and a target on a 1e-6 scale as 0; a float64's seventeen digits
+    would only carry the float noise between the kit's runners (torch, ONNX)."""
+    a = abs(x)
+    if not a or not np.isfinite(a):
+        return f"{x:g}"
+    if a < 1e-4:
+        return f"{x:.6g}"
+    decimals = max(6, 5 - int(np.floor(np.log10(a))))
+    if a < 1:
+        decimals = max(decimals, 5 - int(np.floor(np.log10(1 - a))))
+    return f"{x:.{min(decimals, 17)}f}".rstrip("0").rstrip(".")
 
 
 KAGGLE_TIMEOUT_S = 600

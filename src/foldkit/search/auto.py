@@ -1,8 +1,9 @@
 """auto.py's job: the strongest honest submission within a time budget.
 
     plan_portfolio   measure each candidate backbone's training img/s on this device (a short probe),
-                     estimate its time on every fold, keep the candidates that fit the budget in order
-                     (fewer epochs for the first one when nothing fits at --epochs; none: AutoError)
+                     estimate its time on every fold, keep the candidates that fit the budget in order;
+                     when the first does not fit whole it is shrunk: fewer folds, then fewer epochs, then
+                     a smaller image size (not one epoch of one fold fits: AutoError)
     run_auto         train the chosen experiments on all folds (train(): resumable, fold-locked, each
                      a normal experiment), stopping a fold at the deadline (on_epoch), then predict.py's
                      path on the experiments with a finished fold (blend fitted on the OOF with nested CV)
@@ -11,7 +12,6 @@ A share of the budget (RESERVE) is kept for prediction and the report.
 """
 from __future__ import annotations
 
-import math
 import time
 
 from foldkit.errors import FoldkitError
@@ -71,41 +71,85 @@ def portfolio(cfg) -> list[str]:
     return names
 
 
+def smaller_sides(side: int) -> list[int]:
+    """Image sides to try when one epoch of one fold does not fit at `side`: 3/4 and 1/2 of it, in
+    multiples of 32 px, never below 32."""
+    return sorted({s for s in (side * 3 // 4 // 32 * 32, side // 2 // 32 * 32) if 32 <= s < side}, reverse=True)
+
+
+def shrink(epoch_s: float, n_folds: int, epochs: int, side: int, left: float) -> dict | None:
+    """The most of one candidate that fits `left` seconds ({folds, epochs, side, seconds}), giving up, in
+    order: folds (the first n-1, ..., 1 at --epochs: a 2-fold ensemble beats no submission), then epochs
+    (of one fold), then image size (one epoch of one fold). None when not even that fits. epoch_s: one
+    epoch of one fold at `side`; the time goes with the pixels."""
+    def fits(folds, n_epochs, s):
+        seconds = folds * (n_epochs * epoch_s * (s / side) ** 2 + FOLD_OVERHEAD_S)
+        return {"folds": folds, "epochs": n_epochs, "side": s, "seconds": seconds} if seconds <= left else None
+    ladder = ([(k, epochs, side) for k in range(n_folds, 0, -1)] + [(1, e, side) for e in range(epochs - 1, 0, -1)]
+              + [(1, 1, s) for s in smaller_sides(side)])
+    return next((p for p in (fits(*step) for step in ladder) if p), None)
+
+
+def given_up(p: dict, n_folds: int, epochs: int, side: int, rows: int) -> str:
+    """What a shrunk plan gave up, and the CV it leaves."""
+    parts = ([f"{n_folds - p['folds']} of {n_folds} folds"] if p["folds"] < n_folds else []) + \
+        ([f"{epochs - p['epochs']} of {epochs} epochs"] if p["epochs"] < epochs else []) + \
+        ([f"image size {side} -> {p['side']} px"] if p["side"] < side else [])
+    folds = ",".join(map(str, range(p["folds"])))
+    return (f"gave up {', '.join(parts)}: its CV is scored on the OOF of fold(s) {folds} (about "
+            f"{rows * p['folds'] // n_folds} of {rows} rows) and the submission averages {p['folds']} fold model(s)")
+
+
 def plan_portfolio(cfgs: dict, rows: int, n_folds: int, n_out: int, budget_s: float, log=print,
                    t0: float | None = None) -> list[dict]:
-    """[{model, epochs, seconds, img_per_s}] that fit (1 - RESERVE) of the budget, in --portfolio order;
-    cfgs: {model: its settled settings (foldkit.train.builder.settle)}, n_out: the task's outputs. The time
-    since t0 (reading the folds, these probes) counts against the budget."""
+    """[{model, epochs, folds, img_size, seconds, img_per_s}] that fit (1 - RESERVE) of the budget, in
+    --portfolio order (folds: the first `folds` folds are trained; img_size 0: as settled). cfgs: {model: its
+    settled settings (foldkit.train.builder.settle)}, n_out: the task's outputs. A candidate that does not fit
+    whole joins, shrunk (shrink), only while nothing else is planned. The time since t0 (reading the folds,
+    these probes) counts against the budget; only when not one epoch of one fold fits is it an AutoError."""
     first = next(iter(cfgs.values()))
     t0 = time.time() if t0 is None else t0
     per_epoch_rows = rows * (n_folds - 1) / n_folds + rows / n_folds / 3   # training + validation (~1/3 cost)
-    speed = {}
+    speed, sides = {}, {}
     for name, mcfg in cfgs.items():
         in_chans = mcfg.in_chans or 3
-        side = data_config(name, mcfg.img_size, in_chans, mcfg.crop_pct)["input_size"][-1]
-        speed[name] = probe_img_per_s(mcfg, in_chans, n_out, side)
+        sides[name] = data_config(name, mcfg.img_size, in_chans, mcfg.crop_pct)["input_size"][-1]
+        speed[name] = probe_img_per_s(mcfg, in_chans, n_out, sides[name])
     plan, left = [], budget_s * (1 - RESERVE) - (time.time() - t0)
     for name, ips in speed.items():
-        epoch_s = per_epoch_rows / ips
+        epoch_s, side = per_epoch_rows / ips, sides[name]
         need = n_folds * (first.epochs * epoch_s + FOLD_OVERHEAD_S)
         log(f"{name}: {ips:.0f} train img/s here -> {need / 3600:.2f} h for {n_folds} folds x {first.epochs} epochs")
-        entry = {"model": name, "epochs": first.epochs, "seconds": need, "img_per_s": ips}
-        if need <= left:
-            plan.append(entry)
-            left -= need
-        elif not plan:
-            epochs = math.floor((left / n_folds - FOLD_OVERHEAD_S) / epoch_s)
-            if epochs >= 1:
-                entry.update(epochs=epochs, seconds=n_folds * (epochs * epoch_s + FOLD_OVERHEAD_S))
-                plan.append(entry)
-                left -= entry["seconds"]
+        whole = {"folds": n_folds, "epochs": first.epochs, "side": side, "seconds": need}
+        p = shrink(epoch_s, n_folds, first.epochs, side, left) if not plan else whole if need <= left else None
+        if p is None:
+            continue
+        if (p["folds"], p["epochs"], p["side"]) != (n_folds, first.epochs, side):
+            log(f"{name}: does not fit whole in the {max(left, 0) / 3600:.2f} h left for training; "
+                + given_up(p, n_folds, first.epochs, side, rows))
+        plan.append({"model": name, "epochs": p["epochs"], "folds": p["folds"],
+                     "img_size": p["side"] if p["side"] < side else 0, "seconds": p["seconds"], "img_per_s": ips})
+        left -= p["seconds"]
     if not plan:
-        fastest = max((ips, n) for n, ips in speed.items())
-        need_h = n_folds * (per_epoch_rows / fastest[0] + FOLD_OVERHEAD_S) / 3600 / (1 - RESERVE)
-        raise AutoError(f"--hours {first.hours:g} is too small for one model: {fastest[1]} (the fastest) needs "
-                        f"about {need_h:.2f} h for one epoch on all {n_folds} folds here. Give more --hours, a faster "
-                        "first model in --portfolio, a smaller --img-size, or fewer rows (make_folds.py --limit)")
+        raise too_small(first.hours, left, speed, sides, per_epoch_rows, rows, n_folds)
     return plan
+
+
+def too_small(hours: float, left: float, speed: dict, sides: dict, per_epoch_rows: float, rows: int,
+              n_folds: int) -> AutoError:
+    """The refusal: the fastest candidate's one epoch of one fold at the smallest size tried, and the rows that
+    would fit in the `left` seconds of training."""
+    ips, name = max((ips, n) for n, ips in speed.items())
+    side = (smaller_sides(sides[name]) or [sides[name]])[-1]
+    epoch_s = per_epoch_rows / ips * (side / sides[name]) ** 2
+    need_h = (epoch_s + FOLD_OVERHEAD_S) / 3600 / (1 - RESERVE)
+    room = left - FOLD_OVERHEAD_S
+    fit_rows = int(rows * room / epoch_s) if room > 0 else 0
+    return AutoError(f"--hours {hours:g} is too small for one model: {name} (the fastest) needs about {need_h:.3f} h "
+                     f"for one epoch of one of {n_folds} folds at {side} px here. Give more --hours, a faster first "
+                     "model in --portfolio, or fewer rows ("
+                     + (f"about {fit_rows} would fit: make_folds.py --limit {fit_rows})" if fit_rows >= 2 * n_folds
+                        else "make_folds.py --limit)"))
 
 
 def run_auto(cfg, log=print) -> dict:
@@ -122,19 +166,27 @@ def run_auto(cfg, log=print) -> dict:
     # the probe measures that batch, and the candidate trains as the same experiment train.py would name
     cfgs = {name: settle(with_settings(cfg, model=name), log) for name in portfolio(cfg)}
     plan = plan_portfolio(cfgs, len(table), n_folds, n_outputs(task_of(meta), meta["classes"]), budget, log, t0=t0)
-    log("portfolio: " + ", ".join(f"{p['model']} ({p['epochs']} epochs, ~{p['seconds'] / 60:.1f} min)" for p in plan))
+    log("portfolio: " + ", ".join(f"{p['model']} ({p['epochs']} epochs"
+                                  + (f", folds 0-{p['folds'] - 1} of {n_folds}" if p["folds"] < n_folds else "")
+                                  + (f", {p['img_size']} px" if p["img_size"] else "")
+                                  + f", ~{p['seconds'] / 60:.1f} min)" for p in plan))
 
-    def stop_at_deadline(fold, row):
+    def stop_at_deadline(fold, row):      # called after the epoch's files: a fold never loses a finished epoch
         if time.time() > deadline:
             raise _Deadline()
     names = []
     for p in plan:
-        if time.time() + p["seconds"] * 0.5 > deadline:
+        if names and time.time() + p["seconds"] * 0.5 > deadline:
             log(f"{p['model']}: skipped, not enough of the budget left")
             continue
-        mcfg, run = build_run(with_settings(cfgs[p["model"]], epochs=p["epochs"]), log=log)
+        sized = {"img_size": p["img_size"]} if p["img_size"] else {}
+        mcfg, run = build_run(with_settings(cfgs[p["model"]], epochs=p["epochs"], **sized), log=log)
         try:
-            for k in range(n_folds):
+            for k in range(p["folds"]):
+                # a fold starts while the deadline is ahead; the plan's first always does (it was measured to
+                # fit, and without a finished fold there is no submission)
+                if time.time() > deadline and (names or run.exp.finished_folds()):
+                    raise _Deadline()
                 if not run.exp.is_finished(k):
                     fit_fold_locked(mcfg, run, k, log=log, on_epoch=[stop_at_deadline])
         except _Deadline:

@@ -15,13 +15,16 @@ last epoch (fold{k}_last.pt) exactly as train.py does. Finished and pruned trial
 from __future__ import annotations
 
 import dataclasses
+import gc
+import hashlib
+import json
 import math
 import os
 import socket
+import sys
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -31,8 +34,9 @@ from foldkit.folds.file import read_folds
 from foldkit.metrics import METRICS
 from foldkit.oof import cv_summary, load_oof
 from foldkit.train.builder import build_run, task_settings
-from foldkit.train.fit import TrainError, fit_fold_locked, parse_folds, train
+from foldkit.train.fit import fit_fold_locked, parse_folds, train
 from foldkit.train.foldlock import FoldLockError
+from foldkit.train.trackers import open_tracker
 
 # Readable ranges: a list is a choice, a table {low, high, log} a range (int when both ends are
 # integers). Defaults aimed at fine-tuning pretrained backbones for ~10 epochs.
@@ -103,6 +107,33 @@ def load_space(cfg, table: dict | None = None) -> dict:
     return check_space({**SPACES[cfg.space], **(table or {})}, f"--space {cfg.space}")
 
 
+def space_label(cfg, table: dict | None) -> str:
+    """The space's part of the default study name: the preset, custom (a [search_space] table alone), or both."""
+    if not table:
+        return cfg.space
+    return f"{cfg.space}+custom" if "space" in cfg.given else "custom"
+
+
+def study_identity(cfg, space: dict, folds: list[int], folds_sha: str) -> dict:
+    """Everything that decides what a trial's CV means: the settings every trial starts from (the learning
+    settings less the sampled ones: model, epochs, image size, ...), the space, the metric, the folds
+    scored and the folds file. Trials of two runs are comparable only when these are equal."""
+    fixed = {k: v for k, v in config.learning_settings(cfg).items() if k not in space}
+    return json.loads(json.dumps({"settings": fixed, "space": space, "metric": cfg.metric, "tune_folds": folds,
+                                  "folds_sha256": folds_sha}, default=str))
+
+
+def identity_hash(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """'name old -> new' for each value that differs (the settings flattened beside the other entries)."""
+    flat = [{**d.get("settings", {}), **{k: v for k, v in d.items() if k != "settings"}} for d in (old, new)]
+    return [f"{k} {flat[0].get(k, '(unset)')} -> {flat[1].get(k, '(unset)')}"
+            for k in sorted(set(flat[0]) | set(flat[1])) if flat[0].get(k) != flat[1].get(k)]
+
+
 def sample(trial, space: dict) -> dict:
     out = {}
     for name, spec in space.items():
@@ -140,32 +171,42 @@ def base_settings(cfg) -> dict:
 
 
 def make_objective(cfg, space: dict, base: dict, folds: list[int], log=print):
-    import optuna
-
     def objective(trial):
         params = sample(trial, space)
         tcfg, run = build_run(_trial_config(base, params, ",".join(map(str, folds))), log=lambda *_: None)
         trial.set_user_attr("experiment", run.exp.name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")   # who ran it (many machines)
         log(f"trial {trial.number}: {_fmt_params(params)} -> {run.exp.dir}")
-
-        def report(fold, row):
-            epoch, value = row["epoch"], row["valid_metric"]
-            if fold != folds[0] or value is None or math.isnan(value):
-                return
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: {tcfg.metric} {value:.5f}")
-        for k in folds:
-            s = run.exp.summary(k) if run.exp.is_finished(k) else \
-                fit_fold_locked(tcfg, run, k, log=lambda *_: None, on_epoch=[report])
-            trial.set_user_attr(f"fold{k}", s["value"])
-            log(f"trial {trial.number} fold {k}: {tcfg.metric} {s['value']}")
-        oof, classes = load_oof(run.exp.dir, folds)
-        cv = cv_summary(oof, classes, tcfg.metric, *run.exp.task())["cv"]
+        tracker = open_tracker(tcfg, run.exp.name)        # --log: one tracker run per trial's experiment
+        try:
+            cv = trial_cv(trial, tcfg, run, folds, tracker, log)
+        finally:
+            if tracker:
+                tracker.finish(run.exp)
         log(f"trial {trial.number}: CV {tcfg.metric} {cv:.5f} on folds {folds}")
         return cv
     return objective
+
+
+def trial_cv(trial, tcfg, run, folds: list[int], tracker, log=print) -> float:
+    """Train the trial's folds (the first reporting each epoch to the pruner); the CV on their OOF."""
+    import optuna
+
+    def report(fold, row):
+        epoch, value = row["epoch"], row["valid_metric"]
+        if fold != folds[0] or value is None or math.isnan(value):
+            return
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: {tcfg.metric} {value:.5f}")
+    on_epoch = ([tracker.on_epoch] if tracker else []) + [report]
+    for k in folds:
+        s = run.exp.summary(k) if run.exp.is_finished(k) else \
+            fit_fold_locked(tcfg, run, k, log=lambda *_: None, on_epoch=on_epoch)
+        trial.set_user_attr(f"fold{k}", s["value"])
+        log(f"trial {trial.number} fold {k}: {tcfg.metric} {s['value']}")
+    oof, classes = load_oof(run.exp.dir, folds)
+    return cv_summary(oof, classes, tcfg.metric, *run.exp.task())["cv"]
 
 
 def _fmt_params(params: dict) -> str:
@@ -220,8 +261,10 @@ def open_storage(url: str, heartbeat: int):
             time.sleep(1 + attempt)
 
 
-def open_study(cfg, folds_sha: str):
-    """The study (created or joined) and the storage URL as printable (no password)."""
+def open_study(cfg, default_name: str, identity: dict):
+    """The study (created or joined) and the storage URL as printable (no password). The study records its
+    identity (study_identity); joining one recorded with other settings is refused: its trials' CV would
+    not mean what this run's does. A study without one (made by hand) takes this run's."""
     import optuna
     storage_url = cfg.storage or f"sqlite:///{Path(cfg.models_dir).resolve() / 'tune.db'}"
     if storage_url.startswith("sqlite:///"):
@@ -231,13 +274,22 @@ def open_study(cfg, folds_sha: str):
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
               "none": optuna.pruners.NopPruner}[cfg.pruner]()
-    name = cfg.study or f"{cfg.space}-{cfg.metric}-{folds_sha[:8]}"
+    name = cfg.study or default_name
     direction = "maximize" if METRICS[cfg.metric].greater_is_better else "minimize"
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=None), load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise TuneError(f"study {name!r} in {storage_url} was made to {study.direction.name.lower()}: "
                         f"--metric {cfg.metric} needs {direction}; use another --study")
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        study.set_user_attr("identity", identity)
+    elif recorded != identity:
+        diff = _differences(recorded, identity)
+        raise TuneError(f"study {name!r} in {storage_url} was made with other settings ({'; '.join(diff[:4])}"
+                        + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") + "): its trials' CV does not mean "
+                        "what this run's would; use another --study, or leave --study out (the default name "
+                        "follows the settings)")
     return study, storage_url
 
 
@@ -262,22 +314,45 @@ def requeue_interrupted(study, log=print, max_tries: int = 3) -> None:
             f"({t.user_attrs.get('experiment', '?')} resumes from its last epoch)")
 
 
+# run settings tune.py cannot honour, and what to do instead (one line each)
+_REFUSED = {
+    "devices": "tune.py trains a trial's folds one after another on --device: to search on several devices, "
+               "start one tune.py per device (--device cuda:0, --device cuda:1, ...) with the same --models-dir "
+               "or --storage; they share the study",
+    "lr_find": "--lr-find tests one set of settings: run python src/train.py --lr-find with them first, then "
+               "search lr around its suggestion ([search_space] lr = {low = .., high = .., log = true})",
+}
+SAME_FAILURE_STOPS = 3    # trials in a row failing with the same reason: a setting they all share is wrong
+
+
+def check_run_flags(cfg) -> None:
+    if "fold" in cfg.given or "experiment" in cfg.given:
+        raise TuneError("tune.py names each trial's experiment and picks its folds: use --tune-folds and "
+                        "--holdout-fold instead of --fold / --experiment")
+    for name, why in _REFUSED.items():
+        if getattr(cfg, name):
+            raise TuneError(f"{config.flag_name(name)} is not used by tune.py: {why}")
+    if cfg.tracking_uri and not cfg.log:
+        raise TuneError("--tracking-uri says where --log writes: give --log tensorboard or --log mlflow with it")
+
+
 def run_study(cfg, log=print, space_table: dict | None = None, enqueue: list[dict] | None = None):
     """Run trials until the study holds --n-trials finished or pruned ones (all workers together) or
-    --timeout; returns the study. The study's metric is the task's (foldkit.train.builder.task_settings)."""
+    --timeout; returns the study. The study's metric is the task's (foldkit.train.builder.task_settings).
+    A trial that fails, for whatever reason, is recorded as failed with it and the worker goes on."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    if "fold" in cfg.given or "experiment" in cfg.given:
-        raise TuneError("tune.py names each trial's experiment and picks its folds: use --tune-folds and "
-                        "--holdout-fold instead of --fold / --experiment")
+    check_run_flags(cfg)
     cfg, _ = task_settings(cfg)
     space = load_space(cfg, space_table)
     table, meta = read_folds(cfg.folds_dir)
     folds = tune_fold_list(cfg, int(table["fold"].max()) + 1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, url = open_study(cfg, meta["sha256_now"])
+    # trials are reported here, one line each: Optuna's own lines would add a traceback per failed trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    identity = study_identity(cfg, space, folds, meta["sha256_now"])
+    study, url = open_study(cfg, f"{space_label(cfg, space_table)}-{cfg.metric}-{identity_hash(identity)}", identity)
     log(f"study {study.study_name} in {url}: {cfg.metric} CV on folds {folds}, pruner {cfg.pruner}, "
         f"{cfg.n_trials} trials in all")
     requeue_interrupted(study, log)
@@ -288,29 +363,53 @@ def run_study(cfg, log=print, space_table: dict | None = None, enqueue: list[dic
     def guarded(trial):
         try:
             return objective(trial)
-        except FoldkitError as e:   # recorded: a trial that failed on its own is not queued again
-            trial.set_user_attr("error", str(e))
-            if isinstance(e, (TrainError, FoldLockError)):   # a bad trial (NaN loss), a fold another worker holds
-                log(f"trial {trial.number} failed: {e}")
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # noqa: BLE001 - a NaN loss, CUDA out of memory at a sampled size, a model timm
+            # does not know: the trial fails (FAIL, its reason recorded, not queued again), the worker goes on
+            reason = str(e) if isinstance(e, FoldkitError) else f"{type(e).__name__}: {e}"
+            trial.set_user_attr("error", " ".join(reason.split())[:500])
+            log(f"trial {trial.number} failed: {' '.join(reason.split())[:500]}")
             raise
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     left = cfg.n_trials - len(study.get_trials(deepcopy=False, states=done))
+    stopped = []
     if left > 0:
         # MaxTrialsCallback stops at the study's count (all workers); n_trials bounds this process's
         # attempts so that trials failing one after another (every one a NaN loss) cannot loop forever
-        study.optimize(guarded, n_trials=2 * left + 2, timeout=cfg.timeout * 3600 or None,
-                       catch=(TrainError, FoldLockError),
-                       callbacks=[MaxTrialsCallback(cfg.n_trials, states=done), _say_pruned(log)])
+        study.optimize(guarded, n_trials=2 * left + 2, timeout=cfg.timeout * 3600 or None, catch=(Exception,),
+                       callbacks=[MaxTrialsCallback(cfg.n_trials, states=done), _after_trial(log, stopped)])
+    if stopped:
+        raise TuneError(f"{SAME_FAILURE_STOPS} trials in a row failed with: {stopped[0]}; fix the setting they "
+                        f"share (a flag, or a value of the search space) and start tune.py again")
     return study
 
 
-def _say_pruned(log):
+def _after_trial(log, stopped: list):
+    """Says when a trial was pruned; after a failed one frees what it held (an out-of-memory trial's tensors)
+    and stops the worker when the last SAME_FAILURE_STOPS trials failed for one reason."""
     from optuna.trial import TrialState
+    failures = []
 
     def callback(study, trial):
         if trial.state == TrialState.PRUNED:
             log(f"trial {trial.number}: pruned after epoch {trial.last_step} of its first fold")
+        if trial.state != TrialState.FAIL:
+            failures.clear()
+            return
+        free_memory()
+        failures.append(trial.user_attrs.get("error"))
+        if len(failures) >= SAME_FAILURE_STOPS and len(set(failures[-SAME_FAILURE_STOPS:])) == 1 and failures[-1]:
+            stopped.append(failures[-1])
+            study.stop()
     return callback
+
+
+def free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def summary(study, cfg, top: int = 5) -> list[str]:
@@ -321,6 +420,8 @@ def summary(study, cfg, top: int = 5) -> list[str]:
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
     lines = [f"study {study.study_name}: " + ", ".join(f"{n} {s}" for s, n in states.items() if n)]
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs]
+    lines += [f"  #{t.number:<4} failed: {t.user_attrs['error']}  {_fmt_params(t.params)}" for t in failed[-3:]]
     if not done:
         return lines + ["no finished trial yet"]
     up = METRICS[cfg.metric].greater_is_better

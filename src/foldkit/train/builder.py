@@ -28,6 +28,7 @@ from foldkit.data.store import cache_root
 from foldkit.experiment import Experiment, default_name, prepare_experiment
 from foldkit.data.reading import open_competition, probability_hint
 from foldkit.folds.file import FOLDS_CSV, read_folds, read_meta
+from foldkit.predict.submission import check_positive_class
 from foldkit.runtime import distributed
 from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import ModelError, data_config, has_pretrained_weights
@@ -123,6 +124,7 @@ def prepare_run(cfg, log=print, record: bool = True) -> RunData:
         raise TrainError("--balance weights does not combine with mixup/cutmix (soft targets carry no class "
                          "weights): use --balance sampler")
     check_training_settings(cfg)
+    check_positive_class(cfg.positive_class, meta["classes"], task_of(meta), cfg.metric)
     comp, reading = open_competition(cfg, meta)
     if hint := probability_hint(comp.sample_submission, meta["classes"], cfg.metric):
         log(f"note: {hint}")

@@ -125,17 +125,21 @@ class FoldRun:
 def fit_fold(cfg, run: RunData, fold: int, log=print, on_epoch=()) -> dict:
     """Train `fold` (validate on it, train on the others). Returns the fold summary.
     on_epoch: callables `(fold, log row)` called after each epoch's files are written (the row has the
-    1-based `epoch` and `valid_metric`): --log's tracker, tune's pruner, auto's deadline. An exception one
-    raises stops the fold there, resumable like a kill."""
+    1-based `epoch` and `valid_metric`; after the last epoch, fold{k}.json is written first): --log's tracker,
+    tune's pruner, auto's deadline. An exception one raises stops the fold there, resumable like a kill (after
+    the last epoch the fold is finished already)."""
     f = start_fold(cfg, run, fold, log)
     t_start = time.time()
     for epoch in range(f.state.epochs_done, cfg.epochs):       # 0-based here; logs and messages say epoch + 1
         stop = run_epoch(f, epoch, log)
-        for callback in on_epoch:
-            callback(fold, f.state.log[-1])
         if stop:
             log(f"fold {fold}: early stopping after epoch {epoch + 1} ({cfg.patience} epochs without improvement)")
-            break
+        # the fold's last epoch: fold{k}.json first, so a callback that stops the run leaves the fold finished
+        summary = finish_fold(f, time.time() - t_start, log) if stop or epoch + 1 == cfg.epochs else None
+        for callback in on_epoch:
+            callback(fold, f.state.log[-1])
+        if summary is not None:
+            return summary
     return finish_fold(f, time.time() - t_start, log)
 
 
