@@ -2,7 +2,8 @@
 
     TASKS[name]   the entry of a task kind (folds_meta.json `task`; folds files written before it: single):
                   its outputs and activation, targets, loss, default metric, OOF columns, submission modes,
-                  post-processing steps and the settings that do not fit it
+                  post-processing steps, the constant answers a model must beat
+                  (`constant_answer` picks the best for a metric) and the settings that do not fit it
     ACTIVATIONS   activation name -> its numpy and torch functions (the one table; `activate` is the numpy
                   path the torch-free ONNX runner takes)
     register      adds an entry (a new kind subclasses Task, or one of the three, and registers itself)
@@ -29,7 +30,7 @@ import pandas as pd
 
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError, FoldkitError
-from foldkit.metrics import METRICS, for_task
+from foldkit.metrics import METRICS, for_task, is_better, score
 from foldkit.tags import join_tags, multi_hot
 
 
@@ -139,6 +140,16 @@ class Task:
         """One model's activated outputs -> what the plan combines."""
         return np.asarray(activated, dtype=np.float64)
 
+    def constant_answers(self, y: np.ndarray, n_outputs: int) -> list[tuple[str, np.ndarray]]:
+        """The constant answers fitted on these targets, as (words, the one prediction row every image gets):
+        the best of them for a metric (`constant_answer`) is the score a model must beat. Single-label: the
+        class frequencies as probabilities, and always the same class (each of the ten commonest)."""
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_outputs)[:n_outputs].astype(np.float64)
+        answers = [("the class frequencies as probabilities", counts / max(counts.sum(), 1.0))]
+        for rank, c in enumerate(np.argsort(-counts, kind="stable")[:10]):
+            answers.append((f"always the {_ordinal(rank)}commonest class", np.eye(n_outputs)[c]))
+        return answers
+
     def label_values(self, p: np.ndarray, classes: list, sep: str) -> list:
         """One value per row of a label-mode submission."""
         return [classes[j] for j in p.argmax(1)]
@@ -238,6 +249,18 @@ class MultiLabel(Task):
         """The tags at >= 0.5 (after the plan's per-label thresholds, which put each label's cut at 0.5)."""
         return join_tags(p >= 0.5, classes, sep)
 
+    def constant_answers(self, y, n_outputs):
+        """The tag frequencies as probabilities (AUC, map), and the k commonest tags on every image (F metrics)."""
+        freq = np.asarray(y, dtype=np.float64).mean(0) if len(y) else np.zeros(n_outputs)
+        order = np.argsort(-freq, kind="stable")
+        answers = []
+        for k in range(1, min(len(freq), 10) + 1):
+            row = np.zeros(len(freq))
+            row[order[:k]] = 1.0
+            answers.append(("the commonest tag on every image" if k == 1 else
+                            f"the {k} commonest tags on every image", row))
+        return answers + [("the tag frequencies as probabilities", freq)]
+
     def post_steps(self, metric, calibrate, thresholds, clip):
         _refuse_clip(clip, self.name)
         if calibrate == "on":
@@ -304,6 +327,11 @@ class Regression(Task):
     def label_values(self, p, classes, sep):
         return p.reshape(len(p)).tolist()
 
+    def constant_answers(self, y, n_outputs):
+        """The mean target (RMSE, R2) and the median (MAE)."""
+        y = np.asarray(y, dtype=np.float64)
+        return [("the mean target", np.array([y.mean()])), ("the median target", np.array([np.median(y)]))]
+
     def post_steps(self, metric, calibrate, thresholds, clip):
         for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):
             if v == "on":
@@ -359,6 +387,38 @@ def oof_columns(task: str, meta: dict, out: np.ndarray, scale: TargetScale | Non
 
 def check_combination(task: str, ensemble: str = "mean", blend: str = "mean") -> None:
     TASKS[task].check_combination(ensemble, blend)
+
+
+def _ordinal(rank: int) -> str:
+    """'' for the first, '2nd ', '3rd ', '4th ' ... (rank 0-based, below ten)."""
+    return "" if rank == 0 else f"{rank + 1}{ {1: 'nd', 2: 'rd'}.get(rank, 'th')} "
+
+
+def constant_answer(task: str, metric: str, y_fit: np.ndarray, y_score: np.ndarray, n_outputs: int | None = None,
+                    fold: np.ndarray | None = None) -> tuple[float, str]:
+    """(score, words) of the best constant answer (Task.constant_answers) for the metric: fitted on y_fit and
+    scored on y_score; with `fold` (the fold of each row, y_fit and y_score the same rows) each row's answer
+    is fitted on the other folds' rows (all rows when only one fold is there), as out-of-fold predictions
+    are. NaN when the metric is undefined for every answer (AUC of one class)."""
+    y_fit, y_score = np.asarray(y_fit), np.asarray(y_score)
+    kind = TASKS[task]
+    if n_outputs is None:
+        n_outputs = (int(max(y_fit.max(initial=0), y_score.max(initial=0))) + 1 if kind.exclusive
+                     else (y_fit.shape[1] if y_fit.ndim == 2 else 1))
+    if fold is None:
+        answers = [(w, np.tile(row, (len(y_score), 1))) for w, row in kind.constant_answers(y_fit, n_outputs)]
+    else:
+        fold = np.asarray(fold)
+        per_fold = {f: kind.constant_answers(y_fit[fold != f] if (fold != f).any() else y_fit, n_outputs)
+                    for f in np.unique(fold)}
+        words = [w for w, _ in next(iter(per_fold.values()))]
+        answers = [(w, np.stack([per_fold[f][i][1] for f in fold])) for i, w in enumerate(words)]
+    best, what = float("nan"), answers[0][0]
+    for w, pred in answers:
+        value = score(metric, y_score, pred)
+        if np.isfinite(value) and is_better(metric, value, best):
+            best, what = float(value), w
+    return best, what
 
 
 def multi_hot_mixup(cfg, n_labels: int):

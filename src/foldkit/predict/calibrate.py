@@ -155,11 +155,19 @@ def fast_fbeta(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
     return f
 
 
+def fit_global_threshold(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 19) -> float:
+    """The one threshold on [0.05, 0.95], shared by every label, maximising the metric (fit_label_thresholds'
+    first step; training keeps each fold's epoch by the metric at it)."""
+    obj = fast_fbeta(metric) if metric in _ML_F else _signed(metric)
+    return float(max(np.linspace(0.05, 0.95, grid),
+                     key=lambda v: obj(y, apply_label_thresholds(probs, np.full(probs.shape[1], v)))))
+
+
 def fit_label_thresholds(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 19) -> np.ndarray:
     """A global threshold on [0.05, 0.95] maximising the metric, then each label's own from there."""
     values = np.linspace(0.05, 0.95, grid)
     obj = fast_fbeta(metric) if metric in _ML_F else _signed(metric)
-    best = max(values, key=lambda v: obj(y, apply_label_thresholds(probs, np.full(probs.shape[1], v))))
+    best = fit_global_threshold(probs, y, metric, grid)
     return _coordinate_search(np.full(probs.shape[1], best), lambda t, i: values,
                               lambda t: obj(y, apply_label_thresholds(probs, t)), passes=2)
 

@@ -34,6 +34,7 @@ from foldkit.report.sections import (confusion_section, cooccurrence_section, cu
                                      facts_html, first_screen, per_label_section, residuals_section,
                                      tag_errors_section, value_errors_section)
 from foldkit.report.tables import (MAX_CLASSES_SHOWN, all_rows_figures, confused_classes, confusion_table,
+                                   constant_figures,
                                    cooccurrence_table, most_confused, never_given_together, per_class_table,
                                    per_label_table, plan_label_thresholds, residual_table, worst_errors,
                                    worst_tag_errors, worst_value_errors)
@@ -149,6 +150,7 @@ def _summary(exp_dir: Path, oof: pd.DataFrame, classes: list, metric: str, task:
                               "complete": n_folds_cfg is None or summary["folds"] == list(range(int(n_folds_cfg)))}
     if not TASKS[task].exclusive:
         result.update(all_rows_figures(oof, classes, metric, task, sep))
+    result["constant_answer"] = constant_figures(oof, classes, metric, task, sep)
     if (test_like := test_like_score(summary, cfg)) is not None:
         result["test_like_fold"] = {"fold": 0, "score": test_like}
     if test_score is not None:

@@ -12,7 +12,7 @@ import pandas as pd
 from foldkit.oof import in_words
 from foldkit.report import page
 from foldkit.report.tables import MAX_CLASSES_SHOWN, frequent_pairs
-from foldkit.report.words import facts_in_words, other_scores, test_line, what_is_predicted
+from foldkit.report.words import constant_in_words, facts_in_words, other_scores, test_line, what_is_predicted
 
 
 def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[str]:
@@ -28,13 +28,15 @@ def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[s
         warns.append(f"Partial cross-validation: {len(r['folds'])} of {r['n_folds_config']} folds present "
                      f"(folds {f(r['folds'])}); scores cover only those folds.")
     warns += [f"Training log problem: {p}" for p in problems]
+    constant, constant_warning = constant_in_words(r)
+    warns += [constant_warning] if constant_warning else []
     parts += [f"<div class='warn'>{e(w)}</div>" for w in warns]
     facts = [f"<div class='headline'>CV {e(metric)} {f(r['cv_mean'])} ± {f(r['cv_std'])}</div>",
              f"<p>mean ± std of the {len(r['folds'])} fold scores ({e(direction)}); "
              f"<b>{f(r['cv'])}</b> on all {r['n']} out-of-fold rows. Per fold: "
              + e(", ".join(f"fold {k}{' (test-like)' if k == 0 and 'test_like_fold' in r else ''} {f(s)}"
                            for k, s in zip(r["folds"], r["fold_scores"])))
-             + f". {e(other_scores(r))}</p>"]
+             + f". {e(other_scores(r))}" + (f" {e(constant)}" if constant else "") + "</p>"]
     if "test_like_fold" in r:
         facts.append(f"<p>Fold 0 holds the most test-like training images (make_folds --test-like-fold): its "
                      f"{e(metric)} <b>{f(r['test_like_fold']['score'])}</b> is the test-like estimate of the "

@@ -17,7 +17,7 @@ import pandas as pd
 from foldkit.metrics import for_task, score
 from foldkit.oof import class_index, finite, oof_arrays, oof_probs, value_text
 from foldkit.tags import multi_hot
-from foldkit.tasks import TASKS
+from foldkit.tasks import TASKS, constant_answer
 
 MAX_CLASSES_SHOWN = 20   # beyond this a matrix or per-class table is unreadable on a page
 
@@ -117,6 +117,15 @@ def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, s
     figures["target"] = {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean())}
     figures["mean_baseline"] = {m: finite(score(m, y, base[:, None])) for m in for_task(task)}
     return figures
+
+
+def constant_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, sep: str) -> dict:
+    """The best constant answer for the metric (foldkit.tasks.constant_answer: class frequencies or the
+    commonest class, the commonest tags, the mean or median target), each row's fitted on the other folds'
+    rows (all rows when one fold is present): what the CV must beat. {value, what}."""
+    y, p = oof_arrays(oof, classes, task, sep)
+    value, what = constant_answer(task, metric, y, y, n_outputs=p.shape[1], fold=oof["fold"].to_numpy())
+    return {"value": finite(value), "what": what}
 
 
 def tag_matrix(oof: pd.DataFrame, column: str, classes: list, sep: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from foldkit.metrics import METRICS
 from foldkit.oof import humanise, in_words, value_text
 from foldkit.report.page import sentence
 from foldkit.tasks import TASKS
@@ -102,3 +103,24 @@ def other_scores(r: dict) -> str:
         told += (f" Predicting the mean target of the other folds scores {r['metric']} {f(base[r['metric']])}"
                  f" ({others}): the baseline to beat.")
     return told
+
+
+def constant_in_words(r: dict) -> tuple[str, str]:
+    """(sentence, warning) of the first screen about the constant answer (cv_scores.json `constant_answer`):
+    what it is and scores, and a warning when the CV does not beat it ('' when there is nothing to say). The
+    CV compared is what is submitted where predict.py recorded it (the plan's nested CV: post-processing
+    such as fitted thresholds included), else the CV on all OOF rows."""
+    const, metric, f = r.get("constant_answer") or {}, r["metric"], in_words
+    if const.get("value") is None:
+        return "", ""
+    extra = r.get("extra") or {}
+    cv, which = ((extra["cv_final_nested"], "the nested CV of what is submitted")
+                 if extra.get("cv_final_nested") is not None else (r.get("cv"), "the CV on all OOF rows"))
+    told = ("" if "mean_baseline" in r and const["what"] == "the mean target" else     # regression says it already
+            f"The constant answer ({const['what']}, fitted on the other folds) scores {metric} "
+            f"{f(const['value'], 5)}: the score to beat.")
+    beaten = cv is None or (cv > const["value"] if METRICS[metric].greater_is_better else cv < const["value"])
+    warn = "" if beaten else (f"{which[0].upper()}{which[1:]} ({metric} {f(cv, 5)}) does not beat the constant "
+                              f"answer ({const['what']}: {f(const['value'], 5)}): the models have learned nothing "
+                              "the submission can use.")
+    return told, warn

@@ -11,7 +11,7 @@
 File names come from foldkit.experiment; the fold's rows and loaders from foldkit.train.loaders (the
 reproducible epoch order and per-sample seeding: foldkit.data.dataset); optimizer, schedule, EMA, mixup and
 loss from timm (foldkit.train.training); the resume state from foldkit.train.resume; one epoch from
-foldkit.train.engine.
+foldkit.train.engine; how each epoch is scored and which one is kept from foldkit.train.selection.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from foldkit import metrics
 from foldkit.config import learning_settings, with_settings
 from foldkit.data.images import eval_size
 from foldkit.experiment import Experiment
@@ -36,7 +35,7 @@ from foldkit.oof import score_text
 from foldkit.runtime import distributed
 from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen
-from foldkit.tasks import TASKS, TargetScale, oof_columns, valid_loss
+from foldkit.tasks import TASKS, TargetScale, oof_columns
 from foldkit.train import engine
 from foldkit.train.builder import RunData, build_run, open_run
 from foldkit.train.checks import TrainError, epoch_sizes, parse_folds
@@ -45,6 +44,7 @@ from foldkit.train.foldpool import run_fold_parallel
 from foldkit.train import oof_tta       # the OOF with predict.py's TTA views
 from foldkit.train.loaders import FoldData, at_size, augmentation_path, batch_augment, describe_sizes, fold_loaders
 from foldkit.train.resume import FoldState
+from foldkit.train.selection import EpochRule, beats_constant, epoch_rule, fold_constant, keeps, score_epoch
 from foldkit.train.teacher import for_fold
 from foldkit.train.trackers import open_tracker
 from foldkit.train.training import Training, build_training
@@ -53,16 +53,6 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _validation_scores(metric: str, task: str, probs: np.ndarray, yv: np.ndarray, vloss: float, scale):
-    """(metric value, accuracy, loss) of a validation pass; multi-label and regression: no accuracy, the
-    loss of foldkit.tasks, regression scored on the de-standardised predictions."""
-    if TASKS[task].exclusive:
-        return (metrics.score(metric, yv, probs),
-                float((probs.argmax(1) == yv).mean()) if len(yv) else float("nan"), vloss)
-    scored = scale.restore(probs) if TASKS[task].standardises else probs
-    return metrics.score(metric, yv, scored), float("nan"), valid_loss(task, probs, yv, scale)
 
 
 def oof_frame(ids, fold: int, labels, probs: np.ndarray, classes: list, task: str = "single",
@@ -110,6 +100,8 @@ class FoldRun:
     scale: object                    # regression: the target's TargetScale, else None
     per_process: int                 # this process's share of --batch-size
     main: bool                       # rank 0 (always without torchrun): it alone writes files
+    rule: EpochRule                  # what each epoch is scored and kept by (foldkit.train.selection)
+    constant: dict                   # the constant answer on this fold's validation rows: {value, what}
     stages: dict = field(default_factory=dict)
 
     def stage(self, size: int) -> tuple:
@@ -180,8 +172,11 @@ def start_fold(cfg, run: RunData, fold: int, log=print) -> FoldRun:
     if main:
         remove_stale_temps(exp, fold)
     state = resume_state(cfg, fold, resumed, tr, record, aug_device, log)
+    constant = fold_constant(run.task, cfg.metric, run.y[data.tr_idx], run.y[data.va_idx], len(run.classes))
+    log(f"fold {fold}: the constant answer ({constant['what']}, from the training rows) scores {cfg.metric} "
+        f"{score_text(constant['value'])} on the validation rows")
     return FoldRun(cfg, run, fold, seed, data, tr, state, aug_device, sizes, train_model, distill, record, scale,
-                   per_process, main)
+                   per_process, main, epoch_rule(cfg.metric, run.task, len(run.classes)), constant)
 
 
 def resume_state(cfg, fold: int, resumed: dict | None, tr: Training, record: dict, aug_device: str,
@@ -210,19 +205,14 @@ def run_epoch(f: FoldRun, epoch: int, log=print) -> bool:
     vloss, probs, yv = engine.evaluate(eval_model, f.data.valid_dl, tr.device, gather=distributed.all_rows,
                                        dtype=tr.dtype, channels_last=tr.channels_last, progress=cfg.progress,
                                        activation=TASKS[f.run.task].activation)
-    value, acc, vloss = _validation_scores(cfg.metric, f.run.task, probs, yv, vloss, f.scale)
-    improved = metrics.is_better(cfg.metric, value, state.best)
-    state.log.append({"epoch": epoch + 1, "train_loss": ep["loss"], "train_accuracy": ep["accuracy"],
-                      "valid_loss": vloss, "valid_accuracy": acc, "valid_metric": value,
-                      "lr": tr.optimizer.param_groups[0]["lr"], "seconds": round(ep["seconds"], 2),
-                      "img_per_s": round(ep["img_per_s"], 1),
-                      **({"img_size": ep["img_size"]} if cfg.img_size_schedule else {})})
-    log(f"fold {f.fold} epoch {epoch + 1:>3}/{cfg.epochs}  train_loss {ep['loss']:.4f}  valid_loss {vloss:.4f}  "
-        f"valid_acc {acc:.4f}  {cfg.metric} {score_text(value)}{' *' if improved else ''}  "
-        f"{ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s" + ("  [head only]" if frozen else "")
-        + (f"  [{ep['img_size']} px]" if cfg.img_size_schedule else ""))
+    s = score_epoch(f.rule, f.run.task, probs, yv, vloss, f.scale)
+    value = s.value
+    kept_loss = next((r["valid_loss"] for r in state.log if r["epoch"] == state.best_epoch), None)
+    improved = keeps(cfg.metric, s, state.best if state.best_epoch else None, kept_loss)
+    state.log.append(log_row(f, epoch, ep, s))
+    log(epoch_line(f, epoch, ep, s, improved, frozen))
     state.epochs_done = epoch + 1
-    if improved or not state.best_epoch:   # the first epoch is kept even when its score is undefined
+    if improved:                           # the first epoch is kept even when its score is undefined
         state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
         if f.main:
             keep_best(f, eval_model, epoch, value, probs)
@@ -234,6 +224,28 @@ def run_epoch(f: FoldRun, epoch: int, log=print) -> bool:
     if f.main and state.epochs_done < cfg.epochs and not stop:
         state.save(f.run.exp.last_checkpoint(f.fold), tr)
     return stop
+
+
+def log_row(f: FoldRun, epoch: int, ep: dict, s) -> dict:
+    """The epoch's row of log_fold{k}.csv: valid_metric is the score the epoch is kept by; with a fitted
+    threshold also the threshold and the metric without it."""
+    return {"epoch": epoch + 1, "train_loss": ep["loss"], "train_accuracy": ep["accuracy"],
+            "valid_loss": s.loss, "valid_accuracy": s.accuracy, "valid_metric": s.value,
+            **({"valid_threshold": s.threshold, "valid_metric_plain": s.plain} if s.threshold is not None else {}),
+            "lr": f.tr.optimizer.param_groups[0]["lr"], "seconds": round(ep["seconds"], 2),
+            "img_per_s": round(ep["img_per_s"], 1),
+            **({"img_size": ep["img_size"]} if f.cfg.img_size_schedule else {})}
+
+
+def epoch_line(f: FoldRun, epoch: int, ep: dict, s, improved: bool, frozen: bool) -> str:
+    """The epoch's log line: only the columns that apply to the task (accuracy for single-label), the score
+    under the name of what it is (`f1_samples@thr 0.41 (thr 0.25)`), `*` on a kept epoch."""
+    cfg = f.cfg
+    return (f"fold {f.fold} epoch {epoch + 1:>3}/{cfg.epochs}  train_loss {ep['loss']:.4f}  valid_loss {s.loss:.4f}  "
+            + (f"valid_acc {s.accuracy:.4f}  " if TASKS[f.run.task].exclusive else "")
+            + f"{f.rule.name} {score_text(s.value)}" + (f" (thr {s.threshold:.2f})" if s.threshold is not None else "")
+            + f"{' *' if improved else ''}  {ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s"
+            + ("  [head only]" if frozen else "") + (f"  [{ep['img_size']} px]" if cfg.img_size_schedule else ""))
 
 
 def train_epoch(f: FoldRun, epoch: int, frozen: bool) -> dict:
@@ -272,13 +284,19 @@ def write_oof(f: FoldRun, probs: np.ndarray, path) -> None:
 
 
 def finish_fold(f: FoldRun, seconds: float, log=print) -> dict:
-    """The curve and fold{k}.json (written last: the fold is finished), the resume state removed."""
+    """The curve and fold{k}.json (written last: the fold is finished), the resume state removed; a warning
+    when the fold's best score does not beat the constant answer."""
     cfg, exp, state, record = f.cfg, f.run.exp, f.state, f.record
     tta = oof_tta.record(f, write_oof, log)      # the OOF predict.py's post-processing is fitted on
     if f.main:
         plot_log_curve(pd.DataFrame(state.log), cfg.metric, f"{exp.name} fold {f.fold}", exp.curve(f.fold))
     best = None if state.best is None or math.isnan(state.best) else state.best
+    if not beats_constant(cfg.metric, best, f.constant):
+        log(f"warning: fold {f.fold}'s best {f.rule.name} {score_text(best)} does not beat the constant answer "
+            f"({f.constant['what']}: {score_text(f.constant['value'])}): the model has learned nothing the "
+            "submission can use; try more epochs, another --lr or a pretrained model")
     summary = {"fold": f.fold, "best_epoch": state.best_epoch, "metric": cfg.metric, "value": best,
+               "selected_by": f.rule.name, "constant_answer": f.constant,
                "epochs_run": len(state.log), "seconds": round(seconds, 1),
                "train_rows": int(len(f.data.tr_idx)), "valid_rows": int(len(f.data.va_idx)),
                "in_chans": f.run.data_cfg["input_size"][0], "data_config": f.run.data_cfg, "device": str(f.tr.device),
@@ -320,6 +338,7 @@ def train(cfg, log=print, report: Callable | None = None) -> list[dict]:
     folds = parse_folds(cfg.fold, int(run.table["fold"].max()) + 1)
     tracker = open_tracker(cfg, run.exp.name) if distributed.is_main() else None   # --log: main process only
     log(describe_run(cfg, run, folds))
+    log(epoch_rule(cfg.metric, run.task, len(run.classes)).describe())
     if (tl := run.meta.get("test_like")) and 0 in folds:
         log(f"fold 0 is the test-like fold (its {tl['rows']} rows look most like test, adversarial AUC "
             f"{tl['adversarial_auc']:.3f}): its score estimates the test score")
