@@ -29,7 +29,7 @@ from foldkit.experiment import Experiment, find_experiments
 from foldkit.data.reading import open_competition
 from foldkit.folds.file import read_folds
 from foldkit.predict import blend, submission
-from foldkit.predict.inference import (EnsembleError, load_members, load_single_image, predict_ensemble,
+from foldkit.predict.inference import (load_members, load_single_image, predict_ensemble,
                                       trained_with_flips, views_of)
 from foldkit.predict.submission import SubmissionError
 from foldkit.tags import join_tags, multi_hot
