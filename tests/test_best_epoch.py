@@ -7,6 +7,7 @@ validation loss went on falling. Epochs are now kept by the score the submission
 each epoch's best global threshold), the log shows that score and the constant answer's, and the
 submitted tags beat tagging every image with the commonest tags.
 """
+import json
 import subprocess
 import sys
 
@@ -85,9 +86,30 @@ def test_sparse_tags_keep_a_later_epoch_and_beat_the_constant_answer(tmp_path):
     constant, what = tasks.constant_answer("multilabel", "f1_samples", train_y, truth)
     assert "commonest tag" in what
     assert submitted >= 2 * constant, (submitted, constant, pred)
-    # the report's first screen gives the constant answer too
+    # the report's first screen gives the constant answer too, and its CV is read as the tags are cut (at the
+    # fitted threshold, not at 0.5, where sparse tags score near 0): it beats the constant answer
     [page] = (tmp_path / "reports").glob("*/report.html")
     assert "constant answer" in page.read_text()
+    scores = json.loads(next((tmp_path / "reports").glob("*/cv_scores.json")).read_text())
+    assert scores["scored_at_threshold"] and scores["cv"] > 1.5 * constant, (scores["cv"], constant)
+
+
+def test_the_cv_of_a_threshold_metric_is_read_where_the_submission_cuts():
+    """Sparse tags' probabilities all below 0.5: f1_samples at 0.5 is 0, at the fitted threshold it is 1; the
+    CV summary the report, tune and the leaderboard read takes the second (predict.calibrate.cv_scorer)."""
+    from foldkit.oof import cv_summary
+    from foldkit.predict.calibrate import cv_scorer
+    y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]] * 5)
+    oof = pd.DataFrame({"id": [f"i{i}" for i in range(20)], "fold": [0, 1] * 10,
+                        "label": [" ".join(t for t, v in zip("abc", r) if v) for r in y], "pred": ""})
+    for j, c in enumerate("abc"):
+        oof[f"prob_{c}"] = 0.1 + 0.2 * y[:, j]
+    plain = cv_summary(oof, list("abc"), "f1_samples", "multilabel", " ")
+    fitted = cv_summary(oof, list("abc"), "f1_samples", "multilabel", " ",
+                        cv_scorer("f1_samples", "multilabel", 3))
+    assert plain["cv"] == 0 and not plain["scored_at_threshold"]
+    assert fitted["cv"] == 1 and fitted["fold_scores"] == [1, 1] and fitted["scored_at_threshold"]
+    assert cv_scorer("map", "multilabel", 3) is None and cv_scorer("accuracy", "single", 5) is None
 
 
 @pytest.mark.parametrize("task,metric,y_fit,y_score,expect", [

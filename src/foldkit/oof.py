@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -196,16 +196,21 @@ def oof_arrays(oof: pd.DataFrame, classes: list, task: str = "single", sep: str 
     return class_index(oof["label"], classes), oof_probs(oof, classes)
 
 
-def cv_summary(oof: pd.DataFrame, classes: list, metric: str, task: str = "single", sep: str = "") -> dict:
+def cv_summary(oof: pd.DataFrame, classes: list, metric: str, task: str = "single", sep: str = "",
+               scorer: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict:
     """Competition metric on all OOF rows and per fold (mean and std across folds), row count and folds
-    present; single-label also accuracy and log loss. std is the population std (numpy's default, ddof=0)."""
+    present; single-label also accuracy and log loss. std is the population std (numpy's default, ddof=0).
+    scorer(y, p): how the metric is read (predict.calibrate.cv_scorer: a threshold metric at the threshold
+    fitted on the rows scored, as the submission is cut; `scored_at_threshold` says so); default as it is."""
     y, p = oof_arrays(oof, classes, task, sep)
+    at_threshold = scorer is not None
+    scorer = scorer or (lambda yy, pp: score(metric, yy, pp))
     extras = ("accuracy", "logloss") if TASKS[task].exclusive else ()
     folds = sorted(int(f) for f in oof["fold"].unique())
     per_fold = []
     for f in folds:
         m = (oof["fold"] == f).to_numpy()
-        per_fold.append({"fold": f, "n": int(m.sum()), metric: finite(score(metric, y[m], p[m])),
+        per_fold.append({"fold": f, "n": int(m.sum()), metric: finite(scorer(y[m], p[m])),
                          **{x: finite(score(x, y[m], p[m])) for x in extras}})
     fold_scores = [r[metric] for r in per_fold]
     arr = np.array([np.nan if s is None else s for s in fold_scores], dtype=np.float64)
@@ -213,7 +218,8 @@ def cv_summary(oof: pd.DataFrame, classes: list, metric: str, task: str = "singl
         "metric": metric,
         "greater_is_better": METRICS[metric].greater_is_better,
         "task": task,
-        "cv": finite(score(metric, y, p)),
+        "cv": finite(scorer(y, p)),
+        "scored_at_threshold": at_threshold,
         "fold_scores": fold_scores,
         "cv_mean": finite(arr.mean()),
         "cv_std": finite(arr.std()),

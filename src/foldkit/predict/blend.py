@@ -27,7 +27,7 @@ from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighte
 from foldkit.errors import FoldkitError
 from foldkit.metrics import METRICS, score
 from foldkit.oof import cv_summary, humanise, in_words, oof_arrays, score_text, test_like_score
-from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, steps_for
+from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, cv_scorer, steps_for
 from foldkit.predict.oof_views import oof_for_plan
 from foldkit.tasks import TASKS, check_combination
 
@@ -287,10 +287,10 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
             raise FoldkitError(f"experiment {e.name} is {e.task()[0]} but {exps[0].name} is {task}: experiments of "
                                "different task kinds cannot be blended")
         oof = oof_for_plan(e, tta, log)
-        rep = cv_summary(oof, classes, m, task, sep)
+        rep = cv_summary(oof, classes, m, task, sep, cv_scorer(m, task, len(classes)))
         oofs.append(oof.set_index("id"))
         test_like = test_like_score(rep, e.config())
-        log(f"{e.name}: CV {rep['metric']} {score_text(rep['cv'])} (folds {score_text(rep['cv_mean'])} ± "
+        log(f"{e.name}: CV {rep['metric']}{'@thr' if rep['scored_at_threshold'] else ''} {score_text(rep['cv'])} (folds {score_text(rep['cv_mean'])} ± "
             f"{score_text(rep['cv_std'])}, {len(rep['folds'])} fold(s): {rep['folds']})"
             + (f"; test-like estimate (fold 0, the most test-like rows) {score_text(test_like)}" if test_like is not None else ""))
     names = [e.name for e in exps]

@@ -172,6 +172,38 @@ def fit_label_thresholds(probs: np.ndarray, y: np.ndarray, metric: str, grid: in
                               lambda t: obj(y, apply_label_thresholds(probs, t)), passes=2)
 
 
+def threshold_fit(metric: str, task: str, n_classes: int) -> str:
+    """Where one threshold decides the score the plan submits (its steps with every switch at auto):
+    `label` (multi-label F metrics: a global threshold, then per-label ones), `binary` (two classes with
+    the plan's thresholds: one free weight) or `none` (the metric as it is)."""
+    steps = steps_for(metric, task=task)
+    if "label_thresholds" in steps:
+        return "label"
+    if "thresholds" in steps and n_classes == 2:
+        return "binary"
+    return "none"
+
+
+def score_fitted(fit: str, metric: str, y: np.ndarray, probs: np.ndarray) -> tuple[float, float | None]:
+    """(the metric at the threshold `fit` fits on these rows, that threshold; None for `none`): the score an
+    epoch is kept by and the CV the report, tune and the leaderboard show, so a threshold metric is never
+    read at 0.5 where the submission is not cut there."""
+    if fit == "none" or len(y) == 0:
+        return score(metric, y, probs), None
+    if fit == "label":
+        t = fit_global_threshold(probs, y, metric)
+        return score(metric, y, apply_label_thresholds(probs, np.full(probs.shape[1], t))), t
+    w = fit_class_weights(probs, y, metric)
+    return score(metric, y, apply_class_weights(probs, w)), float(w[0] / (w[0] + w[1]))
+
+
+def cv_scorer(metric: str, task: str, n_classes: int) -> Callable[[np.ndarray, np.ndarray], float] | None:
+    """oof.cv_summary's scorer for a threshold metric (score_fitted on each fold's rows and on all rows);
+    None where the metric is read as it is."""
+    fit = threshold_fit(metric, task, n_classes)
+    return None if fit == "none" else (lambda y, p: score_fitted(fit, metric, y, p)[0])
+
+
 # --------------------------------------------------------------------------- regression range
 
 def fit_clip(pred: np.ndarray, y: np.ndarray, metric: str = "rmse") -> np.ndarray:

@@ -26,6 +26,7 @@ from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.metrics import METRICS
 from foldkit.oof import (ReportError, cv_summary, finite, in_words, load_oof, log_summary, read_config, read_logs,
                          test_like_score)
+from foldkit.predict.calibrate import cv_scorer
 from foldkit.report import page
 from foldkit.report.label_noise import report_section
 from foldkit.report.plots import (plot_confusion, plot_cooccurrence, plot_fold_scores, plot_residuals,
@@ -143,7 +144,7 @@ def _summary(exp_dir: Path, oof: pd.DataFrame, classes: list, metric: str, task:
     """What cv_scores.json records: the experiment, its CV (cv_summary), whether every fold is present,
     the task kind's figures on all rows, the test-like fold's score, the test score and `extra`."""
     cfg = read_config(exp_dir)
-    summary = cv_summary(oof, classes, metric, task, sep)
+    summary = cv_summary(oof, classes, metric, task, sep, cv_scorer(metric, task, len(classes)))
     n_folds_cfg = cfg.get("n_folds")
     result: dict[str, Any] = {"experiment": cfg.get("experiment", exp_dir.name), "model": cfg.get("model"),
                               "classes": classes, **summary, "n_folds_config": n_folds_cfg,

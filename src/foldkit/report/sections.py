@@ -33,7 +33,9 @@ def first_screen(r: dict, paths: dict[str, Path], problems: list[str]) -> list[s
     parts += [f"<div class='warn'>{e(w)}</div>" for w in warns]
     facts = [f"<div class='headline'>CV {e(metric)} {f(r['cv_mean'])} ± {f(r['cv_std'])}</div>",
              f"<p>mean ± std of the {len(r['folds'])} fold scores ({e(direction)}); "
-             f"<b>{f(r['cv'])}</b> on all {r['n']} out-of-fold rows. Per fold: "
+             f"<b>{f(r['cv'])}</b> on all {r['n']} out-of-fold rows"
+             + (" (each at its best global threshold, fitted on the rows it scores, as training keeps its epochs"
+                " and the submission is cut)" if r.get("scored_at_threshold") else "") + ". Per fold: "
              + e(", ".join(f"fold {k}{' (test-like)' if k == 0 and 'test_like_fold' in r else ''} {f(s)}"
                            for k, s in zip(r["folds"], r["fold_scores"])))
              + f". {e(other_scores(r))}" + (f" {e(constant)}" if constant else "") + "</p>"]

@@ -21,6 +21,7 @@ from foldkit.config import RUN_ONLY
 from foldkit.experiment import all_experiments
 from foldkit.metrics import METRICS
 from foldkit.oof import cv_summary, load_oof
+from foldkit.predict.calibrate import cv_scorer
 from foldkit.train.teacher import DEPENDENT, OPTIONS, describe
 
 # shown in words in the `teachers` column (foldkit.train.teacher.describe), not among the settings
@@ -62,7 +63,8 @@ def _row(exp, cfg: dict) -> dict:
            "cv": None, "cv_mean": None, "cv_std": None, "train_min": None}
     if folds:
         oof, classes = load_oof(exp.dir, folds)
-        rep = cv_summary(oof, classes, metric, *exp.task())
+        task, sep = exp.task()
+        rep = cv_summary(oof, classes, metric, task, sep, cv_scorer(metric, task, len(classes)))
         row.update(cv=rep["cv"], cv_mean=rep["cv_mean"], cv_std=rep["cv_std"])
         seconds = [exp.summary(k).get("seconds") for k in folds]
         row["train_min"] = round(sum(s for s in seconds if s is not None) / 60, 1)

@@ -33,6 +33,7 @@ from foldkit.errors import ConfigError, FoldkitError
 from foldkit.folds.file import read_folds
 from foldkit.metrics import METRICS
 from foldkit.oof import cv_summary, load_oof
+from foldkit.predict.calibrate import cv_scorer
 from foldkit.train.builder import build_run, task_settings
 from foldkit.train.fit import fit_fold_locked, parse_folds, train
 from foldkit.train.foldlock import FoldLockError
@@ -206,7 +207,8 @@ def trial_cv(trial, tcfg, run, folds: list[int], tracker, log=print) -> float:
         trial.set_user_attr(f"fold{k}", s["value"])
         log(f"trial {trial.number} fold {k}: {tcfg.metric} {s['value']}")
     oof, classes = load_oof(run.exp.dir, folds)
-    return cv_summary(oof, classes, tcfg.metric, *run.exp.task())["cv"]
+    task, sep = run.exp.task()
+    return cv_summary(oof, classes, tcfg.metric, task, sep, cv_scorer(tcfg.metric, task, len(classes)))["cv"]
 
 
 def _fmt_params(params: dict) -> str:

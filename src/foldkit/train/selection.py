@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from foldkit import metrics
-from foldkit.predict.calibrate import (apply_class_weights, apply_label_thresholds, fit_class_weights,
-                                       fit_global_threshold, steps_for)
+from foldkit.predict.calibrate import score_fitted, threshold_fit
 from foldkit.tasks import TASKS, constant_answer, valid_loss
 
 
@@ -53,12 +52,7 @@ class EpochRule:
 
 
 def epoch_rule(metric: str, task: str, n_classes: int) -> EpochRule:
-    steps = steps_for(metric, task=task)
-    if "label_thresholds" in steps:
-        return EpochRule(metric, "label")
-    if "thresholds" in steps and n_classes == 2:
-        return EpochRule(metric, "binary")
-    return EpochRule(metric)
+    return EpochRule(metric, threshold_fit(metric, task, n_classes))
 
 
 @dataclass
@@ -83,15 +77,10 @@ def score_epoch(rule: EpochRule, task: str, probs: np.ndarray, y: np.ndarray, lo
         accuracy, loss = float("nan"), valid_loss(task, probs, y, scale)
     scored = scale.restore(probs) if kind.standardises else probs
     plain = metrics.score(rule.metric, y, scored)
-    if rule.fit == "none" or len(y) == 0:
+    if rule.fit == "none":
         return EpochScore(plain, plain, None, accuracy, loss)
-    if rule.fit == "label":
-        t = fit_global_threshold(probs, y, rule.metric)
-        fitted = apply_label_thresholds(probs, np.full(probs.shape[1], t))
-    else:
-        w = fit_class_weights(probs, y, rule.metric)
-        t, fitted = float(w[0] / (w[0] + w[1])), apply_class_weights(probs, w)
-    return EpochScore(metrics.score(rule.metric, y, fitted), plain, t, accuracy, loss)
+    value, t = score_fitted(rule.fit, rule.metric, y, probs)
+    return EpochScore(value, plain, t, accuracy, loss)
 
 
 def keeps(metric: str, new: EpochScore, best: float | None, best_loss: float | None) -> bool:
