@@ -120,15 +120,20 @@ def test_borderline_pairs_are_listed_and_shown(photo_audit):
     assert "to check (a random sample)" in page and "NOT calibrated" in page
 
 
-def test_make_folds_keeps_feature_clusters_in_one_fold(photo_audit, tmp_path):
+def folds_grouping_one_cluster(root, reports, tmp_path, n_folds: int) -> dict:
+    """make_folds after the audit: it groups exactly one cluster; {file name: fold}."""
     from foldkit.folds.file import make_folds
-    root, reports, _, _ = photo_audit
     cfg = config.resolve(dict(input_dir=str(root), reports_dir=str(reports), folds_dir=str(tmp_path / "f"),
-                              n_folds=3))
+                              n_folds=n_folds))
     meta = make_folds(cfg, log=lambda *a: None)
     assert meta["duplicates"]["grouped"] and meta["duplicates"]["clusters_grouped"] == 1
     folds = pd.read_csv(tmp_path / "f" / "train_folds.csv")
-    fold = dict(zip(folds["id"].str.split("/").str[-1], folds["fold"]))
+    return dict(zip(folds["id"].str.split("/").str[-1], folds["fold"]))
+
+
+def test_make_folds_keeps_feature_clusters_in_one_fold(photo_audit, tmp_path):
+    root, reports, _, _ = photo_audit
+    fold = folds_grouping_one_cluster(root, reports, tmp_path, 3)
     assert fold["ants0.jpg"] == fold["ants0_mirror.jpg"]
 
 
@@ -251,15 +256,9 @@ def test_planted_face_copies_are_still_leaks(face_audit):
 def test_make_folds_keeps_a_pair_to_check_in_one_fold(face_audit, tmp_path):
     """A pair to check is no label conflict, but make_folds still keeps it in one fold: splitting a
     copy inflates CV, grouping two look-alikes costs nothing."""
-    from foldkit.folds.file import make_folds
     _, _, root, reports = face_audit
-    cfg = config.resolve(dict(input_dir=str(root), reports_dir=str(reports), folds_dir=str(tmp_path / "f"),
-                              n_folds=2))
-    meta = make_folds(cfg, log=lambda *a: None)
-    assert meta["duplicates"]["grouped"] and meta["duplicates"]["clusters_grouped"] == 1
-    folds = pd.read_csv(tmp_path / "f" / "train_folds.csv")
-    fold = dict(zip(folds["id"].str.split("/").str[-1].str.split(".").str[0], folds["fold"]))
-    assert fold[LOOKALIKES[0][0]] == fold[LOOKALIKES[0][1]]
+    fold = folds_grouping_one_cluster(root, reports, tmp_path, 2)
+    assert fold[f"{LOOKALIKES[0][0]}.jpg"] == fold[f"{LOOKALIKES[0][1]}.jpg"]
 
 
 def _fashion(n, offset):
