@@ -107,8 +107,9 @@ def _plan_extra(exp, classes):
 
 @pytest.fixture(scope="module")
 def planet_report(planet, tmp_path_factory):
-    """The Planet experiment's report as predict.py writes it: its plan with per-label thresholds, the
-    images, a stand-in Grad-CAM that records what it is asked to explain."""
+    """The Planet experiment's report as predict.py writes it: its plan with per-label thresholds (recorded,
+    and the cut its `pred` and CV are read at), the images, a stand-in Grad-CAM that records what it is
+    asked to explain."""
     exp = planet["exp"]
     extra, thresholds = _plan_extra(exp, planet["classes"])
     asked = []
@@ -118,8 +119,9 @@ def planet_report(planet, tmp_path_factory):
         return np.zeros((8, 8, 3), np.uint8)
 
     rep = tmp_path_factory.mktemp("planet_report")
+    from foldkit.predict.calibrate import apply_label_thresholds
     out = write_report(exp, rep, load_image=planet["images"].__getitem__, extra=extra, heatmap=heatmap,
-                       folds=Experiment(exp).finished_folds())
+                       folds=Experiment(exp).finished_folds(), cut=lambda p: apply_label_thresholds(p, thresholds))
     return rep, out, thresholds, asked
 
 
@@ -140,6 +142,7 @@ def test_multilabel_report_per_label_numbers_equal_sklearn(planet, planet_report
     yhat = multi_hot(oof["pred"], " ", classes).astype(int)
     p = oof[[f"prob_{c}" for c in classes]].to_numpy()
     assert (y.sum(0) == planet["y"].sum(0)).all()                       # the real tags, planted errors included
+    assert (yhat == (p >= thresholds)).all() and (yhat != (p >= 0.5)).any()   # cut where the submission is
     s = json.loads((rep / "cv_scores.json").read_text())
     assert s["cv"] == pytest.approx(fbeta_score(y, yhat, beta=2, average="samples", zero_division=0))
     assert s["all_rows"]["f1_samples"] == pytest.approx(f1_score(y, yhat, average="samples", zero_division=0))

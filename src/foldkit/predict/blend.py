@@ -120,9 +120,13 @@ class Plan:
     def finish(self, per_exp: np.ndarray, raw: bool = False) -> np.ndarray:
         """(E, N, C) experiment probabilities -> blend -> post-processing (not with raw)."""
         p = BLENDS[self.blend].combine(np.asarray(per_exp, dtype=np.float64), self.weights)
-        if not raw:
-            for name, params in self.steps:
-                p = POSTPROCESS[name].apply(p, params)
+        return p if raw else self.post(p)
+
+    def post(self, p: np.ndarray) -> np.ndarray:
+        """The fitted post-processing steps alone, in order (a lone experiment's report cuts its OOF rows
+        with them, as its submission is cut)."""
+        for name, params in self.steps:
+            p = POSTPROCESS[name].apply(p, params)
         return p
 
     def per_experiment(self, per_member: list[np.ndarray]) -> np.ndarray:

@@ -184,17 +184,24 @@ def threshold_fit(metric: str, task: str, n_classes: int) -> str:
     return "none"
 
 
+def fit_cut(fit: str, metric: str, y: np.ndarray, probs: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], float | None]:
+    """(the cut `fit` fits on these rows as a map of probabilities, its threshold): one global threshold for
+    every label (`label`), one class weight (`binary`), none (`none`: the probabilities as they are)."""
+    if fit == "none" or len(y) == 0:
+        return (lambda p: p), None
+    if fit == "label":
+        t = fit_global_threshold(probs, y, metric)
+        return (lambda p: apply_label_thresholds(p, np.full(p.shape[1], t))), t
+    w = fit_class_weights(probs, y, metric)
+    return (lambda p: apply_class_weights(p, w)), float(w[0] / (w[0] + w[1]))
+
+
 def score_fitted(fit: str, metric: str, y: np.ndarray, probs: np.ndarray) -> tuple[float, float | None]:
     """(the metric at the threshold `fit` fits on these rows, that threshold; None for `none`): the score an
     epoch is kept by and the CV the report, tune and the leaderboard show, so a threshold metric is never
     read at 0.5 where the submission is not cut there."""
-    if fit == "none" or len(y) == 0:
-        return score(metric, y, probs), None
-    if fit == "label":
-        t = fit_global_threshold(probs, y, metric)
-        return score(metric, y, apply_label_thresholds(probs, np.full(probs.shape[1], t))), t
-    w = fit_class_weights(probs, y, metric)
-    return score(metric, y, apply_class_weights(probs, w)), float(w[0] / (w[0] + w[1]))
+    cut, t = fit_cut(fit, metric, y, probs)
+    return score(metric, y, cut(probs)), t
 
 
 def cv_scorer(metric: str, task: str, n_classes: int) -> Callable[[np.ndarray, np.ndarray], float] | None:

@@ -23,10 +23,10 @@ import pandas as pd
 from foldkit.experiment import Experiment
 from foldkit.figures import plot_curves, plot_log_curve
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
-from foldkit.metrics import METRICS
-from foldkit.oof import (ReportError, cv_summary, finite, in_words, load_oof, log_summary, read_config, read_logs,
-                         test_like_score)
-from foldkit.predict.calibrate import cv_scorer
+from foldkit.metrics import METRICS, score
+from foldkit.oof import (ReportError, cv_summary, finite, in_words, load_oof, log_summary, oof_arrays, read_config,
+                         read_logs, test_like_score)
+from foldkit.predict.calibrate import cv_scorer, fit_cut, threshold_fit
 from foldkit.report import page
 from foldkit.report.label_noise import report_section
 from foldkit.report.plots import (plot_confusion, plot_cooccurrence, plot_fold_scores, plot_residuals,
@@ -78,7 +78,8 @@ class _Report:
 
 def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callable | None = None,
                  test_score: Any = None, extra: dict | None = None, folds: list[int] | None = None,
-                 heatmap: Callable | None = None, heatmap_note: str | None = None) -> dict:
+                 heatmap: Callable | None = None, heatmap_note: str | None = None,
+                 cut: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Write the CV report of one experiment into report_dir and return its summary.
 
     Every task kind: oof.csv, cv_scores.json, fold_scores.png, curves.png (every fold's log overlaid),
@@ -96,13 +97,17 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     (predict.py's plan, blend figures, verdicts, submission file: see `facts_in_words`).
     heatmap(row) (foldkit.report.gradcam.heatmapper, with load_image): a Grad-CAM overlay beside each gallery
     image; any error it raises stops the heatmaps only and becomes heatmap_note, a line on the page.
+    cut(probs): the plan's fitted post-processing (predict.py, a lone experiment); a threshold metric's
+    `pred`, CV and tables are read where it cuts, and without it at the one threshold fitted on all rows
+    (as training keeps its epochs): see _as_submitted.
     The returned dict is cv_scores.json plus "paths" (name -> path written).
     """
     exp_dir, report_dir = Path(exp_dir), Path(report_dir)
     metric = _metric(exp_dir)
     task, sep = Experiment(exp_dir).task()
     oof, classes = load_oof(exp_dir, folds)
-    result = _summary(exp_dir, oof, classes, metric, task, sep, test_score, extra)
+    oof, scorer, cut = _as_submitted(oof, classes, metric, task, sep, cut)
+    result = _summary(exp_dir, oof, classes, metric, task, sep, test_score, extra, scorer, cut)
     paths: dict[str, Path] = {}
 
     def out(name: str) -> Path:
@@ -139,18 +144,35 @@ def _metric(exp_dir: Path) -> str:
     return metric
 
 
+def _as_submitted(oof: pd.DataFrame, classes: list, metric: str, task: str, sep: str,
+                  cut: Callable | None) -> tuple[pd.DataFrame, Callable | None, Callable | None]:
+    """(the OOF rows with `pred` cut as the submission is, the scorer the CV is read with, the cut) for a
+    threshold metric (predict.calibrate.threshold_fit): at `cut` when given, else at the one threshold
+    fitted on all rows, each fold's score at its own (cv_scorer, as training keeps its epochs), so the
+    CV, `pred`, the other label metrics and the tables agree. Other metrics: as they are, no cut."""
+    fit = threshold_fit(metric, task, len(classes))
+    if fit == "none":
+        return oof, None, None
+    y, p = oof_arrays(oof, classes, task, sep)
+    if cut is None:
+        cut, scorer = fit_cut(fit, metric, y, p)[0], cv_scorer(metric, task, len(classes))
+    else:
+        scorer = lambda yy, pp: score(metric, yy, cut(pp))     # noqa: E731 (the plan's cut on every fold)
+    return oof.assign(pred=TASKS[task].label_values(cut(p), classes, sep)), scorer, cut
+
+
 def _summary(exp_dir: Path, oof: pd.DataFrame, classes: list, metric: str, task: str, sep: str,
-             test_score: Any, extra: dict | None) -> dict[str, Any]:
+             test_score: Any, extra: dict | None, scorer: Callable | None, cut: Callable | None) -> dict[str, Any]:
     """What cv_scores.json records: the experiment, its CV (cv_summary), whether every fold is present,
     the task kind's figures on all rows, the test-like fold's score, the test score and `extra`."""
     cfg = read_config(exp_dir)
-    summary = cv_summary(oof, classes, metric, task, sep, cv_scorer(metric, task, len(classes)))
+    summary = cv_summary(oof, classes, metric, task, sep, scorer)
     n_folds_cfg = cfg.get("n_folds")
     result: dict[str, Any] = {"experiment": cfg.get("experiment", exp_dir.name), "model": cfg.get("model"),
                               "classes": classes, **summary, "n_folds_config": n_folds_cfg,
                               "complete": n_folds_cfg is None or summary["folds"] == list(range(int(n_folds_cfg)))}
     if not TASKS[task].exclusive:
-        result.update(all_rows_figures(oof, classes, metric, task, sep))
+        result.update(all_rows_figures(oof, classes, metric, task, sep, cut))
     result["constant_answer"] = constant_figures(oof, classes, metric, task, sep)
     if (test_like := test_like_score(summary, cfg)) is not None:
         result["test_like_fold"] = {"fold": 0, "score": test_like}

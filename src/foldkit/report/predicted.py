@@ -62,7 +62,7 @@ def write_reports(done: Prediction, cfg, log=print) -> None:
         heatmap, note = heatmapper(e.dir, images.prepare) if TASKS[done.plan.task].is_classification else (None, None)
         write_report(e.dir, Path(cfg.reports_dir) / e.name, load_image=images.load, folds=e.finished_folds(),
                      extra=extra, test_score=done.record.get("test_score") if own else None,
-                     heatmap=heatmap, heatmap_note=note)
+                     heatmap=heatmap, heatmap_note=note, cut=done.plan.post if own else None)
         log(f"report: {Path(cfg.reports_dir) / e.name / 'report.html'}")
     if not own:
         write_blend_report(done, cfg.reports_dir, log)

@@ -9,12 +9,12 @@ This module must not import torch.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from foldkit.metrics import for_task, score
+from foldkit.metrics import METRICS, for_task, score
 from foldkit.oof import class_index, finite, oof_arrays, oof_probs, value_text
 from foldkit.tags import multi_hot
 from foldkit.tasks import TASKS, constant_answer
@@ -102,13 +102,16 @@ def confused_classes(oof: pd.DataFrame, classes: list, limit: int = MAX_CLASSES_
 
 # --------------------------------------------------------------------------- every task kind, multi-label, regression
 
-def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, sep: str) -> dict:
+def all_rows_figures(oof: pd.DataFrame, classes: list, metric: str, task: str, sep: str,
+                     cut: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """What the first screen tells beside the competition metric: the task's other metrics on all OOF rows
-    (`all_rows`); multi-label the mean number of tags per row; regression the target's range and the
+    (`all_rows`; the label metrics at `cut`, where the report's `pred` is cut); multi-label the mean number of tags per row; regression the target's range and the
     baseline to beat, predicting for each fold the mean target of the other folds (`mean_baseline`; the
     mean of all rows when one fold is present)."""
     y, p = oof_arrays(oof, classes, task, sep)
-    figures: dict[str, Any] = {"all_rows": {m: finite(score(m, y, p)) for m in for_task(task) if m != metric}}
+    cut_p = p if cut is None else cut(p)
+    figures: dict[str, Any] = {"all_rows": {m: finite(score(m, y, cut_p if METRICS[m].submits == "label" else p))
+                                            for m in for_task(task) if m != metric}}
     if TASKS[task].label == "tags":
         figures["tags_per_row"] = float(y.sum(1).mean())
         return figures
