@@ -106,7 +106,10 @@ def run_kaggle(args: list[str], timeout: float, check_output: bool = True) -> st
         raise PushError(f"{name}: the kaggle CLI has no credentials ({_one_line(r.stderr or r.stdout)}); {SETUP}")
     if r.returncode != 0:
         raise PushError(f"{name} failed (exit {r.returncode}): {_one_line(r.stderr or r.stdout)}")
-    bad = [ln.strip() for ln in r.stdout.splitlines() if check_output and re.search(r"\berror\b|not valid", ln, re.I)]
+    # the CLI reports some failures on stdout with exit code 0 ("Dataset creation error: ...", "Kernel push
+    # error: ...", "The following are not valid dataset sources ...")
+    bad = [ln.strip() for ln in r.stdout.splitlines()
+           if check_output and re.search(r"\berror:|not valid (dataset|competition|kernel|model) sources", ln, re.I)]
     if bad:
         raise PushError(f"{name} failed: {bad[0][:300]}")
     return r.stdout
