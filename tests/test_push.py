@@ -9,10 +9,7 @@ import sys
 
 import pytest
 
-import test_export
 from conftest import REPO
-
-exported = test_export.exported     # the fixture: the demo competition, trained (2 folds, one epoch)
 
 STAND_IN = r'''#!{python}
 """A stand-in for the Kaggle CLI: kaggle datasets status/create/version, kernels push."""
@@ -189,35 +186,6 @@ def _one_line_error(r, *words):
     for w in words:
         assert w in err, err
     return err
-
-
-def test_export_push_creates_the_dataset_and_pushes_the_notebook(exported, tmp_path):
-    _, paths, _ = exported
-    _kaggle(tmp_path)
-    out = tmp_path / "bundle"
-    r = _export(tmp_path, [*paths, "--experiments", "tiny", "--out", str(out), "--push", DATASET, "--kernel", KERNEL,
-                           "--competition", "digits-demo", "--kernel-gpu"], timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    calls = _calls(tmp_path)
-    argv = [c["argv"] for c in calls if "files" not in c]
-    assert argv == [["datasets", "status", DATASET], ["datasets", "create", "-p", str(out), "--dir-mode", "zip"],
-                    ["datasets", "status", DATASET], ["kernels", "push", "-p", str(out) + "-kernel"]]
-    create, push = [c for c in calls if "files" in c]
-    bundle_files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
-    assert create["files"] == bundle_files and "foldkit_bundle.json" in bundle_files
-    assert {f.split("/")[0] for f in bundle_files} >= {"checkpoints", "wheels", "predict_offline.ipynb"}
-    assert create["metadata"] == {"title": "foldkit tiny", "id": DATASET, "licenses": [{"name": "CC0-1.0"}]}
-    assert push["files"] == ["kernel-metadata.json", "predict_offline.ipynb"]
-    assert push["metadata"] == {"id": KERNEL, "title": "Tiny Notebook", "code_file": "predict_offline.ipynb",
-                                "language": "python", "kernel_type": "notebook", "is_private": "true",
-                                "enable_gpu": "true", "enable_internet": "false", "dataset_sources": [DATASET],
-                                "competition_sources": ["digits-demo"], "kernel_sources": [], "model_sources": []}
-    assert (out.parent / "bundle-kernel" / "predict_offline.ipynb").read_bytes() == \
-        (out / "predict_offline.ipynb").read_bytes()
-    assert f"dataset {DATASET}: created, private" in r.stdout and "pushed and running on GPU" in r.stdout
-    assert f"kaggle kernels status {KERNEL}" in r.stdout
-    assert f"kaggle competitions submit digits-demo -k {KERNEL} -f submission.csv -v 3 -m" in r.stdout
-    assert "upload with: kaggle datasets create" not in r.stdout
 
 
 def test_an_existing_dataset_gets_a_new_version(tmp_path):
