@@ -2,7 +2,7 @@
 
     python src/export.py --experiments a,b --out bundle/          # checkpoints, wheel, script, notebook
     python src/export.py --onnx --half --test-images 50000        # + ONNX, fp16 weights, estimate for 50k
-    kaggle datasets create -p bundle/ --dir-mode tar              # then upload it as a Kaggle dataset
+    python src/export.py --push me/my-bundle --kernel me/my-notebook --competition SLUG   # + onto Kaggle
 
 Every option: python src/export.py --help (the same command as `foldkit export`).
 """

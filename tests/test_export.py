@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO
 from test_predict import BLOCK_NET
+from test_push import DATASET, KERNEL
+from test_push import _calls as pushed_calls, _export as export_with, _kaggle as stand_in_kaggle
 
 NO_TORCH = "import sys\nsys.modules['torch'] = None   # `import torch` raises ImportError\n"
 FAST = ["--no-pretrained", "--model", "test_resnet", "--img-size", "32", "--crop-pct", "1.0", "--no-hflip", "--epochs", "1",
@@ -263,3 +265,34 @@ def test_export_help_is_fast():
                        capture_output=True, text=True)
     assert r.returncode == 0 and "--onnx" in r.stdout and "--time-budget" in r.stdout
     assert "torch" not in r.stderr.split()
+
+
+# export.py --push in one command on the trained `exported` competition (tests/test_push.py: the stand-in kaggle
+# CLI and the push's errors); here, so the fixture's training is shared
+def test_export_push_creates_the_dataset_and_pushes_the_notebook(exported, tmp_path):
+    _, paths, _ = exported
+    stand_in_kaggle(tmp_path)
+    out = tmp_path / "bundle"
+    r = export_with(tmp_path, [*paths, "--experiments", "tiny", "--out", str(out), "--push", DATASET, "--kernel", KERNEL,
+                               "--competition", "digits-demo", "--kernel-gpu"], timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = pushed_calls(tmp_path)
+    argv = [c["argv"] for c in calls if "files" not in c]
+    assert argv == [["datasets", "status", DATASET], ["datasets", "create", "-p", str(out), "--dir-mode", "zip"],
+                    ["datasets", "status", DATASET], ["kernels", "push", "-p", str(out) + "-kernel"]]
+    create, push = [c for c in calls if "files" in c]
+    bundle_files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    assert create["files"] == bundle_files and "foldkit_bundle.json" in bundle_files
+    assert {f.split("/")[0] for f in bundle_files} >= {"checkpoints", "wheels", "predict_offline.ipynb"}
+    assert create["metadata"] == {"title": "foldkit tiny", "id": DATASET, "licenses": [{"name": "CC0-1.0"}]}
+    assert push["files"] == ["kernel-metadata.json", "predict_offline.ipynb"]
+    assert push["metadata"] == {"id": KERNEL, "title": "Tiny Notebook", "code_file": "predict_offline.ipynb",
+                                "language": "python", "kernel_type": "notebook", "is_private": "true",
+                                "enable_gpu": "true", "enable_internet": "false", "dataset_sources": [DATASET],
+                                "competition_sources": ["digits-demo"], "kernel_sources": [], "model_sources": []}
+    assert (out.parent / "bundle-kernel" / "predict_offline.ipynb").read_bytes() == \
+        (out / "predict_offline.ipynb").read_bytes()
+    assert f"dataset {DATASET}: created, private" in r.stdout and "pushed and running on GPU" in r.stdout
+    assert f"kaggle kernels status {KERNEL}" in r.stdout
+    assert f"kaggle competitions submit digits-demo -k {KERNEL} -f submission.csv -v 3 -m" in r.stdout
+    assert "upload with: kaggle datasets create" not in r.stdout

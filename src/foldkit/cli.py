@@ -139,8 +139,15 @@ def _auto(cfg):
 
 
 def _export(cfg):
+    from foldkit.export.push import check_push, push_bundle  # lazy: --help stays instant
+    check_push(cfg)                  # a flag that cannot push stops here, before minutes of export
+    if cfg.bundle:                   # an existing bundle, pushed again (after a timeout, to a new dataset)
+        return {"out": cfg.bundle, "push": push_bundle(cfg, cfg.bundle)}
     from foldkit.export.build import export_bundle  # lazy: --help stays instant
-    return export_bundle(cfg)
+    result = export_bundle(cfg)
+    if cfg.push:
+        result["push"] = push_bundle(cfg, result["out"])
+    return result
 
 
 # Sized for a laptop CPU: a tiny timm ResNet from scratch (offline: no download) on the 32x32 grey digits,
@@ -358,7 +365,8 @@ stops at once with one line saying the hours it needs. 20% of the budget is kept
 
     python src/export.py --experiments a,b --out bundle/          # checkpoints, wheel, script, notebook
     python src/export.py --onnx --half --test-images 50000        # + ONNX, fp16 weights, estimate for 50k
-    kaggle datasets create -p bundle/ --dir-mode tar              # then upload it as a Kaggle dataset
+    python src/export.py --push me/my-bundle --kernel me/my-notebook --competition SLUG   # + onto Kaggle
+    python src/export.py --bundle bundle/ --push me/my-bundle     # push an existing bundle again
 
 The bundle applies the plan predict.py submits with for the same flags (--ensemble, --blend,
 --calibrate, --thresholds, --clip, --tta, --submission-mode). It holds everything inference needs with no network (predict_offline.py finds the
@@ -366,7 +374,7 @@ competition under /kaggle/input and writes a validated submission.csv) and a run
 measured on this device; --time-budget warns when the ensemble will not fit.
 """, ("paths", "data", "export"), _export,
         extra=("experiments", "tta", "ensemble", "submission_mode", "blend", "calibrate", "thresholds", "clip",
-               "tag_metric", "positive_class", "batch_size", "device", "amp", "channels_last", "workers")),
+               "tag_metric", "positive_class", "batch_size", "device", "amp", "channels_last", "workers", "bundle")),
 }
 
 

@@ -309,9 +309,18 @@ class Config:
     gpu: str = _opt("T4,P100", "GPU classes to estimate the runtime for (rough factors, see docs/export.md)", "export")
     kaggle_dataset: str = _opt("", "id of the bundle's Kaggle dataset, <user>/<slug> (default: "
                                "$KAGGLE_USERNAME/foldkit-<experiments>)", "export")
+    push: str = _opt("", "<owner>/<dataset-slug>: upload the bundle as this private Kaggle dataset with the kaggle CLI "
+                     "(a new version when it exists); nothing is uploaded without it", "export")
+    kernel: str = _opt("", "<owner>/<notebook-slug>: also push the bundle's notebook as a private Kaggle notebook "
+                       "(internet off) reading the --push dataset and the --competition, and run it", "export")
+    kernel_gpu: bool = _opt(False, "run the pushed notebook on a GPU (default: CPU only)", "export")
+    push_message: str = _opt("", "the dataset version's notes (default: foldkit version, experiments, time)", "export")
+    kaggle_timeout: float = _opt(1800.0, "seconds each kaggle CLI call may take (a large bundle uploads slowly)",
+                                 "export", minimum=1)
 
     # ---- predict_offline.py (inside the bundle) ----
-    bundle: str = _opt("", "the bundle folder (default: the folder of predict_offline.py)", "offline")
+    bundle: str = _opt("", "the bundle folder (predict_offline.py, default: its own folder); export.py: push this "
+                       "existing bundle with --push instead of exporting a new one", "offline")
     runner: str = _opt("auto", "torch, onnx (onnxruntime, no torch needed), auto (torch when importable)",
                        "offline", choices=["auto", "torch", "onnx"])
     overwrite: bool = _opt(False, "replace an existing submission file", "offline")

@@ -1,6 +1,6 @@
 """Offline inference: export.py's bundle of weights, wheel, scripts and manifest (`build`), the
-bundle's own runners at prediction time (`bundle`, shipped inside the wheel) and the measured
-runtime estimate (`estimate`).
+bundle's own runners at prediction time (`bundle`, shipped inside the wheel), the measured
+runtime estimate (`estimate`) and the push to Kaggle through the kaggle CLI (`push`).
 
 May import: every floor below it and report/.
 """

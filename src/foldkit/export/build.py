@@ -36,6 +36,7 @@ from foldkit.errors import FoldkitError
 from foldkit.experiment import find_experiments
 from foldkit.export import bundle, estimate
 from foldkit.export.bundle import MANIFEST
+from foldkit.export.push import dataset_title
 from foldkit.folds.file import read_folds
 from foldkit.io import atomic_write_text, sha256_file
 from foldkit.report.words import plan_in_words
@@ -232,10 +233,8 @@ def notebook_json() -> str:
 
 def dataset_metadata(cfg, names: list[str]) -> dict:
     user = os.environ.get("KAGGLE_USERNAME", "INSERT_USERNAME")
-    ident = cfg.kaggle_dataset or f"{user}/{slug('foldkit-' + '-'.join(names))}"
-    title = ("foldkit " + " + ".join(names))[:50]
-    return {"title": title if len(title) >= 6 else title + " bundle", "id": ident,
-            "licenses": [{"name": "CC0-1.0"}]}
+    ident = cfg.push or cfg.kaggle_dataset or f"{user}/{slug('foldkit-' + '-'.join(names))}"
+    return {"title": dataset_title(names), "id": ident, "licenses": [{"name": "CC0-1.0"}]}
 
 
 def _what(plan: dict) -> str:
@@ -261,7 +260,7 @@ Inference with no network for Kaggle code competitions: {len(man['members'])} mo
 `predict_offline.ipynb` does the same in notebook cells. Upload this folder as a Kaggle dataset
 (edit the `id` in `dataset-metadata.json` first when it says INSERT_USERNAME):
 
-    kaggle datasets create -p . --dir-mode tar
+    kaggle datasets create -p . --dir-mode zip
 
 Measured at export ({man['created']}):
 
@@ -382,8 +381,9 @@ def export_bundle(cfg, log=print) -> dict:
     total = folder_size(out)
     log(f"bundle: {out} ({_mb(total)}: " + ", ".join(f"{k} {_mb(v)}" for k, v in sizes.items()) + ")")
     meta_id = json.loads((out / "dataset-metadata.json").read_text())["id"]
-    if "INSERT_USERNAME" in meta_id:
-        log(f"edit the dataset id in {out / 'dataset-metadata.json'} ({meta_id}), "
-            "or set KAGGLE_USERNAME / --kaggle-dataset")
-    log(f"upload with: kaggle datasets create -p {out} --dir-mode tar")
+    if not cfg.push:                # with --push, cli's export pushes it now (export.push)
+        if "INSERT_USERNAME" in meta_id:
+            log(f"edit the dataset id in {out / 'dataset-metadata.json'} ({meta_id}), "
+                "or set KAGGLE_USERNAME / --kaggle-dataset")
+        log(f"upload with: kaggle datasets create -p {out} --dir-mode zip   (or export.py --push <owner>/<slug>)")
     return {"out": str(out), "bytes": total, "sizes": sizes, "manifest": man}
