@@ -21,6 +21,7 @@ class Metric(NamedTuple):
     greater_is_better: bool
     submits: str = "label"   # what a submission scored by it must hold: label, or probs (the ranking/loss)
     tasks: tuple = ("single",)   # the task kinds it scores (single, multilabel, regression)
+    target: str = "none"         # regression: the target transform training uses (foldkit.tasks.TRANSFORMS)
 
 
 # the metric a run of each task kind uses when --metric is not given
@@ -91,10 +92,22 @@ def _per_label(name: str):
     return fn
 
 
+def _rmsle(y, pred):
+    """Root mean squared log error, sqrt(mean((log1p(pred) - log1p(y))^2)), as Kaggle scores prices: NaN when a
+    target is negative (undefined; train.py refuses such targets); predictions below 0 count as 0 (for a target
+    >= 0 that is never worse, and the log of a negative price is undefined)."""
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) and y.min() < 0:
+        return float("nan")
+    return float(np.sqrt(np.mean((np.log1p(np.clip(pred, 0.0, None)) - np.log1p(y)) ** 2)))
+
+
 def _regression(name: str):
     def fn(y, pred):
         from sklearn import metrics as skm
         pred = pred.reshape(len(y))
+        if name == "rmsle":
+            return _rmsle(y, pred)
         if name == "rmse":
             return float(np.sqrt(skm.mean_squared_error(y, pred)))
         return float(skm.mean_absolute_error(y, pred) if name == "mae" else skm.r2_score(y, pred))
@@ -116,6 +129,7 @@ METRICS: dict[str, Metric] = {
     "auc_macro": Metric(_per_label("auc"), True, "probs", tasks=ML),
     "rmse": Metric(_regression("rmse"), False, tasks=REG),
     "mae": Metric(_regression("mae"), False, tasks=REG),
+    "rmsle": Metric(_regression("rmsle"), False, tasks=REG, target="log1p"),   # trained on log1p(target)
     "r2": Metric(_regression("r2"), True, tasks=REG),
 }
 
