@@ -15,7 +15,8 @@ from foldkit.errors import ConfigError
 from foldkit.metrics import score
 from foldkit.tasks import TASKS, TargetScale, constant_answer
 
-TRAIN = ["--model", "mobilenetv2_100", "--img-size", "32", "--epochs", "2", "--batch-size", "32"]
+# the pretrained backbone (../shared/weights), one epoch at 32 px: enough to beat the constant answer
+TRAIN = ["--model", "mobilenetv2_100", "--img-size", "32", "--epochs", "1", "--batch-size", "32", "--no-hflip"]
 
 
 def rmsle(y, p):
@@ -76,11 +77,12 @@ def houses(tmp_path_factory):
     source, weights = need_shared("data", "houses"), need_shared("weights", "mobilenetv2_100_imagenet.pth")
     assert weights.parent == WEIGHTS
     root = tmp_path_factory.mktemp("houses")
-    task_data.houses(root / "in", source, side=48)
+    task_data.houses(root / "in", source, n_test=40, side=32)
     dirs = ["--folds-dir", str(root / "folds"), "--models-dir", str(root / "models"),
             "--submissions-dir", str(root / "subs"), "--reports-dir", str(root / "reports")]
     kit("make_folds.py", "--input-dir", str(root / "in"), "--n-folds", "2", *dirs)
-    train = kit("train.py", "--fold", "all", "--metric", "rmsle", "--pretrained-file", str(weights), *TRAIN, *dirs).stdout
+    train = kit("train.py", "--fold", "all", "--metric", "rmsle", "--pretrained-file", str(weights), *TRAIN,
+                *dirs).stdout
     pred = kit("predict.py", *dirs).stdout
     kit("export.py", *dirs, "--onnx", "--out", str(root / "bundle"))
     for r in ("onnx", "torch"):
@@ -89,18 +91,20 @@ def houses(tmp_path_factory):
     return {"root": root, "dirs": dirs, "train": train, "predict": pred}
 
 
+@pytest.mark.slow
 def test_houses_by_rmsle_end_to_end_on_the_price_scale(houses):
     root, out = houses["root"], houses["predict"]
     train = pd.read_csv(root / "in" / "train.csv")
     [exp] = [p for p in (root / "models").iterdir() if p.is_dir()]
-    # OOF: pred on the price scale, the CV predict.py prints is the RMSLE of the OOF it wrote
+    # OOF: pred on the price scale; the CV is the RMSLE of the OOF files (the report's, and the one predict.py
+    # prints and fits its post-processing on: the OOF of its TTA views)
     oof = pd.concat([pd.read_csv(p) for p in sorted(exp.glob("oof_fold*.csv"))])
     assert len(oof) == len(train) and oof["pred"].median() > 0.2 * train["price"].median()
     assert oof["pred"].max() < 3 * train["price"].max()
     cv = json.loads((root / "reports" / exp.name / "cv_scores.json").read_text())
-    report_oof = pd.read_csv(root / "reports" / exp.name / "oof.csv")
-    assert cv["metric"] == "rmsle" and cv["cv"] == pytest.approx(rmsle(report_oof["label"], report_oof["pred"]))
-    assert f"CV rmsle {cv['cv']:.5f}" in out
+    assert cv["metric"] == "rmsle" and cv["cv"] == pytest.approx(rmsle(oof["label"], oof["pred"]))
+    tta = pd.concat([pd.read_csv(p) for p in sorted(exp.glob("oof_tta_fold*.csv"))] or [oof])
+    assert f"CV rmsle {rmsle(tta['label'], tta['pred']):.5f}" in out
     # it beats the right constant answer (expm1 of the mean log1p target of the other folds)
     assert cv["constant_answer"]["what"] == "expm1 of the mean log1p target", cv["constant_answer"]
     assert cv["cv"] < cv["constant_answer"]["value"]
@@ -111,11 +115,11 @@ def test_houses_by_rmsle_end_to_end_on_the_price_scale(houses):
     truth = pd.read_csv(root / "in" / "solution.csv").set_index("id").loc[sub["id"], "price"].to_numpy(float)
     assert sub["price"].min() >= train["price"].min() - 1e-6 and sub["price"].max() <= train["price"].max() + 1e-6
     assert f"test rmsle: {rmsle(truth, sub['price'].to_numpy(float)):.5f}" in out
-    # the bundle's runners and --image write the same prices
-    for r in ("onnx", "torch"):
-        other = pd.read_csv(root / f"offline_{r}.csv")
-        assert other["id"].tolist() == sub["id"].tolist()
-        assert np.allclose(other["price"], sub["price"], rtol=1e-4), r
+    # the bundle's runners and --image write the same prices: the torch runner byte for byte; the ONNX runner's
+    # own numpy preprocessing moves a price by about 3e-4 of itself (an output error in log units is relative)
+    assert (root / "offline_torch.csv").read_bytes() == sub_path.read_bytes()
+    other = pd.read_csv(root / "offline_onnx.csv")
+    assert other["id"].tolist() == sub["id"].tolist() and np.allclose(other["price"], sub["price"], rtol=2e-3)
     row = sub.iloc[0]
     img = kit("predict.py", *houses["dirs"], "--image", str(root / "in" / "test" / f"{row['id']}.png")).stdout
     said = float(img.split("predicted value: ")[1].split()[0])

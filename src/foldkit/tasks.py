@@ -96,7 +96,8 @@ class TargetScale:
         return cls(target["mean"], target["std"], target.get("transform", "none"))
 
     def to_json(self) -> dict:
-        return {"mean": self.mean, "std": self.std, **({"transform": self.transform} if self.transform != "none" else {})}
+        extra = {"transform": self.transform} if self.transform != "none" else {}   # old checkpoints: none
+        return {"mean": self.mean, "std": self.std, **extra}
 
     def standardise(self, y):
         """Targets (numpy or a torch tensor) -> the model's units."""
