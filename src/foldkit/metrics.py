@@ -3,7 +3,9 @@
 `score(name, y, probs)` takes, per task kind: single-label, integer targets (indexes into the class
 list) and an (N, C) probability array; multi-label, the (N, C) multi-hot targets and (N, C) sigmoid
 probabilities (F scores at 0.5 before fitted thresholds); regression, (N,) targets and (N,) predictions.
-`METRICS` maps each name to its function, direction and the task kinds it scores, so "best epoch",
+(rmsle, written out here, equals scikit-learn's root_mean_squared_log_error for predictions >= 0.)
+`METRICS` maps each name to its function, direction, the task kinds it scores and, for regression, the target
+transform training uses (rmsle: log1p, foldkit.tasks.TRANSFORMS), so "best epoch",
 early stopping and the CLI's `--metric` choices all come from here.
 This module must not import torch (config reads the names for `--help`).
 """
