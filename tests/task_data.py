@@ -6,6 +6,7 @@ images layout with a test folder, sample_submission.csv and solution.csv (the te
                         the sample asks for one tags column (Planet-like)
     rotated_digits(root) real digits rotated by a known angle; the target is the angle in degrees
                         (fractional); the sample asks for one number column
+    houses(root, source)  the real houses photos and prices (../shared/data/houses), scored by RMSLE
 """
 from __future__ import annotations
 
@@ -58,4 +59,22 @@ def rotated_digits(root: Path, n_train: int = 160, n_test: int = 40, seed: int =
     ids = [f"r{k:04d}" for k in range(n_train + n_test)]
     train = pd.DataFrame({"id": ids[:n_train], "angle": angles[:n_train]})
     _files(root, train, ids[n_train:], angles[n_train:].tolist(), 0.0)
+    return root
+
+
+def houses(root: Path, source: Path, n_test: int = 107, side: int = 64, seed: int = 0) -> Path:
+    """The real houses competition (source: the shared `houses/` folder): the frontal photo downscaled to
+    side x side PNG, the price as the target; n_test random houses are the test images (their prices in
+    solution.csv), the rest train.csv."""
+    table = pd.read_csv(source / "houses.csv")
+    order = np.random.default_rng(seed).permutation(len(table))
+    ids = [f"h{int(h):03d}" for h in table["house"]]
+    for k, i in enumerate(order):
+        img = cv2.imread(str(source / "frontal" / f"{int(table['house'][i])}.jpg"))
+        _write(root / ("test" if k < n_test else "train") / f"{ids[i]}.png", cv2.resize(img, (side, side),
+                                                                                         interpolation=cv2.INTER_AREA))
+    test, train = order[:n_test], order[n_test:]
+    prices = table["price"].to_numpy()
+    pd.DataFrame({"id": [ids[i] for i in train], "price": prices[train]}).to_csv(root / "train.csv", index=False)
+    _files(root, pd.read_csv(root / "train.csv"), [ids[i] for i in test], prices[test].tolist(), 0.0)
     return root

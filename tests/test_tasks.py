@@ -185,7 +185,7 @@ def test_metrics_offered_per_task_kind(rotated):
     from foldkit.metrics import for_task
     from foldkit.tasks import check_settings
     assert {"f1_samples", "f2_samples", "f1_micro", "f1_macro", "map", "auc_macro"} <= set(for_task("multilabel"))
-    assert set(for_task("regression")) == {"rmse", "mae", "r2"} and "rmse" not in for_task("single")
+    assert set(for_task("regression")) == {"rmse", "mae", "r2", "rmsle"} and "rmse" not in for_task("single")
     assert check_settings(config.resolve({}), "regression").metric == "rmse"       # the task's default
     assert check_settings(config.resolve({}), "multilabel").metric == "f1_samples"
     for task, kw, msg in [("regression", {"metric": "accuracy"}, "does not score a regression task"),

@@ -3,7 +3,9 @@
 `score(name, y, probs)` takes, per task kind: single-label, integer targets (indexes into the class
 list) and an (N, C) probability array; multi-label, the (N, C) multi-hot targets and (N, C) sigmoid
 probabilities (F scores at 0.5 before fitted thresholds); regression, (N,) targets and (N,) predictions.
-`METRICS` maps each name to its function, direction and the task kinds it scores, so "best epoch",
+(rmsle, written out here, equals scikit-learn's root_mean_squared_log_error for predictions >= 0.)
+`METRICS` maps each name to its function, direction, the task kinds it scores and, for regression, the target
+transform training uses (rmsle: log1p, foldkit.tasks.TRANSFORMS), so "best epoch",
 early stopping and the CLI's `--metric` choices all come from here.
 This module must not import torch (config reads the names for `--help`).
 """
@@ -21,6 +23,7 @@ class Metric(NamedTuple):
     greater_is_better: bool
     submits: str = "label"   # what a submission scored by it must hold: label, or probs (the ranking/loss)
     tasks: tuple = ("single",)   # the task kinds it scores (single, multilabel, regression)
+    target: str = "none"         # regression: the target transform training uses (foldkit.tasks.TRANSFORMS)
 
 
 # the metric a run of each task kind uses when --metric is not given
@@ -91,10 +94,22 @@ def _per_label(name: str):
     return fn
 
 
+def _rmsle(y, pred):
+    """Root mean squared log error, sqrt(mean((log1p(pred) - log1p(y))^2)), as Kaggle scores prices: NaN when a
+    target is negative (undefined; train.py refuses such targets); predictions below 0 count as 0 (for a target
+    >= 0 that is never worse, and the log of a negative price is undefined)."""
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) and y.min() < 0:
+        return float("nan")
+    return float(np.sqrt(np.mean((np.log1p(np.clip(pred, 0.0, None)) - np.log1p(y)) ** 2)))
+
+
 def _regression(name: str):
     def fn(y, pred):
         from sklearn import metrics as skm
         pred = pred.reshape(len(y))
+        if name == "rmsle":
+            return _rmsle(y, pred)
         if name == "rmse":
             return float(np.sqrt(skm.mean_squared_error(y, pred)))
         return float(skm.mean_absolute_error(y, pred) if name == "mae" else skm.r2_score(y, pred))
@@ -116,6 +131,7 @@ METRICS: dict[str, Metric] = {
     "auc_macro": Metric(_per_label("auc"), True, "probs", tasks=ML),
     "rmse": Metric(_regression("rmse"), False, tasks=REG),
     "mae": Metric(_regression("mae"), False, tasks=REG),
+    "rmsle": Metric(_regression("rmsle"), False, tasks=REG, target="log1p"),   # trained on log1p(target)
     "r2": Metric(_regression("r2"), True, tasks=REG),
 }
 

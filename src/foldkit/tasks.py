@@ -14,8 +14,9 @@ multilabel  tags per image: one sigmoid output per label, BCEWithLogitsLoss on t
             mixup/cutmix mix the multi-hot targets of the pair; label smoothing eps makes a target
             y * (1 - eps) + eps / 2 (cross-entropy's eps / C with the C = 2 outcomes of each label)
 regression  one output, MSE or Huber loss on the target standardised with the mean/std of the fold's
-            training part (`TargetScale`, stored in the checkpoint as `target`); predictions are
-            de-standardised before they are scored or written
+            training part (`TargetScale`, stored in the checkpoint as `target`), after the transform the
+            metric asks for (rmsle: log1p, `TRANSFORMS`); predictions are de-standardised (and expm1'd)
+            before they are scored or written, so OOF, CV, submissions and the bundle are on the target's scale
 
 The report's sections per task kind are report's own (one dict keyed by the task name there).
 This module must not import torch (the bundle's ONNX runner reads it): the torch activations are tensor methods.
@@ -58,22 +59,56 @@ def activate(z: np.ndarray, activation: str) -> np.ndarray:
     return ACTIVATIONS[activation].numpy(np.asarray(z, dtype=np.float32))
 
 
-class TargetScale:
-    """A regression target's standardisation: mean/std of the fold's training part."""
+@dataclass(frozen=True)
+class Transform:
+    """A regression target's transform before standardisation: forward on numpy arrays and torch tensors
+    (the tensor's own methods: no torch import here), and its numpy inverse."""
+    numpy: Callable[[np.ndarray], np.ndarray]
+    torch: Callable
+    inverse: Callable[[np.ndarray], np.ndarray]
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0):
+
+# the metric picks it (metrics.Metric.target): rmsle trains on log1p(target), so MSE in the model's units is
+# the squared log error the metric scores; predictions go back through expm1
+TRANSFORMS: dict[str, Transform] = {
+    "none": Transform(lambda y: y, lambda y: y, lambda z: z),
+    "log1p": Transform(np.log1p, lambda y: y.log1p(), np.expm1),
+}
+
+
+class TargetScale:
+    """A regression target's standardisation: mean/std of the fold's training part, after the metric's
+    transform (TRANSFORMS; stored in the checkpoint's `target` only when not none, so checkpoints written
+    before it read as none)."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0, transform: str = "none"):
         self.mean, self.std = float(mean), float(std) if std > 0 else 1.0
+        self.transform = transform
 
     @classmethod
-    def fit(cls, y: np.ndarray) -> "TargetScale":
-        return cls(float(np.mean(y)), float(np.std(y)))
+    def fit(cls, y: np.ndarray, transform: str = "none") -> "TargetScale":
+        t = TRANSFORMS[transform].numpy(np.asarray(y, dtype=np.float64))
+        return cls(float(np.mean(t)), float(np.std(t)), transform)
+
+    @classmethod
+    def from_json(cls, target: dict) -> "TargetScale":
+        """A checkpoint's `target` (to_json)."""
+        return cls(target["mean"], target["std"], target.get("transform", "none"))
 
     def to_json(self) -> dict:
-        return {"mean": self.mean, "std": self.std}
+        extra = {"transform": self.transform} if self.transform != "none" else {}   # old checkpoints: none
+        return {"mean": self.mean, "std": self.std, **extra}
+
+    def standardise(self, y):
+        """Targets (numpy or a torch tensor) -> the model's units."""
+        t = TRANSFORMS[self.transform]
+        return ((t.numpy(np.asarray(y, dtype=np.float64)) if isinstance(y, np.ndarray) else t.torch(y))
+                - self.mean) / self.std
 
     def restore(self, out: np.ndarray) -> np.ndarray:
         """Model outputs (N, 1) -> predictions in the target's units (N,)."""
-        return np.asarray(out, dtype=np.float64).reshape(len(out)) * self.std + self.mean
+        z = np.asarray(out, dtype=np.float64).reshape(len(out)) * self.std + self.mean
+        return TRANSFORMS[self.transform].inverse(z)
 
 
 def task_kinds(metric: str) -> str:
@@ -122,6 +157,14 @@ class Task:
         """The training targets of every row."""
         class_index = {str(c): i for i, c in enumerate(meta["classes"])}
         return np.array([class_index[str(v)] for v in table["label"]], dtype=np.int64)
+
+    def target_scale(self, metric: str, y: np.ndarray) -> TargetScale | None:
+        """The standardisation fitted on a fold's training targets (regression), else None."""
+        return None
+
+    def check_targets(self, cfg, y: np.ndarray, where: str) -> str:
+        """One ConfigError line for training targets the metric cannot score; else a hint for the log ('' none)."""
+        return ""
 
     def build_loss(self, cfg, scale: TargetScale | None):
         """The training loss (None: the softmax cross-entropy train.fit builds with timm's Mixup)."""
@@ -298,39 +341,65 @@ class Regression(Task):
         """(N,) float32."""
         return table["label"].to_numpy(dtype=np.float32)
 
+    def target_scale(self, metric, y):
+        """Mean/std of the training targets after the metric's transform (metrics.Metric.target)."""
+        return TargetScale.fit(y, METRICS[metric].target)
+
+    def check_targets(self, cfg, y, where):
+        """rmsle refuses a negative target (its log is undefined, Kaggle refuses it too). The default metric stays
+        rmse: a Kaggle competition states its metric, and one scored by RMSE or MAE on prices would be trained
+        for the wrong error; a positive target spanning orders of magnitude (prices, counts) gets a hint."""
+        y = np.asarray(y, dtype=np.float64)
+        if not len(y):
+            return ""
+        lo, hi = float(y.min()), float(y.max())
+        if cfg.metric == "rmsle" and lo < 0:
+            n = int((y < 0).sum())
+            raise ConfigError(f"--metric rmsle: {where} has {n} negative target{'s' * (n > 1)} (smallest {lo:g}); "
+                              "RMSLE takes log(1 + target) and is undefined below 0: use --metric rmse or mae, or "
+                              "shift the targets to >= 0")
+        if "metric" not in cfg.given and lo >= 0 and (1 + hi) / (1 + lo) >= 100:
+            return (f"the targets are positive and span {lo:g} to {hi:g}: if the competition scores them by RMSLE (as "
+                    "Kaggle scores prices and counts), pass --metric rmsle (trains on log1p of the target)")
+        return ""
+
     def build_loss(self, cfg, scale):
         import torch
         base = torch.nn.HuberLoss() if cfg.loss == "huber" else torch.nn.MSELoss()
 
         class Standardised(torch.nn.Module):
             def forward(self, out, y):
-                return base(out.float().reshape(len(y)), (y.float() - scale.mean) / scale.std)
+                return base(out.float().reshape(len(y)), scale.standardise(y.float()))
         return Standardised()
 
     def valid_loss(self, out, y, scale):
-        """MSE in standardised units."""
-        pred = (scale.restore(out) - scale.mean) / scale.std
-        return float(np.mean((pred - (y - scale.mean) / scale.std) ** 2)) if len(y) else float("nan")
+        """MSE in standardised units (after the transform: the model's own units)."""
+        pred = np.asarray(out, dtype=np.float64).reshape(len(y))
+        return float(np.mean((pred - scale.standardise(np.asarray(y))) ** 2)) if len(y) else float("nan")
 
     def oof_columns(self, meta, out, scale):
         """`pred`: the de-standardised number."""
         return {"pred": scale.restore(out)}
 
     def to_predictions(self, activated, target=None):
-        """(N, 1) in the target's units (each fold's model has its own standardisation: `target` {mean, std}
-        of its checkpoint)."""
+        """(N, 1) in the target's units (each fold's model has its own standardisation: `target` {mean, std,
+        transform (absent: none)} of its checkpoint)."""
         if not target:
             raise FoldkitError("a regression checkpoint without its target standardisation (`target`): re-train "
                                "it with this foldkit")
-        return TargetScale(target["mean"], target["std"]).restore(activated).reshape(-1, 1)
+        return TargetScale.from_json(target).restore(activated).reshape(-1, 1)
 
     def label_values(self, p, classes, sep):
         return p.reshape(len(p)).tolist()
 
     def constant_answers(self, y, n_outputs):
-        """The mean target (RMSE, R2) and the median (MAE)."""
+        """The mean target (RMSE, R2), the median (MAE) and, for targets >= 0, expm1 of the mean log1p target
+        (RMSLE: the constant that minimises it)."""
         y = np.asarray(y, dtype=np.float64)
-        return [("the mean target", np.array([y.mean()])), ("the median target", np.array([np.median(y)]))]
+        answers = [("the mean target", np.array([y.mean()])), ("the median target", np.array([np.median(y)]))]
+        if len(y) and y.min() >= 0:
+            answers.append(("expm1 of the mean log1p target", np.array([np.expm1(np.log1p(y).mean())])))
+        return answers
 
     def post_steps(self, metric, calibrate, thresholds, clip):
         for flag, v in (("--calibrate", calibrate), ("--thresholds", thresholds)):

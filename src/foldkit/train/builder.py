@@ -32,7 +32,7 @@ from foldkit.predict.submission import check_positive_class
 from foldkit.runtime import distributed
 from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import ModelError, data_config, has_pretrained_weights
-from foldkit.tasks import check_settings, n_outputs, targets, task_of
+from foldkit.tasks import TASKS, check_settings, n_outputs, targets, task_of
 from foldkit.train import autobatch, foldpool, teacher
 from foldkit.train.checks import TrainError, check_training_settings
 
@@ -125,6 +125,10 @@ def prepare_run(cfg, log=print, record: bool = True) -> RunData:
                          "weights): use --balance sampler")
     check_training_settings(cfg)
     check_positive_class(cfg.positive_class, meta["classes"], task_of(meta), cfg.metric)
+    task = task_of(meta)
+    y = targets(task, table, meta)
+    if hint := TASKS[task].check_targets(cfg, y, target_source(meta)):   # refused before anything is recorded
+        log(f"note: {hint}")
     comp, reading = open_competition(cfg, meta)
     if hint := probability_hint(comp.sample_submission, meta["classes"], cfg.metric):
         log(f"note: {hint}")
@@ -138,8 +142,13 @@ def prepare_run(cfg, log=print, record: bool = True) -> RunData:
             "your images (--img-size to choose)")
     source = ImageSource(comp, table, "train", grey=grey, cache=cfg.cache, max_side=cache_side(data_cfg),
                          progress=cfg.progress, cache_dir=cache_root(cfg))
-    task = task_of(meta)
-    return RunData(table, meta, exp, meta["classes"], targets(task, table, meta), data_cfg, source, task, comp)
+    return RunData(table, meta, exp, meta["classes"], y, data_cfg, source, task, comp)
+
+
+def target_source(meta: dict) -> str:
+    """Where the training targets were read, in words: the training CSV and its label column."""
+    where = meta.get("train_csv") or FOLDS_CSV
+    return f"{where} column {meta['label_col']!r}" if meta.get("label_col") else where
 
 
 def open_run(cfg, log=print, record: bool = True) -> RunData:

@@ -35,7 +35,7 @@ from foldkit.oof import score_text
 from foldkit.runtime import distributed
 from foldkit.runtime.device import pick_device, set_deterministic
 from foldkit.runtime.model import make_checkpoint, save_checkpoint, set_backbone_frozen
-from foldkit.tasks import TASKS, TargetScale, oof_columns
+from foldkit.tasks import TASKS, oof_columns
 from foldkit.train import engine
 from foldkit.train.builder import RunData, build_run, open_run
 from foldkit.train.checks import TrainError, epoch_sizes, parse_folds
@@ -161,7 +161,7 @@ def start_fold(cfg, run: RunData, fold: int, log=print) -> FoldRun:
     sizes = epoch_sizes(cfg.img_size_schedule, run.data_cfg["input_size"][-1], cfg.epochs)
     if cfg.img_size_schedule:
         log(f"fold {fold}: progressive resizing, " + describe_sizes(sizes) + f" (validation at {eval_size(run.data_cfg)} px)")
-    scale = TargetScale.fit(run.y[data.tr_idx]) if TASKS[run.task].standardises else None
+    scale = TASKS[run.task].target_scale(cfg.metric, run.y[data.tr_idx])   # regression: its standardisation
     tr = build_training(cfg if cfg.sync_bn else pcfg, run, data.counts, math.ceil(len(data.train_dl) / cfg.accum_steps),
                         log=log, scale=scale, soft_targets=teaching is not None and teaching.targets is not None)
     distill = teaching.distiller.to(tr.device, tr.channels_last) if teaching and teaching.distiller else None

@@ -53,7 +53,7 @@ from foldkit.experiment import lr_find_files
 from foldkit.io import atomic_write_with
 from foldkit.runtime.device import pick_device
 from foldkit.runtime.model import set_backbone_frozen
-from foldkit.tasks import TASKS, TargetScale
+from foldkit.tasks import TASKS
 from foldkit.train import engine, teacher
 from foldkit.train.builder import build_run
 from foldkit.train.checks import TrainError
@@ -184,7 +184,7 @@ def sweep(cfg, run, log=print) -> tuple[pd.DataFrame, str]:
     batch_aug = batch_augment(cfg, run.data_cfg, seed) if aug_device == "device" else None
     if len(train_dl) == 0:
         raise TrainError(f"--lr-find: fold {FOLD} has no training rows")
-    scale = TargetScale.fit(run.y[tr_idx]) if TASKS[run.task].standardises else None
+    scale = TASKS[run.task].target_scale(cfg.metric, run.y[tr_idx])
     tr = build_training(cfg, run, counts, math.ceil(len(train_dl) / cfg.accum_steps), log=log, scale=scale)
     set_backbone_frozen(tr.model, False)         # the whole model (module docstring: why)
     tr.train_mode()
