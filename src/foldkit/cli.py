@@ -138,6 +138,26 @@ def _auto(cfg):
     return run_auto(cfg)
 
 
+def _stack(cfg):
+    from foldkit.stack.stacking import run_stack  # lazy: --help stays instant
+    return run_stack(cfg)
+
+
+def _show_stack(cfg, out: dict, seconds: float) -> None:
+    from foldkit.oof import score_text  # lazy: pandas, --help stays instant
+    print(f"{'trees on':>12s}  CV {out['metric']}")
+    for v, cv in out["cv"].items():
+        print(f"{v:>12s}  {score_text(cv)}")
+    print(f"stacked experiment: {out['dir']} (CV of its OOF files {score_text(out['cv_file'])}, {out['rows']} rows)")
+    top = out["importance_top"]
+    top = top[top["variant"] == "stacked"].head(10)
+    print("gain importance (stacked): " + ", ".join(f"{r.feature} {r.share:.1%}" for r in top.itertuples()))
+    print(f"importance: {out['importance']}")
+    if out.get("submission"):
+        print(f"submission: {out['submission']}")
+    print(f"({seconds:.1f} s)")
+
+
 def _export(cfg):
     from foldkit.export.build import export_bundle  # lazy: --help stays instant
     return export_bundle(cfg)
@@ -353,6 +373,22 @@ fitted on the OOF (nested CV), submission, report. Only a budget too small for o
 stops at once with one line saying the hours it needs. 20% of the budget is kept for prediction.
 """, ("paths", "data", "train", "auto"), _auto,
         extra=("seed", "tta", "ensemble", "submission_mode", "calibrate", "thresholds", "report", "submit")),
+    "stack": Command(
+        """Stack image experiments' out-of-fold predictions with the table's columns in gradient-boosted trees.
+
+    python src/stack.py                                   # every experiment trained on all folds + every column
+    python src/stack.py --experiments a,b --features area,zipcode:cat --seeds 3
+
+Fold k's trees train on the other folds' rows only (their image features are OOF predictions, made by
+models that never saw those rows), stop early on an inner split of them and predict fold k: the stacked
+OOF covers every row once and its CV is honest. Prints the CV of trees on the table alone, on the image
+predictions alone and on both; writes the stacked experiment models/<name>/ (the leaderboard and the
+report read it like any other), its gain importance (importance.csv) and, when the competition has test
+images, the submission (test rows from test.csv or --test-table). LightGBM with the `stack` extra, else
+scikit-learn's HistGradientBoosting.
+""", ("paths", "data", "stack"), _stack, show=_show_stack,
+        extra=("experiments", "experiment", "seed", "tta", "ensemble", "submission_mode", "batch_size", "device",
+               "amp", "channels_last", "workers", "progress", "cache")),
     "export": Command(
         """Write an offline inference bundle of an ensemble for Kaggle code competitions.
 

@@ -310,6 +310,16 @@ class Config:
     kaggle_dataset: str = _opt("", "id of the bundle's Kaggle dataset, <user>/<slug> (default: "
                                "$KAGGLE_USERNAME/foldkit-<experiments>)", "export")
 
+    # ---- stack.py ----
+    features: str = _opt("", "stack.py: the table's feature columns, COL or COL:num / COL:cat, comma-separated "
+                         "(default: every column of the training CSV but the id, label, group, fold and paths; "
+                         "strings and code-like integers such as a zip code as categories)", "stack")
+    seeds: int = _opt(1, "stack.py: boosters per fold with seeds --seed, --seed+1, ..., averaged", "stack", minimum=1)
+    booster: str = _opt("auto", "stack.py: lightgbm (the `stack` extra), sklearn (HistGradientBoosting), auto "
+                        "(lightgbm when installed)", "stack", choices=["auto", "lightgbm", "sklearn"])
+    test_table: str = _opt("", "stack.py: the test rows' table, joined by id to the test images (default: "
+                           "test.csv of the competition folder)", "stack")
+
     # ---- predict_offline.py (inside the bundle) ----
     bundle: str = _opt("", "the bundle folder (default: the folder of predict_offline.py)", "offline")
     runner: str = _opt("auto", "torch, onnx (onnxruntime, no torch needed), auto (torch when importable)",
@@ -336,6 +346,7 @@ GROUP_TITLES = {
     "audit": "data audit",
     "export": "export (offline bundle)",
     "offline": "offline prediction (bundle)",
+    "stack": "stacking (stack.py)",
     "leaderboard": "leaderboard",
     "tune": "search (tune.py)",
     "auto": "time-budgeted pipeline (auto.py)",
