@@ -6,7 +6,7 @@
                      table's values, missing as NaN: the booster decides where missing goes)
     image_features   each image experiment's OOF predictions of every training row (probabilities, per-label
                      probabilities or the regression value), one column per output, `<experiment>:<column>`
-    test_rows        the test table's feature rows in the order of the test ids (one line per bad input)
+    rows_for_test        the test table's feature rows in the order of the test ids (one line per bad input)
 
 Categories: strings, and integers that are codes rather than counts (few distinct values spread thinly
 over their range, such as a zip code). The codes come from the training table's values only (no label is
@@ -148,7 +148,7 @@ def read_test_table(path: Path) -> pd.DataFrame:
     return read_text_csv(path).replace("", np.nan)
 
 
-def test_rows(test: pd.DataFrame, id_col: str, ids: list[str], features: list[Feature], path: Path,
+def rows_for_test(test: pd.DataFrame, id_col: str, ids: list[str], features: list[Feature], path: Path,
               log=print) -> pd.DataFrame:
     """The test table's rows in the order of `ids`, checked: every feature column present, every id has one
     row, numeric columns numeric; unseen categories are warned about (they become missing)."""

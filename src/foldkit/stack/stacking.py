@@ -36,7 +36,7 @@ from foldkit.predict import predicting
 from foldkit.predict.inference import load_members
 from foldkit.stack import boost
 from foldkit.stack.features import (Feature, StackError, choose, encode, image_features, read_test_table,
-                                    test_rows)
+                                    rows_for_test)
 from foldkit.tasks import TASKS, TargetScale, oof_columns, targets, task_of
 
 VARIANTS = ("table", "image", "stacked")
@@ -195,7 +195,7 @@ def predict_test(cfg, comp, exp: Experiment, sample, log=print) -> tuple[np.ndar
     features = [Feature(**f) for f in spec["features"]]
     ids = comp.test["id"].astype(str).tolist()
     path = Path(rec.get("test_table") or Path(comp.root) / "test.csv")
-    rows = test_rows(read_test_table(path), comp.id_col, ids, features, path, log)
+    rows = rows_for_test(read_test_table(path), comp.id_col, ids, features, path, log)
     blocks, plan = [], None
     for name in spec["members"]:
         member = Experiment(exp.dir.parent / name)
@@ -221,7 +221,7 @@ def submit_stacked(cfg, exp: Experiment, log=print) -> dict:
     plan = dataclasses.replace(plan, experiments=[exp.name], steps=[])
     cv = load_cv(exp)
     path, mode, n = predicting.write_submission(cfg, comp, preds, plan, sample, cv, log)
-    return {"submission": str(path), "mode": mode, "test_rows": n}
+    return {"submission": str(path), "mode": mode, "rows_for_test": n}
 
 
 def load_cv(exp: Experiment) -> float | None:
