@@ -89,7 +89,7 @@ def test_a_memorising_image_model_never_reaches_the_trees_that_score_its_trainin
 
 def test_bad_input_is_one_line_naming_the_column_or_row(tmp_path):
     table = pd.DataFrame({"id": ["a", "b", "c"], "label": [1.0, 2.0, 3.0], "fold": [0, 1, 0],
-                          "path": ["train/a.png", "train/b.png", "train/c.png"], "area": [10, 20, None],
+                          "path": ["train/a.png", "train/b.png", "train/c.png"], "area": [10.5, 20, None],
                           "town": ["x", "y", "x"]})
     feats = choose(table, {}, "")
     assert [(f.name, f.kind) for f in feats] == [("area", "num"), ("town", "cat")]
