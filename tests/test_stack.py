@@ -125,38 +125,61 @@ def kit(script, *args, ok=True):
     return r
 
 
-@pytest.mark.slow
-def test_houses_photo_and_table_stack_end_to_end_with_a_submission(tmp_path):
-    """120 real houses (frontal photo, 32 px) + 30 test houses with test.csv: train a tiny image model on 2
-    folds, stack it with the table; the stacked OOF covers every row once, its CV is its file's, the
-    submission has every test house; a feature missing from test.csv is one line."""
+def houses_competition(tmp_path, n_train=60, n_test=20):
+    """n_train real houses (frontal photo at 32 px, the table beside it) + n_test test houses with test.csv;
+    the sample lists the test ids in another order than test.csv. Returns (table, the CLI's path flags)."""
     import cv2
     houses = need_shared("data", "houses")
-    table = pd.read_csv(houses / "houses.csv").rename(columns={"house": "id"}).head(150)
+    table = pd.read_csv(houses / "houses.csv").rename(columns={"house": "id"}).head(n_train + n_test)
     comp = tmp_path / "in"
-    for split, part in (("train", table[:120]), ("test", table[120:])):
+    for split, part in (("train", table[:n_train]), ("test", table[n_train:])):
         for i in part["id"]:
             write_png(comp / split / f"{i}.png", cv2.resize(cv2.imread(str(houses / "frontal" / f"{i}.jpg")), (32, 32)))
-    table[:120].to_csv(comp / "train.csv", index=False)
-    table[120:].drop(columns="price").to_csv(comp / "test.csv", index=False)
-    table[120:][["id"]].assign(price=0).to_csv(comp / "sample_submission.csv", index=False)
+    table[:n_train].to_csv(comp / "train.csv", index=False)
+    table[n_train:].drop(columns="price").to_csv(comp / "test.csv", index=False)
+    table[n_train:][["id"]][::-1].assign(price=0).to_csv(comp / "sample_submission.csv", index=False)
     paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "m"),
-             "--submissions-dir", str(tmp_path / "subs")]
+             "--submissions-dir", str(tmp_path / "subs"), "--reports-dir", str(tmp_path / "reports")]
+    return table, paths
+
+
+def check_submission(path, table, n_train):
+    """Every test id once, in the sample's order, prices on the original scale (not standardised, not logs)."""
+    sub = pd.read_csv(path)
+    assert sub["id"].tolist() == table["id"][n_train:][::-1].tolist()
+    price = table["price"][:n_train]
+    assert sub["price"].notna().all() and sub["price"].between(price.min() / 2, price.max() * 2).all(), sub
+    assert price.min() <= sub["price"].median() <= price.max()
+    return sub
+
+
+def test_houses_photo_and_table_stack_then_predict_py_submits_and_blends_it(tmp_path):
+    """60 real houses + 20 test houses, a tiny image model on 2 folds (1 epoch, 32 px), stacked with the table:
+    the stacked OOF covers every row once and its CV is its files'; stack.py's submission is predict.py's
+    (`predict.py --experiments st` writes the same file), which also blends it with the image experiment; the
+    report shows the stack's section; a feature missing from test.csv is one line."""
+    n = 60
+    table, paths = houses_competition(tmp_path, n)
     kit("make_folds.py", *paths, "--label-col", "price", "--n-folds", "2")
     kit("train.py", *paths, "--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--epochs", "1",
         "--batch-size", "16", "--workers", "0", "--fold", "all", "--experiment", "img", "--no-progress")
-    out = kit("stack.py", *paths, "--experiment", "st", "--booster", "sklearn").stdout
+    out = kit("stack.py", *paths, "--experiment", "st", "--booster", "sklearn", "--no-progress").stdout
     assert "table" in out and "image" in out and "stacked" in out and "submission:" in out, out
     oof, classes = load_oof(tmp_path / "m" / "st", [0, 1])
-    assert sorted(oof["id"].astype(int)) == sorted(table["id"][:120]) and oof["id"].is_unique
+    assert sorted(oof["id"].astype(int)) == sorted(table["id"][:n]) and oof["id"].is_unique
     cfg = json.loads((tmp_path / "m" / "st" / "config.json").read_text())
     cv = cv_summary(oof, classes, "rmse", "regression")["cv"]
     assert cv == pytest.approx(cfg["stacked"]["cv"]["stacked"], rel=1e-6)
-    sub = pd.read_csv(next((tmp_path / "subs").glob("st_cv*.csv")))
-    assert sub["id"].tolist() == table["id"][120:].tolist() and sub["price"].notna().all()
+    first = check_submission(next((tmp_path / "subs").glob("st_cv*.csv")), table, n)
     assert (tmp_path / "m" / "st" / "importance.csv").is_file()
+    # predict.py submits the stacked experiment alone (the same file) and blends it with an image experiment
+    kit("predict.py", *paths, "--experiments", "st", "--no-progress")
+    again = sorted((tmp_path / "subs").glob("st_cv*.csv"))
+    assert len(again) == 2 and check_submission(again[1], table, n).equals(first)
+    kit("predict.py", *paths, "--experiments", "st,img", "--no-progress")
+    check_submission(next((tmp_path / "subs").glob("st+img*.csv")), table, n)
     board = kit("leaderboard.py", "--models-dir", str(tmp_path / "m"), "--submissions-dir", str(tmp_path / "subs"))
     assert "st" in board.stdout
-    table[120:].drop(columns=["price", "area"]).to_csv(comp / "test.csv", index=False)
-    err = kit("stack.py", *paths, "--experiment", "st2", ok=False).stderr
+    table[n:].drop(columns=["price", "area"]).to_csv(tmp_path / "in" / "test.csv", index=False)
+    err = kit("predict.py", *paths, "--experiments", "st", ok=False).stderr
     assert err.startswith("error: ") and "feature column 'area' is missing" in err and err.count("\n") == 1, err

@@ -139,8 +139,15 @@ def _auto(cfg):
 
 
 def _stack(cfg):
+    """The stacked experiment, then its submission and reports through predict.py's own path (the plan, the
+    post-processing, the writer): what `predict.py --experiments <stack>` does."""
+    from foldkit.predict.predicting import run_predict  # lazy: --help stays instant
+    from foldkit.report.predicted import write_reports  # lazy: --help stays instant
     from foldkit.stack.stacking import run_stack  # lazy: --help stays instant
-    return run_stack(cfg)
+    out = run_stack(cfg)
+    done = run_predict(config.with_settings(cfg, experiments=out["experiment"]), reports=write_reports)
+    out.update({k: done[k] for k in ("submission", "mode") if k in done})
+    return out
 
 
 def _show_stack(cfg, out: dict, seconds: float) -> None:
@@ -383,9 +390,10 @@ Fold k's trees train on the other folds' rows only (their image features are OOF
 models that never saw those rows), stop early on an inner split of them and predict fold k: the stacked
 OOF covers every row once and its CV is honest. Prints the CV of trees on the table alone, on the image
 predictions alone and on both; writes the stacked experiment models/<name>/ (the leaderboard and the
-report read it like any other), its gain importance (importance.csv) and, when the competition has test
-images, the submission (test rows from test.csv or --test-table). LightGBM with the `stack` extra, else
-scikit-learn's HistGradientBoosting.
+report read it like any other), its features' importance (importance.csv), then runs predict.py on it:
+the submission when the competition has test images (test rows from test.csv or --test-table), and the
+report. `python src/predict.py --experiments <stack>,<other>` submits or blends it later like any other
+experiment. LightGBM with the `stack` extra, else scikit-learn's HistGradientBoosting.
 """, ("paths", "data", "stack"), _stack, show=_show_stack,
         extra=("experiments", "experiment", "seed", "tta", "ensemble", "submission_mode", "batch_size", "device",
                "amp", "channels_last", "workers", "progress", "cache")),

@@ -83,8 +83,8 @@ def load_members(experiments: list[Experiment], expected_classes: list | None = 
     for e in experiments:
         if e.config().get("stacked"):
             raise EnsembleError(f"experiment {e.name} is stacked (trees over image experiments' predictions): "
-                                f"its submission is written by `python src/stack.py --experiment {e.name}`; "
-                                "predict.py and export.py do not run its trees yet")
+                                f"`python src/predict.py --experiments {e.name}` submits it; export.py and "
+                                "--image do not run its trees yet")
         folds = e.finished_folds()
         if not folds:
             raise EnsembleError(f"experiment {e.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")

@@ -2,14 +2,14 @@
 
     run_stack     members and features -> table-only, image-only and stacked trees cross-fitted on the
                   folds -> the stacked experiment in models/<name>/ (config.json with its `stacked` record,
-                  oof_fold{k}.csv, fold{k}.json, the trees of each fold) -> importance CSV -> the submission
-                  when the competition has test images
+                  oof_fold{k}.csv, fold{k}.json, the trees of each fold) -> importance CSV (stack.py then
+                  submits it through predict.py's path: foldkit.cli)
     cross_fit     fold k's trees fitted on the other folds' rows only (boost.fit stops early on an inner split
                   of those rows), validated on fold k: every scored row is predicted once, by trees that never
                   saw it; rows of no fold (train-only rare classes, fold -1) are trained on and never scored
-    predict_test  the stacked experiment's test predictions: each member's fold ensemble as predict.py makes it
-                  (predicting.predict_test, before post-processing, as the OOF features are), the test table's
-                  columns, every fold's trees averaged
+    apply         a fold's trees on feature rows: what predict.py runs on the test rows (foldkit.predict.stacked:
+                  each member's fold ensemble as predict.py makes it, before post-processing, as the OOF features
+                  are, beside the test table's columns; every fold's trees averaged by the plan)
 
 The image features of a training row are its OOF prediction, made by the member's fold model that never saw
 the row; the fold-k trees see the OOF of the other folds' rows only. CV is the stacked OOF file scored against
@@ -27,16 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from foldkit.data.reading import open_competition
 from foldkit.experiment import Experiment, all_experiments, find_experiments
 from foldkit.folds.file import read_folds
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.oof import cv_summary, load_oof, score_text
-from foldkit.predict import predicting
-from foldkit.predict.inference import load_members
 from foldkit.stack import boost
-from foldkit.stack.features import (Feature, StackError, choose, encode, image_features, read_test_table,
-                                    rows_for_test)
+from foldkit.stack.features import StackError, choose, encode, image_features
 from foldkit.tasks import TASKS, TargetScale, oof_columns, targets, task_of
 
 VARIANTS = ("table", "image", "stacked")
@@ -173,64 +169,6 @@ def prepare(cfg, log=print):
     return table, meta, task, exps, features, x_table, x_image, image_names, y
 
 
-# --------------------------------------------------------------------------- test rows
-
-
-def member_test_predictions(cfg, comp, exp: Experiment, sample, log=print) -> tuple[np.ndarray, object]:
-    """One image experiment's test predictions as predict.py makes them (its fold ensemble, TTA, the plan
-    fitted on its OOF), before post-processing: the OOF features are before it too. Returns (preds, plan)."""
-    one = dataclasses.replace(cfg, experiments=exp.name)
-    one.given = cfg.given
-    mem = load_members([exp])
-    plan, _ = predicting.make_plan(one, [exp], mem, sample, log=lambda *a: None, for_test=True)
-    _, raw, _ = predicting.predict_test(one, comp, mem, plan, log)
-    return raw, plan
-
-
-def predict_test(cfg, comp, exp: Experiment, sample, log=print) -> tuple[np.ndarray, object]:
-    """The stacked experiment's test predictions (every fold's trees averaged) and the plan of its first
-    member (the submission's mode, classes and task)."""
-    rec = exp.config()["stacked"]
-    spec = pickle.loads(exp.trees(exp.finished_folds()[0]).read_bytes())
-    features = [Feature(**f) for f in spec["features"]]
-    ids = comp.test["id"].astype(str).tolist()
-    path = Path(rec.get("test_table") or Path(comp.root) / "test.csv")
-    rows = rows_for_test(read_test_table(path), comp.id_col, ids, features, path, log)
-    blocks, plan = [], None
-    for name in spec["members"]:
-        member = Experiment(exp.dir.parent / name)
-        raw, member_plan = member_test_predictions(cfg, comp, member, sample, log)
-        blocks.append(raw.reshape(len(ids), -1))
-        plan = plan or member_plan
-    x = np.concatenate([encode(rows, features)] + blocks, axis=1)
-    per_fold = [apply(pickle.loads(exp.trees(k).read_bytes())["models"], x, spec["task"], spec["n_classes"])
-                for k in exp.finished_folds()]
-    return np.mean(per_fold, axis=0), plan
-
-
-def submit_stacked(cfg, exp: Experiment, log=print) -> dict:
-    """The submission of the stacked experiment through predict's writer, when the competition has test
-    images ({} otherwise)."""
-    _, meta = read_folds(cfg.folds_dir)
-    comp, _ = open_competition(cfg, meta, check_test=True)
-    if not predicting.has_test(comp):
-        log(f"no test images in {comp.root}: no submission")
-        return {}
-    sample = predicting.read_sample(comp)
-    preds, plan = predict_test(cfg, comp, exp, sample, log)
-    plan = dataclasses.replace(plan, experiments=[exp.name], steps=[])
-    cv = load_cv(exp)
-    path, mode, n = predicting.write_submission(cfg, comp, preds, plan, sample, cv, log)
-    return {"submission": str(path), "mode": mode, "rows_for_test": n}
-
-
-def load_cv(exp: Experiment) -> float | None:
-    cfg = exp.config()
-    oof, classes = load_oof(exp.dir, exp.finished_folds())
-    reading = cfg.get("reading") or {}
-    return score(oof, classes, cfg["metric"], reading.get("task", "single"), reading.get("label_sep", ""))["cv"]
-
-
 def stack_record(cfg, meta, exps, features, image_names, kind, seeds, name, metric, reports) -> dict:
     """config.json of the stacked experiment: what every step reads of an experiment (task, metric, classes,
     folds) and the `stacked` record (members, features, booster, seeds, the three CVs)."""
@@ -279,6 +217,5 @@ def run_stack(cfg, log=print) -> dict:
     out = {"experiment": name, "dir": str(exp.dir), "metric": metric, "booster": kind, "members": [e.name for e in exps],
            "features": [f"{f.name}:{f.kind}" for f in features], "cv": {v: r["cv"] for v, r in reports.items()},
            "cv_file": rep["cv"], "rows": rep["n"], "importance": str(imp_path), "importance_top": imp}
-    out.update(submit_stacked(cfg, exp, log))
     out["seconds"] = time.time() - t0
     return out
