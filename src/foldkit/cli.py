@@ -158,7 +158,7 @@ def _show_stack(cfg, out: dict, seconds: float) -> None:
     print(f"stacked experiment: {out['dir']} (CV of its OOF files {score_text(out['cv_file'])}, {out['rows']} rows)")
     top = out["importance_top"]
     top = top[top["variant"] == "stacked"].head(10)
-    print("gain importance (stacked): " + ", ".join(f"{r.feature} {r.share:.1%}" for r in top.itertuples()))
+    print(f"importance (stacked; {top['measure'].iloc[0] if len(top) else ''}): " + ", ".join(f"{r.feature} {r.share:.1%}" for r in top.itertuples()))
     print(f"importance: {out['importance']}")
     if out.get("submission"):
         print(f"submission: {out['submission']}")

@@ -6,8 +6,10 @@ scikit-learn's HistGradientBoosting, with the same protocol.
               given are the training folds' rows only (stacking.cross_fit): no row it is scored on is ever
               seen, not even to stop early.
     predict   (N,) values, (N,) probability of the positive class, or (N, C) class probabilities
-    gain      the total split gain of each feature (LightGBM's importance_type="gain"; the same sum over the
-              nodes of scikit-learn's trees)
+    importance  LightGBM: the total split gain of each feature (feature_importance("gain")); scikit-learn
+              (which keeps no public gain): permutation importance on the inner split, scored by the inner
+              model that never saw those rows. Early stopping there is by hand (warm start, PATIENCE trees at
+              a time, staged predictions on the inner split): scikit-learn 1.3 has no X_val
 
 Objectives: "regression" (L2), "binary", "multiclass" (n classes); a multi-label task is one binary model per
 label (stacking). Categorical features are given by their column indexes (codes 0..K-1, NaN missing).
@@ -24,6 +26,9 @@ LEARNING_RATE = 0.05
 MAX_TREES = 2000
 PATIENCE = 50
 INNER_SHARE = 0.2
+# what importance() measures, per booster: the header of importance.csv's `importance` column says it
+IMPORTANCE = {"lightgbm": "split gain (LightGBM feature_importance('gain'), the full model)",
+              "sklearn": "permutation importance: the inner split's loss increase when the feature is shuffled"}
 
 
 def available() -> str:
@@ -38,6 +43,7 @@ class Model:
     n_classes: int
     model: Any
     trees: int
+    importance: np.ndarray       # per feature: see importance()
 
 
 def inner_split(y: np.ndarray, objective: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,23 +72,59 @@ def _fit_lgb(x, y, cats, objective, n_classes, seed) -> Model:
                       callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
     trees = max(int(inner.best_iteration or inner.current_iteration()), 1)
     full = lgb.train(params, lgb.Dataset(x, y, categorical_feature=cats), trees)
-    return Model("lightgbm", objective, n_classes, full, trees)
+    gain = np.asarray(full.feature_importance(importance_type="gain"), dtype=np.float64)
+    return Model("lightgbm", objective, n_classes, full, trees, gain)
+
+
+def _sklearn_loss(model, y: np.ndarray, p: np.ndarray) -> float:
+    """The loss of a HistGradientBoosting model's outputs p on rows y (lower is better): squared error, or
+    the log loss (a class the model never saw counts as probability 1e-15)."""
+    if p.ndim == 1:
+        return float(np.mean((p - y) ** 2))
+    col = {int(c): j for j, c in enumerate(model.classes_)}
+    at = np.array([col.get(int(v), -1) for v in y])
+    prob = np.where(at >= 0, p[np.arange(len(y)), np.maximum(at, 0)], 0.0)
+    return float(-np.mean(np.log(np.clip(prob, 1e-15, 1))))
+
+
+def _neg_loss(model, x: np.ndarray, y: np.ndarray) -> float:
+    """A scorer (higher is better) of the same loss, for permutation_importance."""
+    p = model.predict(x) if not hasattr(model, "predict_proba") else model.predict_proba(x)
+    return -_sklearn_loss(model, y, p)
+
+
+def _sklearn_trees(model, x_fit, y_fit, x_stop, y_stop, objective) -> int:
+    """Early stopping on the inner split, by hand (scikit-learn 1.3 has no X_val): grow PATIENCE trees at a
+    time (warm start) until the stop rows' loss has not improved for PATIENCE trees; the best count."""
+    while True:
+        model.fit(x_fit, y_fit)
+        stages = model.staged_predict if objective == "regression" else model.staged_predict_proba
+        losses = [_sklearn_loss(model, y_stop, p) for p in stages(x_stop)]
+        best = int(np.argmin(losses)) + 1
+        if model.n_iter_ - best >= PATIENCE or model.n_iter_ >= MAX_TREES or model.n_iter_ < model.max_iter:
+            return best
+        model.set_params(max_iter=min(model.max_iter + PATIENCE, MAX_TREES))
 
 
 def _fit_sklearn(x, y, cats, objective, n_classes, seed) -> Model:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.inspection import permutation_importance
     mask = np.zeros(x.shape[1], dtype=bool)
     mask[list(cats)] = True
     kind = HistGradientBoostingRegressor if objective == "regression" else HistGradientBoostingClassifier
     common = {"learning_rate": LEARNING_RATE, "max_leaf_nodes": 15, "min_samples_leaf": 10,
-              "categorical_features": mask if mask.any() else None, "random_state": seed}
+              "categorical_features": mask if mask.any() else None, "random_state": seed, "early_stopping": False}
     fit_rows, stop_rows = inner_split(y, objective, seed)
-    inner = kind(max_iter=MAX_TREES, early_stopping=True, n_iter_no_change=PATIENCE, **common)
-    # the early-stopping rows are given explicitly (scikit-learn >= 1.4 takes X_val): the same inner split as LightGBM
-    inner.fit(x[fit_rows], y[fit_rows], X_val=x[stop_rows], y_val=y[stop_rows])
-    trees = max(int(inner.n_iter_), 1)
-    full = kind(max_iter=trees, early_stopping=False, **common).fit(x, y)
-    return Model("sklearn", objective, n_classes, full, trees)
+    inner = kind(max_iter=PATIENCE, warm_start=True, **common)
+    trees = max(_sklearn_trees(inner, x[fit_rows], y[fit_rows], x[stop_rows], y[stop_rows], objective), 1)
+    # importance: how much the inner split's loss grows when a feature's values are shuffled (the inner model
+    # never saw those rows); scikit-learn has no public gain of HistGradientBoosting's splits
+    inner.set_params(max_iter=trees, warm_start=False)
+    inner.fit(x[fit_rows], y[fit_rows])
+    perm = permutation_importance(inner, x[stop_rows], y[stop_rows], scoring=_neg_loss, n_repeats=5,
+                                  random_state=seed)
+    full = kind(max_iter=trees, **common).fit(x, y)
+    return Model("sklearn", objective, n_classes, full, trees, np.asarray(perm.importances_mean, dtype=np.float64))
 
 
 def fit(kind: str, x: np.ndarray, y: np.ndarray, cats: list[int], objective: str, n_classes: int,
@@ -104,14 +146,7 @@ def predict(m: Model, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def gain(m: Model, n_features: int) -> np.ndarray:
-    """Total split gain per feature."""
-    if m.kind == "lightgbm":
-        return np.asarray(m.model.feature_importance(importance_type="gain"), dtype=np.float64)
-    out = np.zeros(n_features)
-    # scikit-learn keeps no importance for HistGradientBoosting; its tree nodes record each split's gain
-    for per_class in getattr(m.model, "_predictors", []):
-        for tree in per_class:
-            split = ~tree.nodes["is_leaf"].astype(bool)
-            np.add.at(out, tree.nodes["feature_idx"][split], tree.nodes["gain"][split])
-    return out
+def importance(m: Model) -> np.ndarray:
+    """Each feature's importance: LightGBM's total split gain (feature_importance("gain")) or, with
+    scikit-learn, the permutation importance on the inner split (IMPORTANCE names which)."""
+    return m.importance

@@ -100,7 +100,7 @@ def apply(models, x: np.ndarray, task: str, n_classes: int) -> np.ndarray:
 
 
 def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print):
-    """(OOF predictions, gain per feature, models per fold): fold k's models fitted on the rows of the other
+    """(OOF predictions, importance per feature (boost.importance, summed), models per fold): fold k's models fitted on the rows of the other
     folds only (and the train-only rows, fold -1), scored on fold k's rows."""
     oof = np.full((len(x), 1 if TASKS[task].label == "number" else n_classes), np.nan)
     gain, fitted = np.zeros(x.shape[1]), {}
@@ -108,7 +108,7 @@ def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print):
         train, valid = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         fitted[k] = fit_fold(kind, x, y, cats, task, n_classes, seeds, train)
         oof[valid] = apply(fitted[k], x[valid], task, n_classes)
-        gain += sum(boost.gain(m, x.shape[1]) for per_label in fitted[k] for m in per_label)
+        gain += sum(boost.importance(m) for per_label in fitted[k] for m in per_label)
     return oof, gain, fitted
 
 
@@ -151,10 +151,13 @@ def write_experiment(exp: Experiment, record: dict, frame: pd.DataFrame, fitted:
     return rep
 
 
-def importance_table(gains: dict[str, np.ndarray], names: dict[str, list[str]]) -> pd.DataFrame:
-    rows = [{"variant": v, "feature": n, "gain": float(g), "share": float(g / max(gains[v].sum(), 1e-300))}
+def importance_table(gains: dict[str, np.ndarray], names: dict[str, list[str]], kind: str) -> pd.DataFrame:
+    """importance.csv: variant, feature, importance (summed over folds, seeds and labels), share (of the
+    variant's positive total), measure (boost.IMPORTANCE: split gain or permutation importance)."""
+    rows = [{"variant": v, "feature": n, "importance": float(g),
+             "share": float(max(g, 0) / max(np.clip(gains[v], 0, None).sum(), 1e-300)), "measure": boost.IMPORTANCE[kind]}
             for v in gains for n, g in zip(names[v], gains[v])]
-    return pd.DataFrame(rows).sort_values(["variant", "gain"], ascending=[True, False], kind="stable")
+    return pd.DataFrame(rows).sort_values(["variant", "importance"], ascending=[True, False], kind="stable")
 
 
 def prepare(cfg, log=print):
@@ -211,7 +214,7 @@ def run_stack(cfg, log=print) -> dict:
     spec = {"features": [dataclasses.asdict(f) for f in features], "members": [e.name for e in exps],
             "task": task, "n_classes": n_classes}
     rep = write_experiment(exp, record, oof_table(table, preds["stacked"], task, meta), fitted["stacked"], spec)
-    imp = importance_table(gains, names)
+    imp = importance_table(gains, names, kind)
     imp_path = exp.dir / "importance.csv"
     atomic_write_with(imp_path, lambda tmp: imp.to_csv(tmp, index=False, lineterminator="\n"))
     out = {"experiment": name, "dir": str(exp.dir), "metric": metric, "booster": kind, "members": [e.name for e in exps],
