@@ -17,6 +17,7 @@ from foldkit import config
 from foldkit.experiment import Experiment
 from foldkit.folds.file import make_folds, read_folds
 from foldkit.oof import cv_summary, load_oof
+from foldkit.report.html import write_report
 from foldkit.stack import boost, stacking
 from foldkit.stack.features import StackError, choose, rows_for_test
 
@@ -85,6 +86,20 @@ def test_a_memorising_image_model_never_reaches_the_trees_that_score_its_trainin
     oof, classes = load_oof(out["dir"], Experiment(out["dir"]).finished_folds())
     assert sorted(oof["id"]) == sorted(table["id"]) and oof["id"].is_unique
     assert cv_summary(oof, classes, "rmse", "regression")["cv"] == pytest.approx(out["cv"]["stacked"], rel=1e-6)
+    # the report renders without logs or checkpoints and shows the three CVs and the importance table
+    write_report(out["dir"], tmp_path / "report")
+    assert "permutation importance" in stack_page(tmp_path / "report")
+
+
+def stack_page(report_dir) -> str:
+    """A stacked experiment's report.html, checked: its stacking section with the three CVs and the
+    importance table (importance.csv beside it)."""
+    page = (report_dir / "report.html").read_text()
+    assert "Stacking: the table and the image predictions" in page and "Feature importance" in page, page[-3000:]
+    for variant in ("table only", "image predictions only", "table + image predictions"):
+        assert variant in page
+    assert (report_dir / "importance.csv").is_file()
+    return page
 
 
 def test_bad_input_is_one_line_naming_the_column_or_row(tmp_path):
@@ -180,6 +195,7 @@ def test_houses_photo_and_table_stack_then_predict_py_submits_and_blends_it(tmp_
     check_submission(next((tmp_path / "subs").glob("st+img*.csv")), table, n)
     board = kit("leaderboard.py", "--models-dir", str(tmp_path / "m"), "--submissions-dir", str(tmp_path / "subs"))
     assert "st" in board.stdout
+    assert "permutation importance" in stack_page(tmp_path / "reports" / "st")      # as predict.py wrote it
     table[n:].drop(columns=["price", "area"]).to_csv(tmp_path / "in" / "test.csv", index=False)
     err = kit("predict.py", *paths, "--experiments", "st", ok=False).stderr
     assert err.startswith("error: ") and "feature column 'area' is missing" in err and err.count("\n") == 1, err
