@@ -12,7 +12,7 @@ PACKAGE = SRC / "foldkit"
 
 # The floors of the house, lowest first (docs/ARCHITECTURE.md): a module imports only modules on its own
 # floor or below, and never in a circle. The ground floor is the package's top-level modules.
-FLOORS = [("ground",), ("runtime",), ("data",), ("folds",), ("predict",), ("train",),
+FLOORS = [("ground",), ("runtime",), ("data",), ("folds",), ("stack",), ("predict",), ("train",),
           ("report", "audit", "export"), ("search",), ("cli",)]
 FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
 # Imported where used, not at the top: optional extras (a missing one is a one-line error when asked for) and
@@ -20,7 +20,7 @@ FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
 OPTIONAL_OR_SLOW = {"optuna", "onnx", "onnxruntime", "mlflow", "tensorboard", "torch", "torchvision", "timm",
                     "faiss", "matplotlib", "kornia", "sklearn", "scipy", "cleanlab", "imagehash", "psycopg",
                     "nbformat", "openvino", "sqlalchemy", "safetensors", "cv2", "PIL", "tomllib", "tomli",
-                    "iterstrat", "setuptools"}
+                    "iterstrat", "setuptools", "lightgbm"}
 
 
 def modules() -> dict[str, Path]:

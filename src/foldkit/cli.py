@@ -138,6 +138,33 @@ def _auto(cfg):
     return run_auto(cfg)
 
 
+def _stack(cfg):
+    """The stacked experiment, then its submission and reports through predict.py's own path (the plan, the
+    post-processing, the writer): what `predict.py --experiments <stack>` does."""
+    from foldkit.predict.predicting import run_predict  # lazy: --help stays instant
+    from foldkit.report.predicted import write_reports  # lazy: --help stays instant
+    from foldkit.stack.stacking import run_stack  # lazy: --help stays instant
+    out = run_stack(cfg)
+    done = run_predict(config.with_settings(cfg, experiments=out["experiment"]), reports=write_reports)
+    out.update({k: done[k] for k in ("submission", "mode") if k in done})
+    return out
+
+
+def _show_stack(cfg, out: dict, seconds: float) -> None:
+    from foldkit.oof import score_text  # lazy: pandas, --help stays instant
+    print(f"{'trees on':>12s}  CV {out['metric']}")
+    for v, cv in out["cv"].items():
+        print(f"{v:>12s}  {score_text(cv)}")
+    print(f"stacked experiment: {out['dir']} (CV of its OOF files {score_text(out['cv_file'])}, {out['rows']} rows)")
+    top = out["importance_top"]
+    top = top[top["variant"] == "stacked"].head(10)
+    print(f"importance (stacked; {top['measure'].iloc[0] if len(top) else ''}): " + ", ".join(f"{r.feature} {r.share:.1%}" for r in top.itertuples()))
+    print(f"importance: {out['importance']}")
+    if out.get("submission"):
+        print(f"submission: {out['submission']}")
+    print(f"({seconds:.1f} s)")
+
+
 def _export(cfg):
     from foldkit.export.push import check_push, push_bundle  # lazy: --help stays instant
     check_push(cfg)                  # a flag that cannot push stops here, before minutes of export
@@ -360,6 +387,23 @@ fitted on the OOF (nested CV), submission, report. Only a budget too small for o
 stops at once with one line saying the hours it needs. 20% of the budget is kept for prediction.
 """, ("paths", "data", "train", "auto"), _auto,
         extra=("seed", "tta", "ensemble", "submission_mode", "calibrate", "thresholds", "report", "submit")),
+    "stack": Command(
+        """Stack image experiments' out-of-fold predictions with the table's columns in gradient-boosted trees.
+
+    python src/stack.py                                   # every experiment trained on all folds + every column
+    python src/stack.py --experiments a,b --features area,zipcode:cat --seeds 3
+
+Fold k's trees train on the other folds' rows only (their image features are OOF predictions, made by
+models that never saw those rows), stop early on an inner split of them and predict fold k: the stacked
+OOF covers every row once and its CV is honest. Prints the CV of trees on the table alone, on the image
+predictions alone and on both; writes the stacked experiment models/<name>/ (the leaderboard and the
+report read it like any other), its features' importance (importance.csv), then runs predict.py on it:
+the submission when the competition has test images (test rows from test.csv or --test-table), and the
+report. `python src/predict.py --experiments <stack>,<other>` submits or blends it later like any other
+experiment. LightGBM with the `stack` extra, else scikit-learn's HistGradientBoosting.
+""", ("paths", "data", "stack"), _stack, show=_show_stack,
+        extra=("experiments", "experiment", "seed", "tta", "ensemble", "submission_mode", "batch_size", "device",
+               "amp", "channels_last", "workers", "progress", "cache")),
     "export": Command(
         """Write an offline inference bundle of an ensemble for Kaggle code competitions.
 

@@ -318,6 +318,16 @@ class Config:
     kaggle_timeout: float = _opt(1800.0, "seconds each kaggle CLI call may take (a large bundle uploads slowly)",
                                  "export", minimum=1)
 
+    # ---- stack.py ----
+    features: str = _opt("", "stack.py: the table's feature columns, COL or COL:num / COL:cat, comma-separated "
+                         "(default: every column of the training CSV but the id, label, group, fold and paths; "
+                         "strings and code-like integers such as a zip code as categories)", "stack")
+    seeds: int = _opt(1, "stack.py: boosters per fold with seeds --seed, --seed+1, ..., averaged", "stack", minimum=1)
+    booster: str = _opt("auto", "stack.py: lightgbm (the `stack` extra), sklearn (HistGradientBoosting), auto "
+                        "(lightgbm when installed)", "stack", choices=["auto", "lightgbm", "sklearn"])
+    test_table: str = _opt("", "stack.py: the test rows' table, joined by id to the test images (default: "
+                           "test.csv of the competition folder)", "stack")
+
     # ---- predict_offline.py (inside the bundle) ----
     bundle: str = _opt("", "the bundle folder (predict_offline.py, default: its own folder); export.py: push this "
                        "existing bundle with --push instead of exporting a new one", "offline")
@@ -345,6 +355,7 @@ GROUP_TITLES = {
     "audit": "data audit",
     "export": "export (offline bundle)",
     "offline": "offline prediction (bundle)",
+    "stack": "stacking (stack.py)",
     "leaderboard": "leaderboard",
     "tune": "search (tune.py)",
     "auto": "time-budgeted pipeline (auto.py)",

@@ -13,6 +13,8 @@ reads or writes an experiment folder goes through this class instead of spelling
     log_fold{k}.csv       one row per epoch;  curve_fold{k}.png  its plot
     fold{k}.lock          host + pid of the process training fold k (foldkit.train.foldlock), removed when it stops
     pseudo_fold{k}.csv    --pseudo: every pool image with the fold-k teacher's probabilities, joined 0/1
+    trees_fold{k}.pkl     a stacked experiment (stack.py, config.json `stacked`): fold k's trees and feature
+                          spec, in place of fold{k}.pt
 
 The learning-rate range test (train.py --lr-find, foldkit.train.lrfind) records no experiment: it writes
 `<models>/lr_find/<experiment>/lr_find.csv` and `lr_find.png`, <experiment> being the name the same
@@ -36,7 +38,8 @@ CONFIG = "config.json"
 # the per-fold files, "{}" standing for the fold number: the one place these names are spelled
 FOLD_FILES = {"checkpoint": "fold{}.pt", "last_checkpoint": "fold{}_last.pt", "summary": "fold{}.json",
               "oof": "oof_fold{}.csv", "oof_tta": "oof_tta_fold{}.csv", "log": "log_fold{}.csv",
-              "curve": "curve_fold{}.png", "lock": "fold{}.lock", "pseudo": "pseudo_fold{}.csv"}
+              "curve": "curve_fold{}.png", "lock": "fold{}.lock", "pseudo": "pseudo_fold{}.csv",
+              "trees": "trees_fold{}.pkl"}
 # train.py --lr-find's results: <models>/<LR_FIND_DIR>/<experiment>/ (never an experiment folder itself)
 LR_FIND_DIR = "lr_find"
 LR_FIND_FILES = {"csv": "lr_find.csv", "plot": "lr_find.png"}
@@ -89,6 +92,7 @@ class Experiment:
     curve = fold_file("curve")
     lock = fold_file("lock")
     pseudo = fold_file("pseudo")
+    trees = fold_file("trees")
 
     def fold_files(self, kind: str) -> dict[int, Path]:
         """The files of one kind present in the folder ("oof", "log", "curve", ... as in FOLD_FILES),
@@ -120,12 +124,17 @@ class Experiment:
         reading = self.config().get("reading") or {}
         return reading.get("task", "single"), reading.get("label_sep", "") or ""
 
+    def model_file(self, k: int) -> Path:
+        """Fold k's model: its checkpoint, or a stacked experiment's trees (config.json `stacked`)."""
+        return self.trees(k) if self.config().get("stacked") else self.checkpoint(k)
+
     def is_finished(self, k: int) -> bool:
-        return self.summary_path(k).is_file() and self.checkpoint(k).is_file()
+        return self.summary_path(k).is_file() and self.model_file(k).is_file()
 
     def finished_folds(self) -> list[int]:
-        """Fold numbers with both fold{k}.json and fold{k}.pt, ascending (fold10 after fold2)."""
-        return [k for k in self.fold_files("summary") if self.checkpoint(k).is_file()]
+        """Fold numbers with both fold{k}.json and fold{k}.pt (a stacked experiment: its trees), ascending
+        (fold10 after fold2)."""
+        return [k for k in self.fold_files("summary") if self.model_file(k).is_file()]
 
     def summary(self, k: int) -> dict:
         return json.loads(self.summary_path(k).read_text())

@@ -81,6 +81,10 @@ def load_members(experiments: list[Experiment], expected_classes: list | None = 
     """Load every finished fold of the experiments; refuse checkpoints that disagree on classes."""
     members = []
     for e in experiments:
+        if e.config().get("stacked"):
+            raise EnsembleError(f"experiment {e.name} is stacked (trees over image experiments' predictions): "
+                                f"`python src/predict.py --experiments {e.name}` submits it; export.py and "
+                                "--image do not run its trees yet")
         folds = e.finished_folds()
         if not folds:
             raise EnsembleError(f"experiment {e.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")

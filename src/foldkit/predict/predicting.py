@@ -28,24 +28,32 @@ from foldkit.data.store import cache_root
 from foldkit.experiment import Experiment, find_experiments
 from foldkit.data.reading import open_competition
 from foldkit.folds.file import read_folds
-from foldkit.predict import blend, submission
+from foldkit.predict import blend, stacked, submission
 from foldkit.predict.inference import (load_members, load_single_image, predict_ensemble,
                                       trained_with_flips, views_of)
 from foldkit.predict.submission import SubmissionError
 from foldkit.tags import join_tags, multi_hot
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
+from foldkit.stack.stacking import is_stacked
 from foldkit.tasks import TASKS, check_combination
 
 
-def members_for(cfg, expected_classes=None):
-    """The experiments of --experiments (default: the latest) and every finished fold's model."""
+def members_for(cfg, expected_classes=None, stacks: bool = False):
+    """The experiments of --experiments (default: the latest) and every finished fold's model; with
+    `stacks` (predict.py), a stacked experiment's folds are its trees (foldkit.predict.stacked.StackedFold),
+    else load_members refuses it in one line (export.py, --image)."""
     names = [n.strip() for n in cfg.experiments.split(",") if n.strip()] or None
     exps = find_experiments(cfg.models_dir, names)
-    return exps, load_members(exps, expected_classes)
+    if not stacks or not any(is_stacked(e) for e in exps):
+        return exps, load_members(exps, expected_classes)
+    members = []
+    for e in exps:
+        members += stacked.load_stacked(e, load_members) if is_stacked(e) else load_members([e], expected_classes)
+    return exps, members
 
 
 def tta_views(cfg, members) -> list[str]:
-    flips = {trained_with_flips(Experiment(m.path.parent).config()) for m in members}
+    flips = {trained_with_flips(Experiment(m.path.parent).config()) for m in stacked.image_members(members)}
     return views_of(cfg.tta, flips == {True})
 
 
@@ -196,9 +204,10 @@ def predict_test(cfg, comp, members, plan, log=print):
                               "cannot be read, and a submission needs a prediction for every id:\n  "
                               + "\n  ".join(comp.test_problems[:10]) + more + "\nFix or restore those files.")
     t1 = time.time()
-    sources = make_sources(comp, comp.test, "test", members, cfg)
-    per_member = predict_members(cfg, members, sources, plan.tta,
-                                 cached=all(s.prepared for s in sources.values()))
+    images = stacked.image_members(members)     # a stacked experiment's image models too, each once
+    sources = make_sources(comp, comp.test, "test", images, cfg)
+    per_image = predict_members(cfg, images, sources, plan.tta, cached=all(s.prepared for s in sources.values()))
+    per_member = stacked.per_member(members, images, per_image, comp, plan.ensemble, log)
     probs, probs_raw = plan.apply(per_member), plan.apply(per_member, raw=True)
     dt = time.time() - t1
     log(f"predicted {len(probs)} test images with {len(members)} models x {len(plan.tta)} views in {dt:.1f}s "
@@ -320,7 +329,7 @@ def open_prediction(cfg, log=print) -> tuple[Prediction, list, pd.DataFrame | No
     reading = dataclasses.replace(cfg)     # predict.py's --label-sep joins the tags written (make_plan), it does
     reading.given = cfg.given - {"label_sep"}   # not re-read the training labels that make_folds read
     comp, _ = open_competition(reading, meta, check_test=True)
-    exps, members = members_for(cfg, meta["classes"])
+    exps, members = members_for(cfg, meta["classes"], stacks=True)
     log(f"ensemble: {len(members)} checkpoint(s) from {', '.join(e.name for e in exps)}")
     if meta["sha256_now"] not in {m.folds_sha256 for m in members}:
         log(f"note: these checkpoints were trained on other folds than {cfg.folds_dir} holds now; "

@@ -33,7 +33,7 @@ from foldkit.report.plots import (plot_confusion, plot_cooccurrence, plot_fold_s
                                   plot_scatter)
 from foldkit.report.sections import (confusion_section, cooccurrence_section, curves_section, errors_section,
                                      facts_html, first_screen, per_label_section, residuals_section,
-                                     tag_errors_section, value_errors_section)
+                                     stack_section, tag_errors_section, value_errors_section)
 from foldkit.report.tables import (MAX_CLASSES_SHOWN, all_rows_figures, confused_classes, confusion_table,
                                    constant_figures,
                                    cooccurrence_table, most_confused, never_given_together, per_class_table,
@@ -123,7 +123,8 @@ def write_report(exp_dir: str | Path, report_dir: str | Path, load_image: Callab
     result_json = _jsonable(result)
     atomic_write_text(out("cv_scores.json"), json.dumps(result_json, indent=2, allow_nan=False) + "\n")
     paths["report.html"] = report_dir / "report.html"
-    body = first_screen(result_json, paths, problems) + curves_section(table, paths, lone) + sections
+    body = first_screen(result_json, paths, problems) + curves_section(table, paths, lone) + sections \
+        + _stack_part(exp_dir, metric, out)
     atomic_write_text(paths["report.html"], page.document(f"CV report: {result['experiment']}",
                                                           body + [files_line(paths)]))
     return {**result_json, "paths": {k: str(v) for k, v in paths.items()}}
@@ -133,6 +134,19 @@ def report_writer(reports_dir: str | Path) -> Callable[[Experiment, list[int]], 
     """write_report into reports/<experiment>/ for the given finished folds: what train.py hands
     training, for --log's tracker at the end of the run."""
     return lambda exp, folds: write_report(exp.dir, Path(reports_dir) / exp.name, folds=folds)
+
+
+def _stack_part(exp_dir: Path, metric: str, out: Callable[[str], Path]) -> list[str]:
+    """A stacked experiment's section (stack.py: config.json `stacked`, importance.csv copied beside the
+    page); nothing for an image experiment."""
+    stacked = read_config(exp_dir).get("stacked")
+    if not stacked:
+        return []
+    src = exp_dir / "importance.csv"
+    importance = pd.read_csv(src) if src.is_file() else None
+    if importance is not None:
+        atomic_write_with(out("importance.csv"), _csv_writer(importance, index=False))
+    return stack_section(stacked, importance, metric)
 
 
 def _metric(exp_dir: Path) -> str:

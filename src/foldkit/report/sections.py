@@ -194,3 +194,24 @@ def value_errors_section(worst: pd.DataFrame, paths: dict[str, Path], heatmaps_a
     parts.append(page.table(worst.rename(columns={"label": "true", "pred": "predicted",
                                                   "error": "error (predicted - true)"}), index=False))
     return parts
+
+
+def stack_section(stacked: dict, importance: pd.DataFrame | None, metric: str) -> list[str]:
+    """A stacked experiment (stack.py): the CV of trees on the table alone, on the image experiments' OOF
+    predictions alone and on both (config.json `stacked`), and the stacked trees' feature importance
+    (importance.csv; its `measure` says whether it is split gain or permutation importance)."""
+    names = {"table": "table only", "image": "image predictions only", "stacked": "table + image predictions"}
+    cv = pd.DataFrame([{"trees on": names.get(v, v), f"CV {metric}": c} for v, c in (stacked.get("cv") or {}).items()])
+    members = ", ".join(html.escape(str(m)) for m in stacked.get("members", []))
+    parts = ["<h2>Stacking: the table and the image predictions</h2>",
+             f"<p>Gradient-boosted trees ({html.escape(str(stacked.get('booster', '')))}) on the table's columns and the "
+             f"out-of-fold predictions of {members or 'no image experiment'}, on the same folds:</p>",
+             page.table(cv, index=False)]
+    if importance is None or importance.empty:
+        return parts + ["<p class='muted'>no importance.csv beside the experiment</p>"]
+    top = importance[importance["variant"] == "stacked"].head(20)
+    measure = html.escape(str(top["measure"].iloc[0])) if "measure" in top and len(top) else "importance"
+    parts += [f"<h3>Feature importance (stacked trees)</h3><p class='muted'>{measure}; summed over folds and "
+              f"seeds; share of the positive total. Every variant in {page.links(['importance.csv'])}</p>",
+              page.table(top[["feature", "importance", "share"]], index=False)]
+    return parts

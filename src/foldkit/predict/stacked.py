@@ -1,0 +1,91 @@
+"""A stacked experiment (stack.py, config.json `stacked`) as members of predict.py's plan.
+
+    StackedFold     fold k of a stacked experiment: its trees and feature spec (trees_fold{k}.pkl) and the
+                    image models of the experiments it stacks (their members, loaded once per stack)
+    load_stacked    the StackedFolds of a stacked experiment, in fold order
+    image_members   the image models the test images go through: the plan's own and every stack's inputs,
+                    each once (one decode of each test image for all of them)
+    per_member      every member's test predictions in the plan's order: an image model's as predicted, a
+                    stacked fold's its trees applied to the test rows' features
+
+A stacked fold's features of the test rows are built as its OOF features were: the test table's columns
+(test.csv, or the --test-table stack.py was given), joined by id in the order of the test images, then
+each stacked image experiment's prediction, its folds combined with the plan's --ensemble mode (the fold
+ensemble predict.py would submit for it alone, before post-processing, as the OOF features are). The
+plan then combines the stacked folds (every fold's trees averaged), blends and post-processes as for any
+other experiment.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from foldkit.ensemble import combine
+from foldkit.experiment import Experiment, find_experiments
+from foldkit.stack.features import Feature, encode, read_test_table, rows_for_test
+from foldkit.stack.stacking import apply
+
+
+class StackedFold:
+    """Fold k of a stacked experiment, standing in the plan where an image model's fold stands."""
+
+    def __init__(self, exp: Experiment, k: int, inputs: list):
+        spec = pickle.loads(exp.trees(k).read_bytes())
+        cfg = exp.config()
+        self.path, self.fold, self.experiment = exp.trees(k), k, exp.name
+        self.classes = cfg.get("classes", [])
+        self.task = spec["task"]
+        self.folds_sha256 = cfg.get("folds_sha256")
+        self.stacked = cfg["stacked"]
+        self.spec = spec
+        self.inputs = inputs          # the Members of the image experiments it stacks, all folds
+
+
+def load_stacked(exp: Experiment, load_members) -> list[StackedFold]:
+    """The folds of a stacked experiment; load_members (predict's) loads the image experiments it stacks."""
+    names = exp.config()["stacked"]["members"]
+    inputs = load_members(find_experiments(exp.dir.parent, names))
+    return [StackedFold(exp, k, inputs) for k in exp.finished_folds()]
+
+
+def image_members(members: list) -> list:
+    """The image models of the plan and of every stacked fold's inputs, each once, in first-seen order."""
+    out, seen = [], set()
+    for m in members:
+        for im in (m.inputs if isinstance(m, StackedFold) else [m]):
+            if str(im.path) not in seen:
+                seen.add(str(im.path))
+                out.append(im)
+    return out
+
+
+def test_rows(fold: StackedFold, comp, log=print) -> np.ndarray:
+    """The test rows' table features of a stacked experiment, in the order of the test images."""
+    features = [Feature(**f) for f in fold.spec["features"]]
+    path = Path(fold.stacked.get("test_table") or Path(comp.root) / "test.csv")
+    ids = comp.test["id"].astype(str).tolist()
+    return encode(rows_for_test(read_test_table(path), comp.id_col, ids, features, path, log), features)
+
+
+def per_member(members: list, images: list, per_image: list, comp, ensemble: str, log=print) -> list:
+    """The plan's per-member test predictions: image models' as predicted (per_image, in `images`' order),
+    stacked folds' from their trees on the test rows' features (built once per stacked experiment)."""
+    by_path = {str(m.path): p for m, p in zip(images, per_image)}
+    features: dict[str, np.ndarray] = {}
+    out = []
+    for m in members:
+        if not isinstance(m, StackedFold):
+            out.append(by_path[str(m.path)])
+            continue
+        if m.experiment not in features:
+            blocks = [test_rows(m, comp, log)]
+            for name in m.spec["members"]:
+                preds = [by_path[str(im.path)] for im in m.inputs if im.path.parent.name == name]
+                blocks.append(combine([np.asarray(p, dtype=np.float64) for p in preds], ensemble)
+                              .reshape(len(comp.test), -1))
+            features[m.experiment] = np.concatenate(blocks, axis=1)
+        pred = apply(m.spec["models"], features[m.experiment], m.task, m.spec["n_classes"])
+        out.append(pred)
+    return out

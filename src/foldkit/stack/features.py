@@ -1,0 +1,181 @@
+"""The stack's features: the table's columns (chosen, typed, encoded) and the image experiments' OOF predictions.
+
+    choose           the feature columns of the folds file: --features COL[:num|:cat],... or every column
+                     that is not the id, label, group, fold or a path; each typed numeric or categorical
+    encode           a table's feature columns as a float matrix (categories as codes of the training
+                     table's values, missing as NaN: the booster decides where missing goes)
+    image_features   each image experiment's OOF predictions of every training row (probabilities, per-label
+                     probabilities or the regression value), one column per output, `<experiment>:<column>`
+    rows_for_test        the test table's feature rows in the order of the test ids (one line per bad input)
+
+Categories: strings, and integers that are codes rather than counts (few distinct values spread thinly
+over their range, such as a zip code). The codes come from the training table's values only (no label is
+used), so they are the same in every fold; a test value never seen in training is treated as missing
+with a warning naming the column and the values: the trees have no branch for it, and the missing branch
+is the one the booster learnt for rows it knows nothing about.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldkit.data.reading import read_text_csv
+from foldkit.errors import FoldkitError, did_you_mean
+from foldkit.oof import PROB_PREFIX, load_oof
+from foldkit.tasks import TASKS
+
+NOT_FEATURES = ("id", "label", "fold", "path", "index")
+MAX_CATEGORIES = 250        # HistGradientBoosting's limit (255 bins, some kept for missing): more is refused
+CODE_MAX_DISTINCT = 64      # an integer column with at most this many distinct values ...
+CODE_SPREAD = 3             # ... spread over more than this many times as many integers is a code (zip code)
+
+
+class StackError(FoldkitError, ValueError):
+    """A feature column, test table or experiment the stack cannot use; the message names it."""
+
+
+@dataclass
+class Feature:
+    name: str
+    kind: str                          # "num" or "cat"
+    categories: list = field(default_factory=list)   # cat: the training values, in code order
+
+
+def cat_text(values: pd.Series) -> pd.Series:
+    """Category values as text, the same whether read as numbers or as text: 85255.0 and "85255" are "85255"."""
+    def one(v):
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v).strip()
+    return values.map(lambda v: one(v) if pd.notna(v) else np.nan)
+
+
+def _looks_like_paths(values: pd.Series) -> bool:
+    text = values.dropna().astype(str).head(200)
+    return len(text) > 0 and bool(text.str.contains(r"[/\\]|\.(?:jpe?g|png|tiff?|bmp|webp|gif)$", case=False).all())
+
+
+def _is_code(numbers: pd.Series) -> bool:
+    """Integers that name things rather than count them: few distinct values, thinly spread (zip codes)."""
+    x = numbers.dropna()
+    if x.empty or not np.all(np.equal(np.mod(x, 1), 0)):
+        return False
+    distinct = x.nunique()
+    return distinct <= CODE_MAX_DISTINCT and (x.max() - x.min() + 1) > CODE_SPREAD * distinct
+
+
+def _typed(table: pd.DataFrame, col: str, asked: str) -> Feature:
+    values = table[col]
+    numbers = pd.to_numeric(values, errors="coerce")
+    not_number = values.notna() & numbers.isna()
+    if asked == "num" and not_number.any():
+        row = int(np.flatnonzero(not_number.to_numpy())[0])
+        raise StackError(f"feature column {col!r} was asked for as numeric (:num) but data row {row + 1} holds "
+                         f"{values.iloc[row]!r}: ask for it as {col}:cat, or fix the value")
+    kind = asked or ("cat" if not_number.any() or _is_code(numbers) else "num")
+    if kind == "num":
+        return Feature(col, "num")
+    cats = sorted(cat_text(values).dropna().unique().tolist())
+    if len(cats) > MAX_CATEGORIES:
+        raise StackError(f"feature column {col!r} has {len(cats)} distinct values as a category (at most "
+                         f"{MAX_CATEGORIES}): leave it out of --features, or ask for it as {col}:num if it is a number")
+    return Feature(col, "cat", cats)
+
+
+def choose(table: pd.DataFrame, meta: dict, spec: str) -> list[Feature]:
+    """The table's feature columns: `spec` (--features: COL, COL:num or COL:cat, comma-separated), else
+    every column that is not the id, label, fold, group column or a column of file paths."""
+    skip = set(NOT_FEATURES) | {c for c in (meta.get("group_col"), meta.get("source_col")) if c}
+    if not spec.strip():
+        return [_typed(table, c, "") for c in table.columns
+                if c not in skip and not _looks_like_paths(table[c]) and table[c].notna().any()]
+    out = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        col, _, asked = item.partition(":")
+        if asked not in ("", "num", "cat"):
+            raise StackError(f"--features {item}: the type after ':' is num or cat")
+        if col not in table.columns or col in ("id", "label", "fold"):
+            have = [c for c in table.columns if c not in skip]
+            raise StackError(f"--features: no feature column {col!r} in the folds file (columns: "
+                             f"{', '.join(have) or 'none'}){did_you_mean(col, have)}")
+        out.append(_typed(table, col, asked))
+    return out
+
+
+def encode(frame: pd.DataFrame, features: list[Feature]) -> np.ndarray:
+    """(N, F) float64: numbers as they are, categories as their code, missing and unseen values as NaN."""
+    cols = []
+    for f in features:
+        if f.kind == "num":
+            cols.append(pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64))
+        else:
+            code = {c: float(i) for i, c in enumerate(f.categories)}
+            cols.append(cat_text(frame[f.name]).map(code).to_numpy(dtype=np.float64))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0))
+
+
+def output_columns(task: str, classes: list) -> list[str]:
+    """The OOF columns an image experiment's predictions are read from: pred (regression) or prob_<class>."""
+    return ["pred"] if TASKS[task].label == "number" else [f"{PROB_PREFIX}{c}" for c in classes]
+
+
+def image_features(exps: list, ids: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each experiment's OOF prediction of every training row (made by the fold model that never saw it),
+    in the order of `ids`; a row an experiment has no OOF prediction for is refused (it was not trained on
+    all folds of these folds)."""
+    blocks, names = [], []
+    for e in exps:
+        oof, classes = load_oof(e.dir, e.finished_folds())
+        cols = output_columns(e.task()[0], classes)
+        by_id = oof.set_index("id")[cols]
+        missing = ~ids.isin(by_id.index)
+        if missing.any():
+            raise StackError(f"experiment {e.name} has no OOF prediction for {int(missing.sum())} training row(s) "
+                             f"(first id {ids[missing].iloc[0]}): stack experiments trained on every fold of these folds")
+        blocks.append(by_id.loc[ids.to_numpy()].to_numpy(dtype=np.float64))
+        names += [f"{e.name}:{c}" for c in cols]
+    return (np.concatenate(blocks, axis=1) if blocks else np.zeros((len(ids), 0))), names
+
+
+def read_test_table(path: Path) -> pd.DataFrame:
+    """The test table (test.csv or --test-table) as written: ids and values as text, empty cells missing."""
+    if not path.is_file():
+        raise StackError(f"{path}: no test table; the stack's test rows need the table's columns for every test "
+                         "id (pass --test-table FILE)")
+    return read_text_csv(path).replace("", np.nan)
+
+
+def rows_for_test(test: pd.DataFrame, id_col: str, ids: list[str], features: list[Feature], path: Path,
+              log=print) -> pd.DataFrame:
+    """The test table's rows in the order of `ids`, checked: every feature column present, every id has one
+    row, numeric columns numeric; unseen categories are warned about (they become missing)."""
+    idc = id_col if id_col in test.columns else ("id" if "id" in test.columns else test.columns[0])
+    missing = [f.name for f in features if f.name not in test.columns]
+    if missing:
+        raise StackError(f"{path}: feature column {missing[0]!r} is missing (columns: {', '.join(test.columns)}); "
+                         "the trees need every feature for every test row")
+    dup = test[idc].duplicated()
+    if dup.any():
+        raise StackError(f"{path}: id {test[idc][dup].iloc[0]!r} has more than one row (data row "
+                         f"{int(np.flatnonzero(dup.to_numpy())[0]) + 1})")
+    rows = test.set_index(idc)
+    absent = [i for i in ids if i not in rows.index]
+    if absent:
+        raise StackError(f"{path}: test id {absent[0]!r} has no row ({len(absent)} test id(s) without one)")
+    rows = rows.loc[ids].reset_index()
+    for f in features:
+        values = rows[f.name]
+        if f.kind == "num":
+            bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+            if bad.any():
+                raise StackError(f"{path}: numeric feature column {f.name!r} holds {values[bad].iloc[0]!r} for test "
+                                 f"id {rows[idc][bad].iloc[0]!r}")
+        else:
+            unseen = sorted(set(cat_text(values).dropna()) - set(f.categories))
+            if unseen:
+                log(f"warning: {path.name}: feature column {f.name!r} has {len(unseen)} value(s) never seen in "
+                    f"training ({', '.join(unseen[:5])}): treated as missing")
+    return rows

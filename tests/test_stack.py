@@ -1,0 +1,201 @@
+"""stack.py (issue 29): trees on the table + image experiments' OOF predictions, fold-safe by construction.
+
+The key test writes a memorising image experiment by hand: each fold model knows the labels of the rows it
+trained on and nothing else, so its OOF predictions (the rows it never saw) are noise while its predictions
+of the other rows are the labels. Trees fed predictions from a model that saw the rows they are scored on
+would reach a near-perfect CV; the stack must stay at chance."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, need_shared, write_png
+from foldkit import config
+from foldkit.experiment import Experiment
+from foldkit.folds.file import make_folds, read_folds
+from foldkit.oof import cv_summary, load_oof
+from foldkit.report.html import write_report
+from foldkit.stack import boost, stacking
+from foldkit.stack.features import StackError, choose, rows_for_test
+
+
+def tiny_competition(root, n=160, seed=0):
+    """A regression competition of n tiny images whose label is noise, with a table column `noise`."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_png(root / "train" / f"r{i:03d}.png", np.full((8, 8, 3), i % 255, np.uint8))
+    pd.DataFrame({"id": [f"r{i:03d}" for i in range(n)], "target": rng.normal(size=n).round(4),
+                  "noise": rng.normal(size=n)}).to_csv(root / "train.csv", index=False)
+    return root
+
+
+def settings(root, **kw):
+    return config.resolve({"input_dir": str(root / "in"), "folds_dir": str(root / "folds"),
+                           "models_dir": str(root / "models"), "submissions_dir": str(root / "subs"),
+                           "n_folds": 2, "task": "regression", "booster": "sklearn", **kw})
+
+
+def memorising_experiment(root, table, meta, rng):
+    """models/memo: fold k's model predicts its training rows' labels exactly and noise elsewhere; its OOF
+    file holds fold k's rows (noise). Returns each row's mean over the fold models (what a fold ensemble
+    predicts for a training image: the leak)."""
+    exp = Experiment(root / "models" / "memo")
+    exp.dir.mkdir(parents=True)
+    exp.config_path.write_text(json.dumps({"metric": "rmse", "folds_sha256": meta["sha256_now"], "classes": [],
+                                           "n_folds": 2, "reading": {"task": "regression"}}))
+    y, folds = table["label"].to_numpy(float), table["fold"].to_numpy()
+    seen_by = []
+    for k in (0, 1):
+        pred = np.where(folds == k, rng.normal(size=len(y)), y)       # memorised where trained, noise elsewhere
+        rows = folds == k
+        pd.DataFrame({"id": table["id"][rows], "fold": k, "label": y[rows], "pred": pred[rows]}).to_csv(
+            exp.oof(k), index=False)
+        exp.summary_path(k).write_text("{}")
+        exp.checkpoint(k).write_bytes(b"")
+        seen_by.append(pred)
+    return np.mean(seen_by, axis=0)
+
+
+def test_a_memorising_image_model_never_reaches_the_trees_that_score_its_training_rows(tmp_path, monkeypatch):
+    tiny_competition(tmp_path / "in")
+    cfg = settings(tmp_path)
+    make_folds(cfg, log=lambda *a: None)
+    table, meta = read_folds(cfg.folds_dir)
+    leaked = memorising_experiment(tmp_path, table, meta, np.random.default_rng(1))
+    fitted_on = []          # (the noise values of the rows each booster was fitted on)
+    real_fit = boost.fit
+    monkeypatch.setattr(boost, "fit", lambda kind, x, *a: fitted_on.append(set(x[:, 0])) or real_fit(kind, x, *a))
+    out = stacking.run_stack(cfg, log=lambda *a: None)
+    y, folds = table["label"].to_numpy(float), table["fold"].to_numpy()
+    spread = float(y.std())
+    assert out["cv"]["stacked"] > 0.8 * spread and out["cv"]["image"] > 0.8 * spread, (out["cv"], spread)
+    # every booster was fitted on one fold's rows (the other fold's are the ones it scores)
+    noise_fold = dict(zip(table["noise"], folds))
+    with_noise = [rows for rows in fitted_on if rows <= noise_fold.keys()]   # table-only and stacked boosters
+    assert len(with_noise) == 4 and all(len({noise_fold[v] for v in rows}) == 1 for rows in with_noise), \
+        "a booster saw the rows of both folds"
+    # the same trees fed the fold ensemble's predictions of the training rows (models that saw them): near-perfect
+    x = np.stack([table["noise"].to_numpy(), leaked], axis=1)
+    pred, _, _ = stacking.cross_fit("sklearn", x, y, folds, [], "regression", 0, [0])
+    naive = float(np.sqrt(np.mean((pred[:, 0] - y) ** 2)))
+    assert naive < 0.8 * out["cv"]["stacked"], (naive, out["cv"])     # 2 folds: half of each prediction is the label
+    # the stacked OOF covers every row once; its CV is its files' score
+    oof, classes = load_oof(out["dir"], Experiment(out["dir"]).finished_folds())
+    assert sorted(oof["id"]) == sorted(table["id"]) and oof["id"].is_unique
+    assert cv_summary(oof, classes, "rmse", "regression")["cv"] == pytest.approx(out["cv"]["stacked"], rel=1e-6)
+    # the report renders without logs or checkpoints and shows the three CVs and the importance table
+    write_report(out["dir"], tmp_path / "report")
+    assert "permutation importance" in stack_page(tmp_path / "report")
+
+
+def stack_page(report_dir) -> str:
+    """A stacked experiment's report.html, checked: its stacking section with the three CVs and the
+    importance table (importance.csv beside it)."""
+    page = (report_dir / "report.html").read_text()
+    assert "Stacking: the table and the image predictions" in page and "Feature importance" in page, page[-3000:]
+    for variant in ("table only", "image predictions only", "table + image predictions"):
+        assert variant in page
+    assert (report_dir / "importance.csv").is_file()
+    return page
+
+
+def test_bad_input_is_one_line_naming_the_column_or_row(tmp_path):
+    table = pd.DataFrame({"id": ["a", "b", "c"], "label": [1.0, 2.0, 3.0], "fold": [0, 1, 0],
+                          "path": ["train/a.png", "train/b.png", "train/c.png"], "area": [10.5, 20, None],
+                          "town": ["x", "y", "x"]})
+    feats = choose(table, {}, "")
+    assert [(f.name, f.kind) for f in feats] == [("area", "num"), ("town", "cat")]
+    with pytest.raises(StackError, match=r"'town' was asked for as numeric .* data row 1 holds 'x'"):
+        choose(table, {}, "town:num")
+    with pytest.raises(StackError, match=r"no feature column 'aera'.*did you mean area"):
+        choose(table, {}, "aera")
+    test = pd.DataFrame({"id": ["t1", "t2"], "area": ["5", "7"], "town": ["x", "z"]})
+    where = tmp_path / "test.csv"
+    with pytest.raises(StackError, match=r"feature column 'town' is missing"):
+        rows_for_test(test.drop(columns="town"), "id", ["t1", "t2"], feats, where)
+    with pytest.raises(StackError, match=r"test id 't3' has no row"):
+        rows_for_test(test, "id", ["t1", "t3"], feats, where)
+    with pytest.raises(StackError, match=r"numeric feature column 'area' holds 'big' for test id 't2'"):
+        rows_for_test(test.assign(area=["5", "big"]), "id", ["t1", "t2"], feats, where)
+    said = []
+    rows = rows_for_test(test, "id", ["t2", "t1"], feats, where, log=said.append)
+    assert rows["id"].tolist() == ["t2", "t1"]
+    assert len(said) == 1 and "'town'" in said[0] and "never seen in training (z): treated as missing" in said[0]
+
+
+def test_a_zip_code_is_a_category_and_a_count_a_number():
+    table = pd.DataFrame({"id": list("abcdef"), "bedrooms": [1, 2, 3, 4, 2, 3],
+                          "zipcode": [85255, 36372, 85266, 85262, 85255, 92880]})
+    assert {f.name: f.kind for f in choose(table, {}, "")} == {"bedrooms": "num", "zipcode": "cat"}
+
+
+def kit(script, *args, ok=True):
+    r = subprocess.run([sys.executable, str(REPO / "src" / script), *args], capture_output=True, text=True,
+                       timeout=900)
+    assert (r.returncode == 0) == ok, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r
+
+
+def houses_competition(tmp_path, n_train=60, n_test=20):
+    """n_train real houses (frontal photo at 32 px, the table beside it) + n_test test houses with test.csv;
+    the sample lists the test ids in another order than test.csv. Returns (table, the CLI's path flags)."""
+    import cv2
+    houses = need_shared("data", "houses")
+    table = pd.read_csv(houses / "houses.csv").rename(columns={"house": "id"}).head(n_train + n_test)
+    comp = tmp_path / "in"
+    for split, part in (("train", table[:n_train]), ("test", table[n_train:])):
+        for i in part["id"]:
+            write_png(comp / split / f"{i}.png", cv2.resize(cv2.imread(str(houses / "frontal" / f"{i}.jpg")), (32, 32)))
+    table[:n_train].to_csv(comp / "train.csv", index=False)
+    table[n_train:].drop(columns="price").to_csv(comp / "test.csv", index=False)
+    table[n_train:][["id"]][::-1].assign(price=0).to_csv(comp / "sample_submission.csv", index=False)
+    paths = ["--input-dir", str(comp), "--folds-dir", str(tmp_path / "folds"), "--models-dir", str(tmp_path / "m"),
+             "--submissions-dir", str(tmp_path / "subs"), "--reports-dir", str(tmp_path / "reports")]
+    return table, paths
+
+
+def check_submission(path, table, n_train):
+    """Every test id once, in the sample's order, prices on the original scale (not standardised, not logs)."""
+    sub = pd.read_csv(path)
+    assert sub["id"].tolist() == table["id"][n_train:][::-1].tolist()
+    price = table["price"][:n_train]
+    assert sub["price"].notna().all() and sub["price"].between(price.min() / 2, price.max() * 2).all(), sub
+    assert price.min() <= sub["price"].median() <= price.max()
+    return sub
+
+
+def test_houses_photo_and_table_stack_then_predict_py_submits_and_blends_it(tmp_path):
+    """60 real houses + 20 test houses, a tiny image model on 2 folds (1 epoch, 32 px), stacked with the table:
+    the stacked OOF covers every row once and its CV is its files'; stack.py's submission is predict.py's
+    (`predict.py --experiments st` writes the same file), which also blends it with the image experiment; the
+    report shows the stack's section; a feature missing from test.csv is one line."""
+    n = 60
+    table, paths = houses_competition(tmp_path, n)
+    kit("make_folds.py", *paths, "--label-col", "price", "--n-folds", "2")
+    kit("train.py", *paths, "--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+        "--batch-size", "16", "--workers", "0", "--fold", "all", "--experiment", "img", "--no-progress")
+    out = kit("stack.py", *paths, "--experiment", "st", "--booster", "sklearn", "--no-progress").stdout
+    assert "table" in out and "image" in out and "stacked" in out and "submission:" in out, out
+    oof, classes = load_oof(tmp_path / "m" / "st", [0, 1])
+    assert sorted(oof["id"].astype(int)) == sorted(table["id"][:n]) and oof["id"].is_unique
+    cfg = json.loads((tmp_path / "m" / "st" / "config.json").read_text())
+    cv = cv_summary(oof, classes, "rmse", "regression")["cv"]
+    assert cv == pytest.approx(cfg["stacked"]["cv"]["stacked"], rel=1e-6)
+    first = check_submission(next((tmp_path / "subs").glob("st_cv*.csv")), table, n)
+    assert (tmp_path / "m" / "st" / "importance.csv").is_file()
+    # predict.py submits the stacked experiment alone (the same file) and blends it with an image experiment
+    kit("predict.py", *paths, "--experiments", "st", "--no-progress")
+    again = sorted((tmp_path / "subs").glob("st_cv*.csv"))
+    assert len(again) == 2 and check_submission(again[1], table, n).equals(first)
+    kit("predict.py", *paths, "--experiments", "st,img", "--no-progress")
+    check_submission(next((tmp_path / "subs").glob("st+img*.csv")), table, n)
+    board = kit("leaderboard.py", "--models-dir", str(tmp_path / "m"), "--submissions-dir", str(tmp_path / "subs"))
+    assert "st" in board.stdout
+    assert "permutation importance" in stack_page(tmp_path / "reports" / "st")      # as predict.py wrote it
+    table[n:].drop(columns=["price", "area"]).to_csv(tmp_path / "in" / "test.csv", index=False)
+    err = kit("predict.py", *paths, "--experiments", "st", ok=False).stderr
+    assert err.startswith("error: ") and "feature column 'area' is missing" in err and err.count("\n") == 1, err
