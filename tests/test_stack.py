@@ -177,14 +177,16 @@ def test_houses_photo_and_table_stack_then_predict_py_submits_and_blends_it(tmp_
     table, paths = houses_competition(tmp_path, n)
     kit("make_folds.py", *paths, "--label-col", "price", "--n-folds", "2")
     kit("train.py", *paths, "--model", "test_resnet", "--no-pretrained", "--img-size", "32", "--epochs", "1",
-        "--batch-size", "16", "--workers", "0", "--fold", "all", "--experiment", "img", "--no-progress")
+        "--batch-size", "16", "--workers", "0", "--fold", "all", "--experiment", "img", "--no-progress",
+        "--metric", "rmsle")                             # Kaggle's price metric: the trees fit log1p(price) too
     out = kit("stack.py", *paths, "--experiment", "st", "--booster", "sklearn", "--no-progress").stdout
     assert "table" in out and "image" in out and "stacked" in out and "submission:" in out, out
     oof, classes = load_oof(tmp_path / "m" / "st", [0, 1])
     assert sorted(oof["id"].astype(int)) == sorted(table["id"][:n]) and oof["id"].is_unique
     cfg = json.loads((tmp_path / "m" / "st" / "config.json").read_text())
-    cv = cv_summary(oof, classes, "rmse", "regression")["cv"]
-    assert cv == pytest.approx(cfg["stacked"]["cv"]["stacked"], rel=1e-6)
+    cv = cv_summary(oof, classes, "rmsle", "regression")["cv"]
+    assert cfg["metric"] == "rmsle" and cv == pytest.approx(cfg["stacked"]["cv"]["stacked"], rel=1e-6)
+    assert oof["pred"].between(table["price"].min() / 2, table["price"].max() * 2).all()     # prices, not logs
     first = check_submission(next((tmp_path / "subs").glob("st_cv*.csv")), table, n)
     assert (tmp_path / "m" / "st" / "importance.csv").is_file()
     # predict.py submits the stacked experiment alone (the same file) and blends it with an image experiment
@@ -199,3 +201,21 @@ def test_houses_photo_and_table_stack_then_predict_py_submits_and_blends_it(tmp_
     table[n:].drop(columns=["price", "area"]).to_csv(tmp_path / "in" / "test.csv", index=False)
     err = kit("predict.py", *paths, "--experiments", "st", ok=False).stderr
     assert err.startswith("error: ") and "feature column 'area' is missing" in err and err.count("\n") == 1, err
+
+
+def test_rmsle_trees_fit_the_log_of_the_target_and_answer_on_its_scale():
+    """A price-like target (log-normal, heavy right tail): trees fitted on log1p (what --metric rmsle asks, as
+    image experiments train) score a better RMSLE out of fold than trees fitted on the raw prices, and answer
+    in prices."""
+    from foldkit.metrics import score
+    from foldkit.stack.stacking import cross_fit, target_transform
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = np.exp(11 + 0.8 * x[:, 0] + 0.6 * rng.normal(size=400))
+    folds = np.arange(400) % 2
+    assert target_transform("regression", "rmsle") == "log1p" and target_transform("regression", "rmse") == "none"
+    oof = {t: cross_fit("sklearn", x, y, folds, [], "regression", 0, [0], transform=t)[0][:, 0]
+           for t in ("none", "log1p")}
+    logged, raw = (score("rmsle", y, oof[t]) for t in ("log1p", "none"))
+    assert logged < raw * 0.97, (logged, raw)
+    assert np.median(oof["log1p"]) == pytest.approx(np.median(y), rel=0.3)

@@ -86,6 +86,7 @@ def per_member(members: list, images: list, per_image: list, comp, ensemble: str
                 blocks.append(combine([np.asarray(p, dtype=np.float64) for p in preds], ensemble)
                               .reshape(len(comp.test), -1))
             features[m.experiment] = np.concatenate(blocks, axis=1)
-        pred = apply(m.spec["models"], features[m.experiment], m.task, m.spec["n_classes"])
+        pred = apply(m.spec["models"], features[m.experiment], m.task, m.spec["n_classes"],
+                     m.spec.get("transform", "none"))
         out.append(pred)
     return out

@@ -30,10 +30,11 @@ import pandas as pd
 from foldkit.experiment import Experiment, all_experiments, find_experiments
 from foldkit.folds.file import read_folds
 from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
+from foldkit.metrics import METRICS
 from foldkit.oof import cv_summary, load_oof, score_text
 from foldkit.stack import boost
 from foldkit.stack.features import StackError, choose, encode, image_features
-from foldkit.tasks import TASKS, TargetScale, oof_columns, targets, task_of
+from foldkit.tasks import TASKS, TRANSFORMS, TargetScale, oof_columns, targets, task_of
 
 VARIANTS = ("table", "image", "stacked")
 
@@ -75,16 +76,26 @@ def objective(task: str, n_classes: int) -> str:
     return "regression" if kind == "number" else "binary" if kind == "tags" or n_classes == 2 else "multiclass"
 
 
-def fit_fold(kind, x, y, cats, task, n_classes, seeds, train):
-    """The models of one fold (per seed; multi-label: per label too), fitted on the rows `train` only."""
+def target_transform(task: str, metric: str) -> str:
+    """The transform a regression metric trains on (tasks.TRANSFORMS: rmsle fits the trees on log1p of the target,
+    so their squared error is the metric's), as image experiments do; 'none' for the other kinds."""
+    return METRICS[metric].target if TASKS[task].label == "number" else "none"
+
+
+def fit_fold(kind, x, y, cats, task, n_classes, seeds, train, transform="none"):
+    """The models of one fold (per seed; multi-label: per label too), fitted on the rows `train` only (a
+    regression target through `transform` first)."""
     obj = objective(task, n_classes)
+    if transform != "none":
+        y = TRANSFORMS[transform].numpy(np.asarray(y, dtype=np.float64))
     labels = range(y.shape[1]) if y.ndim == 2 else [None]
     return [[boost.fit(kind, x[train], (y[train] if j is None else y[train, j]), cats, obj, n_classes, s)
              for j in labels] for s in seeds]
 
 
-def apply(models, x: np.ndarray, task: str, n_classes: int) -> np.ndarray:
-    """The seeds' mean prediction in the task's shape: (N, 1) value, (N, C) probabilities, (N, L) per label."""
+def apply(models, x: np.ndarray, task: str, n_classes: int, transform: str = "none") -> np.ndarray:
+    """The seeds' mean prediction in the task's shape: (N, 1) value (averaged where the trees were fitted, then
+    back through `transform`'s inverse), (N, C) probabilities, (N, L) per label."""
     per_seed = []
     for per_label in models:
         outs = [boost.predict(m, x) for m in per_label]
@@ -96,18 +107,19 @@ def apply(models, x: np.ndarray, task: str, n_classes: int) -> np.ndarray:
             per_seed.append(np.stack([1 - outs[0], outs[0]], axis=1))
         else:
             per_seed.append(outs[0])
-    return np.mean(per_seed, axis=0)
+    mean = np.mean(per_seed, axis=0)
+    return TRANSFORMS[transform].inverse(mean) if transform != "none" else mean
 
 
-def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print):
+def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print, transform="none"):
     """(OOF predictions, importance per feature (boost.importance, summed), models per fold): fold k's models fitted on the rows of the other
     folds only (and the train-only rows, fold -1), scored on fold k's rows."""
     oof = np.full((len(x), 1 if TASKS[task].label == "number" else n_classes), np.nan)
     gain, fitted = np.zeros(x.shape[1]), {}
     for k in sorted(int(f) for f in np.unique(folds) if f >= 0):
         train, valid = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        fitted[k] = fit_fold(kind, x, y, cats, task, n_classes, seeds, train)
-        oof[valid] = apply(fitted[k], x[valid], task, n_classes)
+        fitted[k] = fit_fold(kind, x, y, cats, task, n_classes, seeds, train, transform)
+        oof[valid] = apply(fitted[k], x[valid], task, n_classes, transform)
         gain += sum(boost.importance(m) for per_label in fitted[k] for m in per_label)
     return oof, gain, fitted
 
@@ -197,6 +209,7 @@ def run_stack(cfg, log=print) -> dict:
     log(f"stacking {', '.join(e.name for e in exps)} with {len(features)} table feature(s) "
         f"({', '.join(f'{f.name}:{f.kind}' for f in features) or 'none'}); {kind} trees, {len(seeds)} seed(s)")
     cats = [i for i, f in enumerate(features) if f.kind == "cat"]
+    transform = target_transform(task, metric)
     data = {"table": (x_table, cats, [f.name for f in features]), "image": (x_image, [], image_names),
             "stacked": (np.concatenate([x_table, x_image], axis=1), cats, [f.name for f in features] + image_names)}
     reports, gains, names, preds, fitted = {}, {}, {}, {}, {}
@@ -204,7 +217,7 @@ def run_stack(cfg, log=print) -> dict:
         x, c, names[v] = data[v]
         if x.shape[1] == 0:
             continue
-        preds[v], gains[v], fitted[v] = cross_fit(kind, x, y, folds, c, task, n_classes, seeds, log)
+        preds[v], gains[v], fitted[v] = cross_fit(kind, x, y, folds, c, task, n_classes, seeds, log, transform)
         reports[v] = score(oof_table(table, preds[v], task, meta), classes, metric, task, sep)
         log(f"{v:>8s} trees: CV {metric} {score_text(reports[v]['cv'])} "
             f"(folds {score_text(reports[v]['cv_mean'])} ± {score_text(reports[v]['cv_std'])})")
@@ -212,7 +225,7 @@ def run_stack(cfg, log=print) -> dict:
     exp = Experiment(Path(cfg.models_dir) / name)
     record = stack_record(cfg, meta, exps, features, image_names, kind, seeds, name, metric, reports)
     spec = {"features": [dataclasses.asdict(f) for f in features], "members": [e.name for e in exps],
-            "task": task, "n_classes": n_classes}
+            "task": task, "n_classes": n_classes, "transform": transform}
     rep = write_experiment(exp, record, oof_table(table, preds["stacked"], task, meta), fitted["stacked"], spec)
     imp = importance_table(gains, names, kind)
     imp_path = exp.dir / "importance.csv"
