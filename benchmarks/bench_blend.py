@@ -2,9 +2,11 @@
 
 Builds a competition (the demo digits, or CMATERdb Bangla from ../shared/data/), makes folds,
 trains a few experiments that differ in model settings with the real train.py, then runs the
-real predict.py for each experiment alone and for the `mean` and `optimize` blends of all of
-them, and prints one table: CV (in-sample and nested, from the reports' cv_scores.json) and the
-test score of each submission (the kit scores it with the competition's test labels).
+real predict.py for each experiment alone and for the `mean`, `hill` (Caruana ensemble selection) and
+`optimize` (scipy weights on the simplex) blends of all of them, and prints one table: CV (in-sample
+and nested, from the reports' cv_scores.json) and the test score of each submission (the kit scores
+it with the competition's test labels). Trained experiments in --root are reused (train.py skips
+finished folds), so a second run with the same --root only predicts.
 
     python benchmarks/bench_blend.py --data demo
     python benchmarks/bench_blend.py --data bangla --limit 2000 --epochs 4
@@ -95,7 +97,7 @@ def main(argv=None) -> None:
                          ex.get("cv_final_nested"), ex.get("test_score_before_postprocessing"), s.get("test_score"),
                          json.dumps(ex.get("plan", {}))))
     if len(names) > 1:
-        for blend in ("mean", "optimize"):
+        for blend in ("mean", "hill", "optimize"):
             out = kit("predict.py", *paths, "--experiments", ",".join(names), "--blend", blend, "--no-progress",
                       "--workers", "0")
             s = scores(root / "reports", "+".join(names))   # the blend's own report

@@ -47,7 +47,7 @@ def test_auto_trains_the_portfolio_on_every_fold_and_writes_the_blended_submissi
     sample = pd.read_csv(comp / "in" / "sample_submission.csv")
     got = pd.read_csv(sub)
     assert list(got.columns) == list(sample.columns) and len(got) == len(sample)
-    assert "blend optimize" in r.stdout and " h of 1 h" in r.stdout
+    assert "blend hill" in r.stdout and " h of 1 h" in r.stdout
 
 
 def test_the_plan_gives_up_folds_then_epochs_then_image_size_and_refuses_only_below_one_epoch_of_one_fold(

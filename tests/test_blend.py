@@ -41,14 +41,15 @@ def test_nested_cv_fits_on_the_other_folds_and_scores_the_held_out_one():
     assert out[:, 0].tolist() == folds.tolist()
 
 
-def test_blend_gain_that_is_pure_overfitting_shows_no_nested_gain_and_the_kit_says_so():
+@pytest.mark.parametrize("mode", ["hill", "optimize"])
+def test_blend_gain_that_is_pure_overfitting_shows_no_nested_gain_and_the_kit_says_so(mode):
     """Eight experiments of pure noise: weights fitted on all rows 'beat' every single one in
     sample; fitted without the scored fold they do not, and the verdict names the best single."""
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     folds = np.arange(300) % 5
     noise = softmax(rng.normal(size=(8, 300, 2)), 2)
-    res = blend.score_blends(noise, y, folds, "accuracy", "optimize")
+    res = blend.score_blends(noise, y, folds, "accuracy", mode)
     best_single = max(res["singles"].values())
     assert res["blend_in_sample"] > best_single
     assert res["blend_nested"] < best_single
@@ -57,18 +58,64 @@ def test_blend_gain_that_is_pure_overfitting_shows_no_nested_gain_and_the_kit_sa
     assert any("do not beat the plain mean in nested CV" in v for v in res["verdicts"])
 
 
-def test_optimized_weights_find_the_informative_experiment_and_gain_in_nested_cv():
+@pytest.mark.parametrize("mode", ["hill", "optimize"])
+def test_fitted_weights_find_the_informative_experiment_and_gain_in_nested_cv(mode):
     logits, y = _sampled(600, 3, 2.0)
     rng = np.random.default_rng(1)
     good = softmax(logits + rng.normal(size=logits.shape) * 0.5, 1)
     weak = softmax(logits * 0.2 + rng.normal(size=logits.shape) * 2.0, 1)
     folds = np.arange(600) % 5
-    opt = blend.score_blends(np.stack([weak, good]), y, folds, "logloss", "optimize", names=["weak", "good"])
+    opt = blend.score_blends(np.stack([weak, good]), y, folds, "logloss", mode, names=["weak", "good"])
     mean = blend.score_blends(np.stack([weak, good]), y, folds, "logloss", "mean", names=["weak", "good"])
     w = dict(zip(opt["names"], opt["plan"].weights))
     assert w["good"] > 0.7 and abs(sum(w.values()) - 1) < 1e-9 and min(w.values()) >= 0
     assert opt["blend_nested"] < mean["blend_nested"] and opt["mean_blend"] == mean["blend_nested"]
     assert not any("plain mean" in v for v in opt["verdicts"])
+
+
+def _three(n=1500, c=10, seed=0):
+    """Three experiments of one 10-class problem that differ in noise (independent errors): blends pay."""
+    logits, y = _sampled(n, c, 2.0, seed)
+    rng = np.random.default_rng(seed + 1)
+    return np.stack([softmax(logits * a + rng.normal(size=logits.shape) * s, 1)
+                     for a, s in ((1.0, 1.0), (1.0, 1.3), (1.0, 1.8))]), y
+
+
+def test_hill_weights_are_counts_added_with_replacement_and_never_below_the_best_single():
+    probs, y = _three()
+    most = 0
+    for metric in ("accuracy", "logloss"):
+        w = blend.hill_climb(probs, y, metric)
+        steps = next(k for k in range(1, blend.HILL_STEPS + 2) if np.allclose(w * k, np.round(w * k)))
+        counts = np.round(w * steps)
+        assert counts.sum() == steps and min(counts) >= 0
+        best_single = max(blend._signed(metric)(y, p) for p in probs)
+        assert blend._signed(metric)(y, blend.weighted_mean(probs, w)) >= best_single
+        most = max(most, counts.max())
+    assert most >= 2                                          # an experiment was added more than once
+    assert blend.hill_climb(probs, y, "accuracy", max_steps=1).tolist() in ([.5, .5, 0], [.5, 0, .5], [0, .5, .5],
+                                                                             [1, 0, 0], [0, 1, 0], [0, 0, 1])
+
+
+@pytest.mark.parametrize("metric", ["logloss", "accuracy"])
+def test_optimize_fits_continuous_weights_at_least_as_good_as_hill_in_sample(metric):
+    """A good experiment and a weak one with independent errors: an equal share of the weak one hurts, so
+    hill keeps the good one alone, while a small continuous share (about 0.1) helps. SLSQP (log loss) and
+    Nelder-Mead (accuracy, a step function of the weights) find it. Both report an honest nested CV."""
+    logits, y = _sampled(1500, 10, 2.0)
+    rng = np.random.default_rng(1)
+    good = softmax(logits + rng.normal(size=logits.shape), 1)
+    weak = softmax(logits * 0.7 + rng.normal(size=logits.shape) * 2.0, 1)
+    probs = np.stack([good, weak])
+    folds = np.arange(len(y)) % 5
+    hill = blend.score_blends(probs, y, folds, metric, "hill")
+    opt = blend.score_blends(probs, y, folds, metric, "optimize")
+    w = opt["plan"].weights
+    assert min(w) >= 0 and w.sum() == pytest.approx(1) and blend.BLENDS["optimize"].fitted
+    assert hill["plan"].weights.tolist() == [1.0, 0.0] and 0.02 < w[1] < 0.3
+    sign = 1 if metric == "accuracy" else -1
+    assert sign * (opt["blend_in_sample"] - hill["blend_in_sample"]) > 0.005
+    assert opt["blend_nested"] is not None and hill["blend_nested"] is not None
 
 
 def test_rank_blend_ignores_each_experiment_s_calibration():
@@ -171,14 +218,15 @@ def test_one_finished_fold_gives_in_sample_figures_and_says_there_is_no_nested_c
     assert res["verdicts"] == ["one fold only: no nested CV, the fitted figures are in-sample"]
 
 
-def test_plan_round_trips_through_json_and_applies_bit_for_bit():
+@pytest.mark.parametrize("mode", ["hill", "optimize"])
+def test_plan_round_trips_through_json_and_applies_bit_for_bit(mode):
     """The plan a bundle records is the plan predict.py applied: each experiment's folds combined,
     then the blend, then the post-processing, identical after to_json -> JSON text -> from_json."""
     logits, y = _sampled(120, 3, 2.0)
     rng = np.random.default_rng(1)
     members = [softmax(logits / t + rng.normal(scale=0.5, size=logits.shape), 1) for t in (1.5, 2.0, 3.0)]
     per_exp = np.stack([members[0], (members[1] + members[2]) / 2])
-    fitted = blend.fit_plan(per_exp, y, "logloss", "optimize", ("temperature",))
+    fitted = blend.fit_plan(per_exp, y, "logloss", mode, ("temperature",))
     plan = blend.Plan(**{**fitted.__dict__, "experiments": ["a", "b"], "members": [("a", 0), ("b", 0), ("b", 1)],
                          "classes": [0, 1, 2]})
     back = blend.Plan.from_json(json.loads(json.dumps(plan.to_json())))

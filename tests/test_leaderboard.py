@@ -1,4 +1,4 @@
-"""End to end on two tiny trained experiments: predict.py --blend optimize, temperature scaling
+"""End to end on two tiny trained experiments: predict.py --blend optimize and hill, temperature scaling
 applied to the submitted probabilities, and the leaderboard CLI."""
 import json
 import re
@@ -111,6 +111,25 @@ def test_temperature_fitted_on_oof_changes_the_submitted_probabilities(two, caps
     on = pd.read_csv(files["on"]).iloc[:, 1:].to_numpy()
     assert abs(t - 1) > 0.05 and not np.allclose(off, on, atol=1e-3)
     assert np.allclose(apply_temperature(off, t), on, atol=2e-3)
+
+
+def test_predict_blend_hill_weights_are_counts_with_nested_cv_beside_in_sample(two, capsys):
+    """predict.py --blend hill: Caruana ensemble selection on the same two experiments, its own nested CV."""
+    import predict
+    root, paths = two
+    predict.main([*paths, "--experiments", "s24,s32", "--blend", "hill", "--submissions-dir", str(root / "subs_hill"),
+                  "--reports-dir", str(root / "reports_hill"), "--no-progress", "--workers", "0"])
+    out = capsys.readouterr().out
+    assert "hill blend of 2 experiments" in out and "nested" in out
+    report = json.loads((root / "reports_hill" / "s24+s32" / "cv_scores.json").read_text())
+    extra = report["extra"]
+    assert report["plan"]["blend"] == "hill" and extra["cv_blend_nested"] is not None
+    w = np.array(report["plan"]["weights"])
+    assert any(np.allclose(w * k, np.round(w * k)) for k in range(1, 102))      # counts / steps
+    sign = 1 if METRICS[report["metric"]].greater_is_better else -1
+    assert sign * extra["cv_blend_in_sample"] >= max(sign * v for v in extra["cv_singles"].values()) - 1e-12
+    (sub,) = (root / "subs_hill").glob("s24+s32_cv*.csv")
+    assert f"_cv{extra['cv_final_nested']:.5f}" in sub.name
 
 
 def test_leaderboard_lists_every_experiment_best_first_with_its_submissions(blended):

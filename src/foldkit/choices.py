@@ -19,7 +19,10 @@ AUG_PRESETS = {
 BLEND_MODES = {
     "mean": "equal-weight mean of the experiments' probabilities",
     "geometric": "equal-weight mean of log-probabilities",
-    "optimize": "weights fitted on the OOF for the competition metric (hill climbing with replacement)",
+    "hill": "hill climbing (Caruana ensemble selection): from the best experiment, add with replacement the one "
+            "that most improves the OOF metric; weights = counts",
+    "optimize": "continuous non-negative weights summing to 1 that maximise the OOF metric (scipy.optimize: "
+                "SLSQP, or Nelder-Mead for step metrics like accuracy/F1)",
     "rank": "mean of per-class ranks (for AUC)",
 }
 

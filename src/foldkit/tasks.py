@@ -208,9 +208,9 @@ class Task:
         if self.exclusive:
             return
         for flag, mode in (("--ensemble", ensemble), ("--blend", blend)):
-            if mode not in ("mean", "optimize"):
+            if mode not in ("mean", "hill", "optimize"):
                 raise ConfigError(f"{flag} {mode} averages softmax probabilities; this competition is {self.name}: "
-                                  f"use {'--ensemble mean' if flag == '--ensemble' else '--blend mean or optimize'}")
+                                  f"use {'--ensemble mean' if flag == '--ensemble' else '--blend mean, hill or optimize'}")
 
     def _check_metric(self, cfg) -> None:
         if "metric" in cfg.given and cfg.metric not in self.metrics():

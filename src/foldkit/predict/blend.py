@@ -46,29 +46,89 @@ def rank_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def hill_climb(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable = weighted_mean,
-               max_steps: int = 100) -> np.ndarray:
-    """Non-negative weights summing to 1 that optimise `metric`: greedy forward selection with
-    replacement (Caruana et al. 2004, the Kaggle ensembling recipe). Starts from the best single
-    experiment and adds the one whose extra copy improves the blend most, until none does.
-    Hand-written: no library of the kit's dependencies does ensemble selection on arbitrary metrics."""
+HILL_STEPS = 100        # hill: experiments added at most after the first (the weights' resolution is 1/(steps+1))
+SMOOTH = {"logloss", "rmse", "r2"}   # optimize: metrics smooth in the weights (SLSQP); others derivative-free
+
+
+def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """(y, p) -> the metric with its sign set so that greater is better; NaN (not scorable) is -inf."""
     sign = 1.0 if METRICS[metric].greater_is_better else -1.0
-    singles = np.array([sign * score(metric, y, p) for p in probs])
+
+    def s(y, p):
+        v = sign * score(metric, y, p)
+        return v if np.isfinite(v) else -np.inf
+    return s
+
+
+def hill_climb(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable = weighted_mean,
+               max_steps: int = HILL_STEPS) -> np.ndarray:
+    """`hill`: Caruana et al. 2004 ensemble selection ("Ensemble selection from libraries of models"), the
+    Kaggle recipe on OOF. Starts from the best single experiment and repeatedly adds, with replacement, the
+    one whose extra copy improves the blend's `metric` most, until none does or `max_steps` were added;
+    the weights are the counts / their sum. Caruana's sorted initialisation and bagging are not used.
+    Hand-written: no library of the kit's dependencies does ensemble selection on arbitrary metrics."""
+    signed = _signed(metric)
+    singles = np.array([signed(y, p) for p in probs])
     counts = np.zeros(len(probs))
-    counts[int(np.nanargmax(singles))] = 1
-    best = float(np.nanmax(singles))
+    counts[int(np.argmax(singles))] = 1
+    best = float(np.max(singles))
     for _ in range(max_steps):
         trials = []
         for e in range(len(probs)):
             c = counts.copy()
             c[e] += 1
-            trials.append(sign * score(metric, y, combine(probs, c / c.sum())))
-        e = int(np.nanargmax(trials))
+            trials.append(signed(y, combine(probs, c / c.sum())))
+        e = int(np.argmax(trials))
         if not trials[e] > best + 1e-12:
             break
         counts[e] += 1
         best = trials[e]
     return counts / counts.sum()
+
+
+def _simplex(z: np.ndarray) -> np.ndarray:
+    """Softmax of z: non-negative weights summing to 1; weights under 1e-6 dropped to exactly 0."""
+    w = np.exp(z - z.max())
+    w = w / w.sum()
+    w[w < 1e-6] = 0.0
+    return w / w.sum()
+
+
+def _minimise(loss: Callable[[np.ndarray], float], start: np.ndarray, smooth: bool) -> np.ndarray:
+    """Weights from one start: SLSQP on the simplex (bounds 0..1, sum 1) for a smooth metric; Nelder-Mead
+    on softmax-parametrised weights otherwise (accuracy, F1, QWK, AUC are step functions of the weights,
+    where a gradient is zero), from a simplex of steps 0.5 in log-weight so that it sees past the steps."""
+    from scipy.optimize import minimize
+    e = len(start)
+    if smooth:
+        r = minimize(loss, start, method="SLSQP", bounds=[(0.0, 1.0)] * e,
+                     constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}], options={"maxiter": 200})
+        w = np.clip(r.x, 0.0, None)
+        return w / w.sum() if w.sum() > 0 else start
+    z0 = np.log(np.maximum(start, 1e-3))
+    simplex = np.vstack([z0, z0 + 0.5 * np.eye(e)])
+    r = minimize(lambda z: loss(_simplex(z)), z0, method="Nelder-Mead",
+                 options={"initial_simplex": simplex, "maxfev": 200 * e, "xatol": 1e-4, "fatol": 1e-9})
+    return _simplex(r.x)
+
+
+def optimize_weights(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable = weighted_mean) -> np.ndarray:
+    """`optimize`: continuous non-negative weights summing to 1 that maximise the OOF `metric`
+    (scipy.optimize.minimize, the weight recipe of Kaggle blends), from two starts: equal weights and the
+    `hill` solution. Returns the best of the starts and their optima, so in sample it never scores below
+    `hill` (ties keep `hill`'s weights)."""
+    if len(probs) == 1:
+        return np.ones(1)
+    signed = _signed(metric)
+
+    def loss(w):    # SLSQP may try points off the simplex: scored renormalised (sum 1, as the plan is)
+        w = np.clip(w, 0.0, None)
+        return np.inf if w.sum() <= 0 else -signed(y, combine(probs, w / w.sum()))
+    hill = hill_climb(probs, y, metric, combine)
+    starts = [hill, np.full(len(probs), 1.0 / len(probs))]
+    candidates = starts + [_minimise(loss, s, metric in SMOOTH) for s in starts]
+    losses = [loss(w) for w in candidates]
+    return candidates[int(np.argmin(losses))]      # the first best: hill on a tie
 
 
 @dataclass(frozen=True)
@@ -82,7 +142,8 @@ class Blend:
 BLENDS: dict[str, Blend] = {     # the names and help of foldkit.choices.BLEND_MODES
     "mean": Blend(_equal_weights, weighted_mean, False, BLEND_MODES["mean"]),
     "geometric": Blend(_equal_weights, weighted_geometric, False, BLEND_MODES["geometric"]),
-    "optimize": Blend(hill_climb, weighted_mean, True, BLEND_MODES["optimize"]),
+    "hill": Blend(hill_climb, weighted_mean, True, BLEND_MODES["hill"]),
+    "optimize": Blend(optimize_weights, weighted_mean, True, BLEND_MODES["optimize"]),
     "rank": Blend(_equal_weights, rank_mean, False, BLEND_MODES["rank"]),
 }
 

@@ -198,7 +198,7 @@ def run_auto(cfg, log=print) -> dict:
             break
     if not names:
         raise AutoError("no fold finished inside the budget: give more --hours")
-    blend = "optimize" if len(names) > 1 else "mean"
+    blend = "hill" if len(names) > 1 else "mean"
     # the test images at the smallest settled batch (--batch-size auto is a training setting)
     pcfg = with_settings(cfg, experiments=",".join(names), blend=blend,
                          batch_size=min(c.batch_size for c in cfgs.values()))
