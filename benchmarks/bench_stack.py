@@ -7,7 +7,7 @@ trains a small image model on every fold, stack.py stacks. Besides the kit's met
 model is trained and scored with) the RMSLE of every OOF file is printed, computed here (Kaggle's house-price
 metric; the kit has no rmsle yet).
 
-    python benchmarks/bench_stack.py --work /tmp/houses --epochs 4 --img-size 64
+    python benchmarks/bench_stack.py --work DIR --epochs 4 --img-size 64
 """
 from __future__ import annotations
 
