@@ -47,7 +47,7 @@ def rank_mean(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 HILL_STEPS = 100        # hill: experiments added at most after the first (the weights' resolution is 1/(steps+1))
-SMOOTH = {"logloss", "rmse", "r2"}   # optimize: metrics smooth in the weights (SLSQP); others derivative-free
+SMOOTH = {"logloss", "rmse", "rmsle", "r2"}   # optimize: metrics smooth in the weights (SLSQP); others derivative-free
 
 
 def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
