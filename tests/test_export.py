@@ -401,3 +401,25 @@ def test_cv_drop_is_direction_aware():
     check_drop(0.2, res)
     with pytest.raises(Int8Error, match="lose 0.10000 logloss"):
         check_drop(0.05, res)
+
+
+def test_dynamic_quantization_where_static_fails(int8_bundle, tmp_path, monkeypatch):
+    import onnxruntime as ort
+    import onnxruntime.quantization as quantization
+    from foldkit.data.images import eval_size
+    from foldkit.export import int8
+    out = int8_bundle[0]
+    e = json.loads((out / "foldkit_bundle.json").read_text())["members"][0]
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no kernel for this op")
+    monkeypatch.setattr(quantization, "quantize_static", fails)
+    said = []
+    method = int8.quantize_member(out / e["onnx"], tmp_path / "m.onnx", iter([]), e["onnx"], said.append)
+    assert method == "dynamic" and len(said) == 1
+    assert "static quantization of" in said[0] and "no kernel for this op" in said[0] and "dynamic quantization" in said[0]
+    c, s = e["checkpoint"]["in_chans"], eval_size(e["checkpoint"]["data_config"])
+    x = np.random.default_rng(0).normal(size=(4, c, s, s)).astype(np.float32)
+    fp32, dyn = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+                 for p in (out / e["onnx"], tmp_path / "m.onnx"))
+    assert fp32.shape == dyn.shape and np.abs(fp32 - dyn).max() < 0.25 * np.ptp(fp32)

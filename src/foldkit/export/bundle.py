@@ -246,7 +246,13 @@ def onnx_key(man: dict) -> str:
 
 
 def onnx_sessions(bundle_dir: Path, man: dict, key: str = "") -> list:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BundleError("the onnx runner needs onnxruntime: pip install onnxruntime (on Kaggle with no internet: "
+                          "its wheel in a dataset, pip install --no-index --find-links DIR onnxruntime)"
+                          + (", or --runner torch for the fp32 checkpoints" if onnx_key(man) == "onnx_int8" else
+                             ", or --runner torch")) from None
     want = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     providers = [p for p in want if p in ort.get_available_providers()]
     key = key or onnx_key(man)

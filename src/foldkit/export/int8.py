@@ -61,28 +61,51 @@ def calibration_rows(table, fold: int, n: int):
     return others.sample(n=min(n, len(others)), random_state=CALIBRATION_SEED).sort_index()
 
 
+def _pre_processed(src: Path, dst: Path, where: str, log=print) -> Path:
+    """onnxruntime's pre-processing before quantization (shape inference, graph optimisation): dst, or src
+    as it is where the pre-processing fails (said in the log)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    try:
+        quant_pre_process(str(src), str(dst))
+        return dst
+    except Exception as e:   # noqa: BLE001 -- optional step: quantization works on the model as exported too
+        log(f"int8: onnxruntime's pre-processing of {where} failed ({type(e).__name__}: {str(e)[:200]}); "
+            "quantizing the model as exported")
+        return src
+
+
+def _loads(path: Path) -> None:
+    import onnxruntime as ort
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def quantize_member(src: Path, dst: Path, calibration, where: str, log=print) -> str:
-    """src (fp32 ONNX) -> dst (int8): onnxruntime's pre-processing (shape inference, graph optimisation),
-    then static quantization with SETTINGS; dynamic quantization when static fails. Returns the method."""
+    """src (fp32 ONNX) -> dst (int8), pre-processed, then static quantization with SETTINGS; dynamic
+    quantization (uint8 weights: onnxruntime's CPU ConvInteger takes no int8 weights) where static fails or
+    its model does not load. Returns the method."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre))
-        name = onnx.load(str(pre)).graph.input[0].name
+        model = _pre_processed(src, Path(tmp) / "pre.onnx", where, log)
         try:
-            quantize_static(str(pre), str(dst), _Calibration(name, calibration), quant_format=QuantFormat.QDQ,
+            name = onnx.load(str(model)).graph.input[0].name
+            quantize_static(str(model), str(dst), _Calibration(name, calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            _loads(dst)
             return "static"
         except Exception as e:   # noqa: BLE001 -- whatever static quantization trips on, dynamic is the fallback
             log(f"int8: static quantization of {where} failed ({type(e).__name__}: {str(e)[:200]}); "
-                "dynamic quantization instead (int8 weights, activations quantized at run time)")
-            quantize_dynamic(str(pre), str(dst), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
-            return "dynamic"
+                "dynamic quantization instead (weights quantized, activations at run time)")
+        try:
+            quantize_dynamic(str(model), str(dst), per_channel=True, reduce_range=True, weight_type=QuantType.QUInt8)
+            _loads(dst)
+        except Exception as e:   # noqa: BLE001 -- reported in one line
+            raise Int8Error(f"{where}: onnxruntime quantizes this model neither statically nor dynamically "
+                            f"({type(e).__name__}: {str(e)[:200]}): export without --int8") from None
+        return "dynamic"
 
 
 def quantize_members(entries: list[dict], folder: Path, comp, table, n: int, log=print) -> None:
