@@ -348,7 +348,14 @@ def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
             "members": entries}
 
 
+def _check_int8_flags(cfg) -> None:
+    alone = [f"--{n.replace('_', '-')}" for n in ("int8_calibration", "max_cv_drop") if n in cfg.given]
+    if alone and not cfg.int8:
+        raise ExportError(f"{' and '.join(alone)} set(s) the int8 models: add --int8")
+
+
 def export_bundle(cfg, log=print) -> dict:
+    _check_int8_flags(cfg)
     out = _prepare_out(cfg)
     comp, meta, reading = folds_competition(cfg)
     from foldkit.predict.predicting import make_plan, read_sample   # lazy: imports torch, after the checks that need none

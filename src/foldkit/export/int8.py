@@ -133,7 +133,7 @@ def _member_oof(e: dict, folder: Path, comp, table, views, task: str, batch_size
                                       batch_size)):
         x = member_batch(batch, e)
         secs["prepare"] += time.perf_counter() - t
-        for k, s in sessions.items():
+        for k, s in sorted(sessions.items(), reverse=i % 2 == 1):   # in turn, first one then the other
             if i == 0:
                 run_views(s, x, views, task)
             t = time.perf_counter()
