@@ -393,7 +393,11 @@ def test_max_cv_drop_refuses_an_int8_bundle_that_loses_the_cv_in_one_line(export
 
 
 def test_cv_drop_is_direction_aware():
+    from foldkit import config
+    from foldkit.export.build import ExportError, export_bundle
     from foldkit.export.int8 import Int8Error, check_drop, cv_drop
+    with pytest.raises(ExportError, match="--int8-calibration and --max-cv-drop only apply to the int8 models"):
+        export_bundle(config.resolve(max_cv_drop=0.1, int8_calibration=10))
     assert cv_drop("accuracy", 0.9, 0.8) == pytest.approx(0.1) and cv_drop("logloss", 0.3, 0.4) == pytest.approx(0.1)
     assert cv_drop("rmse", 1.0, 0.9) == pytest.approx(-0.1)            # int8 better: no drop
     res = {"cv": {"metric": "logloss", "fp32": 0.3, "int8": 0.4, "drop": cv_drop("logloss", 0.3, 0.4)}}

@@ -351,7 +351,7 @@ def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
 def _check_int8_flags(cfg) -> None:
     alone = [f"--{n.replace('_', '-')}" for n in ("int8_calibration", "max_cv_drop") if n in cfg.given]
     if alone and not cfg.int8:
-        raise ExportError(f"{' and '.join(alone)} set(s) the int8 models: add --int8")
+        raise ExportError(f"{' and '.join(alone)} only apply to the int8 models: add --int8")
 
 
 def export_bundle(cfg, log=print) -> dict:
