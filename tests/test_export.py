@@ -296,3 +296,134 @@ def test_export_push_creates_the_dataset_and_pushes_the_notebook(exported, tmp_p
     assert f"kaggle kernels status {KERNEL}" in r.stdout
     assert f"kaggle competitions submit digits-demo -k {KERNEL} -f submission.csv -v 3 -m" in r.stdout
     assert "upload with: kaggle datasets create" not in r.stdout
+
+
+# --------------------------------------------------------------------------- export.py --int8
+
+@pytest.fixture(scope="module")
+def int8_bundle(exported, tmp_path_factory):
+    root, paths, _ = exported
+    out = tmp_path_factory.mktemp("b8") / "bundle"
+    r = subprocess.run([sys.executable, str(REPO / "src" / "export.py"), *paths, "--experiments", "tiny", "--tta",
+                        "hflip", "--int8", "--int8-calibration", "64", "--max-cv-drop", "0.5", "--out", str(out),
+                        "--time-budget", "0"], capture_output=True, text=True, timeout=600, env=_offline_env(out.parent))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout
+
+
+def _int8_oof_score(out, root):
+    """The kit's score of the int8 models' OOF predictions, made here with the bundle's own ONNX runner pieces:
+    each fold's int8 model on its validation rows (the folds file), the plan, metrics.score."""
+    import onnxruntime as ort
+    from foldkit.data.reading import read_competition
+    from foldkit.export import bundle
+    from foldkit.folds.file import read_folds
+    from foldkit.metrics import score
+    from foldkit.tasks import targets
+    man = bundle.read_manifest(out)
+    plan = man["plan"]
+    table, meta = read_folds(root / "folds")
+    comp = read_competition(root / "input")
+    oof = np.zeros((len(table), len(plan.classes)))
+    for e in man["members"]:
+        rows = np.flatnonzero(table["fold"].to_numpy() == e["fold"])
+        s = ort.InferenceSession(str(out / e["onnx_int8"]), providers=["CPUExecutionProvider"])
+        images = bundle.table_images(comp, table.iloc[rows], "train", [bundle.member_preparation(e)])
+        oof[rows] = np.concatenate([bundle.run_views(s, bundle.member_batch(b, e), plan.tta, plan.task)
+                                    for b in bundle.batches(images, 64)])
+    return score(plan.metric, targets(plan.task, table, meta), plan.finish(oof[None]))
+
+
+def test_int8_bundle_is_scored_on_the_oof_and_predicts_offline_with_the_int8_models(int8_bundle, exported, tmp_path):
+    from foldkit.oof import score_text
+    root, _, ref = exported
+    out, stdout = int8_bundle
+    man = json.loads((out / "foldkit_bundle.json").read_text())
+    q = man["int8"]
+    assert q["used"] and q["methods"] == "static" and q["calibration_images"] == 64
+    assert q["settings"]["format"] == "QDQ" and q["settings"]["per_channel"]
+    assert q["cv"]["metric"] == "f1_macro" and q["cv"]["rows"] == 300 and q["cv"]["drop"] <= 0.5
+    assert 0.5 < q["agreement"]["same_label"] <= 1 and 0 <= q["agreement"]["max_abs_diff"] <= 1
+    assert q["img_per_s"]["onnx_fp32"] > 0 and q["img_per_s"]["onnx_int8"] > 0 and q["img_per_s"]["images"] == 300
+    assert set(man["estimate"]["per_runner"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    for e in man["members"]:       # the fp32 files and keys are kept; the int8 files beside them
+        assert (out / e["onnx"]).is_file() and (out / e["onnx_int8"]).is_file() and e["onnx_max_abs_diff"] <= 1e-4
+    line = f"OOF CV f1_macro fp32 {score_text(q['cv']['fp32'])} | int8 {score_text(q['cv']['int8'])}"
+    assert line in stdout and "runtime estimate by runner" in stdout
+    # the CV export printed is the kit's score of the int8 models' OOF predictions
+    assert _int8_oof_score(out, root) == pytest.approx(q["cv"]["int8"], abs=1e-12)
+    # offline, torch importable: auto picks the onnx runner with the int8 models; a valid submission
+    b = _fresh_copy(out, tmp_path)
+    r = subprocess.run([sys.executable, str(b / "predict_offline.py"), "--input-dir", str(root / "input"),
+                        "--out", str(tmp_path / "int8.csv")], cwd=tmp_path, env=_offline_env(tmp_path),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "onnx runner (int8 models)" in r.stdout and "validated" in r.stdout
+    sub, fp32 = (p.read_text().splitlines() for p in (tmp_path / "int8.csv", ref))
+    assert sub[0] == fp32[0] and [s.split(",")[0] for s in sub] == [s.split(",")[0] for s in fp32]
+    assert {s.split(",")[1] for s in sub[1:]} <= {str(c) for c in range(10)}
+
+
+def _broken_quantizer(src, dst, calibration, where, log=print):
+    """A quantization gone wrong: the fp32 model with its classifier's bias pushed towards class 0."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(str(src))
+    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    init = {i.name: i for i in model.graph.initializer}
+    bias = numpy_helper.to_array(init[gemm.input[2]]).copy()
+    bias[0] += 100.0
+    init[gemm.input[2]].CopyFrom(numpy_helper.from_array(bias, gemm.input[2]))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return "static"
+
+
+def test_max_cv_drop_refuses_an_int8_bundle_that_loses_the_cv_in_one_line(exported, tmp_path, monkeypatch, capsys):
+    from foldkit.export import int8
+    _, paths, _ = exported
+    monkeypatch.setattr(int8, "quantize_member", _broken_quantizer)
+    out = tmp_path / "bundle"
+    with pytest.raises(SystemExit) as e:
+        _main("export", [*paths, "--experiments", "tiny", "--int8", "--int8-calibration", "8", "--max-cv-drop", "0.01",
+                         "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: --max-cv-drop 0.01: the int8 models lose")
+    assert "no bundle written" in err and not out.exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_cv_drop_is_direction_aware():
+    from foldkit import config
+    from foldkit.export.build import ExportError, export_bundle
+    from foldkit.export.int8 import Int8Error, check_drop, cv_drop
+    with pytest.raises(ExportError, match="--int8-calibration and --max-cv-drop only apply to the int8 models"):
+        export_bundle(config.resolve(max_cv_drop=0.1, int8_calibration=10))
+    assert cv_drop("accuracy", 0.9, 0.8) == pytest.approx(0.1) and cv_drop("logloss", 0.3, 0.4) == pytest.approx(0.1)
+    assert cv_drop("rmse", 1.0, 0.9) == pytest.approx(-0.1)            # int8 better: no drop
+    res = {"cv": {"metric": "logloss", "fp32": 0.3, "int8": 0.4, "drop": cv_drop("logloss", 0.3, 0.4)}}
+    check_drop(-1, res)                                               # negative: no limit
+    check_drop(0.2, res)
+    with pytest.raises(Int8Error, match="lose 0.10000 logloss"):
+        check_drop(0.05, res)
+
+
+def test_dynamic_quantization_where_static_fails(int8_bundle, tmp_path, monkeypatch):
+    import onnxruntime as ort
+    import onnxruntime.quantization as quantization
+    from foldkit.data.images import eval_size
+    from foldkit.export import int8
+    out = int8_bundle[0]
+    e = json.loads((out / "foldkit_bundle.json").read_text())["members"][0]
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no kernel for this op")
+    monkeypatch.setattr(quantization, "quantize_static", fails)
+    said = []
+    method = int8.quantize_member(out / e["onnx"], tmp_path / "m.onnx", iter([]), e["onnx"], said.append)
+    assert method == "dynamic" and len(said) == 1
+    assert "static quantization of" in said[0] and "no kernel for this op" in said[0] and "dynamic quantization" in said[0]
+    c, s = e["checkpoint"]["in_chans"], eval_size(e["checkpoint"]["data_config"])
+    x = np.random.default_rng(0).normal(size=(4, c, s, s)).astype(np.float32)
+    fp32, dyn = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+                 for p in (out / e["onnx"], tmp_path / "m.onnx"))
+    assert fp32.shape == dyn.shape and np.abs(fp32 - dyn).max() < 0.25 * np.ptp(fp32)

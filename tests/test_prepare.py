@@ -59,8 +59,9 @@ def test_cache_on_and_off_prepare_the_same_pixels(photos):
 
 def test_every_runner_gets_the_training_preparation(photos):
     """The predict/bundle torch sources, the onnx runner's torch-free reader and --image's loader
-    give the pixels training gave, per distinct preparation (grey/side) of the ensemble."""
-    from foldkit.export.bundle import _test_images
+    give the pixels training gave, per distinct preparation (grey/side) of the ensemble; the onnx reader
+    of training rows (export --int8's calibration and OOF) too."""
+    from foldkit.export.bundle import table_images
     from foldkit.data.reading import read_competition
     from foldkit.data.dataset import ImageSource
     from foldkit.predict.inference import load_single_image
@@ -75,7 +76,8 @@ def test_every_runner_gets_the_training_preparation(photos):
     preps = {(False, 48), (True, 48), (False, 96)}
     sources = make_sources(comp, comp.test, "test", members)
     assert set(sources) == preps
-    onnx = list(_test_images(comp, preps))
+    onnx = list(table_images(comp, comp.test, "test", preps))
+    onnx_train = list(table_images(comp, comp.train, "train", preps))
     for grey, side in preps:
         train = ImageSource(comp, comp.train, grey=grey, cache="off", max_side=side, progress=False)
         for i in range(len(comp.test)):
@@ -83,6 +85,7 @@ def test_every_runner_gets_the_training_preparation(photos):
             assert min(want.shape[:2]) == side and want.shape[2] == (1 if grey else 3)
             assert np.array_equal(sources[grey, side][i], want)
             assert np.array_equal(onnx[i][grey, side], want)
+            assert np.array_equal(onnx_train[i][grey, side], want)
         one = load_single_image(str(photos / comp.test["path"][0]), [(grey, side)])
         assert np.array_equal(one[grey, side], train[0])
 

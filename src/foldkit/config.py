@@ -303,6 +303,13 @@ class Config:
                       "in the last digits)", "export")
     safetensors: bool = _opt(False, "store the bundle's weights as .safetensors instead of torch .pt", "export")
     onnx: bool = _opt(False, "also write each member as ONNX (dynamic batch), checked with onnxruntime", "export")
+    int8: bool = _opt(False, "also quantize each member's ONNX to int8 (onnxruntime static quantization, implies "
+                      "--onnx), scored against fp32 on the OOF rows; the bundle's onnx runner then runs the int8 "
+                      "models", "export")
+    int8_calibration: int = _opt(256, "--int8: training images per model its activations are calibrated on",
+                                 "export", minimum=1)
+    max_cv_drop: float = _opt(-1.0, "--int8: refuse the bundle when the int8 models lose more than this of the "
+                              "metric on the OOF rows (negative: no limit)", "export")
     test_images: int = _opt(0, "runtime estimate for N test images (0 = the local test set's size)", "export")
     time_budget: float = _opt(9.0, "warn when the estimate exceeds this many hours (Kaggle's usual limit: 9); "
                               "0 = no check", "export")

@@ -6,7 +6,8 @@
                         weights (copied, or fp16 / safetensors), the foldkit wheel (pip wheel,
                         no network), predict_offline.py + .ipynb, dataset-metadata.json for
                         `kaggle datasets create`, README.md, a measured runtime estimate,
-                        and with --onnx each member as ONNX checked against PyTorch (onnxruntime)
+                        and with --onnx each member as ONNX checked against PyTorch (onnxruntime),
+                        with --int8 also quantized and scored against fp32 on the OOF (export.int8)
 
 The bundle is written into a temporary folder beside --out and renamed onto it at the end, so
 a failed export leaves nothing half-written; an existing non-empty --out is never replaced.
@@ -34,7 +35,7 @@ from foldkit.data.images import eval_size
 from foldkit.data.reading import open_competition
 from foldkit.errors import FoldkitError
 from foldkit.experiment import find_experiments
-from foldkit.export import bundle, estimate
+from foldkit.export import bundle, estimate, int8
 from foldkit.export.bundle import MANIFEST
 from foldkit.export.push import dataset_title
 from foldkit.folds.file import read_folds
@@ -244,7 +245,8 @@ def _what(plan: dict) -> str:
 def readme(man: dict, est_lines: list[str]) -> str:
     plan, described = man["plan"], bundle.Plan.from_json(man["plan"]).describe()
     steps = ", ".join(f"{n} {p}" for n, p in described.items() if n not in ("blend", "weights"))
-    members = "\n".join(f"- `{e['weights']}`" + (f", `{e['onnx']}`" if e.get("onnx") else "") for e in man["members"])
+    members = "\n".join(f"- `{e['weights']}`" + "".join(f", `{e[k]}`" for k in ("onnx", "onnx_int8") if e.get(k))
+                        for e in man["members"])
     return f"""# foldkit offline bundle: {' + '.join(man['experiments'])}
 
 Inference with no network for Kaggle code competitions: {len(man['members'])} model(s) x
@@ -346,7 +348,14 @@ def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
             "members": entries}
 
 
+def _check_int8_flags(cfg) -> None:
+    alone = [f"--{n.replace('_', '-')}" for n in ("int8_calibration", "max_cv_drop") if n in cfg.given]
+    if alone and not cfg.int8:
+        raise ExportError(f"{' and '.join(alone)} only apply to the int8 models: add --int8")
+
+
 def export_bundle(cfg, log=print) -> dict:
+    _check_int8_flags(cfg)
     out = _prepare_out(cfg)
     comp, meta, reading = folds_competition(cfg)
     from foldkit.predict.predicting import make_plan, read_sample   # lazy: imports torch, after the checks that need none
@@ -360,10 +369,14 @@ def export_bundle(cfg, log=print) -> dict:
     try:
         entries = write_weights(members, tmp, cfg.half, cfg.safetensors)
         wheel = build_wheel(tmp / "wheels")
-        if cfg.onnx:
+        if cfg.onnx or cfg.int8:
             export_onnx(members, entries, tmp, comp, log)
+        quantized = int8.export_int8(cfg, entries, tmp, comp, plan, log) if cfg.int8 else None
         man = _manifest(cfg, comp, reading, sample, plan, entries, wheel)
         man["estimate"], lines = _runtime(cfg, members, comp, views, load_s, log, exps)
+        if quantized:
+            man["int8"] = quantized
+            lines += int8.lines(quantized) + estimate.per_runner(man["estimate"], quantized["img_per_s"], log)
         atomic_write_text(tmp / MANIFEST, json.dumps(man, indent=1) + "\n")
         (tmp / "predict_offline.py").write_text(PREDICT_OFFLINE)
         (tmp / "predict_offline.ipynb").write_text(notebook_json())

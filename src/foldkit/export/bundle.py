@@ -10,6 +10,7 @@ part of the foldkit wheel, reads it back and writes the validated submission:
                                    options, the runtime estimate
       checkpoints/<exp>__fold<k>.pt   (or .safetensors; fp16 with export --half)
       onnx/<exp>__fold<k>.onnx        (export --onnx)
+      onnx_int8/<exp>__fold<k>.onnx   (export --int8: quantized by onnxruntime, what the onnx runner runs)
       wheels/foldkit-<version>-py3-none-any.whl
       predict_offline.py, predict_offline.ipynb, dataset-metadata.json, README.md
 
@@ -189,15 +190,47 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     return (x - mean) / std
 
 
-def _test_images(comp, preparations):
-    """Test images in order, each a {(grey, side): image} decoded once per distinct preparation by
-    the kit's one preparation (images.prepare_image): the torch-free twin of predicting.make_sources."""
+def table_images(comp, table, split: str, preparations):
+    """The images of a table's rows in order (the test set, or training rows: export --int8 calibrates
+    and scores on them), each a {(grey, side): image} decoded once per distinct preparation by the kit's
+    one preparation (images.prepare_image): the torch-free twin of predicting.make_sources."""
     if comp.source_col == "index":
-        for a in comp.pixels("test")[comp.test["index"].to_numpy()]:
+        for a in comp.pixels(split)[table["index"].to_numpy()]:
             yield {(g, side): to_channels(a, g) for g, side in preparations}
     else:
-        for k, p in enumerate(comp.test["path"]):
+        for k, p in enumerate(table["path"]):
             yield {(g, side): prepare_image(Path(comp.root) / p, g, side, row=k + 1) for g, side in preparations}
+
+
+def batches(items, size: int):
+    """Lists of up to `size` consecutive items."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def member_preparation(entry: dict) -> tuple[bool, int]:
+    """The (grey, side) preparation of a manifest member (images.preparation)."""
+    return preparation(entry["checkpoint"]["in_chans"], entry["checkpoint"]["data_config"])
+
+
+def member_batch(batch: list[dict], entry: dict) -> np.ndarray:
+    """A batch of table_images as the member's NCHW float32 input (eval_preprocess)."""
+    prep, dc = member_preparation(entry), entry["checkpoint"]["data_config"]
+    return np.stack([eval_preprocess(b[prep], dc) for b in batch])
+
+
+def run_views(session, x: np.ndarray, views: list[str], task: str) -> np.ndarray:
+    """One member's activated outputs on a batch, averaged over the TTA views (as the torch runner)."""
+    name = session.get_inputs()[0].name
+    fns = [_view(v) for v in views or ["none"]]
+    return sum(activate(session.run(None, {name: np.ascontiguousarray(f(x))})[0], TASKS[task].activation)
+               for f in fns) / len(fns)
 
 
 def _view(name: str):
@@ -206,44 +239,44 @@ def _view(name: str):
     return (lambda x: np.flip(x, axes)) if axes else (lambda x: x)
 
 
-def onnx_sessions(bundle_dir: Path, man: dict) -> list:
-    import onnxruntime as ort
+def onnx_key(man: dict) -> str:
+    """The members' ONNX files the onnx runner runs: `onnx_int8` when the bundle was exported with --int8
+    (its manifest's int8 `used`), else `onnx`."""
+    return "onnx_int8" if (man.get("int8") or {}).get("used") else "onnx"
+
+
+def onnx_sessions(bundle_dir: Path, man: dict, key: str = "") -> list:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BundleError("the onnx runner needs onnxruntime: pip install onnxruntime (on Kaggle with no internet: "
+                          "its wheel in a dataset, pip install --no-index --find-links DIR onnxruntime)"
+                          + (", or --runner torch for the fp32 checkpoints" if onnx_key(man) == "onnx_int8" else
+                             ", or --runner torch")) from None
     want = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     providers = [p for p in want if p in ort.get_available_providers()]
+    key = key or onnx_key(man)
     out = []
     for e in man["members"]:
-        if not e.get("onnx"):
+        if not e.get(key):
             raise BundleError(f"{MANIFEST} has no ONNX file for {e['weights']}: export with --onnx, "
                               "or use --runner torch")
-        out.append(ort.InferenceSession(str(bundle_dir / e["onnx"]), providers=providers))
+        out.append(ort.InferenceSession(str(bundle_dir / e[key]), providers=providers))
     return out
 
 
 def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
-    (regression) de-standardised as the torch runner does (Task.to_predictions of foldkit.tasks)."""
+    (regression) de-standardised as the torch runner does (Task.to_predictions of foldkit.tasks). The
+    int8 models when the bundle has them (onnx_key)."""
     members = man["members"]
     task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
-    preps = [preparation(e["checkpoint"]["in_chans"], e["checkpoint"]["data_config"]) for e in members]
-    views = [_view(v) for v in man["plan"].tta or ["none"]]
+    preps = sorted({member_preparation(e) for e in members})
     out: list[list] = [[] for _ in members]
-
-    def run(batch):
+    for batch in batches(table_images(comp, comp.test, "test", preps), cfg.batch_size):
         for j, (e, s) in enumerate(zip(members, sessions)):
-            x = np.stack([eval_preprocess(b[preps[j]], e["checkpoint"]["data_config"]) for b in batch])
-            name = s.get_inputs()[0].name
-            p = sum(activate(s.run(None, {name: np.ascontiguousarray(v(x))})[0], TASKS[task].activation) for v in views)
-            out[j].append(p / len(views))
-
-    batch = []
-    for img in _test_images(comp, sorted(set(preps))):
-        batch.append(img)
-        if len(batch) == cfg.batch_size:
-            run(batch)
-            batch = []
-    if batch:
-        run(batch)
+            out[j].append(run_views(s, member_batch(batch, e), man["plan"].tta, task))
     return [TASKS[task].to_predictions(np.concatenate(o), e["checkpoint"].get("target")) for o, e in zip(out, members)]
 
 
@@ -252,6 +285,8 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
 def pick_runner(runner: str, man: dict) -> str:
     if runner != "auto":
         return runner
+    if onnx_key(man) == "onnx_int8":
+        return "onnx"   # an --int8 bundle is made for onnxruntime on a CPU: its CV was measured with it
     try:
         import torch  # noqa: F401
         return "torch"
@@ -293,7 +328,7 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     runner = pick_runner(cfg.runner, man)
     plan = man["plan"]
     log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(plan.tta)} view(s), "
-        f"{runner} runner; {plan_in_words(plan.describe())}; {plan.submission_mode} mode")
+        f"{runner} runner{' (int8 models)' if runner == 'onnx' and onnx_key(man) == 'onnx_int8' else ''}; {plan_in_words(plan.describe())}; {plan.submission_mode} mode")
     t1 = time.time()
     probs = plan.apply((predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg))
     dt = time.time() - t1

@@ -124,3 +124,17 @@ def _combos(k: int, views: int) -> str:
         return "not even one model with one view: use a smaller model or image size"
     opts = [f"{k // vv} model(s) x {vv} view(s)" for vv in range(views, 0, -1) if k // vv >= 1]
     return "e.g. " + " or ".join(opts)
+
+
+def per_runner(est: dict, onnx_rates: dict, log=print) -> list[str]:
+    """The estimate for the test set by runner: torch (measured above) and the ONNX fp32 and int8 rates export
+    --int8 measured on the OOF rows (decoding included), each with the torch run's fixed cost; recorded in
+    est["per_runner"] (seconds). On this machine's cores only: not measured at other core counts."""
+    n, fixed = est["test_images"], est.get("load_seconds", 0.0) + est.get("fixed_seconds", 0.0)
+    rates = {"torch": est["img_per_s"], "onnx fp32": onnx_rates["onnx_fp32"], "onnx int8": onnx_rates["onnx_int8"]}
+    est["per_runner"] = {k.replace(" ", "_"): fixed + n / r for k, r in rates.items()}
+    line = (f"runtime estimate by runner, {n} test images on this machine ({onnx_rates['cpu_cores']} cores): "
+            + ", ".join(f"{k}{' on ' + str(est.get('device')) if k == 'torch' else ''} {_hms(s)}"
+                        for k, s in zip(rates, est["per_runner"].values())))
+    log(line)
+    return [line]
