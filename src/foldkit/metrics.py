@@ -142,6 +142,12 @@ def score(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     return METRICS[name].fn(np.asarray(y), np.asarray(probs, dtype=np.float64))
 
 
+def signed(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """(y, p) -> the metric with its sign set so that greater is better (what a search maximises)."""
+    sign = 1.0 if METRICS[name].greater_is_better else -1.0
+    return lambda y, p: sign * score(name, y, p)
+
+
 def is_better(name: str, new: float, best: float | None) -> bool:
     if best is None or np.isnan(best):
         return not np.isnan(new)

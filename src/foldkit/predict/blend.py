@@ -25,7 +25,7 @@ import numpy as np
 from foldkit.choices import BLEND_MODES
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
-from foldkit.metrics import METRICS, score
+from foldkit.metrics import METRICS, score, signed
 from foldkit.oof import cv_summary, humanise, in_words, oof_arrays, score_text, test_like_score
 from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, cv_scorer, steps_for
 from foldkit.predict.oof_views import oof_for_plan
@@ -51,13 +51,13 @@ SMOOTH = {"logloss", "rmse", "rmsle", "r2"}   # optimize: metrics smooth in the 
 
 
 def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    """(y, p) -> the metric with its sign set so that greater is better; NaN (not scorable) is -inf."""
-    sign = 1.0 if METRICS[metric].greater_is_better else -1.0
+    """metrics.signed, with NaN (not scorable) as -inf: a blend that cannot be scored is never picked."""
+    s = signed(metric)
 
-    def s(y, p):
-        v = sign * score(metric, y, p)
+    def finite(y, p):
+        v = s(y, p)
         return v if np.isfinite(v) else -np.inf
-    return s
+    return finite
 
 
 def hill_climb(probs: np.ndarray, y: np.ndarray, metric: str, combine: Callable = weighted_mean,

@@ -34,7 +34,7 @@ from foldkit.choices import SWITCHES
 from foldkit.ensemble import log_probs as _log_probs
 from foldkit.ensemble import softmax
 from foldkit.errors import ConfigError
-from foldkit.metrics import METRICS, score
+from foldkit.metrics import score, signed
 from foldkit.tags import fit_top_tag, top_tag
 from foldkit.tasks import TASKS
 
@@ -81,11 +81,6 @@ def _coordinate_search(params: np.ndarray, candidates: Callable[[np.ndarray, int
     return params
 
 
-def _signed(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    sign = 1.0 if METRICS[metric].greater_is_better else -1.0
-    return lambda y, p: sign * score(metric, y, p)
-
-
 def apply_class_weights(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
     p = probs * w
     return p / p.sum(1, keepdims=True)
@@ -94,7 +89,7 @@ def apply_class_weights(probs: np.ndarray, w: np.ndarray) -> np.ndarray:
 def fit_class_weights(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 25) -> np.ndarray:
     """Per-class weights (class 0 fixed at 1) on a log grid over [1/20, 20] maximising the metric."""
     values = np.exp(np.linspace(np.log(0.05), np.log(20.0), grid))
-    obj = _signed(metric)
+    obj = signed(metric)
     return _coordinate_search(np.ones(probs.shape[1]), lambda w, i: values if i > 0 else [],
                               lambda w: obj(y, apply_class_weights(probs, w)))
 
@@ -113,7 +108,7 @@ def fit_cutpoints(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 21)
     """C-1 increasing cut-points, started at 0.5, 1.5, ... (= rounding E), each searched between
     its neighbours."""
     c = probs.shape[1]
-    obj = _signed(metric)
+    obj = signed(metric)
 
     def candidates(cuts, i):
         lo = cuts[i - 1] if i > 0 else -0.5
@@ -158,7 +153,7 @@ def fast_fbeta(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
 def fit_global_threshold(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 19) -> float:
     """The one threshold on [0.05, 0.95], shared by every label, maximising the metric (fit_label_thresholds'
     first step; training keeps each fold's epoch by the metric at it)."""
-    obj = fast_fbeta(metric) if metric in _ML_F else _signed(metric)
+    obj = fast_fbeta(metric) if metric in _ML_F else signed(metric)
     return float(max(np.linspace(0.05, 0.95, grid),
                      key=lambda v: obj(y, apply_label_thresholds(probs, np.full(probs.shape[1], v)))))
 
@@ -166,7 +161,7 @@ def fit_global_threshold(probs: np.ndarray, y: np.ndarray, metric: str, grid: in
 def fit_label_thresholds(probs: np.ndarray, y: np.ndarray, metric: str, grid: int = 19) -> np.ndarray:
     """A global threshold on [0.05, 0.95] maximising the metric, then each label's own from there."""
     values = np.linspace(0.05, 0.95, grid)
-    obj = fast_fbeta(metric) if metric in _ML_F else _signed(metric)
+    obj = fast_fbeta(metric) if metric in _ML_F else signed(metric)
     best = fit_global_threshold(probs, y, metric, grid)
     return _coordinate_search(np.full(probs.shape[1], best), lambda t, i: values,
                               lambda t: obj(y, apply_label_thresholds(probs, t)), passes=2)
