@@ -98,10 +98,12 @@ def test_hill_weights_are_counts_added_with_replacement_and_never_below_the_best
 
 
 @pytest.mark.parametrize("metric", ["logloss", "accuracy"])
-def test_optimize_fits_continuous_weights_at_least_as_good_as_hill_in_sample(metric):
-    """A good experiment and a weak one with independent errors: an equal share of the weak one hurts, so
-    hill keeps the good one alone, while a small continuous share (about 0.1) helps. SLSQP (log loss) and
-    Nelder-Mead (accuracy, a step function of the weights) find it. Both report an honest nested CV."""
+def test_hill_and_optimize_both_find_a_small_share_of_a_weak_experiment(metric):
+    """A good experiment and a weak one with independent errors: an equal share of the weak one hurts, a
+    small one (about 0.1) helps. optimize fits it continuously (SLSQP for log loss, Nelder-Mead for
+    accuracy, a step function of the weights); hill reaches it as Caruana's selection does, by copies of
+    the good one that change nothing first (it used to stop at the first addition that did not help and
+    kept the good one alone, 1 : 0). Both report an honest nested CV."""
     logits, y = _sampled(1500, 10, 2.0)
     rng = np.random.default_rng(1)
     good = softmax(logits + rng.normal(size=logits.shape), 1)
@@ -110,11 +112,13 @@ def test_optimize_fits_continuous_weights_at_least_as_good_as_hill_in_sample(met
     folds = np.arange(len(y)) % 5
     hill = blend.score_blends(probs, y, folds, metric, "hill")
     opt = blend.score_blends(probs, y, folds, metric, "optimize")
-    w = opt["plan"].weights
+    w, h = opt["plan"].weights, hill["plan"].weights
     assert min(w) >= 0 and w.sum() == pytest.approx(1) and blend.BLENDS["optimize"].fitted
-    assert hill["plan"].weights.tolist() == [1.0, 0.0] and 0.02 < w[1] < 0.3
+    assert 0.02 < w[1] < 0.3 and 0.02 < h[1] < 0.3
     sign = 1 if metric == "accuracy" else -1
-    assert sign * (opt["blend_in_sample"] - hill["blend_in_sample"]) > 0.005
+    alone = blend._signed(metric)(y, good)
+    assert sign * hill["blend_in_sample"] > alone + 0.002                 # the share of the weak one pays (signed)
+    assert sign * (opt["blend_in_sample"] - hill["blend_in_sample"]) > -0.002   # optimize: at least as good
     assert opt["blend_nested"] is not None and hill["blend_nested"] is not None
 
 
