@@ -323,7 +323,8 @@ KAGGLE_TIMEOUT_S = 600
 
 
 def kaggle_command(competition: str, path: Path, message: str) -> list[str]:
-    return ["kaggle", "competitions", "submit", "-c", competition or "<competition>", "-f", str(path), "-m", message]
+    """The Kaggle CLI's documented form (the competition positional, as export.py --push prints it too)."""
+    return ["kaggle", "competitions", "submit", competition or "<competition>", "-f", str(path), "-m", message]
 
 
 def upload_line(competition: str, path: Path, message: str) -> str:
