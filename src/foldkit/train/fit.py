@@ -238,11 +238,12 @@ def log_row(f: FoldRun, epoch: int, ep: dict, s) -> dict:
 
 
 def epoch_line(f: FoldRun, epoch: int, ep: dict, s, improved: bool, frozen: bool) -> str:
-    """The epoch's log line: only the columns that apply to the task (accuracy for single-label), the score
+    """The epoch's log line: only the columns that apply to the task (accuracy for single-label, unless it is
+    the metric: not the same number twice), the score
     under the name of what it is (`f1_samples@thr 0.41 (thr 0.25)`), `*` on a kept epoch."""
     cfg = f.cfg
     return (f"fold {f.fold} epoch {epoch + 1:>3}/{cfg.epochs}  train_loss {ep['loss']:.4f}  valid_loss {s.loss:.4f}  "
-            + (f"valid_acc {s.accuracy:.4f}  " if TASKS[f.run.task].exclusive else "")
+            + (f"valid_acc {s.accuracy:.4f}  " if TASKS[f.run.task].exclusive and f.rule.name != "accuracy" else "")
             + f"{f.rule.name} {score_text(s.value)}" + (f" (thr {s.threshold:.2f})" if s.threshold is not None else "")
             + f"{' *' if improved else ''}  {ep['img_per_s']:.0f} img/s  {ep['seconds']:.1f}s"
             + ("  [head only]" if frozen else "") + (f"  [{ep['img_size']} px]" if cfg.img_size_schedule else ""))
