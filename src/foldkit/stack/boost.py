@@ -149,13 +149,13 @@ def _fit_sklearn(x, y, cats, objective, n_classes, seed) -> Model:
 
 
 def _xgb_matrix(x: np.ndarray, y, cats):
-    import xgboost as xgb
+    import xgboost as xgb  # lazy: an optional extra (--booster xgboost)
     types = ["c" if i in set(cats) else "q" for i in range(x.shape[1])]
     return xgb.DMatrix(x, label=y, feature_types=types, enable_categorical=True, missing=np.nan)
 
 
 def _fit_xgb(x, y, cats, objective, n_classes, seed) -> Model:
-    import xgboost as xgb
+    import xgboost as xgb  # lazy: an optional extra (--booster xgboost)
     params = {"objective": {"regression": "reg:squarederror", "binary": "binary:logistic",
                             "multiclass": "multi:softprob"}[objective], "eta": LEARNING_RATE, "max_depth": 0,
               "max_leaves": 15, "grow_policy": "lossguide", "min_child_weight": 1, "subsample": 0.9,
@@ -181,7 +181,7 @@ def _cat_frame(x: np.ndarray, cats) -> pd.DataFrame:
 
 
 def _fit_catboost(x, y, cats, objective, n_classes, seed) -> Model:
-    import catboost
+    import catboost  # lazy: an optional extra (--booster catboost)
     kind = catboost.CatBoostRegressor if objective == "regression" else catboost.CatBoostClassifier
     common = {"learning_rate": LEARNING_RATE, "depth": 4, "random_seed": seed, "thread_count": 2,
               "verbose": False, "allow_writing_files": False,

@@ -161,11 +161,17 @@ def fit_target_encoders(values: np.ndarray, targets: np.ndarray, seed: int) -> t
     encoders' transform (statistics of all these rows) encodes the rows scored and the test rows. Every
     target column is encoded as a mean (target_type continuous: a class or label as 0/1, so a class absent
     from these rows is no error)."""
-    from sklearn.preprocessing import TargetEncoder  # lazy: scikit-learn's import is slow
+    import sklearn  # lazy: scikit-learn's import is slow
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import TargetEncoder
+    # the inner K-fold, shuffled and seeded: scikit-learn >= 1.9 takes it as a splitter (its shuffle and
+    # random_state are deprecated there), older ones (from 1.3) as those two arguments
+    new = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 9)
+    inner = ({"cv": KFold(TE_INNER_FOLDS, shuffle=True, random_state=seed)} if new else
+             {"cv": TE_INNER_FOLDS, "shuffle": True, "random_state": seed})
     encoders, own = [], []
     for j in range(targets.shape[1]):
-        enc = TargetEncoder(target_type="continuous", smooth="auto", cv=TE_INNER_FOLDS, shuffle=True,
-                            random_state=seed)
+        enc = TargetEncoder(target_type="continuous", smooth="auto", **inner)
         own.append(enc.fit_transform(values, targets[:, j]))
         encoders.append(enc)
     return encoders, (np.concatenate(own, axis=1) if own else np.zeros((len(values), 0)))
