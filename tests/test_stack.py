@@ -219,3 +219,162 @@ def test_rmsle_trees_fit_the_log_of_the_target_and_answer_on_its_scale():
     logged, raw = (score("rmsle", y, oof[t]) for t in ("log1p", "none"))
     assert logged < raw * 0.97, (logged, raw)
     assert np.median(oof["log1p"]) == pytest.approx(np.median(y), rel=0.3)
+
+
+def test_norm_by_z_scores_within_groups_and_the_test_side_builds_the_same_rows(tmp_path):
+    """--norm-by patient: each numeric feature also as its z-score within the patient's rows, from the values
+    alone; a patient of one row or of one value gets 0. The test rows are built by predict's test_rows through
+    the same function, their z-scores within the test table; a --norm-by column missing is one line."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from foldkit.predict.stacked import test_rows
+    from foldkit.stack.features import check_columns, table_matrix, table_names
+    table = pd.DataFrame({"id": list("abcdef"), "label": [0, 1, 0, 1, 0, 1], "fold": [0, 1, 0, 1, 0, 1],
+                          "patient": ["p1", "p1", "p1", "p2", "p3", "p3"], "size": [1.0, 2, 3, 5, 4, 4]})
+    feats = choose(table, {}, "size")
+    spec = {"features": [asdict(f) for f in feats], "norm_by": "patient", "target_encode": []}
+    x = table_matrix(table, spec)
+    assert table_names(spec, ["y"]) == ["size", "size:z_by_patient"]
+    assert x[:, 1] == pytest.approx([-1.224745, 0, 1.224745, 0, 0, 0], abs=1e-6)
+    with pytest.raises(StackError, match=r"--norm-by patiant: no column 'patiant'.*did you mean patient"):
+        check_columns(table, {**spec, "norm_by": "patiant"}, "the folds file")
+    test = pd.DataFrame({"id": ["t1", "t2", "t3"], "patient": ["p9", "p9", "p1"], "size": ["10", "30", "7"]})
+    test.to_csv(tmp_path / "test.csv", index=False)
+    fold = SimpleNamespace(spec=spec, stacked={"test_table": str(tmp_path / "test.csv")})
+    comp = SimpleNamespace(root=tmp_path, test=pd.DataFrame({"id": ["t3", "t1", "t2"]}), id_col="id")
+    assert test_rows(fold, comp).tolist() == [[7.0, 0.0], [10.0, -1.0], [30.0, 1.0]]
+    test.drop(columns="patient").to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(StackError, match=r"test.csv: feature column 'patient' is missing"):
+        test_rows(fold, comp)
+
+
+def test_target_encoding_a_row_id_leaks_nothing_while_a_naive_encoding_would(tmp_path, few_trees):
+    """--target-encode id (a unique id per row: pure noise) fitted inside the training folds: the stack's CV
+    stays where it is without it; the same column encoded by statistics of all rows (their own labels
+    included) makes trees look far better. Each fold's encoders are stored with its trees."""
+    import pickle
+
+    from sklearn.preprocessing import TargetEncoder
+    tiny_competition(tmp_path / "in")
+    cfg = settings(tmp_path, features="noise", booster="auto")     # LightGBM when installed: fast
+    make_folds(cfg, log=lambda *a: None)
+    table, meta = read_folds(cfg.folds_dir)
+    memorising_experiment(tmp_path, table, meta, np.random.default_rng(1))
+    plain = stacking.run_stack(config.with_settings(cfg, experiment="plain"), log=lambda *a: None)
+    said = []
+    encoded = stacking.run_stack(config.with_settings(cfg, experiment="te", target_encode="id"), log=said.append)
+    assert "target-encoded id" in said[0]
+    assert encoded["cv"]["table"] == pytest.approx(plain["cv"]["table"], rel=0.1), (encoded["cv"], plain["cv"])
+    assert encoded["cv"]["stacked"] == pytest.approx(plain["cv"]["stacked"], rel=0.1), (encoded["cv"], plain["cv"])
+    spec = pickle.loads(Experiment(tmp_path / "models" / "te").trees(0).read_bytes())
+    assert spec["target_encode"] == ["id"] and len(spec["encoders"]) == 1
+    y, folds = table["label"].to_numpy(float), table["fold"].to_numpy()
+    naive = TargetEncoder(target_type="continuous").fit(table[["id"]], y).transform(table[["id"]])
+    x = np.concatenate([table[["noise"]].to_numpy(float), naive], axis=1)
+    pred = stacking.cross_fit(boost.available(), x, y, folds, [], "regression", 0, [0])[0]
+    assert float(np.sqrt(np.mean((pred[:, 0] - y) ** 2))) < 0.8 * encoded["cv"]["table"]
+
+
+def synthetic_classes(n, n_classes, seed=0):
+    """A table of n rows: `town` (400 values, each leaning to one class), `x` (a weak signal) and the class."""
+    rng = np.random.default_rng(seed)
+    lean = rng.integers(0, n_classes, size=400)
+    town = rng.integers(0, 400, size=n)
+    y = np.where(rng.random(n) < 0.7, lean[town], rng.integers(0, n_classes, size=n))
+    return pd.DataFrame({"town": [f"t{t}" for t in town], "x": y + rng.normal(scale=2, size=n)}), y
+
+
+@pytest.fixture
+def few_trees(monkeypatch):
+    """At most 200 trees, 20 of patience: the synthetic tests' boosters stop in seconds on a loaded CPU."""
+    monkeypatch.setattr(boost, "MAX_TREES", 200)
+    monkeypatch.setattr(boost, "PATIENCE", 20)
+
+
+def test_a_category_of_many_values_is_refused_toward_target_encoding_which_learns_it(few_trees):
+    """A 400-valued town (more than a category may hold) is refused with the way out (--target-encode town);
+    target-encoded per class inside the training folds, it makes the trees better than x alone."""
+    from foldkit.metrics import score
+    frame, y = synthetic_classes(900, 3)
+    with pytest.raises(StackError, match=r"'town' has \d+ distinct values .*\(--target-encode town\)"):
+        choose(frame, {}, "town:cat")
+    folds, x = np.arange(len(y)) % 3, frame[["x"]].to_numpy()
+    values = frame[["town"]].to_numpy(dtype=object)
+    te = stacking.TargetEncoding(values, stacking.encoding_targets("single", y, 3, "none"), 1, 0)
+    with_te = stacking.cross_fit(boost.available(), x, y, folds, [], "single", 3, [0], te=te)[0]
+    without = stacking.cross_fit(boost.available(), x, y, folds, [], "single", 3, [0])[0]
+    assert sorted(te.encoders) == [0, 1, 2] and len(te.encoders[0]) == 3          # per fold, per class
+    assert score("accuracy", y, with_te) > score("accuracy", y, without) + 0.1
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "catboost"])
+def test_xgboost_and_catboost_fit_every_task_kind(kind, few_trees):
+    """--booster xgboost / catboost: early stopping on the inner split, predictions in each task's shape
+    (regression, two classes, three, multi-label), a categorical column, the importance per feature."""
+    pytest.importorskip(kind)
+    rng = np.random.default_rng(0)
+    n = 240
+    x = np.stack([rng.normal(size=n), rng.integers(0, 4, size=n).astype(float)], axis=1)
+    x[::17, 1] = np.nan
+    folds = np.arange(n) % 2
+    signal = x[:, 0] + np.nan_to_num(x[:, 1]) / 2 + rng.normal(size=n)      # noisy: early stopping stops early
+    cases = {"regression": (signal, 0, (n, 1)), "single": ((signal > 0.7).astype(int), 2, (n, 2)),
+             "multilabel": (np.stack([signal > 0.7, x[:, 0] < 0], axis=1).astype(float), 2, (n, 2))}
+    cases["three"] = (np.digitize(signal, [0, 1]), 3, (n, 3))
+    for task, (y, n_classes, shape) in cases.items():
+        oof, gain, fitted = stacking.cross_fit(kind, x, y, folds, [1], "single" if task == "three" else task,
+                                               n_classes, [0])
+        assert oof.shape == shape and np.isfinite(oof).all() and gain.shape == (2,) and gain[0] > 0, task
+        assert all(m.kind == kind and m.trees >= 1 for per_label in fitted[0] for m in per_label)
+    assert np.corrcoef(oof.argmax(1), cases["three"][0])[0, 1] > 0.3
+
+
+def test_a_booster_not_installed_is_one_line(monkeypatch):
+    monkeypatch.setattr(boost.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(StackError, match=r"--booster xgboost: xgboost is not installed: pip install xgboost"):
+        boost.resolve("xgboost")
+    assert boost.resolve("hgb") == "sklearn" and boost.resolve("auto") == "sklearn"
+
+
+def test_a_binary_f1_stack_prints_the_cv_the_report_and_leaderboard_read(tmp_path, monkeypatch, capsys, few_trees):
+    """F1 of two classes is read at the threshold fitted on the rows scored (the report, the leaderboard):
+    stack.py prints that CV, not the one at 0.5."""
+    from foldkit import cli
+    from foldkit.predict import predicting
+    from foldkit.oof import score_text
+    from foldkit.predict.calibrate import cv_scorer
+    rng = np.random.default_rng(0)
+    n = 200
+    root = tmp_path / "in"
+    for i in range(n):
+        write_png(root / "train" / f"r{i:03d}.png", np.zeros((8, 8, 3), np.uint8))
+    y = (rng.random(n) < 0.2).astype(int)
+    pd.DataFrame({"id": [f"r{i:03d}" for i in range(n)], "target": y,
+                  "x": y * 0.8 + rng.normal(size=n)}).to_csv(root / "train.csv", index=False)
+    cfg = settings(tmp_path, task="single")
+    make_folds(cfg, log=lambda *a: None)
+    table, meta = read_folds(cfg.folds_dir)
+    exp = Experiment(tmp_path / "models" / "img")
+    exp.dir.mkdir(parents=True)
+    exp.config_path.write_text(json.dumps({"metric": "f1", "folds_sha256": meta["sha256_now"], "n_folds": 2,
+                                           "classes": meta["classes"], "reading": {"task": "single"}}))
+    label = table["label"].astype(int).to_numpy()
+    p1 = np.clip(0.15 + 0.2 * label + rng.normal(scale=0.15, size=n), 0.01, 0.99)
+    for k in (0, 1):
+        rows = (table["fold"] == k).to_numpy()
+        pd.DataFrame({"id": table["id"][rows], "fold": k, "label": table["label"][rows], "pred": 0,
+                      "prob_0": 1 - p1[rows], "prob_1": p1[rows]}).to_csv(exp.oof(k), index=False)
+        exp.summary_path(k).write_text("{}")
+        exp.checkpoint(k).write_bytes(b"")
+    monkeypatch.setattr(predicting, "run_predict", lambda *a, **kw: {})
+    flags = ["--input-dir", str(root), "--folds-dir", cfg.folds_dir, "--models-dir", cfg.models_dir,
+             "--booster", "auto", "--experiment", "st"]
+    out = cli.run_command("stack", flags, prog="stack.py")
+    printed = capsys.readouterr().out
+    oof, classes = load_oof(tmp_path / "models" / "st", [0, 1])
+    fitted = cv_summary(oof, classes, "f1", "single", "", cv_scorer("f1", "single", 2))["cv"]
+    at_half = cv_summary(oof, classes, "f1", "single")["cv"]
+    assert out["cv"]["stacked"] == pytest.approx(fitted) and out["cv_file"] == pytest.approx(fitted)
+    assert fitted > at_half, (fitted, at_half)          # the plain reading at 0.5 is another, lower figure
+    assert f"stacked trees: CV f1 {score_text(fitted)}" in printed and f"stacked  {score_text(fitted)}" in printed

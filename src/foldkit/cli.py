@@ -141,10 +141,11 @@ def _auto(cfg):
 def _stack(cfg):
     """The stacked experiment, then its submission and reports through predict.py's own path (the plan, the
     post-processing, the writer): what `predict.py --experiments <stack>` does."""
+    from foldkit.predict.calibrate import cv_scorer  # lazy: --help stays instant
     from foldkit.predict.predicting import run_predict  # lazy: --help stays instant
     from foldkit.report.predicted import write_reports  # lazy: --help stays instant
     from foldkit.stack.stacking import run_stack  # lazy: --help stays instant
-    out = run_stack(cfg)
+    out = run_stack(cfg, cv_scorer=cv_scorer)       # the CV read as the report and the leaderboard read it
     done = run_predict(config.with_settings(cfg, experiments=out["experiment"]), reports=write_reports)
     out.update({k: done[k] for k in ("submission", "mode") if k in done})
     return out

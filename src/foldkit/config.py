@@ -330,8 +330,15 @@ class Config:
                          "(default: every column of the training CSV but the id, label, group, fold and paths; "
                          "strings and code-like integers such as a zip code as categories)", "stack")
     seeds: int = _opt(1, "stack.py: boosters per fold with seeds --seed, --seed+1, ..., averaged", "stack", minimum=1)
-    booster: str = _opt("auto", "stack.py: lightgbm (the `stack` extra), sklearn (HistGradientBoosting), auto "
-                        "(lightgbm when installed)", "stack", choices=["auto", "lightgbm", "sklearn"])
+    booster: str = _opt("auto", "stack.py: lightgbm (the `stack` extra), hgb (scikit-learn's HistGradientBoosting; "
+                        "sklearn is the same), xgboost, catboost (when installed), auto (lightgbm when installed, "
+                        "else hgb)", "stack", choices=["auto", "lightgbm", "hgb", "sklearn", "xgboost", "catboost"])
+    norm_by: str = _opt("", "stack.py: a column (such as a patient id) whose groups normalise the features: each "
+                        "numeric feature also as its z-score within the rows sharing its value (no label used; the "
+                        "test rows within the test table)", "stack")
+    target_encode: str = _opt("", "stack.py: categorical columns, comma-separated, encoded by the mean target of "
+                              "their value (per class or label), fitted inside each fold's training rows only (an "
+                              "inner K-fold for their own rows); the way to use a category of many values", "stack")
     test_table: str = _opt("", "stack.py: the test rows' table, joined by id to the test images (default: "
                            "test.csv of the competition folder)", "stack")
 

@@ -7,6 +7,8 @@
                     each once (one decode of each test image for all of them)
     per_member      every member's test predictions in the plan's order: an image model's as predicted, a
                     stacked fold's its trees applied to the test rows' features
+    test_rows       a stacked fold's table features of the test rows (features.table_matrix, the training
+                    side's own function, with the fold's spec and target encoders)
 
 A stacked fold's features of the test rows are built as its OOF features were: the test table's columns
 (test.csv, or the --test-table stack.py was given), joined by id in the order of the test images, then
@@ -24,7 +26,7 @@ import numpy as np
 
 from foldkit.ensemble import combine
 from foldkit.experiment import Experiment, find_experiments
-from foldkit.stack.features import Feature, encode, read_test_table, rows_for_test
+from foldkit.stack.features import read_test_table, rows_for_test, spec_features, table_matrix
 from foldkit.stack.stacking import apply
 
 
@@ -62,31 +64,40 @@ def image_members(members: list) -> list:
 
 
 def test_rows(fold: StackedFold, comp, log=print) -> np.ndarray:
-    """The test rows' table features of a stacked experiment, in the order of the test images."""
-    features = [Feature(**f) for f in fold.spec["features"]]
+    """The test rows' table features of a stacked fold, in the order of the test images: built by the training
+    side's own function (features.table_matrix: the columns, their --norm-by z-scores within the test table,
+    the fold's target encoders)."""
+    spec = fold.spec
     path = Path(fold.stacked.get("test_table") or Path(comp.root) / "test.csv")
     ids = comp.test["id"].astype(str).tolist()
-    return encode(rows_for_test(read_test_table(path), comp.id_col, ids, features, path, log), features)
+    columns = ([spec["norm_by"]] if spec.get("norm_by") else []) + list(spec.get("target_encode", []))
+    rows = rows_for_test(read_test_table(path), comp.id_col, ids, spec_features(spec), path, log, tuple(columns))
+    return table_matrix(rows, spec, spec.get("encoders"))
 
 
 def per_member(members: list, images: list, per_image: list, comp, ensemble: str, log=print) -> list:
     """The plan's per-member test predictions: image models' as predicted (per_image, in `images`' order),
-    stacked folds' from their trees on the test rows' features (built once per stacked experiment)."""
+    stacked folds' from their trees on the test rows' features (the image predictions combined once per
+    stacked experiment, the table's rows once or per fold)."""
     by_path = {str(m.path): p for m, p in zip(images, per_image)}
-    features: dict[str, np.ndarray] = {}
+    image_blocks: dict[str, list] = {}
+    table_rows: dict[tuple, np.ndarray] = {}
     out = []
     for m in members:
         if not isinstance(m, StackedFold):
             out.append(by_path[str(m.path)])
             continue
-        if m.experiment not in features:
-            blocks = [test_rows(m, comp, log)]
+        if m.experiment not in image_blocks:
+            image_blocks[m.experiment] = []
             for name in m.spec["members"]:
                 preds = [by_path[str(im.path)] for im in m.inputs if im.path.parent.name == name]
-                blocks.append(combine([np.asarray(p, dtype=np.float64) for p in preds], ensemble)
-                              .reshape(len(comp.test), -1))
-            features[m.experiment] = np.concatenate(blocks, axis=1)
-        pred = apply(m.spec["models"], features[m.experiment], m.task, m.spec["n_classes"],
-                     m.spec.get("transform", "none"))
+                image_blocks[m.experiment].append(combine([np.asarray(p, dtype=np.float64) for p in preds], ensemble)
+                                                  .reshape(len(comp.test), -1))
+        # the table's rows once per experiment, or per fold when its folds have target encoders of their own
+        key = (m.experiment, m.fold if m.spec.get("encoders") else None)
+        if key not in table_rows:
+            table_rows[key] = test_rows(m, comp, log)
+        features = np.concatenate([table_rows[key], *image_blocks[m.experiment]], axis=1)
+        pred = apply(m.spec["models"], features, m.task, m.spec["n_classes"], m.spec.get("transform", "none"))
         out.append(pred)
     return out

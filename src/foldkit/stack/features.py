@@ -6,7 +6,17 @@
                      table's values, missing as NaN: the booster decides where missing goes)
     image_features   each image experiment's OOF predictions of every training row (probabilities, per-label
                      probabilities or the regression value), one column per output, `<experiment>:<column>`
-    rows_for_test        the test table's feature rows in the order of the test ids (one line per bad input)
+    rows_for_test    the test table's feature rows in the order of the test ids (one line per bad input)
+    table_matrix     a table's rows as the trees' table features: the encoded columns, each numeric column's
+                     z-score within its --norm-by group, and the target encodings of a fold's fitted encoders;
+                     the one "table -> feature matrix" step of the training side (stacking) and the test side
+                     (predict.stacked), so the test rows are built exactly as the training rows were
+    fit_target_encoders  --target-encode: encoders fitted on a fold's training rows only, each row's own
+                     encoding cross-fitted (scikit-learn's TargetEncoder.fit_transform)
+
+Group-wise normalisation (--norm-by COL, ISIC's per-patient features): each numeric feature also as
+(x - group mean) / group std over the rows sharing COL's value, from the feature values alone (no label),
+within the table the rows come from (the training table for training rows, the test table for test rows).
 
 Categories: strings, and integers that are codes rather than counts (few distinct values spread thinly
 over their range, such as a zip code). The codes come from the training table's values only (no label is
@@ -31,6 +41,8 @@ NOT_FEATURES = ("id", "label", "fold", "path", "index")
 MAX_CATEGORIES = 250        # HistGradientBoosting's limit (255 bins, some kept for missing): more is refused
 CODE_MAX_DISTINCT = 64      # an integer column with at most this many distinct values ...
 CODE_SPREAD = 3             # ... spread over more than this many times as many integers is a code (zip code)
+TE_INNER_FOLDS = 5          # --target-encode: the inner K-fold that encodes a fold's training rows
+MISSING = "\x00missing"     # a missing value of a target-encoded column: a category of its own
 
 
 class StackError(FoldkitError, ValueError):
@@ -81,15 +93,18 @@ def _typed(table: pd.DataFrame, col: str, asked: str) -> Feature:
     cats = sorted(cat_text(values).dropna().unique().tolist())
     if len(cats) > MAX_CATEGORIES:
         raise StackError(f"feature column {col!r} has {len(cats)} distinct values as a category (at most "
-                         f"{MAX_CATEGORIES}): leave it out of --features, or ask for it as {col}:num if it is a number")
+                         f"{MAX_CATEGORIES}): target-encode it instead (--target-encode {col}), leave it out of "
+                         f"--features, or ask for it as {col}:num if it is a number")
     return Feature(col, "cat", cats)
 
 
-def choose(table: pd.DataFrame, meta: dict, spec: str) -> list[Feature]:
+def choose(table: pd.DataFrame, meta: dict, spec: str, encoded: tuple = ()) -> list[Feature]:
     """The table's feature columns: `spec` (--features: COL, COL:num or COL:cat, comma-separated), else
-    every column that is not the id, label, fold, group column or a column of file paths."""
+    every column that is not the id, label, fold, group column, a column of file paths or one of `encoded`
+    (the --target-encode columns, which are target-encoded rather than coded)."""
     skip = set(NOT_FEATURES) | {c for c in (meta.get("group_col"), meta.get("source_col")) if c}
     if not spec.strip():
+        skip |= set(encoded)
         return [_typed(table, c, "") for c in table.columns
                 if c not in skip and not _looks_like_paths(table[c]) and table[c].notna().any()]
     out = []
@@ -115,6 +130,93 @@ def encode(frame: pd.DataFrame, features: list[Feature]) -> np.ndarray:
             code = {c: float(i) for i, c in enumerate(f.categories)}
             cols.append(cat_text(frame[f.name]).map(code).to_numpy(dtype=np.float64))
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0))
+
+
+def group_zscores(frame: pd.DataFrame, features: list[Feature], by: str) -> np.ndarray:
+    """(N, numeric features): each numeric feature's z-score within the rows of `frame` sharing `by`'s value,
+    from the values alone (no label). A group of one row, or of one value, has no spread: its z-score is 0
+    (the row is at its group's mean), never a division by zero; a missing value or group stays missing."""
+    nums = [f.name for f in features if f.kind == "num"]
+    if not by or not nums:
+        return np.zeros((len(frame), 0))
+    x = frame[nums].apply(pd.to_numeric, errors="coerce").astype(np.float64).reset_index(drop=True)
+    groups = cat_text(frame[by]).reset_index(drop=True)
+    dev = x - x.groupby(groups).transform("mean")
+    std = np.sqrt((dev ** 2).groupby(groups).transform("mean"))
+    z = np.where(std > 1e-12, dev / std.where(std > 1e-12, 1.0), 0.0)
+    return np.where(dev.isna(), np.nan, z)
+
+
+def encoded_values(frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """The --target-encode columns as category text (N, E), a missing value as a category of its own."""
+    if not cols:
+        return np.zeros((len(frame), 0), dtype=object)
+    return np.stack([cat_text(frame[c]).fillna(MISSING).to_numpy(dtype=object) for c in cols], axis=1)
+
+
+def fit_target_encoders(values: np.ndarray, targets: np.ndarray, seed: int) -> tuple[list, np.ndarray]:
+    """(one fitted encoder per target column, the rows' own encodings (N, J * E)): scikit-learn's
+    TargetEncoder (smoothed toward the prior, smooth="auto"), fitted on these rows only. Each row's encoding
+    comes from fit_transform's inner K-fold (statistics of the other inner folds, never its own label); the
+    encoders' transform (statistics of all these rows) encodes the rows scored and the test rows. Every
+    target column is encoded as a mean (target_type continuous: a class or label as 0/1, so a class absent
+    from these rows is no error)."""
+    import sklearn  # lazy: scikit-learn's import is slow
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import TargetEncoder
+    # the inner K-fold, shuffled and seeded: scikit-learn >= 1.9 takes it as a splitter (its shuffle and
+    # random_state are deprecated there), older ones (from 1.3) as those two arguments
+    new = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 9)
+    inner = ({"cv": KFold(TE_INNER_FOLDS, shuffle=True, random_state=seed)} if new else
+             {"cv": TE_INNER_FOLDS, "shuffle": True, "random_state": seed})
+    encoders, own = [], []
+    for j in range(targets.shape[1]):
+        enc = TargetEncoder(target_type="continuous", smooth="auto", **inner)
+        own.append(enc.fit_transform(values, targets[:, j]))
+        encoders.append(enc)
+    return encoders, (np.concatenate(own, axis=1) if own else np.zeros((len(values), 0)))
+
+
+def apply_target_encoders(encoders: list, values: np.ndarray) -> np.ndarray:
+    """(N, J * E): each encoder's statistics of all its training rows (a value never seen: the prior)."""
+    if not encoders:
+        return np.zeros((len(values), 0))
+    return np.concatenate([e.transform(values) for e in encoders], axis=1)
+
+
+def spec_features(spec: dict) -> list[Feature]:
+    return [f if isinstance(f, Feature) else Feature(**f) for f in spec["features"]]
+
+
+def table_names(spec: dict, outputs: list[str]) -> list[str]:
+    """The names of table_matrix's columns: the features, `<col>:z_by_<COL>`, `<col>:te` (one target column)
+    or `<col>:te_<output>`."""
+    features, by, cols = spec_features(spec), spec.get("norm_by", ""), spec.get("target_encode", [])
+    names = [f.name for f in features] + [f"{f.name}:z_by_{by}" for f in features if by and f.kind == "num"]
+    return names + [f"{c}:te" if len(outputs) == 1 else f"{c}:te_{o}" for o in outputs for c in cols]
+
+
+def table_matrix(frame: pd.DataFrame, spec: dict, encoders: list | None = None) -> np.ndarray:
+    """A table's rows as the trees' table features, in table_names' order: the encoded columns, the numeric
+    ones' z-scores within their --norm-by group (computed within `frame`), then, given a fold's fitted
+    encoders, the --target-encode columns encoded by them. The training side (stacking) and the test side
+    (predict.stacked) both build their rows here; the training rows' own target encodings are cross-fitted
+    (fit_target_encoders) and appended by the training side in the same place."""
+    features = spec_features(spec)
+    blocks = [encode(frame, features), group_zscores(frame, features, spec.get("norm_by", ""))]
+    if encoders is not None:
+        blocks.append(apply_target_encoders(encoders, encoded_values(frame, spec.get("target_encode", []))))
+    return np.concatenate(blocks, axis=1)
+
+
+def check_columns(table: pd.DataFrame, spec: dict, where: str) -> None:
+    """The --norm-by and --target-encode columns are in the table, else one line."""
+    for flag, cols in (("--norm-by", [spec.get("norm_by")] if spec.get("norm_by") else []),
+                       ("--target-encode", spec.get("target_encode", []))):
+        for c in cols:
+            if c not in table.columns or c in ("label", "fold"):
+                raise StackError(f"{flag} {c}: no column {c!r} in {where} (columns: {', '.join(table.columns)})"
+                                 f"{did_you_mean(c, list(table.columns))}")
 
 
 def output_columns(task: str, classes: list) -> list[str]:
@@ -149,11 +251,12 @@ def read_test_table(path: Path) -> pd.DataFrame:
 
 
 def rows_for_test(test: pd.DataFrame, id_col: str, ids: list[str], features: list[Feature], path: Path,
-              log=print) -> pd.DataFrame:
-    """The test table's rows in the order of `ids`, checked: every feature column present, every id has one
-    row, numeric columns numeric; unseen categories are warned about (they become missing)."""
+                  log=print, columns: tuple = ()) -> pd.DataFrame:
+    """The test table's rows in the order of `ids`, checked: every feature column (and each of `columns`: the
+    --norm-by and --target-encode columns) present, every id has one row, numeric columns numeric; unseen
+    categories are warned about (they become missing)."""
     idc = id_col if id_col in test.columns else ("id" if "id" in test.columns else test.columns[0])
-    missing = [f.name for f in features if f.name not in test.columns]
+    missing = [c for c in [f.name for f in features] + list(columns) if c not in test.columns]
     if missing:
         raise StackError(f"{path}: feature column {missing[0]!r} is missing (columns: {', '.join(test.columns)}); "
                          "the trees need every feature for every test row")

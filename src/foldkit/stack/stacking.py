@@ -12,8 +12,13 @@
                   are, beside the test table's columns; every fold's trees averaged by the plan)
 
 The image features of a training row are its OOF prediction, made by the member's fold model that never saw
-the row; the fold-k trees see the OOF of the other folds' rows only. CV is the stacked OOF file scored against
-the same folds by the kit's own scorer (oof.cv_summary), so the leaderboard and the report agree with it.
+the row; the fold-k trees see the OOF of the other folds' rows only. A target encoding (--target-encode) is
+fitted on fold k's training rows only: their own encodings cross-fitted by an inner K-fold, fold k's rows
+encoded by the statistics of all of them (features.fit_target_encoders); each fold's encoders are stored
+with its trees, and the test rows are encoded by them. CV is the stacked OOF file scored against the same
+folds by the kit's own scorer (oof.cv_summary) read as the report and the leaderboard read it: a threshold
+metric at the threshold fitted on the rows scored (the scorer predict.calibrate.cv_scorer, handed down by
+the CLI since predict/ sits above stack/).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import hashlib
 import json
 import pickle
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +39,8 @@ from foldkit.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from foldkit.metrics import METRICS
 from foldkit.oof import cv_summary, load_oof, score_text
 from foldkit.stack import boost
-from foldkit.stack.features import StackError, choose, encode, image_features
+from foldkit.stack.features import (StackError, apply_target_encoders, check_columns, choose, encoded_values,
+                                    fit_target_encoders, image_features, table_matrix, table_names)
 from foldkit.tasks import TASKS, TRANSFORMS, TargetScale, oof_columns, targets, task_of
 
 VARIANTS = ("table", "image", "stacked")
@@ -111,23 +118,61 @@ def apply(models, x: np.ndarray, task: str, n_classes: int, transform: str = "no
     return TRANSFORMS[transform].inverse(mean) if transform != "none" else mean
 
 
-def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print, transform="none"):
+@dataclass
+class TargetEncoding:
+    """--target-encode for cross_fit: the encoded columns' values (N, E) and the targets they encode (N, J),
+    inserted as features at column `at`; cross_fit fills `encoders` (fold -> that fold's fitted encoders)."""
+    values: np.ndarray
+    targets: np.ndarray
+    at: int
+    seed: int
+    encoders: dict = field(default_factory=dict)
+
+    def fold_matrix(self, x: np.ndarray, k: int, train: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """x with fold k's encodings inserted: the training rows' cross-fitted, fold k's by the fold's encoders
+        (statistics of all the training rows, never of fold k's labels)."""
+        encoders, own = fit_target_encoders(self.values[train], self.targets[train], self.seed)
+        self.encoders[k] = encoders
+        te = np.full((len(x), own.shape[1]), np.nan)
+        te[train], te[valid] = own, apply_target_encoders(encoders, self.values[valid])
+        return np.concatenate([x[:, :self.at], te, x[:, self.at:]], axis=1)
+
+
+def encoding_targets(task: str, y: np.ndarray, n_classes: int, transform: str) -> np.ndarray:
+    """What a target encoding averages (N, J): the target on the scale the trees fit (regression), P(positive)
+    (two classes), each class as 0/1 (more), each label (multi-label)."""
+    kind = TASKS[task].label
+    if kind == "number":
+        y = np.asarray(y, dtype=np.float64)
+        return (TRANSFORMS[transform].numpy(y) if transform != "none" else y).reshape(-1, 1)
+    if kind == "tags":
+        return np.asarray(y, dtype=np.float64)
+    if n_classes == 2:
+        return (np.asarray(y) == 1).astype(np.float64).reshape(-1, 1)
+    return np.eye(n_classes)[np.asarray(y, dtype=int)]
+
+
+def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print, transform="none", te=None):
     """(OOF predictions, importance per feature (boost.importance, summed), models per fold): fold k's models fitted on the rows of the other
-    folds only (and the train-only rows, fold -1), scored on fold k's rows."""
+    folds only (and the train-only rows, fold -1), scored on fold k's rows. `te` (TargetEncoding): fold k's
+    target encodings fitted on its training rows only, inserted at te.at (its encoders kept in te.encoders)."""
     oof = np.full((len(x), 1 if TASKS[task].label == "number" else n_classes), np.nan)
-    gain, fitted = np.zeros(x.shape[1]), {}
+    gain, fitted = None, {}
     for k in sorted(int(f) for f in np.unique(folds) if f >= 0):
         train, valid = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        fitted[k] = fit_fold(kind, x, y, cats, task, n_classes, seeds, train, transform)
-        oof[valid] = apply(fitted[k], x[valid], task, n_classes, transform)
-        gain += sum(boost.importance(m) for per_label in fitted[k] for m in per_label)
-    return oof, gain, fitted
+        xk = te.fold_matrix(x, k, train, valid) if te is not None else x
+        fitted[k] = fit_fold(kind, xk, y, cats, task, n_classes, seeds, train, transform)
+        oof[valid] = apply(fitted[k], xk[valid], task, n_classes, transform)
+        fold_gain = sum(boost.importance(m) for per_label in fitted[k] for m in per_label)
+        gain = fold_gain if gain is None else gain + fold_gain
+    return oof, (np.zeros(x.shape[1]) if gain is None else gain), fitted
 
 
 def stack_name(cfg, exps, features, kind) -> str:
     if cfg.experiment:
         return cfg.experiment
-    what = json.dumps([[e.name for e in exps], [f.name + ":" + f.kind for f in features], kind, cfg.seeds])
+    extra = [[cfg.norm_by, te_columns(cfg)]] if cfg.norm_by or te_columns(cfg) else []   # old names kept
+    what = json.dumps([[e.name for e in exps], [f.name + ":" + f.kind for f in features], kind, cfg.seeds, *extra])
     return f"stack-{hashlib.sha256(what.encode()).hexdigest()[:6]}"
 
 
@@ -139,21 +184,27 @@ def oof_table(table: pd.DataFrame, pred: np.ndarray, task: str, meta: dict) -> p
                          "label": table["label"][scored].to_numpy(), **cols})
 
 
-def score(frame: pd.DataFrame, classes, metric, task, sep) -> dict:
-    return cv_summary(frame, list(classes), metric, task, sep)
+def score(frame: pd.DataFrame, classes, metric, task, sep, cv_scorer=None) -> dict:
+    """oof.cv_summary, read by cv_scorer(metric, task, n_classes)'s scorer when given (predict.calibrate's:
+    a threshold metric at its fitted threshold, as the report and the leaderboard read it)."""
+    scorer = cv_scorer(metric, task, len(classes)) if cv_scorer else None
+    return cv_summary(frame, list(classes), metric, task, sep, scorer)
 
 
-def write_experiment(exp: Experiment, record: dict, frame: pd.DataFrame, fitted: dict, spec: dict) -> dict:
-    """config.json, oof_fold{k}.csv, the trees of each fold and fold{k}.json (written last: fold k finished).
-    Returns the CV of the OOF files as written (oof.load_oof: what the leaderboard and report read)."""
+def write_experiment(exp: Experiment, record: dict, frame: pd.DataFrame, fitted: dict, spec: dict,
+                     fold_specs: dict | None = None, cv_scorer=None) -> dict:
+    """config.json, oof_fold{k}.csv, the trees of each fold (with the spec, and fold_specs[k]: the fold's
+    fitted target encoders) and fold{k}.json (written last: fold k finished). Returns the CV of the OOF files
+    as written (oof.load_oof: what the leaderboard and report read)."""
     exp.dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(exp.config_path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     for k, models in fitted.items():
         part = frame[frame["fold"] == k]
         atomic_write_with(exp.oof(k), lambda tmp, p=part: p.to_csv(tmp, index=False, float_format="%.10g"))
-        atomic_write_bytes(exp.trees(k), pickle.dumps({**spec, "models": models}))
+        atomic_write_bytes(exp.trees(k), pickle.dumps({**spec, **(fold_specs or {}).get(k, {}), "models": models}))
     oof, classes = load_oof(exp.dir, sorted(fitted))
-    rep = score(oof, classes, record["metric"], record["reading"]["task"], record["reading"].get("label_sep", ""))
+    rep = score(oof, classes, record["metric"], record["reading"]["task"], record["reading"].get("label_sep", ""),
+                cv_scorer)
     for k, models in fitted.items():
         at = rep["folds"].index(k)
         summary = {"fold": k, "metric": record["metric"], "value": rep["fold_scores"][at], "stacked": True,
@@ -172,19 +223,33 @@ def importance_table(gains: dict[str, np.ndarray], names: dict[str, list[str]], 
     return pd.DataFrame(rows).sort_values(["variant", "importance"], ascending=[True, False], kind="stable")
 
 
+def te_columns(cfg) -> list[str]:
+    return [c.strip() for c in cfg.target_encode.split(",") if c.strip()]
+
+
+def encoded_outputs(task: str, classes: list) -> list[str]:
+    """What each target-encoded column becomes: one mean (regression, two classes), or one per class or label."""
+    one = TASKS[task].label == "number" or (TASKS[task].label != "tags" and len(classes) == 2)
+    return ["y"] if one else [str(c) for c in classes]
+
+
 def prepare(cfg, log=print):
-    """The folds, the members, the table's features and the targets: what every variant is fitted on."""
+    """The folds, the members, the table's features (their spec: what the test side needs to build the same
+    rows, features.table_matrix) and the targets: what every variant is fitted on."""
     table, meta = read_folds(cfg.folds_dir)
     task = task_of(meta)
     exps = members(cfg, meta)
-    features = choose(table, meta, cfg.features)
-    x_table = encode(table, features)
+    spec = {"norm_by": cfg.norm_by, "target_encode": te_columns(cfg)}
+    check_columns(table, spec, f"the folds file of {cfg.folds_dir}")
+    features = choose(table, meta, cfg.features, encoded=tuple(spec["target_encode"]))
+    spec["features"] = [dataclasses.asdict(f) for f in features]
+    x_table = table_matrix(table, spec)
     x_image, image_names = image_features(exps, table["id"].astype(str))
     y = targets(task, table, meta)
-    return table, meta, task, exps, features, x_table, x_image, image_names, y
+    return table, meta, task, exps, features, spec, x_table, x_image, image_names, y
 
 
-def stack_record(cfg, meta, exps, features, image_names, kind, seeds, name, metric, reports) -> dict:
+def stack_record(cfg, meta, exps, spec, image_names, kind, seeds, name, metric, reports) -> dict:
     """config.json of the stacked experiment: what every step reads of an experiment (task, metric, classes,
     folds) and the `stacked` record (members, features, booster, seeds, the three CVs)."""
     first = exps[0].config()
@@ -193,40 +258,58 @@ def stack_record(cfg, meta, exps, features, image_names, kind, seeds, name, metr
             "layout": first.get("layout"), "reading": first.get("reading") or {"task": task_of(meta)},
             "test_like_fold": bool(meta.get("test_like")),
             "stacked": {"members": [e.name for e in exps], "booster": kind, "seeds": seeds,
-                        "features": [{"name": f.name, "kind": f.kind, "categories": f.categories} for f in features],
-                        "image_features": image_names, "test_table": cfg.test_table,
-                        "cv": {v: r["cv"] for v, r in reports.items()}}}
+                        "features": spec["features"], "norm_by": spec["norm_by"],
+                        "target_encode": spec["target_encode"], "image_features": image_names,
+                        "test_table": cfg.test_table, "cv": {v: r["cv"] for v, r in reports.items()}}}
 
 
-def run_stack(cfg, log=print) -> dict:
+def variants(cfg, table, task, classes, spec, x_table, x_image, image_names, y, transform) -> dict:
+    """Each variant's (features, categorical columns, feature names, TargetEncoding or None): the table's
+    features (target encodings inserted after them), the image predictions, both."""
+    cats = [i for i, f in enumerate(spec["features"]) if f["kind"] == "cat"]
+    names = table_names(spec, encoded_outputs(task, classes))
+    cols = spec["target_encode"]
+
+    def te():
+        return TargetEncoding(encoded_values(table, cols), encoding_targets(task, y, len(classes), transform),
+                              x_table.shape[1], cfg.seed) if cols else None
+    return {"table": (x_table, cats, names, te()), "image": (x_image, [], image_names, None),
+            "stacked": (np.concatenate([x_table, x_image], axis=1), cats, names + image_names, te())}
+
+
+def run_stack(cfg, log=print, cv_scorer=None) -> dict:
     """stack.py: the three variants cross-fitted, the stacked experiment written, the submission made when
-    the competition has test images. Returns the figures the CLI prints."""
+    the competition has test images. cv_scorer(metric, task, n_classes): how the CVs are read
+    (predict.calibrate.cv_scorer, handed down by the CLI: the report's and the leaderboard's reading).
+    Returns the figures the CLI prints."""
     t0 = time.time()
-    table, meta, task, exps, features, x_table, x_image, image_names, y = prepare(cfg, log)
-    kind = boost.available() if cfg.booster == "auto" else cfg.booster
+    table, meta, task, exps, features, spec, x_table, x_image, image_names, y = prepare(cfg, log)
+    kind = boost.resolve(cfg.booster)
     classes, sep, metric = meta["classes"], meta.get("label_sep", "") or "", exps[0].config().get("metric")
     n_classes, folds, seeds = len(classes), table["fold"].to_numpy(), [cfg.seed + s for s in range(cfg.seeds)]
+    extra = "".join([f"; z-scores by {cfg.norm_by}" if cfg.norm_by else "",
+                     f"; target-encoded {', '.join(spec['target_encode'])}" if spec["target_encode"] else ""])
     log(f"stacking {', '.join(e.name for e in exps)} with {len(features)} table feature(s) "
-        f"({', '.join(f'{f.name}:{f.kind}' for f in features) or 'none'}); {kind} trees, {len(seeds)} seed(s)")
-    cats = [i for i, f in enumerate(features) if f.kind == "cat"]
+        f"({', '.join(f'{f.name}:{f.kind}' for f in features) or 'none'}{extra}); {kind} trees, {len(seeds)} seed(s)")
     transform = target_transform(task, metric)
-    data = {"table": (x_table, cats, [f.name for f in features]), "image": (x_image, [], image_names),
-            "stacked": (np.concatenate([x_table, x_image], axis=1), cats, [f.name for f in features] + image_names)}
+    data = variants(cfg, table, task, classes, spec, x_table, x_image, image_names, y, transform)
     reports, gains, names, preds, fitted = {}, {}, {}, {}, {}
     for v in VARIANTS:
-        x, c, names[v] = data[v]
-        if x.shape[1] == 0:
+        x, c, names[v], te = data[v]
+        if not names[v]:
             continue
-        preds[v], gains[v], fitted[v] = cross_fit(kind, x, y, folds, c, task, n_classes, seeds, log, transform)
-        reports[v] = score(oof_table(table, preds[v], task, meta), classes, metric, task, sep)
+        preds[v], gains[v], fitted[v] = cross_fit(kind, x, y, folds, c, task, n_classes, seeds, log, transform, te)
+        reports[v] = score(oof_table(table, preds[v], task, meta), classes, metric, task, sep, cv_scorer)
         log(f"{v:>8s} trees: CV {metric} {score_text(reports[v]['cv'])} "
             f"(folds {score_text(reports[v]['cv_mean'])} ± {score_text(reports[v]['cv_std'])})")
     name = stack_name(cfg, exps, features, kind)
     exp = Experiment(Path(cfg.models_dir) / name)
-    record = stack_record(cfg, meta, exps, features, image_names, kind, seeds, name, metric, reports)
-    spec = {"features": [dataclasses.asdict(f) for f in features], "members": [e.name for e in exps],
-            "task": task, "n_classes": n_classes, "transform": transform}
-    rep = write_experiment(exp, record, oof_table(table, preds["stacked"], task, meta), fitted["stacked"], spec)
+    record = stack_record(cfg, meta, exps, spec, image_names, kind, seeds, name, metric, reports)
+    full_spec = {**spec, "members": [e.name for e in exps], "task": task, "n_classes": n_classes, "transform": transform}
+    te = data["stacked"][3]
+    fold_specs = {k: {"encoders": enc} for k, enc in te.encoders.items()} if te else None
+    rep = write_experiment(exp, record, oof_table(table, preds["stacked"], task, meta), fitted["stacked"], full_spec,
+                           fold_specs, cv_scorer)
     imp = importance_table(gains, names, kind)
     imp_path = exp.dir / "importance.csv"
     atomic_write_with(imp_path, lambda tmp: imp.to_csv(tmp, index=False, lineterminator="\n"))
