@@ -1,5 +1,5 @@
 """Post-processing fitted on the kind of prediction it is applied to: OOF rows predicted with predict.py's
-TTA views (foldkit.train.oof_tta, foldkit.predict.oof_views)."""
+TTA views (foldkit.train.oof_tta, foldkit.oof.oof_for_plan)."""
 import json
 
 import numpy as np

@@ -5,6 +5,7 @@ trained on and nothing else, so its OOF predictions (the rows it never saw) are 
 of the other rows are the labels. Trees fed predictions from a model that saw the rows they are scored on
 would reach a near-perfect CV; the stack must stay at chance."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -89,6 +90,40 @@ def test_a_memorising_image_model_never_reaches_the_trees_that_score_its_trainin
     # the report renders without logs or checkpoints and shows the three CVs and the importance table
     write_report(out["dir"], tmp_path / "report")
     assert "permutation importance" in stack_page(tmp_path / "report")
+
+
+def test_the_trees_learn_on_the_image_oof_predicted_with_the_views_the_test_images_get(tmp_path):
+    """An image experiment trained with flips recorded its OOF with hflip TTA (oof_tta_fold{k}.csv), as
+    predict.py's --tta auto predicts its test images: the trees are fitted on those rows, not on the one-view
+    OOF, and the stacked experiment records the views; predict.py then says so when asked for other views."""
+    tiny_competition(tmp_path / "in")
+    cfg = settings(tmp_path)
+    make_folds(cfg, log=lambda *a: None)
+    table, meta = read_folds(cfg.folds_dir)
+    exp = Experiment(tmp_path / "models" / "img")
+    exp.dir.mkdir(parents=True)
+    exp.config_path.write_text(json.dumps({"metric": "rmse", "folds_sha256": meta["sha256_now"], "classes": [],
+                                           "n_folds": 2, "reading": {"task": "regression"}, "hflip": True}))
+    y, folds = table["label"].to_numpy(float), table["fold"].to_numpy()
+    for k in (0, 1):
+        rows = table[folds == k]
+        base = pd.DataFrame({"id": rows["id"], "fold": k, "label": rows["label"]})
+        base.assign(pred=1.0).to_csv(exp.oof(k), index=False)                  # one view
+        base.assign(pred=2.0).to_csv(exp.oof_tta(k), index=False)              # none + hflip
+        exp.summary_path(k).write_text(json.dumps({"oof_tta": ["none", "hflip"]}))
+        exp.checkpoint(k).write_bytes(b"")
+    x_image = stacking.prepare(cfg, log=lambda *a: None)[7]
+    assert np.all(x_image == 2.0)                                              # the TTA rows
+    assert np.all(stacking.prepare(settings(tmp_path, tta="none"), log=lambda *a: None)[7] == 1.0)
+    out = stacking.run_stack(settings(tmp_path, experiment="st"), log=lambda *a: None)
+    assert json.loads((Path(out["dir"]) / "config.json").read_text())["stacked"]["tta"] == ["none", "hflip"]
+    from foldkit.oof import oof_for_plan
+    said = []
+    oof_for_plan(Experiment(Path(out["dir"])), ["none", "hflip"], said.append)
+    assert said == []                                                          # the views it learnt on
+    oof_for_plan(Experiment(Path(out["dir"])), ["none"], said.append)
+    assert len(said) == 1 and "fitted on image predictions made with the TTA views none, hflip" in said[0]
+    assert "Predict with --tta hflip" in said[0] and "Train a new experiment" not in said[0]
 
 
 def stack_page(report_dir) -> str:

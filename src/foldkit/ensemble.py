@@ -3,6 +3,9 @@
     weighted_mean, weighted_geometric   (E, N, C) probabilities + (E,) weights -> (N, C)
     ENSEMBLE_MODES                      --ensemble: how one experiment's folds are averaged
     TTA_VIEWS                           view name -> axes flipped on an (N, C, H, W) batch
+    views_of, trained_with_flips        the TTA views of a --tta value for an experiment's settings: what
+                                        predict.py predicts the test with, training its OOF with, and
+                                        stack.py reads its image features with
     log_probs, softmax                  the clipped log and the softmax every step shares
 
 numpy and scipy only (config reads the names for `--help` without importing torch; the bundle's
@@ -12,7 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from foldkit.errors import FoldkitError
+
 EPS = 1e-15
+
+
+class EnsembleError(FoldkitError, ValueError):
+    """Checkpoints that cannot be ensembled; the message says which and why."""
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -48,3 +57,22 @@ def combine(probs: list[np.ndarray] | np.ndarray, how: str = "mean") -> np.ndarr
         raise ValueError(f"unknown ensemble method {how!r}: {', '.join(ENSEMBLE_MODES)}")
     p = np.stack(probs)
     return ENSEMBLE_MODES[how](p, np.full(len(p), 1.0 / len(p)))
+
+
+def trained_with_flips(settings: dict) -> bool:
+    """Whether an experiment's settings (config.json, or a Config's dict) trained it on flipped images."""
+    return bool(settings.get("hflip", True)) and settings.get("aug", "light") != "none"
+
+
+def views_of(tta: str, flips: bool) -> list[str]:
+    """The TTA views of a --tta value, "none" first: auto = hflip when the models trained with flips
+    (`flips`), else no TTA; or the named views of ensemble.TTA_VIEWS. predict.py predicts the test images
+    with them and training predicts its OOF rows with them (foldkit.train.oof_tta), so that the
+    post-processing is fitted on the kind of prediction it is applied to."""
+    if tta == "auto":
+        return ["none", "hflip"] if flips else ["none"]
+    views = [v.strip() for v in tta.split(",") if v.strip() and v.strip() != "none"]
+    bad = [v for v in views if v not in TTA_VIEWS]
+    if bad:
+        raise EnsembleError(f"unknown --tta view(s) {bad}: use {', '.join(TTA_VIEWS)}")
+    return ["none"] + views

@@ -11,7 +11,10 @@ Inputs (file contracts, docs/ARCHITECTURE.md):
 On the ground floor because training (the best epoch, a teacher's OOF), prediction (the blend's CV),
 the search (trials, the leaderboard) and the report all read the same figures. Competition metrics come
 from ``foldkit.metrics.score``; hand-written here, because no library does it: reading and checking the
-OOF files of all folds. Also the one way a figure is written as text (``score_text``, ``words``).
+OOF files of all folds. Also the one way a figure is written as text (``score_text``, ``words``), and
+which OOF rows a plan is fitted on (``oof_for_plan``: those predicted the way the test images are; the
+test predictions average each fold model over the TTA views, training records its OOF with the views it
+expected predict.py to use, ``oof_tta_fold{k}.csv``; stack.py reads its image features the same way).
 
 This module must not import torch.
 """
@@ -316,3 +319,33 @@ def in_words(value: Any, digits: int = 4) -> str:
 def value_text(v: float) -> str:
     """A target value as written by a person: 34, 0.5, 1.2346 (no trailing zeros)."""
     return np.format_float_positional(round(float(v), 4), trim="-")
+
+
+def oof_for_plan(exp: Experiment, tta: list[str] | None, log=print) -> pd.DataFrame:
+    """The experiment's OOF of its finished folds, with the TTA views `tta` ("none" first) when every
+    finished fold recorded them, else the one-view OOF (the log says which folds lack them). A stacked
+    experiment's OOF is its trees' (read as written); the log says when its trees were fitted on image
+    predictions made with other views than `tta`, which the test images would then be predicted with."""
+    folds = exp.finished_folds()
+    stacked = exp.config().get("stacked")
+    if stacked:
+        fitted = stacked.get("tta") or ["none"]
+        if tta and list(tta) != list(fitted):
+            log(f"note: {exp.name}: its trees were fitted on image predictions made with the TTA views "
+                f"{', '.join(fitted)}, but the test images are predicted with {', '.join(tta)}: the trees would be "
+                f"given another kind of prediction than they learnt on. Predict with --tta "
+                f"{','.join(v for v in fitted if v != 'none') or 'none'}, or stack again with --tta {','.join(tta)}")
+        return load_oof(exp.dir, folds)[0]
+    if not tta or list(tta) == ["none"]:
+        return load_oof(exp.dir, folds)[0]
+    recorded = {k: exp.summary(k).get("oof_tta") for k in folds}
+    lacking = [k for k, v in recorded.items() if v != list(tta) or not exp.oof_tta(k).is_file()]
+    if not lacking:
+        return load_oof(exp.dir, folds, kind="oof_tta")[0]
+    other = sorted({", ".join(v) for k, v in recorded.items() if k in lacking and v})
+    log(f"note: {exp.name}: fold(s) {lacking} have no OOF predicted with the TTA views {', '.join(tta)}"
+        + (f" (recorded: {'; '.join(other)})" if other else "")
+        + ": post-processing is fitted on the one-view OOF, more confident than the test predictions it is "
+        f"applied to. Train a new experiment with --tta {','.join(v for v in tta if v != 'none')}, or predict "
+        "with the views its folds recorded")
+    return load_oof(exp.dir, folds)[0]

@@ -26,9 +26,8 @@ from foldkit.choices import BLEND_MODES
 from foldkit.ensemble import ENSEMBLE_MODES, combine as combine_members, weighted_geometric, weighted_mean
 from foldkit.errors import FoldkitError
 from foldkit.metrics import METRICS, score, signed
-from foldkit.oof import cv_summary, humanise, in_words, oof_arrays, score_text, test_like_score
+from foldkit.oof import cv_summary, humanise, in_words, oof_arrays, oof_for_plan, score_text, test_like_score
 from foldkit.predict.calibrate import POSTPROCESS, SWITCH_OF, cv_scorer, steps_for
-from foldkit.predict.oof_views import oof_for_plan
 from foldkit.tasks import TASKS, check_combination
 
 
@@ -349,7 +348,7 @@ def from_experiments(exps: list, classes: list, blend: str = "mean", calibrate: 
     task kind). metric: the one the plan is fitted and scored for (submission.file_metric: the metric of the
     file written; default the first experiment's). Returns score_blends()'s dict plus "cv" (the honest
     figure: nested CV of the whole plan). tta: the views the test is predicted with (the OOF rows
-    fitted on: foldkit.predict.oof_views)."""
+    fitted on: foldkit.oof.oof_for_plan)."""
     oofs = []
     task, sep = exps[0].task()
     metric = metric or exps[0].config().get("metric", "accuracy")

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foldkit.ensemble import TTA_VIEWS, combine
-from foldkit.errors import FoldkitError
+from foldkit.ensemble import TTA_VIEWS, EnsembleError, combine
 from foldkit.experiment import Experiment
 from foldkit.data.augment import eval_transform
 from foldkit.data.images import ImageError, eval_size, prepare_image, preparation
@@ -26,33 +25,10 @@ from foldkit.runtime.model import ModelError, load_checkpoint, model_from_checkp
 from foldkit.tasks import TASKS, task_of
 
 
-def trained_with_flips(settings: dict) -> bool:
-    """Whether an experiment's settings (config.json, or a Config's dict) trained it on flipped images."""
-    return bool(settings.get("hflip", True)) and settings.get("aug", "light") != "none"
-
-
-def views_of(tta: str, flips: bool) -> list[str]:
-    """The TTA views of a --tta value, "none" first: auto = hflip when the models trained with flips
-    (`flips`), else no TTA; or the named views of ensemble.TTA_VIEWS. predict.py predicts the test images
-    with them and training predicts its OOF rows with them (foldkit.train.oof_tta), so that the
-    post-processing is fitted on the kind of prediction it is applied to."""
-    if tta == "auto":
-        return ["none", "hflip"] if flips else ["none"]
-    views = [v.strip() for v in tta.split(",") if v.strip() and v.strip() != "none"]
-    bad = [v for v in views if v not in TTA_VIEWS]
-    if bad:
-        raise EnsembleError(f"unknown --tta view(s) {bad}: use {', '.join(TTA_VIEWS)}")
-    return ["none"] + views
-
-
 def tta_view(name: str):
     """The torch function of a view of ensemble.TTA_VIEWS (the flipped axes of an NCHW batch)."""
     axes = TTA_VIEWS[name]
     return (lambda x: torch.flip(x, dims=axes)) if axes else (lambda x: x)
-
-
-class EnsembleError(FoldkitError, ValueError):
-    """Checkpoints that cannot be ensembled; the message says which and why."""
 
 
 class Member:

@@ -25,12 +25,12 @@ from foldkit.data.dataset import ImageSource, auto_workers
 from foldkit.data.images import preparation, shrink, to_channels
 from foldkit.data.reading import read_text_csv
 from foldkit.data.store import cache_root
+from foldkit.ensemble import trained_with_flips, views_of
 from foldkit.experiment import Experiment, find_experiments
 from foldkit.data.reading import open_competition
 from foldkit.folds.file import read_folds
 from foldkit.predict import blend, stacked, submission
-from foldkit.predict.inference import (load_members, load_single_image, predict_ensemble,
-                                      trained_with_flips, views_of)
+from foldkit.predict.inference import load_members, load_single_image, predict_ensemble
 from foldkit.predict.submission import SubmissionError
 from foldkit.tags import join_tags, multi_hot
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last

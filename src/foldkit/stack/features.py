@@ -34,7 +34,8 @@ import pandas as pd
 
 from foldkit.data.reading import read_text_csv
 from foldkit.errors import FoldkitError, did_you_mean
-from foldkit.oof import PROB_PREFIX, load_oof
+from foldkit.ensemble import trained_with_flips, views_of
+from foldkit.oof import PROB_PREFIX, oof_for_plan
 from foldkit.tasks import TASKS
 
 NOT_FEATURES = ("id", "label", "fold", "path", "index")
@@ -224,13 +225,22 @@ def output_columns(task: str, classes: list) -> list[str]:
     return ["pred"] if TASKS[task].label == "number" else [f"{PROB_PREFIX}{c}" for c in classes]
 
 
-def image_features(exps: list, ids: pd.Series) -> tuple[np.ndarray, list[str]]:
+def image_views(exps: list, tta: str) -> list[str]:
+    """The TTA views the stacked experiment's test images will be predicted with (as predict.py resolves
+    --tta for these image experiments), so its trees are fitted on OOF predicted with the same views."""
+    return views_of(tta, all(trained_with_flips(e.config()) for e in exps))
+
+
+def image_features(exps: list, ids: pd.Series, views: list[str] | None = None,
+                   log=print) -> tuple[np.ndarray, list[str]]:
     """Each experiment's OOF prediction of every training row (made by the fold model that never saw it),
-    in the order of `ids`; a row an experiment has no OOF prediction for is refused (it was not trained on
-    all folds of these folds)."""
+    in the order of `ids`, predicted with the TTA `views` where its folds recorded them (oof.oof_for_plan:
+    the kind of prediction the test images get), else the one-view OOF; a row an experiment has no OOF
+    prediction for is refused (it was not trained on all folds of these folds)."""
     blocks, names = [], []
     for e in exps:
-        oof, classes = load_oof(e.dir, e.finished_folds())
+        oof = oof_for_plan(e, views, log)
+        classes = [c[len(PROB_PREFIX):] for c in oof.columns if c.startswith(PROB_PREFIX)]   # load_oof's order
         cols = output_columns(e.task()[0], classes)
         by_id = oof.set_index("id")[cols]
         missing = ~ids.isin(by_id.index)

@@ -40,7 +40,7 @@ from foldkit.metrics import METRICS
 from foldkit.oof import cv_summary, load_oof, score_text
 from foldkit.stack import boost
 from foldkit.stack.features import (StackError, apply_target_encoders, check_columns, choose, encoded_values,
-                                    fit_target_encoders, image_features, table_matrix, table_names)
+                                    fit_target_encoders, image_features, image_views, table_matrix, table_names)
 from foldkit.tasks import TASKS, TRANSFORMS, TargetScale, oof_columns, targets, task_of
 
 VARIANTS = ("table", "image", "stacked")
@@ -244,7 +244,8 @@ def prepare(cfg, log=print):
     features = choose(table, meta, cfg.features, encoded=tuple(spec["target_encode"]))
     spec["features"] = [dataclasses.asdict(f) for f in features]
     x_table = table_matrix(table, spec)
-    x_image, image_names = image_features(exps, table["id"].astype(str))
+    spec["tta"] = image_views(exps, cfg.tta)
+    x_image, image_names = image_features(exps, table["id"].astype(str), spec["tta"], log)
     y = targets(task, table, meta)
     return table, meta, task, exps, features, spec, x_table, x_image, image_names, y
 
@@ -260,7 +261,8 @@ def stack_record(cfg, meta, exps, spec, image_names, kind, seeds, name, metric, 
             "stacked": {"members": [e.name for e in exps], "booster": kind, "seeds": seeds,
                         "features": spec["features"], "norm_by": spec["norm_by"],
                         "target_encode": spec["target_encode"], "image_features": image_names,
-                        "test_table": cfg.test_table, "cv": {v: r["cv"] for v, r in reports.items()}}}
+                        "test_table": cfg.test_table, "tta": spec["tta"],
+                        "cv": {v: r["cv"] for v, r in reports.items()}}}
 
 
 def variants(cfg, table, task, classes, spec, x_table, x_image, image_names, y, transform) -> dict:

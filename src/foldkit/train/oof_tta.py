@@ -6,7 +6,7 @@ OOF are fitted on more confident predictions than the ones they are applied to. 
 its kept checkpoint (fold{k}.pt, exactly the model predict.py loads) predicts the fold's validation rows
 again with the views predict.py will use; fit.py writes them to oof_tta_fold{k}.csv (the columns of
 oof_fold{k}.csv) and records the views in fold{k}.json (`oof_tta`). predict.py fits its plan on these rows
-when its views are the recorded ones (foldkit.predict.oof_views). Without TTA nothing is written: the OOF
+when its views are the recorded ones (foldkit.oof.oof_for_plan). Without TTA nothing is written: the OOF
 already is what predict.py predicts.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from foldkit.predict.inference import tta_view, trained_with_flips, views_of
+from foldkit.ensemble import trained_with_flips, views_of
+from foldkit.predict.inference import tta_view
 from foldkit.runtime import distributed
 from foldkit.runtime.device import mean_softmax, to_device
 from foldkit.runtime.model import load_checkpoint, model_from_checkpoint
