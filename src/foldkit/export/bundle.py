@@ -38,6 +38,7 @@ from foldkit.data.images import eval_size, preparation, prepare_image, to_channe
 from foldkit.data.reading import read_competition, read_text_csv
 from foldkit.ensemble import TTA_VIEWS
 from foldkit.errors import FoldkitError, cli_run
+from foldkit.export.stacks import check_boosters, image_entries, plan_inputs
 from foldkit.predict import submission
 from foldkit.predict.blend import Plan, PlanError
 from foldkit.report.words import plan_in_words
@@ -141,7 +142,7 @@ def load_bundle_members(bundle_dir: Path, man: dict) -> list:
     from foldkit.predict.inference import Member  # lazy: imports torch
     from foldkit.runtime.model import load_checkpoint  # lazy: imports torch
     members = []
-    for e in man["members"]:
+    for e in image_entries(man):
         path = bundle_dir / e["weights"]
         if e["format"].startswith("safetensors"):
             from safetensors.torch import load_file
@@ -257,7 +258,7 @@ def onnx_sessions(bundle_dir: Path, man: dict, key: str = "") -> list:
     providers = [p for p in want if p in ort.get_available_providers()]
     key = key or onnx_key(man)
     out = []
-    for e in man["members"]:
+    for e in image_entries(man):
         if not e.get(key):
             raise BundleError(f"{MANIFEST} has no ONNX file for {e['weights']}: export with --onnx, "
                               "or use --runner torch")
@@ -269,7 +270,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
     (regression) de-standardised as the torch runner does (Task.to_predictions of foldkit.tasks). The
     int8 models when the bundle has them (onnx_key)."""
-    members = man["members"]
+    members = image_entries(man)
     task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
     preps = sorted({member_preparation(e) for e in members})
@@ -291,7 +292,7 @@ def pick_runner(runner: str, man: dict) -> str:
         import torch  # noqa: F401
         return "torch"
     except ImportError:
-        if all(e.get("onnx") for e in man["members"]):
+        if all(e.get("onnx") for e in image_entries(man)):
             return "onnx"
         raise BundleError("torch is not installed and this bundle has no ONNX files: install torch, "
                           "or export the bundle with --onnx and install onnxruntime") from None
@@ -326,11 +327,13 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     src = Path(input_dir) if input_dir else find_input_dir(man, cfg.competition)
     comp, sample = open_test_set(man, src)
     runner = pick_runner(cfg.runner, man)
+    check_boosters(man)     # a stacked experiment's tree library, before the images are predicted
     plan = man["plan"]
-    log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(plan.tta)} view(s), "
+    log(f"{src}: {len(comp.test)} test images; {len(image_entries(man))} model(s) x {len(plan.tta)} view(s), "
         f"{runner} runner{' (int8 models)' if runner == 'onnx' and onnx_key(man) == 'onnx_int8' else ''}; {plan_in_words(plan.describe())}; {plan.submission_mode} mode")
     t1 = time.time()
-    probs = plan.apply((predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg))
+    per_image = (predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg)
+    probs = plan.apply(plan_inputs(bundle_dir, man, comp, per_image, log))   # a stacked fold: its trees
     dt = time.time() - t1
     mode = plan.submission_mode
     sub = submission.make(comp.test["id"].astype(str).tolist(), probs, plan, sample, comp.id_col, comp.label_col)

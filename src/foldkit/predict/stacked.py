@@ -61,12 +61,34 @@ def image_members(members: list) -> list:
     return out
 
 
-def test_rows(fold: StackedFold, comp, log=print) -> np.ndarray:
-    """The test rows' table features of a stacked experiment, in the order of the test images."""
-    features = [Feature(**f) for f in fold.spec["features"]]
-    path = Path(fold.stacked.get("test_table") or Path(comp.root) / "test.csv")
+def table_path(stacked_record: dict, root) -> Path:
+    """The test table of a stacked experiment: the --test-table stack.py was given, else test.csv of the
+    competition folder `root`."""
+    return Path(stacked_record.get("test_table") or Path(root) / "test.csv")
+
+
+def test_rows(spec: dict, path: Path, comp, log=print) -> np.ndarray:
+    """The test rows' table features of a stacked experiment (its feature spec), in the order of the test
+    images."""
+    features = [Feature(**f) for f in spec["features"]]
     ids = comp.test["id"].astype(str).tolist()
     return encode(rows_for_test(read_test_table(path), comp.id_col, ids, features, path, log), features)
+
+
+def test_features(spec: dict, path: Path, comp, preds_of, ensemble: str, log=print) -> np.ndarray:
+    """The test rows' features of a stacked fold, as its OOF features were built: the test table's columns
+    (`path`), then each stacked image experiment's fold ensemble (preds_of(name): its folds' test
+    predictions). predict.py and the offline bundle's runners (foldkit.export.bundle) both build them here."""
+    blocks = [test_rows(spec, path, comp, log)]
+    for name in spec["members"]:
+        blocks.append(combine([np.asarray(p, dtype=np.float64) for p in preds_of(name)], ensemble)
+                      .reshape(len(comp.test), -1))
+    return np.concatenate(blocks, axis=1)
+
+
+def trees_predict(spec: dict, x: np.ndarray) -> np.ndarray:
+    """A stacked fold's trees (its spec's models) on feature rows, in the task's shape."""
+    return apply(spec["models"], x, spec["task"], spec["n_classes"], spec.get("transform", "none"))
 
 
 def per_member(members: list, images: list, per_image: list, comp, ensemble: str, log=print) -> list:
@@ -80,13 +102,9 @@ def per_member(members: list, images: list, per_image: list, comp, ensemble: str
             out.append(by_path[str(m.path)])
             continue
         if m.experiment not in features:
-            blocks = [test_rows(m, comp, log)]
-            for name in m.spec["members"]:
-                preds = [by_path[str(im.path)] for im in m.inputs if im.path.parent.name == name]
-                blocks.append(combine([np.asarray(p, dtype=np.float64) for p in preds], ensemble)
-                              .reshape(len(comp.test), -1))
-            features[m.experiment] = np.concatenate(blocks, axis=1)
-        pred = apply(m.spec["models"], features[m.experiment], m.task, m.spec["n_classes"],
-                     m.spec.get("transform", "none"))
-        out.append(pred)
+            features[m.experiment] = test_features(
+                m.spec, table_path(m.stacked, comp.root), comp,
+                lambda name, m=m: [by_path[str(im.path)] for im in m.inputs if im.path.parent.name == name],
+                ensemble, log)
+        out.append(trees_predict(m.spec, features[m.experiment]))
     return out
