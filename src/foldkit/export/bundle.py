@@ -19,8 +19,10 @@ config.json) is needed. Both runners return per-member probabilities and the man
 them into the submission (`Plan.apply`, as predict.py does). `torch` reuses the kit's own path
 (predicting.predict_members on predicting.make_sources), so its submission is byte-identical to
 predict.py's; `onnx` runs onnxruntime sessions with numpy/Pillow preprocessing and never imports
-torch (this module imports torch only inside the torch runner): its probabilities are within 1e-3 of
-the torch runner's (Pillow's resize is within one grey level of torchvision's).
+torch (this module imports torch only inside the torch runner): its inputs are the torch runner's bit for
+bit where Pillow's resize matches torchvision's (within one grey level elsewhere), its outputs within
+float32 rounding of PyTorch's. A stacked experiment's folds are trees (foldkit.export.stacks): trees/,
+the manifest's `images` (the image models, each once) and `boosters` (the tree library's version).
 """
 from __future__ import annotations
 
@@ -185,7 +187,9 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     if (nh, nw) != (size, size):   # like eval_transform: a square centre crop
         top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
         img = img[top:top + size, left:left + size]
-    x = img.astype(np.float32).transpose(2, 0, 1) / 255.0
+    # times float32(1/255), as augment.Normalize (torchvision's ToDtype(scale=True)) scales: dividing by 255
+    # rounds differently (up to 7e-7 apart), a difference the trees' thresholds or a regression value's digits show
+    x = img.astype(np.float32).transpose(2, 0, 1) * np.float32(1.0 / 255)
     mean = np.asarray(data_config["mean"], np.float32)[:, None, None]
     std = np.asarray(data_config["std"], np.float32)[:, None, None]
     return (x - mean) / std
