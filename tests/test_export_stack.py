@@ -1,7 +1,7 @@
 """export.py with a stacked experiment (issue 29): stack -> predict -> export -> the bundle's torch and onnx
 runners, in a fresh folder with the network blocked, write predict.py's submission byte for byte; on the
-houses competition (photo + table, RMSLE, scikit-learn's trees through joblib) and a multi-label one (Planet,
-LightGBM's text trees)."""
+houses competition (photo + table, RMSLE) and a multi-label one (Planet), LightGBM's text trees; scikit-learn's
+trees (joblib) round-trip and their version check on their own (its stack is minutes on a loaded 2-core CPU)."""
 import json
 import shutil
 import subprocess
@@ -62,34 +62,53 @@ def _offline(bundle, comp, tmp, runner):
     return out
 
 
-def test_houses_stack_bundle_runners_write_predict_py_submission(tmp_path, capsys):
+def test_houses_stack_bundle_runners_write_predict_py_submission(tmp_path):
     """60 real houses + 20 test houses (photo at 32 px + table), an image model for RMSLE stacked with the table
-    in scikit-learn's trees: the bundle carries the image models once, each fold's trees (joblib) and feature
-    spec and the scikit-learn version; both runners write predict.py's file byte for byte; trees written by
-    another scikit-learn are one line, before any image is predicted."""
-    from foldkit.export import bundle
+    in LightGBM trees: the bundle carries the image models once, each fold's text trees and feature spec and
+    the LightGBM version; both runners write predict.py's file byte for byte."""
     table, paths = houses_competition(tmp_path, 60)
     _main("make_folds", [*paths, "--label-col", "price", "--n-folds", "2"])
-    ref, out = _stack_predict_export(tmp_path, paths, ["--metric", "rmsle"], "sklearn", "st")
+    ref, out = _stack_predict_export(tmp_path, paths, ["--metric", "rmsle"], "lightgbm", "st")
     man = json.loads((out / "foldkit_bundle.json").read_text())
-    import sklearn
-    assert man["boosters"] == {"scikit-learn": sklearn.__version__}
+    import lightgbm
+    assert man["boosters"] == {"lightgbm": lightgbm.__version__}
     assert [(e["experiment"], e["fold"]) for e in man["members"]] == [("st", 0), ("st", 1)]
     assert [(e["experiment"], e["fold"]) for e in man["images"]] == [("img", 0), ("img", 1)]
-    assert all(e["booster"] == "sklearn" and e["test_table"] == "test.csv" for e in man["members"])
+    assert all(e["booster"] == "lightgbm" and e["test_table"] == "test.csv" for e in man["members"])
     spec = json.loads((out / man["members"][0]["trees"]).read_text())
     assert spec["transform"] == "log1p" and {"bedrooms", "area", "zipcode"} <= {f["name"] for f in spec["features"]}
-    assert spec["models"][0][0]["file"].endswith(".joblib")
+    assert (out / "trees" / spec["models"][0][0]["file"]).read_text().startswith("tree\n")   # LightGBM's text model
     for runner in ("torch", "onnx"):
         assert _offline(out, tmp_path / "in", tmp_path, runner).read_bytes() == ref.read_bytes(), runner
     _onnx_is_torch_to_float32_rounding(out, tmp_path / "in")
-    capsys.readouterr()
+
+
+def test_scikit_learn_trees_round_trip_through_joblib_and_their_version_is_checked(tmp_path):
+    """A stacked fold of scikit-learn trees written as the bundle writes it and read back predicts the same
+    values bit for bit; the manifest pins scikit-learn's version and another one is refused in one line."""
+    import sklearn
+    from foldkit.export import stacks
+    from foldkit.export.build import slug
+    from foldkit.predict.stacked import StackedFold, trees_predict
+    from foldkit.stack.stacking import fit_fold
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    y = np.exp(2 + x[:, 0] + 0.3 * rng.normal(size=120))
+    fold = object.__new__(StackedFold)       # a stacked fold as load_stacked makes it, without an experiment
+    fold.experiment, fold.fold, fold.inputs, fold.stacked = "st", 0, [], {"booster": "sklearn", "test_table": None}
+    fold.spec = {"features": [], "members": [], "task": "regression", "n_classes": 0, "transform": "log1p",
+                 "models": fit_fold("sklearn", x, y, [], "regression", 0, [0], np.arange(120), "log1p")}
+    entries = stacks.write_stacks([fold], tmp_path, slug)
+    spec = stacks.load_spec(tmp_path, entries[("st", 0)])
+    assert [rec["file"] for rec in json.loads((tmp_path / "trees" / "st__fold0.json").read_text())["models"][1]] == \
+        ["st__fold0__seed0_label0.joblib"]
+    assert np.array_equal(trees_predict(spec, x), trees_predict(fold.spec, x))
+    man = {"boosters": stacks.boosters(entries.values())}
+    assert man["boosters"] == {"scikit-learn": sklearn.__version__}
+    stacks.check_boosters(man)
     man["boosters"]["scikit-learn"] = "0.0.1"
-    (out / "foldkit_bundle.json").write_text(json.dumps(man))
-    with pytest.raises(SystemExit):
-        bundle.main(["--bundle", str(out), "--input-dir", str(tmp_path / "in"), "--out", str(tmp_path / "x.csv")])
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "written by scikit-learn 0.0.1" in err and "pip install scikit-learn==" in err
+    with pytest.raises(stacks.StackBundleError, match=r"written by scikit-learn 0\.0\.1, this Python has .*pip install"):
+        stacks.check_boosters(man)
 
 
 def _onnx_is_torch_to_float32_rounding(out, comp_dir):
@@ -137,13 +156,13 @@ def planet_competition(tmp, n_train=48, n_test=12):
     return ["--input-dir", str(comp), "--folds-dir", str(tmp / "folds"), "--models-dir", str(tmp / "m")]
 
 
-def test_multilabel_stack_blended_with_its_image_model_bundles_scikit_learn_trees(tmp_path, capsys):
+def test_multilabel_stack_blended_with_its_image_model_bundle_writes_predict_py_submission(tmp_path, capsys):
     """48 + 12 Planet images (3 tags), one table column: the stack (LightGBM's text trees, the version pinned)
     blended with its own image experiment; both runners write predict.py's file byte for byte. A missing test
     table and --int8 are one line each."""
     from foldkit.export import bundle
     paths = planet_competition(tmp_path)
-    _main("make_folds", [*paths, "--label-col", "tags", "--n-folds", "2"])
+    _main("make_folds", [*paths, "--label-col", "tags", "--task", "multilabel", "--n-folds", "2"])
     ref, out = _stack_predict_export(tmp_path, paths, [], "lightgbm", "st,img")
     man = json.loads((out / "foldkit_bundle.json").read_text())
     import lightgbm

@@ -62,7 +62,7 @@ def _load_model(rec: dict, folder: Path) -> boost.Model:
         import lightgbm as lgb   # lazy: the booster's library, checked by check_boosters
         model = lgb.Booster(model_str=path.read_text())
     else:
-        import joblib
+        import joblib   # lazy: only scikit-learn boosters
         model = joblib.load(path)
     return boost.Model(rec["kind"], rec["objective"], rec["n_classes"], model, rec["trees"], np.zeros(0))
 
