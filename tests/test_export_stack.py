@@ -100,7 +100,7 @@ def test_scikit_learn_trees_round_trip_through_joblib_and_their_version_is_check
                  "models": fit_fold("sklearn", x, y, [], "regression", 0, [0], np.arange(120), "log1p")}
     entries = stacks.write_stacks([fold], tmp_path, slug)
     spec = stacks.load_spec(tmp_path, entries[("st", 0)])
-    assert [rec["file"] for rec in json.loads((tmp_path / "trees" / "st__fold0.json").read_text())["models"][1]] == \
+    assert [rec["file"] for rec in json.loads((tmp_path / "trees" / "st__fold0.json").read_text())["models"][0]] == \
         ["st__fold0__seed0_label0.joblib"]
     assert np.array_equal(trees_predict(spec, x), trees_predict(fold.spec, x))
     man = {"boosters": stacks.boosters(entries.values())}
