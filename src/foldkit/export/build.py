@@ -35,11 +35,12 @@ from foldkit.data.images import eval_size
 from foldkit.data.reading import open_competition
 from foldkit.errors import FoldkitError
 from foldkit.experiment import find_experiments
-from foldkit.export import bundle, estimate, int8
+from foldkit.export import bundle, estimate, int8, stacks
 from foldkit.export.bundle import MANIFEST
 from foldkit.export.push import dataset_title
 from foldkit.folds.file import read_folds
 from foldkit.io import atomic_write_text, sha256_file
+from foldkit.predict.stacked import image_members
 from foldkit.report.words import plan_in_words
 from foldkit.runtime.device import amp_dtype, pick_device, use_channels_last
 from foldkit.tasks import TASKS, activate, task_of
@@ -246,10 +247,12 @@ def readme(man: dict, est_lines: list[str]) -> str:
     plan, described = man["plan"], bundle.Plan.from_json(man["plan"]).describe()
     steps = ", ".join(f"{n} {p}" for n, p in described.items() if n not in ("blend", "weights"))
     members = "\n".join(f"- `{e['weights']}`" + "".join(f", `{e[k]}`" for k in ("onnx", "onnx_int8") if e.get(k))
-                        for e in man["members"])
+                        for e in stacks.image_entries(man))
+    members += "".join(f"\n- `{e['trees']}` ({e['booster']} trees of a stacked experiment, {e['test_table']} beside "
+                       "the test images)" for e in man["members"] if "trees" in e)
     return f"""# foldkit offline bundle: {' + '.join(man['experiments'])}
 
-Inference with no network for Kaggle code competitions: {len(man['members'])} model(s) x
+Inference with no network for Kaggle code competitions: {len(stacks.image_entries(man))} model(s) x
 {len(plan['tta'])} TTA view(s) ({', '.join(plan['tta'])}), each experiment's folds by {plan['ensemble']},
 {plan['blend']} blend (weights {described['weights']}){', then ' + steps if steps else ''},
 {_what(plan)}, submission in `{plan['submission_mode']}` mode with columns
@@ -295,7 +298,7 @@ def _prepare_out(cfg) -> Path:
 def _members(cfg, classes):
     from foldkit.predict.predicting import members_for  # lazy: imports torch
     t = time.perf_counter()
-    exps, members = members_for(cfg, classes)
+    exps, members = members_for(cfg, classes, stacks=True)   # a stacked experiment's folds: its trees
     return exps, members, time.perf_counter() - t
 
 
@@ -348,6 +351,17 @@ def _manifest(cfg, comp, reading, sample, plan, entries, wheel: Path) -> dict:
             "members": entries}
 
 
+def plan_entries(members, images, entries: list[dict], trees: dict) -> dict:
+    """The manifest's members in the plan's order. A plan holding a stacked experiment adds `images` (the image
+    models the runners predict with, each once: its own and every stack's inputs) and `boosters` (the tree
+    library's version, pinned); `members` then holds the stacked folds' tree entries in their places."""
+    if not trees:
+        return {"members": entries}
+    by_path = {str(m.path): e for m, e in zip(images, entries)}
+    return {"members": [trees[(m.experiment, m.fold)] if (m.experiment, m.fold) in trees else by_path[str(m.path)]
+                        for m in members], "images": entries, "boosters": stacks.boosters(trees.values())}
+
+
 def _check_int8_flags(cfg) -> None:
     alone = [f"--{n.replace('_', '-')}" for n in ("int8_calibration", "max_cv_drop") if n in cfg.given]
     if alone and not cfg.int8:
@@ -360,20 +374,26 @@ def export_bundle(cfg, log=print) -> dict:
     comp, meta, reading = folds_competition(cfg)
     from foldkit.predict.predicting import make_plan, read_sample   # lazy: imports torch, after the checks that need none
     exps, members, load_s = _members(cfg, meta["classes"])
+    images = image_members(members)     # a stacked experiment's image models too, each once
+    if cfg.int8 and images != members:
+        raise ExportError("--int8 scores the quantized models through the plan on the OOF rows, which a stacked "
+                          "experiment's trees do not take part in yet: export the stacked plan without --int8")
     sample = read_sample(comp)
     plan, _ = make_plan(cfg, exps, members, sample, log)   # the plan predict.py fits with the same flags
     views = plan.tta
-    log(f"bundle of {len(members)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, "
+    log(f"bundle of {len(images)} model(s) from {', '.join(e.name for e in exps)}, TTA {views}, "
         f"{cfg.ensemble} ensemble; {plan_in_words(plan.describe())}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        entries = write_weights(members, tmp, cfg.half, cfg.safetensors)
+        entries = write_weights(images, tmp, cfg.half, cfg.safetensors)
+        trees = stacks.write_stacks(members, tmp, slug)
         wheel = build_wheel(tmp / "wheels")
         if cfg.onnx or cfg.int8:
-            export_onnx(members, entries, tmp, comp, log)
+            export_onnx(images, entries, tmp, comp, log)
         quantized = int8.export_int8(cfg, entries, tmp, comp, plan, log) if cfg.int8 else None
         man = _manifest(cfg, comp, reading, sample, plan, entries, wheel)
-        man["estimate"], lines = _runtime(cfg, members, comp, views, load_s, log, exps)
+        man.update(plan_entries(members, images, entries, trees))
+        man["estimate"], lines = _runtime(cfg, images, comp, views, load_s, log, exps)
         if quantized:
             man["int8"] = quantized
             lines += int8.lines(quantized) + estimate.per_runner(man["estimate"], quantized["img_per_s"], log)

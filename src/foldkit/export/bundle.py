@@ -19,8 +19,10 @@ config.json) is needed. Both runners return per-member probabilities and the man
 them into the submission (`Plan.apply`, as predict.py does). `torch` reuses the kit's own path
 (predicting.predict_members on predicting.make_sources), so its submission is byte-identical to
 predict.py's; `onnx` runs onnxruntime sessions with numpy/Pillow preprocessing and never imports
-torch (this module imports torch only inside the torch runner): its probabilities are within 1e-3 of
-the torch runner's (Pillow's resize is within one grey level of torchvision's).
+torch (this module imports torch only inside the torch runner): its inputs are the torch runner's bit for
+bit where Pillow's resize matches torchvision's (within one grey level elsewhere), its outputs within
+float32 rounding of PyTorch's. A stacked experiment's folds are trees (foldkit.export.stacks): trees/,
+the manifest's `images` (the image models, each once) and `boosters` (the tree library's version).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from foldkit.data.images import eval_size, preparation, prepare_image, to_channe
 from foldkit.data.reading import read_competition, read_text_csv
 from foldkit.ensemble import TTA_VIEWS
 from foldkit.errors import FoldkitError, cli_run
+from foldkit.export.stacks import check_boosters, image_entries, plan_inputs
 from foldkit.predict import submission
 from foldkit.predict.blend import Plan, PlanError
 from foldkit.report.words import plan_in_words
@@ -141,7 +144,7 @@ def load_bundle_members(bundle_dir: Path, man: dict) -> list:
     from foldkit.predict.inference import Member  # lazy: imports torch
     from foldkit.runtime.model import load_checkpoint  # lazy: imports torch
     members = []
-    for e in man["members"]:
+    for e in image_entries(man):
         path = bundle_dir / e["weights"]
         if e["format"].startswith("safetensors"):
             from safetensors.torch import load_file
@@ -184,7 +187,9 @@ def eval_preprocess(img: np.ndarray, data_config: dict) -> np.ndarray:
     if (nh, nw) != (size, size):   # like eval_transform: a square centre crop
         top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
         img = img[top:top + size, left:left + size]
-    x = img.astype(np.float32).transpose(2, 0, 1) / 255.0
+    # times float32(1/255), as augment.Normalize (torchvision's ToDtype(scale=True)) scales: dividing by 255
+    # rounds differently (up to 7e-7 apart), a difference the trees' thresholds or a regression value's digits show
+    x = img.astype(np.float32).transpose(2, 0, 1) * np.float32(1.0 / 255)
     mean = np.asarray(data_config["mean"], np.float32)[:, None, None]
     std = np.asarray(data_config["std"], np.float32)[:, None, None]
     return (x - mean) / std
@@ -257,7 +262,7 @@ def onnx_sessions(bundle_dir: Path, man: dict, key: str = "") -> list:
     providers = [p for p in want if p in ort.get_available_providers()]
     key = key or onnx_key(man)
     out = []
-    for e in man["members"]:
+    for e in image_entries(man):
         if not e.get(key):
             raise BundleError(f"{MANIFEST} has no ONNX file for {e['weights']}: export with --onnx, "
                               "or use --runner torch")
@@ -269,7 +274,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test predictions with onnxruntime, without torch: each member's outputs activated and
     (regression) de-standardised as the torch runner does (Task.to_predictions of foldkit.tasks). The
     int8 models when the bundle has them (onnx_key)."""
-    members = man["members"]
+    members = image_entries(man)
     task = man["plan"].task
     sessions = onnx_sessions(bundle_dir, man)
     preps = sorted({member_preparation(e) for e in members})
@@ -291,7 +296,7 @@ def pick_runner(runner: str, man: dict) -> str:
         import torch  # noqa: F401
         return "torch"
     except ImportError:
-        if all(e.get("onnx") for e in man["members"]):
+        if all(e.get("onnx") for e in image_entries(man)):
             return "onnx"
         raise BundleError("torch is not installed and this bundle has no ONNX files: install torch, "
                           "or export the bundle with --onnx and install onnxruntime") from None
@@ -326,11 +331,13 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     src = Path(input_dir) if input_dir else find_input_dir(man, cfg.competition)
     comp, sample = open_test_set(man, src)
     runner = pick_runner(cfg.runner, man)
+    check_boosters(man)     # a stacked experiment's tree library, before the images are predicted
     plan = man["plan"]
-    log(f"{src}: {len(comp.test)} test images; {len(man['members'])} model(s) x {len(plan.tta)} view(s), "
+    log(f"{src}: {len(comp.test)} test images; {len(image_entries(man))} model(s) x {len(plan.tta)} view(s), "
         f"{runner} runner{' (int8 models)' if runner == 'onnx' and onnx_key(man) == 'onnx_int8' else ''}; {plan_in_words(plan.describe())}; {plan.submission_mode} mode")
     t1 = time.time()
-    probs = plan.apply((predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg))
+    per_image = (predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg)
+    probs = plan.apply(plan_inputs(bundle_dir, man, comp, per_image, log))   # a stacked fold: its trees
     dt = time.time() - t1
     mode = plan.submission_mode
     sub = submission.make(comp.test["id"].astype(str).tolist(), probs, plan, sample, comp.id_col, comp.label_col)

@@ -59,8 +59,8 @@ def load_members(experiments: list[Experiment], expected_classes: list | None = 
     for e in experiments:
         if e.config().get("stacked"):
             raise EnsembleError(f"experiment {e.name} is stacked (trees over image experiments' predictions): "
-                                f"`python src/predict.py --experiments {e.name}` submits it; export.py and "
-                                "--image do not run its trees yet")
+                                f"`python src/predict.py --experiments {e.name}` submits it and export.py bundles it; "
+                                "--image does not run its trees (they need the test table's row)")
         folds = e.finished_folds()
         if not folds:
             raise EnsembleError(f"experiment {e.name}: no finished fold (fold{{k}}.pt + fold{{k}}.json)")

@@ -63,41 +63,60 @@ def image_members(members: list) -> list:
     return out
 
 
-def test_rows(fold: StackedFold, comp, log=print) -> np.ndarray:
-    """The test rows' table features of a stacked fold, in the order of the test images: built by the training
-    side's own function (features.table_matrix: the columns, their --norm-by z-scores within the test table,
-    the fold's target encoders)."""
-    spec = fold.spec
-    path = Path(fold.stacked.get("test_table") or Path(comp.root) / "test.csv")
+def table_path(stacked_record: dict, root) -> Path:
+    """The test table of a stacked experiment: the --test-table stack.py was given, else test.csv of the
+    competition folder `root`."""
+    return Path(stacked_record.get("test_table") or Path(root) / "test.csv")
+
+
+def test_rows(spec: dict, path: Path, comp, log=print) -> np.ndarray:
+    """The test rows' table features of a stacked fold (its spec), in the order of the test images: built by
+    the training side's own function (features.table_matrix: the columns, their --norm-by z-scores within
+    the test table, the fold's target encoders)."""
     ids = comp.test["id"].astype(str).tolist()
     columns = ([spec["norm_by"]] if spec.get("norm_by") else []) + list(spec.get("target_encode", []))
     rows = rows_for_test(read_test_table(path), comp.id_col, ids, spec_features(spec), path, log, tuple(columns))
     return table_matrix(rows, spec, spec.get("encoders"))
 
 
+def test_features(spec: dict, path: Path, comp, preds_of, ensemble: str, log=print) -> np.ndarray:
+    """The test rows' features of a stacked fold, as its OOF features were built: the test table's columns
+    (`path`), then each stacked image experiment's fold ensemble (preds_of(name): its folds' test
+    predictions). predict.py and the offline bundle's runners (foldkit.export.bundle) both build them here."""
+    blocks = [test_rows(spec, path, comp, log)]
+    for name in spec["members"]:
+        blocks.append(combine([np.asarray(p, dtype=np.float64) for p in preds_of(name)], ensemble)
+                      .reshape(len(comp.test), -1))
+    return np.concatenate(blocks, axis=1)
+
+
+def trees_predict(spec: dict, x: np.ndarray) -> np.ndarray:
+    """A stacked fold's trees (its spec's models) on feature rows, in the task's shape."""
+    return apply(spec["models"], x, spec["task"], spec["n_classes"], spec.get("transform", "none"))
+
+
+def feature_key(experiment: str, fold: int, spec: dict) -> tuple:
+    """Which stacked folds share their test features: all folds of an experiment, unless its folds have
+    target encoders of their own (--target-encode), which encode the test rows per fold."""
+    return (experiment, fold if spec.get("encoders") else None)
+
+
 def per_member(members: list, images: list, per_image: list, comp, ensemble: str, log=print) -> list:
     """The plan's per-member test predictions: image models' as predicted (per_image, in `images`' order),
-    stacked folds' from their trees on the test rows' features (the image predictions combined once per
-    stacked experiment, the table's rows once or per fold)."""
+    stacked folds' from their trees on the test rows' features (built once per stacked experiment, or once
+    per fold when its folds have target encoders of their own: feature_key)."""
     by_path = {str(m.path): p for m, p in zip(images, per_image)}
-    image_blocks: dict[str, list] = {}
-    table_rows: dict[tuple, np.ndarray] = {}
+    features: dict[tuple, np.ndarray] = {}
     out = []
     for m in members:
         if not isinstance(m, StackedFold):
             out.append(by_path[str(m.path)])
             continue
-        if m.experiment not in image_blocks:
-            image_blocks[m.experiment] = []
-            for name in m.spec["members"]:
-                preds = [by_path[str(im.path)] for im in m.inputs if im.path.parent.name == name]
-                image_blocks[m.experiment].append(combine([np.asarray(p, dtype=np.float64) for p in preds], ensemble)
-                                                  .reshape(len(comp.test), -1))
-        # the table's rows once per experiment, or per fold when its folds have target encoders of their own
-        key = (m.experiment, m.fold if m.spec.get("encoders") else None)
-        if key not in table_rows:
-            table_rows[key] = test_rows(m, comp, log)
-        features = np.concatenate([table_rows[key], *image_blocks[m.experiment]], axis=1)
-        pred = apply(m.spec["models"], features, m.task, m.spec["n_classes"], m.spec.get("transform", "none"))
-        out.append(pred)
+        key = feature_key(m.experiment, m.fold, m.spec)
+        if key not in features:
+            features[key] = test_features(
+                m.spec, table_path(m.stacked, comp.root), comp,
+                lambda name, m=m: [by_path[str(im.path)] for im in m.inputs if im.path.parent.name == name],
+                ensemble, log)
+        out.append(trees_predict(m.spec, features[key]))
     return out
