@@ -13,11 +13,15 @@ depends too much on the model); run the export, or predict_offline.py, on the GP
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
 
 from foldkit.data.images import eval_size
+from foldkit.ensemble import TTA_VIEWS
+from foldkit.export.bundle import member_batch, member_preparation, onnx_session, run_views, table_images
+from foldkit.tasks import TASKS, activate
 
 GPU_FACTORS = {"T4": 1.0, "P100": 1.0, "L4": 1.5, "A10": 2.0, "V100": 2.0, "A100": 4.0, "H100": 6.0, "H200": 6.5}
 
@@ -138,3 +142,185 @@ def per_runner(est: dict, onnx_rates: dict, log=print) -> list[str]:
                         for k, s in zip(rates, est["per_runner"].values())))
     log(line)
     return [line]
+
+
+# --------------------------------------------------------------------------- per runner, per CPU cores
+
+KAGGLE_CPU_CORES = 4     # Kaggle's CPU notebooks
+PROBE_BATCH = 8          # the per-core timing's batch
+PROBE_SECONDS = 0.5      # each runner at each thread count is timed for at least this long (after a warm-up)
+PROBE_BATCHES = (8, 32)  # the batch sizes the probe tries at the chosen thread count
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (taskset, a container's cpuset): what 'all cores' means here."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _probe_images(comp, entries: list[dict], n: int, seed: int = 0) -> tuple[list[dict], float]:
+    """n test images prepared for every member's preparation (synthetic ones at the members' size when there
+    is no test set) and the seconds per image that decoding and preparing them took on one thread."""
+    preps = sorted({member_preparation(e) for e in entries})
+    t = time.perf_counter()
+    if comp is not None and comp.test is not None and len(comp.test):
+        images = list(table_images(comp, comp.test.head(n), "test", preps))
+    else:
+        rng = np.random.default_rng(seed)
+        images = [{(g, s): rng.integers(0, 256, (s, s, 1 if g else 3), dtype=np.uint8) for g, s in preps}
+                  for _ in range(n)]
+    inputs = [member_batch(images, e) for e in entries]     # the members' NCHW float32 inputs, as the runners'
+    return inputs, (time.perf_counter() - t) / max(len(images), 1)
+
+
+def torch_models(members, views: list[str], task: str):
+    """run(inputs, threads): every member's torch model on its input with every view, on `threads` CPU threads
+    (0: torch's default), as the torch runner's models run (fp32, no grad)."""
+    import torch
+    models = [m.model.cpu().float().eval() for m in members]
+    default = torch.get_num_threads()
+
+    def run(inputs, threads):
+        torch.set_num_threads(threads or default)
+        with torch.inference_mode():
+            for model, x in zip(models, inputs):
+                for v in views or ["none"]:
+                    xv = np.flip(x, TTA_VIEWS[v]) if TTA_VIEWS[v] else x
+                    activate(model(torch.from_numpy(np.ascontiguousarray(xv))).numpy(), TASKS[task].activation)
+        torch.set_num_threads(default)
+    return run
+
+
+def onnx_models(folder, entries: list[dict], key: str, views: list[str], task: str):
+    """run(inputs, threads): every member's onnxruntime session (`key`: onnx or onnx_int8) with every view,
+    intra-op threads `threads` (0: onnxruntime's default), inter-op 1, as the onnx runner runs them."""
+    sessions: dict[int, list] = {}
+
+    def run(inputs, threads):
+        if threads not in sessions:
+            sessions[threads] = [onnx_session(folder / e[key], threads) for e in entries]
+        for s, x in zip(sessions[threads], inputs):
+            run_views(s, x, views, task)
+    return run
+
+
+def models_rate(run, inputs: list[np.ndarray], threads: int, batch: int, seconds: float = PROBE_SECONDS) -> float:
+    """Images per second of run() (models only) at `threads` and `batch`: a warm-up image (sessions made, first
+    call's set-up), then batches over the sample, round and round, for at least `seconds`."""
+    n_all = len(inputs[0])
+    run([x[:1] for x in inputs], threads)
+    done, t = 0, time.perf_counter()
+    while done == 0 or time.perf_counter() - t < seconds:
+        i = done % n_all
+        part = [x[i:i + batch] for x in inputs]
+        run(part, threads)
+        done += len(part[0])
+    return done / (time.perf_counter() - t)
+
+
+def amdahl(rate_1: float, rate_n: float, n: int) -> float:
+    """The parallel fraction p of Amdahl's law, speedup(k) = 1 / ((1 - p) + p / k), fitted on the speedup
+    measured from 1 to n threads; in [0, 1], so an extrapolation never passes linear scaling."""
+    if n <= 1:
+        return 0.0
+    speedup = rate_n / rate_1
+    return float(min(1.0, max(0.0, (1 - 1 / speedup) / (1 - 1 / n))))
+
+
+def scaled(rate_1: float, p: float, k: int) -> float:
+    return rate_1 / ((1 - p) + p / k)
+
+
+def _runner_cores(run, inputs, prepare_s: float, n: int, n_images: int, fixed_s: float) -> dict:
+    """One runner's img/s measured at 1 and n threads (models only, then with one thread's image preparation)
+    and extrapolated to Kaggle's CPU cores by Amdahl's law; the seconds for n_images at each."""
+    measured = sorted({1, n})
+    rates = {k: models_rate(run, inputs, k, PROBE_BATCH) for k in measured}
+    p = amdahl(rates[1], rates[n], n)
+    per = {}
+    for k in sorted({*measured, KAGGLE_CPU_CORES}):
+        if k not in rates and n == 1:
+            continue                      # one core here: no scaling measured, nothing to extrapolate from
+        m = rates.get(k) or scaled(rates[1], p, k)
+        rate = 1 / (prepare_s + 1 / m)
+        per[str(k)] = {"img_per_s": rate, "models_img_per_s": m, "seconds": fixed_s + n_images / rate,
+                       "measured": k in rates}
+    return {"parallel_fraction": p, "cores": per}
+
+
+def probe(run, inputs, cores: dict, default_batch: int, n: int) -> dict:
+    """The runner's threads and batch size, chosen on this machine: all cores unless one thread was as fast
+    (within 5%), then the fastest of PROBE_BATCHES; beside it, img/s at the defaults the runner had before
+    (the library's own thread count, --batch-size)."""
+    one, all_ = cores["1"]["models_img_per_s"], cores[str(n)]["models_img_per_s"]
+    threads = n if n > 1 and all_ > 1.05 * one else 1
+    tried = {PROBE_BATCH: cores[str(threads)]["models_img_per_s"]}
+    for b in PROBE_BATCHES:
+        if b not in tried and b <= len(inputs[0]):
+            tried[b] = models_rate(run, inputs, threads, b)
+    best = max(tried, key=tried.get)
+    return {"threads": "all" if threads > 1 else 1, "threads_here": threads, "batch_size": best,
+            "img_per_s": tried[best], "tried": {str(b): r for b, r in tried.items()},
+            "default": {"threads": "library default", "batch_size": default_batch,
+                        "img_per_s": models_rate(run, inputs, 0, default_batch)}}
+
+
+NAMES = {"torch": "torch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+
+
+def short_time(seconds: float) -> str:
+    """2h10, 48 min, 21 s."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    h, m = divmod(int(round(seconds / 60)), 60)
+    return f"{h}h{m:02d}"
+
+
+def core_lines(res: dict) -> list[str]:
+    """The estimate per runner at each core count, then each probe's choice against the defaults."""
+    n, runners = res["cores_here"], res["runners"]
+    head = f"{res['test_images']:,} test images, {res['models']} model(s) x {res['views']} view(s):"
+    out = []
+    for k in sorted({int(k) for r in runners.values() for k in r["cores"]}):
+        times = " · ".join(f"{NAMES[name]} {short_time(r['cores'][str(k)]['seconds'])}"
+                           for name, r in runners.items() if str(k) in r["cores"])
+        how = ("measured" if k in res["measured_threads"] else
+               f"extrapolated from {' and '.join(map(str, res['measured_threads']))} measured, Amdahl's law: parallel "
+               "fraction " + ", ".join(f"{NAMES[nm]} {r['parallel_fraction']:.2f}" for nm, r in runners.items()))
+        out.append(f"{head} {times} on {k} core{'s' if k > 1 else ''} ({how})")
+    if n == 1:
+        out.append(f"  not extrapolated to {KAGGLE_CPU_CORES} cores: this process may use 1 core, no scaling to fit")
+    for runner, p in res.get("probe", {}).items():
+        d = p["default"]
+        out.append(f"probe, {runner} runner: {p['threads_here']} thread(s) ({p['threads']}), batch {p['batch_size']}: "
+                   f"{p['img_per_s']:.1f} img/s (models) vs {d['img_per_s']:.1f} img/s at its defaults "
+                   f"({d['threads']} threads, batch {d['batch_size']}); predict_offline.py applies it "
+                   "(--threads, --batch-size override)")
+    return out
+
+
+def runtime_cpu(members, entries: list[dict], folder, comp, views: list[str], task: str, est: dict,
+                batch_size: int, log=print) -> tuple[dict, list[str]]:
+    """The manifest's `runtime_cpu`: every runner the bundle has (torch; ONNX fp32 with --onnx; ONNX int8 with
+    --int8) timed at 1 thread and at every core this process may use on a short sample of test images, with
+    the seconds for the test set at those and at Kaggle's 4 CPU cores (extrapolated), and the probe's threads
+    and batch for the torch runner and the onnx runner (int8 models where the bundle has them)."""
+    runs = {"torch": torch_models(members, views, task)}
+    for key, name in (("onnx", "onnx_fp32"), ("onnx_int8", "onnx_int8")):
+        if all(e.get(key) for e in entries):
+            runs[name] = onnx_models(folder, entries, key, views, task)
+    inputs, prepare_s = _probe_images(comp, entries, max(*PROBE_BATCHES, min(batch_size, 64)))
+    n, fixed = cpu_cores(), est.get("load_seconds", 0.0) + est.get("fixed_seconds", 0.0)
+    res = {"cores_here": n, "measured_threads": sorted({1, n}), "kaggle_cores": KAGGLE_CPU_CORES,
+           "sample_images": len(inputs[0]), "batch_size": PROBE_BATCH, "prepare_seconds_per_image": prepare_s,
+           "test_images": est["test_images"], "fixed_seconds": fixed, "models": len(members), "views": len(views),
+           "runners": {name: _runner_cores(run, inputs, prepare_s, n, est["test_images"], fixed)
+                       for name, run in runs.items()}}
+    onnx = "onnx_int8" if "onnx_int8" in runs else "onnx_fp32"
+    res["probe"] = {runner: probe(runs[name], inputs, res["runners"][name]["cores"], batch_size, n)
+                    for runner, name in (("torch", "torch"), ("onnx", onnx)) if name in runs}
+    lines = core_lines(res)
+    for line in lines:
+        log(line)
+    return res, lines
