@@ -4,6 +4,9 @@
                             own prediction path (decode + transforms + every member and view)
     estimate(...)           expected time for N test images here and per GPU class, and how many
                             members x views fit a time budget
+    runtime_cpu(...)        each runner (torch, ONNX fp32, ONNX int8) timed at 1 thread and on every core
+                            here, Kaggle's 4 CPU cores extrapolated by Amdahl's law, and the probe: the
+                            threads and batch the bundle's runners use (the manifest's `runtime_cpu`)
 
 GPU classes are scaled from the measured device with GPU_FACTORS: rough relative throughputs
 for CNN inference under mixed precision (T4 = 1), orders of magnitude from public benchmark
