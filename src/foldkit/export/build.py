@@ -377,7 +377,7 @@ def export_bundle(cfg, log=print) -> dict:
         if quantized:
             man["int8"] = quantized
             lines += int8.lines(quantized) + estimate.per_runner(man["estimate"], quantized["img_per_s"], log)
-        if cfg.onnx or cfg.int8 or man["estimate"]["device"] == "cpu":    # a bundle for a CPU notebook
+        if cfg.onnx or cfg.int8:                  # a bundle for a CPU notebook: its runners per core
             man["runtime_cpu"], cpu_lines = estimate.runtime_cpu(members, entries, tmp, comp, views, plan.task,
                                                                  man["estimate"], cfg.batch_size, log)
             lines += cpu_lines

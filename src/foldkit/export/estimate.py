@@ -15,6 +15,7 @@ depends too much on the model); run the export, or predict_offline.py, on the GP
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -22,7 +23,6 @@ import time
 import numpy as np
 
 from foldkit.data.images import eval_size
-from foldkit.ensemble import TTA_VIEWS
 from foldkit.export.bundle import member_batch, member_preparation, onnx_session, run_views, table_images
 from foldkit.tasks import TASKS, activate
 
@@ -151,7 +151,7 @@ def per_runner(est: dict, onnx_rates: dict, log=print) -> list[str]:
 
 KAGGLE_CPU_CORES = 4     # Kaggle's CPU notebooks
 PROBE_BATCH = 8          # the per-core timing's batch
-PROBE_SECONDS = 0.5      # each runner at each thread count is timed for at least this long (after a warm-up)
+PROBE_SECONDS = 0.3      # each runner at each thread count is timed for at least this long (after a warm-up)
 PROBE_BATCHES = (8, 32)  # the batch sizes the probe tries at the chosen thread count
 
 
@@ -160,9 +160,11 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _probe_images(comp, entries: list[dict], n: int, seed: int = 0) -> tuple[list[dict], float]:
-    """n test images prepared for every member's preparation (synthetic ones at the members' size when there
-    is no test set) and the seconds per image that decoding and preparing them took on one thread."""
+def _probe_images(comp, entries: list[dict], groups: list[list[int]], n: int,
+                  seed: int = 0) -> tuple[list[np.ndarray], float]:
+    """n test images (synthetic ones at the members' size when there is no test set) as the NCHW input of one
+    member per group, and the seconds per image the onnx runner spends preparing them on one thread: each
+    decoded once per preparation, then preprocessed once per member (bundle.member_batch)."""
     preps = sorted({member_preparation(e) for e in entries})
     t = time.perf_counter()
     if comp is not None and comp.test is not None and len(comp.test):
@@ -171,53 +173,69 @@ def _probe_images(comp, entries: list[dict], n: int, seed: int = 0) -> tuple[lis
         rng = np.random.default_rng(seed)
         images = [{(g, s): rng.integers(0, 256, (s, s, 1 if g else 3), dtype=np.uint8) for g, s in preps}
                   for _ in range(n)]
-    inputs = [member_batch(images, e) for e in entries]     # the members' NCHW float32 inputs, as the runners'
-    return inputs, (time.perf_counter() - t) / max(len(images), 1)
+    seconds = time.perf_counter() - t
+    inputs = []
+    for g in groups:
+        t = time.perf_counter()
+        inputs.append(member_batch(images, entries[g[0]]))
+        seconds += len(g) * (time.perf_counter() - t)
+    return inputs, seconds / max(len(images), 1)
 
 
-def torch_models(members, views: list[str], task: str):
-    """run(inputs, threads): every member's torch model on its input with every view, on `threads` CPU threads
-    (0: torch's default), as the torch runner's models run (fp32, no grad)."""
+def alike(entries: list[dict]) -> list[list[int]]:
+    """Member indices grouped by model and input (architecture, channels, data config): the folds of one
+    experiment take the same time per image, so one member of each group is timed and counted for all."""
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        c = e["checkpoint"]
+        key = json.dumps([c.get("model_name"), c.get("in_chans"), c.get("data_config")], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def torch_model(member, task: str):
+    """run(x, threads): one member's torch model on a batch (fp32, no grad, one view: a view is a flip, whose
+    cost is nothing beside the model's) on `threads` CPU threads (0: torch's default), as the torch runner."""
     import torch
-    models = [m.model.cpu().float().eval() for m in members]
+    model = member.model.cpu().float().eval()
     default = torch.get_num_threads()
 
-    def run(inputs, threads):
+    def run(x, threads):
         torch.set_num_threads(threads or default)
         with torch.inference_mode():
-            for model, x in zip(models, inputs):
-                for v in views or ["none"]:
-                    xv = np.flip(x, TTA_VIEWS[v]) if TTA_VIEWS[v] else x
-                    activate(model(torch.from_numpy(np.ascontiguousarray(xv))).numpy(), TASKS[task].activation)
+            activate(model(torch.from_numpy(x)).numpy(), TASKS[task].activation)
         torch.set_num_threads(default)
     return run
 
 
-def onnx_models(folder, entries: list[dict], key: str, views: list[str], task: str):
-    """run(inputs, threads): every member's onnxruntime session (`key`: onnx or onnx_int8) with every view,
-    intra-op threads `threads` (0: onnxruntime's default), inter-op 1, as the onnx runner runs them."""
-    sessions: dict[int, list] = {}
+def onnx_model(path, task: str):
+    """run(x, threads): one member's onnxruntime session, intra-op threads `threads` (0: onnxruntime's
+    default), inter-op 1, one view, as the onnx runner runs it."""
+    sessions: dict[int, object] = {}
 
-    def run(inputs, threads):
+    def run(x, threads):
         if threads not in sessions:
-            sessions[threads] = [onnx_session(folder / e[key], threads) for e in entries]
-        for s, x in zip(sessions[threads], inputs):
-            run_views(s, x, views, task)
+            sessions[threads] = onnx_session(path, threads)
+        run_views(sessions[threads], x, ["none"], task)
     return run
 
 
-def models_rate(run, inputs: list[np.ndarray], threads: int, batch: int, seconds: float = PROBE_SECONDS) -> float:
-    """Images per second of run() (models only) at `threads` and `batch`: a warm-up image (sessions made, first
+def models_rate(run, x: np.ndarray, threads: int, batch: int, seconds: float = PROBE_SECONDS) -> float:
+    """Images per second of run() (one model) at `threads` and `batch`: a warm-up image (session made, first
     call's set-up), then batches over the sample, round and round, for at least `seconds`."""
-    n_all = len(inputs[0])
-    run([x[:1] for x in inputs], threads)
+    run(x[:1], threads)
     done, t = 0, time.perf_counter()
     while done == 0 or time.perf_counter() - t < seconds:
-        i = done % n_all
-        part = [x[i:i + batch] for x in inputs]
+        part = x[done % len(x):][:batch]
         run(part, threads)
-        done += len(part[0])
+        done += len(part)
     return done / (time.perf_counter() - t)
+
+
+def ensemble_rate(parts: list[tuple], threads: int, batch: int) -> float:
+    """img/s of the whole ensemble, models only: each timed model's seconds per image times how many it stands
+    for (members alike x views), added up."""
+    return 1 / sum(weight / models_rate(run, x, threads, batch) for run, x, weight in parts)
 
 
 def amdahl(rate_1: float, rate_n: float, n: int) -> float:
@@ -233,11 +251,11 @@ def scaled(rate_1: float, p: float, k: int) -> float:
     return rate_1 / ((1 - p) + p / k)
 
 
-def _runner_cores(run, inputs, prepare_s: float, n: int, n_images: int, fixed_s: float) -> dict:
+def _runner_cores(parts, prepare_s: float, n: int, n_images: int, fixed_s: float) -> dict:
     """One runner's img/s measured at 1 and n threads (models only, then with one thread's image preparation)
     and extrapolated to Kaggle's CPU cores by Amdahl's law; the seconds for n_images at each."""
     measured = sorted({1, n})
-    rates = {k: models_rate(run, inputs, k, PROBE_BATCH) for k in measured}
+    rates = {k: ensemble_rate(parts, k, PROBE_BATCH) for k in measured}
     p = amdahl(rates[1], rates[n], n)
     per = {}
     for k in sorted({*measured, KAGGLE_CPU_CORES}):
@@ -250,7 +268,7 @@ def _runner_cores(run, inputs, prepare_s: float, n: int, n_images: int, fixed_s:
     return {"parallel_fraction": p, "cores": per}
 
 
-def probe(run, inputs, cores: dict, default_batch: int, n: int) -> dict:
+def probe(parts, cores: dict, default_batch: int, n: int) -> dict:
     """The runner's threads and batch size, chosen on this machine: all cores unless one thread was as fast
     (within 5%), then the fastest of PROBE_BATCHES; beside it, img/s at the defaults the runner had before
     (the library's own thread count, --batch-size)."""
@@ -258,13 +276,13 @@ def probe(run, inputs, cores: dict, default_batch: int, n: int) -> dict:
     threads = n if n > 1 and all_ > 1.05 * one else 1
     tried = {PROBE_BATCH: cores[str(threads)]["models_img_per_s"]}
     for b in PROBE_BATCHES:
-        if b not in tried and b <= len(inputs[0]):
-            tried[b] = models_rate(run, inputs, threads, b)
+        if b not in tried and b <= len(parts[0][1]):
+            tried[b] = ensemble_rate(parts, threads, b)
     best = max(tried, key=tried.get)
     return {"threads": "all" if threads > 1 else 1, "threads_here": threads, "batch_size": best,
             "img_per_s": tried[best], "tried": {str(b): r for b, r in tried.items()},
             "default": {"threads": "library default", "batch_size": default_batch,
-                        "img_per_s": models_rate(run, inputs, 0, default_batch)}}
+                        "img_per_s": ensemble_rate(parts, 0, default_batch)}}
 
 
 NAMES = {"torch": "torch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
@@ -296,7 +314,8 @@ def core_lines(res: dict) -> list[str]:
         out.append(f"  not extrapolated to {KAGGLE_CPU_CORES} cores: this process may use 1 core, no scaling to fit")
     for runner, p in res.get("probe", {}).items():
         d = p["default"]
-        out.append(f"probe, {runner} runner: {p['threads_here']} thread(s) ({p['threads']}), batch {p['batch_size']}: "
+        threads = "all cores" if p["threads"] == "all" else "1 thread"
+        out.append(f"probe, {runner} runner: {threads} ({p['threads_here']} here), batch {p['batch_size']}: "
                    f"{p['img_per_s']:.1f} img/s (models) vs {d['img_per_s']:.1f} img/s at its defaults "
                    f"({d['threads']} threads, batch {d['batch_size']}); predict_offline.py applies it "
                    "(--threads, --batch-size override)")
@@ -309,19 +328,22 @@ def runtime_cpu(members, entries: list[dict], folder, comp, views: list[str], ta
     --int8) timed at 1 thread and at every core this process may use on a short sample of test images, with
     the seconds for the test set at those and at Kaggle's 4 CPU cores (extrapolated), and the probe's threads
     and batch for the torch runner and the onnx runner (int8 models where the bundle has them)."""
-    runs = {"torch": torch_models(members, views, task)}
+    groups = alike(entries)
+    inputs, prepare_s = _probe_images(comp, entries, groups, max(*PROBE_BATCHES, min(batch_size, 64)))
+    weights = [len(g) * len(views or ["none"]) for g in groups]
+    runs = {"torch": [(torch_model(members[g[0]], task), x, w) for g, x, w in zip(groups, inputs, weights)]}
     for key, name in (("onnx", "onnx_fp32"), ("onnx_int8", "onnx_int8")):
         if all(e.get(key) for e in entries):
-            runs[name] = onnx_models(folder, entries, key, views, task)
-    inputs, prepare_s = _probe_images(comp, entries, max(*PROBE_BATCHES, min(batch_size, 64)))
+            runs[name] = [(onnx_model(folder / entries[g[0]][key], task), x, w) for g, x, w in zip(groups, inputs, weights)]
     n, fixed = cpu_cores(), est.get("load_seconds", 0.0) + est.get("fixed_seconds", 0.0)
     res = {"cores_here": n, "measured_threads": sorted({1, n}), "kaggle_cores": KAGGLE_CPU_CORES,
            "sample_images": len(inputs[0]), "batch_size": PROBE_BATCH, "prepare_seconds_per_image": prepare_s,
            "test_images": est["test_images"], "fixed_seconds": fixed, "models": len(members), "views": len(views),
-           "runners": {name: _runner_cores(run, inputs, prepare_s, n, est["test_images"], fixed)
-                       for name, run in runs.items()}}
+           "timed_members": [entries[g[0]]["weights"] for g in groups],
+           "runners": {name: _runner_cores(parts, prepare_s, n, est["test_images"], fixed)
+                       for name, parts in runs.items()}}
     onnx = "onnx_int8" if "onnx_int8" in runs else "onnx_fp32"
-    res["probe"] = {runner: probe(runs[name], inputs, res["runners"][name]["cores"], batch_size, n)
+    res["probe"] = {runner: probe(runs[name], res["runners"][name]["cores"], batch_size, n)
                     for runner, name in (("torch", "torch"), ("onnx", onnx)) if name in runs}
     lines = core_lines(res)
     for line in lines:
