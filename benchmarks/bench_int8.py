@@ -21,11 +21,14 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -51,8 +54,13 @@ def make_folds(comp: Path, n_folds: int):
 
 def case(name: str, comp: Path, train: list[str], export: list[str]) -> dict:
     paths = ["--input-dir", str(comp / "in"), "--folds-dir", str(comp / "folds"), "--models-dir", str(comp / "m")]
-    _, t_train = kit(SRC / "train.py", *paths, *train, "--fold", "all", "--experiment", name, "--no-progress")
+    n_folds = pd.read_csv(comp / "folds" / "train_folds.csv")["fold"].nunique()
+    if all((comp / "m" / name / f"fold{k}.pt").is_file() for k in range(n_folds)):
+        t_train = 0                      # a --keep folder's finished training, reused
+    else:
+        _, t_train = kit(SRC / "train.py", *paths, *train, "--fold", "all", "--experiment", name, "--no-progress")
     out = comp / "bundle"
+    shutil.rmtree(out, ignore_errors=True)   # a --keep folder's earlier bundle
     stdout, t_export = kit(SRC / "export.py", *paths, "--experiments", name, "--out", str(out), "--int8", *export)
     lines = [l for l in stdout.splitlines() if l.startswith(("int8", "runtime estimate", "onnx:"))]
     lines += [l for l in stdout.splitlines() if "test images," in l or l.startswith("probe")]
