@@ -290,9 +290,9 @@ NAMES = {"torch": "torch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
 
 def short_time(seconds: float) -> str:
     """2h10, 48 min, 21 s."""
-    if seconds < 60:
+    if seconds < 59.5:
         return f"{seconds:.0f} s"
-    if seconds < 3600:
+    if seconds < 3570:
         return f"{seconds / 60:.0f} min"
     h, m = divmod(int(round(seconds / 60)), 60)
     return f"{h}h{m:02d}"
