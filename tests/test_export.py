@@ -427,3 +427,74 @@ def test_dynamic_quantization_where_static_fails(int8_bundle, tmp_path, monkeypa
     fp32, dyn = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
                  for p in (out / e["onnx"], tmp_path / "m.onnx"))
     assert fp32.shape == dyn.shape and np.abs(fp32 - dyn).max() < 0.25 * np.ptp(fp32)
+
+
+# --------------------------------------------------------------------------- per runner, per CPU cores; the probe
+
+def test_int8_bundle_estimates_each_runner_per_core_and_probes_the_runner(int8_bundle):
+    out, stdout = int8_bundle
+    cpu = json.loads((out / "foldkit_bundle.json").read_text())["runtime_cpu"]
+    n = len(os.sched_getaffinity(0))
+    assert cpu["cores_here"] == n and cpu["measured_threads"] == sorted({1, n}) and cpu["test_images"] == 48
+    assert set(cpu["runners"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    for name, r in cpu["runners"].items():
+        cores = r["cores"]
+        assert {str(k) for k in cpu["measured_threads"]} <= set(cores) and 0 <= r["parallel_fraction"] <= 1
+        for k, c in cores.items():      # seconds = fixed cost + test images / img/s, the preparation included
+            assert c["seconds"] == pytest.approx(cpu["fixed_seconds"] + 48 / c["img_per_s"])
+            assert c["img_per_s"] < c["models_img_per_s"] and c["measured"] == (int(k) in cpu["measured_threads"])
+        if n > 1:                       # Kaggle's 4 cores, extrapolated: never past linear, never below 1 core
+            one, four = cores["1"]["models_img_per_s"], cores["4"]["models_img_per_s"]
+            assert one <= four <= 4 * one * (1 + 1e-9) and not cores["4"]["measured"]
+    if n > 1:
+        assert "48 test images, 2 model(s) x 2 view(s): torch " in stdout
+        assert f"on 4 cores (extrapolated from 1 and {n} measured, Amdahl's law" in stdout
+    for runner in ("torch", "onnx"):
+        p = cpu["probe"][runner]
+        assert p["batch_size"] in {int(b) for b in p["tried"]} and p["threads"] in (1, "all")
+        assert p["img_per_s"] == max(p["tried"].values()) and p["default"]["img_per_s"] > 0
+        assert f"probe, {runner} runner:" in stdout
+
+
+def test_offline_runner_applies_the_probe_or_the_flags_and_refuses_a_bad_thread_count(int8_bundle, exported,
+                                                                                    monkeypatch, tmp_path, capsys):
+    from foldkit.export import bundle
+    root, _, _ = exported
+    out = int8_bundle[0]
+    probe = json.loads((out / "foldkit_bundle.json").read_text())["runtime_cpu"]["probe"]["onnx"]
+    made, sizes = [], []
+    session, batches = bundle.onnx_session, bundle.batches
+    monkeypatch.setattr(bundle, "onnx_session", lambda path, threads=0: made.append(threads) or session(path, threads))
+    monkeypatch.setattr(bundle, "batches", lambda items, size: sizes.append(size) or batches(items, size))
+    argv = ["--input-dir", str(root / "input"), "--out", str(tmp_path / "s.csv"), "--overwrite"]
+    bundle.main(argv, bundle_dir=out)
+    want = 1 if probe["threads"] == 1 else len(os.sched_getaffinity(0))
+    assert made == [want, want] and sizes == [probe["batch_size"]]
+    assert (f"{want} thread(s) (probed at export), batch {probe['batch_size']} (probed at export)"
+            in capsys.readouterr().out)
+    made.clear(), sizes.clear()
+    bundle.main([*argv, "--threads", "1", "--batch-size", "5"], bundle_dir=out)
+    assert made == [1, 1] and sizes == [5] and "1 thread(s) (--threads), batch 5 (--batch-size)" in capsys.readouterr().out
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as e:
+            bundle.main([*argv, "--threads", bad], bundle_dir=out)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "--threads" in err and "Traceback" not in err
+
+
+def test_amdahl_extrapolation_and_the_estimate_lines():
+    from foldkit.export import estimate as est
+    p = est.amdahl(10.0, 18.0, 2)                         # 1.8x on 2 cores: 8/9 of the work parallel
+    assert p == pytest.approx(8 / 9) and est.scaled(10.0, p, 4) == pytest.approx(30.0)
+    assert est.amdahl(10.0, 25.0, 2) == 1.0 and est.scaled(10.0, 1.0, 4) == pytest.approx(40.0)   # capped: linear
+    assert est.amdahl(10.0, 9.0, 2) == 0.0 and est.scaled(10.0, 0.0, 4) == pytest.approx(10.0)    # slower: flat
+    assert est.amdahl(10.0, 10.0, 1) == 0.0
+    runners = {name: {"parallel_fraction": 0.5, "cores": {str(k): {"seconds": s} for k, s in zip((1, 2, 4), secs)}}
+               for name, secs in (("torch", (9000, 8400, 7800)), ("onnx_fp32", (5000, 4000, 2880)),
+                                  ("onnx_int8", (100, 50, 21)))}
+    lines = est.core_lines({"cores_here": 2, "measured_threads": [1, 2], "test_images": 10_000, "models": 5,
+                            "views": 2, "runners": runners})
+    assert lines[2] == ("10,000 test images, 5 model(s) x 2 view(s): torch 2h10 · ONNX fp32 48 min · ONNX int8 21 s "
+                        "on 4 cores (extrapolated from 1 and 2 measured, Amdahl's law: parallel fraction torch 0.50, "
+                        "ONNX fp32 0.50, ONNX int8 0.50)")
+    assert lines[0].endswith("on 1 core (measured)") and lines[1].endswith("on 2 cores (measured)")

@@ -397,6 +397,10 @@ def export_bundle(cfg, log=print) -> dict:
         if quantized:
             man["int8"] = quantized
             lines += int8.lines(quantized) + estimate.per_runner(man["estimate"], quantized["img_per_s"], log)
+        if cfg.onnx or cfg.int8:                  # a bundle for a CPU notebook: its runners per core
+            man["runtime_cpu"], cpu_lines = estimate.runtime_cpu(images, entries, tmp, comp, views, plan.task,
+                                                                 man["estimate"], cfg.batch_size, log)
+            lines += cpu_lines
         atomic_write_text(tmp / MANIFEST, json.dumps(man, indent=1) + "\n")
         (tmp / "predict_offline.py").write_text(PREDICT_OFFLINE)
         (tmp / "predict_offline.ipynb").write_text(notebook_json())

@@ -26,6 +26,7 @@ the manifest's `images` (the image models, each once) and `boosters` (the tree l
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -158,7 +159,10 @@ def load_bundle_members(bundle_dir: Path, man: dict) -> list:
 def predict_torch(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     """Per-member test probabilities, on predict.py's own path (predicting.predict_members)."""
     from foldkit.predict.predicting import make_sources, predict_members  # lazy: imports torch
+    import torch
     members = load_bundle_members(bundle_dir, man)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     return predict_members(cfg, members, make_sources(comp, comp.test, "test", members), man["plan"].tta,
                            cached=comp.source_col == "index")
 
@@ -250,23 +254,36 @@ def onnx_key(man: dict) -> str:
     return "onnx_int8" if (man.get("int8") or {}).get("used") else "onnx"
 
 
-def onnx_sessions(bundle_dir: Path, man: dict, key: str = "") -> list:
+def onnx_session(path: Path, threads: int = 0):
+    """An onnxruntime session of one model on `threads` intra-op threads (0: onnxruntime's default) and one
+    inter-op thread (a CNN's graph is one chain: nothing to run side by side); CUDA first where available."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    want = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), opts, providers=[p for p in want if p in ort.get_available_providers()])
+
+
+def _importable(name: str) -> bool:
     try:
-        import onnxruntime as ort
-    except ImportError:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:     # sys.modules[name] = None: a module blocked on purpose
+        return False
+
+
+def onnx_sessions(bundle_dir: Path, man: dict, key: str = "", threads: int = 0) -> list:
+    if not _importable("onnxruntime"):
         raise BundleError("the onnx runner needs onnxruntime: pip install onnxruntime (on Kaggle with no internet: "
                           "its wheel in a dataset, pip install --no-index --find-links DIR onnxruntime)"
                           + (", or --runner torch for the fp32 checkpoints" if onnx_key(man) == "onnx_int8" else
-                             ", or --runner torch")) from None
-    want = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    providers = [p for p in want if p in ort.get_available_providers()]
+                             ", or --runner torch"))
     key = key or onnx_key(man)
     out = []
     for e in image_entries(man):
         if not e.get(key):
             raise BundleError(f"{MANIFEST} has no ONNX file for {e['weights']}: export with --onnx, "
                               "or use --runner torch")
-        out.append(ort.InferenceSession(str(bundle_dir / e[key]), providers=providers))
+        out.append(onnx_session(bundle_dir / e[key], threads))
     return out
 
 
@@ -276,7 +293,7 @@ def predict_onnx(bundle_dir: Path, man: dict, comp, cfg) -> list[np.ndarray]:
     int8 models when the bundle has them (onnx_key)."""
     members = image_entries(man)
     task = man["plan"].task
-    sessions = onnx_sessions(bundle_dir, man)
+    sessions = onnx_sessions(bundle_dir, man, threads=cfg.threads)
     preps = sorted({member_preparation(e) for e in members})
     out: list[list] = [[] for _ in members]
     for batch in batches(table_images(comp, comp.test, "test", preps), cfg.batch_size):
@@ -300,6 +317,23 @@ def pick_runner(runner: str, man: dict) -> str:
             return "onnx"
         raise BundleError("torch is not installed and this bundle has no ONNX files: install torch, "
                           "or export the bundle with --onnx and install onnxruntime") from None
+
+
+def runner_settings(cfg, man: dict, runner: str):
+    """cfg with the runner's CPU threads and batch size: --threads / --batch-size where given, else the export's
+    probe (runtime_cpu.probe: all the cores this process may use, or 1 where one was as fast; the fastest
+    batch), else all cores and --batch-size's default; and the words saying which."""
+    probe = ((man.get("runtime_cpu") or {}).get("probe") or {}).get(runner) or {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if "threads" in cfg.given:
+        threads, t_how = cfg.threads, "--threads"
+    else:
+        threads = 1 if probe.get("threads") == 1 else cores
+        t_how = "probed at export" if probe else "all cores"
+    batch, b_how = ((cfg.batch_size, "--batch-size") if "batch_size" in cfg.given or not probe.get("batch_size")
+                    else (int(probe["batch_size"]), "probed at export"))
+    return (config.with_settings(cfg, threads=threads, batch_size=batch),
+            f"{threads} thread(s) ({t_how}), batch {batch} ({b_how})")
 
 
 def open_test_set(man: dict, input_dir: Path):
@@ -332,9 +366,11 @@ def run_offline(cfg, bundle_dir: str | Path, input_dir: str = "", log=print) -> 
     comp, sample = open_test_set(man, src)
     runner = pick_runner(cfg.runner, man)
     check_boosters(man)     # a stacked experiment's tree library, before the images are predicted
+    cfg, settings = runner_settings(cfg, man, runner)
     plan = man["plan"]
     log(f"{src}: {len(comp.test)} test images; {len(image_entries(man))} model(s) x {len(plan.tta)} view(s), "
-        f"{runner} runner{' (int8 models)' if runner == 'onnx' and onnx_key(man) == 'onnx_int8' else ''}; {plan_in_words(plan.describe())}; {plan.submission_mode} mode")
+        f"{runner} runner{' (int8 models)' if runner == 'onnx' and onnx_key(man) == 'onnx_int8' else ''}, {settings}; "
+        f"{plan_in_words(plan.describe())}; {plan.submission_mode} mode")
     t1 = time.time()
     per_image = (predict_torch if runner == "torch" else predict_onnx)(bundle_dir, man, comp, cfg)
     probs = plan.apply(plan_inputs(bundle_dir, man, comp, per_image, log))   # a stacked fold: its trees
