@@ -475,7 +475,7 @@ def test_offline_runner_applies_the_probe_or_the_flags_and_refuses_a_bad_thread_
     made.clear(), sizes.clear()
     bundle.main([*argv, "--threads", "1", "--batch-size", "5"], bundle_dir=out)
     assert made == [1, 1] and sizes == [5] and "1 thread(s) (--threads), batch 5 (--batch-size)" in capsys.readouterr().out
-    for bad in ("0", "two"):
+    for bad in ("-1", "two"):
         with pytest.raises(SystemExit) as e:
             bundle.main([*argv, "--threads", bad], bundle_dir=out)
         err = capsys.readouterr().err

@@ -348,9 +348,9 @@ class Config:
     runner: str = _opt("auto", "torch, onnx (onnxruntime, no torch needed), auto (torch when importable)",
                        "offline", choices=["auto", "torch", "onnx"])
     overwrite: bool = _opt(False, "replace an existing submission file", "offline")
-    threads: int = _opt(0, "predict_offline.py: CPU threads of the runner (torch's, onnxruntime's intra-op); default: "
+    threads: int = _opt(0, "predict_offline.py: CPU threads of the runner (torch's, onnxruntime's intra-op); 0: "
                         "the export's probe (all the cores this process may use, or 1 where one was as fast)",
-                        "offline", minimum=1)
+                        "offline", minimum=0)
 
     def __post_init__(self):
         # the names the user set (config file or flag), each Config's own: not a setting (no field), so

@@ -325,7 +325,7 @@ def runner_settings(cfg, man: dict, runner: str):
     batch), else all cores and --batch-size's default; and the words saying which."""
     probe = ((man.get("runtime_cpu") or {}).get("probe") or {}).get(runner) or {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if "threads" in cfg.given:
+    if cfg.threads:                             # --threads N (0: the probe's choice)
         threads, t_how = cfg.threads, "--threads"
     else:
         threads = 1 if probe.get("threads") == 1 else cores
