@@ -39,7 +39,7 @@ WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenetv2_100_imagenet.pth"
 from foldkit import config  # noqa: E402
 from foldkit.metrics import score  # noqa: E402
 from foldkit.stack import boost  # noqa: E402
-from foldkit.stack.features import encode, read_test_table, rows_for_test  # noqa: E402
+from foldkit.stack.features import read_test_table, rows_for_test, table_matrix  # noqa: E402
 from foldkit.stack.stacking import apply, cross_fit, prepare  # noqa: E402
 
 
@@ -116,14 +116,14 @@ def table_only(paths: list[str], kind: str, seeds: list[int], comp: Path, task: 
     """stack.py's table-only variant: its OOF (by id) and its fold-averaged answer for the test rows."""
     cfg = config.resolve(**{k.lstrip("-").replace("-", "_"): v for k, v in zip(paths[::2], paths[1::2])
                             if k != "--reports-dir"}, experiments="img")
-    table, meta, kind_of, _, features, x_table, _, _, y = prepare(cfg, log=lambda *a: None)
+    table, meta, kind_of, _, features, spec, x_table, _, _, y = prepare(cfg, log=lambda *a: None)
     cats = [i for i, f in enumerate(features) if f.kind == "cat"]
     n = len(meta["classes"])
     oof, _, fitted = cross_fit(kind, x_table, y, table["fold"].to_numpy(), cats, kind_of, n, seeds,
                                transform=task["transform"])
     test_ids = pd.read_csv(comp / "sample_submission.csv", dtype=str)["id"].tolist()
     rows = rows_for_test(read_test_table(comp / "test.csv"), "id", test_ids, features, comp / "test.csv")
-    x_test = encode(rows, features)
+    x_test = table_matrix(rows, spec)
     test = np.mean([apply(m, x_test, kind_of, n, task["transform"])[:, -1] for m in fitted.values()], axis=0)
     return pd.Series(oof[:, -1], index=table["id"].astype(str)), test, test_ids
 

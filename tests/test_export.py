@@ -437,11 +437,14 @@ def test_int8_bundle_estimates_each_runner_per_core_and_probes_the_runner(int8_b
     n = len(os.sched_getaffinity(0))
     assert cpu["cores_here"] == n and cpu["measured_threads"] == sorted({1, n}) and cpu["test_images"] == 48
     assert set(cpu["runners"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    # each runner's own fixed cost: torch loads checkpoints (the estimate's), an onnx runner creates sessions
+    assert cpu["runners"]["torch"]["fixed_seconds"] == cpu["fixed_seconds"]
+    assert 0 < cpu["runners"]["onnx_int8"]["fixed_seconds"] and 0 < cpu["runners"]["onnx_fp32"]["fixed_seconds"]
     for name, r in cpu["runners"].items():
         cores = r["cores"]
         assert {str(k) for k in cpu["measured_threads"]} <= set(cores) and 0 <= r["parallel_fraction"] <= 1
-        for k, c in cores.items():      # seconds = fixed cost + test images / img/s, the preparation included
-            assert c["seconds"] == pytest.approx(cpu["fixed_seconds"] + 48 / c["img_per_s"])
+        for k, c in cores.items():      # seconds = its fixed cost + test images / img/s, the preparation included
+            assert c["seconds"] == pytest.approx(r["fixed_seconds"] + 48 / c["img_per_s"])
             assert c["img_per_s"] < c["models_img_per_s"] and c["measured"] == (int(k) in cpu["measured_threads"])
         if n > 1:                       # Kaggle's 4 cores, extrapolated: never past linear, never below 1 core
             one, four = cores["1"]["models_img_per_s"], cores["4"]["models_img_per_s"]

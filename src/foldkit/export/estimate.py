@@ -322,6 +322,13 @@ def core_lines(res: dict) -> list[str]:
     return out
 
 
+def _session_seconds(path) -> float:
+    """Seconds to create one onnxruntime session of a model (the onnx runner's start, per member)."""
+    t = time.perf_counter()
+    onnx_session(path, 0)
+    return time.perf_counter() - t
+
+
 def runtime_cpu(members, entries: list[dict], folder, comp, views: list[str], task: str, est: dict,
                 batch_size: int, log=print) -> tuple[dict, list[str]]:
     """The manifest's `runtime_cpu`: every runner the bundle has (torch; ONNX fp32 with --onnx; ONNX int8 with
@@ -336,11 +343,18 @@ def runtime_cpu(members, entries: list[dict], folder, comp, views: list[str], ta
         if all(e.get(key) for e in entries):
             runs[name] = [(onnx_model(folder / entries[g[0]][key], task), x, w) for g, x, w in zip(groups, inputs, weights)]
     n, fixed = cpu_cores(), est.get("load_seconds", 0.0) + est.get("fixed_seconds", 0.0)
+    # each runner's own fixed cost: torch's is loading the checkpoints and its run's start (the estimate's);
+    # an onnx runner's is creating its sessions (timed here, one per alike group, counted per member)
+    fixed_of = {"torch": fixed}
+    for key, name in (("onnx", "onnx_fp32"), ("onnx_int8", "onnx_int8")):
+        if name in runs:
+            fixed_of[name] = sum(len(g) * _session_seconds(folder / entries[g[0]][key]) for g in groups)
     res = {"cores_here": n, "measured_threads": sorted({1, n}), "kaggle_cores": KAGGLE_CPU_CORES,
            "sample_images": len(inputs[0]), "batch_size": PROBE_BATCH, "prepare_seconds_per_image": prepare_s,
            "test_images": est["test_images"], "fixed_seconds": fixed, "models": len(members), "views": len(views),
            "timed_members": [entries[g[0]]["weights"] for g in groups],
-           "runners": {name: _runner_cores(parts, prepare_s, n, est["test_images"], fixed)
+           "runners": {name: {**_runner_cores(parts, prepare_s, n, est["test_images"], fixed_of[name]),
+                              "fixed_seconds": fixed_of[name]}
                        for name, parts in runs.items()}}
     onnx = "onnx_int8" if "onnx_int8" in runs else "onnx_fp32"
     res["probe"] = {runner: probe(runs[name], res["runners"][name]["cores"], batch_size, n)
