@@ -46,7 +46,8 @@ def memorising_experiment(root, table, meta, rng):
     exp = Experiment(root / "models" / "memo")
     exp.dir.mkdir(parents=True)
     exp.config_path.write_text(json.dumps({"metric": "rmse", "folds_sha256": meta["sha256_now"], "classes": [],
-                                           "n_folds": 2, "reading": {"task": "regression"}}))
+                                           "n_folds": 2, "reading": {"task": "regression"},
+                                           "hflip": False}))     # no flips: one view, its OOF as its test
     y, folds = table["label"].to_numpy(float), table["fold"].to_numpy()
     seen_by = []
     for k in (0, 1):
@@ -104,7 +105,7 @@ def test_the_trees_learn_on_the_image_oof_predicted_with_the_views_the_test_imag
     exp.dir.mkdir(parents=True)
     exp.config_path.write_text(json.dumps({"metric": "rmse", "folds_sha256": meta["sha256_now"], "classes": [],
                                            "n_folds": 2, "reading": {"task": "regression"}, "hflip": True}))
-    y, folds = table["label"].to_numpy(float), table["fold"].to_numpy()
+    folds = table["fold"].to_numpy()
     for k in (0, 1):
         rows = table[folds == k]
         base = pd.DataFrame({"id": rows["id"], "fold": k, "label": rows["label"]})
@@ -117,6 +118,11 @@ def test_the_trees_learn_on_the_image_oof_predicted_with_the_views_the_test_imag
     assert np.all(stacking.prepare(settings(tmp_path, tta="none"), log=lambda *a: None)[7] == 1.0)
     out = stacking.run_stack(settings(tmp_path, experiment="st"), log=lambda *a: None)
     assert json.loads((Path(out["dir"]) / "config.json").read_text())["stacked"]["tta"] == ["none", "hflip"]
+    stacking.run_stack(settings(tmp_path, experiment="st"), log=lambda *a: None)      # the same settings: fitted again
+    with pytest.raises(StackError, match=r"stacked experiment st exists, stacked with other tta: name this stack"):
+        stacking.run_stack(settings(tmp_path, experiment="st", tta="none"), log=lambda *a: None)   # never replaced
+    with pytest.raises(StackError, match=r"experiment img exists .* is an image experiment"):
+        stacking.run_stack(settings(tmp_path, experiment="img"), log=lambda *a: None)
     from foldkit.oof import oof_for_plan
     said = []
     oof_for_plan(Experiment(Path(out["dir"])), ["none", "hflip"], said.append)
@@ -263,7 +269,7 @@ def test_norm_by_z_scores_within_groups_and_the_test_side_builds_the_same_rows(t
     from dataclasses import asdict
     from types import SimpleNamespace
 
-    from foldkit.predict.stacked import test_rows
+    from foldkit.predict.stacked import table_path, test_rows
     from foldkit.stack.features import check_columns, table_matrix, table_names
     table = pd.DataFrame({"id": list("abcdef"), "label": [0, 1, 0, 1, 0, 1], "fold": [0, 1, 0, 1, 0, 1],
                           "patient": ["p1", "p1", "p1", "p2", "p3", "p3"], "size": [1.0, 2, 3, 5, 4, 4]})
@@ -276,12 +282,12 @@ def test_norm_by_z_scores_within_groups_and_the_test_side_builds_the_same_rows(t
         check_columns(table, {**spec, "norm_by": "patiant"}, "the folds file")
     test = pd.DataFrame({"id": ["t1", "t2", "t3"], "patient": ["p9", "p9", "p1"], "size": ["10", "30", "7"]})
     test.to_csv(tmp_path / "test.csv", index=False)
-    fold = SimpleNamespace(spec=spec, stacked={"test_table": str(tmp_path / "test.csv")})
     comp = SimpleNamespace(root=tmp_path, test=pd.DataFrame({"id": ["t3", "t1", "t2"]}), id_col="id")
-    assert test_rows(fold, comp).tolist() == [[7.0, 0.0], [10.0, -1.0], [30.0, 1.0]]
+    path = table_path({"test_table": str(tmp_path / "test.csv")}, comp.root)
+    assert test_rows(spec, path, comp).tolist() == [[7.0, 0.0], [10.0, -1.0], [30.0, 1.0]]
     test.drop(columns="patient").to_csv(tmp_path / "test.csv", index=False)
     with pytest.raises(StackError, match=r"test.csv: feature column 'patient' is missing"):
-        test_rows(fold, comp)
+        test_rows(spec, path, comp)
 
 
 def test_target_encoding_a_row_id_leaks_nothing_while_a_naive_encoding_would(tmp_path, few_trees):

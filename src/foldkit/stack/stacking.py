@@ -168,12 +168,32 @@ def cross_fit(kind, x, y, folds, cats, task, n_classes, seeds, log=print, transf
     return oof, (np.zeros(x.shape[1]) if gain is None else gain), fitted
 
 
-def stack_name(cfg, exps, features, kind) -> str:
+def stack_name(cfg, exps, features, kind, views=("none",)) -> str:
     if cfg.experiment:
         return cfg.experiment
     extra = [[cfg.norm_by, te_columns(cfg)]] if cfg.norm_by or te_columns(cfg) else []   # old names kept
+    extra += [list(views)] if list(views) != ["none"] else []
     what = json.dumps([[e.name for e in exps], [f.name + ":" + f.kind for f in features], kind, cfg.seeds, *extra])
     return f"stack-{hashlib.sha256(what.encode()).hexdigest()[:6]}"
+
+
+SETTINGS = ("members", "features", "booster", "seeds", "norm_by", "target_encode", "tta", "test_table")
+
+
+def check_overwrite(exp: Experiment, settings: dict) -> None:
+    """A stacked experiment of that name stacked with other settings is never replaced (one line); stacked
+    with the same ones, stack.py fits it again (the same trees: the seeds are the same)."""
+    if not exp.config_path.is_file():
+        return
+    old = exp.config().get("stacked")
+    if old is None:
+        raise StackError(f"experiment {exp.name} exists in {exp.dir.parent} and is an image experiment: name the "
+                         "stack another way (--experiment NAME)")
+    old = {"tta": ["none"], **old}          # stacked before the views were recorded: on the one-view OOF
+    changed = [k for k in SETTINGS if k in old and json.loads(json.dumps(old[k])) != json.loads(json.dumps(settings.get(k)))]
+    if changed:
+        raise StackError(f"stacked experiment {exp.name} exists, stacked with other {', '.join(changed)}: name this "
+                         f"stack another way (--experiment NAME), or delete {exp.dir} to replace it")
 
 
 def oof_table(table: pd.DataFrame, pred: np.ndarray, task: str, meta: dict) -> pd.DataFrame:
@@ -293,6 +313,9 @@ def run_stack(cfg, log=print, cv_scorer=None) -> dict:
                      f"; target-encoded {', '.join(spec['target_encode'])}" if spec["target_encode"] else ""])
     log(f"stacking {', '.join(e.name for e in exps)} with {len(features)} table feature(s) "
         f"({', '.join(f'{f.name}:{f.kind}' for f in features) or 'none'}{extra}); {kind} trees, {len(seeds)} seed(s)")
+    name = stack_name(cfg, exps, features, kind, spec["tta"])
+    exp = Experiment(Path(cfg.models_dir) / name)
+    check_overwrite(exp, stack_record(cfg, meta, exps, spec, image_names, kind, seeds, name, metric, {})["stacked"])
     transform = target_transform(task, metric)
     data = variants(cfg, table, task, classes, spec, x_table, x_image, image_names, y, transform)
     reports, gains, names, preds, fitted = {}, {}, {}, {}, {}
@@ -304,8 +327,6 @@ def run_stack(cfg, log=print, cv_scorer=None) -> dict:
         reports[v] = score(oof_table(table, preds[v], task, meta), classes, metric, task, sep, cv_scorer)
         log(f"{v:>8s} trees: CV {metric} {score_text(reports[v]['cv'])} "
             f"(folds {score_text(reports[v]['cv_mean'])} ± {score_text(reports[v]['cv_std'])})")
-    name = stack_name(cfg, exps, features, kind)
-    exp = Experiment(Path(cfg.models_dir) / name)
     record = stack_record(cfg, meta, exps, spec, image_names, kind, seeds, name, metric, reports)
     full_spec = {**spec, "members": [e.name for e in exps], "task": task, "n_classes": n_classes, "transform": transform}
     te = data["stacked"][3]
