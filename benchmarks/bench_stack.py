@@ -108,7 +108,8 @@ def oof_of(models: Path, name: str) -> pd.DataFrame:
 def submitted(subs: Path, name: str, ids: list[str], task: dict) -> np.ndarray:
     """The latest submission of an experiment (its one answer column: the price, or the positive class's
     probability), in the order of `ids`."""
-    sub = pd.read_csv(sorted(subs.glob(f"{name}_cv*.csv"))[-1], dtype={"id": str}).set_index("id")
+    newest = max(subs.glob(f"{name}_cv*.csv"), key=lambda f: f.stat().st_mtime)   # a rerun's, not the best CV's name
+    sub = pd.read_csv(newest, dtype={"id": str}).set_index("id")
     return sub.loc[ids].iloc[:, -1].to_numpy(float)
 
 
