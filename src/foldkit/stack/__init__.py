@@ -9,6 +9,7 @@ trees, fold-safe by construction (stack.py, issue 29).
                table-only, image-only and stacked side by side; the stacked experiment in models/<name>/;
                the test rows' features (predict's fold ensemble of each image experiment) and the submission
 
-May import: the ground floor, data/, folds/ and predict/ (the image members' test predictions are predict's
-own). Never train/, report/ or above.
+May import: the ground floor, data/ and folds/. Never predict/ (it sits above: predict.stacked applies a
+stack's trees to the test rows, and what stack.py needs of predict, such as the CV's threshold scorer, the
+CLI hands down), train/, report/ or above.
 """
