@@ -3,8 +3,9 @@ trees, fold-safe by construction (stack.py, issue 29).
 
     features   the table's feature columns (chosen, typed numeric or categorical, encoded; the bad-input
                lines) and the image experiments' OOF predictions as features
-    boost      one booster (LightGBM when installed, else scikit-learn's HistGradientBoosting): early
-               stopping on an inner split of the training rows, refit on all of them, gain importance
+    boost      one booster (LightGBM when installed, else scikit-learn's HistGradientBoosting; XGBoost or
+               CatBoost when asked for): early stopping on an inner split of the training rows, refit on all
+               of them, the features' importance
     stacking   stack.py's job: fold k's trees fitted on the other folds' rows only, validated on fold k;
                table-only, image-only and stacked side by side; the stacked experiment in models/<name>/;
                the test rows' features (predict's fold ensemble of each image experiment) and the submission
