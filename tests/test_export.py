@@ -483,6 +483,14 @@ def test_offline_runner_applies_the_probe_or_the_flags_and_refuses_a_bad_thread_
             bundle.main([*argv, "--threads", bad], bundle_dir=out)
         err = capsys.readouterr().err
         assert e.value.code == 2 and "--threads" in err and "Traceback" not in err
+    # a 1-thread choice probed on a machine of another size (a busy laptop) is not carried to Kaggle's 4 cores
+    from foldkit import config
+    here = len(os.sched_getaffinity(0))
+    man = {"runtime_cpu": {"cores_here": here + 2, "probe": {"onnx": {"threads": 1, "batch_size": 8}}}}
+    cfg, said = bundle.runner_settings(config.resolve(), man, "onnx")
+    assert cfg.threads == here and "another number of cores" in said and cfg.batch_size == 8
+    man["runtime_cpu"]["cores_here"] = here
+    assert bundle.runner_settings(config.resolve(), man, "onnx")[0].threads == 1
 
 
 def test_amdahl_extrapolation_and_the_estimate_lines():

@@ -323,13 +323,17 @@ def runner_settings(cfg, man: dict, runner: str):
     """cfg with the runner's CPU threads and batch size: --threads / --batch-size where given, else the export's
     probe (runtime_cpu.probe: all the cores this process may use, or 1 where one was as fast; the fastest
     batch), else all cores and --batch-size's default; and the words saying which."""
-    probe = ((man.get("runtime_cpu") or {}).get("probe") or {}).get(runner) or {}
+    cpu = man.get("runtime_cpu") or {}
+    probe = (cpu.get("probe") or {}).get(runner) or {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cfg.threads:                             # --threads N (0: the probe's choice)
         threads, t_how = cfg.threads, "--threads"
-    else:
-        threads = 1 if probe.get("threads") == 1 else cores
-        t_how = "probed at export" if probe else "all cores"
+    elif probe.get("threads") == 1 and cpu.get("cores_here") == cores:
+        threads, t_how = 1, "probed at export"
+    else:   # all cores; a 1-thread choice made on a machine of another size (Kaggle's 4 cores) is not applied
+        threads = cores
+        t_how = ("all cores; the export's probe ran on another number of cores" if probe.get("threads") == 1
+                 else "probed at export" if probe else "all cores")
     batch, b_how = ((cfg.batch_size, "--batch-size") if "batch_size" in cfg.given or not probe.get("batch_size")
                     else (int(probe["batch_size"]), "probed at export"))
     return (config.with_settings(cfg, threads=threads, batch_size=batch),

@@ -312,6 +312,10 @@ def core_lines(res: dict) -> list[str]:
         out.append(f"{head} {times} on {k} core{'s' if k > 1 else ''} ({how})")
     if n == 1:
         out.append(f"  not extrapolated to {KAGGLE_CPU_CORES} cores: this process may use 1 core, no scaling to fit")
+    load = res.get("load_average")
+    if load is not None and load > n:
+        out.append(f"  caution: this machine was busy while timing (load average {load:.1f} on {n} core(s)): the "
+                   "per-core figures and the probe's thread choice may be off; export again on an idle machine")
     for runner, p in res.get("probe", {}).items():
         d = p["default"]
         threads = "all cores" if p["threads"] == "all" else "1 thread"
@@ -350,6 +354,7 @@ def runtime_cpu(members, entries: list[dict], folder, comp, views: list[str], ta
         if name in runs:
             fixed_of[name] = sum(len(g) * _session_seconds(folder / entries[g[0]][key]) for g in groups)
     res = {"cores_here": n, "measured_threads": sorted({1, n}), "kaggle_cores": KAGGLE_CPU_CORES,
+           "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
            "sample_images": len(inputs[0]), "batch_size": PROBE_BATCH, "prepare_seconds_per_image": prepare_s,
            "test_images": est["test_images"], "fixed_seconds": fixed, "models": len(members), "views": len(views),
            "timed_members": [entries[g[0]]["weights"] for g in groups],
