@@ -322,7 +322,13 @@ def pick_runner(runner: str, man: dict) -> str:
 def runner_settings(cfg, man: dict, runner: str):
     """cfg with the runner's CPU threads and batch size: --threads / --batch-size where given, else the export's
     probe (runtime_cpu.probe: all the cores this process may use, or 1 where one was as fast; the fastest
-    batch), else all cores and --batch-size's default; and the words saying which."""
+    batch), else all cores and --batch-size's default; and the words saying which. The torch runner keeps
+    predict.py's own settings unless told (its file is then predict.py's byte for byte: another batch size or
+    thread count changes a regression value's last digits); export prints its probe's choice as flags."""
+    if runner == "torch":
+        threads = cfg.threads                   # 0: torch's default, as predict.py runs
+        return cfg, (f"{threads} thread(s) (--threads)" if threads else "torch's threads (as predict.py)") + \
+            f", batch {cfg.batch_size} ({'--batch-size' if 'batch_size' in cfg.given else 'as predict.py'})"
     cpu = man.get("runtime_cpu") or {}
     probe = (cpu.get("probe") or {}).get(runner) or {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -319,10 +319,12 @@ def core_lines(res: dict) -> list[str]:
     for runner, p in res.get("probe", {}).items():
         d = p["default"]
         threads = "all cores" if p["threads"] == "all" else "1 thread"
+        applied = ("predict_offline.py applies it (--threads, --batch-size override)" if runner != "torch" else
+                   f"the torch runner keeps predict.py's settings (its file is predict.py's byte for byte): "
+                   f"predict_offline.py --threads {p['threads_here']} --batch-size {p['batch_size']} applies it")
         out.append(f"probe, {runner} runner: {threads} ({p['threads_here']} here), batch {p['batch_size']}: "
                    f"{p['img_per_s']:.1f} img/s (models) vs {d['img_per_s']:.1f} img/s at its defaults "
-                   f"({d['threads']} threads, batch {d['batch_size']}); predict_offline.py applies it "
-                   "(--threads, --batch-size override)")
+                   f"({d['threads']} threads, batch {d['batch_size']}); {applied}")
     return out
 
 
