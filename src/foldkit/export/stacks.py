@@ -147,10 +147,10 @@ def load_spec(bundle_dir: Path, entry: dict) -> dict:
 def plan_inputs(bundle_dir: Path, man: dict, comp, per_image: list, log=print) -> list:
     """The plan's per-member predictions (what Plan.apply takes) from the image models' (per_image, in
     image_entries' order): a stacked fold's are its trees on its test features (once per experiment, or
-    per fold when its folds have target encoders: predict.stacked.feature_key, as predict.py builds them)."""
+    per fold when its folds have target encoders: predict.stacked.feature_key, as predict.py builds them).
+    The runner checks the booster libraries first (check_boosters, before any image is predicted)."""
     if "images" not in man:
         return per_image
-    check_boosters(man)
     by_key = {(e["experiment"], e["fold"]): p for e, p in zip(image_entries(man), per_image)}
     features: dict[tuple, np.ndarray] = {}
     out = []
